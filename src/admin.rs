@@ -1,0 +1,284 @@
+//! The admin API: its own listener (loopback plain HTTP by default; TLS required elsewhere),
+//! bearer-token authentication, JSON, and Prometheus metrics.
+//!
+//! Endpoints:
+//! - `GET  /health`          — no token (load balancers poll it): `200 ok`.
+//! - `GET  /metrics`         — Prometheus text exposition (token).
+//! - `GET  /api/v1/status`   — JSON snapshot: identity, uptime, listeners, services, servers (token).
+//! - `POST /api/v1/reload`   — re-read the configuration file; `400` with every error when it
+//!   is invalid, and the running configuration stays (token).
+//!
+//! Threat model: anyone who can reach the admin port. The token is compared in constant
+//! time, never logged, and a wrong or missing token gets the same `401`.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{AuthMode, ListenerConfig};
+use crate::proxy::stack::{Backend, Edge};
+
+/// The admin bearer token. `Debug` never shows it.
+#[derive(Clone)]
+pub struct AdminToken(Arc<str>);
+
+impl AdminToken {
+    /// Wraps a token.
+    pub fn new(token: String) -> AdminToken {
+        AdminToken(Arc::from(token))
+    }
+
+    /// Constant-time comparison with a presented token.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        self.0.as_bytes().ct_eq(presented).into()
+    }
+
+    /// The token itself (only for sending it as a client).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// A reload request: the reply carries every configuration error, if any.
+pub type ReloadRequest = oneshot::Sender<Result<(), Vec<String>>>;
+
+/// What the admin API can see and do.
+pub struct AdminState {
+    pub edge: Arc<Edge>,
+    pub token: ArcSwap<AdminToken>,
+    pub reload: mpsc::Sender<ReloadRequest>,
+    pub listeners: Vec<(ListenerConfig, SocketAddr)>,
+    pub started_at: SystemTime,
+    pub started: Instant,
+}
+
+type AdminBody = Full<Bytes>;
+
+/// Serves the admin API until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let state = state.clone();
+        let acceptor = tls.as_ref().map(|t| t.load_full());
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(respond(&state, client, request).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            match acceptor {
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                }
+                Some(acceptor) => {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<AdminBody> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<AdminBody> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+fn authorized(state: &AdminState, request: &Request<Incoming>) -> bool {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else { return false };
+    let value = value.as_bytes();
+    let Some(token) = value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer ")) else { return false };
+    state.token.load().matches(token.trim_ascii())
+}
+
+/// Answers one admin request.
+pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<Incoming>) -> Response<AdminBody> {
+    let path = request.uri().path().to_string();
+    let method = request.method().clone();
+    if method == Method::GET && path == "/health" {
+        return text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n");
+    }
+    if !authorized(state, &request) {
+        state.edge.error_log.warn(&format!("{} :: admin API authentication failed, request: \"{method} {path}\"", client.ip()));
+        let mut response = json(StatusCode::UNAUTHORIZED, &ErrorBody { error: "missing or wrong bearer token" });
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"portcullis-admin\""));
+        return response;
+    }
+    match (method, path.as_str()) {
+        (Method::GET, "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.edge.metrics.encode()),
+        (Method::GET, "/api/v1/status") => json(StatusCode::OK, &status(state)),
+        (Method::POST, "/api/v1/reload") => reload(state).await,
+        (_, "/metrics" | "/api/v1/status" | "/api/v1/reload") => {
+            json(StatusCode::METHOD_NOT_ALLOWED, &ErrorBody { error: "method not allowed" })
+        }
+        _ => json(StatusCode::NOT_FOUND, &ErrorBody { error: "no such endpoint" }),
+    }
+}
+
+#[derive(Serialize)]
+struct ReloadBody {
+    ok: bool,
+    errors: Vec<String>,
+}
+
+async fn reload(state: &AdminState) -> Response<AdminBody> {
+    let (reply, answer) = oneshot::channel();
+    if state.reload.send(reply).await.is_err() {
+        return json(StatusCode::SERVICE_UNAVAILABLE, &ErrorBody { error: "reload is not available" });
+    }
+    match answer.await {
+        Ok(Ok(())) => json(StatusCode::OK, &ReloadBody { ok: true, errors: Vec::new() }),
+        Ok(Err(errors)) => json(StatusCode::BAD_REQUEST, &ReloadBody { ok: false, errors }),
+        Err(_) => json(StatusCode::INTERNAL_SERVER_ERROR, &ErrorBody { error: "reload task stopped" }),
+    }
+}
+
+/// `GET /api/v1/status` body.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Status {
+    pub server: String,
+    pub version: String,
+    pub started_at: String,
+    pub uptime_seconds: u64,
+    pub config_file: Option<String>,
+    pub listeners: Vec<ListenerStatus>,
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One listener in [`Status`].
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ListenerStatus {
+    pub name: String,
+    pub address: String,
+    pub tls: bool,
+    pub redirect_to: Option<String>,
+    pub open_connections: i64,
+}
+
+/// One service in [`Status`].
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub auth: String,
+    pub kind: String,
+    pub servers: Vec<ServerStatus>,
+}
+
+/// One upstream server in [`Status`].
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ServerStatus {
+    pub address: String,
+    pub weight: u32,
+    pub backup: bool,
+    pub max_conns: u32,
+    pub up: bool,
+    pub in_flight: u32,
+}
+
+fn status(state: &AdminState) -> Status {
+    let gateway = state.edge.gateway.load();
+    let listeners = state
+        .listeners
+        .iter()
+        .map(|(l, bound)| ListenerStatus {
+            name: l.name.clone(),
+            address: bound.to_string(),
+            tls: l.tls,
+            redirect_to: l.redirect_to.as_ref().map(|r| r.listener.clone()),
+            open_connections: state.edge.metrics.open_connections(&Arc::from(l.name.as_str())),
+        })
+        .collect();
+    let services = gateway
+        .services
+        .iter()
+        .map(|s| ServiceStatus {
+            name: s.name.to_string(),
+            auth: match s.config.auth {
+                AuthMode::None => "none",
+                AuthMode::Basic => "basic",
+                AuthMode::Jwt => "jwt",
+                AuthMode::BasicOrJwt => "basic_or_jwt",
+            }
+            .to_string(),
+            kind: match &s.backend {
+                Backend::Pool(_) => "proxy".to_string(),
+                Backend::Static(_) => "static".to_string(),
+            },
+            servers: match &s.backend {
+                Backend::Pool(pool) => pool
+                    .servers()
+                    .iter()
+                    .map(|srv| ServerStatus {
+                        address: srv.address.to_string(),
+                        weight: srv.weight,
+                        backup: srv.weight == 0,
+                        max_conns: srv.max_conns(),
+                        up: srv.is_up(),
+                        in_flight: srv.in_flight(),
+                    })
+                    .collect(),
+                Backend::Static(_) => Vec::new(),
+            },
+        })
+        .collect();
+    Status {
+        server: gateway.config.server.name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: humantime::format_rfc3339_seconds(state.started_at).to_string(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        config_file: gateway.config.source.as_ref().map(|p| p.display().to_string()),
+        listeners,
+        services,
+    }
+}

@@ -1,0 +1,239 @@
+//! Wiring: `Config` → bound listeners, admin API, state store and reload loop → [`Running`].
+//!
+//! Start-up order: directories and logs first (so every later failure is logged), then the
+//! state store, certificates, upstream pools, and only then sockets — a bad certificate or
+//! a locked state file must stop the edge before it accepts a single connection.
+//!
+//! Reloads (SIGHUP or `POST /api/v1/reload`) re-read the file, build a complete new routing
+//! generation off to the side and swap it in atomically; in-flight requests finish on the
+//! generation they started with. An invalid file changes nothing and is reported in
+//! `error.log`. Listener addresses are bound once: changing them needs a restart (said in
+//! `error.log` when a reload sees it).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin::{self, AdminState, ReloadRequest};
+use crate::cluster::StateStore;
+use crate::cluster::embedded::EmbeddedStore;
+use crate::config::{Config, StoreKind};
+use crate::net::{listener, tls};
+use crate::proxy::server;
+use crate::proxy::stack::{Edge, Gateway};
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::logging::ErrorLog;
+use crate::telemetry::metrics::Metrics;
+
+/// How long shutdown waits for open connections to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A started edge.
+pub struct Running {
+    /// Each listener's name and bound address (port 0 resolved).
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// The admin API's bound address.
+    pub admin: Option<SocketAddr>,
+    /// Certificate in use by the HTTPS listeners, if any.
+    pub certificate: Option<tls::CertPaths>,
+    pub edge: Arc<Edge>,
+    pub store: Arc<dyn StateStore>,
+    reload: mpsc::Sender<ReloadRequest>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Running {
+    /// Reloads the configuration file; `Err` lists every problem (nothing changed).
+    pub async fn reload(&self) -> Result<(), Vec<String>> {
+        let (reply, answer) = oneshot::channel();
+        self.reload.send(reply).await.map_err(|_| vec!["reload task stopped".to_string()])?;
+        answer.await.map_err(|_| vec!["reload task stopped".to_string()])?
+    }
+
+    /// A handle that can trigger reloads (signal handlers).
+    pub fn reload_handle(&self) -> mpsc::Sender<ReloadRequest> {
+        self.reload.clone()
+    }
+
+    /// Stops accepting, lets open connections finish (up to [`SHUTDOWN_GRACE`]), flushes logs.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while Instant::now() < deadline {
+            let open: i64 = self.listeners.iter().map(|(name, _)| self.edge.metrics.open_connections(&Arc::from(name.as_str()))).sum();
+            if open <= 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.edge.access_log.flush();
+    }
+}
+
+/// Starts everything `config` describes.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let server_cfg = &config.server;
+    for dir in [&server_cfg.state_dir, &server_cfg.log_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
+    }
+    let access_log =
+        AccessLog::open(&server_cfg.log_dir).with_context(|| format!("cannot open access.log in {}", server_cfg.log_dir.display()))?;
+    let error_log =
+        ErrorLog::open(&server_cfg.log_dir).with_context(|| format!("cannot open error.log in {}", server_cfg.log_dir.display()))?;
+    access_log.spawn_flusher();
+
+    let store: Arc<dyn StateStore> = match &config.cluster.store {
+        StoreKind::Embedded => Arc::new(EmbeddedStore::open(&server_cfg.state_dir)?),
+        StoreKind::Redis { .. } => bail!("cluster.store = \"redis\" is not available in this build yet; use \"embedded\""),
+    };
+
+    let needs_tls = config.listeners.iter().any(|l| l.tls) || config.admin.as_ref().is_some_and(|a| a.tls);
+    let (acceptor, certificate) = if needs_tls {
+        let paths = tls::ensure_certificate(
+            config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
+            &server_cfg.state_dir,
+            &server_cfg.name,
+        )?;
+        let acceptor = TlsAcceptor::from(tls::server_config(&paths)?);
+        (Some(Arc::new(ArcSwap::from_pointee(acceptor))), Some(paths))
+    } else {
+        (None, None)
+    };
+
+    let metrics = Arc::new(Metrics::new());
+    let gateway = Gateway::build(config.clone(), &metrics)?;
+    let edge = Arc::new(Edge::new(gateway, metrics, access_log, error_log));
+
+    // Bind everything before serving anything: a port conflict fails the whole start.
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let socket = listener::bind(l.address).with_context(|| format!("listener {:?}: cannot bind {}", l.name, l.address))?;
+        let local = socket.local_addr()?;
+        bound.push((l.clone(), socket, local));
+    }
+    let admin_socket = match &config.admin {
+        Some(a) => Some(listener::bind(a.address).with_context(|| format!("admin: cannot bind {}", a.address))?),
+        None => None,
+    };
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut listeners = Vec::new();
+    for (l, socket, local) in bound {
+        let tls = if l.tls { acceptor.clone() } else { None };
+        tracing::info!(
+            "listener {} on {local}{}",
+            l.name,
+            match (&l.redirect_to, l.tls) {
+                (Some(r), _) => format!(" (plain HTTP, redirects to {})", r.listener),
+                (None, true) => " (HTTPS, HTTP/2 + HTTP/1.1)".to_string(),
+                (None, false) => " (plain HTTP/1.1 and HTTP/2 prior knowledge)".to_string(),
+            }
+        );
+        listeners.push((l.name.clone(), local));
+        tokio::spawn(server::serve(socket, l, config.server.clone(), edge.clone(), tls, shutdown_rx.clone()));
+    }
+
+    let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(8);
+    let mut admin_addr = None;
+    if let (Some(admin_cfg), Some(socket)) = (&config.admin, admin_socket) {
+        let local = socket.local_addr()?;
+        admin_addr = Some(local);
+        let state = Arc::new(AdminState {
+            edge: edge.clone(),
+            token: ArcSwap::from_pointee(admin_cfg.token.clone()),
+            reload: reload_tx.clone(),
+            listeners: config.listeners.iter().cloned().zip(listeners.iter().map(|(_, a)| *a)).collect(),
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+        });
+        tracing::info!("admin API on {local}{}", if admin_cfg.tls { " (HTTPS)" } else { "" });
+        let admin_tls = if admin_cfg.tls { acceptor.clone() } else { None };
+        tokio::spawn(reload_loop(reload_rx, config.clone(), edge.clone(), acceptor.clone(), Some(state.clone())));
+        tokio::spawn(admin::serve(socket, state, admin_tls, shutdown_rx.clone()));
+    } else {
+        tokio::spawn(reload_loop(reload_rx, config.clone(), edge.clone(), acceptor.clone(), None));
+    }
+    if let Some(paths) = &certificate {
+        if paths.self_signed {
+            tracing::info!("TLS certificate: self-signed for {} at {}", config.server.name, paths.cert.display());
+        } else {
+            tracing::info!("TLS certificate: {}", paths.cert.display());
+        }
+    }
+    tracing::info!(
+        "{} ready: state in {}, logs in {}",
+        config.server.name,
+        config.server.state_dir.display(),
+        config.server.log_dir.display()
+    );
+    Ok(Running { listeners, admin: admin_addr, certificate, edge, store, reload: reload_tx, shutdown })
+}
+
+async fn reload_loop(
+    mut requests: mpsc::Receiver<ReloadRequest>,
+    mut current: Arc<Config>,
+    edge: Arc<Edge>,
+    acceptor: Option<Arc<ArcSwap<TlsAcceptor>>>,
+    admin: Option<Arc<AdminState>>,
+) {
+    while let Some(reply) = requests.recv().await {
+        let outcome = reload_once(&current, &edge, acceptor.as_deref(), admin.as_deref());
+        edge.metrics.reload(outcome.is_ok());
+        let answer = match outcome {
+            Ok(next) => {
+                current = next;
+                edge.error_log.warn("configuration reloaded");
+                Ok(())
+            }
+            Err(errors) => {
+                edge.error_log.error(&format!("configuration reload refused, keeping the running configuration: {}", errors.join("; ")));
+                Err(errors)
+            }
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+fn reload_once(
+    current: &Config,
+    edge: &Edge,
+    acceptor: Option<&ArcSwap<TlsAcceptor>>,
+    admin: Option<&AdminState>,
+) -> Result<Arc<Config>, Vec<String>> {
+    let Some(path) = &current.source else { return Err(vec!["configuration was not read from a file".to_string()]) };
+    let next = Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    if next.listeners != current.listeners {
+        edge.error_log.warn("listener changes need a restart; the running listeners stay as they are");
+    }
+    // Build everything first, then swap: a failure leaves the running state untouched.
+    // Certificates are re-read too, so a renewed certificate takes effect without a restart.
+    let tls_config = match acceptor {
+        Some(_) => {
+            let paths = tls::ensure_certificate(
+                next.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
+                &next.server.state_dir,
+                &next.server.name,
+            )
+            .map_err(|e| vec![format!("tls: {e}")])?;
+            Some(tls::server_config(&paths).map_err(|e| vec![format!("tls: {e}")])?)
+        }
+        None => None,
+    };
+    let next = Arc::new(next);
+    let gateway = Gateway::build(next.clone(), &edge.metrics).map_err(|e| vec![e.to_string()])?;
+    if let (Some(acceptor), Some(tls_config)) = (acceptor, tls_config) {
+        acceptor.store(Arc::new(TlsAcceptor::from(tls_config)));
+    }
+    edge.gateway.store(Arc::new(gateway));
+    if let (Some(admin), Some(admin_cfg)) = (admin, &next.admin) {
+        admin.token.store(Arc::new(admin_cfg.token.clone()));
+    }
+    Ok(next)
+}

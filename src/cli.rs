@@ -1,0 +1,288 @@
+//! Command line (clap): `serve`, `check`, and thin clients of the admin API (`status`,
+//! `reload`). Exit codes: 0 ok, 1 failure, 64 usage or configuration error, 69 edge
+//! unreachable.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+
+use crate::admin::Status;
+use crate::config::Config;
+
+/// Exit code: configuration or usage error (EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+/// Exit code: the running edge could not be reached (EX_UNAVAILABLE).
+pub const EXIT_UNREACHABLE: u8 = 69;
+
+/// Portcullis: the secure internet edge for UC and contact-center deployments.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the edge.
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file: print every error with its key path, bind nothing.
+    Check {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show the running edge's status.
+    Status {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the running edge re-read its configuration file.
+    Reload {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+/// How a client verb finds the running edge.
+#[derive(Debug, Args)]
+struct AdminTarget {
+    /// Read the admin address and token from this configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Admin API URL, e.g. http://127.0.0.1:9443.
+    #[arg(long, env = "PORTCULLIS_ADMIN_URL")]
+    admin: Option<String>,
+    /// Admin bearer token.
+    #[arg(long, env = "PORTCULLIS_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn usage(error: anyhow::Error) -> Failure {
+        Failure { code: EXIT_USAGE, error }
+    }
+    fn failed(error: anyhow::Error) -> Failure {
+        Failure { code: 1, error }
+    }
+    fn unreachable(error: anyhow::Error) -> Failure {
+        Failure { code: EXIT_UNREACHABLE, error }
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = if error.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("portcullis: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config, Failure> {
+    Config::load(path).map_err(|errors| {
+        let n = errors.0.len();
+        Failure::usage(anyhow!("{} has {n} error{}:\n{errors}", path.display(), if n == 1 { "" } else { "s" }))
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(anyhow!(e).context("cannot start the async runtime")))
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Check { config } => {
+            let loaded = load(&config)?;
+            let summary = format!(
+                "{}: ok ({} listener(s), {} service(s), {} route(s))\n",
+                config.display(),
+                loaded.listeners.len(),
+                loaded.services.len(),
+                loaded.routes.len()
+            );
+            write_stdout(&summary);
+            Ok(())
+        }
+        Command::Serve { config } => {
+            let loaded = load(&config)?;
+            crate::telemetry::logging::init_console();
+            runtime()?.block_on(serve(loaded)).map_err(Failure::failed)
+        }
+        Command::Status { target, json } => {
+            let (url, token) = target.resolve()?;
+            let body = runtime()?.block_on(admin_call(&url, &token, http::Method::GET, "/api/v1/status"))?;
+            if json {
+                write_stdout(&format!("{}\n", String::from_utf8_lossy(&body)));
+            } else {
+                let status: Status =
+                    serde_json::from_slice(&body).map_err(|e| Failure::failed(anyhow!("unexpected status answer: {e}")))?;
+                write_stdout(&render_status(&status));
+            }
+            Ok(())
+        }
+        Command::Reload { target } => {
+            let (url, token) = target.resolve()?;
+            runtime()?.block_on(admin_call(&url, &token, http::Method::POST, "/api/v1/reload"))?;
+            write_stdout("configuration reloaded\n");
+            Ok(())
+        }
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "the CLI's output goes to stdout")]
+fn write_stdout(text: &str) {
+    print!("{text}");
+}
+
+impl AdminTarget {
+    fn resolve(self) -> Result<(String, String), Failure> {
+        let from_config = match &self.config {
+            Some(path) => {
+                let config = load(path)?;
+                let admin = config.admin.ok_or_else(|| Failure::usage(anyhow!("{} has no [admin] section", path.display())))?;
+                let scheme = if admin.tls { "https" } else { "http" };
+                let host = if admin.address.ip().is_unspecified() { "127.0.0.1".to_string() } else { admin.address.ip().to_string() };
+                let host = if host.contains(':') { format!("[{host}]") } else { host };
+                Some((format!("{scheme}://{host}:{}", admin.address.port()), admin.token.expose().to_string()))
+            }
+            None => None,
+        };
+        let url = self
+            .admin
+            .or_else(|| from_config.as_ref().map(|c| c.0.clone()))
+            .ok_or_else(|| Failure::usage(anyhow!("no admin API: pass --config FILE, or --admin URL (or PORTCULLIS_ADMIN_URL)")))?;
+        let token = self
+            .token
+            .or_else(|| from_config.map(|c| c.1))
+            .ok_or_else(|| Failure::usage(anyhow!("no admin token: pass --token or set PORTCULLIS_ADMIN_TOKEN")))?;
+        Ok((url, token))
+    }
+}
+
+/// One request to the admin API (plain HTTP).
+async fn admin_call(url: &str, token: &str, method: http::Method, path: &str) -> Result<Bytes, Failure> {
+    let uri: http::Uri = url.parse().map_err(|_| Failure::usage(anyhow!("{url:?} is not a URL")))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(Failure::usage(anyhow!("{url}: only http:// admin URLs are supported by the CLI (bind the admin API to loopback)")));
+    }
+    let authority = uri.authority().ok_or_else(|| Failure::usage(anyhow!("{url:?} has no host")))?.clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+    let connect = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect((host.as_str(), port))).await;
+    let stream = match connect {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(Failure::unreachable(anyhow!(e).context(format!("cannot reach the edge at {url}")))),
+        Err(_) => return Err(Failure::unreachable(anyhow!("timed out connecting to {url}"))),
+    };
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| Failure::unreachable(anyhow!(e)))?;
+    tokio::spawn(connection);
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, authority.as_str())
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| Failure::failed(anyhow!(e)))?;
+    let response = sender.send_request(request).await.map_err(|e| Failure::unreachable(anyhow!(e)))?;
+    let status = response.status();
+    let body = response.into_body().collect().await.map_err(|e| Failure::unreachable(anyhow!(e)))?.to_bytes();
+    match status.as_u16() {
+        200..=299 => Ok(body),
+        401 => Err(Failure::usage(anyhow!("the edge refused the admin token (401)"))),
+        _ => Err(Failure::failed(anyhow!("{} {}: {}", status.as_u16(), path, String::from_utf8_lossy(&body).trim()))),
+    }
+}
+
+fn render_status(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "HOST:        {}", s.server);
+    let _ = writeln!(out, "VERSION:     {}", s.version);
+    let _ = writeln!(out, "STARTED:     {} (up {})", s.started_at, humantime::format_duration(Duration::from_secs(s.uptime_seconds)));
+    if let Some(file) = &s.config_file {
+        let _ = writeln!(out, "CONFIG:      {file}");
+    }
+    let _ = writeln!(out, "LISTENERS:");
+    for l in &s.listeners {
+        let kind = match (&l.redirect_to, l.tls) {
+            (Some(to), _) => format!("redirect to {to}"),
+            (None, true) => "https".to_string(),
+            (None, false) => "http".to_string(),
+        };
+        let _ = writeln!(out, "  {:<12} {:<24} {:<20} {} open", l.name, l.address, kind, l.open_connections);
+    }
+    let _ = writeln!(out, "SERVICES:");
+    for svc in &s.services {
+        let _ = writeln!(out, "  {:<12} auth={:<13} {}", svc.name, svc.auth, svc.kind);
+        for srv in &svc.servers {
+            let limit = if srv.max_conns == 0 { "-".to_string() } else { srv.max_conns.to_string() };
+            let _ = writeln!(
+                out,
+                "    {:<32} {:<4} weight={}{} in-flight={}/{}",
+                srv.address,
+                if srv.up { "UP" } else { "DOWN" },
+                srv.weight,
+                if srv.backup { " (backup)" } else { "" },
+                srv.in_flight,
+                limit
+            );
+        }
+    }
+    out
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let running = crate::app::start(config).await?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                if let Err(errors) = running.reload().await {
+                    tracing::error!("reload refused: {}", errors.join("; "));
+                }
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!("shutting down: no new connections, finishing open requests");
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Shared state: one [`StateStore`] interface for everything peers must agree on (DESIGN
+//! §6) — bans and failure counters, rate windows, tokens and credential caches, lists,
+//! exemptions, weights — with an **embedded** implementation persisted in `state_dir`
+//! (`embedded`) and, later, a Redis one for clusters.
+//!
+//! Every operation is one atomic step so that a Redis implementation can map it onto one
+//! command or one Lua script (`record_event` = ZADD + ZREMRANGEBYSCORE + ZCARD, `set_add`
+//! with a cap = a script, bans = hash + PEXPIREAT), never a read-modify-write across calls.
+//! Times are wall-clock Unix milliseconds because records survive restarts and cross hosts.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+pub mod embedded;
+
+/// Longest key accepted (keys are built from network input such as user names).
+pub const MAX_KEY_BYTES: usize = 512;
+/// Largest value accepted.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Most events kept per sliding window; older ones are dropped beyond it.
+pub const MAX_EVENTS_PER_WINDOW: usize = 10_000;
+
+/// A boxed future returned by store operations (object-safe async).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or created (permissions, disk, another
+    /// process holding it).
+    #[error("cannot open state store at {path}: {reason}")]
+    Open { path: String, reason: String },
+    /// A read or write failed inside the backend.
+    #[error("state store backend failed: {0}")]
+    Backend(String),
+    /// A key or value exceeded its cap.
+    #[error("{0} is too large")]
+    TooLarge(&'static str),
+}
+
+/// Result of adding a member to a capped set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetAdd {
+    /// Newly added.
+    Added,
+    /// Already a member.
+    Present,
+    /// Not added: the set holds `cap` members.
+    Full,
+}
+
+/// A blocked source (an IP or a /64), with an absolute expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRecord {
+    /// What is banned, e.g. `203.0.113.7` or `2001:db8::/64`.
+    pub subject: String,
+    /// Intrusion-protection category that triggered it.
+    pub category: String,
+    /// Unix milliseconds when the ban was set.
+    pub since_ms: u64,
+    /// Unix milliseconds when the ban ends.
+    pub until_ms: u64,
+    /// Free text for operators.
+    pub reason: String,
+}
+
+/// A change another part of the edge (or another peer) may need to react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Banned(String),
+    Unbanned(String),
+    KeyChanged(String),
+    SetChanged(String),
+}
+
+/// The shared-state interface. Implementations must make every method atomic.
+pub trait StateStore: Send + Sync + 'static {
+    /// Value of `key`, unless absent or expired.
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
+    /// Sets `key`, expiring after `ttl` (never when `None`).
+    fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Option<Duration>) -> StoreFuture<'a, ()>;
+    /// Removes `key`; true when it existed.
+    fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
+    /// Records one event now in the sliding window `key` and returns how many events fall
+    /// within the last `window`, this one included (exact, not bucketed).
+    fn record_event<'a>(&'a self, key: &'a str, window: Duration) -> StoreFuture<'a, u64>;
+    /// Events within the last `window`, without recording one.
+    fn count_events<'a>(&'a self, key: &'a str, window: Duration) -> StoreFuture<'a, u64>;
+    /// Unix milliseconds of the oldest event within `window` (for `Retry-After`).
+    fn oldest_event<'a>(&'a self, key: &'a str, window: Duration) -> StoreFuture<'a, Option<u64>>;
+    /// Adds `member` to set `key` unless it already holds `cap` members.
+    fn set_add<'a>(&'a self, key: &'a str, member: &'a str, cap: usize) -> StoreFuture<'a, SetAdd>;
+    /// Removes `member`; true when it was present.
+    fn set_remove<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, bool>;
+    /// Members of set `key`.
+    fn set_members<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Vec<String>>;
+    /// Sets (or replaces) a ban.
+    fn ban(&self, record: BanRecord) -> StoreFuture<'_, ()>;
+    /// Lifts a ban; true when there was one.
+    fn unban<'a>(&'a self, subject: &'a str) -> StoreFuture<'a, bool>;
+    /// The ban on `subject`, unless none or expired.
+    fn ban_lookup<'a>(&'a self, subject: &'a str) -> StoreFuture<'a, Option<BanRecord>>;
+    /// Every ban in force.
+    fn bans(&self) -> StoreFuture<'_, Vec<BanRecord>>;
+    /// Deletes expired keys, windows and bans; returns how many records went.
+    fn purge_expired(&self) -> StoreFuture<'_, u64>;
+    /// Changes made through this store (and, for Redis, by other peers).
+    fn subscribe(&self) -> broadcast::Receiver<Change>;
+}
+
+/// Wall-clock source in Unix milliseconds (swappable in tests).
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+}
+
+fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.len() > MAX_KEY_BYTES { Err(StoreError::TooLarge("key")) } else { Ok(()) }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,242 @@
+//! Configuration: one TOML file (DESIGN.md "Configuration shape") turned into typed settings.
+//!
+//! `file` holds the raw serde shape; `resolve` turns it into the typed [`Config`] below and
+//! reports every problem at once as [`ConfigError`]s (key path, what is wrong, how to fix it).
+//! Only `resolve` knows the TOML layout; the rest of the program sees typed values
+//! (durations, socket addresses, paths made absolute against the config file's directory).
+//!
+//! Typed settings live here rather than in each module because several front ends share
+//! them (the proxy and the admin API both read services and listeners); each type names the
+//! module that consumes it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub mod file;
+mod resolve;
+
+pub use resolve::{ConfigError, ConfigErrors};
+
+/// Default request-head read timeout: a client has this long to send a full request head.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default idle timeout for client connections (keep-alive, tunnels).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default cap on the size of a request head.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Default cap on the number of header fields in a request.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default cap on concurrent client connections per listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// Default upstream connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time an upstream has to send response headers.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time a request may wait for a connection slot when servers are at `max_conns`.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default admin API address (loopback only).
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9443";
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the file was read from (for reloads); `None` when parsed from a string.
+    pub source: Option<PathBuf>,
+    pub server: ServerConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub tls: Option<TlsFiles>,
+    pub admin: Option<AdminConfig>,
+    pub services: Vec<ServiceConfig>,
+    pub routes: Vec<RouteConfig>,
+    /// `[auth.*]`, `[rate_control]`, `[protection]`, `[maintenance]`, `[cluster]`: validated
+    /// here, consumed by the auth, shield, maintenance and cluster layers.
+    pub cluster: ClusterConfig,
+    pub maintenance: MaintenanceConfig,
+    pub protection: ProtectionConfig,
+}
+
+/// `[server]`: identity, directories and client-side limits (used by `net` and `app`).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub name: String,
+    pub state_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
+}
+
+/// One `[[listener]]` (used by `net::listener`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: bool,
+    /// Redirect every request to this HTTPS listener's port instead of serving it.
+    pub redirect_to: Option<RedirectTarget>,
+}
+
+/// Where a plain listener redirects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectTarget {
+    pub listener: String,
+    pub port: u16,
+}
+
+/// `[tls]`: the operator's certificate chain and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[admin]` (used by `admin`).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+    pub token: crate::admin::AdminToken,
+    pub tls: bool,
+}
+
+/// How a service authenticates requests at the edge (`service.auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    None,
+    Basic,
+    Jwt,
+    BasicOrJwt,
+}
+
+/// An unauthenticated path of a service (`public_paths`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicPath {
+    Prefix(String),
+    Exact(String),
+}
+
+impl PublicPath {
+    /// Whether `path` is covered by this entry.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PublicPath::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            PublicPath::Exact(exact) => path == exact,
+        }
+    }
+}
+
+/// One `[[service]]` (used by `http::upstream` and `http::stack`).
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub auth: AuthMode,
+    pub public_paths: Vec<PublicPath>,
+    pub websocket_auth: bool,
+    pub kind: ServiceKind,
+}
+
+/// What stands behind a service.
+#[derive(Debug, Clone)]
+pub enum ServiceKind {
+    /// A pool of upstream servers.
+    Proxy(PoolConfig),
+    /// A directory served by the edge itself.
+    Static { dir: PathBuf },
+}
+
+/// An upstream pool.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub servers: Vec<UpstreamConfig>,
+    pub tls: bool,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub queue_timeout: Duration,
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// One upstream server of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// `host:port` as written.
+    pub address: String,
+    /// 0 = backup only.
+    pub weight: u32,
+    /// 0 = unlimited.
+    pub max_conns: u32,
+}
+
+/// Active health checking of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub path: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fails: u32,
+    pub passes: u32,
+}
+
+/// One `[[route]]` (used by `http::route`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub host: Option<String>,
+    pub path: String,
+    pub service: String,
+}
+
+/// Which state store backs this peer (used by `cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    Embedded,
+    Redis { url: String },
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub store: StoreKind,
+    pub peer: String,
+}
+
+/// `[maintenance]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceConfig {
+    pub retry_after: Duration,
+}
+
+/// `[protection]` (consumed by the shield).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectionConfig {
+    pub blocked_status: u16,
+    pub ipv6_prefix: u8,
+}
+
+impl Config {
+    /// Parses and validates a configuration held in memory; relative paths are taken
+    /// relative to `base_dir`.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        resolve::resolve(text, base_dir)
+    }
+
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigErrors::single(ConfigError::new(
+                "",
+                format!("cannot read {}: {error}", path.display()),
+                "pass an existing, readable file with --config",
+            ))
+        })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut config = Config::from_toml_str(&text, base)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// The service a route points to.
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}

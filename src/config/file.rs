@@ -1,0 +1,208 @@
+//! Raw configuration file: the TOML shape from DESIGN.md "Configuration shape", exactly as
+//! operators write it. Nothing here is validated beyond its TOML type; `config::resolve`
+//! turns these structs into typed module configurations and reports every problem at once.
+//!
+//! Every struct denies unknown fields so that a typo (`max_con = 5`) is an error with its key
+//! path rather than a silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub name: Option<String>,
+    pub state_dir: Option<String>,
+    pub log_dir: Option<String>,
+    /// Time allowed for a client to send a complete request head (slow-loris guard).
+    pub header_read_timeout: Option<String>,
+    /// A client connection with no traffic for this long is closed.
+    pub idle_timeout: Option<String>,
+    /// Largest request head accepted (bytes); larger heads get 431.
+    pub max_header_bytes: Option<u64>,
+    /// Most header fields accepted in one request; more get 431.
+    pub max_headers: Option<u64>,
+    /// Most concurrent client connections per listener.
+    pub max_connections: Option<u64>,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub tls: Option<bool>,
+    pub redirect_to: Option<String>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub address: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+    /// Serve the admin API over TLS (required when it binds a non-loopback address).
+    pub tls: Option<bool>,
+}
+
+/// One `[[service]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    pub name: Option<String>,
+    pub auth: Option<String>,
+    pub public_paths: Option<Vec<String>>,
+    pub websocket_auth: Option<bool>,
+    pub upstream_tls: Option<bool>,
+    /// PEM bundle of CAs trusted for upstream TLS (default: the public web roots).
+    pub upstream_ca: Option<String>,
+    /// Serve this directory instead of proxying (the built-in `static` upstream kind).
+    pub static_dir: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    /// How long a request waits for a free connection slot when every server is at `max_conns`.
+    pub queue_timeout: Option<String>,
+    pub health_check: Option<HealthCheckFile>,
+    #[serde(default)]
+    pub upstream: Vec<UpstreamFile>,
+}
+
+/// `[service.health_check]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    pub enabled: Option<bool>,
+    /// HTTP path to GET (2xx/3xx = healthy); TCP connect check when absent.
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    /// Consecutive failures before a server is marked down.
+    pub fails: Option<u64>,
+    /// Consecutive successes before a down server is marked up again.
+    pub passes: Option<u64>,
+}
+
+/// One `[[service.upstream]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub address: Option<String>,
+    pub weight: Option<u64>,
+    pub max_conns: Option<u64>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub service: Option<String>,
+}
+
+/// `[auth]` with its sub-tables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    pub basic: Option<BasicAuthFile>,
+    pub jwt: Option<JwtAuthFile>,
+    pub tokens: Option<TokensFile>,
+}
+
+/// `[auth.basic]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthFile {
+    pub validate_url: Option<String>,
+    pub credential_ttl: Option<String>,
+    pub users_url: Option<String>,
+    pub users_refresh: Option<String>,
+    pub users_file: Option<String>,
+    pub realm: Option<String>,
+}
+
+/// `[auth.jwt]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuthFile {
+    pub secret: Option<String>,
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+/// `[auth.tokens]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensFile {
+    pub refresh_interval: Option<String>,
+    pub cleanup_interval: Option<String>,
+}
+
+/// `[rate_control]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateControlFile {
+    pub max_authorizations: Option<u64>,
+    pub period: Option<String>,
+}
+
+/// `[protection]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectionFile {
+    pub blocked_status: Option<u64>,
+    pub ipv6_prefix: Option<u64>,
+    #[serde(default)]
+    pub categories: BTreeMap<String, CategoryFile>,
+    #[serde(default)]
+    pub exemption: Vec<ExemptionFile>,
+}
+
+/// `[protection.categories.<name>]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryFile {
+    pub enabled: Option<bool>,
+    pub trigger: Option<u64>,
+    pub window: Option<String>,
+    pub ban: Option<String>,
+}
+
+/// `[[protection.exemption]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExemptionFile {
+    pub address: Option<String>,
+    pub prefix_length: Option<u64>,
+    #[serde(default)]
+    pub categories: Vec<String>,
+}
+
+/// `[maintenance]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceFile {
+    pub retry_after: Option<String>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub store: Option<String>,
+    pub redis_url: Option<String>,
+    pub peer: Option<String>,
+}

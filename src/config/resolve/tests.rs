@@ -1,0 +1,226 @@
+//! Tests of configuration resolution: one per key family, and the error list.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[server]
+name = "edge.test"
+state_dir = "state"
+log_dir = "logs"
+[[listener]]
+name = "http"
+address = "127.0.0.1:8080"
+[[service]]
+name = "app"
+[[service.upstream]]
+address = "127.0.0.1:9000"
+[[route]]
+path = "/"
+service = "app"
+"#;
+
+fn resolve_ok(text: &str) -> Config {
+    match Config::from_toml_str(text, Path::new("/etc/portcullis")) {
+        Ok(config) => config,
+        Err(errors) => panic!("unexpected errors:\n{errors}"),
+    }
+}
+
+fn errors_of(text: &str) -> Vec<String> {
+    match Config::from_toml_str(text, Path::new("/etc/portcullis")) {
+        Ok(_) => panic!("expected errors"),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn minimal_file_resolves_with_defaults() {
+    let c = resolve_ok(MINIMAL);
+    assert_eq!(c.server.state_dir, Path::new("/etc/portcullis/state"));
+    assert_eq!(c.server.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+    assert_eq!(c.server.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+    let ServiceKind::Proxy(pool) = &c.services[0].kind else { panic!("proxy service") };
+    assert_eq!(pool.servers[0], UpstreamConfig { address: "127.0.0.1:9000".into(), weight: 1, max_conns: 0 });
+    assert_eq!(pool.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    assert!(pool.health_check.is_some(), "active TCP health checks are on by default");
+    assert_eq!(c.services[0].auth, AuthMode::None);
+    assert_eq!(c.cluster, ClusterConfig { store: StoreKind::Embedded, peer: "edge.test".into() });
+    assert_eq!(c.protection, ProtectionConfig { blocked_status: 418, ipv6_prefix: 64 });
+}
+
+#[test]
+fn example_file_in_the_repository_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/portcullis.toml");
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listeners.len(), 3);
+    assert_eq!(c.listeners[2].redirect_to, Some(RedirectTarget { listener: "https".into(), port: 8445 }));
+    assert_eq!(c.listeners[1].address, "[::]:8445".parse().unwrap());
+    assert_eq!(c.services[0].public_paths, vec![PublicPath::Prefix("/desktop/assets/".into()), PublicPath::Exact("/favicon.ico".into())]);
+    let quickstart = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.toml");
+    Config::load(&quickstart).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_path_and_hint() {
+    let text = r#"
+[server]
+name = "bad name!"
+idle_timeout = "soon"
+[[listener]]
+name = "a"
+address = "0.0.0.0"
+[[listener]]
+name = "a"
+address = "127.0.0.1:80"
+redirect_to = "nowhere"
+[[service]]
+name = "app"
+auth = "magic"
+public_paths = ["assets/"]
+[[service.upstream]]
+address = "no-port"
+weight = 5000
+[[route]]
+path = "x"
+service = "ghost"
+[cluster]
+store = "etcd"
+"#;
+    let errors = errors_of(text);
+    let expected = [
+        "server.name: \"bad name!\" is not a host name; use letters, digits, '-' and '.', e.g. \"edge1.example.com\"",
+        "server.idle_timeout: \"soon\" is not a duration (expected number at 0); write a duration such as \"30s\", \"15m\" or \"8h\"",
+        "listener[0].address: \"0.0.0.0\" is not an IP:port address; write \"0.0.0.0:8445\" (IPv4) or \"[::]:8445\" (IPv6)",
+        "listener[1].name: \"a\" is used twice; give each listener a unique name",
+        "listener[0].redirect_to: no listener named \"nowhere\"; name a [[listener]] with tls = true",
+        "service[0].auth: \"magic\" is not an auth mode; use one of none, basic, jwt, basic_or_jwt",
+        "service[0].public_paths[0]: \"assets/\" is not a path; write a prefix \"/assets/\" or an exact path \"=/favicon.ico\"",
+        "service[0].upstream[0].address: \"no-port\" is not host:port; write \"finesse-a.corp.example:8082\" or \"10.0.0.5:8082\"",
+        "service[0].upstream[0].weight: 5000 is out of range; use a value from 0 to 1000",
+        "route[0].path: \"x\" does not start with '/'; write a path prefix such as \"/finesse/\"",
+        "route[0].service: no service named \"ghost\"; name a [[service]] defined in this file",
+        "cluster.store: \"etcd\" is not a store; use \"embedded\" or \"redis\"",
+    ];
+    for want in expected {
+        assert!(errors.iter().any(|e| e == want), "missing error:\n  {want}\ngot:\n  {}", errors.join("\n  "));
+    }
+    assert_eq!(errors.len(), expected.len(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn unknown_keys_and_sections_are_errors_with_their_section() {
+    let text = format!("{MINIMAL}\n[serverz]\nx = 1\n");
+    assert_eq!(
+        errors_of(&text),
+        vec![
+            "serverz: unknown section; known sections: server, listener, tls, admin, service, route, auth, rate_control, protection, maintenance, cluster"
+        ]
+    );
+    let text = MINIMAL.replace("address = \"127.0.0.1:9000\"", "address = \"127.0.0.1:9000\"\nmax_con = 5");
+    let errors = errors_of(&text);
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].starts_with("service[0]: unknown field `max_con`"), "{}", errors[0]);
+}
+
+#[test]
+fn toml_syntax_errors_name_the_line() {
+    let errors = errors_of("[server]\nname = \"a\"\nstate_dir = /var\n");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].starts_with("invalid TOML (line 3):"), "{}", errors[0]);
+}
+
+#[test]
+fn missing_essentials_are_named() {
+    let errors = errors_of("[server]\nstate_dir = \"x\"\n");
+    assert!(
+        errors.contains(&"server.name: missing; set the edge's host name, e.g. name = \"edge1.example.com\"".to_string()),
+        "{errors:?}"
+    );
+    assert!(errors.contains(&"listener: no listener configured; add a [[listener]] with name, address and tls".to_string()), "{errors:?}");
+}
+
+#[test]
+fn tls_files_must_exist_and_admin_must_stay_on_loopback_without_tls() {
+    let text = format!("{MINIMAL}\n[tls]\ncert = \"/nonexistent/edge.pem\"\n[admin]\naddress = \"0.0.0.0:9443\"\ntoken = \"short\"\n");
+    let errors = errors_of(&text);
+    assert!(
+        errors.contains(&"tls.cert: \"/nonexistent/edge.pem\" not found; set an existing PEM certificate chain path".to_string()),
+        "{errors:?}"
+    );
+    assert!(errors.contains(&"tls.key: missing; set key to the PEM private key of tls.cert".to_string()), "{errors:?}");
+    assert!(
+        errors.contains(
+            &"admin.address: 0.0.0.0:9443 is not loopback and admin.tls is off; bind the admin API to 127.0.0.1 or set admin.tls = true"
+                .to_string()
+        ),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(&"admin.token: shorter than 8 characters; use a long random token (e.g. `openssl rand -hex 24`)".to_string()),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn auth_modes_need_their_sections() {
+    let text = MINIMAL.replace("name = \"app\"", "name = \"app\"\nauth = \"basic_or_jwt\"");
+    let errors = errors_of(&text);
+    assert_eq!(
+        errors,
+        vec![
+            "service[0].auth: basic auth needs [auth.basic]; add [auth.basic] with validate_url or users_file",
+            "service[0].auth: jwt auth needs [auth.jwt]; add [auth.jwt] with secret or jwks_url",
+        ]
+    );
+    let text = format!("{MINIMAL}\n[auth.jwt]\nsecret = \"tiny\"\njwks_url = \"ftp://x\"\n");
+    let errors = errors_of(&text);
+    assert!(errors.contains(&"auth.jwt.secret: shorter than 32 bytes; use a random secret of at least 32 bytes".to_string()), "{errors:?}");
+    assert!(
+        errors.contains(
+            &"auth.jwt.jwks_url: \"ftp://x\" is not an http(s) URL; write an absolute URL such as \"https://ids.example.com/keys\""
+                .to_string()
+        ),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn pools_need_a_primary_and_static_services_a_directory() {
+    let text = MINIMAL.replace("address = \"127.0.0.1:9000\"", "address = \"127.0.0.1:9000\"\nweight = 0");
+    assert_eq!(
+        errors_of(&text),
+        vec!["service[0].upstream: every server has weight 0 (backup); give at least one server a weight of 1 or more"]
+    );
+    let text = MINIMAL.replace("[[service.upstream]]\naddress = \"127.0.0.1:9000\"", "static_dir = \"/nonexistent-www\"");
+    assert_eq!(errors_of(&text), vec!["service[0].static_dir: \"/nonexistent-www\" is not a directory; set an existing directory"]);
+}
+
+#[test]
+fn protection_categories_and_exemptions_are_checked() {
+    let text = format!(
+        "{MINIMAL}\n[protection]\nblocked_status = 200\n[protection.categories.sip-everything]\ntrigger = 0\n[[protection.exemption]]\naddress = \"10.0.0.0\"\nprefix_length = 33\ncategories = [\"nope\"]\n"
+    );
+    let errors = errors_of(&text);
+    assert!(errors.contains(&"protection.blocked_status: 200 is out of range; use a value from 400 to 599".to_string()), "{errors:?}");
+    assert!(errors.iter().any(|e| e.starts_with("protection.categories.sip-everything: unknown category")), "{errors:?}");
+    assert!(
+        errors.contains(&"protection.categories.sip-everything.trigger: 0 is out of range; use a value from 1 to 100000".to_string()),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(&"protection.exemption[0].prefix_length: 33 is out of range; use a value from 0 to 32".to_string()),
+        "{errors:?}"
+    );
+    assert!(errors.iter().any(|e| e.starts_with("protection.exemption[0].categories[0]: \"nope\" is not a category")), "{errors:?}");
+}
+
+#[test]
+fn host_names_and_host_ports_are_validated() {
+    assert!(valid_host_name("edge1.example.com"));
+    assert!(!valid_host_name("-bad.example"));
+    assert!(!valid_host_name("a..b"));
+    assert!(valid_host_port("finesse-a.corp.example:8082"));
+    assert!(valid_host_port("[::1]:80"));
+    assert!(!valid_host_port("host:0"));
+    assert!(!valid_host_port(":80"));
+}

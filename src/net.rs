@@ -1,0 +1,8 @@
+//! Network plumbing below HTTP: binding sockets, server TLS and certificates, and the
+//! stream wrappers every client connection passes through (idle timeout, HTTP/1 framing
+//! guard against request smuggling).
+
+pub mod h1_guard;
+pub mod idle;
+pub mod listener;
+pub mod tls;

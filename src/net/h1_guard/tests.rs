@@ -1,0 +1,125 @@
+//! Unit tests of the request-framing scanner.
+
+use super::*;
+
+fn scanner() -> RequestFraming {
+    RequestFraming::new(16 * 1024, 100)
+}
+
+fn refused(scan: Scan) -> Option<Violation> {
+    match scan {
+        Scan::Refused { violation, .. } => Some(violation),
+        Scan::Clean => None,
+    }
+}
+
+#[test]
+fn plain_get_is_clean_and_keeps_following() {
+    let mut s = scanner();
+    assert_eq!(s.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Scan::Clean);
+    assert!(s.is_following());
+    assert_eq!(s.state, State::Head);
+}
+
+#[test]
+fn content_length_with_transfer_encoding_is_refused() {
+    let mut s = scanner();
+    let v = refused(s.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    assert_eq!(v, Some(Violation::LengthAndChunked));
+    let mut s = scanner();
+    let v = refused(s.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\ncontent-length: 5\r\n\r\n"));
+    assert_eq!(v, Some(Violation::LengthAndChunked));
+}
+
+#[test]
+fn duplicate_content_length_is_refused_even_when_equal() {
+    let mut s = scanner();
+    let v = refused(s.feed(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"));
+    assert_eq!(v, Some(Violation::DuplicateContentLength));
+}
+
+#[test]
+fn odd_content_length_and_transfer_encoding_are_refused() {
+    for head in [
+        &b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+    ] {
+        assert_eq!(refused(scanner().feed(head)), Some(Violation::InvalidContentLength), "{head:?}");
+    }
+    for head in [
+        &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n",
+    ] {
+        assert_eq!(refused(scanner().feed(head)), Some(Violation::InvalidTransferEncoding), "{head:?}");
+    }
+}
+
+#[test]
+fn refused_request_carries_its_request_line() {
+    let scan = scanner().feed(b"POST /login HTTP/1.1\r\nHost: edge\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+    let Scan::Refused { head_start, request, .. } = scan else { panic!("expected refusal") };
+    assert_eq!(head_start, 0);
+    assert_eq!(request, RefusedRequest { method: "POST".into(), path: "/login".into(), host: "edge".into() });
+}
+
+#[test]
+fn smuggled_request_hidden_in_a_body_is_not_mistaken_for_a_head() {
+    // The body of the first request looks like a bad head; it is body, so it is clean.
+    let body = b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+    let mut bytes = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    bytes.extend_from_slice(body);
+    let mut s = scanner();
+    assert_eq!(s.feed(&bytes), Scan::Clean);
+    assert_eq!(s.state, State::Head);
+}
+
+#[test]
+fn pipelined_bad_head_after_a_good_one_reports_its_offset() {
+    let first = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut bytes = first.to_vec();
+    bytes.extend_from_slice(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let Scan::Refused { head_start, .. } = scanner().feed(&bytes) else { panic!("expected refusal") };
+    assert_eq!(head_start, first.len());
+}
+
+#[test]
+fn chunked_body_is_followed_to_the_next_head() {
+    let mut s = scanner();
+    let stream = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
+    // Byte by byte: framing must survive arbitrary read boundaries.
+    let mut verdict = None;
+    for (i, b) in stream.iter().enumerate() {
+        if let Scan::Refused { violation, .. } = s.feed(std::slice::from_ref(b)) {
+            verdict = Some((i, violation));
+            break;
+        }
+    }
+    assert_eq!(verdict, Some((stream.len() - 1, Violation::DuplicateContentLength)));
+}
+
+#[test]
+fn h2_preface_and_upgrades_stop_the_scanner() {
+    let mut s = scanner();
+    assert_eq!(s.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Scan::Clean);
+    assert!(!s.is_following());
+    let mut s = scanner();
+    assert_eq!(s.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05hello"), Scan::Clean);
+    assert!(!s.is_following());
+}
+
+#[test]
+fn oversized_head_stops_the_scanner_and_leaves_it_to_hyper() {
+    let mut s = RequestFraming::new(64, 100);
+    let head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n", "a".repeat(100));
+    assert_eq!(s.feed(head.as_bytes()), Scan::Clean);
+    assert!(!s.is_following());
+}
+
+#[test]
+fn overflowing_chunk_size_stops_the_scanner() {
+    let mut s = scanner();
+    let _ = s.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\n");
+    assert!(!s.is_following());
+}

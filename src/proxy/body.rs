@@ -1,0 +1,140 @@
+//! Body types: [`ProxyBody`] (what the edge sends, both directions) and [`TrackedBody`]
+//! (a response body that writes the access-log line, records metrics and releases the
+//! upstream connection slot when it is finished or dropped).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::upstream::Lease;
+
+/// A body streamed from a peer, or held in memory.
+#[derive(Debug)]
+pub enum ProxyBody {
+    Stream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    /// An empty body.
+    pub fn empty() -> ProxyBody {
+        ProxyBody::Full(None)
+    }
+
+    /// A body of `bytes`.
+    pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+        let bytes = bytes.into();
+        ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    /// Reads a streaming body into memory if it is at most `limit` bytes; `Err` gives the
+    /// body back (untouched) when it is larger or of unknown size.
+    pub async fn buffer_small(self, limit: u64) -> Result<Result<Bytes, ProxyBody>, hyper::Error> {
+        match self {
+            ProxyBody::Full(bytes) => Ok(Ok(bytes.unwrap_or_default())),
+            ProxyBody::Stream(incoming) => {
+                if incoming.is_end_stream() {
+                    return Ok(Ok(Bytes::new()));
+                }
+                match incoming.size_hint().exact() {
+                    Some(n) if n <= limit => Ok(Ok(incoming.collect().await?.to_bytes())),
+                    _ => Ok(Err(ProxyBody::Stream(incoming))),
+                }
+            }
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Stream(incoming) => Pin::new(incoming).poll_frame(cx),
+            ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Stream(incoming) => incoming.is_end_stream(),
+            ProxyBody::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Stream(incoming) => incoming.size_hint(),
+            ProxyBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// Called once when a response body ends (with the bytes sent).
+pub trait Completion: Send + Sync + 'static {
+    /// The response is over: `bytes` body bytes reached the client.
+    fn complete(&self, bytes: u64);
+}
+
+/// A response body that reports its end.
+pub struct TrackedBody {
+    inner: ProxyBody,
+    sent: u64,
+    completion: Option<Arc<dyn Completion>>,
+    _lease: Option<Lease>,
+}
+
+impl TrackedBody {
+    /// Wraps `inner`; `completion` runs when the body ends or is dropped.
+    pub fn new(inner: ProxyBody, completion: Arc<dyn Completion>, lease: Option<Lease>) -> TrackedBody {
+        TrackedBody { inner, sent: 0, completion: Some(completion), _lease: lease }
+    }
+
+    fn finish(&mut self) {
+        if let Some(completion) = self.completion.take() {
+            completion.complete(self.sent);
+        }
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

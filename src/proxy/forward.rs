@@ -1,0 +1,192 @@
+//! Header rewriting between client and upstream (RFC 9110 §7.6.1 hop-by-hop fields) and the
+//! forwarding headers an upstream relies on: `X-Forwarded-For`, `X-Forwarded-Proto`,
+//! `X-Forwarded-Host` and `Forwarded` (RFC 7239).
+//!
+//! The edge faces the internet, so forwarding headers sent by clients are never trusted:
+//! they are replaced, not appended to, and `X-Real-IP` is removed.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Fields that describe one connection and never cross the proxy.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Who sent a request and how, for the forwarding headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub client: IpAddr,
+    /// `"http"` or `"https"`.
+    pub proto: &'static str,
+    pub host: &'a str,
+}
+
+/// Whether the request asks for a WebSocket upgrade (HTTP/1.1, `Connection: upgrade`,
+/// `Upgrade: websocket`). Other upgrades (such as `h2c`) are not proxied.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let upgrade = headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    upgrade && connection_has_token(headers, "upgrade")
+}
+
+fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop fields, including those named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            // Never let `Connection: host` style tricks remove end-to-end essentials.
+            if name != header::HOST && name != header::CONTENT_LENGTH {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a client request's headers for the upstream.
+pub fn request_headers(headers: &mut HeaderMap, origin: Origin<'_>, websocket: bool) {
+    let upgrade = if websocket { headers.get(header::UPGRADE).cloned() } else { None };
+    strip_hop_by_hop(headers);
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, upgrade);
+    }
+    headers.remove(X_REAL_IP);
+    let client = origin.client.to_canonical();
+    headers.insert(X_FORWARDED_FOR, HeaderValue::from(IpValue(client)));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(origin.proto));
+    let host_ok = !origin.host.is_empty() && origin.host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    let for_param = match client {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let forwarded = if host_ok {
+        // `host_ok` checked the bytes, so these are valid header values.
+        if let Ok(value) = HeaderValue::from_str(origin.host) {
+            headers.insert(X_FORWARDED_HOST, value);
+        }
+        format!("for={for_param};proto={};host=\"{}\"", origin.proto, origin.host)
+    } else {
+        headers.remove(X_FORWARDED_HOST);
+        format!("for={for_param};proto={}", origin.proto)
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, value);
+    }
+}
+
+/// Rewrites an upstream response's headers for the client.
+pub fn response_headers(headers: &mut HeaderMap, switching_protocols: bool) {
+    let upgrade = if switching_protocols { headers.get(header::UPGRADE).cloned() } else { None };
+    strip_hop_by_hop(headers);
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, upgrade);
+    }
+}
+
+struct IpValue(IpAddr);
+
+impl From<IpValue> for HeaderValue {
+    fn from(ip: IpValue) -> HeaderValue {
+        // An IP address prints as ASCII digits, dots, colons and hex letters only.
+        HeaderValue::from_str(&ip.0.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_fields_are_removed() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic abc"),
+            ("accept", "*/*"),
+            ("host", "a"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["accept", "host"]);
+    }
+
+    #[test]
+    fn connection_cannot_remove_host() {
+        let mut h = headers(&[("connection", "host, content-length"), ("host", "a"), ("content-length", "3")]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.contains_key("host") && h.contains_key("content-length"));
+    }
+
+    #[test]
+    fn forwarding_headers_replace_client_supplied_ones() {
+        let mut h = headers(&[("x-forwarded-for", "1.2.3.4"), ("x-real-ip", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]);
+        request_headers(&mut h, Origin { client: "203.0.113.9".parse().unwrap(), proto: "https", host: "edge.example.com" }, false);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "edge.example.com");
+        assert_eq!(h["forwarded"], "for=203.0.113.9;proto=https;host=\"edge.example.com\"");
+        assert!(!h.contains_key("x-real-ip"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_quoted_in_forwarded_and_mapped_v4_is_unwrapped() {
+        let mut h = HeaderMap::new();
+        request_headers(&mut h, Origin { client: "2001:db8::1".parse().unwrap(), proto: "http", host: "bad\"host" }, false);
+        assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=http");
+        let mut h = HeaderMap::new();
+        request_headers(&mut h, Origin { client: "::ffff:192.0.2.1".parse().unwrap(), proto: "http", host: "a" }, false);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1");
+    }
+
+    #[test]
+    fn websocket_upgrade_keeps_upgrade_fields() {
+        let mut h = headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket"), ("sec-websocket-key", "k")]);
+        assert!(is_websocket_upgrade(&h));
+        request_headers(&mut h, Origin { client: "127.0.0.1".parse().unwrap(), proto: "http", host: "a" }, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert!(!is_websocket_upgrade(&headers(&[("connection", "upgrade"), ("upgrade", "h2c")])));
+    }
+}

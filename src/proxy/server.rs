@@ -1,0 +1,191 @@
+//! Client connections: accept loop with a connection cap, TLS handshake (bounded by the
+//! header-read timeout), protocol choice (ALPN on TLS; prior-knowledge detection on plain
+//! listeners), the idle and framing guards, and graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use super::stack::{self, Connection, Edge};
+use crate::config::{ListenerConfig, ServerConfig};
+use crate::net::h1_guard::GuardedIo;
+use crate::net::idle::IdleTimeout;
+use crate::telemetry::access_log::AccessEntry;
+
+/// Most concurrent HTTP/2 streams per client connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 128;
+
+/// Which HTTP versions a connection may speak.
+#[derive(Clone, Copy)]
+enum Protocols {
+    /// Plain listener: HTTP/1.1, or HTTP/2 with prior knowledge.
+    Detect,
+    Http1,
+    Http2,
+}
+
+struct Builders {
+    detect: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(server.max_header_bytes.max(8192))
+        .max_headers(server.max_headers)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(64)
+        .max_local_error_reset_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// Serves one listener until `shutdown` turns true; then stops accepting and lets open
+/// connections finish their current requests.
+pub async fn serve(
+    listener: TcpListener,
+    config: ListenerConfig,
+    server: ServerConfig,
+    edge: Arc<Edge>,
+    tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builders =
+        Arc::new(Builders { detect: builder(&server), http1: builder(&server).http1_only(), http2: builder(&server).http2_only() });
+    let name: Arc<str> = Arc::from(config.name.as_str());
+    let slots = Arc::new(Semaphore::new(server.max_connections));
+    let redirect_port = config.redirect_to.as_ref().map(|r| r.port);
+    let server = Arc::new(server);
+    loop {
+        let (tcp, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = %name, "accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over the cap: close at once rather than queue unbounded work.
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let conn = Arc::new(Connection { client, listener: name.clone(), tls: tls.is_some(), redirect_port });
+        let task =
+            ConnectionTask { edge: edge.clone(), conn, builders: builders.clone(), server: server.clone(), shutdown: shutdown.clone() };
+        let acceptor = tls.as_ref().map(|t| t.load_full());
+        let metrics = edge.metrics.clone();
+        let listener_name = name.clone();
+        tokio::spawn(async move {
+            metrics.connections(&listener_name, 1);
+            task.run(tcp, acceptor).await;
+            metrics.connections(&listener_name, -1);
+            drop(slot);
+        });
+    }
+}
+
+struct ConnectionTask {
+    edge: Arc<Edge>,
+    conn: Arc<Connection>,
+    builders: Arc<Builders>,
+    server: Arc<ServerConfig>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ConnectionTask {
+    async fn run(self, tcp: TcpStream, acceptor: Option<Arc<TlsAcceptor>>) {
+        match acceptor {
+            None => self.serve_http(tcp, Protocols::Detect).await,
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(self.server.header_read_timeout, acceptor.accept(tcp)).await;
+                let Ok(Ok(stream)) = handshake else { return };
+                let protocols = match stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Protocols::Http2,
+                    _ => Protocols::Http1,
+                };
+                self.serve_http(stream, protocols).await;
+            }
+        }
+    }
+
+    async fn serve_http<S>(self, stream: S, protocols: Protocols)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = IdleTimeout::new(stream, self.server.idle_timeout);
+        match protocols {
+            Protocols::Http2 => self.drive(io, &self.builders.http2).await,
+            Protocols::Http1 | Protocols::Detect => {
+                let edge = self.edge.clone();
+                let conn = self.conn.clone();
+                let hook = Box::new(move |violation: crate::net::h1_guard::Violation, request: crate::net::h1_guard::RefusedRequest| {
+                    edge.metrics.framing_refused(&conn.listener);
+                    edge.error_log.warn(&format!(
+                        "{} :: request refused: {}, request: \"{} {}\", host: \"{}\"",
+                        conn.client.ip(),
+                        violation.reason(),
+                        request.method,
+                        request.path,
+                        request.host
+                    ));
+                    edge.access_log.write(&AccessEntry {
+                        client: conn.client.ip().to_canonical(),
+                        host: &request.host,
+                        method: &request.method,
+                        path: &request.path,
+                        protocol: "HTTP/1.1",
+                        status: 400,
+                        bytes: 39,
+                        upstream: None,
+                        service: None,
+                        duration: Duration::ZERO,
+                    });
+                });
+                let guarded = GuardedIo::new(io, self.server.max_header_bytes, self.server.max_headers, hook);
+                let builder = if matches!(protocols, Protocols::Detect) { &self.builders.detect } else { &self.builders.http1 };
+                self.drive(guarded, builder).await
+            }
+        }
+    }
+
+    async fn drive<S>(&self, io: S, builder: &auto::Builder<TokioExecutor>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let edge = self.edge.clone();
+        let conn = self.conn.clone();
+        let service = service_fn(move |request| stack::handle(edge.clone(), conn.clone(), request));
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = connection.as_mut() => {}
+            _ = shutdown.changed() => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        }
+    }
+}

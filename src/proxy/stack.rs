@@ -1,0 +1,297 @@
+//! The HTTP request pipeline: the **only** place that orders what happens to a request.
+//!
+//! Outer to inner (each step says why it sits where it does):
+//! 1. **record** — start the clock and capture host/method/path first, so every outcome,
+//!    including early refusals, gets an access-log line and a metric.
+//! 2. **redirect** — a plain listener with `redirect_to` answers 308 before anything else:
+//!    nothing on it is served in clear text.
+//! 3. **sanity** — HTTP/1.1 without `Host` is 400 (RFC 9112 §3.2). Framing attacks
+//!    (CL+TE, duplicate CL) never get here: `net::h1_guard` refuses them below hyper.
+//! 4. *(maintenance 503, ban 418, rate limit 429 — the operate and shield layers slot in
+//!    here, before routing, so a banned or drained client costs no routing or auth work.)*
+//! 5. **route** — host + longest prefix → service, else 404 at the edge.
+//! 6. **authenticate** — every service with `auth != none` requires credentials except on
+//!    its `public_paths`; until the auth layer lands every such request gets 401, so
+//!    nothing unauthenticated reaches an upstream.
+//! 7. **backend** — a static directory, or the upstream pool: forwarding headers, replayable
+//!    body, failover, WebSocket tunnel.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use super::body::{Completion, ProxyBody, TrackedBody};
+use super::forward::{self, Origin};
+use super::respond::{ProxyError, text_response};
+use super::route::Router;
+use super::static_files;
+use super::upstream::{Lease, Outgoing, OutgoingBody, Pool, PoolError};
+use crate::config::{AuthMode, Config, ServiceConfig, ServiceKind};
+use crate::telemetry::access_log::{AccessEntry, AccessLog};
+use crate::telemetry::logging::ErrorLog;
+use crate::telemetry::metrics::Metrics;
+
+/// Request bodies up to this size are buffered so a connect failure can be retried on the
+/// next server; larger bodies are streamed with a single attempt.
+pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+/// Label used for requests that matched no service.
+const NO_SERVICE: &str = "-";
+
+/// One routed service and what stands behind it.
+#[derive(Debug)]
+pub struct Service {
+    pub name: Arc<str>,
+    pub config: ServiceConfig,
+    pub backend: Backend,
+}
+
+/// What answers a service's requests.
+#[derive(Debug)]
+pub enum Backend {
+    Pool(Arc<Pool>),
+    Static(PathBuf),
+}
+
+/// One generation of routing state, swapped atomically on reload.
+#[derive(Debug)]
+pub struct Gateway {
+    pub config: Arc<Config>,
+    router: Router,
+    pub services: Vec<Service>,
+}
+
+impl Gateway {
+    /// Builds routing and upstream pools for `config`.
+    pub fn build(config: Arc<Config>, metrics: &Arc<Metrics>) -> Result<Gateway, PoolError> {
+        let mut services = Vec::with_capacity(config.services.len());
+        for s in &config.services {
+            let name: Arc<str> = Arc::from(s.name.as_str());
+            let backend = match &s.kind {
+                ServiceKind::Proxy(pool) => Backend::Pool(Pool::new(name.clone(), pool, metrics.clone())?),
+                ServiceKind::Static { dir } => Backend::Static(dir.clone()),
+            };
+            services.push(Service { name, config: s.clone(), backend });
+        }
+        let router = Router::new(&config.routes, |name| services.iter().position(|s| &*s.name == name));
+        Ok(Gateway { config, router, services })
+    }
+}
+
+/// Process-lifetime state shared by every connection.
+pub struct Edge {
+    pub gateway: ArcSwap<Gateway>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: AccessLog,
+    pub error_log: ErrorLog,
+    no_service: Arc<str>,
+}
+
+impl Edge {
+    /// A new edge serving `gateway`.
+    pub fn new(gateway: Gateway, metrics: Arc<Metrics>, access_log: AccessLog, error_log: ErrorLog) -> Edge {
+        Edge { gateway: ArcSwap::from_pointee(gateway), metrics, access_log, error_log, no_service: Arc::from(NO_SERVICE) }
+    }
+}
+
+/// What the pipeline knows about the client connection.
+#[derive(Debug)]
+pub struct Connection {
+    pub client: SocketAddr,
+    pub listener: Arc<str>,
+    pub tls: bool,
+    /// Port of the HTTPS listener this plain listener redirects to.
+    pub redirect_port: Option<u16>,
+}
+
+/// The access-log and metrics record of one request, completed when its body ends.
+struct RequestRecord {
+    edge: Arc<Edge>,
+    start: Instant,
+    client: SocketAddr,
+    host: String,
+    method: http::Method,
+    path: String,
+    version: Version,
+    status: u16,
+    service: Option<Arc<str>>,
+    upstream: Option<Arc<str>>,
+}
+
+impl Completion for RequestRecord {
+    fn complete(&self, bytes: u64) {
+        let elapsed = self.start.elapsed();
+        let service = self.service.as_ref().unwrap_or(&self.edge.no_service);
+        self.edge.metrics.request(service, self.status, elapsed);
+        self.edge.access_log.write(&AccessEntry {
+            client: self.client.ip().to_canonical(),
+            host: &self.host,
+            method: self.method.as_str(),
+            path: &self.path,
+            protocol: version_text(self.version),
+            status: self.status,
+            bytes,
+            upstream: self.upstream.as_deref(),
+            service: self.service.as_deref(),
+            duration: elapsed,
+        });
+    }
+}
+
+fn version_text(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        _ => "HTTP/?",
+    }
+}
+
+/// The request's host: the URI authority (HTTP/2, absolute-form) or the `Host` field.
+fn request_host<B>(request: &Request<B>) -> Option<&str> {
+    request.uri().authority().map(|a| a.as_str()).or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// Handles one request (hyper service entry point).
+pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Incoming>) -> Result<Response<TrackedBody>, Infallible> {
+    let start = Instant::now();
+    let gateway = edge.gateway.load_full();
+    let mut record = RequestRecord {
+        edge: edge.clone(),
+        start,
+        client: conn.client,
+        host: request_host(&request).unwrap_or("").to_string(),
+        method: request.method().clone(),
+        path: request.uri().path().to_string(),
+        version: request.version(),
+        status: 0,
+        service: None,
+        upstream: None,
+    };
+    let (response, lease) = match pipeline(&edge, &gateway, &conn, request, &mut record).await {
+        Ok(answer) => answer,
+        Err(error) => (error.into_response(), None),
+    };
+    record.status = response.status().as_u16();
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(parts, TrackedBody::new(body, Arc::new(record), lease)))
+}
+
+type Answer = (Response<ProxyBody>, Option<Lease>);
+
+async fn pipeline(
+    edge: &Arc<Edge>,
+    gateway: &Gateway,
+    conn: &Connection,
+    request: Request<Incoming>,
+    record: &mut RequestRecord,
+) -> Result<Answer, ProxyError> {
+    if let Some(port) = conn.redirect_port {
+        return Ok((redirect(&record.host, port, &request)?, None));
+    }
+    if request.version() == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
+        return Err(ProxyError::BadRequest("missing Host header"));
+    }
+    let service_index =
+        gateway.router.find(Some(record.host.as_str()).filter(|h| !h.is_empty()), request.uri().path()).ok_or(ProxyError::NoRoute)?;
+    let service = &gateway.services[service_index];
+    record.service = Some(service.name.clone());
+    authenticate(service, &request)?;
+    match &service.backend {
+        Backend::Static(dir) => Ok((static_files::serve(dir, request.method(), request.uri().path()).await?, None)),
+        Backend::Pool(pool) => forward_to_pool(edge, pool, service, conn, request, record).await,
+    }
+}
+
+/// Edge authentication gate. Until the auth layer lands, only `auth = "none"` services and
+/// public paths pass.
+fn authenticate(service: &Service, request: &Request<Incoming>) -> Result<(), ProxyError> {
+    let path = request.uri().path();
+    if service.config.auth == AuthMode::None || service.config.public_paths.iter().any(|p| p.matches(path)) {
+        return Ok(());
+    }
+    let challenge = match service.config.auth {
+        AuthMode::Jwt => "Bearer realm=\"portcullis\"",
+        _ => "Basic realm=\"portcullis\"",
+    };
+    Err(ProxyError::Unauthorized { challenge })
+}
+
+fn redirect(host: &str, port: u16, request: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    let bare = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b)) {
+        return Err(ProxyError::BadRequest("missing or invalid Host header"));
+    }
+    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = if port == 443 { format!("https://{bare}{target}") } else { format!("https://{bare}:{port}{target}") };
+    let mut response = text_response(StatusCode::PERMANENT_REDIRECT, "moved to https");
+    response
+        .headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_str(&location).map_err(|_| ProxyError::BadRequest("invalid request target"))?);
+    Ok(response)
+}
+
+async fn forward_to_pool(
+    edge: &Arc<Edge>,
+    pool: &Arc<Pool>,
+    service: &Service,
+    conn: &Connection,
+    mut request: Request<Incoming>,
+    record: &mut RequestRecord,
+) -> Result<Answer, ProxyError> {
+    let websocket = request.version() == Version::HTTP_11 && forward::is_websocket_upgrade(request.headers());
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+    let origin = Origin { client: conn.client.ip(), proto: if conn.tls { "https" } else { "http" }, host: &record.host };
+    forward::request_headers(&mut parts.headers, origin, websocket);
+    if !parts.headers.contains_key(header::HOST)
+        && let Ok(host) = HeaderValue::from_str(&record.host)
+    {
+        parts.headers.insert(header::HOST, host);
+    }
+    let body = match ProxyBody::Stream(body).buffer_small(MAX_REPLAY_BODY).await {
+        Ok(Ok(bytes)) => OutgoingBody::Replayable(bytes),
+        Ok(Err(stream)) => OutgoingBody::Streaming(stream),
+        Err(_) => return Err(ProxyError::BadRequest("request body could not be read")),
+    };
+    let (mut response, lease) = pool.send(Outgoing { parts, body }).await?;
+    record.upstream = Some(lease.server().clone());
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    forward::response_headers(response.headers_mut(), switching && websocket);
+    match client_upgrade {
+        Some(client_upgrade) if switching => {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            spawn_tunnel(edge.clone(), service.name.clone(), client_upgrade, upstream_upgrade, lease);
+            let (parts, _) = response.into_parts();
+            Ok((Response::from_parts(parts, ProxyBody::empty()), None))
+        }
+        Some(_) => {
+            // Upgrade refused upstream: close afterwards so no unscanned bytes follow.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Ok((response.map(ProxyBody::Stream), Some(lease)))
+        }
+        None if switching => Err(ProxyError::UpstreamFailed),
+        None => Ok((response.map(ProxyBody::Stream), Some(lease))),
+    }
+}
+
+/// Joins the client and upstream halves of an upgraded connection into a byte tunnel.
+fn spawn_tunnel(edge: Arc<Edge>, service: Arc<str>, client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, lease: Lease) {
+    tokio::spawn(async move {
+        let (client, upstream) = tokio::join!(client, upstream);
+        let (Ok(client), Ok(upstream)) = (client, upstream) else { return };
+        edge.metrics.websockets(&service, 1);
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        edge.metrics.websockets(&service, -1);
+        drop(lease);
+    });
+}

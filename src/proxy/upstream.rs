@@ -1,0 +1,506 @@
+//! Upstream pools: weighted server selection, backups, per-server connection limits,
+//! passive failover, active health checks, and keep-alive connection reuse.
+//!
+//! Selection is smooth weighted round-robin (nginx's algorithm) over the primary servers
+//! that are up; weight-0 servers are backups, tried only when no primary can take the
+//! request (down, failed recently, or at `max_conns`). A connect error or connect timeout
+//! marks the server failed for [`PASSIVE_FAIL_TIMEOUT`] and the request moves to the next
+//! candidate, as long as its body can be replayed. When every server is at `max_conns` the
+//! request waits up to `queue_timeout` for a slot, then gets 503.
+//!
+//! Connections are pooled by hyper-util's client (one per pool, h1 keep-alive, optional
+//! TLS via hyper-rustls); a [`Lease`] holds the server's connection slot until the response
+//! body has been forwarded.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::body::ProxyBody;
+use super::respond::ProxyError;
+use crate::config::{HealthCheckConfig, PoolConfig};
+use crate::telemetry::metrics::Metrics;
+
+/// How long a server that refused a connection is skipped.
+pub const PASSIVE_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle upstream connections kept per server.
+pub const MAX_IDLE_PER_SERVER: usize = 256;
+/// Idle upstream connections are closed after this long.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// One upstream server.
+#[derive(Debug)]
+pub struct Server {
+    /// `host:port` as configured (logs, metrics, admin).
+    pub address: Arc<str>,
+    authority: Authority,
+    /// 0 = backup.
+    pub weight: u32,
+    /// Connection slots (`None` = unlimited).
+    slots: Option<Arc<Semaphore>>,
+    max_conns: u32,
+    /// Active health (true until a check says otherwise).
+    up: AtomicBool,
+    consecutive_fails: AtomicU32,
+    consecutive_passes: AtomicU32,
+    /// Milliseconds since the pool's epoch until which the server is skipped.
+    failed_until_ms: AtomicU64,
+    in_flight: AtomicU32,
+}
+
+impl Server {
+    /// Whether health checks consider the server up.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Requests currently holding a connection slot.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Configured limit (0 = unlimited).
+    pub fn max_conns(&self) -> u32 {
+        self.max_conns
+    }
+}
+
+/// A connection slot on one server, held until the response is finished.
+#[derive(Debug)]
+pub struct Lease {
+    server: Arc<Server>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Lease {
+    /// The server this lease is on.
+    pub fn server(&self) -> &Arc<str> {
+        &self.server.address
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.server.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request ready to send, whose body may or may not be replayable.
+pub struct Outgoing {
+    pub parts: http::request::Parts,
+    pub body: OutgoingBody,
+}
+
+/// The body of an outgoing request.
+pub enum OutgoingBody {
+    /// Fully buffered: can be sent again to another server.
+    Replayable(Bytes),
+    /// Streamed from the client: one attempt only.
+    Streaming(ProxyBody),
+}
+
+/// A service's pool of upstream servers.
+pub struct Pool {
+    service: Arc<str>,
+    servers: Vec<Arc<Server>>,
+    /// Smooth-WRR current weights, one per server.
+    wrr: Mutex<Vec<i64>>,
+    client: HttpClient,
+    scheme: Scheme,
+    config: PoolConfig,
+    epoch: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("service", &self.service).field("servers", &self.servers).finish()
+    }
+}
+
+/// Why a pool could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// An address is not a valid URI authority.
+    #[error("upstream address {0:?} is not host:port")]
+    Address(String),
+    /// The upstream CA file could not be loaded.
+    #[error("upstream CA: {0}")]
+    Ca(#[from] crate::net::tls::TlsError),
+    /// rustls refused the client configuration.
+    #[error("upstream TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl Pool {
+    /// Builds a pool and starts its health checks (they stop when the pool is dropped).
+    pub fn new(service: Arc<str>, config: &PoolConfig, metrics: Arc<Metrics>) -> Result<Arc<Pool>, PoolError> {
+        let servers = config
+            .servers
+            .iter()
+            .map(|s| {
+                let authority: Authority = s.address.parse().map_err(|_| PoolError::Address(s.address.clone()))?;
+                Ok(Arc::new(Server {
+                    address: Arc::from(s.address.as_str()),
+                    authority,
+                    weight: s.weight,
+                    slots: (s.max_conns > 0).then(|| Arc::new(Semaphore::new(s.max_conns as usize))),
+                    max_conns: s.max_conns,
+                    up: AtomicBool::new(true),
+                    consecutive_fails: AtomicU32::new(0),
+                    consecutive_passes: AtomicU32::new(0),
+                    failed_until_ms: AtomicU64::new(0),
+                    in_flight: AtomicU32::new(0),
+                }))
+            })
+            .collect::<Result<Vec<_>, PoolError>>()?;
+        let client = build_client(config)?;
+        for server in &servers {
+            metrics.upstream_health(&service, &server.address, true);
+        }
+        let pool = Arc::new(Pool {
+            service,
+            wrr: Mutex::new(vec![0; servers.len()]),
+            servers,
+            client,
+            scheme: if config.tls { Scheme::HTTPS } else { Scheme::HTTP },
+            config: config.clone(),
+            epoch: Instant::now(),
+            metrics,
+        });
+        if let Some(check) = &config.health_check {
+            spawn_health_checks(Arc::downgrade(&pool), check.clone());
+        }
+        Ok(pool)
+    }
+
+    /// The servers of this pool.
+    pub fn servers(&self) -> &[Arc<Server>] {
+        &self.servers
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn available(&self, server: &Server, now_ms: u64) -> bool {
+        server.is_up() && server.failed_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+
+    /// Servers in the order to try them: the WRR pick, the other available primaries, the
+    /// available backups. If none is available, every server (health checks can be wrong).
+    fn candidates(&self) -> Vec<usize> {
+        let now = self.now_ms();
+        let mut order = Vec::with_capacity(self.servers.len());
+        if let Some(first) = self.pick_weighted(now) {
+            order.push(first);
+        }
+        for (i, s) in self.servers.iter().enumerate() {
+            if s.weight > 0 && !order.contains(&i) && self.available(s, now) {
+                order.push(i);
+            }
+        }
+        for (i, s) in self.servers.iter().enumerate() {
+            if s.weight == 0 && self.available(s, now) {
+                order.push(i);
+            }
+        }
+        if order.is_empty() {
+            order.extend(0..self.servers.len());
+        }
+        order
+    }
+
+    /// Smooth weighted round-robin over available primaries.
+    fn pick_weighted(&self, now_ms: u64) -> Option<usize> {
+        if self.servers.len() == 1 {
+            return (self.servers[0].weight > 0 && self.available(&self.servers[0], now_ms)).then_some(0);
+        }
+        let mut current = self.wrr.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut total = 0i64;
+        let mut best: Option<usize> = None;
+        for (i, s) in self.servers.iter().enumerate() {
+            if s.weight == 0 || !self.available(s, now_ms) {
+                continue;
+            }
+            let w = i64::from(s.weight);
+            current[i] += w;
+            total += w;
+            if best.is_none_or(|b| current[i] > current[b]) {
+                best = Some(i);
+            }
+        }
+        if let Some(b) = best {
+            current[b] -= total;
+        }
+        best
+    }
+
+    fn try_lease(&self, i: usize) -> Option<Lease> {
+        let server = &self.servers[i];
+        let permit = match &server.slots {
+            None => None,
+            Some(slots) => Some(slots.clone().try_acquire_owned().ok()?),
+        };
+        server.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Lease { server: server.clone(), _permit: permit })
+    }
+
+    /// A lease on the first candidate with a free slot, waiting up to `queue_timeout`.
+    async fn lease(&self, candidates: &[usize]) -> Result<(Lease, usize), ProxyError> {
+        for (pos, &i) in candidates.iter().enumerate() {
+            if let Some(lease) = self.try_lease(i) {
+                return Ok((lease, pos));
+            }
+        }
+        // Everything is full: queue on the first candidate briefly.
+        let &first = candidates.first().ok_or(ProxyError::UpstreamUnavailable)?;
+        let server = &self.servers[first];
+        let Some(slots) = &server.slots else { return Err(ProxyError::Overloaded) };
+        match tokio::time::timeout(self.config.queue_timeout, slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => {
+                server.in_flight.fetch_add(1, Ordering::Relaxed);
+                Ok((Lease { server: server.clone(), _permit: Some(permit) }, 0))
+            }
+            _ => Err(ProxyError::Overloaded),
+        }
+    }
+
+    /// Sends a request, failing over on connect errors while the body allows it.
+    pub async fn send(&self, outgoing: Outgoing) -> Result<(Response<Incoming>, Lease), ProxyError> {
+        let candidates = self.candidates();
+        let Outgoing { parts, body } = outgoing;
+        let (mut lease, mut pos) = self.lease(&candidates).await?;
+        let mut body = Some(body);
+        loop {
+            let this_body = match body.take() {
+                Some(OutgoingBody::Replayable(bytes)) => {
+                    body = Some(OutgoingBody::Replayable(bytes.clone()));
+                    ProxyBody::full(bytes)
+                }
+                Some(OutgoingBody::Streaming(stream)) => stream,
+                None => return Err(ProxyError::UpstreamUnavailable),
+            };
+            let request = self.request_for(&lease.server, &parts, this_body)?;
+            let sent = tokio::time::timeout(self.config.response_timeout, self.client.request(request)).await;
+            match sent {
+                Ok(Ok(response)) => return Ok((response, lease)),
+                Ok(Err(error)) if error.is_connect() => {
+                    self.mark_failed(&lease.server, &format!("{error:#}"));
+                    // Try the next candidate with a free slot, if the body can be replayed.
+                    if body.is_none() {
+                        return Err(ProxyError::UpstreamUnavailable);
+                    }
+                    let next = candidates.iter().enumerate().skip(pos + 1).find_map(|(p, &i)| self.try_lease(i).map(|l| (l, p)));
+                    match next {
+                        Some((next_lease, next_pos)) => {
+                            lease = next_lease;
+                            pos = next_pos;
+                        }
+                        None => return Err(ProxyError::UpstreamUnavailable),
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(service = %self.service, server = %lease.server.address, "upstream request failed: {error:#}");
+                    return Err(ProxyError::UpstreamFailed);
+                }
+                Err(_) => return Err(ProxyError::UpstreamTimeout),
+            }
+        }
+    }
+
+    fn request_for(&self, server: &Server, parts: &http::request::Parts, body: ProxyBody) -> Result<Request<ProxyBody>, ProxyError> {
+        let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(server.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = http::Version::HTTP_11;
+        *request.headers_mut() = parts.headers.clone();
+        Ok(request)
+    }
+
+    fn mark_failed(&self, server: &Server, why: &str) {
+        let until = self.now_ms() + u64::try_from(PASSIVE_FAIL_TIMEOUT.as_millis()).unwrap_or(10_000);
+        server.failed_until_ms.store(until, Ordering::Relaxed);
+        tracing::warn!(service = %self.service, server = %server.address, "upstream connect failed, trying the next server: {why}");
+    }
+
+    /// Records one health-check result.
+    fn record_check(&self, server: &Server, healthy: bool, check: &HealthCheckConfig) {
+        if healthy {
+            server.consecutive_fails.store(0, Ordering::Relaxed);
+            let passes = server.consecutive_passes.fetch_add(1, Ordering::Relaxed) + 1;
+            if !server.is_up() && passes >= check.passes {
+                server.up.store(true, Ordering::Relaxed);
+                server.failed_until_ms.store(0, Ordering::Relaxed);
+                self.metrics.upstream_health(&self.service, &server.address, true);
+                tracing::info!(service = %self.service, server = %server.address, "upstream is up again");
+            }
+        } else {
+            server.consecutive_passes.store(0, Ordering::Relaxed);
+            let fails = server.consecutive_fails.fetch_add(1, Ordering::Relaxed) + 1;
+            if server.is_up() && fails >= check.fails {
+                server.up.store(false, Ordering::Relaxed);
+                self.metrics.upstream_health(&self.service, &server.address, false);
+                tracing::warn!(service = %self.service, server = %server.address, "upstream marked down by health check");
+            }
+        }
+    }
+
+    async fn check_once(&self, server: &Server, check: &HealthCheckConfig) -> bool {
+        let probe = async {
+            match &check.path {
+                None => tokio::net::TcpStream::connect(server.address.as_ref()).await.is_ok(),
+                Some(path) => {
+                    let uri = Uri::builder()
+                        .scheme(self.scheme.clone())
+                        .authority(server.authority.clone())
+                        .path_and_query(path.as_str())
+                        .build();
+                    let Ok(uri) = uri else { return false };
+                    let mut request = Request::new(ProxyBody::empty());
+                    *request.uri_mut() = uri;
+                    request.headers_mut().insert(http::header::USER_AGENT, http::HeaderValue::from_static("portcullis-health-check"));
+                    match self.client.request(request).await {
+                        Ok(response) => response.status().is_success() || response.status().is_redirection(),
+                        Err(_) => false,
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(check.timeout, probe).await.unwrap_or(false)
+    }
+}
+
+fn build_client(config: &PoolConfig) -> Result<HttpClient, PoolError> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = &config.ca_file {
+        for cert in crate::net::tls::load_chain(ca)? {
+            roots.add(cert)?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(crate::net::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(MAX_IDLE_PER_SERVER)
+        .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .set_host(false)
+        .build(connector))
+}
+
+fn spawn_health_checks(pool: Weak<Pool>, check: HealthCheckConfig) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(check.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(pool) = pool.upgrade() else { return };
+            let results = futures_util::future::join_all(pool.servers.iter().map(|s| pool.check_once(s, &check))).await;
+            for (server, healthy) in pool.servers.iter().zip(results) {
+                pool.record_check(server, healthy, &check);
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamConfig;
+
+    fn pool(weights: &[(u32, u32)]) -> Arc<Pool> {
+        let config = PoolConfig {
+            servers: weights
+                .iter()
+                .enumerate()
+                .map(|(i, &(weight, max_conns))| UpstreamConfig { address: format!("127.0.0.1:{}", 1000 + i), weight, max_conns })
+                .collect(),
+            tls: false,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            queue_timeout: Duration::from_millis(10),
+            health_check: None,
+        };
+        Pool::new(Arc::from("svc"), &config, Arc::new(Metrics::new())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn smooth_weighted_round_robin_follows_weights() {
+        let p = pool(&[(5, 0), (1, 0), (1, 0)]);
+        let mut counts = [0; 3];
+        let mut sequence = Vec::new();
+        for _ in 0..70 {
+            let first = p.candidates()[0];
+            counts[first] += 1;
+            sequence.push(first);
+        }
+        assert_eq!(counts, [50, 10, 10]);
+        // Smooth: the heavy server never gets more than its share in a row.
+        assert!(sequence.windows(6).all(|w| w.iter().filter(|&&i| i == 0).count() <= 5));
+    }
+
+    #[tokio::test]
+    async fn backups_come_last_and_only_when_available() {
+        let p = pool(&[(0, 0), (1, 0), (2, 0)]);
+        for _ in 0..10 {
+            assert_eq!(*p.candidates().last().unwrap(), 0, "backup is always tried last");
+        }
+        p.servers[1].up.store(false, Ordering::Relaxed);
+        p.servers[2].up.store(false, Ordering::Relaxed);
+        assert_eq!(p.candidates(), vec![0], "only the backup when every primary is down");
+        p.servers[0].up.store(false, Ordering::Relaxed);
+        assert_eq!(p.candidates(), vec![0, 1, 2], "last resort: all servers");
+    }
+
+    #[tokio::test]
+    async fn full_servers_are_skipped_then_overload_is_reported() {
+        let p = pool(&[(1, 1), (1, 1)]);
+        let (a, _) = p.lease(&p.candidates()).await.unwrap();
+        let (b, _) = p.lease(&p.candidates()).await.unwrap();
+        assert_ne!(a.server(), b.server());
+        assert!(matches!(p.lease(&p.candidates()).await, Err(ProxyError::Overloaded)));
+        assert_eq!(p.servers[0].in_flight() + p.servers[1].in_flight(), 2);
+        drop(a);
+        assert!(p.lease(&p.candidates()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn passive_failure_skips_a_server_for_a_while() {
+        let p = pool(&[(1, 0), (1, 0)]);
+        p.mark_failed(&p.servers[0], "refused");
+        for _ in 0..4 {
+            assert_eq!(p.candidates(), vec![1]);
+        }
+    }
+}

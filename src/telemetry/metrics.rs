@@ -1,0 +1,166 @@
+//! Prometheus metrics (prometheus-client registry, text exposition served by the admin API).
+//!
+//! Label values that repeat on every request (service, listener) are `Arc<str>` so recording
+//! a request clones a pointer, not a string.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::names;
+
+/// A shared label value.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct Label(pub Arc<str>);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
+macro_rules! label_set {
+    ($name:ident { $($field:ident : $ty:ty),* }) => {
+        #[derive(Debug, Clone, Hash, PartialEq, Eq)]
+        struct $name { $($field: $ty),* }
+        impl EncodeLabelSet for $name {
+            fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> fmt::Result {
+                $( EncodeLabel::encode(&(stringify!($field), self.$field.clone()), encoder.encode_label())?; )*
+                Ok(())
+            }
+        }
+    };
+}
+use prometheus_client::encoding::EncodeLabel;
+
+label_set!(RequestLabels { service: Label, status: u16 });
+label_set!(ServiceLabels { service: Label });
+label_set!(ListenerLabels { listener: Label });
+label_set!(ServerLabels { service: Label, server: Label });
+label_set!(ResultLabels { result: Label });
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
+/// All metrics of one edge process.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+    connections: Family<ListenerLabels, Gauge>,
+    upstream_up: Family<ServerLabels, Gauge>,
+    framing_refused: Family<ListenerLabels, Counter>,
+    websockets: Family<ServiceLabels, Gauge>,
+    reloads: Family<ResultLabels, Counter>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix(names::PREFIX);
+        let requests = Family::default();
+        let durations = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let connections = Family::default();
+        let upstream_up = Family::default();
+        let framing_refused = Family::default();
+        let websockets = Family::default();
+        let reloads = Family::default();
+        registry.register(names::REQUESTS, "Requests answered by the edge", requests.clone());
+        registry.register(names::REQUEST_DURATION, "Time from request head to end of response", durations.clone());
+        registry.register(names::OPEN_CONNECTIONS, "Open client connections", connections.clone());
+        registry.register(names::UPSTREAM_UP, "Upstream server health (1 up, 0 down)", upstream_up.clone());
+        registry.register(names::FRAMING_REFUSED, "Requests refused for ambiguous framing", framing_refused.clone());
+        registry.register(names::OPEN_WEBSOCKETS, "Open WebSocket tunnels", websockets.clone());
+        registry.register(names::RELOADS, "Configuration reloads", reloads.clone());
+        Metrics { registry, requests, durations, connections, upstream_up, framing_refused, websockets, reloads }
+    }
+
+    /// Records one answered request.
+    pub fn request(&self, service: &Arc<str>, status: u16, elapsed: Duration) {
+        let service = Label(service.clone());
+        self.requests.get_or_create(&RequestLabels { service: service.clone(), status }).inc();
+        self.durations.get_or_create(&ServiceLabels { service }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Adds `delta` (±1) to a listener's open connections.
+    pub fn connections(&self, listener: &Arc<str>, delta: i64) {
+        self.connections.get_or_create(&ListenerLabels { listener: Label(listener.clone()) }).inc_by(delta);
+    }
+
+    /// Sets an upstream server's health.
+    pub fn upstream_health(&self, service: &Arc<str>, server: &Arc<str>, up: bool) {
+        let labels = ServerLabels { service: Label(service.clone()), server: Label(server.clone()) };
+        self.upstream_up.get_or_create(&labels).set(i64::from(up));
+    }
+
+    /// Counts a request refused for ambiguous framing.
+    pub fn framing_refused(&self, listener: &Arc<str>) {
+        self.framing_refused.get_or_create(&ListenerLabels { listener: Label(listener.clone()) }).inc();
+    }
+
+    /// Adds `delta` (±1) to a service's open WebSocket tunnels.
+    pub fn websockets(&self, service: &Arc<str>, delta: i64) {
+        self.websockets.get_or_create(&ServiceLabels { service: Label(service.clone()) }).inc_by(delta);
+    }
+
+    /// Counts a configuration reload.
+    pub fn reload(&self, ok: bool) {
+        let result = Label(Arc::from(if ok { "ok" } else { "error" }));
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Open connections of one listener (for the status API).
+    pub fn open_connections(&self, listener: &Arc<str>) -> i64 {
+        self.connections.get_or_create(&ListenerLabels { listener: Label(listener.clone()) }).get()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_carries_labels_and_counts() {
+        let m = Metrics::new();
+        let svc: Arc<str> = Arc::from("finesse");
+        m.request(&svc, 200, Duration::from_millis(3));
+        m.request(&svc, 200, Duration::from_millis(3));
+        m.request(&svc, 502, Duration::from_millis(30));
+        m.upstream_health(&svc, &Arc::from("10.0.0.1:8082"), false);
+        m.connections(&Arc::from("https"), 1);
+        let text = m.encode();
+        assert!(text.contains(r#"portcullis_requests_total{service="finesse",status="200"} 2"#), "{text}");
+        assert!(text.contains(r#"portcullis_requests_total{service="finesse",status="502"} 1"#), "{text}");
+        assert!(text.contains(r#"portcullis_upstream_up{service="finesse",server="10.0.0.1:8082"} 0"#), "{text}");
+        assert!(text.contains(r#"portcullis_open_connections{listener="https"} 1"#), "{text}");
+        assert!(text.contains(r#"portcullis_request_duration_seconds_count{service="finesse"} 3"#), "{text}");
+    }
+}

@@ -1,0 +1,19 @@
+//! Metric names (Prometheus), one place so dashboards and docs can rely on them.
+//! The registry adds the `portcullis_` prefix and the `_total` suffix of counters.
+
+/// Metric-name prefix.
+pub const PREFIX: &str = "portcullis";
+/// Requests answered, by service and status (`portcullis_requests_total`).
+pub const REQUESTS: &str = "requests";
+/// Request duration histogram in seconds, by service.
+pub const REQUEST_DURATION: &str = "request_duration_seconds";
+/// Open client connections, by listener.
+pub const OPEN_CONNECTIONS: &str = "open_connections";
+/// Upstream server health (1 up, 0 down), by service and server.
+pub const UPSTREAM_UP: &str = "upstream_up";
+/// Requests refused for ambiguous framing (smuggling attempts), by listener.
+pub const FRAMING_REFUSED: &str = "framing_refused";
+/// Open WebSocket tunnels, by service.
+pub const OPEN_WEBSOCKETS: &str = "open_websockets";
+/// Configuration reloads, by result (`ok` / `error`).
+pub const RELOADS: &str = "config_reloads";
