@@ -297,7 +297,8 @@ fn resolve_listeners(c: &mut Checker<'_>, raw: Vec<Option<ListenerFile>>) -> Vec
             c.err(format!("{path}.name"), format!("{name:?} is used twice"), "give each listener a unique name");
         }
         let Some(address) = socket_addr(c, &format!("{path}.address"), l.address.as_deref()) else { continue };
-        if !addrs.insert(address) {
+        // Port 0 (tests, ephemeral) never collides.
+        if address.port() != 0 && !addrs.insert(address) {
             c.err(format!("{path}.address"), format!("{address} is used twice"), "give each listener its own address");
         }
         let tls = l.tls.unwrap_or(false);

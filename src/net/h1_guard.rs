@@ -10,8 +10,9 @@
 //! request: it finds each request head with `httparse` (the parser hyper itself uses, with
 //! the same defaults, so both agree on where a head ends), checks the framing headers, and
 //! skips the body (`Content-Length` bytes or the chunked encoding). [`GuardedIo`] runs the
-//! scanner over every read; on a bad head it hides the head from hyper, writes a 400 itself
-//! and reports end-of-stream, so hyper never parses it.
+//! scanner over every read; on a bad head it replaces the head with bytes hyper must reject
+//! (so hyper answers 400 in order, after earlier pipelined responses, and closes), and
+//! every later read is end-of-stream: the refused head and what follows never reach hyper.
 //!
 //! Threat model: a client that wants two parsers (ours, an upstream's) to disagree on where
 //! a request ends. Anything the scanner cannot follow (malformed heads, bad chunk syntax,
@@ -293,22 +294,24 @@ enum HeadCheck {
 /// Reports refused requests to the owner of the connection (access log, metrics, shield).
 pub type RefusalHook = Box<dyn FnOnce(Violation, RefusedRequest) + Send>;
 
+/// Bytes put where a refused head was: an invalid request line (or header line, if hyper
+/// already holds the start of the head), so hyper answers 400 itself — in pipeline order,
+/// after any earlier responses — and closes the connection.
+const POISON: &[u8] = b"\x00\r\n\r\n";
+
 /// A client stream whose HTTP/1 requests pass through [`RequestFraming`].
 pub struct GuardedIo<T> {
     inner: T,
     framing: RequestFraming,
-    /// Bytes of our own 400 response still to write.
-    refusal: Option<(&'static [u8], usize)>,
+    /// A head was refused: every further read is end-of-stream.
+    refused: bool,
     hook: Option<RefusalHook>,
 }
-
-/// The response written for a refused request.
-const REFUSAL_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 39\r\nconnection: close\r\n\r\nbad request: ambiguous message framing\n";
 
 impl<T> GuardedIo<T> {
     /// Wraps a fresh client connection.
     pub fn new(inner: T, max_head_bytes: usize, max_headers: usize, hook: RefusalHook) -> Self {
-        GuardedIo { inner, framing: RequestFraming::new(max_head_bytes, max_headers), refusal: None, hook: Some(hook) }
+        GuardedIo { inner, framing: RequestFraming::new(max_head_bytes, max_headers), refused: false, hook: Some(hook) }
     }
 
     /// The wrapped stream.
@@ -317,34 +320,10 @@ impl<T> GuardedIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> GuardedIo<T> {
-    /// Writes what is left of the refusal response.
-    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some((bytes, written)) = self.refusal {
-            if written == bytes.len() {
-                ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
-                self.refusal = Some((bytes, usize::MAX));
-                return Poll::Ready(Ok(()));
-            }
-            if written == usize::MAX {
-                return Poll::Ready(Ok(()));
-            }
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[written..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.refusal = Some((bytes, written + n));
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.refusal.is_some() {
-            // Refused: finish our 400, then show hyper the end of the stream.
-            let _ = ready!(this.poll_refusal(cx));
+        if this.refused {
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
@@ -353,13 +332,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
             return Poll::Ready(Ok(()));
         }
         if let Scan::Refused { head_start, violation, request } = this.framing.feed(&buf.filled()[before..]) {
+            // Hide the refused head (and everything after it) from hyper.
             buf.set_filled(before + head_start);
-            this.refusal = Some((REFUSAL_RESPONSE, 0));
+            let room = buf.remaining().min(POISON.len());
+            buf.put_slice(&POISON[..room]);
+            this.refused = true;
             if let Some(hook) = this.hook.take() {
                 hook(violation, request);
-            }
-            if head_start == 0 {
-                let _ = ready!(this.poll_refusal(cx));
             }
         }
         Poll::Ready(Ok(()))
@@ -376,11 +355,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.refusal.is_some() {
-            let _ = ready!(this.poll_refusal(cx));
-        }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {

@@ -157,7 +157,7 @@ impl ConnectionTask {
                         path: &request.path,
                         protocol: "HTTP/1.1",
                         status: 400,
-                        bytes: 39,
+                        bytes: 0,
                         upstream: None,
                         service: None,
                         duration: Duration::ZERO,

@@ -1,1 +1,13 @@
-//! placeholder
+//! The one integration-test binary: real sockets on 127.0.0.1, in-process upstreams, the
+//! edge started in-process from a real configuration file (and the real binary for CLI
+//! tests).
+
+#![allow(unreachable_pub, reason = "test helpers are pub for the test modules; nothing is exported")]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail the test loudly on any setup error")]
+
+mod admin;
+mod cli;
+mod protocol_abuse;
+mod proxy_http;
+mod support;
+mod websocket;

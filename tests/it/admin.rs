@@ -1,0 +1,90 @@
+//! The admin API over a real socket: token auth, health, metrics, status, reloads.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::support::client::{get, h1};
+use crate::support::{ADMIN_TOKEN, TestEdge, Upstream};
+
+fn bearer() -> String {
+    format!("Bearer {ADMIN_TOKEN}")
+}
+
+#[tokio::test]
+async fn health_is_open_and_everything_else_needs_the_token() {
+    let up = Upstream::start("a").await;
+    let edge = TestEdge::new().proxy("app", "/", &[(up.addr, 1, 0)], "").start().await;
+    let reply = get(edge.admin, "/health").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "ok\n"));
+    for path in ["/metrics", "/api/v1/status"] {
+        let reply = get(edge.admin, path).await;
+        assert_eq!(reply.status, 401, "{path}");
+        assert_eq!(reply.headers["www-authenticate"], "Bearer realm=\"portcullis-admin\"");
+        let wrong = h1(edge.admin, "GET", path, &[("authorization", "Bearer test-admin-token-124")], Bytes::new()).await;
+        assert_eq!(wrong.status, 401, "{path}");
+    }
+    assert!(edge.log("error.log").contains("admin API authentication failed"));
+    assert!(!edge.log("error.log").contains("test-admin-token-124"), "presented tokens are never logged");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_and_status_describe_the_running_edge() {
+    let up = Upstream::start("a").await;
+    let edge = TestEdge::new().proxy("app", "/", &[(up.addr, 2, 7)], "").start().await;
+    assert_eq!(get(edge.http, "/x").await.status, 200);
+    let auth = bearer();
+    let metrics = h1(edge.admin, "GET", "/metrics", &[("authorization", &auth)], Bytes::new()).await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("portcullis_requests_total{service=\"app\",status=\"200\"} 1"), "{}", metrics.body);
+    assert!(metrics.body.contains("portcullis_request_duration_seconds_bucket{le="), "{}", metrics.body);
+    assert!(metrics.body.contains("portcullis_open_connections{listener=\"http\"}"), "{}", metrics.body);
+    let status = h1(edge.admin, "GET", "/api/v1/status", &[("authorization", &auth)], Bytes::new()).await;
+    let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    assert_eq!(status["server"], "localhost");
+    assert_eq!(status["listeners"][0]["address"], edge.http.to_string());
+    assert_eq!(status["services"][0]["servers"][0]["address"], up.addr.to_string());
+    assert_eq!(status["services"][0]["servers"][0]["weight"], 2);
+    assert_eq!(status["services"][0]["servers"][0]["max_conns"], 7);
+    assert_eq!(status["services"][0]["servers"][0]["up"], true);
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_reload_keeps_the_running_config_and_a_good_one_applies() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let builder = TestEdge::new().proxy("app", "/", &[(a.addr, 1, 0)], "");
+    let good_text = builder.config_text();
+    let edge = builder.start().await;
+    assert_eq!(get(edge.http, "/").await.body, "a 0");
+
+    // Broken file: a route to a missing service and a bad duration.
+    std::fs::write(
+        &edge.config_path,
+        good_text.replace("service = \"app\"", "service = \"ghost\"").replace("[server]\n", "[server]\nidle_timeout = \"forever\"\n"),
+    )
+    .unwrap();
+    let auth = bearer();
+    let reply = h1(edge.admin, "POST", "/api/v1/reload", &[("authorization", &auth)], Bytes::new()).await;
+    assert_eq!(reply.status, 400);
+    let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let errors: Vec<String> = body["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()).collect();
+    assert!(errors.iter().any(|e| e.starts_with("route[0].service: no service named \"ghost\"")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.starts_with("server.idle_timeout: \"forever\" is not a duration")), "{errors:?}");
+    let log = edge.log("error.log");
+    assert!(log.contains("[error]") && log.contains("configuration reload refused, keeping the running configuration: "), "{log}");
+    assert!(log.contains("route[0].service: no service named \"ghost\""), "{log}");
+    assert_eq!(get(edge.http, "/").await.body, "a 0", "old configuration still serves");
+
+    // Fixed file pointing at another upstream: applied without a restart (via the same path SIGHUP uses).
+    std::fs::write(&edge.config_path, good_text.replace(&a.addr.to_string(), &b.addr.to_string())).unwrap();
+    edge.running().reload().await.expect("reload applies");
+    assert_eq!(get(edge.http, "/").await.body, "b 0");
+    let metrics = edge.running().edge.metrics.encode();
+    assert!(metrics.contains("portcullis_config_reloads_total{result=\"error\"} 1"), "{metrics}");
+    assert!(metrics.contains("portcullis_config_reloads_total{result=\"ok\"} 1"), "{metrics}");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    edge.stop().await;
+}

@@ -1,0 +1,83 @@
+//! The real `portcullis` binary: `check` exit codes and messages, `status` against a
+//! running edge, and the unreachable-edge exit code.
+
+use std::process::Command;
+
+use crate::support::{ADMIN_TOKEN, TestEdge, Upstream, closed_port};
+
+fn portcullis() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+}
+
+#[test]
+fn check_accepts_the_example_and_rejects_a_broken_file_with_exit_64() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/portcullis.toml");
+    let out = portcullis().args(["check", "--config", example]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (3 listener(s), 2 service(s), 2 route(s))"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "[server]\nname = \"edge\"\n[[listener]]\nname = \"x\"\naddress = \"nope\"\n[[route]]\npath = \"/\"\nservice = \"none\"\n",
+    )
+    .unwrap();
+    let out = portcullis().args(["check", "--config"]).arg(&broken).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has 2 errors"), "{stderr}");
+    assert!(stderr.contains("listener[0].address: \"nope\" is not an IP:port address"), "{stderr}");
+    assert!(stderr.contains("route[0].service: no service named \"none\""), "{stderr}");
+
+    let out = portcullis().args(["check", "--config", "/nonexistent.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent.toml"));
+    let out = portcullis().args(["frobnicate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "usage errors exit 64");
+}
+
+#[test]
+fn serve_refuses_an_invalid_file_and_binds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let file = dir.path().join("p.toml");
+    std::fs::write(
+        &file,
+        format!("[server]\nname = \"edge\"\n[[listener]]\nname = \"h\"\naddress = \"127.0.0.1:{port}\"\n[[service]]\nname = \"x\"\n"),
+    )
+    .unwrap();
+    let out = portcullis().args(["serve", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("service[0].upstream: no upstream server"));
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "nothing stayed bound");
+}
+
+#[tokio::test]
+async fn status_talks_to_a_running_edge_and_reports_unreachable_with_69() {
+    let up = Upstream::start("a").await;
+    let edge = TestEdge::new().proxy("app", "/", &[(up.addr, 1, 0)], "").start().await;
+    let url = format!("http://{}", edge.admin);
+    let out = tokio::task::spawn_blocking(move || portcullis().args(["status", "--admin", &url, "--token", ADMIN_TOKEN]).output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("HOST:        localhost"), "{stdout}");
+    assert!(stdout.contains(&format!("{:<32} UP   weight=1", up.addr)), "{stdout}");
+
+    let url = format!("http://{}", edge.admin);
+    let out = tokio::task::spawn_blocking(move || {
+        portcullis().args(["status", "--json", "--admin", &url]).env("PORTCULLIS_ADMIN_TOKEN", "wrong-token").output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(64), "a refused token is a usage error");
+
+    let dead = format!("http://{}", closed_port().await);
+    let out = tokio::task::spawn_blocking(move || portcullis().args(["status", "--admin", &dead, "--token", "x"]).output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    edge.stop().await;
+}

@@ -1,0 +1,266 @@
+//! Test DSL: in-process upstreams and an edge started from a TOML file in a temp dir.
+//!
+//! `TestEdge::new().service(...).route(...).start().await` writes a real configuration
+//! file, starts the edge through `app::start` on port 0 and exposes its bound addresses.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub mod client;
+
+/// What an upstream saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body_len: usize,
+}
+
+/// An in-process HTTP/1.1 upstream on 127.0.0.1:0.
+///
+/// Paths: `/slow/<ms>` sleeps then answers; `/status/<code>` answers that code; anything
+/// else answers `200 <name>`. Every request is recorded.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: &'static str,
+    pub hits: Arc<AtomicUsize>,
+    pub in_flight: Arc<AtomicUsize>,
+    pub max_in_flight: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub async fn start(name: &'static str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = Upstream {
+            addr: listener.local_addr().unwrap(),
+            name,
+            hits: Arc::default(),
+            in_flight: Arc::default(),
+            max_in_flight: Arc::default(),
+            seen: Arc::default(),
+            connections: Arc::default(),
+        };
+        let u = upstream.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                u.connections.fetch_add(1, Ordering::SeqCst);
+                let u = u.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let u = u.clone();
+                        async move { Ok::<_, std::convert::Infallible>(u.answer(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).with_upgrades().await;
+                });
+            }
+        });
+        upstream
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let path = req.uri().path().to_string();
+        let method = req.method().to_string();
+        let headers = req.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
+        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        self.seen.lock().unwrap().push(Seen { method, path: path.clone(), headers, body_len: body.len() });
+        let mut status = 200;
+        if let Some(ms) = path.strip_prefix("/slow/") {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
+        }
+        if let Some(code) = path.strip_prefix("/status/") {
+            status = code.parse().unwrap_or(500);
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let mut response = Response::new(Full::new(Bytes::from(format!("{} {}", self.name, body.len()))));
+        *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+        response.headers_mut().insert("connection", "keep-alive, x-upstream-private".parse().unwrap());
+        response.headers_mut().insert("x-upstream-private", "secret".parse().unwrap());
+        response
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn last_seen(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("upstream saw a request")
+    }
+}
+
+/// A WebSocket echo upstream (tokio-tungstenite server).
+pub async fn websocket_echo_upstream() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An address where nothing listens (bound, then closed).
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Builder of a test edge configuration.
+pub struct TestEdge {
+    pub dir: tempfile::TempDir,
+    server_extra: String,
+    sections: Vec<String>,
+    listeners: Vec<String>,
+}
+
+/// A running test edge.
+pub struct RunningEdge {
+    pub dir: tempfile::TempDir,
+    pub running: Option<portcullis::app::Running>,
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+}
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-123";
+
+impl TestEdge {
+    pub fn new() -> TestEdge {
+        TestEdge {
+            dir: tempfile::tempdir().unwrap(),
+            server_extra: String::new(),
+            sections: Vec::new(),
+            listeners: vec!["[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\ntls = false\n".into()],
+        }
+    }
+
+    /// Adds `[server]` keys (e.g. `header_read_timeout = "1s"`).
+    pub fn server(mut self, keys: &str) -> Self {
+        self.server_extra.push_str(keys);
+        self.server_extra.push('\n');
+        self
+    }
+
+    /// Adds an HTTPS listener (self-signed certificate).
+    pub fn https(mut self) -> Self {
+        self.listeners.push("[[listener]]\nname = \"https\"\naddress = \"127.0.0.1:0\"\ntls = true\n".into());
+        self
+    }
+
+    /// Adds raw TOML.
+    pub fn raw(mut self, toml: &str) -> Self {
+        self.sections.push(toml.to_string());
+        self
+    }
+
+    /// A proxied service with `(address, weight, max_conns)` servers, routed at `path`.
+    pub fn proxy(self, name: &str, path: &str, servers: &[(SocketAddr, u32, u32)], extra: &str) -> Self {
+        let mut toml = format!("[[service]]\nname = \"{name}\"\n{extra}\n");
+        for (addr, weight, max_conns) in servers {
+            toml.push_str(&format!("[[service.upstream]]\naddress = \"{addr}\"\nweight = {weight}\nmax_conns = {max_conns}\n"));
+        }
+        toml.push_str(&format!("[[route]]\npath = \"{path}\"\nservice = \"{name}\"\n"));
+        self.raw(&toml)
+    }
+
+    pub fn config_text(&self) -> String {
+        let mut text = format!(
+            "[server]\nname = \"localhost\"\nstate_dir = \"state\"\nlog_dir = \"logs\"\n{}\n{}\n[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n",
+            self.server_extra,
+            self.listeners.join("\n")
+        );
+        for s in &self.sections {
+            text.push_str(s);
+            text.push('\n');
+        }
+        text
+    }
+
+    pub async fn start(self) -> RunningEdge {
+        let config_path = self.dir.path().join("portcullis.toml");
+        std::fs::write(&config_path, self.config_text()).unwrap();
+        let config = portcullis::config::Config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let running = portcullis::app::start(config).await.expect("edge starts");
+        let find = |name: &str| running.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a);
+        RunningEdge {
+            http: find("http").unwrap(),
+            https: find("https"),
+            admin: running.admin.unwrap(),
+            running: Some(running),
+            dir: self.dir,
+            config_path,
+        }
+    }
+}
+
+impl RunningEdge {
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs").join(name)).unwrap_or_default()
+    }
+
+    pub fn running(&self) -> &portcullis::app::Running {
+        self.running.as_ref().unwrap()
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// Sends raw bytes and reads until the peer closes or `wait` passes.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits for `condition` up to `deadline`.
+pub async fn eventually(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + deadline;
+    while tokio::time::Instant::now() < end {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
+}
