@@ -244,3 +244,21 @@ async fn plain_listener_redirects_to_https() {
     assert_eq!(reply.headers["location"], format!("https://localhost:{free}/a/b?c=d"));
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn tls_upstreams_are_verified_against_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, ca) = Upstream::start_tls("secure", dir.path()).await;
+    let edge = TestEdge::new()
+        .proxy("trusted", "/trusted/", &[(up.addr, 1, 0)], &format!("upstream_tls = true\nupstream_ca = \"{}\"", ca.display()))
+        .proxy("untrusted", "/untrusted/", &[(up.addr, 1, 0)], "upstream_tls = true")
+        .start()
+        .await;
+    let reply = get(edge.http, "/trusted/x").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "secure 0"));
+    assert_eq!(up.last_seen().path, "/trusted/x");
+    let reply = get(edge.http, "/untrusted/x").await;
+    assert_eq!(reply.status, 502, "a certificate from an unknown CA is refused");
+    assert_eq!(up.hits(), 1);
+    edge.stop().await;
+}

@@ -47,6 +47,30 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start(name: &'static str) -> Upstream {
+        Self::start_with(name, None).await
+    }
+
+    /// An upstream speaking TLS with a fresh certificate for 127.0.0.1; returns the CA
+    /// (self-signed certificate) PEM path to trust.
+    pub async fn start_tls(name: &'static str, dir: &Path) -> (Upstream, PathBuf) {
+        use rustls_pki_types::pem::PemObject;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().self_signed(&key).unwrap();
+        let pem = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&pem, cert.pem()).unwrap();
+        let chain = vec![cert.der().clone()];
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        (Self::start_with(name, Some(acceptor)).await, pem)
+    }
+
+    async fn start_with(name: &'static str, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream = Upstream {
             addr: listener.local_addr().unwrap(),
@@ -63,12 +87,22 @@ impl Upstream {
                 let Ok((tcp, _)) = listener.accept().await else { return };
                 u.connections.fetch_add(1, Ordering::SeqCst);
                 let u = u.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let u = u.clone();
                         async move { Ok::<_, std::convert::Infallible>(u.answer(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).with_upgrades().await;
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(tcp), service).with_upgrades().await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(tcp).await else { return };
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
         });
