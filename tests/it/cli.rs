@@ -81,3 +81,62 @@ async fn status_talks_to_a_running_edge_and_reports_unreachable_with_69() {
     assert_eq!(out.status.code(), Some(69));
     edge.stop().await;
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn serve_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let text = |up: std::net::SocketAddr| {
+        format!(
+            "[server]\nname = \"localhost\"\nstate_dir = \"state\"\nlog_dir = \"logs\"\n[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:{port}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\ntoken = \"{ADMIN_TOKEN}\"\n[[service]]\nname = \"app\"\n[[service.upstream]]\naddress = \"{up}\"\n[[route]]\npath = \"/\"\nservice = \"app\"\n"
+        )
+    };
+    let file = dir.path().join("edge.toml");
+    std::fs::write(&file, text(a.addr)).unwrap();
+    let mut child = portcullis().args(["serve", "--config"]).arg(&file).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let edge: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut up_at_start = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(edge).await.is_ok() {
+            up_at_start = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up_at_start, "edge did not start");
+    assert_eq!(crate::support::client::get(edge, "/").await.body, "a 0");
+
+    // A broken file on SIGHUP: still serving the old configuration.
+    std::fs::write(&file, "[server]\nname = \"localhost\"\n").unwrap();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(crate::support::client::get(edge, "/").await.body, "a 0");
+    let error_log = std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap();
+    assert!(error_log.contains("configuration reload refused"), "{error_log}");
+
+    // A good file on SIGHUP: the new upstream serves.
+    std::fs::write(&file, text(b.addr)).unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let mut switched = false;
+    for _ in 0..50 {
+        if crate::support::client::get(edge, "/").await.body == "b 0" {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(switched, "SIGHUP did not apply the new configuration");
+
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    let access = std::fs::read_to_string(dir.path().join("logs/access.log")).unwrap();
+    assert_eq!(access.lines().count(), 3, "every request logged and flushed at shutdown:\n{access}");
+}
