@@ -114,11 +114,13 @@ fn load(path: &Path) -> Result<Config, Failure> {
     })
 }
 
+/// The async runtime. With one usable core (the edge pinned to a CPU, or a 1-vCPU VM) a
+/// current-thread runtime avoids the work-stealing scheduler's cross-thread bookkeeping;
+/// otherwise one worker per core.
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::failed(anyhow!(e).context("cannot start the async runtime")))
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut builder = if cores == 1 { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() };
+    builder.enable_all().build().map_err(|e| Failure::failed(anyhow!(e).context("cannot start the async runtime")))
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {

@@ -25,6 +25,10 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// Header fields the scanner can look at (hyper's own cap is `server.max_headers`, at most
+/// 1000; a head with more fields than this is left to hyper, which answers 431 for it).
+const MAX_SCANNED_HEADERS: usize = 1000;
+
 /// Why a request head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Violation {
@@ -120,11 +124,21 @@ impl RequestFraming {
             match self.state {
                 State::Stopped => return Scan::Clean,
                 State::Head => {
-                    let head_start = if self.head.is_empty() { pos } else { 0 };
-                    let already = self.head.len();
-                    self.head.extend_from_slice(&bytes[pos..]);
-                    match self.inspect_head() {
+                    // Fast path: a whole head inside this read is parsed in place, no copy.
+                    let (check, consumed_before) = if self.head.is_empty() {
+                        (self.inspect_head(&bytes[pos..]), 0)
+                    } else {
+                        let already = self.head.len();
+                        self.head.extend_from_slice(&bytes[pos..]);
+                        let check = self.inspect_head(&self.head);
+                        (check, already)
+                    };
+                    let head_start = if consumed_before == 0 { pos } else { 0 };
+                    match check {
                         HeadCheck::Partial => {
+                            if self.head.is_empty() {
+                                self.head.extend_from_slice(&bytes[pos..]);
+                            }
                             if self.head.len() > self.max_head_bytes {
                                 self.stop();
                             }
@@ -139,7 +153,7 @@ impl RequestFraming {
                             return Scan::Clean;
                         }
                         HeadCheck::Complete { len, next, body_len } => {
-                            pos += len - already;
+                            pos += len - consumed_before;
                             self.head.clear();
                             self.remaining = body_len;
                             self.state = next;
@@ -214,14 +228,15 @@ impl RequestFraming {
         }
     }
 
-    fn inspect_head(&self) -> HeadCheck {
-        if self.head.starts_with(b"PRI ") {
+    fn inspect_head(&self, head: &[u8]) -> HeadCheck {
+        if head.starts_with(b"PRI ") {
             // HTTP/2 prior-knowledge preface: hyper switches protocols; nothing to follow.
             return HeadCheck::Stop;
         }
-        let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers];
-        let mut request = httparse::Request::new(&mut headers);
-        let len = match request.parse(&self.head) {
+        let mut storage = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_SCANNED_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
+        let limit = self.max_headers.min(MAX_SCANNED_HEADERS);
+        let len = match request.parse_with_uninit_headers(head, &mut storage[..limit]) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return HeadCheck::Partial,
             Err(_) => return HeadCheck::Stop,

@@ -249,6 +249,12 @@ async fn forward_to_pool(
     let websocket = request.version() == Version::HTTP_11 && forward::is_websocket_upgrade(request.headers());
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
+    // Upstreams get HTTP/1.1 in origin form, whatever the client spoke.
+    parts.version = Version::HTTP_11;
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let origin_form = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        parts.uri = origin_form.parse().map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    }
     let origin = Origin { client: conn.client.ip(), proto: if conn.tls { "https" } else { "http" }, host: &record.host };
     forward::request_headers(&mut parts.headers, origin, websocket);
     if !parts.headers.contains_key(header::HOST)

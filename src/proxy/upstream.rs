@@ -8,24 +8,27 @@
 //! candidate, as long as its body can be replayed. When every server is at `max_conns` the
 //! request waits up to `queue_timeout` for a slot, then gets 503.
 //!
-//! Connections are pooled by hyper-util's client (one per pool, h1 keep-alive, optional
-//! TLS via hyper-rustls); a [`Lease`] holds the server's connection slot until the response
-//! body has been forwarded.
+//! Connections are pooled per server: idle HTTP/1.1 keep-alive connections (hyper's
+//! connection API, optional TLS with tokio-rustls) wait in a short stack; a [`Lease`] holds
+//! the server's connection slot and its connection until the response body has been
+//! forwarded, then gives the connection back. A request that meets a pooled connection the
+//! upstream closed in the meantime is retried once on a fresh connection when it was never
+//! sent, or is idempotent with a replayable body.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 
 use super::body::ProxyBody;
 use super::respond::ProxyError;
@@ -34,19 +37,24 @@ use crate::telemetry::metrics::Metrics;
 
 /// How long a server that refused a connection is skipped.
 pub const PASSIVE_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A pooled connection idle at least this long may have been closed by the upstream
+/// (keep-alive timeouts are seconds); requests sent on it keep a copy for one retry.
+pub const STALE_RISK_AFTER: Duration = Duration::from_millis(500);
+/// Pooled connections idle this long are closed (by the health-check tick).
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle upstream connections kept per server.
 pub const MAX_IDLE_PER_SERVER: usize = 256;
-/// Idle upstream connections are closed after this long.
-pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+type Sender = SendRequest<ProxyBody>;
 
 /// One upstream server.
 #[derive(Debug)]
 pub struct Server {
     /// `host:port` as configured (logs, metrics, admin).
     pub address: Arc<str>,
-    authority: Authority,
+    /// Host part of the address (TLS server name).
+    host: String,
+    /// Idle keep-alive connections with the time they went idle, most recent last.
+    idle: Mutex<Vec<(Sender, Instant)>>,
     /// 0 = backup.
     pub weight: u32,
     /// Connection slots (`None` = unlimited).
@@ -83,6 +91,8 @@ impl Server {
 pub struct Lease {
     server: Arc<Server>,
     _permit: Option<OwnedSemaphorePermit>,
+    /// The connection the request went out on; pooled again when the lease ends.
+    conn: Option<Sender>,
 }
 
 impl Lease {
@@ -95,6 +105,37 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.server.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(conn) = self.conn.take() {
+            self.server.put_idle(conn);
+        }
+    }
+}
+
+impl Server {
+    /// A pooled connection that can take a request now, and how long it sat idle.
+    fn take_idle(&self) -> Option<(Sender, Duration)> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|(c, _)| !c.is_closed());
+        let pos = idle.iter().rposition(|(c, _)| c.is_ready())?;
+        let (conn, since) = idle.swap_remove(pos);
+        Some((conn, since.elapsed()))
+    }
+
+    /// Closes pooled connections idle longer than [`IDLE_CONNECTION_TIMEOUT`].
+    fn prune_idle(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|(c, since)| !c.is_closed() && since.elapsed() < IDLE_CONNECTION_TIMEOUT);
+    }
+
+    fn put_idle(&self, conn: Sender) {
+        if conn.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() >= MAX_IDLE_PER_SERVER {
+            idle.remove(0);
+        }
+        idle.push((conn, Instant::now()));
     }
 }
 
@@ -118,8 +159,7 @@ pub struct Pool {
     servers: Vec<Arc<Server>>,
     /// Smooth-WRR current weights, one per server.
     wrr: Mutex<Vec<i64>>,
-    client: HttpClient,
-    scheme: Scheme,
+    tls: Option<TlsConnector>,
     config: PoolConfig,
     epoch: Instant,
     metrics: Arc<Metrics>,
@@ -152,10 +192,11 @@ impl Pool {
             .servers
             .iter()
             .map(|s| {
-                let authority: Authority = s.address.parse().map_err(|_| PoolError::Address(s.address.clone()))?;
+                let authority: http::uri::Authority = s.address.parse().map_err(|_| PoolError::Address(s.address.clone()))?;
                 Ok(Arc::new(Server {
                     address: Arc::from(s.address.as_str()),
-                    authority,
+                    host: authority.host().trim_start_matches('[').trim_end_matches(']').to_string(),
+                    idle: Mutex::new(Vec::new()),
                     weight: s.weight,
                     slots: (s.max_conns > 0).then(|| Arc::new(Semaphore::new(s.max_conns as usize))),
                     max_conns: s.max_conns,
@@ -167,7 +208,7 @@ impl Pool {
                 }))
             })
             .collect::<Result<Vec<_>, PoolError>>()?;
-        let client = build_client(config)?;
+        let tls = if config.tls { Some(tls_connector(config)?) } else { None };
         for server in &servers {
             metrics.upstream_health(&service, &server.address, true);
         }
@@ -175,8 +216,7 @@ impl Pool {
             service,
             wrr: Mutex::new(vec![0; servers.len()]),
             servers,
-            client,
-            scheme: if config.tls { Scheme::HTTPS } else { Scheme::HTTP },
+            tls,
             config: config.clone(),
             epoch: Instant::now(),
             metrics,
@@ -256,7 +296,7 @@ impl Pool {
             Some(slots) => Some(slots.clone().try_acquire_owned().ok()?),
         };
         server.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(Lease { server: server.clone(), _permit: permit })
+        Some(Lease { server: server.clone(), _permit: permit, conn: None })
     }
 
     /// A lease on the first candidate with a free slot, waiting up to `queue_timeout`.
@@ -273,69 +313,87 @@ impl Pool {
         match tokio::time::timeout(self.config.queue_timeout, slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => {
                 server.in_flight.fetch_add(1, Ordering::Relaxed);
-                Ok((Lease { server: server.clone(), _permit: Some(permit) }, 0))
+                Ok((Lease { server: server.clone(), _permit: Some(permit), conn: None }, 0))
             }
             _ => Err(ProxyError::Overloaded),
         }
     }
 
+    /// Opens a new connection to `server` (TCP, optional TLS, HTTP/1.1 handshake).
+    async fn connect(&self, server: &Server) -> Result<Sender, String> {
+        let attempt = async {
+            let tcp = TcpStream::connect(server.address.as_ref()).await.map_err(|e| format!("connect: {e}"))?;
+            let _ = tcp.set_nodelay(true);
+            match &self.tls {
+                None => handshake(tcp).await,
+                Some(connector) => {
+                    let name = ServerName::try_from(server.host.clone()).map_err(|e| format!("server name: {e}"))?;
+                    let stream = connector.connect(name, tcp).await.map_err(|e| format!("tls: {e}"))?;
+                    handshake(stream).await
+                }
+            }
+        };
+        tokio::time::timeout(self.config.connect_timeout, attempt).await.unwrap_or_else(|_| Err("connect timed out".to_string()))
+    }
+
     /// Sends a request, failing over on connect errors while the body allows it.
     pub async fn send(&self, outgoing: Outgoing) -> Result<(Response<Incoming>, Lease), ProxyError> {
         let candidates = self.candidates();
-        let Outgoing { parts, body } = outgoing;
+        let Outgoing { mut parts, body } = outgoing;
         let (mut lease, mut pos) = self.lease(&candidates).await?;
-        let mut body = Some(body);
+        let (replayable, mut streaming) = match body {
+            OutgoingBody::Replayable(bytes) => (Some(bytes), None),
+            OutgoingBody::Streaming(stream) => (None, Some(stream)),
+        };
+        let idempotent =
+            matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE);
+        let mut stale_retry_left = true;
         loop {
-            let this_body = match body.take() {
-                Some(OutgoingBody::Replayable(bytes)) => {
-                    body = Some(OutgoingBody::Replayable(bytes.clone()));
-                    ProxyBody::full(bytes)
-                }
-                Some(OutgoingBody::Streaming(stream)) => stream,
-                None => return Err(ProxyError::UpstreamUnavailable),
-            };
-            let request = self.request_for(&lease.server, &parts, this_body)?;
-            let sent = tokio::time::timeout(self.config.response_timeout, self.client.request(request)).await;
-            match sent {
-                Ok(Ok(response)) => return Ok((response, lease)),
-                Ok(Err(error)) if error.is_connect() => {
-                    self.mark_failed(&lease.server, &format!("{error:#}"));
-                    // Try the next candidate with a free slot, if the body can be replayed.
-                    if body.is_none() {
-                        return Err(ProxyError::UpstreamUnavailable);
-                    }
-                    let next = candidates.iter().enumerate().skip(pos + 1).find_map(|(p, &i)| self.try_lease(i).map(|l| (l, p)));
-                    match next {
-                        Some((next_lease, next_pos)) => {
-                            lease = next_lease;
-                            pos = next_pos;
+            // A pooled connection, or a new one (connect errors fail over to the next server).
+            let (mut conn, stale_risk) = match lease.server.take_idle() {
+                Some((conn, idle_for)) => (conn, idle_for >= STALE_RISK_AFTER),
+                None => match self.connect(&lease.server).await {
+                    Ok(conn) => (conn, false),
+                    Err(why) => {
+                        self.mark_failed(&lease.server, &why);
+                        if replayable.is_none() {
+                            return Err(ProxyError::UpstreamUnavailable);
                         }
-                        None => return Err(ProxyError::UpstreamUnavailable),
+                        let next = candidates.iter().enumerate().skip(pos + 1).find_map(|(p, &i)| self.try_lease(i).map(|l| (l, p)));
+                        let Some((next_lease, next_pos)) = next else { return Err(ProxyError::UpstreamUnavailable) };
+                        lease = next_lease;
+                        pos = next_pos;
+                        continue;
                     }
+                },
+            };
+            let body = match (&replayable, streaming.take()) {
+                (Some(bytes), _) => ProxyBody::full(bytes.clone()),
+                (None, Some(stream)) => stream,
+                (None, None) => return Err(ProxyError::UpstreamFailed),
+            };
+            // Keep a copy of the head only when a retry is possible: the connection sat idle
+            // long enough for the upstream to have closed it, and the body can be replayed.
+            let may_retry = stale_risk && stale_retry_left && replayable.is_some();
+            let head = if may_retry { clone_parts(&parts) } else { std::mem::replace(&mut parts, Request::new(()).into_parts().0) };
+            match tokio::time::timeout(self.config.response_timeout, conn.send_request(Request::from_parts(head, body))).await {
+                Ok(Ok(response)) => {
+                    lease.conn = Some(conn);
+                    return Ok((response, lease));
                 }
                 Ok(Err(error)) => {
-                    tracing::debug!(service = %self.service, server = %lease.server.address, "upstream request failed: {error:#}");
+                    // A pooled connection the upstream closed meanwhile: retry once on a fresh
+                    // one when the request was never sent, or is idempotent.
+                    if may_retry && (error.is_canceled() || (idempotent && error.is_incomplete_message())) {
+                        stale_retry_left = false;
+                        continue;
+                    }
+                    tracing::debug!(service = %self.service, server = %lease.server.address, "upstream request failed: {error}");
                     return Err(ProxyError::UpstreamFailed);
                 }
                 Err(_) => return Err(ProxyError::UpstreamTimeout),
             }
         }
-    }
-
-    fn request_for(&self, server: &Server, parts: &http::request::Parts, body: ProxyBody) -> Result<Request<ProxyBody>, ProxyError> {
-        let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(server.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-        let mut request = Request::new(body);
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = uri;
-        *request.version_mut() = http::Version::HTTP_11;
-        *request.headers_mut() = parts.headers.clone();
-        Ok(request)
     }
 
     fn mark_failed(&self, server: &Server, why: &str) {
@@ -369,18 +427,17 @@ impl Pool {
     async fn check_once(&self, server: &Server, check: &HealthCheckConfig) -> bool {
         let probe = async {
             match &check.path {
-                None => tokio::net::TcpStream::connect(server.address.as_ref()).await.is_ok(),
+                None => TcpStream::connect(server.address.as_ref()).await.is_ok(),
                 Some(path) => {
-                    let uri = Uri::builder()
-                        .scheme(self.scheme.clone())
-                        .authority(server.authority.clone())
-                        .path_and_query(path.as_str())
-                        .build();
-                    let Ok(uri) = uri else { return false };
-                    let mut request = Request::new(ProxyBody::empty());
-                    *request.uri_mut() = uri;
-                    request.headers_mut().insert(http::header::USER_AGENT, http::HeaderValue::from_static("portcullis-health-check"));
-                    match self.client.request(request).await {
+                    let Ok(mut conn) = self.connect(server).await else { return false };
+                    let request = Request::builder()
+                        .uri(path.as_str())
+                        .header(http::header::HOST, server.address.as_ref())
+                        .header(http::header::USER_AGENT, "portcullis-health-check")
+                        .header(http::header::CONNECTION, "close")
+                        .body(ProxyBody::empty());
+                    let Ok(request) = request else { return false };
+                    match conn.send_request(request).await {
                         Ok(response) => response.status().is_success() || response.status().is_redirection(),
                         Err(_) => false,
                     }
@@ -391,12 +448,7 @@ impl Pool {
     }
 }
 
-fn build_client(config: &PoolConfig) -> Result<HttpClient, PoolError> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
+fn tls_connector(config: &PoolConfig) -> Result<TlsConnector, PoolError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(ca) = &config.ca_file {
@@ -408,14 +460,30 @@ fn build_client(config: &PoolConfig) -> Result<HttpClient, PoolError> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(MAX_IDLE_PER_SERVER)
-        .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .timer(hyper_util::rt::TokioTimer::new())
-        .set_host(false)
-        .build(connector))
+    Ok(TlsConnector::from(Arc::new(tls)))
+}
+
+/// HTTP/1.1 handshake on a connected stream; the connection task runs until it closes.
+async fn handshake<S>(stream: S) -> Result<Sender, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) =
+        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    Ok(sender)
+}
+
+/// A copy of a request head for a retry.
+fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let mut request = Request::new(());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request.into_parts().0
 }
 
 fn spawn_health_checks(pool: Weak<Pool>, check: HealthCheckConfig) {
@@ -428,6 +496,7 @@ fn spawn_health_checks(pool: Weak<Pool>, check: HealthCheckConfig) {
             let results = futures_util::future::join_all(pool.servers.iter().map(|s| pool.check_once(s, &check))).await;
             for (server, healthy) in pool.servers.iter().zip(results) {
                 pool.record_check(server, healthy, &check);
+                server.prune_idle();
             }
         }
     });

@@ -88,6 +88,11 @@ fn push_field(line: &mut String, value: &str, max: usize) {
         line.push('-');
         return;
     }
+    // Fast path: short printable ASCII needs no escaping.
+    if value.len() <= max && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+        line.push_str(value);
+        return;
+    }
     for (i, c) in value.chars().enumerate() {
         if i >= max {
             line.push('…');

@@ -262,3 +262,41 @@ async fn tls_upstreams_are_verified_against_the_configured_ca() {
     assert_eq!(up.hits(), 1);
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_not_used() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that answers one request per connection and then closes it silently
+    // (no `Connection: close`): the edge must not send the next request into the dead socket.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let Ok(n) = tcp.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            });
+        }
+    });
+    let edge = TestEdge::new().proxy("app", "/", &[(addr, 1, 0)], "[service.health_check]\nenabled = false").start().await;
+    for _ in 0..3 {
+        let reply = get(edge.http, "/").await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3, "a fresh connection each time");
+    edge.stop().await;
+}
