@@ -9,6 +9,7 @@ from /proc. Everything started is stopped at the end.
 import asyncio, base64, hashlib, os, signal, subprocess, sys, time
 
 N = int(os.environ.get("WS_CONNS", "10000"))
+FD_LIMIT = __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[1]
 EDGE_PORT, UP_PORT, ADMIN_PORT = 18207, 18300, 18128
 RUN = os.environ["RUN"]
 BIN = os.environ["PORTCULLIS_BIN"]
@@ -26,19 +27,19 @@ def rss(pid):
 
 
 async def upstream(reader, writer):
-    head = await reader.readuntil(b"\r\n\r\n")
-    key = b""
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"sec-websocket-key:"):
-            key = line.split(b":", 1)[1].strip()
-    accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
-    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-    await writer.drain()
     try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = b""
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"sec-websocket-key:"):
+                key = line.split(b":", 1)[1].strip()
+        accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        await writer.drain()
         while await reader.read(4096):
             pass
-    except Exception:
-        pass
+    except (Exception, asyncio.CancelledError):
+        pass  # health-check probes connect and leave; shutdown cancels the rest
     writer.close()
 
 
@@ -104,7 +105,8 @@ service = "ws"
         print("|---|---|---|")
         print(f"| idle (after one warm-up tunnel) | {idle[0]} | {idle[1]} |")
         print(f"| {len(held)} idle proxied WebSockets | {loaded[0]} | {loaded[1]} |")
-        print(f"\nper WebSocket: {(loaded[0]-idle[0])/max(len(held),1):.1f} KiB VmRSS "
+        print(f"\n(descriptor hard limit on this machine: {FD_LIMIT}; each tunnel holds two in the edge)")
+        print(f"per WebSocket: {(loaded[0]-idle[0])/max(len(held),1):.1f} KiB VmRSS "
               f"({(loaded[1]-idle[1])/max(len(held),1):.1f} KiB anon); {len(held)} tunnels opened in {opened:.1f} s")
         for w in held:
             w.close()

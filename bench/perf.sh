@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs every benchmark of Portcullis against its peers in one go and writes
+# docs/PERFORMANCE.md (the measured tables plus the commands that produced them; the
+# analysis on top comes from bench/PERFORMANCE.head.md).
+#
+#   cargo build --release && bench/perf.sh
+#
+# Knobs are those of run.sh (DURATION, REPS, ...). Everything runs on loopback and stops
+# what it started.
+set -euo pipefail
+BENCH="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$BENCH/.." && pwd)"
+cd "$ROOT"
+export PORTCULLIS_BIN="${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}"
+[ -x "$PORTCULLIS_BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+OUT="$BENCH/results/perf-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
+export RESULTS_DIR="$OUT"
+
+CLEAR="direct nginx nginx-lua haproxy portcullis-noauth"
+TLS="direct-tls nginx-tls haproxy-tls portcullis-tls-noauth"
+"$BENCH/run.sh" $CLEAR 2>"$OUT/clear.log"
+"$BENCH/run.sh" $TLS 2>"$OUT/tls.log"
+"$BENCH/handshakes.sh" > "$OUT/handshakes.md" 2>"$OUT/handshakes.log"
+"$BENCH/ws_idle.sh" > "$OUT/ws_idle.md" 2>"$OUT/ws_idle.log"
+
+{
+  cat "$BENCH/PERFORMANCE.head.md"
+  echo
+  echo "## Measured tables ($(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD))"
+  echo
+  echo "Commands: \`cargo build --release && bench/perf.sh\`, which runs"
+  echo "\`bench/run.sh $CLEAR\`, \`bench/run.sh $TLS\`, \`bench/handshakes.sh\` and \`bench/ws_idle.sh\`"
+  echo "(DURATION=${DURATION:-10} s, REPS=${REPS:-3}, medians; proxy alone on core 0, load generator and origin on core 1)."
+  echo
+  echo "### Cleartext (HTTP/1.1 keep-alive and close, HTTP/2 prior knowledge)"
+  echo
+  for d in "$OUT"/2*/; do :; done
+  first=$(ls -d "$OUT"/2*/ | head -1); second=$(ls -d "$OUT"/2*/ | tail -1)
+  sed -n '/^### Overview/,$p' "$first/table.md"
+  echo
+  echo "### TLS termination"
+  echo
+  sed -n '/^### Overview/,$p' "$second/table.md"
+  echo
+  echo "### Full TLS handshakes (\`openssl s_time -new\`, no resumption)"
+  echo
+  cat "$OUT/handshakes.md"
+  echo
+  echo "### Memory: idle and 10,000 idle proxied WebSockets"
+  echo
+  cat "$OUT/ws_idle.md"
+} > "$ROOT/docs/PERFORMANCE.md"
+echo "wrote docs/PERFORMANCE.md (raw results in $OUT)" >&2
