@@ -13,15 +13,18 @@ ROOT="$(cd "$BENCH/.." && pwd)"
 cd "$ROOT"
 export PORTCULLIS_BIN="${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}"
 [ -x "$PORTCULLIS_BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-OUT="$BENCH/results/perf-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
-export RESULTS_DIR="$OUT"
-
-CLEAR="direct nginx nginx-lua haproxy portcullis-noauth"
-TLS="direct-tls nginx-tls haproxy-tls portcullis-tls-noauth"
-"$BENCH/run.sh" $CLEAR 2>"$OUT/clear.log"
-"$BENCH/run.sh" $TLS 2>"$OUT/tls.log"
-"$BENCH/handshakes.sh" > "$OUT/handshakes.md" 2>"$OUT/handshakes.log"
-"$BENCH/ws_idle.sh" > "$OUT/ws_idle.md" 2>"$OUT/ws_idle.log"
+CLEAR="direct nginx nginx-lua haproxy portcullis-noauth portcullis"
+TLS="direct-tls nginx-tls nginx-lua-tls haproxy-tls portcullis-tls-noauth portcullis-tls"
+if [ "${1:-}" = --report ]; then
+  OUT="$2"   # re-render docs/PERFORMANCE.md from an earlier run's results
+else
+  OUT="$BENCH/results/perf-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
+  export RESULTS_DIR="$OUT"
+  "$BENCH/run.sh" $CLEAR 2>"$OUT/clear.log"
+  "$BENCH/run.sh" $TLS 2>"$OUT/tls.log"
+  "$BENCH/handshakes.sh" > "$OUT/handshakes.md" 2>"$OUT/handshakes.log"
+  "$BENCH/ws_idle.sh" > "$OUT/ws_idle.md" 2>"$OUT/ws_idle.log"
+fi
 
 {
   cat "$BENCH/PERFORMANCE.head.md"
@@ -29,12 +32,11 @@ TLS="direct-tls nginx-tls haproxy-tls portcullis-tls-noauth"
   echo "## Measured tables ($(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD))"
   echo
   echo "Commands: \`cargo build --release && bench/perf.sh\`, which runs"
-  echo "\`bench/run.sh $CLEAR\`, \`bench/run.sh $TLS\`, \`bench/handshakes.sh\` and \`bench/ws_idle.sh\`"
-  echo "(DURATION=${DURATION:-10} s, REPS=${REPS:-3}, medians; proxy alone on core 0, load generator and origin on core 1)."
+  echo "\`bench/run.sh $(cat "$OUT"/2*/meta.txt | sed -n 's/^targets: //p' | head -1)\`, \`bench/run.sh $(cat "$OUT"/2*/meta.txt | sed -n 's/^targets: //p' | tail -1)\`, \`bench/handshakes.sh\` and \`bench/ws_idle.sh\`"
+  echo "(harness parameters: $(sed -n 's/^params: //p' "$(ls -d "$OUT"/2*/ | head -1)meta.txt"); medians; proxy alone on core 0, load generator and origin on core 1)."
   echo
   echo "### Cleartext (HTTP/1.1 keep-alive and close, HTTP/2 prior knowledge)"
   echo
-  for d in "$OUT"/2*/; do :; done
   first=$(ls -d "$OUT"/2*/ | head -1); second=$(ls -d "$OUT"/2*/ | tail -1)
   sed -n '/^### Overview/,$p' "$first/table.md"
   echo

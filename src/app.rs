@@ -21,12 +21,13 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminState, ReloadRequest};
+use crate::auth::AuthEvents;
 use crate::cluster::StateStore;
 use crate::cluster::embedded::EmbeddedStore;
 use crate::config::{Config, StoreKind};
 use crate::net::{listener, tls};
 use crate::proxy::server;
-use crate::proxy::stack::{Edge, Gateway};
+use crate::proxy::stack::{Edge, EdgeParts, Gateway, GatewayDeps};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::logging::ErrorLog;
 use crate::telemetry::metrics::Metrics;
@@ -108,8 +109,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
 
     let metrics = Arc::new(Metrics::new());
-    let gateway = Gateway::build(config.clone(), &metrics)?;
-    let edge = Arc::new(Edge::new(gateway, metrics, access_log, error_log));
+    let auth_events: Arc<dyn AuthEvents> = Arc::new(AuthFailureLog::new(error_log.clone(), metrics.clone()));
+    let gateway = Gateway::build(config.clone(), GatewayDeps { metrics: &metrics, store: &store, events: &auth_events, previous: None })?;
+    let edge = Arc::new(Edge::new(gateway, EdgeParts { metrics, access_log, error_log, store: store.clone(), auth_events }));
 
     // Bind everything before serving anything: a port conflict fails the whole start.
     let mut bound = Vec::new();
@@ -227,7 +229,7 @@ fn reload_once(
         None => None,
     };
     let next = Arc::new(next);
-    let gateway = Gateway::build(next.clone(), &edge.metrics).map_err(|e| vec![e.to_string()])?;
+    let gateway = edge.build_gateway(next.clone()).map_err(|e| vec![e.to_string()])?;
     if let (Some(acceptor), Some(tls_config)) = (acceptor, tls_config) {
         acceptor.store(Arc::new(TlsAcceptor::from(tls_config)));
     }
@@ -236,4 +238,42 @@ fn reload_once(
         admin.token.store(Arc::new(admin_cfg.token.clone()));
     }
     Ok(next)
+}
+
+/// Most authentication-failure lines written to `error.log` per second (a credential-stuffing
+/// flood must not fill the disk; the metric still counts every failure).
+pub const MAX_AUTH_FAILURE_LINES_PER_SECOND: u64 = 20;
+
+/// Reports authentication failures to `error.log` and metrics until the shield takes them.
+struct AuthFailureLog {
+    error_log: ErrorLog,
+    metrics: Arc<Metrics>,
+    /// (second, lines written in it), packed as second << 16 | count.
+    budget: std::sync::atomic::AtomicU64,
+}
+
+impl AuthFailureLog {
+    fn new(error_log: ErrorLog, metrics: Arc<Metrics>) -> AuthFailureLog {
+        AuthFailureLog { error_log, metrics, budget: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn may_log(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let second = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let packed = self.budget.load(Ordering::Relaxed);
+        let (at, count) = (packed >> 16, packed & 0xffff);
+        let next = if at == second { count + 1 } else { 1 };
+        self.budget.store((second << 16) | next, Ordering::Relaxed);
+        next <= MAX_AUTH_FAILURE_LINES_PER_SECOND
+    }
+}
+
+impl AuthEvents for AuthFailureLog {
+    fn auth_failed(&self, client: std::net::IpAddr, user: Option<&str>, reason: &'static str) {
+        self.metrics.auth_failure(reason);
+        if self.may_log() {
+            let user: String = user.unwrap_or("-").chars().take(64).map(|c| if c.is_control() || c == '"' { '?' } else { c }).collect();
+            self.error_log.warn(&format!("{client} :: authentication failed for user \"{user}\": {reason}"));
+        }
+    }
 }

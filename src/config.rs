@@ -48,8 +48,10 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub services: Vec<ServiceConfig>,
     pub routes: Vec<RouteConfig>,
-    /// `[auth.*]`, `[rate_control]`, `[protection]`, `[maintenance]`, `[cluster]`: validated
-    /// here, consumed by the auth, shield, maintenance and cluster layers.
+    /// `[auth.basic]` and `[rate_control]` (used by `auth`).
+    pub auth: AuthSettings,
+    /// `[auth.jwt]`, `[auth.tokens]`, `[protection]`, `[maintenance]`, `[cluster]`: validated
+    /// here, consumed by the JWT, shield, maintenance and cluster layers.
     pub cluster: ClusterConfig,
     pub maintenance: MaintenanceConfig,
     pub protection: ProtectionConfig,
@@ -185,6 +187,38 @@ pub struct RouteConfig {
     pub path: String,
     pub service: String,
 }
+
+/// Edge-authentication settings (used by `auth`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthSettings {
+    pub basic: Option<BasicSettings>,
+    pub rate_control: Option<RateControlSettings>,
+}
+
+/// `[auth.basic]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicSettings {
+    /// `{user}` is replaced by the URL-encoded user name.
+    pub validate_url: Option<String>,
+    pub credential_ttl: Duration,
+    pub users_url: Option<String>,
+    pub users_refresh: Duration,
+    pub users_file: Option<PathBuf>,
+    /// Realm of the `WWW-Authenticate` challenge.
+    pub realm: String,
+}
+
+/// `[rate_control]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateControlSettings {
+    pub max_authorizations: u32,
+    pub period: Duration,
+}
+
+/// Default Basic credential cache TTL (DESIGN "Defaults worth keeping").
+pub const DEFAULT_CREDENTIAL_TTL: Duration = Duration::from_secs(15 * 60);
+/// Default valid-user list refresh.
+pub const DEFAULT_USERS_REFRESH: Duration = Duration::from_secs(15 * 60);
 
 /// Which state store backs this peer (used by `cluster`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,8 +13,10 @@
 //!                              body, respond (error -> status), static_files
 //!                     admin    admin API: /health, /metrics, /api/v1/status, /api/v1/reload
 //! level 1  services   net      bind, server TLS + self-signed certs, idle timeout,
-//!                              h1_guard (request-smuggling refusal below hyper)
+//!                              h1_guard (request-smuggling refusal below hyper), fetch
 //!                     cluster  StateStore trait + embedded (redb) implementation
+//!                     auth     edge authentication: Basic (validate once, HMAC cache,
+//!                              single flight, user list, users_file), rate control
 //!                     telemetry metrics (Prometheus), access.log, error.log, console
 //! ```
 //!
@@ -23,6 +25,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -2,6 +2,7 @@
 //! stream wrappers every client connection passes through (idle timeout, HTTP/1 framing
 //! guard against request smuggling).
 
+pub mod fetch;
 pub mod h1_guard;
 pub mod idle;
 pub mod listener;

@@ -195,7 +195,7 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let services_raw_ok = services_raw.iter().all(Option::is_some);
     let routes_raw: Vec<Option<RouteFile>> = c.array("route", table.remove("route"));
     let auth_raw: AuthFile = c.section("auth", table.remove("auth")).unwrap_or_default();
-    let _rate: Option<RateControlFile> = c.section("rate_control", table.remove("rate_control"));
+    let rate_raw: Option<RateControlFile> = c.section("rate_control", table.remove("rate_control"));
     let protection_raw: ProtectionFile = c.section("protection", table.remove("protection")).unwrap_or_default();
     let maintenance_raw: MaintenanceFile = c.section("maintenance", table.remove("maintenance")).unwrap_or_default();
     let cluster_raw: ClusterFile = c.section("cluster", table.remove("cluster")).unwrap_or_default();
@@ -215,7 +215,7 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     // A service that failed to parse is already reported; don't cascade into its routes.
     let services_complete = services_raw_ok;
     let routes = resolve_routes(&mut c, routes_raw, &services, services_complete);
-    check_auth(&mut c, &auth_raw);
+    let auth = check_auth(&mut c, &auth_raw, rate_raw);
     let protection = resolve_protection(&mut c, &protection_raw);
     let maintenance = MaintenanceConfig {
         retry_after: c.duration("maintenance.retry_after", maintenance_raw.retry_after.as_ref(), Duration::from_secs(120)),
@@ -225,7 +225,7 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
-    Ok(Config { source: None, server, listeners, tls, admin, services, routes, cluster, maintenance, protection })
+    Ok(Config { source: None, server, listeners, tls, admin, services, routes, auth, cluster, maintenance, protection })
 }
 
 fn resolve_server(c: &mut Checker<'_>, raw: ServerFile) -> ServerConfig {
@@ -551,7 +551,14 @@ fn resolve_routes(
     out
 }
 
-fn check_auth(c: &mut Checker<'_>, auth: &AuthFile) {
+fn check_auth(c: &mut Checker<'_>, auth: &AuthFile, rate: Option<RateControlFile>) -> AuthSettings {
+    let mut settings = AuthSettings::default();
+    if let Some(rate) = rate {
+        settings.rate_control = Some(RateControlSettings {
+            max_authorizations: c.bounded("rate_control.max_authorizations", rate.max_authorizations, 3, 1, 100_000) as u32,
+            period: c.duration("rate_control.period", rate.period.as_ref(), Duration::from_secs(300)),
+        });
+    }
     if let Some(basic) = &auth.basic {
         if basic.validate_url.is_none() && basic.users_file.is_none() {
             c.err("auth.basic", "no validator", "set validate_url (checked upstream) or users_file (argon2 hashes)");
@@ -562,11 +569,30 @@ fn check_auth(c: &mut Checker<'_>, auth: &AuthFile) {
         if let Some(url) = &basic.users_url {
             c.url("auth.basic.users_url", url);
         }
-        if let Some(file) = &basic.users_file {
-            c.existing_file("auth.basic.users_file", file, "users file");
+        if basic.validate_url.is_some() && basic.users_file.is_some() {
+            c.err("auth.basic.users_file", "both validate_url and users_file are set", "keep one validator");
         }
-        c.duration("auth.basic.credential_ttl", basic.credential_ttl.as_ref(), Duration::from_secs(900));
-        c.duration("auth.basic.users_refresh", basic.users_refresh.as_ref(), Duration::from_secs(900));
+        let users_file = basic.users_file.as_ref().map(|file| {
+            let path = c.existing_file("auth.basic.users_file", file, "users file");
+            if path.is_file()
+                && let Err(why) = crate::auth::basic::load_users_file(&path)
+            {
+                c.err("auth.basic.users_file", why, "write [users] with name = \"$argon2id$...\" entries");
+            }
+            path
+        });
+        let realm = basic.realm.clone().unwrap_or_else(|| "portcullis".to_string());
+        if realm.contains('"') || realm.chars().any(char::is_control) {
+            c.err("auth.basic.realm", format!("{realm:?} contains a quote or control character"), "use plain text such as \"Finesse\"");
+        }
+        settings.basic = Some(BasicSettings {
+            validate_url: basic.validate_url.clone(),
+            credential_ttl: c.duration("auth.basic.credential_ttl", basic.credential_ttl.as_ref(), DEFAULT_CREDENTIAL_TTL),
+            users_url: basic.users_url.clone(),
+            users_refresh: c.duration("auth.basic.users_refresh", basic.users_refresh.as_ref(), DEFAULT_USERS_REFRESH),
+            users_file,
+            realm,
+        });
     }
     if let Some(jwt) = &auth.jwt {
         match (&jwt.secret, &jwt.jwks_url) {
@@ -584,6 +610,7 @@ fn check_auth(c: &mut Checker<'_>, auth: &AuthFile) {
         c.duration("auth.tokens.refresh_interval", tokens.refresh_interval.as_ref(), Duration::from_secs(480 * 60));
         c.duration("auth.tokens.cleanup_interval", tokens.cleanup_interval.as_ref(), Duration::from_secs(720 * 60));
     }
+    settings
 }
 
 fn resolve_protection(c: &mut Checker<'_>, raw: &ProtectionFile) -> ProtectionConfig {

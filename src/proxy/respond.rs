@@ -28,7 +28,11 @@ pub enum ProxyError {
     /// Method not allowed on a static service (405).
     MethodNotAllowed,
     /// Credentials missing or wrong (401 + `WWW-Authenticate`).
-    Unauthorized { challenge: &'static str },
+    Unauthorized { challenge: std::sync::Arc<str> },
+    /// Too many authorizations for the user (429 + `Retry-After`).
+    RateLimited { retry_after_secs: u64 },
+    /// The credential validator could not answer (503 + `Retry-After`; never "valid").
+    AuthUnavailable,
     /// No server accepted a connection (502).
     UpstreamUnavailable,
     /// The upstream broke the exchange (502).
@@ -49,8 +53,10 @@ impl ProxyError {
             | ProxyError::NoRoute
             | ProxyError::NotFound
             | ProxyError::MethodNotAllowed
-            | ProxyError::Unauthorized { .. } => Blame::Client,
+            | ProxyError::Unauthorized { .. }
+            | ProxyError::RateLimited { .. } => Blame::Client,
             ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed | ProxyError::UpstreamTimeout => Blame::Upstream,
+            ProxyError::AuthUnavailable => Blame::Upstream,
             ProxyError::Overloaded | ProxyError::Internal => Blame::Edge,
         }
     }
@@ -62,6 +68,8 @@ impl ProxyError {
             ProxyError::NoRoute | ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed => StatusCode::BAD_GATEWAY,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -76,6 +84,8 @@ impl ProxyError {
             ProxyError::NoRoute | ProxyError::NotFound => "not found",
             ProxyError::MethodNotAllowed => "method not allowed",
             ProxyError::Unauthorized { .. } => "authentication required",
+            ProxyError::RateLimited { .. } => "too many authorizations, retry later",
+            ProxyError::AuthUnavailable => "authentication service unavailable, retry later",
             ProxyError::UpstreamUnavailable => "upstream unavailable",
             ProxyError::UpstreamFailed => "bad gateway",
             ProxyError::Overloaded => "service busy, retry later",
@@ -86,7 +96,15 @@ impl ProxyError {
         let headers = response.headers_mut();
         match self {
             ProxyError::Unauthorized { challenge } => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            ProxyError::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            ProxyError::AuthUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             ProxyError::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -116,7 +134,7 @@ mod tests {
 
     #[test]
     fn statuses_and_headers_follow_the_design() {
-        let r = ProxyError::Unauthorized { challenge: "Basic realm=\"edge\"" }.into_response();
+        let r = ProxyError::Unauthorized { challenge: std::sync::Arc::from("Basic realm=\"edge\"") }.into_response();
         assert_eq!(r.status(), 401);
         assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"edge\"");
         let r = ProxyError::Overloaded.into_response();

@@ -11,8 +11,8 @@
 //!    here, before routing, so a banned or drained client costs no routing or auth work.)*
 //! 5. **route** — host + longest prefix → service, else 404 at the edge.
 //! 6. **authenticate** — every service with `auth != none` requires credentials except on
-//!    its `public_paths`; until the auth layer lands every such request gets 401, so
-//!    nothing unauthenticated reaches an upstream.
+//!    its `public_paths` (`auth::Authenticator`: 401, 429, or 503 when the validator is
+//!    down); nothing unauthenticated reaches an upstream. Failures go to `AuthEvents`.
 //! 7. **backend** — a static directory, or the upstream pool: forwarding headers, replayable
 //!    body, failover, WebSocket tunnel.
 
@@ -33,6 +33,8 @@ use super::respond::{ProxyError, text_response};
 use super::route::Router;
 use super::static_files;
 use super::upstream::{Lease, Outgoing, OutgoingBody, Pool, PoolError};
+use crate::auth::{AuthEvents, Authenticator, Verdict};
+use crate::cluster::StateStore;
 use crate::config::{AuthMode, Config, ServiceConfig, ServiceKind};
 use crate::telemetry::access_log::{AccessEntry, AccessLog};
 use crate::telemetry::logging::ErrorLog;
@@ -66,11 +68,23 @@ pub struct Gateway {
     pub config: Arc<Config>,
     router: Router,
     pub services: Vec<Service>,
+    pub auth: Arc<Authenticator>,
+}
+
+/// What a gateway generation is built from besides its configuration.
+pub struct GatewayDeps<'a> {
+    pub metrics: &'a Arc<Metrics>,
+    pub store: &'a Arc<dyn StateStore>,
+    pub events: &'a Arc<dyn AuthEvents>,
+    /// The generation being replaced: its authenticator (and caches) is kept when the
+    /// auth settings did not change.
+    pub previous: Option<&'a Gateway>,
 }
 
 impl Gateway {
-    /// Builds routing and upstream pools for `config`.
-    pub fn build(config: Arc<Config>, metrics: &Arc<Metrics>) -> Result<Gateway, PoolError> {
+    /// Builds routing, upstream pools and authentication for `config`.
+    pub fn build(config: Arc<Config>, deps: GatewayDeps<'_>) -> Result<Gateway, PoolError> {
+        let metrics = deps.metrics;
         let mut services = Vec::with_capacity(config.services.len());
         for s in &config.services {
             let name: Arc<str> = Arc::from(s.name.as_str());
@@ -81,7 +95,11 @@ impl Gateway {
             services.push(Service { name, config: s.clone(), backend });
         }
         let router = Router::new(&config.routes, |name| services.iter().position(|s| &*s.name == name));
-        Ok(Gateway { config, router, services })
+        let auth = match deps.previous {
+            Some(previous) if previous.auth.settings() == &config.auth => previous.auth.clone(),
+            _ => Authenticator::new(&config.auth, deps.store.clone(), deps.events.clone()),
+        };
+        Ok(Gateway { config, router, services, auth })
     }
 }
 
@@ -91,13 +109,42 @@ pub struct Edge {
     pub metrics: Arc<Metrics>,
     pub access_log: AccessLog,
     pub error_log: ErrorLog,
+    pub store: Arc<dyn StateStore>,
+    pub auth_events: Arc<dyn AuthEvents>,
     no_service: Arc<str>,
+}
+
+/// The process-lifetime parts of an [`Edge`].
+pub struct EdgeParts {
+    pub metrics: Arc<Metrics>,
+    pub access_log: AccessLog,
+    pub error_log: ErrorLog,
+    pub store: Arc<dyn StateStore>,
+    pub auth_events: Arc<dyn AuthEvents>,
 }
 
 impl Edge {
     /// A new edge serving `gateway`.
-    pub fn new(gateway: Gateway, metrics: Arc<Metrics>, access_log: AccessLog, error_log: ErrorLog) -> Edge {
-        Edge { gateway: ArcSwap::from_pointee(gateway), metrics, access_log, error_log, no_service: Arc::from(NO_SERVICE) }
+    pub fn new(gateway: Gateway, parts: EdgeParts) -> Edge {
+        let EdgeParts { metrics, access_log, error_log, store, auth_events } = parts;
+        Edge {
+            gateway: ArcSwap::from_pointee(gateway),
+            metrics,
+            access_log,
+            error_log,
+            store,
+            auth_events,
+            no_service: Arc::from(NO_SERVICE),
+        }
+    }
+
+    /// Builds the next generation from `config` (keeping caches where settings match).
+    pub fn build_gateway(&self, config: Arc<Config>) -> Result<Gateway, PoolError> {
+        let previous = self.gateway.load();
+        Gateway::build(
+            config,
+            GatewayDeps { metrics: &self.metrics, store: &self.store, events: &self.auth_events, previous: Some(&previous) },
+        )
     }
 }
 
@@ -203,25 +250,26 @@ async fn pipeline(
         gateway.router.find(Some(record.host.as_str()).filter(|h| !h.is_empty()), request.uri().path()).ok_or(ProxyError::NoRoute)?;
     let service = &gateway.services[service_index];
     record.service = Some(service.name.clone());
-    authenticate(service, &request)?;
+    authenticate(gateway, service, conn, &request).await?;
     match &service.backend {
         Backend::Static(dir) => Ok((static_files::serve(dir, request.method(), request.uri().path()).await?, None)),
         Backend::Pool(pool) => forward_to_pool(edge, pool, service, conn, request, record).await,
     }
 }
 
-/// Edge authentication gate. Until the auth layer lands, only `auth = "none"` services and
-/// public paths pass.
-fn authenticate(service: &Service, request: &Request<Incoming>) -> Result<(), ProxyError> {
+/// Edge authentication gate: public paths and `auth = "none"` pass; everything else needs
+/// credentials the authenticator accepts.
+async fn authenticate(gateway: &Gateway, service: &Service, conn: &Connection, request: &Request<Incoming>) -> Result<(), ProxyError> {
     let path = request.uri().path();
     if service.config.auth == AuthMode::None || service.config.public_paths.iter().any(|p| p.matches(path)) {
         return Ok(());
     }
-    let challenge = match service.config.auth {
-        AuthMode::Jwt => "Bearer realm=\"portcullis\"",
-        _ => "Basic realm=\"portcullis\"",
-    };
-    Err(ProxyError::Unauthorized { challenge })
+    match gateway.auth.authenticate(service.config.auth, request.headers(), conn.client.ip().to_canonical()).await {
+        Verdict::Allow { .. } => Ok(()),
+        Verdict::Challenge { challenge } => Err(ProxyError::Unauthorized { challenge }),
+        Verdict::Limited { retry_after_secs } => Err(ProxyError::RateLimited { retry_after_secs }),
+        Verdict::Unavailable => Err(ProxyError::AuthUnavailable),
+    }
 }
 
 fn redirect(host: &str, port: u16, request: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {

@@ -45,6 +45,7 @@ label_set!(ServiceLabels { service: Label });
 label_set!(ListenerLabels { listener: Label });
 label_set!(ServerLabels { service: Label, server: Label });
 label_set!(ResultLabels { result: Label });
+label_set!(ReasonLabels { reason: Label });
 
 fn duration_histogram() -> Histogram {
     Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
@@ -60,6 +61,7 @@ pub struct Metrics {
     framing_refused: Family<ListenerLabels, Counter>,
     websockets: Family<ServiceLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
+    auth_failures: Family<ReasonLabels, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -85,6 +87,7 @@ impl Metrics {
         let framing_refused = Family::default();
         let websockets = Family::default();
         let reloads = Family::default();
+        let auth_failures = Family::default();
         registry.register(names::REQUESTS, "Requests answered by the edge", requests.clone());
         registry.register(names::REQUEST_DURATION, "Time from request head to end of response", durations.clone());
         registry.register(names::OPEN_CONNECTIONS, "Open client connections", connections.clone());
@@ -92,7 +95,8 @@ impl Metrics {
         registry.register(names::FRAMING_REFUSED, "Requests refused for ambiguous framing", framing_refused.clone());
         registry.register(names::OPEN_WEBSOCKETS, "Open WebSocket tunnels", websockets.clone());
         registry.register(names::RELOADS, "Configuration reloads", reloads.clone());
-        Metrics { registry, requests, durations, connections, upstream_up, framing_refused, websockets, reloads }
+        registry.register(names::AUTH_FAILURES, "Refused edge authentications", auth_failures.clone());
+        Metrics { registry, requests, durations, connections, upstream_up, framing_refused, websockets, reloads, auth_failures }
     }
 
     /// Records one answered request.
@@ -127,6 +131,11 @@ impl Metrics {
     pub fn reload(&self, ok: bool) {
         let result = Label(Arc::from(if ok { "ok" } else { "error" }));
         self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Counts a refused authentication.
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures.get_or_create(&ReasonLabels { reason: Label(Arc::from(reason)) }).inc();
     }
 
     /// Open connections of one listener (for the status API).

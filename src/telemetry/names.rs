@@ -15,5 +15,7 @@ pub const UPSTREAM_UP: &str = "upstream_up";
 pub const FRAMING_REFUSED: &str = "framing_refused";
 /// Open WebSocket tunnels, by service.
 pub const OPEN_WEBSOCKETS: &str = "open_websockets";
+/// Refused edge authentications, by reason.
+pub const AUTH_FAILURES: &str = "auth_failures";
 /// Configuration reloads, by result (`ok` / `error`).
 pub const RELOADS: &str = "config_reloads";

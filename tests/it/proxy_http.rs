@@ -201,9 +201,13 @@ async fn protected_services_answer_401_and_never_reach_the_upstream_except_publi
         .raw("[auth.basic]\nvalidate_url = \"http://127.0.0.1:9/auth\"\n")
         .start()
         .await;
-    let reply = h1(edge.http, "GET", "/desktop", &[("authorization", "Basic YWdlbnQ6cHc=")], Bytes::new()).await;
+    let reply = h1(edge.http, "GET", "/desktop", &[], Bytes::new()).await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.headers["www-authenticate"], "Basic realm=\"portcullis\"");
+    let reply = h1(edge.http, "GET", "/desktop", &[("authorization", "Bearer not-a-jwt")], Bytes::new()).await;
+    assert_eq!(reply.status, 401, "a credential of another scheme is refused");
+    let reply = h1(edge.http, "GET", "/desktop", &[("authorization", "Basic YWdlbnQ6cHc=")], Bytes::new()).await;
+    assert_eq!(reply.status, 503, "the validator is down: unavailable, never valid");
     assert_eq!(get(edge.http, "/favicon.ico/x").await.status, 401, "exact public path is exact");
     assert_eq!(up.hits(), 0);
     assert_eq!(get(edge.http, "/assets/app.js").await.status, 200);
