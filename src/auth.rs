@@ -24,6 +24,7 @@ use crate::config::{AuthMode, AuthSettings};
 
 pub mod basic;
 pub mod cache;
+pub mod jwt;
 pub mod rate;
 
 /// The outcome of authenticating one request.
@@ -45,6 +46,11 @@ pub trait AuthEvents: Send + Sync + 'static {
     fn auth_failed(&self, client: IpAddr, user: Option<&str>, reason: &'static str);
 }
 
+/// Whether an `Authorization` value uses the Bearer scheme.
+pub fn is_bearer(value: &[u8]) -> bool {
+    value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ")
+}
+
 /// Discards events (tests of pure parts).
 pub struct NoEvents;
 
@@ -57,6 +63,7 @@ impl AuthEvents for NoEvents {
 pub struct Authenticator {
     settings: AuthSettings,
     basic: Option<basic::BasicAuth>,
+    jwt: Option<jwt::JwtAuth>,
     events: Arc<dyn AuthEvents>,
     realm_challenge: Arc<str>,
     bearer_challenge: Arc<str>,
@@ -74,15 +81,20 @@ impl Authenticator {
         let rate = settings.rate_control.clone().map(|r| rate::RateControl::new(r, store));
         let basic = settings.basic.as_ref().map(|b| basic::BasicAuth::new(b.clone(), rate));
         let realm = settings.basic.as_ref().map_or("portcullis", |b| b.realm.as_str()).replace('"', "");
+        let jwt = settings.jwt.as_ref().map(|j| jwt::JwtAuth::new(j.clone()));
         let authenticator = Arc::new(Authenticator {
             settings: settings.clone(),
             basic,
+            jwt,
             events,
             realm_challenge: Arc::from(format!("Basic realm=\"{realm}\"")),
             bearer_challenge: Arc::from("Bearer realm=\"portcullis\""),
         });
         if let Some(basic) = &authenticator.basic {
             basic.spawn_user_list_refresh(Arc::downgrade(&authenticator));
+        }
+        if let Some(jwt) = &authenticator.jwt {
+            jwt.spawn_jwks_refresh(Arc::downgrade(&authenticator));
         }
         authenticator
     }
@@ -94,6 +106,11 @@ impl Authenticator {
 
     pub(crate) fn basic(&self) -> Option<&basic::BasicAuth> {
         self.basic.as_ref()
+    }
+
+    /// JWT validation, when `[auth.jwt]` is configured.
+    pub fn jwt(&self) -> Option<&jwt::JwtAuth> {
+        self.jwt.as_ref()
     }
 
     fn challenge(&self, mode: AuthMode) -> Arc<str> {
@@ -109,9 +126,11 @@ impl Authenticator {
             return Verdict::Challenge { challenge: self.challenge(mode) };
         };
         let value = value.as_bytes();
-        let verdict = match (mode, &self.basic) {
-            (AuthMode::Basic | AuthMode::BasicOrJwt, Some(basic)) if basic::is_basic(value) => basic.authenticate(value).await,
-            // JWT validation lands with the JWT layer: until then a bearer token is refused.
+        let basic_allowed = matches!(mode, AuthMode::Basic | AuthMode::BasicOrJwt);
+        let jwt_allowed = matches!(mode, AuthMode::Jwt | AuthMode::BasicOrJwt);
+        let verdict = match (&self.basic, &self.jwt) {
+            (Some(basic), _) if basic_allowed && basic::is_basic(value) => basic.authenticate(value).await,
+            (_, Some(jwt)) if jwt_allowed && is_bearer(value) => jwt.authenticate(value[7..].trim_ascii()).await,
             _ => basic::Outcome::Refused { user: None, reason: "unsupported credential" },
         };
         match verdict {

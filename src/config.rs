@@ -192,6 +192,7 @@ pub struct RouteConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthSettings {
     pub basic: Option<BasicSettings>,
+    pub jwt: Option<JwtSettings>,
     pub rate_control: Option<RateControlSettings>,
 }
 
@@ -206,6 +207,19 @@ pub struct BasicSettings {
     pub users_file: Option<PathBuf>,
     /// Realm of the `WWW-Authenticate` challenge.
     pub realm: String,
+}
+
+/// `[auth.jwt]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSettings {
+    /// HS256/384/512 secret.
+    pub secret: Option<String>,
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    pub jwks_refresh: Duration,
 }
 
 /// `[rate_control]`.

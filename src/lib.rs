@@ -16,7 +16,8 @@
 //!                              h1_guard (request-smuggling refusal below hyper), fetch
 //!                     cluster  StateStore trait + embedded (redb) implementation
 //!                     auth     edge authentication: Basic (validate once, HMAC cache,
-//!                              single flight, user list, users_file), rate control
+//!                              single flight, user list, users_file), JWT (HS/JWKS),
+//!                              rate control
 //!                     telemetry metrics (Prometheus), access.log, error.log, console
 //! ```
 //!

@@ -76,7 +76,20 @@ impl CredentialCache {
         entries.insert(digest, Entry { user, expires: now + self.ttl });
     }
 
-    /// Unexpired entries (sessions held by Basic credentials).
+    /// Caches a validated credential for `ttl` (capped by the cache's own TTL).
+    pub fn insert_for(&self, digest: Digest, user: Arc<str>, ttl: Duration) {
+        let now = Instant::now();
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= MAX_CACHED_CREDENTIALS {
+            entries.retain(|_, e| e.expires > now);
+            if entries.len() >= MAX_CACHED_CREDENTIALS {
+                return;
+            }
+        }
+        entries.insert(digest, Entry { user, expires: now + ttl.min(self.ttl) });
+    }
+
+    /// Unexpired entries (sessions held by cached credentials).
     pub fn live_entries(&self) -> usize {
         let now = Instant::now();
         self.entries.read().unwrap_or_else(|p| p.into_inner()).values().filter(|e| e.expires > now).count()

@@ -141,6 +141,10 @@ pub struct JwtAuthFile {
     pub jwks_url: Option<String>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf` (default 30 s).
+    pub leeway: Option<String>,
+    /// How often the JWKS is re-fetched (default 15 min).
+    pub jwks_refresh: Option<String>,
 }
 
 /// `[auth.tokens]`.

@@ -605,6 +605,17 @@ fn check_auth(c: &mut Checker<'_>, auth: &AuthFile, rate: Option<RateControlFile
         if let Some(url) = &jwt.jwks_url {
             c.url("auth.jwt.jwks_url", url);
         }
+        settings.jwt = Some(JwtSettings {
+            secret: jwt.secret.clone(),
+            jwks_url: jwt.jwks_url.clone(),
+            issuer: jwt.issuer.clone(),
+            audience: jwt.audience.clone(),
+            leeway: match &jwt.leeway {
+                Some(text) if humantime::parse_duration(text.trim()).is_ok_and(|d| d.is_zero()) => Duration::ZERO,
+                other => c.duration("auth.jwt.leeway", other.as_ref(), Duration::from_secs(30)),
+            },
+            jwks_refresh: c.duration("auth.jwt.jwks_refresh", jwt.jwks_refresh.as_ref(), Duration::from_secs(900)),
+        });
     }
     if let Some(tokens) = &auth.tokens {
         c.duration("auth.tokens.refresh_interval", tokens.refresh_interval.as_ref(), Duration::from_secs(480 * 60));

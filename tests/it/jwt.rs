@@ -1,0 +1,245 @@
+//! JWT bearer tokens at the edge against an in-process JWKS server: RS256 and ES256 keys,
+//! rotation, unknown-kid floods, and every way a token can be wrong.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+use crate::support::client::h1;
+use crate::support::{TestEdge, Upstream, eventually};
+
+const ISSUER: &str = "https://ids.test";
+const AUDIENCE: &str = "finesse";
+const SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!!";
+
+struct Signer {
+    kid: String,
+    alg: Algorithm,
+    key: EncodingKey,
+}
+
+impl Signer {
+    fn new(kid: &str, alg: Algorithm) -> Signer {
+        let rc_alg = match alg {
+            Algorithm::RS256 => &rcgen::PKCS_RSA_SHA256,
+            _ => &rcgen::PKCS_ECDSA_P256_SHA256,
+        };
+        let pair = rcgen::KeyPair::generate_for(rc_alg).unwrap();
+        let pem = pair.serialize_pem();
+        let key = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+            _ => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        };
+        Signer { kid: kid.into(), alg, key }
+    }
+
+    fn jwk(&self) -> Jwk {
+        let mut jwk = Jwk::from_encoding_key(&self.key, self.alg).unwrap();
+        jwk.common.key_id = Some(self.kid.clone());
+        jwk
+    }
+
+    fn token(&self, claims: serde_json::Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn claims(user: &str) -> serde_json::Value {
+    serde_json::json!({ "sub": user, "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600, "nbf": now() - 10 })
+}
+
+#[derive(Clone)]
+struct Jwks {
+    addr: SocketAddr,
+    body: Arc<Mutex<String>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl Jwks {
+    async fn start(keys: Vec<Jwk>) -> Jwks {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let jwks = Jwks { addr: listener.local_addr().unwrap(), body: Arc::default(), fetches: Arc::default() };
+        jwks.publish(keys);
+        let server = jwks.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let j = server.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req| {
+                        let j = j.clone();
+                        async move {
+                            j.fetches.fetch_add(1, Ordering::SeqCst);
+                            let body = j.body.lock().unwrap().clone();
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+                });
+            }
+        });
+        jwks
+    }
+
+    fn publish(&self, keys: Vec<Jwk>) {
+        *self.body.lock().unwrap() = serde_json::to_string(&JwkSet { keys }).unwrap();
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+async fn edge(up: &Upstream, jwks: &Jwks, extra: &str) -> crate::support::RunningEdge {
+    let edge = TestEdge::new()
+        .proxy("cuic", "/", &[(up.addr, 1, 0)], "auth = \"jwt\"")
+        .raw(&format!(
+            "[auth.jwt]\njwks_url = \"http://{}/keys\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\nleeway = \"0s\"\n{extra}",
+            jwks.addr
+        ))
+        .start()
+        .await;
+    assert!(eventually(Duration::from_secs(3), || jwks.fetches() >= 1).await, "JWKS fetched at start");
+    // The first fetch may still be in flight: wait until the keys are in.
+    assert!(
+        eventually(Duration::from_secs(3), || edge.running().edge.gateway.load().auth.jwt().is_some_and(|j| j.jwks_fetches() >= 1)).await
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    edge
+}
+
+async fn bearer(addr: SocketAddr, token: &str) -> u16 {
+    h1(addr, "GET", "/reports", &[("authorization", &format!("Bearer {token}"))], Bytes::new()).await.status
+}
+
+#[tokio::test]
+async fn rs256_and_es256_tokens_from_the_jwks_are_accepted_and_cached() {
+    let up = Upstream::start("cuic").await;
+    let rsa = Signer::new("rsa-1", Algorithm::RS256);
+    let ec = Signer::new("ec-1", Algorithm::ES256);
+    let jwks = Jwks::start(vec![rsa.jwk(), ec.jwk()]).await;
+    let edge = edge(&up, &jwks, "").await;
+    let rs_token = rsa.token(claims("agent1"));
+    let es_token = ec.token(claims("agent2"));
+    for _ in 0..3 {
+        assert_eq!(bearer(edge.http, &rs_token).await, 200);
+        assert_eq!(bearer(edge.http, &es_token).await, 200);
+    }
+    assert_eq!(up.hits(), 6);
+    assert_eq!(jwks.fetches(), 1, "known keys need no fetch");
+    let reply = h1(edge.http, "GET", "/reports", &[], Bytes::new()).await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.headers["www-authenticate"], "Bearer realm=\"portcullis\"");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn forged_expired_and_misaddressed_tokens_are_refused() {
+    let up = Upstream::start("cuic").await;
+    let rsa = Signer::new("rsa-1", Algorithm::RS256);
+    let jwks = Jwks::start(vec![rsa.jwk()]).await;
+    let edge = edge(&up, &jwks, "").await;
+    let b64 = |v: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+
+    let alg_none = format!("{}.{}.", b64(&serde_json::json!({"alg": "none", "typ": "JWT", "kid": "rsa-1"})), b64(&claims("x")));
+    assert_eq!(bearer(edge.http, &alg_none).await, 401, "alg none");
+    // Algorithm confusion: HS256 "signed" with the RSA public key material as the secret.
+    let public = serde_json::to_vec(&rsa.jwk()).unwrap();
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("rsa-1".into());
+    let confused = jsonwebtoken::encode(&header, &claims("x"), &EncodingKey::from_secret(&public)).unwrap();
+    assert_eq!(bearer(edge.http, &confused).await, 401, "HS/RS confusion");
+    let mut expired = claims("x");
+    expired["exp"] = serde_json::json!(now() - 5);
+    assert_eq!(bearer(edge.http, &rsa.token(expired)).await, 401, "expired");
+    let mut early = claims("x");
+    early["nbf"] = serde_json::json!(now() + 300);
+    assert_eq!(bearer(edge.http, &rsa.token(early)).await, 401, "not yet valid");
+    let mut wrong_iss = claims("x");
+    wrong_iss["iss"] = serde_json::json!("https://evil.test");
+    assert_eq!(bearer(edge.http, &rsa.token(wrong_iss)).await, 401, "wrong issuer");
+    let mut wrong_aud = claims("x");
+    wrong_aud["aud"] = serde_json::json!("other");
+    assert_eq!(bearer(edge.http, &rsa.token(wrong_aud)).await, 401, "wrong audience");
+    let mut no_exp = claims("x");
+    no_exp.as_object_mut().unwrap().remove("exp");
+    assert_eq!(bearer(edge.http, &rsa.token(no_exp)).await, 401, "exp is required");
+    let good = rsa.token(claims("agent1"));
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut payload = claims("admin");
+    payload["exp"] = serde_json::json!(now() + 600);
+    let tampered = format!("{}.{}.{}", parts[0], b64(&payload), parts[2]);
+    assert_eq!(bearer(edge.http, &tampered).await, 401, "tampered payload");
+    assert_eq!(bearer(edge.http, "not.a.jwt").await, 401, "garbage");
+    assert_eq!(up.hits(), 0, "nothing reached the service");
+    assert_eq!(bearer(edge.http, &good).await, 200);
+    let metrics = edge.running().edge.metrics.encode();
+    for reason in ["token expired", "token not yet valid", "wrong issuer", "wrong audience", "bad signature"] {
+        assert!(metrics.contains(&format!("portcullis_auth_failures_total{{reason=\"{reason}\"}} 1")), "{reason}: {metrics}");
+    }
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn rotated_keys_are_picked_up_without_restart_and_old_ones_removed() {
+    let up = Upstream::start("cuic").await;
+    let old = Signer::new("k1", Algorithm::ES256);
+    let new = Signer::new("k2", Algorithm::ES256);
+    let jwks = Jwks::start(vec![old.jwk()]).await;
+    let edge = edge(&up, &jwks, "").await;
+    let old_token = old.token(claims("agent1"));
+    assert_eq!(bearer(edge.http, &old_token).await, 200);
+    jwks.publish(vec![new.jwk()]);
+    // A token signed with the new kid triggers one refresh and is accepted.
+    assert_eq!(bearer(edge.http, &new.token(claims("agent2"))).await, 200);
+    assert_eq!(jwks.fetches(), 2);
+    // The old key is gone: a fresh token with it is refused (its cached token expires on its own).
+    assert_eq!(bearer(edge.http, &old.token(claims("agent3"))).await, 401);
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_of_random_kids_causes_a_bounded_number_of_jwks_fetches() {
+    let up = Upstream::start("cuic").await;
+    let real = Signer::new("real", Algorithm::ES256);
+    let jwks = Jwks::start(vec![real.jwk()]).await;
+    let edge = edge(&up, &jwks, "").await;
+    for i in 0..60 {
+        let forger = Signer { kid: format!("random-{i}"), alg: Algorithm::ES256, key: Signer::new("x", Algorithm::ES256).key };
+        assert_eq!(bearer(edge.http, &forger.token(claims("x"))).await, 401);
+    }
+    assert!(jwks.fetches() <= 2, "initial fetch + at most one unknown-kid refresh per interval, got {}", jwks.fetches());
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn hs256_tokens_need_the_configured_secret() {
+    let up = Upstream::start("cuic").await;
+    let edge = TestEdge::new()
+        .proxy("cuic", "/", &[(up.addr, 1, 0)], "auth = \"basic_or_jwt\"")
+        .raw(&format!("[auth.jwt]\nsecret = \"{SECRET}\"\n[auth.basic]\nvalidate_url = \"http://127.0.0.1:9/auth\"\n"))
+        .start()
+        .await;
+    let header = Header::new(Algorithm::HS256);
+    let claims = serde_json::json!({"sub": "agent1", "exp": now() + 60});
+    let good = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+    let bad = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"another-secret-of-at-least-32-bytes!!")).unwrap();
+    assert_eq!(bearer(edge.http, &good).await, 200);
+    assert_eq!(bearer(edge.http, &bad).await, 401);
+    edge.stop().await;
+}
