@@ -7,6 +7,7 @@
 //! - `GET  /api/v1/status`   — JSON snapshot: identity, uptime, listeners, services, servers (token).
 //! - `POST /api/v1/reload`   — re-read the configuration file; `400` with every error when it
 //!   is invalid, and the running configuration stays (token).
+//! - `DELETE /api/v1/tokens?user=NAME` — revoke every edge-issued token of a user (token).
 //!
 //! Threat model: anyone who can reach the admin port. The token is compared in constant
 //! time, never logged, and a wrong or missing token gets the same `401`.
@@ -145,6 +146,7 @@ fn authorized(state: &AdminState, request: &Request<Incoming>) -> bool {
 /// Answers one admin request.
 pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<Incoming>) -> Response<AdminBody> {
     let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or("").to_string();
     let method = request.method().clone();
     if method == Method::GET && path == "/health" {
         return text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n");
@@ -159,10 +161,65 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         (Method::GET, "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.edge.metrics.encode()),
         (Method::GET, "/api/v1/status") => json(StatusCode::OK, &status(state)),
         (Method::POST, "/api/v1/reload") => reload(state).await,
-        (_, "/metrics" | "/api/v1/status" | "/api/v1/reload") => {
+        (Method::DELETE, "/api/v1/tokens") => revoke_tokens(state, &query).await,
+        (_, "/metrics" | "/api/v1/status" | "/api/v1/reload" | "/api/v1/tokens") => {
             json(StatusCode::METHOD_NOT_ALLOWED, &ErrorBody { error: "method not allowed" })
         }
         _ => json(StatusCode::NOT_FOUND, &ErrorBody { error: "no such endpoint" }),
+    }
+}
+
+/// The value of `name` in a query string (percent-decoded).
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        if key != name {
+            return None;
+        }
+        let raw = value.as_bytes();
+        let mut out = Vec::with_capacity(raw.len());
+        let mut i = 0;
+        while i < raw.len() {
+            let escaped = raw.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (raw[i], escaped) {
+                (b'%', Some(byte)) => {
+                    out.push(byte);
+                    i += 3;
+                }
+                (b'+', _) => {
+                    out.push(b' ');
+                    i += 1;
+                }
+                (b, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        Some(String::from_utf8_lossy(&out).into_owned())
+    })
+}
+
+#[derive(Serialize)]
+struct RevokedBody {
+    user: String,
+    revoked: usize,
+}
+
+async fn revoke_tokens(state: &AdminState, query: &str) -> Response<AdminBody> {
+    let Some(user) = query_param(query, "user").filter(|u| !u.is_empty() && u.len() <= 256) else {
+        return json(StatusCode::BAD_REQUEST, &ErrorBody { error: "pass ?user=NAME" });
+    };
+    let gateway = state.edge.gateway.load();
+    let Some(tokens) = gateway.auth.tokens() else {
+        return json(StatusCode::NOT_FOUND, &ErrorBody { error: "edge tokens are not enabled (no [auth.basic] or [auth.jwt])" });
+    };
+    match tokens.revoke_user(&user).await {
+        Ok(revoked) => json(StatusCode::OK, &RevokedBody { user, revoked }),
+        Err(error) => {
+            state.edge.error_log.error(&format!("token revocation failed: {error}"));
+            json(StatusCode::SERVICE_UNAVAILABLE, &ErrorBody { error: "state store unavailable" })
+        }
     }
 }
 

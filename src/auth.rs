@@ -26,6 +26,7 @@ pub mod basic;
 pub mod cache;
 pub mod jwt;
 pub mod rate;
+pub mod tokens;
 
 /// The outcome of authenticating one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,8 @@ pub struct Authenticator {
     settings: AuthSettings,
     basic: Option<basic::BasicAuth>,
     jwt: Option<jwt::JwtAuth>,
+    tokens: Option<tokens::TokenService>,
+    rate: Option<rate::RateControl>,
     events: Arc<dyn AuthEvents>,
     realm_challenge: Arc<str>,
     bearer_challenge: Arc<str>,
@@ -78,14 +81,17 @@ impl std::fmt::Debug for Authenticator {
 impl Authenticator {
     /// Builds the authenticator for `settings`; background refreshes stop when it is dropped.
     pub fn new(settings: &AuthSettings, store: Arc<dyn StateStore>, events: Arc<dyn AuthEvents>) -> Arc<Authenticator> {
-        let rate = settings.rate_control.clone().map(|r| rate::RateControl::new(r, store));
-        let basic = settings.basic.as_ref().map(|b| basic::BasicAuth::new(b.clone(), rate));
+        let rate = settings.rate_control.clone().map(|r| rate::RateControl::new(r, store.clone()));
+        let basic = settings.basic.as_ref().map(|b| basic::BasicAuth::new(b.clone(), rate.clone()));
+        let tokens = settings.tokens.clone().map(|t| tokens::TokenService::new(t, store));
         let realm = settings.basic.as_ref().map_or("portcullis", |b| b.realm.as_str()).replace('"', "");
         let jwt = settings.jwt.as_ref().map(|j| jwt::JwtAuth::new(j.clone()));
         let authenticator = Arc::new(Authenticator {
             settings: settings.clone(),
             basic,
             jwt,
+            tokens,
+            rate,
             events,
             realm_challenge: Arc::from(format!("Basic realm=\"{realm}\"")),
             bearer_challenge: Arc::from("Bearer realm=\"portcullis\""),
@@ -95,6 +101,9 @@ impl Authenticator {
         }
         if let Some(jwt) = &authenticator.jwt {
             jwt.spawn_jwks_refresh(Arc::downgrade(&authenticator));
+        }
+        if let Some(tokens) = &authenticator.tokens {
+            tokens.spawn_cleanup(Arc::downgrade(&authenticator));
         }
         authenticator
     }
@@ -106,6 +115,11 @@ impl Authenticator {
 
     pub(crate) fn basic(&self) -> Option<&basic::BasicAuth> {
         self.basic.as_ref()
+    }
+
+    /// Edge-issued tokens, when any authentication is configured.
+    pub fn tokens(&self) -> Option<&tokens::TokenService> {
+        self.tokens.as_ref()
     }
 
     /// JWT validation, when `[auth.jwt]` is configured.
@@ -128,6 +142,18 @@ impl Authenticator {
         let value = value.as_bytes();
         let basic_allowed = matches!(mode, AuthMode::Basic | AuthMode::BasicOrJwt);
         let jwt_allowed = matches!(mode, AuthMode::Jwt | AuthMode::BasicOrJwt);
+        let bearer = is_bearer(value).then(|| value[7..].trim_ascii());
+        if let (Some(token), Some(tokens)) = (bearer, &self.tokens)
+            && token.starts_with(tokens::ACCESS_PREFIX.as_bytes())
+        {
+            return match tokens.validate(std::str::from_utf8(token).unwrap_or("")).await {
+                Some(user) => Verdict::Allow { user: Arc::from(user) },
+                None => {
+                    self.events.auth_failed(client, None, "invalid or expired edge token");
+                    Verdict::Challenge { challenge: self.bearer_challenge.clone() }
+                }
+            };
+        }
         let verdict = match (&self.basic, &self.jwt) {
             (Some(basic), _) if basic_allowed && basic::is_basic(value) => basic.authenticate(value).await,
             (_, Some(jwt)) if jwt_allowed && is_bearer(value) => jwt.authenticate(value[7..].trim_ascii()).await,
@@ -141,6 +167,87 @@ impl Authenticator {
             }
             basic::Outcome::Limited { retry_after_secs } => Verdict::Limited { retry_after_secs },
             basic::Outcome::Unavailable => Verdict::Unavailable,
+        }
+    }
+}
+
+/// The outcome of a token request.
+#[derive(Debug)]
+pub enum TokenAnswer {
+    Issued {
+        user: Arc<str>,
+        issued: tokens::Issued,
+    },
+    Refused(Verdict),
+    /// The store failed: 503.
+    Unavailable,
+}
+
+impl Authenticator {
+    /// `POST /portcullis/token`: Basic or JWT credentials (never an edge token) → a new pair.
+    /// The issue counts as an authorization for rate control.
+    pub async fn issue_token(&self, headers: &HeaderMap, client: IpAddr) -> TokenAnswer {
+        let Some(tokens) = &self.tokens else {
+            return TokenAnswer::Refused(Verdict::Challenge { challenge: self.realm_challenge.clone() });
+        };
+        let edge_token = headers.get(http::header::AUTHORIZATION).is_some_and(|v| {
+            let v = v.as_bytes();
+            is_bearer(v) && v[7..].trim_ascii().starts_with(tokens::ACCESS_PREFIX.as_bytes())
+        });
+        if edge_token {
+            self.events.auth_failed(client, None, "edge token presented for a token request");
+            return TokenAnswer::Refused(Verdict::Challenge { challenge: self.realm_challenge.clone() });
+        }
+        let user = match self.authenticate(AuthMode::BasicOrJwt, headers, client).await {
+            Verdict::Allow { user } => user,
+            other => return TokenAnswer::Refused(other),
+        };
+        if let Some(limited) = self.rate_check(&user).await {
+            return TokenAnswer::Refused(limited);
+        }
+        match tokens.issue(&user).await {
+            Ok(issued) => TokenAnswer::Issued { user, issued },
+            Err(error) => {
+                tracing::warn!("token issue failed: {error}");
+                TokenAnswer::Unavailable
+            }
+        }
+    }
+
+    /// `POST /portcullis/token/refresh`: a live refresh token → a new pair (counts as an
+    /// authorization).
+    pub async fn refresh_token(&self, refresh: &str, client: IpAddr) -> TokenAnswer {
+        let Some(tokens) = &self.tokens else {
+            return TokenAnswer::Refused(Verdict::Challenge { challenge: self.bearer_challenge.clone() });
+        };
+        match tokens.refresh(refresh).await {
+            Ok(Some((user, issued))) => {
+                let user: Arc<str> = Arc::from(user);
+                if let Some(limited) = self.rate_check(&user).await {
+                    // The rotated pair is dropped: the client re-authenticates after Retry-After.
+                    let _ = tokens.revoke_pair(&user, &issued).await;
+                    return TokenAnswer::Refused(limited);
+                }
+                TokenAnswer::Issued { user, issued }
+            }
+            Ok(None) => {
+                self.events.auth_failed(client, None, "invalid or expired refresh token");
+                TokenAnswer::Refused(Verdict::Challenge { challenge: self.bearer_challenge.clone() })
+            }
+            Err(error) => {
+                tracing::warn!("token refresh failed: {error}");
+                TokenAnswer::Unavailable
+            }
+        }
+    }
+
+    async fn rate_check(&self, user: &str) -> Option<Verdict> {
+        match &self.rate {
+            Some(rate) => match rate.check(user).await {
+                rate::RateDecision::Allowed => None,
+                rate::RateDecision::Limited { retry_after_secs } => Some(Verdict::Limited { retry_after_secs }),
+            },
+            None => None,
         }
     }
 }

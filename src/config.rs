@@ -194,6 +194,8 @@ pub struct AuthSettings {
     pub basic: Option<BasicSettings>,
     pub jwt: Option<JwtSettings>,
     pub rate_control: Option<RateControlSettings>,
+    /// Edge-issued tokens: on whenever Basic or JWT is configured.
+    pub tokens: Option<crate::auth::tokens::TokenSettings>,
 }
 
 /// `[auth.basic]`.

@@ -617,9 +617,14 @@ fn check_auth(c: &mut Checker<'_>, auth: &AuthFile, rate: Option<RateControlFile
             jwks_refresh: c.duration("auth.jwt.jwks_refresh", jwt.jwks_refresh.as_ref(), Duration::from_secs(900)),
         });
     }
-    if let Some(tokens) = &auth.tokens {
-        c.duration("auth.tokens.refresh_interval", tokens.refresh_interval.as_ref(), Duration::from_secs(480 * 60));
-        c.duration("auth.tokens.cleanup_interval", tokens.cleanup_interval.as_ref(), Duration::from_secs(720 * 60));
+    let default_tokens = TokensFile::default();
+    let tokens = auth.tokens.as_ref().unwrap_or(&default_tokens);
+    let token_settings = crate::auth::tokens::TokenSettings {
+        refresh_interval: c.duration("auth.tokens.refresh_interval", tokens.refresh_interval.as_ref(), Duration::from_secs(480 * 60)),
+        cleanup_interval: c.duration("auth.tokens.cleanup_interval", tokens.cleanup_interval.as_ref(), Duration::from_secs(720 * 60)),
+    };
+    if settings.basic.is_some() || settings.jwt.is_some() {
+        settings.tokens = Some(token_settings);
     }
     settings
 }

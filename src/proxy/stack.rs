@@ -33,7 +33,7 @@ use super::respond::{ProxyError, text_response};
 use super::route::Router;
 use super::static_files;
 use super::upstream::{Lease, Outgoing, OutgoingBody, Pool, PoolError};
-use crate::auth::{AuthEvents, Authenticator, Verdict};
+use crate::auth::{AuthEvents, Authenticator, TokenAnswer, Verdict};
 use crate::cluster::StateStore;
 use crate::config::{AuthMode, Config, ServiceConfig, ServiceKind};
 use crate::telemetry::access_log::{AccessEntry, AccessLog};
@@ -46,6 +46,10 @@ pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
 
 /// Label used for requests that matched no service.
 const NO_SERVICE: &str = "-";
+/// Label used for the edge's own token endpoints.
+const TOKEN_SERVICE: &str = "portcullis-token";
+/// Largest token-refresh request body read.
+const MAX_TOKEN_REQUEST_BODY: usize = 4096;
 
 /// One routed service and what stands behind it.
 #[derive(Debug)]
@@ -112,6 +116,7 @@ pub struct Edge {
     pub store: Arc<dyn StateStore>,
     pub auth_events: Arc<dyn AuthEvents>,
     no_service: Arc<str>,
+    token_service: Arc<str>,
 }
 
 /// The process-lifetime parts of an [`Edge`].
@@ -135,6 +140,7 @@ impl Edge {
             store,
             auth_events,
             no_service: Arc::from(NO_SERVICE),
+            token_service: Arc::from(TOKEN_SERVICE),
         }
     }
 
@@ -246,6 +252,10 @@ async fn pipeline(
     if request.version() == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
         return Err(ProxyError::BadRequest("missing Host header"));
     }
+    if let Some(endpoint) = TokenEndpoint::of(request.uri().path()) {
+        record.service = Some(edge.token_service.clone());
+        return Ok((token_endpoint(gateway, conn, request, endpoint).await?, None));
+    }
     let service_index =
         gateway.router.find(Some(record.host.as_str()).filter(|h| !h.is_empty()), request.uri().path()).ok_or(ProxyError::NoRoute)?;
     let service = &gateway.services[service_index];
@@ -266,9 +276,88 @@ async fn authenticate(gateway: &Gateway, service: &Service, conn: &Connection, r
     }
     match gateway.auth.authenticate(service.config.auth, request.headers(), conn.client.ip().to_canonical()).await {
         Verdict::Allow { .. } => Ok(()),
-        Verdict::Challenge { challenge } => Err(ProxyError::Unauthorized { challenge }),
-        Verdict::Limited { retry_after_secs } => Err(ProxyError::RateLimited { retry_after_secs }),
-        Verdict::Unavailable => Err(ProxyError::AuthUnavailable),
+        refused => Err(verdict_error(refused)),
+    }
+}
+
+/// The edge's own token endpoints (DESIGN §2, edge tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenEndpoint {
+    Issue,
+    Refresh,
+}
+
+impl TokenEndpoint {
+    fn of(path: &str) -> Option<TokenEndpoint> {
+        match path {
+            "/portcullis/token" => Some(TokenEndpoint::Issue),
+            "/portcullis/token/refresh" => Some(TokenEndpoint::Refresh),
+            _ => None,
+        }
+    }
+}
+
+fn verdict_error(verdict: Verdict) -> ProxyError {
+    match verdict {
+        Verdict::Allow { .. } => ProxyError::Internal,
+        Verdict::Challenge { challenge } => ProxyError::Unauthorized { challenge },
+        Verdict::Limited { retry_after_secs } => ProxyError::RateLimited { retry_after_secs },
+        Verdict::Unavailable => ProxyError::AuthUnavailable,
+    }
+}
+
+/// The refresh token of a refresh request: `Authorization: Bearer pcr_…` or JSON
+/// `{"refresh_token": "…"}`.
+async fn refresh_token_of(request: Request<Incoming>) -> Result<String, ProxyError> {
+    use http_body_util::BodyExt;
+    let from_header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+        let (scheme, token) = v.split_at_checked(7)?;
+        scheme.eq_ignore_ascii_case("bearer ").then(|| token.trim().to_string())
+    });
+    if let Some(token) = from_header {
+        return Ok(token);
+    }
+    #[derive(serde::Deserialize)]
+    struct RefreshRequest {
+        refresh_token: String,
+    }
+    let body = http_body_util::Limited::new(request.into_body(), MAX_TOKEN_REQUEST_BODY)
+        .collect()
+        .await
+        .map_err(|_| ProxyError::BadRequest("token request body too large or unreadable"))?
+        .to_bytes();
+    serde_json::from_slice::<RefreshRequest>(&body)
+        .map(|r| r.refresh_token)
+        .map_err(|_| ProxyError::BadRequest("expected {\"refresh_token\": \"...\"}"))
+}
+
+/// `POST /portcullis/token` and `POST /portcullis/token/refresh`.
+async fn token_endpoint(
+    gateway: &Gateway,
+    conn: &Connection,
+    request: Request<Incoming>,
+    endpoint: TokenEndpoint,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if request.method() != http::Method::POST {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    let client = conn.client.ip().to_canonical();
+    let answer = match endpoint {
+        TokenEndpoint::Issue => gateway.auth.issue_token(request.headers(), client).await,
+        TokenEndpoint::Refresh => {
+            let refresh = refresh_token_of(request).await?;
+            gateway.auth.refresh_token(&refresh, client).await
+        }
+    };
+    match answer {
+        TokenAnswer::Issued { issued, .. } => {
+            let mut response = Response::new(ProxyBody::full(serde_json::to_vec(&issued).map_err(|_| ProxyError::Internal)?));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(response)
+        }
+        TokenAnswer::Refused(verdict) => Err(verdict_error(verdict)),
+        TokenAnswer::Unavailable => Err(ProxyError::AuthUnavailable),
     }
 }
 

@@ -12,4 +12,5 @@ mod jwt;
 mod protocol_abuse;
 mod proxy_http;
 mod support;
+mod tokens;
 mod websocket;

@@ -1,0 +1,272 @@
+//! Edge-issued tokens (DESIGN §2, "credential caching as an MRA edge does"):
+//! `POST /portcullis/token` with valid credentials returns an access token and a refresh
+//! token; the access token authenticates requests for `refresh_interval`; before it expires
+//! the client trades the refresh token for a new pair (`POST /portcullis/token/refresh`) or
+//! must re-authenticate. Tokens live in the state store — hashed (SHA-256), never in clear —
+//! so they survive restarts and are shared by a cluster. Expired records are purged every
+//! `cleanup_interval`; every token of a user can be revoked at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{SetAdd, StateStore, StoreError};
+
+/// Prefix of access tokens (tells them from JWTs at a glance).
+pub const ACCESS_PREFIX: &str = "pca_";
+/// Prefix of refresh tokens.
+pub const REFRESH_PREFIX: &str = "pcr_";
+/// Most live token pairs per user; the oldest records are pruned beyond it.
+pub const MAX_TOKENS_PER_USER: usize = 1000;
+
+/// Token lifetimes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    /// Access-token lifetime.
+    pub refresh_interval: Duration,
+    /// How often expired records are purged.
+    pub cleanup_interval: Duration,
+}
+
+/// A freshly issued pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct Issued {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub refresh_token: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    user: String,
+    /// Hash of the other token of the pair (refresh ↔ access), to revoke both.
+    pair: String,
+}
+
+/// Issues, checks, refreshes and revokes edge tokens.
+#[derive(Clone)]
+pub struct TokenService {
+    settings: TokenSettings,
+    store: Arc<dyn StateStore>,
+}
+
+fn random_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    // A failing system RNG would also break TLS; an all-zero token would be refused on use
+    // by being guessable, so fail closed below instead.
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        return String::new();
+    }
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn hash(token: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+fn access_key(hash: &str) -> String {
+    format!("token:access:{hash}")
+}
+
+fn refresh_key(hash: &str) -> String {
+    format!("token:refresh:{hash}")
+}
+
+fn user_key(user: &str) -> String {
+    format!("tokens:user:{user}")
+}
+
+impl TokenService {
+    /// Tokens kept in `store`.
+    pub fn new(settings: TokenSettings, store: Arc<dyn StateStore>) -> TokenService {
+        TokenService { settings, store }
+    }
+
+    /// Issues a new pair for `user`.
+    pub async fn issue(&self, user: &str) -> Result<Issued, StoreError> {
+        let access = random_token(ACCESS_PREFIX);
+        let refresh = random_token(REFRESH_PREFIX);
+        if access.is_empty() || refresh.is_empty() {
+            return Err(StoreError::Backend("no randomness for tokens".into()));
+        }
+        let (access_hash, refresh_hash) = (hash(&access), hash(&refresh));
+        let ttl = Some(self.settings.refresh_interval);
+        let record = |pair: &str| serde_json::to_vec(&Record { user: user.to_string(), pair: pair.to_string() }).unwrap_or_default();
+        self.store.set(&access_key(&access_hash), &record(&refresh_hash), ttl).await?;
+        self.store.set(&refresh_key(&refresh_hash), &record(&access_hash), ttl).await?;
+        if self.store.set_add(&user_key(user), &access_hash, MAX_TOKENS_PER_USER).await? == SetAdd::Full {
+            self.prune_user(user).await?;
+            self.store.set_add(&user_key(user), &access_hash, MAX_TOKENS_PER_USER).await?;
+        }
+        Ok(Issued {
+            access_token: access,
+            token_type: "Bearer",
+            expires_in: self.settings.refresh_interval.as_secs(),
+            refresh_token: refresh,
+        })
+    }
+
+    /// The user of a live access token.
+    pub async fn validate(&self, access: &str) -> Option<String> {
+        if !access.starts_with(ACCESS_PREFIX) || access.len() > 128 {
+            return None;
+        }
+        let bytes = self.store.get(&access_key(&hash(access))).await.ok()??;
+        serde_json::from_slice::<Record>(&bytes).ok().map(|r| r.user)
+    }
+
+    /// Trades a live refresh token for a new pair; the old pair stops working.
+    pub async fn refresh(&self, refresh: &str) -> Result<Option<(String, Issued)>, StoreError> {
+        if !refresh.starts_with(REFRESH_PREFIX) || refresh.len() > 128 {
+            return Ok(None);
+        }
+        let refresh_hash = hash(refresh);
+        let Some(bytes) = self.store.get(&refresh_key(&refresh_hash)).await? else { return Ok(None) };
+        let Ok(record) = serde_json::from_slice::<Record>(&bytes) else { return Ok(None) };
+        // One use only: delete first, so two concurrent refreshes cannot both succeed.
+        if !self.store.delete(&refresh_key(&refresh_hash)).await? {
+            return Ok(None);
+        }
+        self.store.delete(&access_key(&record.pair)).await?;
+        self.store.set_remove(&user_key(&record.user), &record.pair).await?;
+        let issued = self.issue(&record.user).await?;
+        Ok(Some((record.user, issued)))
+    }
+
+    /// Revokes one pair.
+    pub async fn revoke_pair(&self, user: &str, issued: &Issued) -> Result<(), StoreError> {
+        let access_hash = hash(&issued.access_token);
+        self.store.delete(&access_key(&access_hash)).await?;
+        self.store.delete(&refresh_key(&hash(&issued.refresh_token))).await?;
+        self.store.set_remove(&user_key(user), &access_hash).await?;
+        Ok(())
+    }
+
+    /// Revokes every token of `user`; returns how many pairs were live.
+    pub async fn revoke_user(&self, user: &str) -> Result<usize, StoreError> {
+        let mut revoked = 0;
+        for access_hash in self.store.set_members(&user_key(user)).await? {
+            if let Some(bytes) = self.store.get(&access_key(&access_hash)).await? {
+                if let Ok(record) = serde_json::from_slice::<Record>(&bytes) {
+                    self.store.delete(&refresh_key(&record.pair)).await?;
+                }
+                if self.store.delete(&access_key(&access_hash)).await? {
+                    revoked += 1;
+                }
+            }
+            self.store.set_remove(&user_key(user), &access_hash).await?;
+        }
+        Ok(revoked)
+    }
+
+    /// Forgets set members whose token is gone (expired or revoked).
+    async fn prune_user(&self, user: &str) -> Result<(), StoreError> {
+        for access_hash in self.store.set_members(&user_key(user)).await? {
+            if self.store.get(&access_key(&access_hash)).await?.is_none() {
+                self.store.set_remove(&user_key(user), &access_hash).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Purges expired records now (the embedded store; Redis expires keys itself).
+    pub async fn cleanup(&self) -> Result<u64, StoreError> {
+        self.store.purge_expired().await
+    }
+
+    /// Runs [`Self::cleanup`] every `cleanup_interval` until the owner is dropped.
+    pub(crate) fn spawn_cleanup(&self, owner: std::sync::Weak<super::Authenticator>) {
+        let every = self.settings.cleanup_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                let Some(owner) = owner.upgrade() else { return };
+                if let Some(tokens) = owner.tokens() {
+                    match tokens.cleanup().await {
+                        Ok(n) => tracing::info!("token cleanup: {n} expired records purged"),
+                        Err(error) => tracing::warn!("token cleanup failed: {error}"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::cluster::embedded::EmbeddedStore;
+
+    fn service(dir: &std::path::Path) -> (Arc<AtomicU64>, TokenService) {
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let reader = now.clone();
+        let store: Arc<dyn StateStore> =
+            Arc::new(EmbeddedStore::open_with_clock(dir, Arc::new(move || reader.load(Ordering::SeqCst))).unwrap());
+        let settings = TokenSettings { refresh_interval: Duration::from_secs(480 * 60), cleanup_interval: Duration::from_secs(720 * 60) };
+        (now, TokenService::new(settings, store))
+    }
+
+    #[tokio::test]
+    async fn issued_tokens_authenticate_until_they_expire_and_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (clock, tokens) = service(dir.path());
+        let issued = tokens.issue("agent1").await.unwrap();
+        assert!(issued.access_token.starts_with(ACCESS_PREFIX) && issued.refresh_token.starts_with(REFRESH_PREFIX));
+        assert_eq!(issued.expires_in, 480 * 60);
+        assert_eq!(tokens.validate(&issued.access_token).await.as_deref(), Some("agent1"));
+        assert_eq!(tokens.validate(&issued.refresh_token).await, None, "a refresh token is not an access token");
+        assert_eq!(tokens.validate("pca_forged").await, None);
+        clock.fetch_add(480 * 60 * 1000 - 1, Ordering::SeqCst);
+        assert!(tokens.validate(&issued.access_token).await.is_some());
+        clock.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(tokens.validate(&issued.access_token).await, None, "expired after refresh_interval");
+        assert_eq!(tokens.cleanup().await.unwrap(), 2, "access + refresh records purged");
+    }
+
+    #[tokio::test]
+    async fn refresh_rotates_the_pair_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (clock, tokens) = service(dir.path());
+        let first = tokens.issue("agent1").await.unwrap();
+        clock.fetch_add(400 * 60 * 1000, Ordering::SeqCst);
+        let (user, second) = tokens.refresh(&first.refresh_token).await.unwrap().expect("refresh before expiry");
+        assert_eq!(user, "agent1");
+        assert_eq!(tokens.validate(&first.access_token).await, None, "the old access token stops working");
+        assert_eq!(tokens.validate(&second.access_token).await.as_deref(), Some("agent1"));
+        assert!(tokens.refresh(&first.refresh_token).await.unwrap().is_none(), "a refresh token works once");
+        clock.fetch_add(480 * 60 * 1000, Ordering::SeqCst);
+        assert!(tokens.refresh(&second.refresh_token).await.unwrap().is_none(), "expired: re-authenticate");
+    }
+
+    #[tokio::test]
+    async fn revocation_ends_every_token_of_a_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_clock, tokens) = service(dir.path());
+        let a = tokens.issue("agent1").await.unwrap();
+        let b = tokens.issue("agent1").await.unwrap();
+        let other = tokens.issue("agent2").await.unwrap();
+        assert_eq!(tokens.revoke_user("agent1").await.unwrap(), 2);
+        assert_eq!(tokens.validate(&a.access_token).await, None);
+        assert_eq!(tokens.validate(&b.access_token).await, None);
+        assert!(tokens.refresh(&a.refresh_token).await.unwrap().is_none());
+        assert_eq!(tokens.validate(&other.access_token).await.as_deref(), Some("agent2"));
+    }
+
+    #[tokio::test]
+    async fn tokens_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let issued = {
+            let (_clock, tokens) = service(dir.path());
+            tokens.issue("agent1").await.unwrap()
+        };
+        let (_clock, tokens) = service(dir.path());
+        assert_eq!(tokens.validate(&issued.access_token).await.as_deref(), Some("agent1"));
+    }
+}
