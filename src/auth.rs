@@ -27,6 +27,7 @@ pub mod cache;
 pub mod jwt;
 pub mod rate;
 pub mod tokens;
+pub mod websocket;
 
 /// The outcome of authenticating one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +107,11 @@ impl Authenticator {
             tokens.spawn_cleanup(Arc::downgrade(&authenticator));
         }
         authenticator
+    }
+
+    /// Reports a refusal decided outside the authenticator (malformed WebSocket credential).
+    pub fn report_failure(&self, client: IpAddr, reason: &'static str) {
+        self.events.auth_failed(client, None, reason);
     }
 
     /// The settings this instance was built for (reloads compare them).

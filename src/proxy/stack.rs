@@ -33,6 +33,7 @@ use super::respond::{ProxyError, text_response};
 use super::route::Router;
 use super::static_files;
 use super::upstream::{Lease, Outgoing, OutgoingBody, Pool, PoolError};
+use crate::auth::websocket::{self, ProtocolCredential};
 use crate::auth::{AuthEvents, Authenticator, TokenAnswer, Verdict};
 use crate::cluster::StateStore;
 use crate::config::{AuthMode, Config, ServiceConfig, ServiceKind};
@@ -243,7 +244,7 @@ async fn pipeline(
     edge: &Arc<Edge>,
     gateway: &Gateway,
     conn: &Connection,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     record: &mut RequestRecord,
 ) -> Result<Answer, ProxyError> {
     if let Some(port) = conn.redirect_port {
@@ -260,7 +261,7 @@ async fn pipeline(
         gateway.router.find(Some(record.host.as_str()).filter(|h| !h.is_empty()), request.uri().path()).ok_or(ProxyError::NoRoute)?;
     let service = &gateway.services[service_index];
     record.service = Some(service.name.clone());
-    authenticate(gateway, service, conn, &request).await?;
+    authenticate(gateway, service, conn, &mut request).await?;
     match &service.backend {
         Backend::Static(dir) => Ok((static_files::serve(dir, request.method(), request.uri().path()).await?, None)),
         Backend::Pool(pool) => forward_to_pool(edge, pool, service, conn, request, record).await,
@@ -269,12 +270,42 @@ async fn pipeline(
 
 /// Edge authentication gate: public paths and `auth = "none"` pass; everything else needs
 /// credentials the authenticator accepts.
-async fn authenticate(gateway: &Gateway, service: &Service, conn: &Connection, request: &Request<Incoming>) -> Result<(), ProxyError> {
+///
+/// With `websocket_auth`, a WebSocket upgrade must carry its credential in
+/// `Sec-WebSocket-Protocol` (browsers cannot set `Authorization` there); the credential
+/// element is removed before the request goes on.
+async fn authenticate(gateway: &Gateway, service: &Service, conn: &Connection, request: &mut Request<Incoming>) -> Result<(), ProxyError> {
     let path = request.uri().path();
     if service.config.auth == AuthMode::None || service.config.public_paths.iter().any(|p| p.matches(path)) {
         return Ok(());
     }
-    match gateway.auth.authenticate(service.config.auth, request.headers(), conn.client.ip().to_canonical()).await {
+    let client = conn.client.ip().to_canonical();
+    let websocket = request.version() == Version::HTTP_11 && forward::is_websocket_upgrade(request.headers());
+    if websocket && service.config.websocket_auth {
+        let (authorization, protocols) = match websocket::extract(request.headers()) {
+            ProtocolCredential::Found { authorization, protocols } => (authorization, protocols),
+            ProtocolCredential::Missing => {
+                return Err(verdict_error(gateway.auth.authenticate(service.config.auth, &http::HeaderMap::new(), client).await));
+            }
+            ProtocolCredential::Malformed => {
+                gateway.auth.report_failure(client, "malformed WebSocket protocol credential");
+                return Err(verdict_error(gateway.auth.authenticate(service.config.auth, &http::HeaderMap::new(), client).await));
+            }
+        };
+        let mut credential = http::HeaderMap::new();
+        credential.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&authorization).map_err(|_| ProxyError::BadRequest("invalid credential"))?,
+        );
+        return match gateway.auth.authenticate(service.config.auth, &credential, client).await {
+            Verdict::Allow { .. } => {
+                websocket::strip_credential(request.headers_mut(), &protocols);
+                Ok(())
+            }
+            refused => Err(verdict_error(refused)),
+        };
+    }
+    match gateway.auth.authenticate(service.config.auth, request.headers(), client).await {
         Verdict::Allow { .. } => Ok(()),
         refused => Err(verdict_error(refused)),
     }
@@ -394,6 +425,15 @@ async fn forward_to_pool(
     }
     let origin = Origin { client: conn.client.ip(), proto: if conn.tls { "https" } else { "http" }, host: &record.host };
     forward::request_headers(&mut parts.headers, origin, websocket);
+    let offered_protocols: Vec<String> = parts
+        .headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
     if !parts.headers.contains_key(header::HOST)
         && let Ok(host) = HeaderValue::from_str(&record.host)
     {
@@ -408,6 +448,10 @@ async fn forward_to_pool(
     record.upstream = Some(lease.server().clone());
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     forward::response_headers(response.headers_mut(), switching && websocket);
+    if websocket {
+        // Only a subprotocol the client offered (credential already stripped) may come back.
+        websocket::filter_response_protocol(response.headers_mut(), &offered_protocols);
+    }
     match client_upgrade {
         Some(client_upgrade) if switching => {
             let upstream_upgrade = hyper::upgrade::on(&mut response);

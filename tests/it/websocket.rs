@@ -52,3 +52,78 @@ async fn a_refused_upgrade_is_answered_and_the_connection_closed() {
     assert_eq!(up.last_seen().headers["upgrade"], "websocket", "upgrade headers are forwarded");
     edge.stop().await;
 }
+
+/// An edge whose WebSocket service needs the credential in `Sec-WebSocket-Protocol`.
+async fn protected_ws_edge(ws_upstream: std::net::SocketAddr) -> crate::support::RunningEdge {
+    TestEdge::new()
+        .proxy("chat", "/ws/", &[(ws_upstream, 1, 0)], "auth = \"jwt\"\nwebsocket_auth = true")
+        .raw("[auth.jwt]\nsecret = \"an-hs256-secret-of-at-least-32-bytes!!\"\n")
+        .start()
+        .await
+}
+
+fn hs_token() -> String {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": "agent1", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(b"an-hs256-secret-of-at-least-32-bytes!!"),
+    )
+    .unwrap()
+}
+
+async fn upgrade_with(edge: std::net::SocketAddr, protocol: Option<&str>) -> Result<(u16, Option<String>), String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://localhost:{}/ws/chat", edge.port()).into_client_request().unwrap();
+    if let Some(p) = protocol {
+        request.headers_mut().insert("sec-websocket-protocol", p.parse().unwrap());
+    }
+    let tcp = tokio::net::TcpStream::connect(edge).await.unwrap();
+    match tokio_tungstenite::client_async(request, tcp).await {
+        Ok((_ws, response)) => {
+            Ok((response.status().as_u16(), response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_string())))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Ok((response.status().as_u16(), None)),
+        Err(other) => Err(other.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn websocket_credentials_travel_in_the_protocol_header_and_are_stripped() {
+    let ws_upstream = websocket_echo_upstream().await;
+    let edge = protected_ws_edge(ws_upstream).await;
+    let credential = format!("Authorization%3A%20Bearer%20{}", hs_token());
+    // Valid: upgraded, and the client only ever sees a real subprotocol (or none).
+    let (status, echoed) = upgrade_with(edge.http, Some(&format!("xmpp, {credential}"))).await.unwrap();
+    assert_eq!(status, 101);
+    assert_eq!(echoed.as_deref(), Some("xmpp"), "only the real subprotocol comes back");
+    // Invalid token, missing credential, malformed element: 401 at the edge.
+    let (status, _) = upgrade_with(edge.http, Some("xmpp, Authorization%3A%20Bearer%20not.a.token")).await.unwrap();
+    assert_eq!(status, 401);
+    let (status, _) = upgrade_with(edge.http, Some("xmpp")).await.unwrap();
+    assert_eq!(status, 401);
+    let (status, _) = upgrade_with(edge.http, None).await.unwrap();
+    assert_eq!(status, 401);
+    let (status, _) = upgrade_with(edge.http, Some("xmpp, Authorization%ZZgarbage")).await.unwrap();
+    assert_eq!(status, 401);
+    let metrics = edge.running().edge.metrics.encode();
+    assert!(metrics.contains("portcullis_auth_failures_total{reason=\"malformed WebSocket protocol credential\"} 1"), "{metrics}");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn the_upstream_never_sees_the_protocol_credential() {
+    // A plain upstream records what it receives (it answers 200, so no tunnel opens).
+    let up = crate::support::Upstream::start("plain").await;
+    let edge = protected_ws_edge(up.addr).await;
+    let credential = format!("Authorization%3A%20Bearer%20{}", hs_token());
+    let request = format!(
+        "GET /ws/chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: xmpp, {credential}\r\n\r\n"
+    );
+    let reply = crate::support::raw_exchange(edge.http, request.as_bytes(), Duration::from_secs(3)).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let seen = up.last_seen();
+    assert_eq!(seen.headers["sec-websocket-protocol"], "xmpp");
+    assert!(!seen.headers.values().any(|v| v.contains("Bearer")), "credential stripped: {:?}", seen.headers);
+    edge.stop().await;
+}

@@ -151,7 +151,21 @@ pub async fn websocket_echo_upstream() -> SocketAddr {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                // Like an XMPP server: pick the first offered subprotocol.
+                let pick = |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                            mut response: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                    let first = request
+                        .headers()
+                        .get("sec-websocket-protocol")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.split(',').next())
+                        .map(|p| p.trim().to_string());
+                    if let Some(first) = first {
+                        response.headers_mut().insert("sec-websocket-protocol", first.parse().unwrap());
+                    }
+                    Ok(response)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, pick).await else { return };
                 while let Some(Ok(msg)) = ws.next().await {
                     if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
                         return;
