@@ -152,6 +152,7 @@ pub async fn websocket_echo_upstream() -> SocketAddr {
             let Ok((tcp, _)) = listener.accept().await else { return };
             tokio::spawn(async move {
                 // Like an XMPP server: pick the first offered subprotocol.
+                #[allow(clippy::result_large_err, reason = "the callback signature is tungstenite's")]
                 let pick = |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
                             mut response: tokio_tungstenite::tungstenite::handshake::server::Response| {
                     let first = request
