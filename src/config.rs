@@ -135,6 +135,8 @@ pub struct ServiceConfig {
     pub auth: AuthMode,
     pub public_paths: Vec<PublicPath>,
     pub websocket_auth: bool,
+    /// Lifetime of cached CORS preflight answers.
+    pub cors_cache: Duration,
     pub kind: ServiceKind,
 }
 

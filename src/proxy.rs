@@ -3,6 +3,7 @@
 //! static-directory backend, and the one map from failures to responses (`respond`).
 
 pub mod body;
+pub mod edge_cache;
 pub mod forward;
 pub mod respond;
 pub mod route;

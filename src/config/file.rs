@@ -65,6 +65,8 @@ pub struct ServiceFile {
     pub auth: Option<String>,
     pub public_paths: Option<Vec<String>>,
     pub websocket_auth: Option<bool>,
+    /// How long a successful CORS preflight answer is replayed at the edge (default 5 min).
+    pub cors_cache: Option<String>,
     pub upstream_tls: Option<bool>,
     /// PEM bundle of CAs trusted for upstream TLS (default: the public web roots).
     pub upstream_ca: Option<String>,

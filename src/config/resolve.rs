@@ -451,7 +451,15 @@ fn resolve_services(c: &mut Checker<'_>, raw: Vec<Option<ServiceFile>>, auth: &A
             }
             (None, false) => ServiceKind::Proxy(resolve_pool(c, &path, &s)),
         };
-        out.push(ServiceConfig { name, auth: auth_mode, public_paths, websocket_auth: s.websocket_auth.unwrap_or(false), kind });
+        let cors_cache = c.duration(&format!("{path}.cors_cache"), s.cors_cache.as_ref(), Duration::from_secs(300));
+        out.push(ServiceConfig {
+            name,
+            auth: auth_mode,
+            public_paths,
+            websocket_auth: s.websocket_auth.unwrap_or(false),
+            cors_cache,
+            kind,
+        });
     }
     out
 }

@@ -28,6 +28,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use super::body::{Completion, ProxyBody, TrackedBody};
+use super::edge_cache::{self, CorsCache, Lookup, PublicCache};
 use super::forward::{self, Origin};
 use super::respond::{ProxyError, text_response};
 use super::route::Router;
@@ -58,6 +59,10 @@ pub struct Service {
     pub name: Arc<str>,
     pub config: ServiceConfig,
     pub backend: Backend,
+    /// Responses of `public_paths`, served without reaching the upstream again.
+    pub public_cache: PublicCache,
+    /// Successful CORS preflight answers, per origin.
+    pub cors: CorsCache,
 }
 
 /// What answers a service's requests.
@@ -97,7 +102,13 @@ impl Gateway {
                 ServiceKind::Proxy(pool) => Backend::Pool(Pool::new(name.clone(), pool, metrics.clone())?),
                 ServiceKind::Static { dir } => Backend::Static(dir.clone()),
             };
-            services.push(Service { name, config: s.clone(), backend });
+            services.push(Service {
+                name,
+                config: s.clone(),
+                backend,
+                public_cache: PublicCache::default(),
+                cors: CorsCache::new(s.cors_cache),
+            });
         }
         let router = Router::new(&config.routes, |name| services.iter().position(|s| &*s.name == name));
         let auth = match deps.previous {
@@ -261,11 +272,79 @@ async fn pipeline(
         gateway.router.find(Some(record.host.as_str()).filter(|h| !h.is_empty()), request.uri().path()).ok_or(ProxyError::NoRoute)?;
     let service = &gateway.services[service_index];
     record.service = Some(service.name.clone());
+    if let Backend::Pool(pool) = &service.backend {
+        request = match edge_cached(edge, pool, service, conn, request, record).await? {
+            CacheStep::Answered(answer) => return Ok(answer),
+            CacheStep::Continue(request) => request,
+        };
+    }
     authenticate(gateway, service, conn, &mut request).await?;
     match &service.backend {
         Backend::Static(dir) => Ok((static_files::serve(dir, request.method(), request.uri().path()).await?, None)),
         Backend::Pool(pool) => forward_to_pool(edge, pool, service, conn, request, record).await,
     }
+}
+
+/// The edge caches in front of authentication (`proxy::edge_cache`):
+/// - a CORS preflight is answered from the cache, or forwarded once per origin and
+///   `cors_cache` (browsers never send credentials on preflights) and its answer kept;
+/// - a GET/HEAD on a public path is answered from the cache, or fetched once: 2xx bodies
+///   are kept while `Cache-Control` allows, a 404 is remembered.
+///
+/// `Continue`: not for the caches; the request goes on to authentication.
+async fn edge_cached(
+    edge: &Arc<Edge>,
+    pool: &Arc<Pool>,
+    service: &Service,
+    conn: &Connection,
+    mut request: Request<Incoming>,
+    record: &mut RequestRecord,
+) -> Result<CacheStep, ProxyError> {
+    if edge_cache::is_preflight(request.method(), request.headers()) {
+        let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("").to_string();
+        if let Some(cached) = service.cors.lookup(&origin) {
+            return Ok(CacheStep::Answered((cached, None)));
+        }
+        let (response, lease) = forward_to_pool(edge, pool, service, conn, request, record).await?;
+        service.cors.store(&origin, response.status(), response.headers());
+        return Ok(CacheStep::Answered((response, lease)));
+    }
+    let method = request.method().clone();
+    let path = request.uri().path();
+    if !(method == http::Method::GET || method == http::Method::HEAD) || !service.config.public_paths.iter().any(|p| p.matches(path)) {
+        return Ok(CacheStep::Continue(request));
+    }
+    let key = request.uri().path_and_query().map_or(path, |pq| pq.as_str()).to_string();
+    if let Lookup::Hit(cached) = service.public_cache.lookup(&key, &method) {
+        return Ok(CacheStep::Answered((cached, None)));
+    }
+    // One representation per path: ask for the identity encoding.
+    request.headers_mut().remove(header::ACCEPT_ENCODING);
+    let (response, lease) = forward_to_pool(edge, pool, service, conn, request, record).await?;
+    let status = response.status();
+    let small = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n <= edge_cache::MAX_CACHED_BODY);
+    let cacheable_status = status.is_success() || status == StatusCode::NOT_FOUND;
+    if method != http::Method::GET || !cacheable_status || !small || response.headers().contains_key(header::CONTENT_ENCODING) {
+        return Ok(CacheStep::Answered((response, lease)));
+    }
+    use http_body_util::BodyExt;
+    let (parts, body) = response.into_parts();
+    let bytes =
+        http_body_util::Limited::new(body, edge_cache::MAX_CACHED_BODY).collect().await.map_err(|_| ProxyError::UpstreamFailed)?.to_bytes();
+    drop(lease);
+    service.public_cache.store(&key, parts.status, &parts.headers, bytes.clone());
+    Ok(CacheStep::Answered((Response::from_parts(parts, ProxyBody::full(bytes)), None)))
+}
+
+/// What the edge caches did with a request.
+enum CacheStep {
+    Answered(Answer),
+    Continue(Request<Incoming>),
 }
 
 /// Edge authentication gate: public paths and `auth = "none"` pass; everything else needs

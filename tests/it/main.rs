@@ -8,6 +8,7 @@
 mod admin;
 mod auth;
 mod cli;
+mod edge_cache;
 mod jwt;
 mod protocol_abuse;
 mod proxy_http;

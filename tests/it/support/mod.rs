@@ -43,6 +43,8 @@ pub struct Upstream {
     pub max_in_flight: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub connections: Arc<AtomicUsize>,
+    /// The accept loop and every connection task, so `stop` can end them all.
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Upstream {
@@ -80,15 +82,17 @@ impl Upstream {
             max_in_flight: Arc::default(),
             seen: Arc::default(),
             connections: Arc::default(),
+            tasks: Arc::default(),
         };
         let u = upstream.clone();
-        tokio::spawn(async move {
+        let accept = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { return };
                 u.connections.fetch_add(1, Ordering::SeqCst);
-                let u = u.clone();
+                let u2 = u.clone();
                 let tls = tls.clone();
-                tokio::spawn(async move {
+                let u = u2.clone();
+                let conn = tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let u = u.clone();
                         async move { Ok::<_, std::convert::Infallible>(u.answer(req).await) }
@@ -104,8 +108,10 @@ impl Upstream {
                         }
                     }
                 });
+                u2.tasks.lock().unwrap().push(conn.abort_handle());
             }
         });
+        upstream.tasks.lock().unwrap().push(accept.abort_handle());
         upstream
     }
 
@@ -115,6 +121,7 @@ impl Upstream {
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let path = req.uri().path().to_string();
         let method = req.method().to_string();
+        let cors_origin = (req.method() == hyper::Method::OPTIONS).then(|| req.headers().get("origin").cloned()).flatten();
         let headers = req.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
         let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         self.seen.lock().unwrap().push(Seen { method, path: path.clone(), headers, body_len: body.len() });
@@ -130,7 +137,24 @@ impl Upstream {
         *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
         response.headers_mut().insert("connection", "keep-alive, x-upstream-private".parse().unwrap());
         response.headers_mut().insert("x-upstream-private", "secret".parse().unwrap());
+        if let Some(origin) = cors_origin {
+            *response.status_mut() = hyper::StatusCode::NO_CONTENT;
+            *response.body_mut() = Full::new(Bytes::new());
+            let h = response.headers_mut();
+            h.insert("access-control-allow-origin", origin);
+            h.insert("access-control-allow-methods", "GET, POST".parse().unwrap());
+            h.insert("access-control-allow-headers", "authorization, content-type".parse().unwrap());
+            h.insert("access-control-allow-credentials", "true".parse().unwrap());
+            h.insert("access-control-max-age", "600".parse().unwrap());
+        }
         response
+    }
+
+    /// Stops accepting and closes every open connection.
+    pub fn stop(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
     }
 
     pub fn hits(&self) -> usize {
