@@ -158,7 +158,12 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         return response;
     }
     match (method, path.as_str()) {
-        (Method::GET, "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.edge.metrics.encode()),
+        (Method::GET, "/metrics") => {
+            for service in &state.edge.gateway.load().services {
+                state.edge.metrics.sessions(&service.name, service.sessions.current(), service.sessions.peak());
+            }
+            text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.edge.metrics.encode())
+        }
         (Method::GET, "/api/v1/status") => json(StatusCode::OK, &status(state)),
         (Method::POST, "/api/v1/reload") => reload(state).await,
         (Method::DELETE, "/api/v1/tokens") => revoke_tokens(state, &query).await,
@@ -269,6 +274,10 @@ pub struct ServiceStatus {
     pub name: String,
     pub auth: String,
     pub kind: String,
+    /// Authenticated sessions active within the last 15 minutes.
+    pub sessions: usize,
+    /// Highest `sessions` since start.
+    pub sessions_peak: usize,
     pub servers: Vec<ServerStatus>,
 }
 
@@ -312,6 +321,8 @@ fn status(state: &AdminState) -> Status {
                 Backend::Pool(_) => "proxy".to_string(),
                 Backend::Static(_) => "static".to_string(),
             },
+            sessions: s.sessions.current(),
+            sessions_peak: s.sessions.peak(),
             servers: match &s.backend {
                 Backend::Pool(pool) => pool
                     .servers()

@@ -26,14 +26,15 @@ pub mod basic;
 pub mod cache;
 pub mod jwt;
 pub mod rate;
+pub mod sessions;
 pub mod tokens;
 pub mod websocket;
 
 /// The outcome of authenticating one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Authenticated as `user`.
-    Allow { user: Arc<str> },
+    /// Authenticated as `user`; `session` identifies the credential (an HMAC, for counts).
+    Allow { user: Arc<str>, session: cache::Digest },
     /// Missing or wrong credentials: 401 with this `WWW-Authenticate` challenge.
     Challenge { challenge: Arc<str> },
     /// Too many authorizations for this user: 429 with `Retry-After` seconds.
@@ -71,6 +72,8 @@ pub struct Authenticator {
     events: Arc<dyn AuthEvents>,
     realm_challenge: Arc<str>,
     bearer_challenge: Arc<str>,
+    /// Keys session HMACs (never the credential itself).
+    session_keys: cache::CredentialCache,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -96,6 +99,7 @@ impl Authenticator {
             events,
             realm_challenge: Arc::from(format!("Basic realm=\"{realm}\"")),
             bearer_challenge: Arc::from("Bearer realm=\"portcullis\""),
+            session_keys: cache::CredentialCache::new(std::time::Duration::ZERO),
         });
         if let Some(basic) = &authenticator.basic {
             basic.spawn_user_list_refresh(Arc::downgrade(&authenticator));
@@ -153,7 +157,7 @@ impl Authenticator {
             && token.starts_with(tokens::ACCESS_PREFIX.as_bytes())
         {
             return match tokens.validate(std::str::from_utf8(token).unwrap_or("")).await {
-                Some(user) => Verdict::Allow { user: Arc::from(user) },
+                Some(user) => Verdict::Allow { user: Arc::from(user), session: self.session_keys.digest(value) },
                 None => {
                     self.events.auth_failed(client, None, "invalid or expired edge token");
                     Verdict::Challenge { challenge: self.bearer_challenge.clone() }
@@ -166,7 +170,7 @@ impl Authenticator {
             _ => basic::Outcome::Refused { user: None, reason: "unsupported credential" },
         };
         match verdict {
-            basic::Outcome::Allowed(user) => Verdict::Allow { user },
+            basic::Outcome::Allowed(user) => Verdict::Allow { user, session: self.session_keys.digest(value) },
             basic::Outcome::Refused { user, reason } => {
                 self.events.auth_failed(client, user.as_deref(), reason);
                 Verdict::Challenge { challenge: self.challenge(mode) }
@@ -205,7 +209,7 @@ impl Authenticator {
             return TokenAnswer::Refused(Verdict::Challenge { challenge: self.realm_challenge.clone() });
         }
         let user = match self.authenticate(AuthMode::BasicOrJwt, headers, client).await {
-            Verdict::Allow { user } => user,
+            Verdict::Allow { user, .. } => user,
             other => return TokenAnswer::Refused(other),
         };
         if let Some(limited) = self.rate_check(&user).await {

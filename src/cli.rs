@@ -248,7 +248,11 @@ fn render_status(s: &Status) -> String {
     }
     let _ = writeln!(out, "SERVICES:");
     for svc in &s.services {
-        let _ = writeln!(out, "  {:<12} auth={:<13} {}", svc.name, svc.auth, svc.kind);
+        let _ = writeln!(
+            out,
+            "  {:<12} auth={:<13} {:<7} sessions={} (peak {})",
+            svc.name, svc.auth, svc.kind, svc.sessions, svc.sessions_peak
+        );
         for srv in &svc.servers {
             let limit = if srv.max_conns == 0 { "-".to_string() } else { srv.max_conns.to_string() };
             let _ = writeln!(

@@ -34,6 +34,7 @@ use super::respond::{ProxyError, text_response};
 use super::route::Router;
 use super::static_files;
 use super::upstream::{Lease, Outgoing, OutgoingBody, Pool, PoolError};
+use crate::auth::sessions::SessionTracker;
 use crate::auth::websocket::{self, ProtocolCredential};
 use crate::auth::{AuthEvents, Authenticator, TokenAnswer, Verdict};
 use crate::cluster::StateStore;
@@ -63,6 +64,8 @@ pub struct Service {
     pub public_cache: PublicCache,
     /// Successful CORS preflight answers, per origin.
     pub cors: CorsCache,
+    /// Current and peak authenticated sessions (kept across reloads).
+    pub sessions: Arc<SessionTracker>,
 }
 
 /// What answers a service's requests.
@@ -102,12 +105,17 @@ impl Gateway {
                 ServiceKind::Proxy(pool) => Backend::Pool(Pool::new(name.clone(), pool, metrics.clone())?),
                 ServiceKind::Static { dir } => Backend::Static(dir.clone()),
             };
+            let sessions = deps
+                .previous
+                .and_then(|p| p.services.iter().find(|old| old.name == name))
+                .map_or_else(|| Arc::new(SessionTracker::default()), |old| old.sessions.clone());
             services.push(Service {
                 name,
                 config: s.clone(),
                 backend,
                 public_cache: PublicCache::default(),
                 cors: CorsCache::new(s.cors_cache),
+                sessions,
             });
         }
         let router = Router::new(&config.routes, |name| services.iter().position(|s| &*s.name == name));
@@ -377,7 +385,8 @@ async fn authenticate(gateway: &Gateway, service: &Service, conn: &Connection, r
             HeaderValue::from_str(&authorization).map_err(|_| ProxyError::BadRequest("invalid credential"))?,
         );
         return match gateway.auth.authenticate(service.config.auth, &credential, client).await {
-            Verdict::Allow { .. } => {
+            Verdict::Allow { session, .. } => {
+                service.sessions.touch(session);
                 websocket::strip_credential(request.headers_mut(), &protocols);
                 Ok(())
             }
@@ -385,7 +394,10 @@ async fn authenticate(gateway: &Gateway, service: &Service, conn: &Connection, r
         };
     }
     match gateway.auth.authenticate(service.config.auth, request.headers(), client).await {
-        Verdict::Allow { .. } => Ok(()),
+        Verdict::Allow { session, .. } => {
+            service.sessions.touch(session);
+            Ok(())
+        }
         refused => Err(verdict_error(refused)),
     }
 }

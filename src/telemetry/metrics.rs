@@ -62,6 +62,8 @@ pub struct Metrics {
     websockets: Family<ServiceLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
+    sessions: Family<ServiceLabels, Gauge>,
+    sessions_peak: Family<ServiceLabels, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -88,6 +90,8 @@ impl Metrics {
         let websockets = Family::default();
         let reloads = Family::default();
         let auth_failures = Family::default();
+        let sessions = Family::default();
+        let sessions_peak = Family::default();
         registry.register(names::REQUESTS, "Requests answered by the edge", requests.clone());
         registry.register(names::REQUEST_DURATION, "Time from request head to end of response", durations.clone());
         registry.register(names::OPEN_CONNECTIONS, "Open client connections", connections.clone());
@@ -96,7 +100,21 @@ impl Metrics {
         registry.register(names::OPEN_WEBSOCKETS, "Open WebSocket tunnels", websockets.clone());
         registry.register(names::RELOADS, "Configuration reloads", reloads.clone());
         registry.register(names::AUTH_FAILURES, "Refused edge authentications", auth_failures.clone());
-        Metrics { registry, requests, durations, connections, upstream_up, framing_refused, websockets, reloads, auth_failures }
+        registry.register(names::SESSIONS, "Authenticated sessions active in the last 15 minutes", sessions.clone());
+        registry.register(names::SESSIONS_PEAK, "Peak authenticated sessions since start", sessions_peak.clone());
+        Metrics {
+            registry,
+            requests,
+            durations,
+            connections,
+            upstream_up,
+            framing_refused,
+            websockets,
+            reloads,
+            auth_failures,
+            sessions,
+            sessions_peak,
+        }
     }
 
     /// Records one answered request.
@@ -131,6 +149,13 @@ impl Metrics {
     pub fn reload(&self, ok: bool) {
         let result = Label(Arc::from(if ok { "ok" } else { "error" }));
         self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Sets a service's session counts (refreshed when metrics are scraped).
+    pub fn sessions(&self, service: &Arc<str>, current: usize, peak: usize) {
+        let labels = ServiceLabels { service: Label(service.clone()) };
+        self.sessions.get_or_create(&labels).set(i64::try_from(current).unwrap_or(i64::MAX));
+        self.sessions_peak.get_or_create(&labels).set(i64::try_from(peak).unwrap_or(i64::MAX));
     }
 
     /// Counts a refused authentication.

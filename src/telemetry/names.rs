@@ -15,6 +15,10 @@ pub const UPSTREAM_UP: &str = "upstream_up";
 pub const FRAMING_REFUSED: &str = "framing_refused";
 /// Open WebSocket tunnels, by service.
 pub const OPEN_WEBSOCKETS: &str = "open_websockets";
+/// Authenticated sessions active in the last 15 minutes, by service.
+pub const SESSIONS: &str = "sessions";
+/// Peak of `sessions` since start, by service.
+pub const SESSIONS_PEAK: &str = "sessions_peak";
 /// Refused edge authentications, by reason.
 pub const AUTH_FAILURES: &str = "auth_failures";
 /// Configuration reloads, by result (`ok` / `error`).

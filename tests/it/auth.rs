@@ -132,6 +132,18 @@ async fn basic_credentials_are_validated_once_then_served_from_the_cache() {
     assert_eq!(reply.status, 401, "malformed credentials");
     assert_eq!(up.hits(), 5, "nothing unauthenticated reached the service");
     assert_eq!(h1(edge.http, "GET", "/assets/app.js", &[], Bytes::new()).await.status, 200, "public paths need no credentials");
+    validator.accept("agent2", "pw2");
+    assert_eq!(get_as(edge.http, "/desktop", &basic("agent2", "pw2")).await.status, 200);
+    let admin_auth = format!("Bearer {}", crate::support::ADMIN_TOKEN);
+    let status = h1(edge.admin, "GET", "/api/v1/status", &[("authorization", &admin_auth)], Bytes::new()).await;
+    let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    assert_eq!(
+        (status["services"][0]["sessions"].as_u64(), status["services"][0]["sessions_peak"].as_u64()),
+        (Some(2), Some(2)),
+        "two credentials, two sessions"
+    );
+    let metrics = h1(edge.admin, "GET", "/metrics", &[("authorization", &admin_auth)], Bytes::new()).await.body;
+    assert!(metrics.contains("portcullis_sessions{service=\"desk\"} 2"), "{metrics}");
 
     let metrics = edge.running().edge.metrics.encode();
     assert!(metrics.contains("portcullis_auth_failures_total{reason=\"invalid credentials\"} 1"), "{metrics}");
