@@ -74,7 +74,12 @@ pub struct Authenticator {
     bearer_challenge: Arc<str>,
     /// Keys session HMACs (never the credential itself).
     session_keys: cache::CredentialCache,
+    /// When each source IP last authenticated successfully (for `websocket_ip_window`).
+    recent_ips: std::sync::Mutex<std::collections::HashMap<IpAddr, tokio::time::Instant>>,
 }
+
+/// Most source IPs remembered for `websocket_ip_window`.
+pub const MAX_RECENT_IPS: usize = 100_000;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,6 +105,7 @@ impl Authenticator {
             realm_challenge: Arc::from(format!("Basic realm=\"{realm}\"")),
             bearer_challenge: Arc::from("Bearer realm=\"portcullis\""),
             session_keys: cache::CredentialCache::new(std::time::Duration::ZERO),
+            recent_ips: std::sync::Mutex::new(std::collections::HashMap::new()),
         });
         if let Some(basic) = &authenticator.basic {
             basic.spawn_user_list_refresh(Arc::downgrade(&authenticator));
@@ -111,6 +117,26 @@ impl Authenticator {
             tokens.spawn_cleanup(Arc::downgrade(&authenticator));
         }
         authenticator
+    }
+
+    /// Remembers that `client` authenticated successfully now.
+    pub fn note_success(&self, client: IpAddr) {
+        let now = tokio::time::Instant::now();
+        let mut recent = self.recent_ips.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() >= MAX_RECENT_IPS && !recent.contains_key(&client) {
+            // Windows are minutes; anything older than an hour is of no use to anyone.
+            recent.retain(|_, at| now.duration_since(*at) < std::time::Duration::from_secs(3600));
+            if recent.len() >= MAX_RECENT_IPS {
+                return;
+            }
+        }
+        recent.insert(client, now);
+    }
+
+    /// Whether `client` authenticated successfully within `window`.
+    pub fn authenticated_within(&self, client: IpAddr, window: std::time::Duration) -> bool {
+        let recent = self.recent_ips.lock().unwrap_or_else(|p| p.into_inner());
+        recent.get(&client).is_some_and(|at| at.elapsed() < window)
     }
 
     /// Reports a refusal decided outside the authenticator (malformed WebSocket credential).

@@ -135,6 +135,8 @@ pub struct ServiceConfig {
     pub auth: AuthMode,
     pub public_paths: Vec<PublicPath>,
     pub websocket_auth: bool,
+    /// Credential-less WebSocket upgrades allowed from IPs that authenticated this recently.
+    pub websocket_ip_window: Option<Duration>,
     /// Lifetime of cached CORS preflight answers.
     pub cors_cache: Duration,
     pub kind: ServiceKind,

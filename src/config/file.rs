@@ -65,6 +65,9 @@ pub struct ServiceFile {
     pub auth: Option<String>,
     pub public_paths: Option<Vec<String>>,
     pub websocket_auth: Option<bool>,
+    /// Allow a WebSocket upgrade without credentials from a source IP that authenticated
+    /// successfully within this window (off when absent).
+    pub websocket_ip_window: Option<String>,
     /// How long a successful CORS preflight answer is replayed at the edge (default 5 min).
     pub cors_cache: Option<String>,
     pub upstream_tls: Option<bool>,

@@ -457,6 +457,10 @@ fn resolve_services(c: &mut Checker<'_>, raw: Vec<Option<ServiceFile>>, auth: &A
             auth: auth_mode,
             public_paths,
             websocket_auth: s.websocket_auth.unwrap_or(false),
+            websocket_ip_window: s
+                .websocket_ip_window
+                .as_ref()
+                .map(|w| c.duration(&format!("{path}.websocket_ip_window"), Some(w), Duration::from_secs(300))),
             cors_cache,
             kind,
         });

@@ -82,6 +82,8 @@ pub struct Gateway {
     router: Router,
     pub services: Vec<Service>,
     pub auth: Arc<Authenticator>,
+    /// Some service allows upgrades by recently authenticated source IP: remember them.
+    remember_ips: bool,
 }
 
 /// What a gateway generation is built from besides its configuration.
@@ -123,7 +125,8 @@ impl Gateway {
             Some(previous) if previous.auth.settings() == &config.auth => previous.auth.clone(),
             _ => Authenticator::new(&config.auth, deps.store.clone(), deps.events.clone()),
         };
-        Ok(Gateway { config, router, services, auth })
+        let remember_ips = services.iter().any(|s| s.config.websocket_ip_window.is_some());
+        Ok(Gateway { config, router, services, auth, remember_ips })
     }
 }
 
@@ -368,6 +371,15 @@ async fn authenticate(gateway: &Gateway, service: &Service, conn: &Connection, r
     }
     let client = conn.client.ip().to_canonical();
     let websocket = request.version() == Version::HTTP_11 && forward::is_websocket_upgrade(request.headers());
+    // Clients that cannot send credentials on an upgrade: allowed only from a source IP
+    // that authenticated successfully within the service's window.
+    if let Some(window) = service.config.websocket_ip_window {
+        let has_credential = request.headers().contains_key(header::AUTHORIZATION)
+            || !matches!(websocket::extract(request.headers()), ProtocolCredential::Missing);
+        if websocket && !has_credential && gateway.auth.authenticated_within(client, window) {
+            return Ok(());
+        }
+    }
     if websocket && service.config.websocket_auth {
         let (authorization, protocols) = match websocket::extract(request.headers()) {
             ProtocolCredential::Found { authorization, protocols } => (authorization, protocols),
@@ -387,6 +399,7 @@ async fn authenticate(gateway: &Gateway, service: &Service, conn: &Connection, r
         return match gateway.auth.authenticate(service.config.auth, &credential, client).await {
             Verdict::Allow { session, .. } => {
                 service.sessions.touch(session);
+                gateway.auth.note_success(client);
                 websocket::strip_credential(request.headers_mut(), &protocols);
                 Ok(())
             }
@@ -396,6 +409,9 @@ async fn authenticate(gateway: &Gateway, service: &Service, conn: &Connection, r
     match gateway.auth.authenticate(service.config.auth, request.headers(), client).await {
         Verdict::Allow { session, .. } => {
             service.sessions.touch(session);
+            if gateway.remember_ips {
+                gateway.auth.note_success(client);
+            }
             Ok(())
         }
         refused => Err(verdict_error(refused)),

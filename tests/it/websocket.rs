@@ -127,3 +127,29 @@ async fn the_upstream_never_sees_the_protocol_credential() {
     assert!(!seen.headers.values().any(|v| v.contains("Bearer")), "credential stripped: {:?}", seen.headers);
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn a_credential_less_upgrade_is_allowed_only_after_a_recent_login_from_that_ip() {
+    let ws_upstream = websocket_echo_upstream().await;
+    let up = crate::support::Upstream::start("desk").await;
+    let edge = TestEdge::new()
+        .proxy("chat", "/ws/", &[(ws_upstream, 1, 0)], "auth = \"jwt\"\nwebsocket_ip_window = \"5m\"")
+        .proxy("desk", "/desk/", &[(up.addr, 1, 0)], "auth = \"jwt\"")
+        .raw("[auth.jwt]\nsecret = \"an-hs256-secret-of-at-least-32-bytes!!\"\n")
+        .start()
+        .await;
+    let (status, _) = upgrade_with(edge.http, None).await.unwrap();
+    assert_eq!(status, 401, "no login from this IP yet");
+    let login = crate::support::client::h1(
+        edge.http,
+        "GET",
+        "/desk/x",
+        &[("authorization", &format!("Bearer {}", hs_token()))],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(login.status, 200);
+    let (status, _) = upgrade_with(edge.http, None).await.unwrap();
+    assert_eq!(status, 101, "the same IP logged in within the window");
+    edge.stop().await;
+}
