@@ -8,6 +8,7 @@
 //! - `POST /api/v1/reload`   — re-read the configuration file; `400` with every error when it
 //!   is invalid, and the running configuration stays (token).
 //! - `DELETE /api/v1/tokens?user=NAME` — revoke every edge-issued token of a user (token).
+//! - `GET /api/v1/blocked` — bans in force; `DELETE /api/v1/blocked?ip=IP` — lift one (token).
 //!
 //! Threat model: anyone who can reach the admin port. The token is compared in constant
 //! time, never logged, and a wrong or missing token gets the same `401`.
@@ -151,8 +152,16 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
     if method == Method::GET && path == "/health" {
         return text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n");
     }
+    // A banned source is refused here too, unless it is on loopback (the local operator).
+    if !client.ip().to_canonical().is_loopback()
+        && let Some(status) = state.edge.shield.check(client.ip())
+    {
+        return json(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), &ErrorBody { error: "blocked" });
+    }
     if !authorized(state, &request) {
         state.edge.error_log.warn(&format!("{} :: admin API authentication failed, request: \"{method} {path}\"", client.ip()));
+        let line = crate::protect::RequestLine { method: method.as_str(), path: &path, protocol: "HTTP/1.1", host: "admin" };
+        state.edge.shield.record(client.ip(), "admin-auth-failure", line);
         let mut response = json(StatusCode::UNAUTHORIZED, &ErrorBody { error: "missing or wrong bearer token" });
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"portcullis-admin\""));
         return response;
@@ -167,7 +176,9 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         (Method::GET, "/api/v1/status") => json(StatusCode::OK, &status(state)),
         (Method::POST, "/api/v1/reload") => reload(state).await,
         (Method::DELETE, "/api/v1/tokens") => revoke_tokens(state, &query).await,
-        (_, "/metrics" | "/api/v1/status" | "/api/v1/reload" | "/api/v1/tokens") => {
+        (Method::GET, "/api/v1/blocked") => json(StatusCode::OK, &state.edge.shield.list()),
+        (Method::DELETE, "/api/v1/blocked") => unblock(state, &query).await,
+        (_, "/metrics" | "/api/v1/status" | "/api/v1/reload" | "/api/v1/tokens" | "/api/v1/blocked") => {
             json(StatusCode::METHOD_NOT_ALLOWED, &ErrorBody { error: "method not allowed" })
         }
         _ => json(StatusCode::NOT_FOUND, &ErrorBody { error: "no such endpoint" }),
@@ -203,6 +214,20 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         }
         Some(String::from_utf8_lossy(&out).into_owned())
     })
+}
+
+#[derive(Serialize)]
+struct UnblockedBody {
+    ip: String,
+    unblocked: bool,
+}
+
+async fn unblock(state: &AdminState, query: &str) -> Response<AdminBody> {
+    let Some(ip) = query_param(query, "ip").and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) else {
+        return json(StatusCode::BAD_REQUEST, &ErrorBody { error: "pass ?ip=ADDRESS" });
+    };
+    let unblocked = state.edge.shield.unban(ip).await;
+    json(if unblocked { StatusCode::OK } else { StatusCode::NOT_FOUND }, &UnblockedBody { ip: ip.to_string(), unblocked })
 }
 
 #[derive(Serialize)]

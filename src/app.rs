@@ -26,6 +26,7 @@ use crate::cluster::StateStore;
 use crate::cluster::embedded::EmbeddedStore;
 use crate::config::{Config, StoreKind};
 use crate::net::{listener, tls};
+use crate::protect::Shield;
 use crate::proxy::server;
 use crate::proxy::stack::{Edge, EdgeParts, Gateway, GatewayDeps};
 use crate::telemetry::access_log::AccessLog;
@@ -111,7 +112,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let auth_events: Arc<dyn AuthEvents> = Arc::new(AuthFailureLog::new(error_log.clone(), metrics.clone()));
     let gateway = Gateway::build(config.clone(), GatewayDeps { metrics: &metrics, store: &store, events: &auth_events, previous: None })?;
-    let edge = Arc::new(Edge::new(gateway, EdgeParts { metrics, access_log, error_log, store: store.clone(), auth_events }));
+    let shield = Arc::new(
+        Shield::new(
+            config.protection.clone(),
+            store.clone(),
+            Some(&server_cfg.log_dir),
+            error_log.clone(),
+            metrics.clone(),
+            &server_cfg.name,
+        )
+        .with_context(|| format!("cannot open blocking.log in {}", server_cfg.log_dir.display()))?,
+    );
+    shield.load().await;
+    let edge = Arc::new(Edge::new(gateway, EdgeParts { metrics, access_log, error_log, store: store.clone(), auth_events, shield }));
 
     // Bind everything before serving anything: a port conflict fails the whole start.
     let mut bound = Vec::new();
@@ -234,6 +247,7 @@ fn reload_once(
         acceptor.store(Arc::new(TlsAcceptor::from(tls_config)));
     }
     edge.gateway.store(Arc::new(gateway));
+    edge.shield.reconfigure(next.protection.clone());
     if let (Some(admin), Some(admin_cfg)) = (admin, &next.admin) {
         admin.token.store(Arc::new(admin_cfg.token.clone()));
     }

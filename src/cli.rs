@@ -54,6 +54,30 @@ enum Command {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Sources banned by the shield.
+    Blocked {
+        #[command(subcommand)]
+        action: BlockedAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BlockedAction {
+    /// List the bans in force.
+    List {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift the ban on IP (its /64 for IPv6).
+    Unblock {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// The banned address.
+        ip: std::net::IpAddr,
+    },
 }
 
 /// How a client verb finds the running edge.
@@ -151,6 +175,43 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let status: Status =
                     serde_json::from_slice(&body).map_err(|e| Failure::failed(anyhow!("unexpected status answer: {e}")))?;
                 write_stdout(&render_status(&status));
+            }
+            Ok(())
+        }
+        Command::Blocked { action } => {
+            match action {
+                BlockedAction::List { target, json } => {
+                    let (url, token) = target.resolve()?;
+                    let body = runtime()?.block_on(admin_call(&url, &token, http::Method::GET, "/api/v1/blocked"))?;
+                    if json {
+                        write_stdout(&format!("{}\n", String::from_utf8_lossy(&body)));
+                    } else {
+                        let bans: Vec<serde_json::Value> =
+                            serde_json::from_slice(&body).map_err(|e| Failure::failed(anyhow!("unexpected answer: {e}")))?;
+                        let mut out = format!("{:<40} {:<28} {:<26} {:<26} {}\n", "SOURCE", "CATEGORY", "SINCE", "UNTIL", "HITS");
+                        for ban in &bans {
+                            let at = |key: &str| {
+                                let ms = ban[key].as_u64().unwrap_or(0);
+                                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+                            };
+                            out.push_str(&format!(
+                                "{:<40} {:<28} {:<26} {:<26} {}\n",
+                                ban["source"].as_str().unwrap_or("?"),
+                                ban["category"].as_str().unwrap_or("?"),
+                                at("since_ms"),
+                                at("until_ms"),
+                                ban["hits"].as_u64().unwrap_or(0)
+                            ));
+                        }
+                        out.push_str(&format!("{} banned\n", bans.len()));
+                        write_stdout(&out);
+                    }
+                }
+                BlockedAction::Unblock { target, ip } => {
+                    let (url, token) = target.resolve()?;
+                    runtime()?.block_on(admin_call(&url, &token, http::Method::DELETE, &format!("/api/v1/blocked?ip={ip}")))?;
+                    write_stdout(&format!("{ip} unblocked\n"));
+                }
             }
             Ok(())
         }

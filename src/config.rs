@@ -265,7 +265,40 @@ pub struct MaintenanceConfig {
 pub struct ProtectionConfig {
     pub blocked_status: u16,
     pub ipv6_prefix: u8,
+    /// Every category the shield knows, with its settings (defaults filled in).
+    pub categories: std::collections::BTreeMap<String, CategorySettings>,
+    pub exemptions: Vec<Exemption>,
 }
+
+/// `[protection.categories.<name>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CategorySettings {
+    pub enabled: bool,
+    /// Events within `window` that ban the source.
+    pub trigger: u32,
+    pub window: Duration,
+    pub ban: Duration,
+}
+
+/// `[[protection.exemption]]`: a network never counted in some categories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exemption {
+    pub address: std::net::IpAddr,
+    pub prefix_length: u8,
+    pub categories: Vec<String>,
+}
+
+/// Default settings of each category (DESIGN §3): (name, enabled, trigger, window s, ban s).
+pub const DEFAULT_CATEGORIES: &[(&str, bool, u32, u64, u64)] = &[
+    ("http-auth-failure", true, 5, 30, 1800),
+    ("http-protocol-violation", true, 5, 30, 1800),
+    // Off by default: behind NAT, 404s of many users add up to false positives.
+    ("http-resource-access-failure", false, 10, 30, 1800),
+    ("sip-auth-failure", true, 5, 30, 1800),
+    ("sip-protocol-violation", true, 5, 30, 1800),
+    ("websocket-protocol-violation", true, 5, 30, 1800),
+    ("admin-auth-failure", true, 5, 30, 1800),
+];
 
 impl Config {
     /// Parses and validates a configuration held in memory; relative paths are taken

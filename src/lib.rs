@@ -15,6 +15,8 @@
 //! level 1  services   net      bind, server TLS + self-signed certs, idle timeout,
 //!                              h1_guard (request-smuggling refusal below hyper), fetch
 //!                     cluster  StateStore trait + embedded (redb) implementation
+//!                     protect  the shield: categories, exact windows, bans (418), exemptions,
+//!                              blocking.log for fail2ban
 //!                     auth     edge authentication: Basic (validate once, HMAC cache,
 //!                              single flight, user list, users_file), JWT (HS/JWKS),
 //!                              rate control
@@ -31,5 +33,6 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod net;
+pub mod protect;
 pub mod proxy;
 pub mod telemetry;

@@ -644,15 +644,29 @@ fn check_auth(c: &mut Checker<'_>, auth: &AuthFile, rate: Option<RateControlFile
 fn resolve_protection(c: &mut Checker<'_>, raw: &ProtectionFile) -> ProtectionConfig {
     let blocked_status = c.bounded("protection.blocked_status", raw.blocked_status, 418, 400, 599) as u16;
     let ipv6_prefix = c.bounded("protection.ipv6_prefix", raw.ipv6_prefix, 64, 1, 128) as u8;
+    let mut categories = std::collections::BTreeMap::new();
+    for &(name, enabled, trigger, window, ban) in DEFAULT_CATEGORIES {
+        categories.insert(
+            name.to_string(),
+            CategorySettings { enabled, trigger, window: Duration::from_secs(window), ban: Duration::from_secs(ban) },
+        );
+    }
     for (name, cat) in &raw.categories {
         let path = format!("protection.categories.{name}");
         if !CATEGORIES.contains(&name.as_str()) {
             c.err(&path, "unknown category", format!("use one of {}", CATEGORIES.join(", ")));
+            continue;
         }
-        c.bounded(&format!("{path}.trigger"), cat.trigger, 5, 1, 100_000);
-        c.duration(&format!("{path}.window"), cat.window.as_ref(), Duration::from_secs(30));
-        c.duration(&format!("{path}.ban"), cat.ban.as_ref(), Duration::from_secs(1800));
+        let default = categories[name.as_str()].clone();
+        let settings = CategorySettings {
+            enabled: cat.enabled.unwrap_or(default.enabled),
+            trigger: c.bounded(&format!("{path}.trigger"), cat.trigger, u64::from(default.trigger), 1, 100_000) as u32,
+            window: c.duration(&format!("{path}.window"), cat.window.as_ref(), default.window),
+            ban: c.duration(&format!("{path}.ban"), cat.ban.as_ref(), default.ban),
+        };
+        categories.insert(name.clone(), settings);
     }
+    let mut exemptions = Vec::new();
     for (i, e) in raw.exemption.iter().enumerate() {
         let path = format!("protection.exemption[{i}]");
         let ip = e.address.as_deref().and_then(|a| a.parse::<std::net::IpAddr>().ok());
@@ -664,7 +678,8 @@ fn resolve_protection(c: &mut Checker<'_>, raw: &ProtectionFile) -> ProtectionCo
             ),
             Some(ip) => {
                 let max = if ip.is_ipv4() { 32 } else { 128 };
-                c.bounded(&format!("{path}.prefix_length"), e.prefix_length, max, 0, max);
+                let prefix_length = c.bounded(&format!("{path}.prefix_length"), e.prefix_length, max, 0, max) as u8;
+                exemptions.push(Exemption { address: ip, prefix_length, categories: e.categories.clone() });
             }
         }
         for (j, cat) in e.categories.iter().enumerate() {
@@ -677,7 +692,7 @@ fn resolve_protection(c: &mut Checker<'_>, raw: &ProtectionFile) -> ProtectionCo
             }
         }
     }
-    ProtectionConfig { blocked_status, ipv6_prefix }
+    ProtectionConfig { blocked_status, ipv6_prefix, categories, exemptions }
 }
 
 fn resolve_cluster(c: &mut Checker<'_>, raw: ClusterFile, server_name: &str) -> ClusterConfig {

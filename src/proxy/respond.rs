@@ -43,6 +43,8 @@ pub enum ProxyError {
     UpstreamTimeout,
     /// Something failed inside the edge (500).
     Internal,
+    /// The source is banned by the shield (`protection.blocked_status`, 418 by default).
+    Blocked { status: u16 },
 }
 
 impl ProxyError {
@@ -58,6 +60,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed | ProxyError::UpstreamTimeout => Blame::Upstream,
             ProxyError::AuthUnavailable => Blame::Upstream,
             ProxyError::Overloaded | ProxyError::Internal => Blame::Edge,
+            ProxyError::Blocked { .. } => Blame::Client,
         }
     }
 
@@ -74,6 +77,7 @@ impl ProxyError {
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Blocked { status } => StatusCode::from_u16(*status).unwrap_or(StatusCode::IM_A_TEAPOT),
         }
     }
 
@@ -91,6 +95,7 @@ impl ProxyError {
             ProxyError::Overloaded => "service busy, retry later",
             ProxyError::UpstreamTimeout => "upstream timed out",
             ProxyError::Internal => "internal error",
+            ProxyError::Blocked { .. } => "blocked",
         };
         let mut response = text_response(self.status(), text);
         let headers = response.headers_mut();

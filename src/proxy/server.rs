@@ -142,6 +142,13 @@ impl ConnectionTask {
                 let conn = self.conn.clone();
                 let hook = Box::new(move |violation: crate::net::h1_guard::Violation, request: crate::net::h1_guard::RefusedRequest| {
                     edge.metrics.framing_refused(&conn.listener);
+                    let line = crate::protect::RequestLine {
+                        method: &request.method,
+                        path: &request.path,
+                        protocol: "HTTP/1.1",
+                        host: &request.host,
+                    };
+                    edge.shield.record(conn.client.ip(), "http-protocol-violation", line);
                     edge.error_log.warn(&format!(
                         "{} :: request refused: {}, request: \"{} {}\", host: \"{}\"",
                         conn.client.ip(),

@@ -39,6 +39,7 @@ use crate::auth::websocket::{self, ProtocolCredential};
 use crate::auth::{AuthEvents, Authenticator, TokenAnswer, Verdict};
 use crate::cluster::StateStore;
 use crate::config::{AuthMode, Config, ServiceConfig, ServiceKind};
+use crate::protect::{RequestLine, Shield};
 use crate::telemetry::access_log::{AccessEntry, AccessLog};
 use crate::telemetry::logging::ErrorLog;
 use crate::telemetry::metrics::Metrics;
@@ -138,6 +139,7 @@ pub struct Edge {
     pub error_log: ErrorLog,
     pub store: Arc<dyn StateStore>,
     pub auth_events: Arc<dyn AuthEvents>,
+    pub shield: Arc<Shield>,
     no_service: Arc<str>,
     token_service: Arc<str>,
 }
@@ -149,12 +151,13 @@ pub struct EdgeParts {
     pub error_log: ErrorLog,
     pub store: Arc<dyn StateStore>,
     pub auth_events: Arc<dyn AuthEvents>,
+    pub shield: Arc<Shield>,
 }
 
 impl Edge {
     /// A new edge serving `gateway`.
     pub fn new(gateway: Gateway, parts: EdgeParts) -> Edge {
-        let EdgeParts { metrics, access_log, error_log, store, auth_events } = parts;
+        let EdgeParts { metrics, access_log, error_log, store, auth_events, shield } = parts;
         Edge {
             gateway: ArcSwap::from_pointee(gateway),
             metrics,
@@ -162,6 +165,7 @@ impl Edge {
             error_log,
             store,
             auth_events,
+            shield,
             no_service: Arc::from(NO_SERVICE),
             token_service: Arc::from(TOKEN_SERVICE),
         }
@@ -199,6 +203,9 @@ struct RequestRecord {
     status: u16,
     service: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
+    /// The request carried credentials (so a 401 is an authentication failure, not a
+    /// first unauthenticated visit).
+    credentials: bool,
 }
 
 impl Completion for RequestRecord {
@@ -250,10 +257,24 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
         status: 0,
         service: None,
         upstream: None,
+        credentials: request.headers().contains_key(header::AUTHORIZATION)
+            || !matches!(websocket::extract(request.headers()), ProtocolCredential::Missing),
     };
     let (response, lease) = match pipeline(&edge, &gateway, &conn, request, &mut record).await {
         Ok(answer) => answer,
-        Err(error) => (error.into_response(), None),
+        Err(error) => {
+            if matches!(error, ProxyError::Unauthorized { .. }) && record.credentials {
+                // The shield counts presented-and-refused credentials per source.
+                let line = RequestLine {
+                    method: record.method.as_str(),
+                    path: &record.path,
+                    protocol: version_text(record.version),
+                    host: &record.host,
+                };
+                edge.shield.record(conn.client.ip(), "http-auth-failure", line);
+            }
+            (error.into_response(), None)
+        }
     };
     record.status = response.status().as_u16();
     let (parts, body) = response.into_parts();
@@ -271,6 +292,10 @@ async fn pipeline(
 ) -> Result<Answer, ProxyError> {
     if let Some(port) = conn.redirect_port {
         return Ok((redirect(&record.host, port, &request)?, None));
+    }
+    // Banned sources get the blocked answer before any other work (no auth, no upstream).
+    if let Some(status) = edge.shield.check(conn.client.ip()) {
+        return Err(ProxyError::Blocked { status });
     }
     if request.version() == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
         return Err(ProxyError::BadRequest("missing Host header"));

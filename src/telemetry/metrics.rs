@@ -46,6 +46,7 @@ label_set!(ListenerLabels { listener: Label });
 label_set!(ServerLabels { service: Label, server: Label });
 label_set!(ResultLabels { result: Label });
 label_set!(ReasonLabels { reason: Label });
+label_set!(CategoryLabels { category: Label });
 
 fn duration_histogram() -> Histogram {
     Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
@@ -64,6 +65,8 @@ pub struct Metrics {
     auth_failures: Family<ReasonLabels, Counter>,
     sessions: Family<ServiceLabels, Gauge>,
     sessions_peak: Family<ServiceLabels, Gauge>,
+    bans: Family<CategoryLabels, Counter>,
+    banned_sources: Gauge,
 }
 
 impl fmt::Debug for Metrics {
@@ -92,6 +95,8 @@ impl Metrics {
         let auth_failures = Family::default();
         let sessions = Family::default();
         let sessions_peak = Family::default();
+        let bans = Family::default();
+        let banned_sources = Gauge::default();
         registry.register(names::REQUESTS, "Requests answered by the edge", requests.clone());
         registry.register(names::REQUEST_DURATION, "Time from request head to end of response", durations.clone());
         registry.register(names::OPEN_CONNECTIONS, "Open client connections", connections.clone());
@@ -102,6 +107,8 @@ impl Metrics {
         registry.register(names::AUTH_FAILURES, "Refused edge authentications", auth_failures.clone());
         registry.register(names::SESSIONS, "Authenticated sessions active in the last 15 minutes", sessions.clone());
         registry.register(names::SESSIONS_PEAK, "Peak authenticated sessions since start", sessions_peak.clone());
+        registry.register(names::BANS, "Sources banned by the shield", bans.clone());
+        registry.register(names::BANNED_SOURCES, "Bans in force", banned_sources.clone());
         Metrics {
             registry,
             requests,
@@ -114,6 +121,8 @@ impl Metrics {
             auth_failures,
             sessions,
             sessions_peak,
+            bans,
+            banned_sources,
         }
     }
 
@@ -156,6 +165,16 @@ impl Metrics {
         let labels = ServiceLabels { service: Label(service.clone()) };
         self.sessions.get_or_create(&labels).set(i64::try_from(current).unwrap_or(i64::MAX));
         self.sessions_peak.get_or_create(&labels).set(i64::try_from(peak).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a ban.
+    pub fn ban(&self, category: &str) {
+        self.bans.get_or_create(&CategoryLabels { category: Label(Arc::from(category)) }).inc();
+    }
+
+    /// Sets the number of bans in force.
+    pub fn banned_sources(&self, count: usize) {
+        self.banned_sources.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Counts a refused authentication.

@@ -19,6 +19,10 @@ pub const OPEN_WEBSOCKETS: &str = "open_websockets";
 pub const SESSIONS: &str = "sessions";
 /// Peak of `sessions` since start, by service.
 pub const SESSIONS_PEAK: &str = "sessions_peak";
+/// Bans, by category (`portcullis_bans_total`).
+pub const BANS: &str = "bans";
+/// Bans in force.
+pub const BANNED_SOURCES: &str = "banned_sources";
 /// Refused edge authentications, by reason.
 pub const AUTH_FAILURES: &str = "auth_failures";
 /// Configuration reloads, by result (`ok` / `error`).

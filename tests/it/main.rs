@@ -12,6 +12,7 @@ mod edge_cache;
 mod jwt;
 mod protocol_abuse;
 mod proxy_http;
+mod shield;
 mod support;
 mod tokens;
 mod websocket;

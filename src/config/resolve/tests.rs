@@ -45,7 +45,11 @@ fn minimal_file_resolves_with_defaults() {
     assert!(pool.health_check.is_some(), "active TCP health checks are on by default");
     assert_eq!(c.services[0].auth, AuthMode::None);
     assert_eq!(c.cluster, ClusterConfig { store: StoreKind::Embedded, peer: "edge.test".into() });
-    assert_eq!(c.protection, ProtectionConfig { blocked_status: 418, ipv6_prefix: 64 });
+    assert_eq!((c.protection.blocked_status, c.protection.ipv6_prefix), (418, 64));
+    let auth = &c.protection.categories["http-auth-failure"];
+    assert_eq!((auth.enabled, auth.trigger, auth.window, auth.ban), (true, 5, Duration::from_secs(30), Duration::from_secs(1800)));
+    assert!(!c.protection.categories["http-resource-access-failure"].enabled, "off by default (NAT false positives)");
+    assert_eq!(c.protection.categories.len(), 7);
 }
 
 #[test]
@@ -198,13 +202,13 @@ fn pools_need_a_primary_and_static_services_a_directory() {
 #[test]
 fn protection_categories_and_exemptions_are_checked() {
     let text = format!(
-        "{MINIMAL}\n[protection]\nblocked_status = 200\n[protection.categories.sip-everything]\ntrigger = 0\n[[protection.exemption]]\naddress = \"10.0.0.0\"\nprefix_length = 33\ncategories = [\"nope\"]\n"
+        "{MINIMAL}\n[protection]\nblocked_status = 200\n[protection.categories.sip-everything]\ntrigger = 1\n[protection.categories.http-auth-failure]\ntrigger = 0\n[[protection.exemption]]\naddress = \"10.0.0.0\"\nprefix_length = 33\ncategories = [\"nope\"]\n"
     );
     let errors = errors_of(&text);
     assert!(errors.contains(&"protection.blocked_status: 200 is out of range; use a value from 400 to 599".to_string()), "{errors:?}");
     assert!(errors.iter().any(|e| e.starts_with("protection.categories.sip-everything: unknown category")), "{errors:?}");
     assert!(
-        errors.contains(&"protection.categories.sip-everything.trigger: 0 is out of range; use a value from 1 to 100000".to_string()),
+        errors.contains(&"protection.categories.http-auth-failure.trigger: 0 is out of range; use a value from 1 to 100000".to_string()),
         "{errors:?}"
     );
     assert!(

@@ -1,0 +1,303 @@
+//! The shield (DESIGN §3): automated intrusion protection by category, brute-force
+//! lockout, exemptions, persistent bans, and a `blocking.log` a stock fail2ban filter reads.
+//!
+//! Events (an authentication failure, a protocol violation…) are counted per source and
+//! category in an exact sliding window; the `trigger`-th event inside `window` bans the
+//! source for `ban`, effective on its very next request (the answer is `blocked_status`,
+//! 418 by default, before any other work). IPv6 sources are counted and banned per
+//! `ipv6_prefix` (/64 by default) so one host cannot rotate through its own subnet.
+//! Exempt networks are never counted in their categories.
+//!
+//! Bans live in memory for the hot path and in the state store with an absolute expiry, so
+//! they survive restarts (loaded at start). Memory is bounded: at most
+//! [`MAX_COUNTED_SOURCES`] counters (oldest evicted first) and [`MAX_BANS`] bans; a counter
+//! eviction never touches a ban, so a spray of fresh sources cannot unban anyone.
+//!
+//! Threat model: credential stuffing and scanning from the internet; spoofed
+//! `X-Forwarded-For` (ignored: the source is the TCP peer).
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::Write;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+use crate::cluster::{BanRecord, StateStore};
+use crate::config::ProtectionConfig;
+use crate::telemetry::logging::{ErrorLog, nginx_time};
+use crate::telemetry::metrics::Metrics;
+
+/// Most (source, category) counters kept; the oldest are evicted first.
+pub const MAX_COUNTED_SOURCES: usize = 100_000;
+/// Most bans kept in memory.
+pub const MAX_BANS: usize = 1_000_000;
+/// `<ip> :: IP is already blocked.` is written at most once per source per this interval.
+pub const ALREADY_BLOCKED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The request that triggered an event (for `blocking.log`).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub protocol: &'a str,
+    pub host: &'a str,
+}
+
+/// A ban in force.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Ban {
+    /// The banned source (an IPv4 address, or the first address of an IPv6 prefix).
+    pub source: String,
+    pub category: String,
+    pub since_ms: u64,
+    pub until_ms: u64,
+    /// Requests refused since the ban.
+    pub hits: u64,
+}
+
+struct Counter {
+    events: VecDeque<Instant>,
+    last: Instant,
+}
+
+/// Counts events, bans sources, answers "is this source blocked?".
+pub struct Shield {
+    config: ArcSwap<ProtectionConfig>,
+    bans: RwLock<HashMap<IpAddr, Ban>>,
+    counters: Mutex<HashMap<(IpAddr, String), Counter>>,
+    already_logged: Mutex<HashMap<IpAddr, Instant>>,
+    store: Arc<dyn StateStore>,
+    blocking_log: Option<Mutex<File>>,
+    error_log: ErrorLog,
+    metrics: Arc<Metrics>,
+    server_name: String,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The source a client address is counted and banned as.
+pub fn source_of(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let prefix = u32::from(ipv6_prefix.min(128));
+            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+            IpAddr::V6(Ipv6Addr::from(bits & mask))
+        }
+    }
+}
+
+/// Whether `ip` is inside `network/prefix`.
+pub fn in_network(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
+    match (ip.to_canonical(), network.to_canonical()) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let p = u32::from(prefix.min(32));
+            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let p = u32::from(prefix.min(128));
+            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+impl Shield {
+    /// A shield writing `blocking.log` into `log_dir` (when given).
+    pub fn new(
+        config: ProtectionConfig,
+        store: Arc<dyn StateStore>,
+        log_dir: Option<&Path>,
+        error_log: ErrorLog,
+        metrics: Arc<Metrics>,
+        server_name: &str,
+    ) -> std::io::Result<Shield> {
+        let blocking_log = match log_dir {
+            Some(dir) => Some(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("blocking.log"))?)),
+            None => None,
+        };
+        Ok(Shield {
+            config: ArcSwap::from_pointee(config),
+            bans: RwLock::new(HashMap::new()),
+            counters: Mutex::new(HashMap::new()),
+            already_logged: Mutex::new(HashMap::new()),
+            store,
+            blocking_log,
+            error_log,
+            metrics,
+            server_name: server_name.to_string(),
+        })
+    }
+
+    /// Applies new protection settings (reload); bans stay.
+    pub fn reconfigure(&self, config: ProtectionConfig) {
+        self.config.store(Arc::new(config));
+    }
+
+    /// Loads the bans in force from the state store (start-up).
+    pub async fn load(&self) {
+        let Ok(records) = self.store.bans().await else { return };
+        let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
+        for r in records {
+            if let Ok(ip) = r.subject.parse::<IpAddr>() {
+                bans.insert(ip, Ban { source: r.subject, category: r.category, since_ms: r.since_ms, until_ms: r.until_ms, hits: 0 });
+            }
+        }
+        self.metrics.banned_sources(bans.len());
+    }
+
+    /// The status to answer `client` with when it is banned (`None`: not banned). Also
+    /// writes `<ip> :: IP is already blocked.` to `error.log`, at most once a minute per source.
+    pub fn check(&self, client: IpAddr) -> Option<u16> {
+        let config = self.config.load();
+        let source = source_of(client, config.ipv6_prefix);
+        {
+            let bans = self.bans.read().unwrap_or_else(|p| p.into_inner());
+            let ban = bans.get(&source)?;
+            if ban.until_ms <= now_ms() {
+                return None;
+            }
+        }
+        if let Some(ban) = self.bans.write().unwrap_or_else(|p| p.into_inner()).get_mut(&source) {
+            ban.hits += 1;
+        }
+        let mut logged = self.already_logged.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if logged.get(&source).is_none_or(|at| now.duration_since(*at) >= ALREADY_BLOCKED_LOG_INTERVAL) {
+            if logged.len() >= MAX_COUNTED_SOURCES {
+                logged.retain(|_, at| now.duration_since(*at) < ALREADY_BLOCKED_LOG_INTERVAL);
+            }
+            logged.insert(source, now);
+            self.error_log.warn(&format!("{} :: IP is already blocked.", client.to_canonical()));
+        }
+        Some(config.blocked_status)
+    }
+
+    fn exempt(config: &ProtectionConfig, client: IpAddr, category: &str) -> bool {
+        config.exemptions.iter().any(|e| e.categories.iter().any(|c| c == category) && in_network(client, e.address, e.prefix_length))
+    }
+
+    /// Counts one event of `category` for `client`; bans it when the event is the
+    /// `trigger`-th within `window`. Returns true when this event banned the source.
+    pub fn record(&self, client: IpAddr, category: &str, request: RequestLine<'_>) -> bool {
+        let config = self.config.load();
+        let Some(settings) = config.categories.get(category) else { return false };
+        if !settings.enabled || Self::exempt(&config, client, category) {
+            return false;
+        }
+        let source = source_of(client, config.ipv6_prefix);
+        let now = Instant::now();
+        let reached = {
+            let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (source, category.to_string());
+            if !counters.contains_key(&key) && counters.len() >= MAX_COUNTED_SOURCES {
+                // Evict the least recently active counter; bans are elsewhere and untouched.
+                if let Some(oldest) = counters.iter().min_by_key(|(_, c)| c.last).map(|(k, _)| k.clone()) {
+                    counters.remove(&oldest);
+                }
+            }
+            let counter = counters.entry(key.clone()).or_insert_with(|| Counter { events: VecDeque::new(), last: now });
+            counter.last = now;
+            while counter.events.front().is_some_and(|t| now.duration_since(*t) >= settings.window) {
+                counter.events.pop_front();
+            }
+            counter.events.push_back(now);
+            let reached = counter.events.len() >= settings.trigger as usize;
+            if reached {
+                counters.remove(&key);
+            }
+            reached
+        };
+        if reached {
+            self.ban(client, source, category, settings.ban, request);
+        }
+        reached
+    }
+
+    fn ban(&self, client: IpAddr, source: IpAddr, category: &str, duration: Duration, request: RequestLine<'_>) {
+        let since_ms = now_ms();
+        let until_ms = since_ms.saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+        let ban = Ban { source: source.to_string(), category: category.to_string(), since_ms, until_ms, hits: 0 };
+        {
+            let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
+            if bans.len() >= MAX_BANS {
+                let now = now_ms();
+                bans.retain(|_, b| b.until_ms > now);
+            }
+            if bans.len() < MAX_BANS {
+                bans.insert(source, ban.clone());
+            }
+            self.metrics.banned_sources(bans.len());
+        }
+        self.metrics.ban(category);
+        let minutes = duration.as_secs().div_ceil(60);
+        let ip = client.to_canonical();
+        let line = format!(
+            "{} [emerg] {}#0: {ip} will be blocked for {minutes} minutes for exceeding retry limit., client: {ip}, server: {}, request: \"{} {} {}\", host: \"{}\"\n",
+            nginx_time(SystemTime::now()),
+            std::process::id(),
+            self.server_name,
+            clean(request.method),
+            clean(request.path),
+            clean(request.protocol),
+            clean(request.host),
+        );
+        if let Some(log) = &self.blocking_log
+            && let Ok(mut file) = log.lock()
+        {
+            let _ = file.write_all(line.as_bytes());
+        }
+        self.error_log.warn(&format!("{ip} banned for {minutes} minutes ({category})"));
+        let record =
+            BanRecord { subject: ban.source, category: ban.category, since_ms, until_ms, reason: format!("{category} trigger reached") };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.ban(record).await {
+                tracing::warn!("cannot persist ban: {error}");
+            }
+        });
+    }
+
+    /// Lifts the ban on the source of `ip`; true when there was one.
+    pub async fn unban(&self, ip: IpAddr) -> bool {
+        let source = source_of(ip, self.config.load().ipv6_prefix);
+        let removed = {
+            let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
+            let removed = bans.remove(&source).is_some();
+            self.metrics.banned_sources(bans.len());
+            removed
+        };
+        let stored = self.store.unban(&source.to_string()).await.unwrap_or(false);
+        if removed || stored {
+            self.error_log.warn(&format!("{source} unbanned by the administrator"));
+        }
+        removed || stored
+    }
+
+    /// Bans in force, longest-standing first.
+    pub fn list(&self) -> Vec<Ban> {
+        let now = now_ms();
+        let bans = self.bans.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Ban> = bans.values().filter(|b| b.until_ms > now).cloned().collect();
+        out.sort_by_key(|b| b.since_ms);
+        out
+    }
+}
+
+/// Keeps a `blocking.log` field on one line and inside its quotes.
+fn clean(text: &str) -> String {
+    text.chars().take(1024).map(|c| if c.is_control() || c == '"' { '?' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,127 @@
+//! Unit tests of the shield: exact thresholds, windows, exemptions, IPv6 prefixes.
+
+use super::*;
+use crate::cluster::embedded::EmbeddedStore;
+use crate::config::{CategorySettings, Exemption};
+
+fn config() -> ProtectionConfig {
+    let mut categories = std::collections::BTreeMap::new();
+    categories.insert(
+        "http-auth-failure".to_string(),
+        CategorySettings { enabled: true, trigger: 5, window: Duration::from_secs(30), ban: Duration::from_secs(1800) },
+    );
+    categories.insert(
+        "http-resource-access-failure".to_string(),
+        CategorySettings { enabled: false, trigger: 1, window: Duration::from_secs(30), ban: Duration::from_secs(60) },
+    );
+    ProtectionConfig {
+        blocked_status: 418,
+        ipv6_prefix: 64,
+        categories,
+        exemptions: vec![Exemption {
+            address: "203.0.113.0".parse().unwrap(),
+            prefix_length: 24,
+            categories: vec!["http-auth-failure".into()],
+        }],
+    }
+}
+
+fn shield(dir: &Path) -> Shield {
+    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(dir).unwrap());
+    Shield::new(config(), store, Some(dir), ErrorLog::console_only(), Arc::new(Metrics::new()), "edge.test").unwrap()
+}
+
+const REQ: RequestLine<'static> = RequestLine { method: "GET", path: "/login", protocol: "HTTP/1.1", host: "edge.test" };
+
+#[tokio::test(start_paused = true)]
+async fn the_trigger_th_event_inside_the_window_bans() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = shield(dir.path());
+    let ip: IpAddr = "198.51.100.7".parse().unwrap();
+    for _ in 0..4 {
+        assert!(!s.record(ip, "http-auth-failure", REQ));
+        assert_eq!(s.check(ip), None);
+    }
+    assert!(s.record(ip, "http-auth-failure", REQ), "5th failure bans");
+    assert_eq!(s.check(ip), Some(418));
+    let log = std::fs::read_to_string(dir.path().join("blocking.log")).unwrap();
+    assert!(log.contains("[emerg] ") && log.contains("#0: 198.51.100.7 will be blocked for 30 minutes for exceeding retry limit., client: 198.51.100.7, server: edge.test, request: \"GET /login HTTP/1.1\", host: \"edge.test\""), "{log}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_older_than_the_window_do_not_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = shield(dir.path());
+    let ip: IpAddr = "198.51.100.8".parse().unwrap();
+    for _ in 0..4 {
+        s.record(ip, "http-auth-failure", REQ);
+    }
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(!s.record(ip, "http-auth-failure", REQ), "the first four left the window");
+    for _ in 0..3 {
+        s.record(ip, "http-auth-failure", REQ);
+    }
+    assert!(s.record(ip, "http-auth-failure", REQ), "five inside the window");
+}
+
+#[tokio::test]
+async fn exemptions_and_disabled_categories_never_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = shield(dir.path());
+    let nat: IpAddr = "203.0.113.77".parse().unwrap();
+    for _ in 0..20 {
+        assert!(!s.record(nat, "http-auth-failure", REQ));
+    }
+    assert_eq!(s.check(nat), None);
+    assert!(!s.record("198.51.100.9".parse().unwrap(), "http-resource-access-failure", REQ), "off by default");
+}
+
+#[tokio::test]
+async fn ipv6_sources_are_counted_and_banned_per_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = shield(dir.path());
+    for i in 1..=5u16 {
+        let ip = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, i));
+        s.record(ip, "http-auth-failure", REQ);
+    }
+    assert_eq!(s.check("2001:db8:1:2::ffff".parse().unwrap()), Some(418), "same /64");
+    assert_eq!(s.check("2001:db8:1:3::1".parse().unwrap()), None, "other /64");
+    assert_eq!(source_of("::ffff:192.0.2.1".parse().unwrap(), 64), "192.0.2.1".parse::<IpAddr>().unwrap());
+}
+
+#[tokio::test]
+async fn bans_persist_and_unban_sticks() {
+    let dir = tempfile::tempdir().unwrap();
+    let ip: IpAddr = "198.51.100.10".parse().unwrap();
+    {
+        let s = shield(dir.path());
+        for _ in 0..5 {
+            s.record(ip, "http-auth-failure", REQ);
+        }
+        // The store write is spawned: wait until it landed.
+        for _ in 0..100 {
+            if !s.store.bans().await.unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let s = shield(dir.path());
+    s.load().await;
+    assert_eq!(s.check(ip), Some(418), "ban survives a restart");
+    assert_eq!(s.list().len(), 1);
+    assert!(s.unban(ip).await);
+    assert_eq!(s.check(ip), None);
+    drop(s);
+    let s = shield(dir.path());
+    s.load().await;
+    assert_eq!(s.check(ip), None, "unban survives a restart");
+}
+
+#[test]
+fn networks_match_by_prefix() {
+    assert!(in_network("10.1.2.3".parse().unwrap(), "10.1.0.0".parse().unwrap(), 16));
+    assert!(!in_network("10.2.2.3".parse().unwrap(), "10.1.0.0".parse().unwrap(), 16));
+    assert!(in_network("2001:db8::1".parse().unwrap(), "2001:db8::".parse().unwrap(), 32));
+    assert!(!in_network("10.1.2.3".parse().unwrap(), "2001:db8::".parse().unwrap(), 0), "families never mix");
+}
