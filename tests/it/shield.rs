@@ -7,27 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::support::client::h1;
-use crate::support::{ADMIN_TOKEN, TestEdge, Upstream, raw_exchange};
-
-fn basic(user: &str, password: &str) -> String {
-    use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
-}
+use crate::support::{ADMIN_TOKEN, Upstream, basic, raw_exchange};
 
 async fn edge(up: &Upstream, extra: &str) -> crate::support::RunningEdge {
-    use argon2::PasswordHasher;
-    let dir = tempfile::tempdir().unwrap();
-    let salt = argon2::password_hash::SaltString::from_b64("c29tZXNhbHRzb21lc2FsdA").unwrap();
-    let hash = argon2::Argon2::default().hash_password(b"pw", &salt).unwrap().to_string();
-    let file = dir.path().join("users.toml");
-    std::fs::write(&file, format!("[users]\nalice = \"{hash}\"\n")).unwrap();
-    let edge = TestEdge::new()
-        .proxy("desk", "/", &[(up.addr, 1, 0)], "auth = \"basic\"")
-        .raw(&format!("[auth.basic]\nusers_file = \"{}\"\n{extra}", file.display()))
-        .start()
-        .await;
-    drop(dir);
-    edge
+    crate::support::users_file_edge(up, extra).await
 }
 
 async fn get(addr: std::net::SocketAddr, path: &str, auth: &str) -> u16 {

@@ -337,3 +337,29 @@ pub async fn eventually(deadline: Duration, mut condition: impl FnMut() -> bool)
     }
     condition()
 }
+
+/// An `Authorization: Basic` value.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// An argon2 PHC hash of `password` (fixed salt: tests only).
+pub fn argon2_hash(password: &str) -> String {
+    use argon2::PasswordHasher;
+    let salt = argon2::password_hash::SaltString::from_b64("c29tZXNhbHRzb21lc2FsdA").unwrap();
+    argon2::Argon2::default().hash_password(password.as_bytes(), &salt).unwrap().to_string()
+}
+
+/// An edge whose service `desk` (routed at `/`) needs Basic auth checked against a local
+/// users file holding alice / pw; `extra` is appended to `[auth.basic]`.
+pub async fn users_file_edge(up: &Upstream, extra: &str) -> RunningEdge {
+    let builder = TestEdge::new();
+    let file = builder.dir.path().join("users.toml");
+    std::fs::write(&file, format!("[users]\nalice = \"{}\"\n", argon2_hash("pw"))).unwrap();
+    builder
+        .proxy("desk", "/", &[(up.addr, 1, 0)], "auth = \"basic\"")
+        .raw(&format!("[auth.basic]\nusers_file = \"{}\"\n{extra}", file.display()))
+        .start()
+        .await
+}
