@@ -268,6 +268,8 @@ pub struct ProtectionConfig {
     /// Every category the shield knows, with its settings (defaults filled in).
     pub categories: std::collections::BTreeMap<String, CategorySettings>,
     pub exemptions: Vec<Exemption>,
+    /// Networks whose `X-Forwarded-For` names the client (never trusted by default).
+    pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
 }
 
 /// `[protection.categories.<name>]`.

@@ -178,6 +178,9 @@ pub struct ProtectionFile {
     pub categories: BTreeMap<String, CategoryFile>,
     #[serde(default)]
     pub exemption: Vec<ExemptionFile>,
+    /// Load balancers whose `X-Forwarded-For` is believed ("10.0.0.0/8", "192.0.2.10").
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[protection.categories.<name>]`.

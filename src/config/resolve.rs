@@ -692,7 +692,27 @@ fn resolve_protection(c: &mut Checker<'_>, raw: &ProtectionFile) -> ProtectionCo
             }
         }
     }
-    ProtectionConfig { blocked_status, ipv6_prefix, categories, exemptions }
+    let mut trusted_proxies = Vec::new();
+    for (i, text) in raw.trusted_proxies.iter().enumerate() {
+        let (addr, prefix) = text.split_once('/').map_or((text.as_str(), None), |(a, p)| (a, Some(p)));
+        let parsed = addr.parse::<std::net::IpAddr>().ok().and_then(|ip| {
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => max,
+                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
+            };
+            Some((ip, prefix))
+        });
+        match parsed {
+            Some(net) => trusted_proxies.push(net),
+            None => c.err(
+                format!("protection.trusted_proxies[{i}]"),
+                format!("{text:?} is not an address or CIDR"),
+                "write \"192.0.2.10\" or \"10.0.0.0/8\"",
+            ),
+        }
+    }
+    ProtectionConfig { blocked_status, ipv6_prefix, categories, exemptions, trusted_proxies }
 }
 
 fn resolve_cluster(c: &mut Checker<'_>, raw: ClusterFile, server_name: &str) -> ClusterConfig {

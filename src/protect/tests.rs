@@ -23,6 +23,7 @@ fn config() -> ProtectionConfig {
             prefix_length: 24,
             categories: vec!["http-auth-failure".into()],
         }],
+        trusted_proxies: Vec::new(),
     }
 }
 

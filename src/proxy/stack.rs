@@ -17,7 +17,7 @@
 //!    body, failover, WebSocket tunnel.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -195,7 +195,8 @@ pub struct Connection {
 struct RequestRecord {
     edge: Arc<Edge>,
     start: Instant,
-    client: SocketAddr,
+    /// The client: the TCP peer, or the `X-Forwarded-For` address a trusted proxy gave.
+    client: IpAddr,
     host: String,
     method: http::Method,
     path: String,
@@ -214,7 +215,7 @@ impl Completion for RequestRecord {
         let service = self.service.as_ref().unwrap_or(&self.edge.no_service);
         self.edge.metrics.request(service, self.status, elapsed);
         self.edge.access_log.write(&AccessEntry {
-            client: self.client.ip().to_canonical(),
+            client: self.client,
             host: &self.host,
             method: self.method.as_str(),
             path: &self.path,
@@ -237,6 +238,30 @@ fn version_text(version: Version) -> &'static str {
     }
 }
 
+/// The client a request is from: the TCP peer, unless the peer is a trusted proxy — then the
+/// right-most `X-Forwarded-For` address that is not itself a trusted proxy.
+fn effective_client(peer: IpAddr, headers: &http::HeaderMap, trusted: &[(IpAddr, u8)]) -> IpAddr {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|(net, prefix)| crate::protect::in_network(ip, *net, *prefix));
+    if trusted.is_empty() || !is_trusted(peer) {
+        return peer;
+    }
+    let forwarded: Vec<&str> =
+        headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).collect();
+    for entry in forwarded.iter().rev().take(MAX_FORWARDED_HOPS) {
+        let entry = entry.trim();
+        let Ok(ip) = entry.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() else { return peer };
+        let ip = ip.to_canonical();
+        if !is_trusted(ip) {
+            return ip;
+        }
+    }
+    peer
+}
+
+/// Most `X-Forwarded-For` entries examined.
+const MAX_FORWARDED_HOPS: usize = 8;
+
 /// The request's host: the URI authority (HTTP/2, absolute-form) or the `Host` field.
 fn request_host<B>(request: &Request<B>) -> Option<&str> {
     request.uri().authority().map(|a| a.as_str()).or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
@@ -249,7 +274,7 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
     let mut record = RequestRecord {
         edge: edge.clone(),
         start,
-        client: conn.client,
+        client: effective_client(conn.client.ip(), request.headers(), &gateway.config.protection.trusted_proxies),
         host: request_host(&request).unwrap_or("").to_string(),
         method: request.method().clone(),
         path: request.uri().path().to_string(),
@@ -271,7 +296,7 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
                     protocol: version_text(record.version),
                     host: &record.host,
                 };
-                edge.shield.record(conn.client.ip(), "http-auth-failure", line);
+                edge.shield.record(record.client, "http-auth-failure", line);
             }
             (error.into_response(), None)
         }
@@ -294,7 +319,7 @@ async fn pipeline(
         return Ok((redirect(&record.host, port, &request)?, None));
     }
     // Banned sources get the blocked answer before any other work (no auth, no upstream).
-    if let Some(status) = edge.shield.check(conn.client.ip()) {
+    if let Some(status) = edge.shield.check(record.client) {
         return Err(ProxyError::Blocked { status });
     }
     if request.version() == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
@@ -302,7 +327,7 @@ async fn pipeline(
     }
     if let Some(endpoint) = TokenEndpoint::of(request.uri().path()) {
         record.service = Some(edge.token_service.clone());
-        return Ok((token_endpoint(gateway, conn, request, endpoint).await?, None));
+        return Ok((token_endpoint(gateway, record.client, request, endpoint).await?, None));
     }
     let service_index =
         gateway.router.find(Some(record.host.as_str()).filter(|h| !h.is_empty()), request.uri().path()).ok_or(ProxyError::NoRoute)?;
@@ -314,7 +339,7 @@ async fn pipeline(
             CacheStep::Continue(request) => request,
         };
     }
-    authenticate(gateway, service, conn, &mut request).await?;
+    authenticate(gateway, service, record.client, &mut request).await?;
     match &service.backend {
         Backend::Static(dir) => Ok((static_files::serve(dir, request.method(), request.uri().path()).await?, None)),
         Backend::Pool(pool) => forward_to_pool(edge, pool, service, conn, request, record).await,
@@ -389,12 +414,11 @@ enum CacheStep {
 /// With `websocket_auth`, a WebSocket upgrade must carry its credential in
 /// `Sec-WebSocket-Protocol` (browsers cannot set `Authorization` there); the credential
 /// element is removed before the request goes on.
-async fn authenticate(gateway: &Gateway, service: &Service, conn: &Connection, request: &mut Request<Incoming>) -> Result<(), ProxyError> {
+async fn authenticate(gateway: &Gateway, service: &Service, client: IpAddr, request: &mut Request<Incoming>) -> Result<(), ProxyError> {
     let path = request.uri().path();
     if service.config.auth == AuthMode::None || service.config.public_paths.iter().any(|p| p.matches(path)) {
         return Ok(());
     }
-    let client = conn.client.ip().to_canonical();
     let websocket = request.version() == Version::HTTP_11 && forward::is_websocket_upgrade(request.headers());
     // Clients that cannot send credentials on an upgrade: allowed only from a source IP
     // that authenticated successfully within the service's window.
@@ -497,14 +521,13 @@ async fn refresh_token_of(request: Request<Incoming>) -> Result<String, ProxyErr
 /// `POST /portcullis/token` and `POST /portcullis/token/refresh`.
 async fn token_endpoint(
     gateway: &Gateway,
-    conn: &Connection,
+    client: IpAddr,
     request: Request<Incoming>,
     endpoint: TokenEndpoint,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if request.method() != http::Method::POST {
         return Err(ProxyError::MethodNotAllowed);
     }
-    let client = conn.client.ip().to_canonical();
     let answer = match endpoint {
         TokenEndpoint::Issue => gateway.auth.issue_token(request.headers(), client).await,
         TokenEndpoint::Refresh => {
@@ -555,7 +578,7 @@ async fn forward_to_pool(
         let origin_form = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         parts.uri = origin_form.parse().map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     }
-    let origin = Origin { client: conn.client.ip(), proto: if conn.tls { "https" } else { "http" }, host: &record.host };
+    let origin = Origin { client: record.client, proto: if conn.tls { "https" } else { "http" }, host: &record.host };
     forward::request_headers(&mut parts.headers, origin, websocket);
     let offered_protocols: Vec<String> = parts
         .headers

@@ -145,3 +145,38 @@ async fn fail2ban_regex_matches_every_ban_line_portcullis_wrote() {
     assert!(text.contains("127.0.0.1"), "the banned host is extracted: {text}");
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
+    let up = Upstream::start("desk").await;
+    // Trusted load balancer on 127.0.0.1: the client is the address it forwards.
+    let edge = edge(&up, "[protection]\ntrusted_proxies = [\"127.0.0.1\"]\n").await;
+    let as_client = |ip: &'static str, auth: String| {
+        let addr = edge.http;
+        async move { h1(addr, "GET", "/x", &[("authorization", &auth), ("x-forwarded-for", ip)], Bytes::new()).await.status }
+    };
+    for _ in 0..5 {
+        assert_eq!(as_client("198.51.100.20", basic("alice", "guess")).await, 401);
+    }
+    assert_eq!(as_client("198.51.100.20", basic("alice", "pw")).await, 418, "the forwarded client is banned");
+    assert_eq!(as_client("198.51.100.21", basic("alice", "pw")).await, 200, "other clients behind the balancer are not");
+    assert_eq!(up.last_seen().headers["x-forwarded-for"], "198.51.100.21");
+    edge.stop().await;
+
+    // No trusted proxies (the default): a spoofed X-Forwarded-For changes nothing.
+    let edge = crate::support::users_file_edge(&up, "").await;
+    for i in 0..5 {
+        let spoofed = format!("203.0.113.{i}");
+        let status =
+            h1(edge.http, "GET", "/x", &[("authorization", &basic("alice", "guess")), ("x-forwarded-for", &spoofed)], Bytes::new())
+                .await
+                .status;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(
+        h1(edge.http, "GET", "/x", &[("authorization", &basic("alice", "pw"))], Bytes::new()).await.status,
+        418,
+        "the real peer is banned"
+    );
+    edge.stop().await;
+}
