@@ -9,6 +9,8 @@
 //!   is invalid, and the running configuration stays (token).
 //! - `DELETE /api/v1/tokens?user=NAME` — revoke every edge-issued token of a user (token).
 //! - `GET /api/v1/blocked` — bans in force; `DELETE /api/v1/blocked?ip=IP` — lift one (token).
+//! - `GET|POST|DELETE /api/v1/exemptions` — list; add `?cidr=NET/LEN&categories=a,b`; delete
+//!   `?cidr=NET/LEN` (token).
 //!
 //! Threat model: anyone who can reach the admin port. The token is compared in constant
 //! time, never logged, and a wrong or missing token gets the same `401`.
@@ -178,7 +180,10 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         (Method::DELETE, "/api/v1/tokens") => revoke_tokens(state, &query).await,
         (Method::GET, "/api/v1/blocked") => json(StatusCode::OK, &state.edge.shield.list()),
         (Method::DELETE, "/api/v1/blocked") => unblock(state, &query).await,
-        (_, "/metrics" | "/api/v1/status" | "/api/v1/reload" | "/api/v1/tokens" | "/api/v1/blocked") => {
+        (Method::GET, "/api/v1/exemptions") => json(StatusCode::OK, &exemptions(state)),
+        (Method::POST, "/api/v1/exemptions") => add_exemption(state, &query).await,
+        (Method::DELETE, "/api/v1/exemptions") => del_exemption(state, &query).await,
+        (_, "/metrics" | "/api/v1/status" | "/api/v1/reload" | "/api/v1/tokens" | "/api/v1/blocked" | "/api/v1/exemptions") => {
             json(StatusCode::METHOD_NOT_ALLOWED, &ErrorBody { error: "method not allowed" })
         }
         _ => json(StatusCode::NOT_FOUND, &ErrorBody { error: "no such endpoint" }),
@@ -214,6 +219,68 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         }
         Some(String::from_utf8_lossy(&out).into_owned())
     })
+}
+
+#[derive(Serialize)]
+struct ExemptionBody {
+    cidr: String,
+    categories: Vec<String>,
+    source: &'static str,
+}
+
+fn exemptions(state: &AdminState) -> Vec<ExemptionBody> {
+    state
+        .edge
+        .shield
+        .exemptions()
+        .into_iter()
+        .map(|(e, source)| ExemptionBody { cidr: format!("{}/{}", e.address, e.prefix_length), categories: e.categories, source })
+        .collect()
+}
+
+/// `NET/LEN` (or a bare address) from the query.
+fn cidr_param(query: &str) -> Option<(std::net::IpAddr, u8)> {
+    let text = query_param(query, "cidr")?;
+    let (address, prefix) = text.split_once('/').map_or((text.as_str(), None), |(a, p)| (a, Some(p)));
+    let address: std::net::IpAddr = address.parse().ok()?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
+    };
+    Some((address, prefix))
+}
+
+async fn add_exemption(state: &AdminState, query: &str) -> Response<AdminBody> {
+    let Some((address, prefix_length)) = cidr_param(query) else {
+        return json(StatusCode::BAD_REQUEST, &ErrorBody { error: "pass ?cidr=NET/LEN&categories=a,b" });
+    };
+    let categories: Vec<String> =
+        query_param(query, "categories").unwrap_or_default().split(',').filter(|c| !c.is_empty()).map(str::to_string).collect();
+    let known = |c: &String| crate::config::DEFAULT_CATEGORIES.iter().any(|(name, ..)| name == c);
+    if categories.is_empty() || !categories.iter().all(known) {
+        return json(
+            StatusCode::BAD_REQUEST,
+            &ErrorBody { error: "categories must be a comma list of known categories (see docs/shield.md)" },
+        );
+    }
+    match state.edge.shield.add_exemption(crate::config::Exemption { address, prefix_length, categories }).await {
+        Ok(()) => json(StatusCode::OK, &exemptions(state)),
+        Err(_) => json(StatusCode::SERVICE_UNAVAILABLE, &ErrorBody { error: "state store unavailable" }),
+    }
+}
+
+async fn del_exemption(state: &AdminState, query: &str) -> Response<AdminBody> {
+    let Some((address, prefix_length)) = cidr_param(query) else {
+        return json(StatusCode::BAD_REQUEST, &ErrorBody { error: "pass ?cidr=NET/LEN" });
+    };
+    match state.edge.shield.del_exemption(address, prefix_length).await {
+        Ok(true) => json(StatusCode::OK, &exemptions(state)),
+        Ok(false) => {
+            json(StatusCode::NOT_FOUND, &ErrorBody { error: "no runtime exemption for that network (file exemptions change by reload)" })
+        }
+        Err(_) => json(StatusCode::SERVICE_UNAVAILABLE, &ErrorBody { error: "state store unavailable" }),
+    }
 }
 
 #[derive(Serialize)]

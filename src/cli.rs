@@ -54,10 +54,40 @@ enum Command {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Networks never counted in some shield categories.
+    Exemptions {
+        #[command(subcommand)]
+        action: ExemptionAction,
+    },
     /// Sources banned by the shield.
     Blocked {
         #[command(subcommand)]
         action: BlockedAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ExemptionAction {
+    /// List exemptions (from the file and added at run time).
+    List {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Exempt CIDR from the given categories.
+    Add {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Network, e.g. 203.0.113.0/24.
+        cidr: String,
+        /// Comma-separated categories, e.g. http-auth-failure,http-resource-access-failure.
+        #[arg(long)]
+        categories: String,
+    },
+    /// Remove a run-time exemption.
+    Del {
+        #[command(flatten)]
+        target: AdminTarget,
+        cidr: String,
     },
 }
 
@@ -178,6 +208,36 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Exemptions { action } => {
+            let (target, method, path) = match action {
+                ExemptionAction::List { target } => (target, http::Method::GET, "/api/v1/exemptions".to_string()),
+                ExemptionAction::Add { target, cidr, categories } => (
+                    target,
+                    http::Method::POST,
+                    format!("/api/v1/exemptions?cidr={}&categories={}", query_escape(&cidr), query_escape(&categories)),
+                ),
+                ExemptionAction::Del { target, cidr } => {
+                    (target, http::Method::DELETE, format!("/api/v1/exemptions?cidr={}", query_escape(&cidr)))
+                }
+            };
+            let (url, token) = target.resolve()?;
+            let body = runtime()?.block_on(admin_call(&url, &token, method, &path))?;
+            let list: Vec<serde_json::Value> =
+                serde_json::from_slice(&body).map_err(|e| Failure::failed(anyhow!("unexpected answer: {e}")))?;
+            let mut out = format!("{:<44} {:<8} {}\n", "NETWORK", "FROM", "CATEGORIES");
+            for e in &list {
+                let categories: Vec<&str> =
+                    e["categories"].as_array().map(|a| a.iter().filter_map(|c| c.as_str()).collect()).unwrap_or_default();
+                out.push_str(&format!(
+                    "{:<44} {:<8} {}\n",
+                    e["cidr"].as_str().unwrap_or("?"),
+                    e["source"].as_str().unwrap_or("?"),
+                    categories.join(",")
+                ));
+            }
+            write_stdout(&out);
+            Ok(())
+        }
         Command::Blocked { action } => {
             match action {
                 BlockedAction::List { target, json } => {
@@ -222,6 +282,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// Percent-encodes a query value (only unreserved characters, '/', ',' and ':' pass).
+fn query_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~/,:".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 #[allow(clippy::print_stdout, reason = "the CLI's output goes to stdout")]

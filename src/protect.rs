@@ -28,7 +28,7 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::cluster::{BanRecord, StateStore};
-use crate::config::ProtectionConfig;
+use crate::config::{Exemption, ProtectionConfig};
 use crate::telemetry::logging::{ErrorLog, nginx_time};
 use crate::telemetry::metrics::Metrics;
 
@@ -68,6 +68,8 @@ struct Counter {
 /// Counts events, bans sources, answers "is this source blocked?".
 pub struct Shield {
     config: ArcSwap<ProtectionConfig>,
+    /// Exemptions added through the admin API (persisted in the store).
+    runtime_exemptions: RwLock<Vec<Exemption>>,
     bans: RwLock<HashMap<IpAddr, Ban>>,
     counters: Mutex<HashMap<(IpAddr, String), Counter>>,
     already_logged: Mutex<HashMap<IpAddr, Instant>>,
@@ -128,6 +130,7 @@ impl Shield {
         };
         Ok(Shield {
             config: ArcSwap::from_pointee(config),
+            runtime_exemptions: RwLock::new(Vec::new()),
             bans: RwLock::new(HashMap::new()),
             counters: Mutex::new(HashMap::new()),
             already_logged: Mutex::new(HashMap::new()),
@@ -144,8 +147,12 @@ impl Shield {
         self.config.store(Arc::new(config));
     }
 
-    /// Loads the bans in force from the state store (start-up).
+    /// Loads the bans in force and the runtime exemptions from the state store (start-up).
     pub async fn load(&self) {
+        if let Ok(members) = self.store.set_members(EXEMPTIONS_KEY).await {
+            let parsed: Vec<Exemption> = members.iter().filter_map(|m| decode_exemption(m)).collect();
+            *self.runtime_exemptions.write().unwrap_or_else(|p| p.into_inner()) = parsed;
+        }
         let Ok(records) = self.store.bans().await else { return };
         let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
         for r in records {
@@ -183,8 +190,45 @@ impl Shield {
         Some(config.blocked_status)
     }
 
-    fn exempt(config: &ProtectionConfig, client: IpAddr, category: &str) -> bool {
-        config.exemptions.iter().any(|e| e.categories.iter().any(|c| c == category) && in_network(client, e.address, e.prefix_length))
+    fn exempt(&self, config: &ProtectionConfig, client: IpAddr, category: &str) -> bool {
+        let matches = |e: &Exemption| e.categories.iter().any(|c| c == category) && in_network(client, e.address, e.prefix_length);
+        config.exemptions.iter().any(matches) || self.runtime_exemptions.read().unwrap_or_else(|p| p.into_inner()).iter().any(matches)
+    }
+
+    /// Every exemption: from the configuration file and added at run time.
+    pub fn exemptions(&self) -> Vec<(Exemption, &'static str)> {
+        let mut out: Vec<(Exemption, &'static str)> = self.config.load().exemptions.iter().cloned().map(|e| (e, "config")).collect();
+        out.extend(self.runtime_exemptions.read().unwrap_or_else(|p| p.into_inner()).iter().cloned().map(|e| (e, "api")));
+        out
+    }
+
+    /// Adds (or replaces) a runtime exemption; persisted in the store.
+    pub async fn add_exemption(&self, exemption: Exemption) -> Result<(), crate::cluster::StoreError> {
+        self.del_exemption(exemption.address, exemption.prefix_length).await?;
+        self.store.set_add(EXEMPTIONS_KEY, &encode_exemption(&exemption), MAX_RUNTIME_EXEMPTIONS).await?;
+        self.error_log.warn(&format!(
+            "exemption added: {}/{} for {}",
+            exemption.address,
+            exemption.prefix_length,
+            exemption.categories.join(",")
+        ));
+        self.runtime_exemptions.write().unwrap_or_else(|p| p.into_inner()).push(exemption);
+        Ok(())
+    }
+
+    /// Removes a runtime exemption; true when there was one.
+    pub async fn del_exemption(&self, address: IpAddr, prefix_length: u8) -> Result<bool, crate::cluster::StoreError> {
+        let removed: Vec<Exemption> = {
+            let mut list = self.runtime_exemptions.write().unwrap_or_else(|p| p.into_inner());
+            let (gone, kept): (Vec<Exemption>, Vec<Exemption>) =
+                list.drain(..).partition(|e| e.address == address && e.prefix_length == prefix_length);
+            *list = kept;
+            gone
+        };
+        for e in &removed {
+            self.store.set_remove(EXEMPTIONS_KEY, &encode_exemption(e)).await?;
+        }
+        Ok(!removed.is_empty())
     }
 
     /// Counts one event of `category` for `client`; bans it when the event is the
@@ -192,7 +236,7 @@ impl Shield {
     pub fn record(&self, client: IpAddr, category: &str, request: RequestLine<'_>) -> bool {
         let config = self.config.load();
         let Some(settings) = config.categories.get(category) else { return false };
-        if !settings.enabled || Self::exempt(&config, client, category) {
+        if !settings.enabled || self.exempt(&config, client, category) {
             return false;
         }
         let source = source_of(client, config.ipv6_prefix);
@@ -292,6 +336,25 @@ impl Shield {
         out.sort_by_key(|b| b.since_ms);
         out
     }
+}
+
+/// Store set holding runtime exemptions.
+const EXEMPTIONS_KEY: &str = "protect:exemptions";
+/// Most runtime exemptions.
+pub const MAX_RUNTIME_EXEMPTIONS: usize = 10_000;
+
+fn encode_exemption(e: &Exemption) -> String {
+    format!("{}/{}|{}", e.address, e.prefix_length, e.categories.join(","))
+}
+
+fn decode_exemption(text: &str) -> Option<Exemption> {
+    let (net, categories) = text.split_once('|')?;
+    let (address, prefix) = net.rsplit_once('/')?;
+    Some(Exemption {
+        address: address.parse().ok()?,
+        prefix_length: prefix.parse().ok()?,
+        categories: categories.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect(),
+    })
 }
 
 /// Keeps a `blocking.log` field on one line and inside its quotes.

@@ -180,3 +180,39 @@ async fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
     );
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn exemptions_are_managed_at_run_time_through_the_cli() {
+    let up = Upstream::start("desk").await;
+    let edge = edge(&up, "").await;
+    let url = format!("http://{}", edge.admin);
+    let cli = |args: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+            command.args(&args).args(["--admin", &url, "--token", ADMIN_TOKEN]);
+            command.output().unwrap()
+        })
+    };
+    let out = cli(vec!["exemptions".into(), "add".into(), "127.0.0.0/8".into(), "--categories".into(), "http-auth-failure".into()])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(vec!["exemptions".into(), "list".into()]).await.unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(listed.contains("127.0.0.0/8") && listed.contains("api") && listed.contains("http-auth-failure"), "{listed}");
+    for _ in 0..8 {
+        assert_eq!(get(edge.http, "/x", &basic("alice", "guess")).await, 401);
+    }
+    assert_eq!(get(edge.http, "/x", &basic("alice", "pw")).await, 200, "exempt: never counted");
+    let out =
+        cli(vec!["exemptions".into(), "add".into(), "10.0.0.0/8".into(), "--categories".into(), "no-such-category".into()]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "unknown categories are refused");
+    let out = cli(vec!["exemptions".into(), "del".into(), "127.0.0.0/8".into()]).await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    for _ in 0..5 {
+        get(edge.http, "/x", &basic("alice", "guess")).await;
+    }
+    assert_eq!(get(edge.http, "/x", &basic("alice", "pw")).await, 418, "counted again once the exemption is gone");
+    edge.stop().await;
+}
