@@ -245,9 +245,13 @@ impl Shield {
             let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
             let key = (source, category.to_string());
             if !counters.contains_key(&key) && counters.len() >= MAX_COUNTED_SOURCES {
-                // Evict the least recently active counter; bans are elsewhere and untouched.
-                if let Some(oldest) = counters.iter().min_by_key(|(_, c)| c.last).map(|(k, _)| k.clone()) {
-                    counters.remove(&oldest);
+                // Evict the least recently active tenth in one pass (amortized O(1) per event
+                // under a spray); bans live in another table and are never touched.
+                let mut ages: Vec<(Instant, (IpAddr, String))> = counters.iter().map(|(k, c)| (c.last, k.clone())).collect();
+                let cut = MAX_COUNTED_SOURCES / 10;
+                ages.select_nth_unstable_by_key(cut, |(last, _)| *last);
+                for (_, old) in ages.into_iter().take(cut) {
+                    counters.remove(&old);
                 }
             }
             let counter = counters.entry(key.clone()).or_insert_with(|| Counter { events: VecDeque::new(), last: now });

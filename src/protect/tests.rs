@@ -126,3 +126,21 @@ fn networks_match_by_prefix() {
     assert!(in_network("2001:db8::1".parse().unwrap(), "2001:db8::".parse().unwrap(), 32));
     assert!(!in_network("10.1.2.3".parse().unwrap(), "2001:db8::".parse().unwrap(), 0), "families never mix");
 }
+
+#[tokio::test]
+async fn a_spray_of_fresh_sources_stays_under_the_cap_and_never_unbans() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = shield(dir.path());
+    let victim: IpAddr = "198.51.100.99".parse().unwrap();
+    for _ in 0..5 {
+        s.record(victim, "http-auth-failure", REQ);
+    }
+    assert_eq!(s.check(victim), Some(418));
+    // One failure each from far more distinct sources than the counter table holds.
+    for i in 0..(MAX_COUNTED_SOURCES as u32 + 5_000) {
+        let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        s.record(ip, "http-auth-failure", REQ);
+    }
+    assert!(s.counters.lock().unwrap().len() <= MAX_COUNTED_SOURCES, "counter table is capped");
+    assert_eq!(s.check(victim), Some(418), "evicting counters never lifts a ban");
+}
