@@ -3,7 +3,7 @@
 # docs/PERFORMANCE.md (the measured tables plus the commands that produced them; the
 # analysis on top comes from bench/PERFORMANCE.head.md).
 #
-#   cargo build --release && bench/perf.sh
+#   cargo build --release --example preload_bans && cargo build --release && bench/perf.sh
 #
 # Knobs are those of run.sh (DURATION, REPS, ...). Everything runs on loopback and stops
 # what it started.
@@ -13,7 +13,7 @@ ROOT="$(cd "$BENCH/.." && pwd)"
 cd "$ROOT"
 export PORTCULLIS_BIN="${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}"
 [ -x "$PORTCULLIS_BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-CLEAR="direct nginx nginx-lua haproxy portcullis-noauth portcullis"
+CLEAR="direct nginx nginx-lua haproxy portcullis-noauth portcullis portcullis-jwt portcullis-bans"
 TLS="direct-tls nginx-tls nginx-lua-tls haproxy-tls portcullis-tls-noauth portcullis-tls"
 if [ "${1:-}" = --report ]; then
   OUT="$2"   # re-render docs/PERFORMANCE.md from an earlier run's results
