@@ -85,6 +85,14 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
+        // A banned source is refused before TLS or HTTP parsing: plain listeners get a canned
+        // blocked answer, TLS listeners a closed connection.
+        if let Some(status) = edge.shield.check(client.ip()) {
+            if tls.is_none() {
+                tokio::spawn(refuse_banned(tcp, status));
+            }
+            continue;
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             // Over the cap: close at once rather than queue unbounded work.
             drop(tcp);
@@ -104,6 +112,19 @@ pub async fn serve(
             drop(slot);
         });
     }
+}
+
+/// Writes the blocked answer on a fresh plain connection and closes it (bounded in time).
+async fn refuse_banned(mut tcp: TcpStream, status: u16) {
+    use tokio::io::AsyncWriteExt;
+    let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Blocked");
+    let answer =
+        format!("HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: 8\r\nconnection: close\r\n\r\nblocked\n");
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tcp.write_all(answer.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
 }
 
 struct ConnectionTask {

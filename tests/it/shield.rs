@@ -216,3 +216,20 @@ async fn exemptions_are_managed_at_run_time_through_the_cli() {
     assert_eq!(get(edge.http, "/x", &basic("alice", "pw")).await, 418, "counted again once the exemption is gone");
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn a_banned_source_is_refused_at_accept_time() {
+    use tokio::io::AsyncReadExt;
+    let up = Upstream::start("desk").await;
+    let edge = edge(&up, "").await;
+    for _ in 0..5 {
+        get(edge.http, "/x", &basic("alice", "guess")).await;
+    }
+    // A new connection gets the blocked answer before it sends a single byte.
+    let mut tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(3), tcp.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 418 I'm a teapot\r\n"), "{answer:?}");
+    assert!(answer.ends_with("\r\n\r\nblocked\n"));
+    edge.stop().await;
+}
