@@ -207,6 +207,8 @@ struct RequestRecord {
     /// The request carried credentials (so a 401 is an authentication failure, not a
     /// first unauthenticated visit).
     credentials: bool,
+    /// Its `Sec-WebSocket-Protocol` credential element was malformed.
+    malformed_websocket_credential: bool,
 }
 
 impl Completion for RequestRecord {
@@ -282,9 +284,17 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
         status: 0,
         service: None,
         upstream: None,
-        credentials: request.headers().contains_key(header::AUTHORIZATION)
-            || !matches!(websocket::extract(request.headers()), ProtocolCredential::Missing),
+        credentials: false,
+        malformed_websocket_credential: false,
     };
+    match websocket::extract(request.headers()) {
+        ProtocolCredential::Missing => record.credentials = request.headers().contains_key(header::AUTHORIZATION),
+        ProtocolCredential::Malformed => {
+            record.credentials = true;
+            record.malformed_websocket_credential = true;
+        }
+        ProtocolCredential::Found { .. } => record.credentials = true,
+    }
     let (response, lease) = match pipeline(&edge, &gateway, &conn, request, &mut record).await {
         Ok(answer) => answer,
         Err(error) => {
@@ -296,12 +306,19 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
                     protocol: version_text(record.version),
                     host: &record.host,
                 };
-                edge.shield.record(record.client, "http-auth-failure", line);
+                let category = if record.malformed_websocket_credential { "websocket-protocol-violation" } else { "http-auth-failure" };
+                edge.shield.record(record.client, category, line);
             }
             (error.into_response(), None)
         }
     };
     record.status = response.status().as_u16();
+    if matches!(record.status, 403 | 404) {
+        // Probing for resources (off by default: behind NAT it causes false positives).
+        let line =
+            RequestLine { method: record.method.as_str(), path: &record.path, protocol: version_text(record.version), host: &record.host };
+        edge.shield.record(record.client, "http-resource-access-failure", line);
+    }
     let (parts, body) = response.into_parts();
     Ok(Response::from_parts(parts, TrackedBody::new(body, Arc::new(record), lease)))
 }

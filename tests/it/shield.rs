@@ -233,3 +233,37 @@ async fn a_banned_source_is_refused_at_accept_time() {
     assert!(answer.ends_with("\r\n\r\nblocked\n"));
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn resource_probing_counts_only_when_enabled_and_already_blocked_logs_once_for_10000_requests() {
+    let up = Upstream::start("desk").await;
+    let edge =
+        edge(&up, "[protection.categories.http-resource-access-failure]\nenabled = true\ntrigger = 3\nwindow = \"30s\"\nban = \"5m\"\n")
+            .await;
+    // One keep-alive connection opened before the ban keeps carrying requests.
+    let tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let mut status_of = async |path: &str| {
+        let request = hyper::Request::builder()
+            .uri(path)
+            .header("host", "localhost")
+            .header("authorization", basic("alice", "pw"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let response = send.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+        status
+    };
+    for _ in 0..3 {
+        assert_eq!(status_of("/status/404").await, 404);
+    }
+    for _ in 0..10_000 {
+        assert_eq!(status_of("/x").await, 418);
+    }
+    let errors = edge.log("error.log");
+    assert_eq!(errors.matches("127.0.0.1 :: IP is already blocked.").count(), 1, "one line for 10,000 blocked requests");
+    assert!(edge.log("blocking.log").contains("will be blocked for 5 minutes"));
+    edge.stop().await;
+}
