@@ -40,6 +40,10 @@ pub enum Violation {
     InvalidContentLength,
     /// More than one `Transfer-Encoding` field, or one whose last coding is not `chunked`.
     InvalidTransferEncoding,
+    /// A head the HTTP parser cannot read (hyper answers 400 itself).
+    MalformedHead,
+    /// A head over the size or field-count limit (hyper answers 431 itself).
+    OversizedHead,
 }
 
 impl Violation {
@@ -50,7 +54,15 @@ impl Violation {
             Violation::DuplicateContentLength => "duplicate Content-Length",
             Violation::InvalidContentLength => "invalid Content-Length",
             Violation::InvalidTransferEncoding => "invalid Transfer-Encoding",
+            Violation::MalformedHead => "malformed request head",
+            Violation::OversizedHead => "oversized request head",
         }
+    }
+
+    /// Whether the guard itself refused the request (ambiguous framing), as opposed to
+    /// reporting a head hyper refuses.
+    pub fn is_framing(self) -> bool {
+        !matches!(self, Violation::MalformedHead | Violation::OversizedHead)
     }
 }
 
@@ -70,6 +82,8 @@ pub enum Scan {
     /// A refused request head starts at byte `head_start` of the run (0 when it started
     /// in an earlier run).
     Refused { head_start: usize, violation: Violation, request: RefusedRequest },
+    /// A head hyper will refuse itself (400/431); reported, nothing hidden.
+    Reported { violation: Violation },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,8 +153,9 @@ impl RequestFraming {
                             if self.head.is_empty() {
                                 self.head.extend_from_slice(&bytes[pos..]);
                             }
-                            if self.head.len() > self.max_head_bytes {
+                            if self.head.len() >= self.max_head_bytes {
                                 self.stop();
+                                return Scan::Reported { violation: Violation::OversizedHead };
                             }
                             return Scan::Clean;
                         }
@@ -151,6 +166,10 @@ impl RequestFraming {
                         HeadCheck::Stop => {
                             self.stop();
                             return Scan::Clean;
+                        }
+                        HeadCheck::Unreadable(violation) => {
+                            self.stop();
+                            return Scan::Reported { violation };
                         }
                         HeadCheck::Complete { len, next, body_len } => {
                             pos += len - consumed_before;
@@ -239,7 +258,8 @@ impl RequestFraming {
         let len = match request.parse_with_uninit_headers(head, &mut storage[..limit]) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return HeadCheck::Partial,
-            Err(_) => return HeadCheck::Stop,
+            Err(httparse::Error::TooManyHeaders) => return HeadCheck::Unreadable(Violation::OversizedHead),
+            Err(_) => return HeadCheck::Unreadable(Violation::MalformedHead),
         };
         let mut content_lengths = Vec::new();
         let mut transfer_encodings = Vec::new();
@@ -302,6 +322,7 @@ impl RequestFraming {
 enum HeadCheck {
     Partial,
     Stop,
+    Unreadable(Violation),
     Refused(Violation, RefusedRequest),
     Complete { len: usize, next: State, body_len: u64 },
 }
@@ -346,14 +367,22 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         if !this.framing.is_following() {
             return Poll::Ready(Ok(()));
         }
-        if let Scan::Refused { head_start, violation, request } = this.framing.feed(&buf.filled()[before..]) {
-            // Hide the refused head (and everything after it) from hyper.
-            buf.set_filled(before + head_start);
-            let room = buf.remaining().min(POISON.len());
-            buf.put_slice(&POISON[..room]);
-            this.refused = true;
-            if let Some(hook) = this.hook.take() {
-                hook(violation, request);
+        match this.framing.feed(&buf.filled()[before..]) {
+            Scan::Clean => {}
+            Scan::Refused { head_start, violation, request } => {
+                // Hide the refused head (and everything after it) from hyper.
+                buf.set_filled(before + head_start);
+                let room = buf.remaining().min(POISON.len());
+                buf.put_slice(&POISON[..room]);
+                this.refused = true;
+                if let Some(hook) = this.hook.take() {
+                    hook(violation, request);
+                }
+            }
+            Scan::Reported { violation } => {
+                if let Some(hook) = this.hook.take() {
+                    hook(violation, RefusedRequest::default());
+                }
             }
         }
         Poll::Ready(Ok(()))

@@ -162,14 +162,18 @@ impl ConnectionTask {
                 let edge = self.edge.clone();
                 let conn = self.conn.clone();
                 let hook = Box::new(move |violation: crate::net::h1_guard::Violation, request: crate::net::h1_guard::RefusedRequest| {
-                    edge.metrics.framing_refused(&conn.listener);
                     let line = crate::protect::RequestLine {
                         method: &request.method,
                         path: &request.path,
                         protocol: "HTTP/1.1",
                         host: &request.host,
                     };
+                    // Every head the guard refuses or hyper will refuse is a protocol violation.
                     edge.shield.record(conn.client.ip(), "http-protocol-violation", line);
+                    if !violation.is_framing() {
+                        return;
+                    }
+                    edge.metrics.framing_refused(&conn.listener);
                     edge.error_log.warn(&format!(
                         "{} :: request refused: {}, request: \"{} {}\", host: \"{}\"",
                         conn.client.ip(),

@@ -267,3 +267,18 @@ async fn resource_probing_counts_only_when_enabled_and_already_blocked_logs_once
     assert!(edge.log("blocking.log").contains("will be blocked for 5 minutes"));
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn malformed_and_oversized_heads_count_as_protocol_violations() {
+    let up = Upstream::start("desk").await;
+    let edge = edge(&up, "").await;
+    let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "a".repeat(40_000));
+    for attempt in 0..5 {
+        let bytes: &[u8] = if attempt % 2 == 0 { b"GET / HTTP/1.1\r\nBad Header\r\n\r\n" } else { big.as_bytes() };
+        let reply = raw_exchange(edge.http, bytes, Duration::from_secs(2)).await;
+        assert!(reply.starts_with("HTTP/1.1 400") || reply.starts_with("HTTP/1.1 431"), "{reply:?}");
+    }
+    assert_eq!(get(edge.http, "/x", &basic("alice", "pw")).await, 418);
+    assert_eq!(up.hits(), 0);
+    edge.stop().await;
+}

@@ -9,7 +9,7 @@ fn scanner() -> RequestFraming {
 fn refused(scan: Scan) -> Option<Violation> {
     match scan {
         Scan::Refused { violation, .. } => Some(violation),
-        Scan::Clean => None,
+        Scan::Clean | Scan::Reported { .. } => None,
     }
 }
 
@@ -113,7 +113,7 @@ fn h2_preface_and_upgrades_stop_the_scanner() {
 fn oversized_head_stops_the_scanner_and_leaves_it_to_hyper() {
     let mut s = RequestFraming::new(64, 100);
     let head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n", "a".repeat(100));
-    assert_eq!(s.feed(head.as_bytes()), Scan::Clean);
+    assert_eq!(s.feed(head.as_bytes()), Scan::Reported { violation: Violation::OversizedHead });
     assert!(!s.is_following());
 }
 
@@ -122,4 +122,12 @@ fn overflowing_chunk_size_stops_the_scanner() {
     let mut s = scanner();
     let _ = s.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\n");
     assert!(!s.is_following());
+}
+
+#[test]
+fn unreadable_heads_are_reported_for_hyper_to_refuse() {
+    assert_eq!(scanner().feed(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"), Scan::Reported { violation: Violation::MalformedHead });
+    let many: String = (0..200).map(|i| format!("X-{i}: v\r\n")).collect();
+    let head = format!("GET / HTTP/1.1\r\n{many}\r\n");
+    assert_eq!(scanner().feed(head.as_bytes()), Scan::Reported { violation: Violation::OversizedHead });
 }
