@@ -114,13 +114,23 @@ pub async fn serve(
     }
 }
 
-/// Writes the blocked answer on a fresh plain connection and closes it (bounded in time).
+/// Answers a fresh plain connection from a banned source with the blocked status and closes
+/// it, without TLS or the HTTP stack: the request head is read (so the client is not reset
+/// before it can read the answer) but never parsed. Bounded in time and bytes.
 async fn refuse_banned(mut tcp: TcpStream, status: u16) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Blocked");
     let answer =
         format!("HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: 8\r\nconnection: close\r\n\r\nblocked\n");
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut head = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 1024];
+        while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
         let _ = tcp.write_all(answer.as_bytes()).await;
         let _ = tcp.shutdown().await;
     })
