@@ -65,15 +65,7 @@ impl CredentialCache {
 
     /// Caches a validated credential for `ttl`.
     pub fn insert(&self, digest: Digest, user: Arc<str>) {
-        let now = Instant::now();
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= MAX_CACHED_CREDENTIALS {
-            entries.retain(|_, e| e.expires > now);
-            if entries.len() >= MAX_CACHED_CREDENTIALS {
-                return;
-            }
-        }
-        entries.insert(digest, Entry { user, expires: now + self.ttl });
+        self.insert_for(digest, user, self.ttl);
     }
 
     /// Caches a validated credential for `ttl` (capped by the cache's own TTL).
