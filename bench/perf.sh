@@ -20,6 +20,7 @@ if [ "${1:-}" = --report ]; then
 else
   OUT="$BENCH/results/perf-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
   export RESULTS_DIR="$OUT"
+  git rev-parse --short HEAD > "$OUT/commit.txt"   # the binary under test is built from it
   "$BENCH/run.sh" $CLEAR 2>"$OUT/clear.log"
   "$BENCH/run.sh" $TLS 2>"$OUT/tls.log"
   "$BENCH/handshakes.sh" > "$OUT/handshakes.md" 2>"$OUT/handshakes.log"
@@ -29,7 +30,7 @@ fi
 {
   cat "$BENCH/PERFORMANCE.head.md"
   echo
-  echo "## Measured tables ($(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD))"
+  echo "## Measured tables (run $(basename "$OUT"), binary built from commit $(cat "$OUT/commit.txt" 2>/dev/null || echo unknown))"
   echo
   echo "Commands: \`cargo build --release && bench/perf.sh\`, which runs"
   echo "\`bench/run.sh $(cat "$OUT"/2*/meta.txt | sed -n 's/^targets: //p' | head -1)\`, \`bench/run.sh $(cat "$OUT"/2*/meta.txt | sed -n 's/^targets: //p' | tail -1)\`, \`bench/handshakes.sh\` and \`bench/ws_idle.sh\`"
