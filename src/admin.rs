@@ -194,30 +194,7 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=')?;
-        if key != name {
-            return None;
-        }
-        let raw = value.as_bytes();
-        let mut out = Vec::with_capacity(raw.len());
-        let mut i = 0;
-        while i < raw.len() {
-            let escaped = raw.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
-            match (raw[i], escaped) {
-                (b'%', Some(byte)) => {
-                    out.push(byte);
-                    i += 3;
-                }
-                (b'+', _) => {
-                    out.push(b' ');
-                    i += 1;
-                }
-                (b, _) => {
-                    out.push(b);
-                    i += 1;
-                }
-            }
-        }
-        Some(String::from_utf8_lossy(&out).into_owned())
+        (key == name).then(|| crate::net::percent::decode(&value.replace('+', " "))).flatten()
     })
 }
 

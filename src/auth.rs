@@ -107,14 +107,38 @@ impl Authenticator {
             session_keys: cache::CredentialCache::new(std::time::Duration::ZERO),
             recent_ips: std::sync::Mutex::new(std::collections::HashMap::new()),
         });
-        if let Some(basic) = &authenticator.basic {
-            basic.spawn_user_list_refresh(Arc::downgrade(&authenticator));
+        let owner = Arc::downgrade(&authenticator);
+        if let Some(b) = &settings.basic
+            && let Some(url) = b.users_url.clone()
+        {
+            // The valid-user list: fetched now and every `users_refresh`.
+            spawn_periodic(owner.clone(), b.users_refresh, true, move |auth| {
+                let url = url.clone();
+                async move {
+                    if let Some(basic) = auth.basic() {
+                        basic.refresh_users(&url).await;
+                    }
+                }
+            });
         }
-        if let Some(jwt) = &authenticator.jwt {
-            jwt.spawn_jwks_refresh(Arc::downgrade(&authenticator));
+        if let Some(j) = settings.jwt.as_ref().filter(|j| j.jwks_url.is_some()) {
+            // The JWKS: fetched now and every `jwks_refresh`.
+            spawn_periodic(owner.clone(), j.jwks_refresh, true, |auth| async move {
+                if let Some(jwt) = auth.jwt() {
+                    jwt.refresh_keys().await;
+                }
+            });
         }
-        if let Some(tokens) = &authenticator.tokens {
-            tokens.spawn_cleanup(Arc::downgrade(&authenticator));
+        if let Some(t) = &settings.tokens {
+            // Expired token records: purged every `cleanup_interval`.
+            spawn_periodic(owner, t.cleanup_interval, false, |auth| async move {
+                if let Some(tokens) = auth.tokens() {
+                    match tokens.cleanup().await {
+                        Ok(n) => tracing::info!("token cleanup: {n} expired records purged"),
+                        Err(error) => tracing::warn!("token cleanup failed: {error}"),
+                    }
+                }
+            });
         }
         authenticator
     }
@@ -205,6 +229,25 @@ impl Authenticator {
             basic::Outcome::Unavailable => Verdict::Unavailable,
         }
     }
+}
+
+/// Runs `tick` every `every` (the first time at once when `now`) while `owner` lives: a
+/// reload that replaces the authenticator ends its background work.
+fn spawn_periodic<F, Fut>(owner: std::sync::Weak<Authenticator>, every: std::time::Duration, now: bool, tick: F)
+where
+    F: Fn(Arc<Authenticator>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now() + if now { std::time::Duration::ZERO } else { every };
+        let mut ticks = tokio::time::interval_at(start, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(auth) = owner.upgrade() else { return };
+            tick(auth).await;
+        }
+    });
 }
 
 /// The outcome of a token request.

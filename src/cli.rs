@@ -214,10 +214,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 ExemptionAction::Add { target, cidr, categories } => (
                     target,
                     http::Method::POST,
-                    format!("/api/v1/exemptions?cidr={}&categories={}", query_escape(&cidr), query_escape(&categories)),
+                    format!(
+                        "/api/v1/exemptions?cidr={}&categories={}",
+                        crate::net::percent::encode(&cidr),
+                        crate::net::percent::encode(&categories)
+                    ),
                 ),
                 ExemptionAction::Del { target, cidr } => {
-                    (target, http::Method::DELETE, format!("/api/v1/exemptions?cidr={}", query_escape(&cidr)))
+                    (target, http::Method::DELETE, format!("/api/v1/exemptions?cidr={}", crate::net::percent::encode(&cidr)))
                 }
             };
             let (url, token) = target.resolve()?;
@@ -282,13 +286,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
-}
-
-/// Percent-encodes a query value (only unreserved characters, '/', ',' and ':' pass).
-fn query_escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~/,:".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }
 
 #[allow(clippy::print_stdout, reason = "the CLI's output goes to stdout")]

@@ -6,4 +6,5 @@ pub mod fetch;
 pub mod h1_guard;
 pub mod idle;
 pub mod listener;
+pub mod percent;
 pub mod tls;

@@ -4,7 +4,7 @@
 //! argon2 `users_file`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -51,19 +51,6 @@ pub fn decode(value: &[u8]) -> Option<(String, String)> {
         return None;
     }
     Some((user.to_string(), password.to_string()))
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-pub fn url_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Basic authentication state (caches survive reloads with unchanged settings).
@@ -144,7 +131,7 @@ impl BasicAuth {
             return verify_local(local.get(user).cloned(), password).await;
         }
         let Some(template) = &self.settings.validate_url else { return Validation::Unavailable };
-        let url = template.replace("{user}", &url_encode(user));
+        let url = template.replace("{user}", &crate::net::percent::encode(user));
         let mut headers = HeaderMap::new();
         let Ok(value) = HeaderValue::from_bytes(header) else { return Validation::Invalid };
         headers.insert(http::header::AUTHORIZATION, value);
@@ -160,22 +147,6 @@ impl BasicAuth {
                 Validation::Unavailable
             }
         }
-    }
-
-    /// Fetches `users_url` now and every `users_refresh` while `owner` lives.
-    pub(crate) fn spawn_user_list_refresh(&self, owner: Weak<super::Authenticator>) {
-        let Some(url) = self.settings.users_url.clone() else { return };
-        let every = self.settings.users_refresh;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(owner) = owner.upgrade() else { return };
-                let Some(basic) = owner.basic() else { return };
-                basic.refresh_users(&url).await;
-            }
-        });
     }
 
     /// Replaces the valid-user list from `url`; a failed fetch keeps the previous list.
@@ -263,11 +234,6 @@ mod tests {
         assert_eq!(decode(b"Basic bm9jb2xvbg=="), None, "no colon");
         assert_eq!(decode(b"Basic OnB3"), None, "empty user");
         assert_eq!(decode(b"Bearer abc"), None);
-    }
-
-    #[test]
-    fn user_names_are_url_encoded() {
-        assert_eq!(url_encode("agent 1/../x?y=z&é"), "agent%201%2F..%2Fx%3Fy%3Dz%26%C3%A9");
     }
 
     #[test]

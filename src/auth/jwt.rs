@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
@@ -99,24 +99,6 @@ impl JwtAuth {
     /// JWKS fetches so far (status and tests).
     pub fn jwks_fetches(&self) -> usize {
         self.fetches.load(Ordering::Relaxed)
-    }
-
-    /// Fetches the JWKS now and every `jwks_refresh` while `owner` lives.
-    pub(crate) fn spawn_jwks_refresh(&self, owner: Weak<super::Authenticator>) {
-        if self.settings.jwks_url.is_none() {
-            return;
-        }
-        let every = self.settings.jwks_refresh;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(owner) = owner.upgrade() else { return };
-                let Some(jwt) = owner.jwt() else { return };
-                jwt.refresh_keys().await;
-            }
-        });
     }
 
     /// Replaces the key set from `jwks_url`; a failed fetch keeps the previous keys.

@@ -177,24 +177,6 @@ impl TokenService {
     pub async fn cleanup(&self) -> Result<u64, StoreError> {
         self.store.purge_expired().await
     }
-
-    /// Runs [`Self::cleanup`] every `cleanup_interval` until the owner is dropped.
-    pub(crate) fn spawn_cleanup(&self, owner: std::sync::Weak<super::Authenticator>) {
-        let every = self.settings.cleanup_interval;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            loop {
-                tick.tick().await;
-                let Some(owner) = owner.upgrade() else { return };
-                if let Some(tokens) = owner.tokens() {
-                    match tokens.cleanup().await {
-                        Ok(n) => tracing::info!("token cleanup: {n} expired records purged"),
-                        Err(error) => tracing::warn!("token cleanup failed: {error}"),
-                    }
-                }
-            }
-        });
-    }
 }
 
 #[cfg(test)]

@@ -21,26 +21,6 @@ pub enum ProtocolCredential {
     Found { authorization: String, protocols: Vec<String> },
 }
 
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = text.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Extracts the credential element from the request's `Sec-WebSocket-Protocol` fields.
 pub fn extract(headers: &HeaderMap) -> ProtocolCredential {
     let mut elements = Vec::new();
@@ -64,7 +44,7 @@ pub fn extract(headers: &HeaderMap) -> ProtocolCredential {
         if authorization.is_some() {
             return ProtocolCredential::Malformed;
         }
-        let Some(decoded) = percent_decode(&element) else { return ProtocolCredential::Malformed };
+        let Some(decoded) = crate::net::percent::decode(&element) else { return ProtocolCredential::Malformed };
         let Some((name, value)) = decoded.split_once(':') else { return ProtocolCredential::Malformed };
         let value = value.trim();
         // `get` rather than indexing: the decoded text may hold multi-byte characters.

@@ -51,7 +51,7 @@ pub async fn serve(root: &Path, method: &Method, request_path: &str) -> Result<R
 
 /// The request path as a relative path without `..`, or `None` when it tries to escape.
 fn safe_relative_path(request_path: &str) -> Option<PathBuf> {
-    let decoded = percent_decode(request_path)?;
+    let decoded = crate::net::percent::decode(request_path)?;
     if decoded.contains('\0') || decoded.contains('\\') {
         return None;
     }
@@ -64,23 +64,6 @@ fn safe_relative_path(request_path: &str) -> Option<PathBuf> {
         }
     }
     Some(out)
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn content_type(path: &Path) -> &'static str {
