@@ -27,10 +27,11 @@ use crate::cluster::embedded::EmbeddedStore;
 use crate::config::{Config, StoreKind};
 use crate::net::{listener, tls};
 use crate::protect::Shield;
+use crate::protect::nft::NftMirror;
 use crate::proxy::server;
 use crate::proxy::stack::{Edge, EdgeParts, Gateway, GatewayDeps};
 use crate::telemetry::access_log::AccessLog;
-use crate::telemetry::logging::ErrorLog;
+use crate::telemetry::logging::{ErrorLog, LineBudget};
 use crate::telemetry::metrics::Metrics;
 
 /// How long shutdown waits for open connections to finish.
@@ -75,6 +76,11 @@ impl Running {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.edge.access_log.flush();
+        if let Some(mirror) = self.edge.shield.mirror()
+            && let Err(error) = mirror.remove().await
+        {
+            self.edge.error_log.error(&format!("nftables mirror: cannot delete the table at shutdown: {error}"));
+        }
     }
 }
 
@@ -137,6 +143,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Some(a) => Some(listener::bind(a.address).with_context(|| format!("admin: cannot bind {}", a.address))?),
         None => None,
     };
+    if let Some(table) = &config.protection.nftables_table {
+        let ports: Vec<u16> = bound.iter().map(|(_, _, local)| local.port()).collect();
+        match NftMirror::start(table, &ports, &edge.shield.mirrored_bans(), edge.error_log.clone()).await {
+            Ok(mirror) => {
+                tracing::info!("bans mirrored into nftables table inet {table} (ports {ports:?})");
+                edge.shield.attach_mirror(mirror);
+            }
+            Err(error) => edge.error_log.error(&format!(
+                "protection.nftables_set: kernel mirror disabled ({error}); it needs root (CAP_NET_ADMIN) and the nft tool; bans still apply in Portcullis"
+            )),
+        }
+    }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut listeners = Vec::new();
@@ -227,6 +245,9 @@ fn reload_once(
     if next.listeners != current.listeners {
         edge.error_log.warn("listener changes need a restart; the running listeners stay as they are");
     }
+    if next.protection.nftables_table != current.protection.nftables_table {
+        edge.error_log.warn("protection.nftables_set/nftables_table changes need a restart; the kernel mirror stays as it is");
+    }
     // Build everything first, then swap: a failure leaves the running state untouched.
     // Certificates are re-read too, so a renewed certificate takes effect without a restart.
     let tls_config = match acceptor {
@@ -262,30 +283,19 @@ pub const MAX_AUTH_FAILURE_LINES_PER_SECOND: u64 = 20;
 struct AuthFailureLog {
     error_log: ErrorLog,
     metrics: Arc<Metrics>,
-    /// (second, lines written in it), packed as second << 16 | count.
-    budget: std::sync::atomic::AtomicU64,
+    budget: LineBudget,
 }
 
 impl AuthFailureLog {
     fn new(error_log: ErrorLog, metrics: Arc<Metrics>) -> AuthFailureLog {
-        AuthFailureLog { error_log, metrics, budget: std::sync::atomic::AtomicU64::new(0) }
-    }
-
-    fn may_log(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        let second = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let packed = self.budget.load(Ordering::Relaxed);
-        let (at, count) = (packed >> 16, packed & 0xffff);
-        let next = if at == second { count + 1 } else { 1 };
-        self.budget.store((second << 16) | next, Ordering::Relaxed);
-        next <= MAX_AUTH_FAILURE_LINES_PER_SECOND
+        AuthFailureLog { error_log, metrics, budget: LineBudget::new(MAX_AUTH_FAILURE_LINES_PER_SECOND) }
     }
 }
 
 impl AuthEvents for AuthFailureLog {
     fn auth_failed(&self, client: std::net::IpAddr, user: Option<&str>, reason: &'static str) {
         self.metrics.auth_failure(reason);
-        if self.may_log() {
+        if self.budget.allow() {
             let user: String = user.unwrap_or("-").chars().take(64).map(|c| if c.is_control() || c == '"' { '?' } else { c }).collect();
             self.error_log.warn(&format!("{client} :: authentication failed for user \"{user}\": {reason}"));
         }

@@ -270,6 +270,8 @@ pub struct ProtectionConfig {
     pub exemptions: Vec<Exemption>,
     /// Networks whose `X-Forwarded-For` names the client (never trusted by default).
     pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
+    /// The nftables table bans are mirrored into (`protection.nftables_set = true`).
+    pub nftables_table: Option<String>,
 }
 
 /// `[protection.categories.<name>]`.

@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io::Write;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{BanRecord, StateStore};
 use crate::config::{Exemption, ProtectionConfig};
-use crate::telemetry::logging::{ErrorLog, nginx_time};
+use crate::telemetry::logging::{ErrorLog, LineBudget, nginx_time};
 use crate::telemetry::metrics::Metrics;
 
 /// Most (source, category) counters kept; the oldest are evicted first.
@@ -38,6 +38,9 @@ pub const MAX_COUNTED_SOURCES: usize = 100_000;
 pub const MAX_BANS: usize = 1_000_000;
 /// `<ip> :: IP is already blocked.` is written at most once per source per this interval.
 pub const ALREADY_BLOCKED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// …and at most this many such lines per second in all, so a flood from many banned sources
+/// cannot turn into a disk flood (the `hits` of each ban still count every refusal).
+pub const MAX_ALREADY_BLOCKED_LINES_PER_SECOND: u64 = 20;
 
 /// The request that triggered an event (for `blocking.log`).
 #[derive(Debug, Clone, Copy)]
@@ -73,11 +76,14 @@ pub struct Shield {
     bans: RwLock<HashMap<IpAddr, Ban>>,
     counters: Mutex<HashMap<(IpAddr, String), Counter>>,
     already_logged: Mutex<HashMap<IpAddr, Instant>>,
+    already_logged_budget: LineBudget,
     store: Arc<dyn StateStore>,
     blocking_log: Option<Mutex<File>>,
     error_log: ErrorLog,
     metrics: Arc<Metrics>,
     server_name: String,
+    /// The nftables mirror, when `protection.nftables_set` is on and `nft` works.
+    mirror: OnceLock<nft::NftMirror>,
 }
 
 fn now_ms() -> u64 {
@@ -134,11 +140,13 @@ impl Shield {
             bans: RwLock::new(HashMap::new()),
             counters: Mutex::new(HashMap::new()),
             already_logged: Mutex::new(HashMap::new()),
+            already_logged_budget: LineBudget::new(MAX_ALREADY_BLOCKED_LINES_PER_SECOND),
             store,
             blocking_log,
             error_log,
             metrics,
             server_name: server_name.to_string(),
+            mirror: OnceLock::new(),
         })
     }
 
@@ -163,6 +171,27 @@ impl Shield {
         self.metrics.banned_sources(bans.len());
     }
 
+    /// Mirrors every later ban and unban into nftables (see [`nft`]).
+    pub fn attach_mirror(&self, mirror: nft::NftMirror) {
+        let _ = self.mirror.set(mirror);
+    }
+
+    /// The kernel mirror, when one is attached.
+    pub fn mirror(&self) -> Option<&nft::NftMirror> {
+        self.mirror.get()
+    }
+
+    /// The bans in force, as the kernel mirror takes them.
+    pub fn mirrored_bans(&self) -> Vec<nft::MirroredBan> {
+        let now = now_ms();
+        let prefix = self.config.load().ipv6_prefix;
+        let bans = self.bans.read().unwrap_or_else(|p| p.into_inner());
+        bans.iter()
+            .filter(|(_, b)| b.until_ms > now)
+            .map(|(ip, b)| (*ip, if ip.is_ipv4() { 32 } else { prefix }, Duration::from_millis(b.until_ms - now)))
+            .collect()
+    }
+
     /// The status to answer `client` with when it is banned (`None`: not banned). Also
     /// writes `<ip> :: IP is already blocked.` to `error.log`, at most once a minute per source.
     pub fn check(&self, client: IpAddr) -> Option<u16> {
@@ -180,7 +209,10 @@ impl Shield {
         }
         let mut logged = self.already_logged.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if logged.get(&source).is_none_or(|at| now.duration_since(*at) >= ALREADY_BLOCKED_LOG_INTERVAL) {
+        if logged.get(&source).is_none_or(|at| now.duration_since(*at) >= ALREADY_BLOCKED_LOG_INTERVAL)
+            && self.already_logged_budget.allow()
+        {
+            // The budget keeps this map below 60 s × the per-second allowance entries.
             if logged.len() >= MAX_COUNTED_SOURCES {
                 logged.retain(|_, at| now.duration_since(*at) < ALREADY_BLOCKED_LOG_INTERVAL);
             }
@@ -288,6 +320,9 @@ impl Shield {
             self.metrics.banned_sources(bans.len());
         }
         self.metrics.ban(category);
+        if let Some(mirror) = self.mirror.get() {
+            mirror.ban(source, if source.is_ipv4() { 32 } else { self.config.load().ipv6_prefix }, duration);
+        }
         let minutes = duration.as_secs().div_ceil(60);
         let ip = client.to_canonical();
         let line = format!(
@@ -318,7 +353,11 @@ impl Shield {
 
     /// Lifts the ban on the source of `ip`; true when there was one.
     pub async fn unban(&self, ip: IpAddr) -> bool {
-        let source = source_of(ip, self.config.load().ipv6_prefix);
+        let prefix = self.config.load().ipv6_prefix;
+        let source = source_of(ip, prefix);
+        if let Some(mirror) = self.mirror.get() {
+            mirror.unban(source, if source.is_ipv4() { 32 } else { prefix });
+        }
         let removed = {
             let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
             let removed = bans.remove(&source).is_some();
@@ -366,5 +405,6 @@ fn clean(text: &str) -> String {
     text.chars().take(1024).map(|c| if c.is_control() || c == '"' { '?' } else { c }).collect()
 }
 
+pub mod nft;
 #[cfg(test)]
 mod tests;

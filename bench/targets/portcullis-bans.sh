@@ -11,6 +11,6 @@ name = \"http\"
 address = \"$HOST:18108\"
 tls = false"
   sed -i 's/^auth = "basic"/auth = "none"/; s/^address = "127.0.0.1:18124"/address = "127.0.0.1:18129"/' "$RUN/portcullis-bans/portcullis.toml"
-  "${PRELOAD_BIN:-$PWD/target/release/examples/preload_bans}" "$RUN/portcullis-bans/state" "${BANS:-100000}" >&2
+  "${PRELOAD_BIN:-$PWD/target/release/examples/preload_bans}" "$RUN/portcullis-bans/state" "${BANS:-100000}" "${BANS_BASE:-10.0.0.0}" >&2
   CMD=("${PORTCULLIS_BIN:-$PWD/target/release/portcullis}" serve --config "$RUN/portcullis-bans/portcullis.toml")
 }

@@ -181,6 +181,10 @@ pub struct ProtectionFile {
     /// Load balancers whose `X-Forwarded-For` is believed ("10.0.0.0/8", "192.0.2.10").
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Mirror bans into an nftables set (root only).
+    pub nftables_set: Option<bool>,
+    /// The `inet` table the mirror owns.
+    pub nftables_table: Option<String>,
 }
 
 /// `[protection.categories.<name>]`.

@@ -712,7 +712,12 @@ fn resolve_protection(c: &mut Checker<'_>, raw: &ProtectionFile) -> ProtectionCo
             ),
         }
     }
-    ProtectionConfig { blocked_status, ipv6_prefix, categories, exemptions, trusted_proxies }
+    let table = raw.nftables_table.clone().unwrap_or_else(|| "portcullis".to_string());
+    if !crate::protect::nft::valid_table_name(&table) {
+        c.err("protection.nftables_table", format!("{table:?} is not a usable table name"), "use letters, digits and _ (at most 32)");
+    }
+    let nftables_table = raw.nftables_set.unwrap_or(false).then_some(table);
+    ProtectionConfig { blocked_status, ipv6_prefix, categories, exemptions, trusted_proxies, nftables_table }
 }
 
 fn resolve_cluster(c: &mut Checker<'_>, raw: ClusterFile, server_name: &str) -> ClusterConfig {

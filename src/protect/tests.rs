@@ -24,6 +24,7 @@ fn config() -> ProtectionConfig {
             categories: vec!["http-auth-failure".into()],
         }],
         trusted_proxies: Vec::new(),
+        nftables_table: None,
     }
 }
 

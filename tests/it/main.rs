@@ -10,6 +10,7 @@ mod auth;
 mod cli;
 mod edge_cache;
 mod jwt;
+mod nft_mirror;
 mod protocol_abuse;
 mod proxy_http;
 mod shield;

@@ -1,0 +1,234 @@
+//! Kernel mirror of the shield's bans (`protection.nftables_set`): banned sources are also
+//! added, in batches, to sets with per-element timeouts in one nftables table Portcullis owns,
+//! so the kernel drops their packets to our listener ports before any socket work.
+//!
+//! The table (`inet <protection.nftables_table>`, default `portcullis`) is replaced as a whole
+//! at start (with every ban in force) and deleted at a clean shutdown; Portcullis never touches
+//! another table. It holds `ports` (the listeners' ports), `banned4` (IPv4 addresses) and
+//! `banned6` (IPv6 prefixes of `ipv6_prefix` bits) and one `input` chain at priority
+//! `filter - 10` that drops new TCP connections (SYN without ACK) and UDP datagrams from
+//! `@banned*` sources to `@ports`. Only a SYN pays for the set lookup, so established
+//! traffic costs one flags test per packet; a connection opened before its ban is answered by
+//! the shield itself. Changes are applied by `nft -f -`
+//! in one atomic transaction per batch (at most [`MAX_BATCH`] changes, collected for
+//! [`BATCH_DELAY`]). The mirror is best effort: the shield's own check stays authoritative, so
+//! a failed `nft` run is logged to `error.log` and costs nothing but kernel-level dropping.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::telemetry::logging::ErrorLog;
+
+/// Most changes applied in one `nft` transaction.
+pub const MAX_BATCH: usize = 10_000;
+/// How long changes are collected before a batch is applied.
+pub const BATCH_DELAY: Duration = Duration::from_millis(20);
+/// Most changes waiting to be applied; beyond this, changes are dropped (and counted in
+/// `error.log`): the shield still refuses those sources itself.
+pub const MAX_QUEUED: usize = 200_000;
+/// Longest kernel timeout set on an element; a longer ban is re-added at the next start.
+pub const MAX_ELEMENT_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// One change to the kernel sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    Ban { source: IpAddr, prefix: u8, remaining: Duration },
+    Unban { source: IpAddr, prefix: u8 },
+}
+
+/// A running mirror; changes are queued and applied by a background task.
+#[derive(Debug, Clone)]
+pub struct NftMirror {
+    changes: mpsc::Sender<Change>,
+    /// Changes refused because the queue was full (reported by the next batch).
+    dropped: Arc<AtomicU64>,
+    table: String,
+}
+
+/// A ban to mirror: the banned source, its prefix length and the time it has left.
+pub type MirroredBan = (IpAddr, u8, Duration);
+
+impl NftMirror {
+    /// Replaces the table with a fresh one holding `ports` and `bans`; an error (no `nft`, not
+    /// root…) says why and leaves no mirror.
+    pub async fn start(table: &str, ports: &[u16], bans: &[MirroredBan], error_log: ErrorLog) -> Result<NftMirror, String> {
+        let mut script = table_script(table, ports);
+        let changes: Vec<Change> = bans.iter().map(|&(source, prefix, remaining)| Change::Ban { source, prefix, remaining }).collect();
+        for chunk in changes.chunks(MAX_BATCH) {
+            script.push_str(&changes_script(table, chunk));
+        }
+        run_nft(&script).await?;
+        let (sender, receiver) = mpsc::channel(MAX_QUEUED);
+        let dropped = Arc::new(AtomicU64::new(0));
+        tokio::spawn(apply_batches(table.to_string(), receiver, dropped.clone(), error_log));
+        Ok(NftMirror { changes: sender, dropped, table: table.to_string() })
+    }
+
+    /// Queues a ban of `source/prefix` for `remaining`.
+    pub fn ban(&self, source: IpAddr, prefix: u8, remaining: Duration) {
+        self.queue(Change::Ban { source, prefix, remaining });
+    }
+
+    /// Queues the removal of `source/prefix`.
+    pub fn unban(&self, source: IpAddr, prefix: u8) {
+        self.queue(Change::Unban { source, prefix });
+    }
+
+    fn queue(&self, change: Change) {
+        if self.changes.try_send(change).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Deletes the table (clean shutdown).
+    pub async fn remove(&self) -> Result<(), String> {
+        run_nft(&format!("delete table inet {}\n", self.table)).await
+    }
+}
+
+/// Whether `name` can name our table (letters, digits, `_`; at most 32).
+pub fn valid_table_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+async fn apply_batches(table: String, mut receiver: mpsc::Receiver<Change>, dropped: Arc<AtomicU64>, error_log: ErrorLog) {
+    while let Some(first) = receiver.recv().await {
+        tokio::time::sleep(BATCH_DELAY).await;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(change) => batch.push(change),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = run_nft(&changes_script(&table, &batch)).await {
+            error_log.error(&format!("nftables mirror: {} change(s) not applied: {error}", batch.len()));
+        }
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            error_log.error(&format!("nftables mirror: {lost} change(s) dropped (queue of {MAX_QUEUED} full)"));
+        }
+    }
+}
+
+/// The script that (re)creates the table; `table … {}` then `delete` makes the first run and
+/// every later one alike (nft 1.0 has no `destroy`).
+fn table_script(table: &str, ports: &[u16]) -> String {
+    format!(
+        "table inet {table} {{}}\ndelete table inet {table}\ntable inet {table} {{\n\
+         \tset ports {{ type inet_service; }}\n\
+         \tset banned4 {{ type ipv4_addr; flags timeout; size {size}; }}\n\
+         \tset banned6 {{ type ipv6_addr; flags interval, timeout; size {size}; }}\n\
+         \tchain input {{\n\t\ttype filter hook input priority filter - 10; policy accept;\n\
+         \t\ttcp flags & (syn | ack) == syn tcp dport @ports ip saddr @banned4 drop\n\
+         \t\ttcp flags & (syn | ack) == syn tcp dport @ports ip6 saddr @banned6 drop\n\
+         \t\tudp dport @ports ip saddr @banned4 drop\n\
+         \t\tudp dport @ports ip6 saddr @banned6 drop\n\t}}\n}}\n{}",
+        ports_script(table, ports),
+        size = crate::protect::MAX_BANS,
+    )
+}
+
+fn ports_script(table: &str, ports: &[u16]) -> String {
+    if ports.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    format!("add element inet {table} ports {{ {} }}\n", list.join(", "))
+}
+
+fn element(source: IpAddr, prefix: u8) -> (&'static str, String) {
+    match source.to_canonical() {
+        IpAddr::V4(v4) => ("banned4", v4.to_string()),
+        IpAddr::V6(v6) => ("banned6", format!("{v6}/{}", prefix.min(128))),
+    }
+}
+
+/// Statements for `changes`. Each element is first added without a timeout and deleted (so
+/// neither an unknown element nor an existing one fails the transaction), then a ban adds it
+/// back with its timeout (nft's `add` does not refresh an existing element's timeout).
+fn changes_script(table: &str, changes: &[Change]) -> String {
+    let mut script = String::new();
+    for change in changes {
+        let (source, prefix) = match change {
+            Change::Ban { source, prefix, .. } | Change::Unban { source, prefix } => (*source, *prefix),
+        };
+        let (set, element) = element(source, prefix);
+        let _ = writeln!(script, "add element inet {table} {set} {{ {element} }}");
+        let _ = writeln!(script, "delete element inet {table} {set} {{ {element} }}");
+        if let Change::Ban { remaining, .. } = change {
+            let seconds = remaining.min(&MAX_ELEMENT_TIMEOUT).as_secs().max(1);
+            let _ = writeln!(script, "add element inet {table} {set} {{ {element} timeout {seconds}s }}");
+        }
+    }
+    script
+}
+
+async fn run_nft(script: &str) -> Result<(), String> {
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run nft: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).await.map_err(|e| format!("cannot write to nft: {e}"))?;
+    }
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .map_err(|_| "nft did not finish within 30 s".to_string())?
+        .map_err(|e| format!("nft failed: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Err(format!("nft exited with {}: {}", output.status, stderr.lines().take(3).collect::<Vec<_>>().join(" | ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ban_replaces_any_existing_element_and_an_unban_never_fails_on_a_missing_one() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8::".parse().unwrap();
+        let script = changes_script(
+            "pc",
+            &[Change::Ban { source: v4, prefix: 32, remaining: Duration::from_millis(1500) }, Change::Unban { source: v6, prefix: 64 }],
+        );
+        assert_eq!(
+            script,
+            "add element inet pc banned4 { 192.0.2.7 }\ndelete element inet pc banned4 { 192.0.2.7 }\n\
+             add element inet pc banned4 { 192.0.2.7 timeout 1s }\n\
+             add element inet pc banned6 { 2001:db8::/64 }\ndelete element inet pc banned6 { 2001:db8::/64 }\n"
+        );
+    }
+
+    #[test]
+    fn element_timeouts_are_capped_and_never_zero() {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let long = changes_script("t", &[Change::Ban { source: ip, prefix: 32, remaining: Duration::from_secs(400 * 24 * 3600) }]);
+        assert!(long.contains(&format!("timeout {}s", MAX_ELEMENT_TIMEOUT.as_secs())), "{long}");
+        let short = changes_script("t", &[Change::Ban { source: ip, prefix: 32, remaining: Duration::ZERO }]);
+        assert!(short.contains("timeout 1s"), "{short}");
+    }
+
+    #[test]
+    fn table_names_are_restricted_to_safe_identifiers() {
+        assert!(valid_table_name("portcullis"));
+        assert!(valid_table_name("edge_1"));
+        for bad in ["", "a b", "x;flush ruleset", "t{", &"a".repeat(33)] {
+            assert!(!valid_table_name(bad), "{bad:?}");
+        }
+    }
+}

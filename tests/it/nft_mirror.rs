@@ -1,0 +1,198 @@
+//! The nftables kernel mirror, for real: the `portcullis` binary runs inside a network
+//! namespace this test creates (`ip netns`), clients are `curl` processes inside it bound to
+//! chosen source addresses, and the kernel sets are read back with `nft`. Needs root and
+//! `nft`; skipped with a message otherwise (`PORTCULLIS_REQUIRE_NFT=1` turns the skip into a
+//! failure, as `.ci/run` does).
+
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::Duration;
+
+use crate::support::{ADMIN_TOKEN, argon2_hash};
+
+const EDGE_V4: &str = "127.0.0.1:18080";
+const EDGE_V6: &str = "[::1]:18082";
+const ADMIN: &str = "127.0.0.1:18081";
+
+/// A network namespace (and the edge inside it) removed on drop, even when an assertion fails.
+struct Namespace {
+    name: String,
+    edge: Option<Child>,
+}
+
+impl Namespace {
+    fn create() -> Namespace {
+        let name = format!("pc-nft-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success(), "ip netns add");
+        let ns = Namespace { name, edge: None };
+        ns.run(&["ip", "link", "set", "lo", "up"]);
+        for address in ["2001:db8::5/64", "2001:db8::6/64", "2001:db8:1::7/64"] {
+            ns.run(&["ip", "-6", "addr", "add", address, "dev", "lo", "nodad"]);
+        }
+        ns
+    }
+
+    fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip").args(["netns", "exec", &self.name]).args(args).output().unwrap()
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.exec(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The HTTP status a `curl` from `source` gets ("000" when no answer within 2 s).
+    fn status_from(&self, source: &str, url: &str, user: &str) -> String {
+        let out =
+            self.exec(&["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", "--interface", source, "-u", user, url]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn start_edge(&mut self, config: &Path) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_portcullis"), "serve", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.edge = Some(child);
+        for _ in 0..100 {
+            if self.status_from("127.0.0.1", &format!("http://{EDGE_V4}/"), "nobody:x") == "401" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("edge did not start inside the namespace");
+    }
+
+    /// SIGTERM and wait (a clean shutdown deletes the table).
+    fn stop_edge(&mut self) {
+        if let Some(mut child) = self.edge.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            for _ in 0..100 {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("edge did not stop on SIGTERM");
+        }
+    }
+
+    fn set(&self, name: &str) -> String {
+        let out = self.exec(&["nft", "list", "set", "inet", "portcullis", name]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_for_set(&self, name: &str, predicate: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        for _ in 0..40 {
+            last = self.set(name);
+            if predicate(&last) {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("set {name} never reached the expected state:\n{last}");
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.edge.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+fn can_run() -> bool {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let nft = Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success());
+    let curl = Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success());
+    if root && nft && curl {
+        return true;
+    }
+    let why = format!("nftables mirror test needs root, nft and curl (root: {root}, nft: {nft}, curl: {curl})");
+    assert!(std::env::var_os("PORTCULLIS_REQUIRE_NFT").is_none(), "{why}");
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+#[test]
+fn bans_reach_the_kernel_set_and_unbans_and_restarts_keep_it_in_step() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    std::fs::write(&users, format!("[users]\nalice = \"{}\"\n", argon2_hash("pw"))).unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nname = \"localhost\"\nstate_dir = \"{d}/state\"\nlog_dir = \"{d}/logs\"\n\
+             [[listener]]\nname = \"v4\"\naddress = \"{EDGE_V4}\"\n[[listener]]\nname = \"v6\"\naddress = \"{EDGE_V6}\"\n\
+             [admin]\naddress = \"{ADMIN}\"\ntoken = \"{ADMIN_TOKEN}\"\n\
+             [[service]]\nname = \"desk\"\nauth = \"basic\"\n[[service.upstream]]\naddress = \"127.0.0.1:9\"\n\
+             [[route]]\npath = \"/\"\nservice = \"desk\"\n[auth.basic]\nusers_file = \"{u}\"\n\
+             [protection]\nnftables_set = true\n[protection.categories.http-auth-failure]\ntrigger = 3\nban = \"10m\"\n",
+            d = dir.path().display(),
+            u = users.display(),
+        ),
+    )
+    .unwrap();
+    let mut ns = Namespace::create();
+    ns.start_edge(&config);
+    let v4 = format!("http://{EDGE_V4}/");
+    let v6 = format!("http://{EDGE_V6}/");
+
+    // The table exists, protects exactly the listener ports, and starts empty.
+    let table = ns.run(&["nft", "list", "table", "inet", "portcullis"]);
+    assert!(table.contains("elements = { 18080, 18082 }"), "{table}");
+    assert!(!ns.set("banned4").contains("elements"), "{}", ns.set("banned4"));
+
+    // Three failures from 127.0.0.2 ban it; the kernel then drops its packets (no answer at
+    // all), while a neighbour still reaches the edge.
+    for _ in 0..3 {
+        assert_eq!(ns.status_from("127.0.0.2", &v4, "mallory:guess"), "401");
+    }
+    let banned = ns.wait_for_set("banned4", |s| s.contains("127.0.0.2"));
+    assert!(banned.contains("timeout 10m"), "{banned}");
+    assert_eq!(ns.status_from("127.0.0.2", &v4, "alice:pw"), "000", "kernel drops the banned source");
+    assert_eq!(ns.status_from("127.0.0.3", &v4, "alice:pw"), "502", "others still reach the edge (no upstream behind it)");
+
+    // IPv6: banned per /64 in the kernel too, so the neighbour in the same /64 is dropped,
+    // another /64 is not.
+    for _ in 0..3 {
+        assert_eq!(ns.status_from("2001:db8::5", &v6, "mallory:guess"), "401");
+    }
+    ns.wait_for_set("banned6", |s| s.contains("2001:db8::/64"));
+    assert_eq!(ns.status_from("2001:db8::6", &v6, "alice:pw"), "000");
+    assert_eq!(ns.status_from("2001:db8:1::7", &v6, "alice:pw"), "502");
+
+    // `blocked unblock` removes the element at once.
+    let unblock = ns.exec(&[env!("CARGO_BIN_EXE_portcullis"), "blocked", "unblock", "127.0.0.2", "--config", config.to_str().unwrap()]);
+    assert!(unblock.status.success(), "{}", String::from_utf8_lossy(&unblock.stderr));
+    ns.wait_for_set("banned4", |s| !s.contains("127.0.0.2"));
+    assert_eq!(ns.status_from("127.0.0.2", &v4, "alice:pw"), "502");
+
+    // A clean stop deletes the table; a restart rebuilds it from the persisted bans.
+    ns.stop_edge();
+    let gone = ns.exec(&["nft", "list", "table", "inet", "portcullis"]);
+    assert!(!gone.status.success(), "table left behind after shutdown");
+    ns.start_edge(&config);
+    let restored = ns.set("banned6");
+    assert!(restored.contains("2001:db8::/64"), "{restored}");
+    assert!(!ns.set("banned4").contains("127.0.0.2"), "an unbanned source stays unbanned");
+    // Tables Portcullis does not own are never touched.
+    ns.run(&["nft", "add", "table", "inet", "operator"]);
+    ns.stop_edge();
+    assert!(ns.run(&["nft", "list", "tables"]).contains("table inet operator"));
+}
