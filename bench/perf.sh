@@ -25,6 +25,7 @@ else
   "$BENCH/run.sh" $TLS 2>"$OUT/tls.log"
   "$BENCH/handshakes.sh" > "$OUT/handshakes.md" 2>"$OUT/handshakes.log"
   "$BENCH/ws_idle.sh" > "$OUT/ws_idle.md" 2>"$OUT/ws_idle.log"
+  "$BENCH/flood.sh" > "$OUT/flood.md" 2>"$OUT/flood.log"
 fi
 
 {
@@ -33,7 +34,7 @@ fi
   echo "## Measured tables (run $(basename "$OUT"), binary built from commit $(cat "$OUT/commit.txt" 2>/dev/null || echo unknown))"
   echo
   echo "Commands: \`cargo build --release && bench/perf.sh\`, which runs"
-  echo "\`bench/run.sh $(cat "$OUT"/2*/meta.txt | sed -n 's/^targets: //p' | head -1)\`, \`bench/run.sh $(cat "$OUT"/2*/meta.txt | sed -n 's/^targets: //p' | tail -1)\`, \`bench/handshakes.sh\` and \`bench/ws_idle.sh\`"
+  echo "\`bench/run.sh $(cat "$OUT"/2*/meta.txt | sed -n 's/^targets: //p' | head -1)\`, \`bench/run.sh $(cat "$OUT"/2*/meta.txt | sed -n 's/^targets: //p' | tail -1)\`, \`bench/handshakes.sh\`, \`bench/ws_idle.sh\` and \`bench/flood.sh\`"
   echo "(harness parameters: $(sed -n 's/^params: //p' "$(ls -d "$OUT"/2*/ | head -1)meta.txt"); medians; proxy alone on core 0, load generator and origin on core 1)."
   echo
   echo "### Cleartext (HTTP/1.1 keep-alive and close, HTTP/2 prior knowledge)"
@@ -52,5 +53,11 @@ fi
   echo "### Memory: idle and 10,000 idle proxied WebSockets"
   echo
   cat "$OUT/ws_idle.md"
+  if [ -s "$OUT/flood.md" ]; then
+    echo
+    echo "### Flood from banned sources (\`bench/flood.sh\`)"
+    echo
+    cat "$OUT/flood.md"
+  fi
 } > "$ROOT/docs/PERFORMANCE.md"
 echo "wrote docs/PERFORMANCE.md (raw results in $OUT)" >&2
