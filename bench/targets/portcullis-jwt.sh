@@ -13,7 +13,8 @@ prepare() {
 name = \"http\"
 address = \"$HOST:${JWT_PORT:-18106}\"
 tls = false"
-  AUTH_HEADER="Bearer $(python3 "$BENCH/lib/jwt_fixture.py" "$dir" "$JWT_ALG")"
+  AUTH_HEADER="Bearer $(python3 "$BENCH/lib/jwt_fixture.py" "$dir" "$JWT_ALG" ${JWT_TOKENS:-})"   # JWT_TOKENS=N: also $dir/tokens.txt
+  TOKENS_FILE="$dir/tokens.txt"
   sed -i "s/^auth = \"basic\"/auth = \"jwt\"/; s/^address = \"127.0.0.1:18124\"/address = \"127.0.0.1:${JWT_ADMIN_PORT:-18127}\"/" "$dir/portcullis.toml"
   cat >> "$dir/portcullis.toml" <<EOC
 [auth.jwt]

@@ -16,6 +16,9 @@ use tokio::time::Instant;
 
 /// Most credentials cached at once; beyond it new validations are not cached.
 pub const MAX_CACHED_CREDENTIALS: usize = 100_000;
+/// A full cache drops its expired entries at most this often (a scan of the whole map per
+/// insert would make every new credential cost O(entries) once the cache is full).
+pub const FULL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// HMAC of one credential.
 pub type Digest = [u8; 32];
@@ -30,6 +33,8 @@ pub struct CredentialCache {
     key: aws_lc_rs::hmac::Key,
     ttl: Duration,
     entries: RwLock<HashMap<Digest, Entry>>,
+    /// When a full cache last dropped its expired entries.
+    last_sweep: Mutex<Option<Instant>>,
     in_flight: Mutex<HashMap<Digest, Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
@@ -44,6 +49,7 @@ impl CredentialCache {
             key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret),
             ttl,
             entries: RwLock::new(HashMap::new()),
+            last_sweep: Mutex::new(None),
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -73,7 +79,11 @@ impl CredentialCache {
         let now = Instant::now();
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= MAX_CACHED_CREDENTIALS {
-            entries.retain(|_, e| e.expires > now);
+            let mut last_sweep = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+            if last_sweep.is_none_or(|at| now.duration_since(at) >= FULL_SWEEP_INTERVAL) {
+                entries.retain(|_, e| e.expires > now);
+                *last_sweep = Some(now);
+            }
             if entries.len() >= MAX_CACHED_CREDENTIALS {
                 return;
             }

@@ -16,36 +16,49 @@ use super::cache::Digest;
 pub const SESSION_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Most sessions tracked per service.
 pub const MAX_TRACKED_SESSIONS: usize = 200_000;
+/// Quiet sessions are dropped from the table at most this often, so a new session costs O(1)
+/// (amortized) rather than a scan of the table; the peak may therefore include a session that
+/// went quiet less than this long ago.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Current and peak sessions of one service.
 #[derive(Debug, Default)]
 pub struct SessionTracker {
-    last_seen: Mutex<HashMap<Digest, Instant>>,
+    table: Mutex<Table>,
     peak: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    last_seen: HashMap<Digest, Instant>,
+    last_sweep: Option<Instant>,
 }
 
 impl SessionTracker {
     /// Records an authenticated request of session `key`.
     pub fn touch(&self, key: Digest) {
         let now = Instant::now();
-        let mut seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(at) = seen.get_mut(&key) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = table.last_seen.get_mut(&key) {
             *at = now;
             return;
         }
-        // A new session: forget stale ones first so current and peak stay exact.
-        seen.retain(|_, at| now.duration_since(*at) < SESSION_WINDOW);
-        if seen.len() < MAX_TRACKED_SESSIONS {
-            seen.insert(key, now);
+        // A new session: forget quiet ones first (at most once per SWEEP_INTERVAL).
+        if table.last_sweep.is_none_or(|at| now.duration_since(at) >= SWEEP_INTERVAL) {
+            table.last_seen.retain(|_, at| now.duration_since(*at) < SESSION_WINDOW);
+            table.last_sweep = Some(now);
         }
-        self.peak.fetch_max(seen.len(), Ordering::Relaxed);
+        if table.last_seen.len() < MAX_TRACKED_SESSIONS {
+            table.last_seen.insert(key, now);
+        }
+        self.peak.fetch_max(table.last_seen.len(), Ordering::Relaxed);
     }
 
     /// Sessions seen within the window.
     pub fn current(&self) -> usize {
         let now = Instant::now();
-        let seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.values().filter(|at| now.duration_since(**at) < SESSION_WINDOW).count()
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table.last_seen.values().filter(|at| now.duration_since(**at) < SESSION_WINDOW).count()
     }
 
     /// Highest count since start.

@@ -25,24 +25,34 @@ struct Signer {
     kid: String,
     alg: Algorithm,
     key: EncodingKey,
+    /// The raw Ed25519 public key (jsonwebtoken cannot build an OKP JWK itself).
+    ed25519_public: Option<Vec<u8>>,
 }
 
 impl Signer {
     fn new(kid: &str, alg: Algorithm) -> Signer {
         let rc_alg = match alg {
             Algorithm::RS256 => &rcgen::PKCS_RSA_SHA256,
+            Algorithm::EdDSA => &rcgen::PKCS_ED25519,
             _ => &rcgen::PKCS_ECDSA_P256_SHA256,
         };
         let pair = rcgen::KeyPair::generate_for(rc_alg).unwrap();
         let pem = pair.serialize_pem();
         let key = match alg {
             Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
             _ => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
         };
-        Signer { kid: kid.into(), alg, key }
+        let ed25519_public = (alg == Algorithm::EdDSA).then(|| pair.public_key_raw().to_vec());
+        Signer { kid: kid.into(), alg, key, ed25519_public }
     }
 
     fn jwk(&self) -> Jwk {
+        if let Some(public) = &self.ed25519_public {
+            let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public);
+            return serde_json::from_value(serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": self.kid, "alg": "EdDSA" }))
+                .unwrap();
+        }
         let mut jwk = Jwk::from_encoding_key(&self.key, self.alg).unwrap();
         jwk.common.key_id = Some(self.kid.clone());
         jwk
@@ -151,6 +161,30 @@ async fn rs256_and_es256_tokens_from_the_jwks_are_accepted_and_cached() {
 }
 
 #[tokio::test]
+async fn eddsa_tokens_from_an_okp_jwks_key_are_accepted_and_forgeries_refused() {
+    let up = Upstream::start("cuic").await;
+    let ed = Signer::new("ed-1", Algorithm::EdDSA);
+    let impostor = Signer::new("ed-1", Algorithm::EdDSA);
+    let jwks = Jwks::start(vec![ed.jwk()]).await;
+    let edge = edge(&up, &jwks, "").await;
+    assert_eq!(bearer(edge.http, &ed.token(claims("agent3"))).await, 200);
+    // Same kid, another Ed25519 key: the signature does not verify.
+    assert_eq!(bearer(edge.http, &impostor.token(claims("agent3"))).await, 401);
+    // A payload changed after signing.
+    let token = ed.token(claims("agent3"));
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims("admin")).unwrap());
+    assert_eq!(bearer(edge.http, &parts.join(".")).await, 401);
+    // An EdDSA key cannot verify a token that claims another algorithm.
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("ed-1".into());
+    let es = Signer::new("x", Algorithm::ES256);
+    assert_eq!(bearer(edge.http, &jsonwebtoken::encode(&header, &claims("agent3"), &es.key).unwrap()).await, 401);
+    assert_eq!(up.hits(), 1, "only the genuine token reached the upstream");
+    edge.stop().await;
+}
+
+#[tokio::test]
 async fn forged_expired_and_misaddressed_tokens_are_refused() {
     let up = Upstream::start("cuic").await;
     let rsa = Signer::new("rsa-1", Algorithm::RS256);
@@ -222,7 +256,8 @@ async fn a_flood_of_random_kids_causes_a_bounded_number_of_jwks_fetches() {
     let jwks = Jwks::start(vec![real.jwk()]).await;
     let edge = edge(&up, &jwks, "").await;
     for i in 0..60 {
-        let forger = Signer { kid: format!("random-{i}"), alg: Algorithm::ES256, key: Signer::new("x", Algorithm::ES256).key };
+        let forger =
+            Signer { kid: format!("random-{i}"), alg: Algorithm::ES256, key: Signer::new("x", Algorithm::ES256).key, ed25519_public: None };
         assert_eq!(bearer(edge.http, &forger.token(claims("x"))).await, 401);
     }
     assert!(jwks.fetches() <= 2, "initial fetch + at most one unknown-kid refresh per interval, got {}", jwks.fetches());
