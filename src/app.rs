@@ -194,7 +194,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tokio::spawn(reload_loop(reload_rx, config.clone(), edge.clone(), acceptor.clone(), None));
     }
     if let Some(paths) = &certificate {
-        if paths.self_signed {
+        if paths.origin == tls::CertOrigin::SelfSigned {
             tracing::info!("TLS certificate: self-signed for {} at {}", config.server.name, paths.cert.display());
         } else {
             tracing::info!("TLS certificate: {}", paths.cert.display());
