@@ -16,7 +16,9 @@
 //!                              h1_guard (request-smuggling refusal below hyper), fetch
 //!                     cluster  StateStore trait + embedded (redb) implementation
 //!                     protect  the shield: categories, exact windows, bans (418), exemptions,
-//!                              blocking.log for fail2ban
+//!                              blocking.log for fail2ban, nftables kernel mirror
+//!                     operate  maintenance/drain, counts, service states, weight overrides,
+//!                              web certificate checks, CSRs, expiry notice
 //!                     auth     edge authentication: Basic (validate once, HMAC cache,
 //!                              single flight, user list, users_file), JWT (HS/JWKS),
 //!                              rate control
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod net;
+pub mod operate;
 pub mod protect;
 pub mod proxy;
 pub mod telemetry;
