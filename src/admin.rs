@@ -11,6 +11,16 @@
 //! - `GET /api/v1/blocked` — bans in force; `DELETE /api/v1/blocked?ip=IP` — lift one (token).
 //! - `GET|POST|DELETE /api/v1/exemptions` — list; add `?cidr=NET/LEN&categories=a,b`; delete
 //!   `?cidr=NET/LEN` (token).
+//! - `GET|POST /api/v1/maintenance` — state of each service; `?enabled=on|off` (token).
+//! - `GET|POST|DELETE /api/v1/weights` — list; `?server=HOST:PORT&weight=N`; remove the
+//!   override `?server=HOST:PORT` (token).
+//! - `GET|POST|DELETE /api/v1/cert` — details of the certificate in use; install a PEM bundle
+//!   (body); back to configured/self-signed. `GET|PUT /api/v1/cert/fields` (CSR subject),
+//!   `GET|POST /api/v1/cert/csr`, `POST /api/v1/cert/self-signed` (token).
+//! - `POST /api/v1/refresh` — re-fetch keys and user lists, rebuild routing (token).
+//!
+//! `/health` answers `503 maintenance` while the peer is in maintenance, so load balancers
+//! stop sending new users.
 //!
 //! Threat model: anyone who can reach the admin port. The token is compared in constant
 //! time, never logged, and a wrong or missing token gets the same `401`.
@@ -35,8 +45,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{AuthMode, ListenerConfig};
-use crate::proxy::stack::{Backend, Edge};
+use crate::config::ListenerConfig;
+use crate::proxy::stack::Edge;
+
+pub mod operate;
+pub mod status;
+pub use status::Status;
 
 /// The admin bearer token. `Debug` never shows it.
 #[derive(Clone)]
@@ -76,6 +90,8 @@ pub struct AdminState {
     pub listeners: Vec<(ListenerConfig, SocketAddr)>,
     pub started_at: SystemTime,
     pub started: Instant,
+    /// The HTTPS listeners' acceptor (a new certificate is swapped in here).
+    pub tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
 }
 
 type AdminBody = Full<Bytes>;
@@ -152,7 +168,10 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
     let query = request.uri().query().unwrap_or("").to_string();
     let method = request.method().clone();
     if method == Method::GET && path == "/health" {
-        return text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n");
+        return match state.edge.operate.in_maintenance() {
+            false => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+            true => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "maintenance\n"),
+        };
     }
     // A banned source is refused here too, unless it is on loopback (the local operator).
     if !client.ip().to_canonical().is_loopback()
@@ -175,7 +194,27 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
             }
             text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.edge.metrics.encode())
         }
-        (Method::GET, "/api/v1/status") => json(StatusCode::OK, &status(state)),
+        (Method::GET, "/api/v1/status") => json(StatusCode::OK, &status::status(state)),
+        (Method::GET, "/api/v1/maintenance") => operate::get_maintenance(state),
+        (Method::POST, "/api/v1/maintenance") => operate::set_maintenance(state, &query).await,
+        (Method::GET, "/api/v1/weights") => operate::get_weights(state),
+        (Method::POST, "/api/v1/weights") => operate::set_weight(state, &query, false).await,
+        (Method::DELETE, "/api/v1/weights") => operate::set_weight(state, &query, true).await,
+        (Method::POST, "/api/v1/refresh") => operate::refresh(state).await,
+        (Method::GET, "/api/v1/cert") => operate::get_cert(state),
+        (Method::POST, "/api/v1/cert") => match read_body(request, crate::operate::cert::MAX_BUNDLE_BYTES).await {
+            Some(body) => operate::add_cert(state, &body).await,
+            None => json(StatusCode::PAYLOAD_TOO_LARGE, &ErrorBody { error: "send the PEM bundle (at most 256 KiB) as the body" }),
+        },
+        (Method::DELETE, "/api/v1/cert") => operate::del_cert(state),
+        (Method::GET, "/api/v1/cert/fields") => operate::get_fields(state).await,
+        (Method::PUT, "/api/v1/cert/fields") => match read_body(request, 16 * 1024).await {
+            Some(body) => operate::put_fields(state, &body).await,
+            None => json(StatusCode::PAYLOAD_TOO_LARGE, &ErrorBody { error: "the fields are at most 16 KiB of JSON" }),
+        },
+        (Method::GET, "/api/v1/cert/csr") => operate::print_csr(state),
+        (Method::POST, "/api/v1/cert/csr") => operate::gen_csr(state).await,
+        (Method::POST, "/api/v1/cert/self-signed") => operate::gen_self_signed(state),
         (Method::POST, "/api/v1/reload") => reload(state).await,
         (Method::DELETE, "/api/v1/tokens") => revoke_tokens(state, &query).await,
         (Method::GET, "/api/v1/blocked") => json(StatusCode::OK, &state.edge.shield.list()),
@@ -183,11 +222,30 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         (Method::GET, "/api/v1/exemptions") => json(StatusCode::OK, &exemptions(state)),
         (Method::POST, "/api/v1/exemptions") => add_exemption(state, &query).await,
         (Method::DELETE, "/api/v1/exemptions") => del_exemption(state, &query).await,
-        (_, "/metrics" | "/api/v1/status" | "/api/v1/reload" | "/api/v1/tokens" | "/api/v1/blocked" | "/api/v1/exemptions") => {
-            json(StatusCode::METHOD_NOT_ALLOWED, &ErrorBody { error: "method not allowed" })
-        }
+        (
+            _,
+            "/metrics"
+            | "/api/v1/status"
+            | "/api/v1/reload"
+            | "/api/v1/tokens"
+            | "/api/v1/blocked"
+            | "/api/v1/exemptions"
+            | "/api/v1/maintenance"
+            | "/api/v1/weights"
+            | "/api/v1/refresh"
+            | "/api/v1/cert"
+            | "/api/v1/cert/fields"
+            | "/api/v1/cert/csr"
+            | "/api/v1/cert/self-signed",
+        ) => json(StatusCode::METHOD_NOT_ALLOWED, &ErrorBody { error: "method not allowed" }),
         _ => json(StatusCode::NOT_FOUND, &ErrorBody { error: "no such endpoint" }),
     }
+}
+
+/// The request body, or `None` when it is larger than `limit` or broken.
+async fn read_body(request: Request<Incoming>, limit: usize) -> Option<Bytes> {
+    use http_body_util::BodyExt;
+    http_body_util::Limited::new(request.into_body(), limit).collect().await.ok().map(|b| b.to_bytes())
 }
 
 /// The value of `name` in a query string (percent-decoded).
@@ -312,110 +370,5 @@ async fn reload(state: &AdminState) -> Response<AdminBody> {
         Ok(Ok(())) => json(StatusCode::OK, &ReloadBody { ok: true, errors: Vec::new() }),
         Ok(Err(errors)) => json(StatusCode::BAD_REQUEST, &ReloadBody { ok: false, errors }),
         Err(_) => json(StatusCode::INTERNAL_SERVER_ERROR, &ErrorBody { error: "reload task stopped" }),
-    }
-}
-
-/// `GET /api/v1/status` body.
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct Status {
-    pub server: String,
-    pub version: String,
-    pub started_at: String,
-    pub uptime_seconds: u64,
-    pub config_file: Option<String>,
-    pub listeners: Vec<ListenerStatus>,
-    pub services: Vec<ServiceStatus>,
-}
-
-/// One listener in [`Status`].
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct ListenerStatus {
-    pub name: String,
-    pub address: String,
-    pub tls: bool,
-    pub redirect_to: Option<String>,
-    pub open_connections: i64,
-}
-
-/// One service in [`Status`].
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct ServiceStatus {
-    pub name: String,
-    pub auth: String,
-    pub kind: String,
-    /// Authenticated sessions active within the last 15 minutes.
-    pub sessions: usize,
-    /// Highest `sessions` since start.
-    pub sessions_peak: usize,
-    pub servers: Vec<ServerStatus>,
-}
-
-/// One upstream server in [`Status`].
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct ServerStatus {
-    pub address: String,
-    pub weight: u32,
-    pub backup: bool,
-    pub max_conns: u32,
-    pub up: bool,
-    pub in_flight: u32,
-}
-
-fn status(state: &AdminState) -> Status {
-    let gateway = state.edge.gateway.load();
-    let listeners = state
-        .listeners
-        .iter()
-        .map(|(l, bound)| ListenerStatus {
-            name: l.name.clone(),
-            address: bound.to_string(),
-            tls: l.tls,
-            redirect_to: l.redirect_to.as_ref().map(|r| r.listener.clone()),
-            open_connections: state.edge.metrics.open_connections(&Arc::from(l.name.as_str())),
-        })
-        .collect();
-    let services = gateway
-        .services
-        .iter()
-        .map(|s| ServiceStatus {
-            name: s.name.to_string(),
-            auth: match s.config.auth {
-                AuthMode::None => "none",
-                AuthMode::Basic => "basic",
-                AuthMode::Jwt => "jwt",
-                AuthMode::BasicOrJwt => "basic_or_jwt",
-            }
-            .to_string(),
-            kind: match &s.backend {
-                Backend::Pool(_) => "proxy".to_string(),
-                Backend::Static(_) => "static".to_string(),
-            },
-            sessions: s.sessions.current(),
-            sessions_peak: s.sessions.peak(),
-            servers: match &s.backend {
-                Backend::Pool(pool) => pool
-                    .servers()
-                    .iter()
-                    .map(|srv| ServerStatus {
-                        address: srv.address.to_string(),
-                        weight: srv.weight,
-                        backup: srv.weight == 0,
-                        max_conns: srv.max_conns(),
-                        up: srv.is_up(),
-                        in_flight: srv.in_flight(),
-                    })
-                    .collect(),
-                Backend::Static(_) => Vec::new(),
-            },
-        })
-        .collect();
-    Status {
-        server: gateway.config.server.name.clone(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        started_at: humantime::format_rfc3339_seconds(state.started_at).to_string(),
-        uptime_seconds: state.started.elapsed().as_secs(),
-        config_file: gateway.config.source.as_ref().map(|p| p.display().to_string()),
-        listeners,
-        services,
     }
 }

@@ -26,6 +26,7 @@ use crate::cluster::StateStore;
 use crate::cluster::embedded::EmbeddedStore;
 use crate::config::{Config, StoreKind};
 use crate::net::{listener, tls};
+use crate::operate::Operate;
 use crate::protect::Shield;
 use crate::protect::nft::NftMirror;
 use crate::proxy::server;
@@ -34,8 +35,9 @@ use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::logging::{ErrorLog, LineBudget};
 use crate::telemetry::metrics::Metrics;
 
-/// How long shutdown waits for open connections to finish.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often the web certificate's expiry is checked (metric; `error.log` notice once a day
+/// from 30 days ahead).
+pub const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// A started edge.
 pub struct Running {
@@ -64,10 +66,13 @@ impl Running {
         self.reload.clone()
     }
 
-    /// Stops accepting, lets open connections finish (up to [`SHUTDOWN_GRACE`]), flushes logs.
+    /// Stops accepting, lets open connections finish (up to `maintenance.shutdown_drain`),
+    /// flushes logs.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let drain = self.edge.gateway.load().config.maintenance.shutdown_drain;
+        self.edge.error_log.warn(&format!("shutting down: no new connections, draining open ones for up to {}s", drain.as_secs()));
+        let deadline = Instant::now() + drain;
         while Instant::now() < deadline {
             let open: i64 = self.listeners.iter().map(|(name, _)| self.edge.metrics.open_connections(&Arc::from(name.as_str()))).sum();
             if open <= 0 {
@@ -117,7 +122,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let metrics = Arc::new(Metrics::new());
     let auth_events: Arc<dyn AuthEvents> = Arc::new(AuthFailureLog::new(error_log.clone(), metrics.clone()));
-    let gateway = Gateway::build(config.clone(), GatewayDeps { metrics: &metrics, store: &store, events: &auth_events, previous: None })?;
+    let operate = Arc::new(Operate::load(store.clone()).await);
+    if operate.in_maintenance() {
+        error_log
+            .warn("starting in maintenance mode (set before the restart): new sessions are refused until `portcullis maintenance off`");
+    }
+    let gateway = Gateway::build(
+        config.clone(),
+        GatewayDeps { metrics: &metrics, store: &store, events: &auth_events, previous: None, weights: &operate.weights() },
+    )?;
     let shield = Arc::new(
         Shield::new(
             config.protection.clone(),
@@ -130,7 +143,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot open blocking.log in {}", server_cfg.log_dir.display()))?,
     );
     shield.load().await;
-    let edge = Arc::new(Edge::new(gateway, EdgeParts { metrics, access_log, error_log, store: store.clone(), auth_events, shield }));
+    let edge =
+        Arc::new(Edge::new(gateway, EdgeParts { metrics, access_log, error_log, store: store.clone(), auth_events, shield, operate }));
 
     // Bind everything before serving anything: a port conflict fails the whole start.
     let mut bound = Vec::new();
@@ -185,6 +199,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             listeners: config.listeners.iter().cloned().zip(listeners.iter().map(|(_, a)| *a)).collect(),
             started_at: SystemTime::now(),
             started: Instant::now(),
+            tls: acceptor.clone(),
         });
         tracing::info!("admin API on {local}{}", if admin_cfg.tls { " (HTTPS)" } else { "" });
         let admin_tls = if admin_cfg.tls { acceptor.clone() } else { None };
@@ -200,6 +215,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tracing::info!("TLS certificate: {}", paths.cert.display());
         }
     }
+    if certificate.is_some() {
+        tokio::spawn(watch_certificate_expiry(Arc::downgrade(&edge)));
+    }
     tracing::info!(
         "{} ready: state in {}, logs in {}",
         config.server.name,
@@ -207,6 +225,31 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.server.log_dir.display()
     );
     Ok(Running { listeners, admin: admin_addr, certificate, edge, store, reload: reload_tx, shutdown })
+}
+
+/// Keeps `portcullis_certificate_expiry_seconds` current and writes the expiry notice to
+/// `error.log` once a day from 30 days ahead (and after expiry) while the edge lives.
+async fn watch_certificate_expiry(edge: std::sync::Weak<Edge>) {
+    let mut checks: u64 = 0;
+    loop {
+        let Some(edge) = edge.upgrade() else { return };
+        let config = edge.gateway.load().config.clone();
+        let configured = config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path()));
+        if let Ok(paths) = tls::ensure_certificate(configured, &config.server.state_dir, &config.server.name)
+            && let Ok(details) = crate::operate::cert::details_of_file(&paths.cert)
+        {
+            let now = time::OffsetDateTime::now_utc();
+            edge.metrics.certificate_expiry(details.not_after_unix - now.unix_timestamp());
+            if checks.is_multiple_of(24)
+                && let Some(notice) = crate::operate::cert::expiry_notice(details.not_after_unix, now)
+            {
+                edge.error_log.warn(&format!("{notice} ({}, serial {})", details.subject, details.serial));
+            }
+        }
+        checks += 1;
+        drop(edge);
+        tokio::time::sleep(CERT_CHECK_INTERVAL).await;
+    }
 }
 
 async fn reload_loop(

@@ -194,6 +194,23 @@ impl Authenticator {
         }
     }
 
+    /// Re-fetches the valid-user list and the JWKS keys now (`portcullis refresh`); a failed
+    /// fetch keeps what was there.
+    pub async fn refresh_now(&self) {
+        if let (Some(basic), Some(url)) = (&self.basic, self.settings.basic.as_ref().and_then(|b| b.users_url.clone())) {
+            basic.refresh_users(&url).await;
+        }
+        if let Some(jwt) = &self.jwt {
+            jwt.refresh_keys().await;
+        }
+    }
+
+    /// The session key of a request's credential (as [`Verdict::Allow`] would give it),
+    /// without validating it: used in maintenance to let only existing sessions through.
+    pub fn session_of(&self, headers: &HeaderMap) -> Option<cache::Digest> {
+        headers.get(http::header::AUTHORIZATION).map(|value| self.session_keys.digest(value.as_bytes()))
+    }
+
     /// Authenticates a request for a service using `mode`.
     pub async fn authenticate(&self, mode: AuthMode, headers: &HeaderMap, client: IpAddr) -> Verdict {
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {

@@ -1,5 +1,5 @@
 //! Command line (clap): `serve`, `check`, and thin clients of the admin API (`status`,
-//! `reload`). Exit codes: 0 ok, 1 failure, 64 usage or configuration error, 69 edge
+//! `reload`, `blocked`, `exemptions`, `maintenance`, `web cert`, `web weight`, `refresh`). Exit codes: 0 ok, 1 failure, 64 usage or configuration error, 69 edge
 //! unreachable.
 
 use std::path::{Path, PathBuf};
@@ -13,6 +13,9 @@ use http_body_util::{BodyExt, Full};
 
 use crate::admin::Status;
 use crate::config::Config;
+
+mod operate;
+mod render;
 
 /// Exit code: configuration or usage error (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
@@ -63,6 +66,21 @@ enum Command {
     Blocked {
         #[command(subcommand)]
         action: BlockedAction,
+    },
+    /// Maintenance mode of this peer: new sessions refused, established ones drain.
+    Maintenance {
+        #[command(subcommand)]
+        action: operate::MaintenanceAction,
+    },
+    /// The web edge's certificate and upstream weights.
+    Web {
+        #[command(subcommand)]
+        what: operate::WebCommand,
+    },
+    /// Re-fetch JWKS keys and user lists, re-resolve upstreams, rebuild routing (atomically).
+    Refresh {
+        #[command(flatten)]
+        target: AdminTarget,
     },
 }
 
@@ -204,7 +222,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 let status: Status =
                     serde_json::from_slice(&body).map_err(|e| Failure::failed(anyhow!("unexpected status answer: {e}")))?;
-                write_stdout(&render_status(&status));
+                write_stdout(&render::status(&status));
             }
             Ok(())
         }
@@ -279,6 +297,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Maintenance { action } => operate::maintenance(action),
+        Command::Web { what } => operate::web(what),
+        Command::Refresh { target } => {
+            let (url, token) = target.resolve()?;
+            runtime()?.block_on(admin_call(&url, &token, http::Method::POST, "/api/v1/refresh"))?;
+            write_stdout("refreshed: keys and user lists re-fetched, routing rebuilt\n");
+            Ok(())
+        }
         Command::Reload { target } => {
             let (url, token) = target.resolve()?;
             runtime()?.block_on(admin_call(&url, &token, http::Method::POST, "/api/v1/reload"))?;
@@ -318,8 +344,13 @@ impl AdminTarget {
     }
 }
 
-/// One request to the admin API (plain HTTP).
+/// One request to the admin API (plain HTTP) without a body.
 async fn admin_call(url: &str, token: &str, method: http::Method, path: &str) -> Result<Bytes, Failure> {
+    admin_send(url, token, method, path, Bytes::new()).await
+}
+
+/// One request to the admin API (plain HTTP) with `body`.
+async fn admin_send(url: &str, token: &str, method: http::Method, path: &str, body: Bytes) -> Result<Bytes, Failure> {
     let uri: http::Uri = url.parse().map_err(|_| Failure::usage(anyhow!("{url:?} is not a URL")))?;
     if uri.scheme_str() != Some("http") {
         return Err(Failure::usage(anyhow!("{url}: only http:// admin URLs are supported by the CLI (bind the admin API to loopback)")));
@@ -341,7 +372,7 @@ async fn admin_call(url: &str, token: &str, method: http::Method, path: &str) ->
         .uri(path)
         .header(http::header::HOST, authority.as_str())
         .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Full::new(Bytes::new()))
+        .body(Full::new(body))
         .map_err(|e| Failure::failed(anyhow!(e)))?;
     let response = sender.send_request(request).await.map_err(|e| Failure::unreachable(anyhow!(e)))?;
     let status = response.status();
@@ -351,48 +382,6 @@ async fn admin_call(url: &str, token: &str, method: http::Method, path: &str) ->
         401 => Err(Failure::usage(anyhow!("the edge refused the admin token (401)"))),
         _ => Err(Failure::failed(anyhow!("{} {}: {}", status.as_u16(), path, String::from_utf8_lossy(&body).trim()))),
     }
-}
-
-fn render_status(s: &Status) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(out, "HOST:        {}", s.server);
-    let _ = writeln!(out, "VERSION:     {}", s.version);
-    let _ = writeln!(out, "STARTED:     {} (up {})", s.started_at, humantime::format_duration(Duration::from_secs(s.uptime_seconds)));
-    if let Some(file) = &s.config_file {
-        let _ = writeln!(out, "CONFIG:      {file}");
-    }
-    let _ = writeln!(out, "LISTENERS:");
-    for l in &s.listeners {
-        let kind = match (&l.redirect_to, l.tls) {
-            (Some(to), _) => format!("redirect to {to}"),
-            (None, true) => "https".to_string(),
-            (None, false) => "http".to_string(),
-        };
-        let _ = writeln!(out, "  {:<12} {:<24} {:<20} {} open", l.name, l.address, kind, l.open_connections);
-    }
-    let _ = writeln!(out, "SERVICES:");
-    for svc in &s.services {
-        let _ = writeln!(
-            out,
-            "  {:<12} auth={:<13} {:<7} sessions={} (peak {})",
-            svc.name, svc.auth, svc.kind, svc.sessions, svc.sessions_peak
-        );
-        for srv in &svc.servers {
-            let limit = if srv.max_conns == 0 { "-".to_string() } else { srv.max_conns.to_string() };
-            let _ = writeln!(
-                out,
-                "    {:<32} {:<4} weight={}{} in-flight={}/{}",
-                srv.address,
-                if srv.up { "UP" } else { "DOWN" },
-                srv.weight,
-                if srv.backup { " (backup)" } else { "" },
-                srv.in_flight,
-                limit
-            );
-        }
-    }
-    out
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

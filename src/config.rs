@@ -257,7 +257,13 @@ pub struct ClusterConfig {
 /// `[maintenance]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaintenanceConfig {
+    /// `Retry-After` on answers refused during maintenance.
     pub retry_after: Duration,
+    /// A session is current (and keeps a draining service busy) while it authenticates at
+    /// least this often.
+    pub session_idle: Duration,
+    /// On SIGTERM: how long open connections may finish before the process exits.
+    pub shutdown_drain: Duration,
 }
 
 /// `[protection]` (consumed by the shield).

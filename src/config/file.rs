@@ -212,6 +212,8 @@ pub struct ExemptionFile {
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceFile {
     pub retry_after: Option<String>,
+    pub session_idle: Option<String>,
+    pub shutdown_drain: Option<String>,
 }
 
 /// `[cluster]`.

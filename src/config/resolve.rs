@@ -219,6 +219,8 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let protection = resolve_protection(&mut c, &protection_raw);
     let maintenance = MaintenanceConfig {
         retry_after: c.duration("maintenance.retry_after", maintenance_raw.retry_after.as_ref(), Duration::from_secs(120)),
+        session_idle: c.duration("maintenance.session_idle", maintenance_raw.session_idle.as_ref(), crate::auth::sessions::SESSION_WINDOW),
+        shutdown_drain: c.duration("maintenance.shutdown_drain", maintenance_raw.shutdown_drain.as_ref(), Duration::from_secs(10)),
     };
     let cluster = resolve_cluster(&mut c, cluster_raw, &server.name);
 

@@ -45,6 +45,9 @@ pub enum ProxyError {
     Internal,
     /// The source is banned by the shield (`protection.blocked_status`, 418 by default).
     Blocked { status: u16 },
+    /// This peer is in maintenance and the request would start a new session (503 +
+    /// `Retry-After`).
+    Maintenance { retry_after_secs: u64 },
 }
 
 impl ProxyError {
@@ -59,7 +62,7 @@ impl ProxyError {
             | ProxyError::RateLimited { .. } => Blame::Client,
             ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed | ProxyError::UpstreamTimeout => Blame::Upstream,
             ProxyError::AuthUnavailable => Blame::Upstream,
-            ProxyError::Overloaded | ProxyError::Internal => Blame::Edge,
+            ProxyError::Overloaded | ProxyError::Internal | ProxyError::Maintenance { .. } => Blame::Edge,
             ProxyError::Blocked { .. } => Blame::Client,
         }
     }
@@ -74,7 +77,7 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed => StatusCode::BAD_GATEWAY,
-            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Overloaded | ProxyError::Maintenance { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Blocked { status } => StatusCode::from_u16(*status).unwrap_or(StatusCode::IM_A_TEAPOT),
@@ -96,6 +99,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream timed out",
             ProxyError::Internal => "internal error",
             ProxyError::Blocked { .. } => "blocked",
+            ProxyError::Maintenance { .. } => "in maintenance: new sessions are not accepted here, retry later",
         };
         let mut response = text_response(self.status(), text);
         let headers = response.headers_mut();
@@ -105,7 +109,7 @@ impl ProxyError {
                     headers.insert(header::WWW_AUTHENTICATE, value);
                 }
             }
-            ProxyError::RateLimited { retry_after_secs } => {
+            ProxyError::RateLimited { retry_after_secs } | ProxyError::Maintenance { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             ProxyError::AuthUnavailable => {

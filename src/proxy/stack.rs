@@ -38,7 +38,8 @@ use crate::auth::sessions::SessionTracker;
 use crate::auth::websocket::{self, ProtocolCredential};
 use crate::auth::{AuthEvents, Authenticator, TokenAnswer, Verdict};
 use crate::cluster::StateStore;
-use crate::config::{AuthMode, Config, ServiceConfig, ServiceKind};
+use crate::config::{AuthMode, Config, PoolConfig, ServiceConfig, ServiceKind};
+use crate::operate::Operate;
 use crate::protect::{RequestLine, Shield};
 use crate::telemetry::access_log::{AccessEntry, AccessLog};
 use crate::telemetry::logging::ErrorLog;
@@ -95,6 +96,19 @@ pub struct GatewayDeps<'a> {
     /// The generation being replaced: its authenticator (and caches) is kept when the
     /// auth settings did not change.
     pub previous: Option<&'a Gateway>,
+    /// Operator weight overrides (`host:port` → weight) laid over the configured weights.
+    pub weights: &'a std::collections::BTreeMap<String, u32>,
+}
+
+/// `pool` with the operator's weight overrides applied.
+fn with_weights(pool: &PoolConfig, weights: &std::collections::BTreeMap<String, u32>) -> PoolConfig {
+    let mut pool = pool.clone();
+    for server in &mut pool.servers {
+        if let Some(&weight) = weights.get(&server.address) {
+            server.weight = weight;
+        }
+    }
+    pool
 }
 
 impl Gateway {
@@ -105,13 +119,14 @@ impl Gateway {
         for s in &config.services {
             let name: Arc<str> = Arc::from(s.name.as_str());
             let backend = match &s.kind {
-                ServiceKind::Proxy(pool) => Backend::Pool(Pool::new(name.clone(), pool, metrics.clone())?),
+                ServiceKind::Proxy(pool) => Backend::Pool(Pool::new(name.clone(), &with_weights(pool, deps.weights), metrics.clone())?),
                 ServiceKind::Static { dir } => Backend::Static(dir.clone()),
             };
             let sessions = deps
                 .previous
                 .and_then(|p| p.services.iter().find(|old| old.name == name))
-                .map_or_else(|| Arc::new(SessionTracker::default()), |old| old.sessions.clone());
+                .map_or_else(|| Arc::new(SessionTracker::new(config.maintenance.session_idle)), |old| old.sessions.clone());
+            sessions.set_window(config.maintenance.session_idle);
             services.push(Service {
                 name,
                 config: s.clone(),
@@ -140,6 +155,8 @@ pub struct Edge {
     pub store: Arc<dyn StateStore>,
     pub auth_events: Arc<dyn AuthEvents>,
     pub shield: Arc<Shield>,
+    /// Maintenance, counts and weight overrides.
+    pub operate: Arc<Operate>,
     no_service: Arc<str>,
     token_service: Arc<str>,
 }
@@ -152,12 +169,13 @@ pub struct EdgeParts {
     pub store: Arc<dyn StateStore>,
     pub auth_events: Arc<dyn AuthEvents>,
     pub shield: Arc<Shield>,
+    pub operate: Arc<Operate>,
 }
 
 impl Edge {
     /// A new edge serving `gateway`.
     pub fn new(gateway: Gateway, parts: EdgeParts) -> Edge {
-        let EdgeParts { metrics, access_log, error_log, store, auth_events, shield } = parts;
+        let EdgeParts { metrics, access_log, error_log, store, auth_events, shield, operate } = parts;
         Edge {
             gateway: ArcSwap::from_pointee(gateway),
             metrics,
@@ -166,6 +184,7 @@ impl Edge {
             store,
             auth_events,
             shield,
+            operate,
             no_service: Arc::from(NO_SERVICE),
             token_service: Arc::from(TOKEN_SERVICE),
         }
@@ -176,7 +195,13 @@ impl Edge {
         let previous = self.gateway.load();
         Gateway::build(
             config,
-            GatewayDeps { metrics: &self.metrics, store: &self.store, events: &self.auth_events, previous: Some(&previous) },
+            GatewayDeps {
+                metrics: &self.metrics,
+                store: &self.store,
+                events: &self.auth_events,
+                previous: Some(&previous),
+                weights: &self.operate.weights(),
+            },
         )
     }
 }
@@ -342,21 +367,33 @@ async fn pipeline(
     if request.version() == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
         return Err(ProxyError::BadRequest("missing Host header"));
     }
+    let maintenance = edge.operate.in_maintenance().then(|| gateway.config.maintenance.retry_after.as_secs().max(1));
     if let Some(endpoint) = TokenEndpoint::of(request.uri().path()) {
         record.service = Some(edge.token_service.clone());
+        // In maintenance no new login: a refresh continues an existing session.
+        if let (Some(retry_after_secs), TokenEndpoint::Issue) = (maintenance, endpoint) {
+            return Err(ProxyError::Maintenance { retry_after_secs });
+        }
         return Ok((token_endpoint(gateway, record.client, request, endpoint).await?, None));
     }
     let service_index =
         gateway.router.find(Some(record.host.as_str()).filter(|h| !h.is_empty()), request.uri().path()).ok_or(ProxyError::NoRoute)?;
     let service = &gateway.services[service_index];
     record.service = Some(service.name.clone());
+    if let Some(retry_after_secs) = maintenance
+        && request.version() == Version::HTTP_11
+        && forward::is_websocket_upgrade(request.headers())
+    {
+        // Established WebSockets keep running; new ones go to another peer.
+        return Err(ProxyError::Maintenance { retry_after_secs });
+    }
     if let Backend::Pool(pool) = &service.backend {
         request = match edge_cached(edge, pool, service, conn, request, record).await? {
             CacheStep::Answered(answer) => return Ok(answer),
             CacheStep::Continue(request) => request,
         };
     }
-    authenticate(gateway, service, record.client, &mut request).await?;
+    authenticate(gateway, service, &edge.operate, maintenance, record.client, &mut request).await?;
     match &service.backend {
         Backend::Static(dir) => Ok((static_files::serve(dir, request.method(), request.uri().path()).await?, None)),
         Backend::Pool(pool) => forward_to_pool(edge, pool, service, conn, request, record).await,
@@ -431,11 +468,32 @@ enum CacheStep {
 /// With `websocket_auth`, a WebSocket upgrade must carry its credential in
 /// `Sec-WebSocket-Protocol` (browsers cannot set `Authorization` there); the credential
 /// element is removed before the request goes on.
-async fn authenticate(gateway: &Gateway, service: &Service, client: IpAddr, request: &mut Request<Incoming>) -> Result<(), ProxyError> {
+///
+/// In maintenance (`maintenance` = the `Retry-After` seconds) only a credential of a current
+/// session of this service is validated; anything else is a new session and gets 503.
+async fn authenticate(
+    gateway: &Gateway,
+    service: &Service,
+    operate: &Operate,
+    maintenance: Option<u64>,
+    client: IpAddr,
+    request: &mut Request<Incoming>,
+) -> Result<(), ProxyError> {
     let path = request.uri().path();
     if service.config.auth == AuthMode::None || service.config.public_paths.iter().any(|p| p.matches(path)) {
         return Ok(());
     }
+    if let Some(retry_after_secs) = maintenance {
+        let existing = gateway.auth.session_of(request.headers()).is_some_and(|key| service.sessions.is_current(&key));
+        if !existing {
+            return Err(ProxyError::Maintenance { retry_after_secs });
+        }
+    }
+    let touch = |session| {
+        if service.sessions.touch(session) {
+            operate.note_sessions_total(gateway.services.iter().map(|s| s.sessions.tracked() as u64).sum());
+        }
+    };
     let websocket = request.version() == Version::HTTP_11 && forward::is_websocket_upgrade(request.headers());
     // Clients that cannot send credentials on an upgrade: allowed only from a source IP
     // that authenticated successfully within the service's window.
@@ -464,7 +522,7 @@ async fn authenticate(gateway: &Gateway, service: &Service, client: IpAddr, requ
         );
         return match gateway.auth.authenticate(service.config.auth, &credential, client).await {
             Verdict::Allow { session, .. } => {
-                service.sessions.touch(session);
+                touch(session);
                 gateway.auth.note_success(client);
                 websocket::strip_credential(request.headers_mut(), &protocols);
                 Ok(())
@@ -474,7 +532,7 @@ async fn authenticate(gateway: &Gateway, service: &Service, client: IpAddr, requ
     }
     match gateway.auth.authenticate(service.config.auth, request.headers(), client).await {
         Verdict::Allow { session, .. } => {
-            service.sessions.touch(session);
+            touch(session);
             if gateway.remember_ips {
                 gateway.auth.note_success(client);
             }
@@ -647,10 +705,12 @@ fn spawn_tunnel(edge: Arc<Edge>, service: Arc<str>, client: hyper::upgrade::OnUp
         let (client, upstream) = tokio::join!(client, upstream);
         let (Ok(client), Ok(upstream)) = (client, upstream) else { return };
         edge.metrics.websockets(&service, 1);
+        edge.operate.websocket(&service, 1);
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         edge.metrics.websockets(&service, -1);
+        edge.operate.websocket(&service, -1);
         drop(lease);
     });
 }

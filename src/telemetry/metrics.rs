@@ -67,6 +67,7 @@ pub struct Metrics {
     sessions_peak: Family<ServiceLabels, Gauge>,
     bans: Family<CategoryLabels, Counter>,
     banned_sources: Gauge,
+    certificate_expiry: Gauge,
 }
 
 impl fmt::Debug for Metrics {
@@ -97,6 +98,7 @@ impl Metrics {
         let sessions_peak = Family::default();
         let bans = Family::default();
         let banned_sources = Gauge::default();
+        let certificate_expiry = Gauge::default();
         registry.register(names::REQUESTS, "Requests answered by the edge", requests.clone());
         registry.register(names::REQUEST_DURATION, "Time from request head to end of response", durations.clone());
         registry.register(names::OPEN_CONNECTIONS, "Open client connections", connections.clone());
@@ -109,6 +111,11 @@ impl Metrics {
         registry.register(names::SESSIONS_PEAK, "Peak authenticated sessions since start", sessions_peak.clone());
         registry.register(names::BANS, "Sources banned by the shield", bans.clone());
         registry.register(names::BANNED_SOURCES, "Bans in force", banned_sources.clone());
+        registry.register(
+            names::CERTIFICATE_EXPIRY,
+            "Seconds until the web certificate expires (negative: expired)",
+            certificate_expiry.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -123,6 +130,7 @@ impl Metrics {
             sessions_peak,
             bans,
             banned_sources,
+            certificate_expiry,
         }
     }
 
@@ -175,6 +183,11 @@ impl Metrics {
     /// Sets the number of bans in force.
     pub fn banned_sources(&self, count: usize) {
         self.banned_sources.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the seconds until the web certificate expires.
+    pub fn certificate_expiry(&self, seconds: i64) {
+        self.certificate_expiry.set(seconds);
     }
 
     /// Counts a refused authentication.

@@ -27,3 +27,5 @@ pub const BANNED_SOURCES: &str = "banned_sources";
 pub const AUTH_FAILURES: &str = "auth_failures";
 /// Configuration reloads, by result (`ok` / `error`).
 pub const RELOADS: &str = "config_reloads";
+/// Seconds until the web certificate expires (negative once expired).
+pub const CERTIFICATE_EXPIRY: &str = "certificate_expiry_seconds";

@@ -63,7 +63,19 @@ async fn status_talks_to_a_running_edge_and_reports_unreachable_with_69() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("HOST:        localhost"), "{stdout}");
+    for field in [
+        "HOST:         localhost (",
+        "ROLES:        web edge, admin API",
+        "LOAD:",
+        "DATE:",
+        "UPTIME:",
+        "MAINTENANCE:  off",
+        "COUNTS:       sessions 0 (peak 0), websockets 0 (peak 0)",
+        "BLOCKED:      0 source(s)",
+    ] {
+        assert!(stdout.contains(field), "{field:?} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("app          Active"), "{stdout}");
     assert!(stdout.contains(&format!("{:<32} UP   weight=1", up.addr)), "{stdout}");
 
     let url = format!("http://{}", edge.admin);

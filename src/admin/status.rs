@@ -1,0 +1,230 @@
+//! `GET /api/v1/status`: the snapshot `portcullis status` prints and the status page shows —
+//! identity, load, uptime, listeners, maintenance, counts (current/peak), each service's
+//! state and upstreams (health, effective and configured weight), blocked sources, and the
+//! web certificate with its expiry notice.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::AdminState;
+use crate::config::{AuthMode, ServiceKind};
+use crate::proxy::stack::Backend;
+
+/// `GET /api/v1/status` body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub server: String,
+    /// The machine's host name.
+    pub host: String,
+    pub version: String,
+    /// What this peer does ("web edge", "admin API"; "SIP edge" later).
+    pub roles: Vec<String>,
+    /// 1, 5 and 15 minute load averages.
+    pub load_average: [f64; 3],
+    /// Now, RFC 3339.
+    pub date: String,
+    pub started_at: String,
+    pub uptime_seconds: u64,
+    pub config_file: Option<String>,
+    pub maintenance: bool,
+    pub counts: Counts,
+    pub blocked_sources: usize,
+    pub listeners: Vec<ListenerStatus>,
+    pub services: Vec<ServiceStatus>,
+    pub certificate: Option<CertificateStatus>,
+}
+
+/// Totals over all services.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Counts {
+    pub sessions: u64,
+    pub sessions_peak: u64,
+    pub websockets: u64,
+    pub websockets_peak: u64,
+    /// SIP registrations arrive with the SIP edge; `None` until then.
+    pub sip_registrations: Option<u64>,
+}
+
+/// One listener in [`Status`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    pub name: String,
+    pub address: String,
+    pub tls: bool,
+    pub redirect_to: Option<String>,
+    pub open_connections: i64,
+}
+
+/// One service in [`Status`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub auth: String,
+    pub kind: String,
+    /// `Active`, `Draining (N)` or `Inactive (Maintenance mode)`.
+    pub state: String,
+    /// Authenticated sessions active within `maintenance.session_idle`.
+    pub sessions: usize,
+    /// Highest `sessions` since start.
+    pub sessions_peak: usize,
+    pub websockets: u64,
+    pub websockets_peak: u64,
+    pub servers: Vec<ServerStatus>,
+}
+
+/// One upstream server in [`Status`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub address: String,
+    /// The weight in effect (an operator override, or the configured one).
+    pub weight: u32,
+    pub configured_weight: u32,
+    pub backup: bool,
+    pub max_conns: u32,
+    pub up: bool,
+    pub in_flight: u32,
+}
+
+/// The certificate the HTTPS listeners serve.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// `installed`, `configured` or `self-signed`.
+    pub origin: String,
+    pub details: Option<crate::operate::cert::CertDetails>,
+    /// `WEB CERT EXPIRES AT: …` / `WEB CERT EXPIRED AT: …`, when due.
+    pub notice: Option<String>,
+    /// Why the details could not be read.
+    pub error: Option<String>,
+}
+
+fn load_average() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut parts = text.split_whitespace().map(|p| p.parse::<f64>().unwrap_or(0.0));
+    [parts.next().unwrap_or(0.0), parts.next().unwrap_or(0.0), parts.next().unwrap_or(0.0)]
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+/// The certificate status of `state`'s edge (`None` without HTTPS listeners).
+pub fn certificate(state: &AdminState) -> Option<CertificateStatus> {
+    let config = state.edge.gateway.load().config.clone();
+    let needs_tls = config.listeners.iter().any(|l| l.tls) || config.admin.as_ref().is_some_and(|a| a.tls);
+    if !needs_tls {
+        return None;
+    }
+    let paths = crate::net::tls::ensure_certificate(
+        config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
+        &config.server.state_dir,
+        &config.server.name,
+    );
+    let paths = match paths {
+        Ok(paths) => paths,
+        Err(error) => {
+            return Some(CertificateStatus { origin: "unknown".into(), details: None, notice: None, error: Some(error.to_string()) });
+        }
+    };
+    let origin = serde_json::to_value(paths.origin).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    match crate::operate::cert::details_of_file(&paths.cert) {
+        Ok(details) => {
+            let notice = crate::operate::cert::expiry_notice(details.not_after_unix, time::OffsetDateTime::now_utc());
+            Some(CertificateStatus { origin, details: Some(details), notice, error: None })
+        }
+        Err(error) => Some(CertificateStatus { origin, details: None, notice: None, error: Some(error) }),
+    }
+}
+
+/// The snapshot.
+pub fn status(state: &AdminState) -> Status {
+    let gateway = state.edge.gateway.load();
+    let operate = &state.edge.operate;
+    let listeners: Vec<ListenerStatus> = state
+        .listeners
+        .iter()
+        .map(|(l, bound)| ListenerStatus {
+            name: l.name.clone(),
+            address: bound.to_string(),
+            tls: l.tls,
+            redirect_to: l.redirect_to.as_ref().map(|r| r.listener.clone()),
+            open_connections: state.edge.metrics.open_connections(&Arc::from(l.name.as_str())),
+        })
+        .collect();
+    let services: Vec<ServiceStatus> = gateway
+        .services
+        .iter()
+        .map(|s| {
+            let websockets = operate.websockets_of(&s.name);
+            let sessions = s.sessions.current();
+            let configured: Vec<(String, u32)> = match &s.config.kind {
+                ServiceKind::Proxy(pool) => pool.servers.iter().map(|u| (u.address.clone(), u.weight)).collect(),
+                ServiceKind::Static { .. } => Vec::new(),
+            };
+            ServiceStatus {
+                name: s.name.to_string(),
+                auth: match s.config.auth {
+                    AuthMode::None => "none",
+                    AuthMode::Basic => "basic",
+                    AuthMode::Jwt => "jwt",
+                    AuthMode::BasicOrJwt => "basic_or_jwt",
+                }
+                .to_string(),
+                kind: match &s.backend {
+                    Backend::Pool(_) => "proxy".to_string(),
+                    Backend::Static(_) => "static".to_string(),
+                },
+                state: operate.state(sessions as u64 + websockets.current()).to_string(),
+                sessions,
+                sessions_peak: s.sessions.peak(),
+                websockets: websockets.current(),
+                websockets_peak: websockets.peak(),
+                servers: match &s.backend {
+                    Backend::Pool(pool) => pool
+                        .servers()
+                        .iter()
+                        .map(|srv| ServerStatus {
+                            address: srv.address.to_string(),
+                            weight: srv.weight,
+                            configured_weight: configured.iter().find(|(a, _)| **a == *srv.address).map_or(srv.weight, |(_, w)| *w),
+                            backup: srv.weight == 0,
+                            max_conns: srv.max_conns(),
+                            up: srv.is_up(),
+                            in_flight: srv.in_flight(),
+                        })
+                        .collect(),
+                    Backend::Static(_) => Vec::new(),
+                },
+            }
+        })
+        .collect();
+    let sessions_now: u64 = services.iter().map(|s| s.sessions as u64).sum();
+    operate.note_sessions_total(sessions_now);
+    let mut roles = vec!["web edge".to_string()];
+    if gateway.config.admin.is_some() {
+        roles.push("admin API".to_string());
+    }
+    Status {
+        server: gateway.config.server.name.clone(),
+        host: host_name(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        roles,
+        load_average: load_average(),
+        date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        started_at: humantime::format_rfc3339_seconds(state.started_at).to_string(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        config_file: gateway.config.source.as_ref().map(|p| p.display().to_string()),
+        maintenance: operate.in_maintenance(),
+        counts: Counts {
+            sessions: sessions_now,
+            sessions_peak: operate.sessions_total().peak(),
+            websockets: operate.websockets_total().current(),
+            websockets_peak: operate.websockets_total().peak(),
+            sip_registrations: None,
+        },
+        blocked_sources: state.edge.shield.list().len(),
+        listeners,
+        services,
+        certificate: certificate(state),
+    }
+}
