@@ -11,6 +11,7 @@ mod cli;
 mod edge_cache;
 mod jwt;
 mod nft_mirror;
+mod operate;
 mod protocol_abuse;
 mod proxy_http;
 mod shield;
