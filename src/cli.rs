@@ -380,7 +380,14 @@ async fn admin_send(url: &str, token: &str, method: http::Method, path: &str, bo
     match status.as_u16() {
         200..=299 => Ok(body),
         401 => Err(Failure::usage(anyhow!("the edge refused the admin token (401)"))),
-        _ => Err(Failure::failed(anyhow!("{} {}: {}", status.as_u16(), path, String::from_utf8_lossy(&body).trim()))),
+        _ => {
+            // The admin API answers `{"error": "…"}`: show the message, not the JSON.
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+            Err(Failure::failed(anyhow!("{} {}: {message}", status.as_u16(), path.split('?').next().unwrap_or(path))))
+        }
     }
 }
 

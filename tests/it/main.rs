@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+mod certs;
 mod cli;
 mod edge_cache;
 mod jwt;

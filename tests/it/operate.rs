@@ -276,3 +276,18 @@ async fn refresh_refetches_user_lists_and_rebuilds_routing_without_failing_a_req
     assert_eq!(h1(edge.http, "GET", "/", &[("authorization", &carol)], Bytes::new()).await.status, 200, "on the list after refresh");
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_a_request_in_flight_finish() {
+    let up = Upstream::start("slow").await;
+    let edge = TestEdge::new().proxy("app", "/", &[(up.addr, 1, 0)], "").raw("[maintenance]\nshutdown_drain = \"5s\"\n").start().await;
+    let http = edge.http;
+    let in_flight = tokio::spawn(async move { crate::support::client::get(http, "/slow/700").await });
+    assert!(crate::support::eventually(Duration::from_secs(2), || up.in_flight.load(Ordering::SeqCst) == 1).await);
+    let started = tokio::time::Instant::now();
+    edge.stop().await;
+    let reply = in_flight.await.unwrap();
+    assert_eq!(reply.status, 200, "the request in flight finished during the drain");
+    assert!(started.elapsed() < Duration::from_secs(5), "the drain ended when the last connection closed");
+    assert!(tokio::net::TcpStream::connect(http).await.is_err(), "no new connections after shutdown");
+}
