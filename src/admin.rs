@@ -19,6 +19,8 @@
 //!   `GET|POST /api/v1/cert/csr`, `POST /api/v1/cert/self-signed` (token).
 //! - `POST /api/v1/refresh` — re-fetch keys and user lists, rebuild routing (token).
 //!
+//! - `/` — the status page (token sign-in, cookie session; see [`page`]).
+//!
 //! `/health` answers `503 maintenance` while the peer is in maintenance, so load balancers
 //! stop sending new users.
 //!
@@ -49,6 +51,7 @@ use crate::config::ListenerConfig;
 use crate::proxy::stack::Edge;
 
 pub mod operate;
+pub mod page;
 pub mod status;
 pub use status::Status;
 
@@ -92,6 +95,12 @@ pub struct AdminState {
     pub started: Instant,
     /// The HTTPS listeners' acceptor (a new certificate is swapped in here).
     pub tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
+    /// The admin listener speaks TLS (page cookies get `Secure`).
+    pub tls_admin: bool,
+    /// Signed-in status-page sessions.
+    pub page_sessions: page::PageSessions,
+    /// When the last reload was refused and why (cleared by a good reload).
+    pub last_reload_errors: std::sync::Mutex<Option<(String, Vec<String>)>>,
 }
 
 type AdminBody = Full<Bytes>;
@@ -178,6 +187,9 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         && let Some(status) = state.edge.shield.check(client.ip())
     {
         return json(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), &ErrorBody { error: "blocked" });
+    }
+    if page::is_page(&path) {
+        return page::respond(state, client, request).await;
     }
     if !authorized(state, &request) {
         state.edge.error_log.warn(&format!("{} :: admin API authentication failed, request: \"{method} {path}\"", client.ip()));

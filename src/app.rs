@@ -200,6 +200,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             started_at: SystemTime::now(),
             started: Instant::now(),
             tls: acceptor.clone(),
+            tls_admin: admin_cfg.tls,
+            page_sessions: crate::admin::page::PageSessions::default(),
+            last_reload_errors: std::sync::Mutex::new(None),
         });
         tracing::info!("admin API on {local}{}", if admin_cfg.tls { " (HTTPS)" } else { "" });
         let admin_tls = if admin_cfg.tls { acceptor.clone() } else { None };
@@ -266,10 +269,17 @@ async fn reload_loop(
             Ok(next) => {
                 current = next;
                 edge.error_log.warn("configuration reloaded");
+                if let Some(admin) = &admin {
+                    *admin.last_reload_errors.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
                 Ok(())
             }
             Err(errors) => {
                 edge.error_log.error(&format!("configuration reload refused, keeping the running configuration: {}", errors.join("; ")));
+                if let Some(admin) = &admin {
+                    let at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+                    *admin.last_reload_errors.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, errors.clone()));
+                }
                 Err(errors)
             }
         };

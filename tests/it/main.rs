@@ -16,6 +16,7 @@ mod operate;
 mod protocol_abuse;
 mod proxy_http;
 mod shield;
+mod status_page;
 mod support;
 mod tokens;
 mod websocket;
