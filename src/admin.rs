@@ -19,6 +19,7 @@
 //!   `GET|POST /api/v1/cert/csr`, `POST /api/v1/cert/self-signed` (token).
 //! - `POST /api/v1/refresh` — re-fetch keys and user lists, rebuild routing (token).
 //!
+//! - `GET /openapi.json` — the OpenAPI 3 description of all of this (no token).
 //! - `/` — the status page (token sign-in, cookie session; see [`page`]).
 //!
 //! `/health` answers `503 maintenance` while the peer is in maintenance, so load balancers
@@ -176,6 +177,12 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
     let method = request.method().clone();
+    if let ("/health" | "/openapi.json", false) = (path.as_str(), method == Method::GET) {
+        return method_not_allowed("GET");
+    }
+    if method == Method::GET && path == "/openapi.json" {
+        return text(StatusCode::OK, "application/json", OPENAPI);
+    }
     if method == Method::GET && path == "/health" {
         return match state.edge.operate.in_maintenance() {
             false => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
@@ -234,24 +241,34 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         (Method::GET, "/api/v1/exemptions") => json(StatusCode::OK, &exemptions(state)),
         (Method::POST, "/api/v1/exemptions") => add_exemption(state, &query).await,
         (Method::DELETE, "/api/v1/exemptions") => del_exemption(state, &query).await,
-        (
-            _,
-            "/metrics"
-            | "/api/v1/status"
-            | "/api/v1/reload"
-            | "/api/v1/tokens"
-            | "/api/v1/blocked"
-            | "/api/v1/exemptions"
-            | "/api/v1/maintenance"
-            | "/api/v1/weights"
-            | "/api/v1/refresh"
-            | "/api/v1/cert"
-            | "/api/v1/cert/fields"
-            | "/api/v1/cert/csr"
-            | "/api/v1/cert/self-signed",
-        ) => json(StatusCode::METHOD_NOT_ALLOWED, &ErrorBody { error: "method not allowed" }),
-        _ => json(StatusCode::NOT_FOUND, &ErrorBody { error: "no such endpoint" }),
+        (_, path) => match allowed_methods(path) {
+            Some(allow) => method_not_allowed(allow),
+            None => json(StatusCode::NOT_FOUND, &ErrorBody { error: "no such endpoint" }),
+        },
     }
+}
+
+/// The OpenAPI description of this API (`GET /openapi.json`, no token).
+pub const OPENAPI: &str = include_str!("admin/openapi.json");
+
+/// The methods a known path answers (for `405` + `Allow`).
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    Some(match path {
+        "/health" | "/openapi.json" | "/metrics" | "/api/v1/status" => "GET",
+        "/api/v1/reload" | "/api/v1/refresh" | "/api/v1/cert/self-signed" => "POST",
+        "/api/v1/tokens" => "DELETE",
+        "/api/v1/blocked" => "GET, DELETE",
+        "/api/v1/maintenance" | "/api/v1/cert/csr" => "GET, POST",
+        "/api/v1/cert/fields" => "GET, PUT",
+        "/api/v1/exemptions" | "/api/v1/weights" | "/api/v1/cert" => "GET, POST, DELETE",
+        _ => return None,
+    })
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<AdminBody> {
+    let mut response = json(StatusCode::METHOD_NOT_ALLOWED, &ErrorBody { error: "method not allowed" });
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 /// The request body, or `None` when it is larger than `limit` or broken.

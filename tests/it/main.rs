@@ -12,6 +12,7 @@ mod cli;
 mod edge_cache;
 mod jwt;
 mod nft_mirror;
+mod openapi;
 mod operate;
 mod protocol_abuse;
 mod proxy_http;
