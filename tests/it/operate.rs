@@ -291,3 +291,64 @@ async fn shutdown_stops_accepting_and_lets_a_request_in_flight_finish() {
     assert!(started.elapsed() < Duration::from_secs(5), "the drain ended when the last connection closed");
     assert!(tokio::net::TcpStream::connect(http).await.is_err(), "no new connections after shutdown");
 }
+
+/// Starts the real binary on `config` and waits until `/health` answers.
+async fn serve(config: &std::path::Path, admin: SocketAddr) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(admin).await.is_ok() {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the edge did not start");
+}
+
+async fn terminate(mut child: std::process::Child) {
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn maintenance_survives_a_restart_of_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (http, admin): (SocketAddr, SocketAddr) = (port(0), port(1));
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nname = \"localhost\"\nstate_dir = \"state\"\nlog_dir = \"logs\"\n[[listener]]\nname = \"http\"\naddress = \"{http}\"\n\
+             [admin]\naddress = \"{admin}\"\ntoken = \"{ADMIN_TOKEN}\"\n[[service]]\nname = \"site\"\nstatic_dir = \"{}\"\n[[route]]\npath = \"/\"\nservice = \"site\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let health = || async move { h1(admin, "GET", "/health", &[], Bytes::new()).await.status };
+    let maintenance = |state: &'static str| {
+        let config = config.clone();
+        async move {
+            let run = move || Command::new(env!("CARGO_BIN_EXE_portcullis")).args(["maintenance", state, "--config"]).arg(&config).output().unwrap();
+            tokio::task::spawn_blocking(run).await.unwrap().status.code()
+        }
+    };
+    let first = serve(&config, admin).await;
+    assert_eq!(health().await, 200);
+    assert_eq!(maintenance("on").await, Some(0));
+    assert_eq!(health().await, 503);
+    terminate(first).await;
+
+    let second = serve(&config, admin).await;
+    assert_eq!(health().await, 503, "still in maintenance after the restart");
+    assert!(std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap().contains("starting in maintenance mode"));
+    assert_eq!(maintenance("off").await, Some(0));
+    assert_eq!(health().await, 200);
+    terminate(second).await;
+}
