@@ -335,7 +335,9 @@ async fn maintenance_survives_a_restart_of_the_process() {
     let maintenance = |state: &'static str| {
         let config = config.clone();
         async move {
-            let run = move || Command::new(env!("CARGO_BIN_EXE_portcullis")).args(["maintenance", state, "--config"]).arg(&config).output().unwrap();
+            let run = move || {
+                Command::new(env!("CARGO_BIN_EXE_portcullis")).args(["maintenance", state, "--config"]).arg(&config).output().unwrap()
+            };
             tokio::task::spawn_blocking(run).await.unwrap().status.code()
         }
     };
