@@ -294,7 +294,7 @@ async fn shutdown_stops_accepting_and_lets_a_request_in_flight_finish() {
 
 /// Starts the real binary on `config` and waits until `/health` answers.
 async fn serve(config: &std::path::Path, admin: SocketAddr) -> std::process::Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["serve", "--config"])
         .arg(config)
         .stdout(std::process::Stdio::null())
@@ -307,6 +307,8 @@ async fn serve(config: &std::path::Path, admin: SocketAddr) -> std::process::Chi
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the edge did not start");
 }
 
