@@ -179,6 +179,9 @@ fn swap_certificate(state: &AdminState) -> Result<(), String> {
     if let Some(acceptor) = &state.tls {
         acceptor.store(Arc::new(tokio_rustls::TlsAcceptor::from(server_config)));
     }
+    if let Ok(details) = cert::details_of_file(&paths.cert) {
+        state.edge.metrics.certificate_expiry(details.not_after_unix - time::OffsetDateTime::now_utc().unix_timestamp());
+    }
     Ok(())
 }
 

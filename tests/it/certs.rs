@@ -222,6 +222,8 @@ async fn the_expiry_notice_shows_29_days_ahead_and_after_expiry() {
     assert_eq!(cli(&edge, &["web", "cert", "add", &path]).await.status.code(), Some(0));
     let status = stdout(&cli(&edge, &["status"]).await);
     assert!(status.lines().any(|l| l.starts_with("WEB CERT EXPIRES AT: ")), "{status}");
+    let seconds = expiry_metric(&edge).await;
+    assert!((28 * 86_400..=29 * 86_400).contains(&seconds), "the metric follows the installed certificate: {seconds}");
     edge.stop().await;
 
     // An expired certificate can only be in use from [tls] files (`add` refuses it).
@@ -238,18 +240,15 @@ async fn the_expiry_notice_shows_29_days_ahead_and_after_expiry() {
     let status = stdout(&cli(&edge, &["status"]).await);
     assert!(status.lines().any(|l| l.starts_with("WEB CERT EXPIRED AT: ")), "{status}");
     assert!(status.contains("(configured)"), "{status}");
-    let metrics = crate::support::client::h1(
-        edge.admin,
-        "GET",
-        "/metrics",
-        &[("authorization", &format!("Bearer {}", crate::support::ADMIN_TOKEN))],
-        Bytes::new(),
-    )
-    .await
-    .body;
-    let line = metrics.lines().find(|l| l.starts_with("portcullis_certificate_expiry_seconds ")).expect("expiry metric");
-    let seconds: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!((-2 * 86_400..=-86_000).contains(&seconds), "{line}");
+    let seconds = expiry_metric(&edge).await;
+    assert!((-2 * 86_400..=-86_000).contains(&seconds), "{seconds}");
     assert!(edge.log("error.log").contains("WEB CERT EXPIRED AT: "), "the notice is logged");
     edge.stop().await;
+}
+
+async fn expiry_metric(edge: &RunningEdge) -> i64 {
+    let authorization = format!("Bearer {}", crate::support::ADMIN_TOKEN);
+    let metrics = crate::support::client::h1(edge.admin, "GET", "/metrics", &[("authorization", &authorization)], Bytes::new()).await.body;
+    let line = metrics.lines().find(|l| l.starts_with("portcullis_certificate_expiry_seconds ")).expect("expiry metric");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
 }
