@@ -201,7 +201,7 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
     if !authorized(state, &request) {
         state.edge.error_log.warn(&format!("{} :: admin API authentication failed, request: \"{method} {path}\"", client.ip()));
         let line = crate::protect::RequestLine { method: method.as_str(), path: &path, protocol: "HTTP/1.1", host: "admin" };
-        state.edge.shield.record(client.ip(), "admin-auth-failure", line);
+        state.edge.shield.record(client.ip(), "admin-auth-failure", line).await;
         let mut response = json(StatusCode::UNAUTHORIZED, &ErrorBody { error: "missing or wrong bearer token" });
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"portcullis-admin\""));
         return response;

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -104,7 +104,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let store: Arc<dyn StateStore> = match &config.cluster.store {
         StoreKind::Embedded => Arc::new(EmbeddedStore::open(&server_cfg.state_dir)?),
-        StoreKind::Redis { .. } => bail!("cluster.store = \"redis\" is not available in this build yet; use \"embedded\""),
+        StoreKind::Redis { url } => Arc::new(crate::cluster::redis::RedisStore::open(url, &config.cluster.peer)?),
     };
 
     let needs_tls = config.listeners.iter().any(|l| l.tls) || config.admin.as_ref().is_some_and(|a| a.tls);
@@ -122,7 +122,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let metrics = Arc::new(Metrics::new());
     let auth_events: Arc<dyn AuthEvents> = Arc::new(AuthFailureLog::new(error_log.clone(), metrics.clone()));
-    let operate = Arc::new(Operate::load(store.clone()).await);
+    let operate = Arc::new(Operate::load(store.clone(), &config.cluster.peer).await);
     if operate.in_maintenance() {
         error_log
             .warn("starting in maintenance mode (set before the restart): new sessions are refused until `portcullis maintenance off`");
@@ -143,6 +143,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot open blocking.log in {}", server_cfg.log_dir.display()))?,
     );
     shield.load().await;
+    shield.spawn_reconciler();
     let edge =
         Arc::new(Edge::new(gateway, EdgeParts { metrics, access_log, error_log, store: store.clone(), auth_events, shield, operate }));
 
@@ -221,6 +222,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if certificate.is_some() {
         tokio::spawn(watch_certificate_expiry(Arc::downgrade(&edge)));
     }
+    tokio::spawn(follow_store_changes(Arc::downgrade(&edge), store.subscribe()));
     tracing::info!(
         "{} ready: state in {}, logs in {}",
         config.server.name,
@@ -229,6 +231,64 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     Ok(Running { listeners, admin: admin_addr, certificate, edge, store, reload: reload_tx, shutdown })
 }
+
+/// Applies changes from the state store — another peer's bans, unbans, exemptions and
+/// weight overrides, when the store is shared — to this peer's memory while the edge lives.
+/// A lagging subscriber re-reads everything.
+async fn follow_store_changes(edge: std::sync::Weak<Edge>, mut changes: tokio::sync::broadcast::Receiver<crate::cluster::Change>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let change = changes.recv().await;
+        let Some(edge) = edge.upgrade() else { return };
+        match change {
+            Ok(crate::cluster::Change::KeyChanged(key)) if key == crate::operate::WEIGHTS_KEY => {
+                if edge.operate.reload_weights().await {
+                    match edge.build_gateway(edge.gateway.load().config.clone()) {
+                        Ok(gateway) => {
+                            edge.gateway.store(Arc::new(gateway));
+                            edge.error_log.warn("weight overrides changed by another peer: applied");
+                        }
+                        Err(error) => edge.error_log.error(&format!("weight overrides from another peer not applied: {error}")),
+                    }
+                }
+            }
+            Ok(change) => {
+                let resync = change == crate::cluster::Change::Resync;
+                if resync
+                    && edge.operate.reload_weights().await
+                    && let Ok(gateway) = edge.build_gateway(edge.gateway.load().config.clone())
+                {
+                    edge.gateway.store(Arc::new(gateway));
+                }
+                if !edge.shield.apply_change(&change).await {
+                    tokio::spawn(resync_shield(Arc::downgrade(&edge)));
+                }
+            }
+            Err(RecvError::Lagged(_)) => {
+                tokio::spawn(resync_shield(Arc::downgrade(&edge)));
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Re-reads bans and exemptions from the store until it answers (at most [`RESYNC_ATTEMPTS`]
+/// times, [`RESYNC_PAUSE`] apart): after a missed or failed change.
+async fn resync_shield(edge: std::sync::Weak<Edge>) {
+    for _ in 0..RESYNC_ATTEMPTS {
+        let Some(edge) = edge.upgrade() else { return };
+        if edge.shield.load().await {
+            return;
+        }
+        drop(edge);
+        tokio::time::sleep(RESYNC_PAUSE).await;
+    }
+}
+
+/// Attempts to re-read the shield's state from the store after a missed change.
+pub const RESYNC_ATTEMPTS: u32 = 30;
+/// Pause between those attempts.
+pub const RESYNC_PAUSE: Duration = Duration::from_millis(500);
 
 /// Keeps `portcullis_certificate_expiry_seconds` current and writes the expiry notice to
 /// `error.log` once a day from 30 days ahead (and after expiry) while the edge lives.

@@ -1,7 +1,7 @@
 //! Shared state: one [`StateStore`] interface for everything peers must agree on (DESIGN
 //! §6) — bans and failure counters, rate windows, tokens and credential caches, lists,
 //! exemptions, weights — with an **embedded** implementation persisted in `state_dir`
-//! (`embedded`) and, later, a Redis one for clusters.
+//! (`embedded`) and a Redis one shared by the peers of a cluster (`redis`).
 //!
 //! Every operation is one atomic step so that a Redis implementation can map it onto one
 //! command or one Lua script (`record_event` = ZADD + ZREMRANGEBYSCORE + ZCARD, `set_add`
@@ -16,7 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod embedded;
+pub mod redis;
 
 /// Longest key accepted (keys are built from network input such as user names).
 pub const MAX_KEY_BYTES: usize = 512;
@@ -76,6 +79,9 @@ pub enum Change {
     Unbanned(String),
     KeyChanged(String),
     SetChanged(String),
+    /// Changes may have been missed (a shared store's subscription was re-established):
+    /// re-read everything.
+    Resync,
 }
 
 /// The shared-state interface. Implementations must make every method atomic.
@@ -111,6 +117,15 @@ pub trait StateStore: Send + Sync + 'static {
     fn purge_expired(&self) -> StoreFuture<'_, u64>;
     /// Changes made through this store (and, for Redis, by other peers).
     fn subscribe(&self) -> broadcast::Receiver<Change>;
+    /// Whether other peers share this store (then counters that must be exact across peers
+    /// are kept here rather than in one peer's memory).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Whether the store answered its last call (false: degraded, serving from local state).
+    fn healthy(&self) -> bool {
+        true
+    }
 }
 
 /// Wall-clock source in Unix milliseconds (swappable in tests).

@@ -15,7 +15,8 @@ use crate::cluster::{StateStore, StoreError};
 
 pub mod cert;
 
-/// Store key of the maintenance flag (present = on).
+/// Store key prefix of a peer's maintenance flag (`operate:maintenance:<peer>`; present = on):
+/// maintenance is per peer even when the store is shared.
 pub const MAINTENANCE_KEY: &str = "operate:maintenance";
 /// Store key of the weight overrides (JSON object `"host:port": weight`).
 pub const WEIGHTS_KEY: &str = "operate:weights";
@@ -71,6 +72,7 @@ impl std::fmt::Display for ServiceState {
 /// The operator's levers and the counts they watch.
 pub struct Operate {
     maintenance: AtomicBool,
+    maintenance_key: String,
     store: Arc<dyn StateStore>,
     websockets: Mutex<HashMap<Arc<str>, Arc<Gauge>>>,
     websockets_total: Gauge,
@@ -80,15 +82,17 @@ pub struct Operate {
 }
 
 impl Operate {
-    /// Loads maintenance and weight overrides from the store.
-    pub async fn load(store: Arc<dyn StateStore>) -> Operate {
-        let maintenance = matches!(store.get(MAINTENANCE_KEY).await, Ok(Some(_)));
+    /// Loads this peer's maintenance flag and the weight overrides from the store.
+    pub async fn load(store: Arc<dyn StateStore>, peer: &str) -> Operate {
+        let maintenance_key = format!("{MAINTENANCE_KEY}:{peer}");
+        let maintenance = matches!(store.get(&maintenance_key).await, Ok(Some(_)));
         let weights = match store.get(WEIGHTS_KEY).await {
             Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
             _ => BTreeMap::new(),
         };
         Operate {
             maintenance: AtomicBool::new(maintenance),
+            maintenance_key,
             store,
             websockets: Mutex::new(HashMap::new()),
             websockets_total: Gauge::default(),
@@ -105,9 +109,9 @@ impl Operate {
     /// Turns maintenance on or off (persisted first, so a restart keeps it).
     pub async fn set_maintenance(&self, on: bool) -> Result<(), StoreError> {
         if on {
-            self.store.set(MAINTENANCE_KEY, b"on", None).await?;
+            self.store.set(&self.maintenance_key, b"on", None).await?;
         } else {
-            self.store.delete(MAINTENANCE_KEY).await?;
+            self.store.delete(&self.maintenance_key).await?;
         }
         self.maintenance.store(on, Ordering::Relaxed);
         Ok(())
@@ -155,6 +159,17 @@ impl Operate {
         self.weights.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Re-reads the overrides from the store (another peer changed them); true when they
+    /// differ from what this peer had.
+    pub async fn reload_weights(&self) -> bool {
+        let Ok(stored) = self.store.get(WEIGHTS_KEY).await else { return false };
+        let next: BTreeMap<String, u32> = stored.and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default();
+        let mut weights = self.weights.write().unwrap_or_else(|p| p.into_inner());
+        let changed = *weights != next;
+        *weights = next;
+        changed
+    }
+
     /// Sets (`Some`) or removes (`None`) the override of `server`; persisted.
     pub async fn set_weight(&self, server: &str, weight: Option<u32>) -> Result<bool, StoreError> {
         let mut next = self.weights();
@@ -190,7 +205,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store: Arc<dyn StateStore> = Arc::new(crate::cluster::embedded::EmbeddedStore::open(dir.path()).unwrap());
-            let op = Operate::load(store).await;
+            let op = Operate::load(store, "edge1").await;
             assert!(!op.in_maintenance());
             op.set_maintenance(true).await.unwrap();
             assert!(op.set_weight("10.0.0.1:8080", Some(5)).await.unwrap());
@@ -200,7 +215,7 @@ mod tests {
             assert_eq!(op.state(0), ServiceState::Inactive);
         }
         let store: Arc<dyn StateStore> = Arc::new(crate::cluster::embedded::EmbeddedStore::open(dir.path()).unwrap());
-        let op = Operate::load(store).await;
+        let op = Operate::load(store, "edge1").await;
         assert!(op.in_maintenance());
         assert_eq!(op.weights(), BTreeMap::from([("10.0.0.1:8080".to_string(), 5)]));
         op.set_maintenance(false).await.unwrap();

@@ -84,6 +84,8 @@ pub struct Shield {
     server_name: String,
     /// The nftables mirror, when `protection.nftables_set` is on and `nft` works.
     mirror: OnceLock<nft::NftMirror>,
+    /// Bans the store could not take yet (written by the reconciler when it answers again).
+    unsynced: Arc<Mutex<Vec<BanRecord>>>,
 }
 
 fn now_ms() -> u64 {
@@ -147,6 +149,7 @@ impl Shield {
             metrics,
             server_name: server_name.to_string(),
             mirror: OnceLock::new(),
+            unsynced: Arc::default(),
         })
     }
 
@@ -155,20 +158,22 @@ impl Shield {
         self.config.store(Arc::new(config));
     }
 
-    /// Loads the bans in force and the runtime exemptions from the state store (start-up).
-    pub async fn load(&self) {
-        if let Ok(members) = self.store.set_members(EXEMPTIONS_KEY).await {
-            let parsed: Vec<Exemption> = members.iter().filter_map(|m| decode_exemption(m)).collect();
-            *self.runtime_exemptions.write().unwrap_or_else(|p| p.into_inner()) = parsed;
-        }
-        let Ok(records) = self.store.bans().await else { return };
+    /// Loads the bans in force and the runtime exemptions from the state store (start-up, and
+    /// after a shared store came back); false when the store did not answer.
+    pub async fn load(&self) -> bool {
+        let Ok(members) = self.store.set_members(EXEMPTIONS_KEY).await else { return false };
+        let parsed: Vec<Exemption> = members.iter().filter_map(|m| decode_exemption(m)).collect();
+        *self.runtime_exemptions.write().unwrap_or_else(|p| p.into_inner()) = parsed;
+        let Ok(records) = self.store.bans().await else { return false };
         let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
         for r in records {
             if let Ok(ip) = r.subject.parse::<IpAddr>() {
-                bans.insert(ip, Ban { source: r.subject, category: r.category, since_ms: r.since_ms, until_ms: r.until_ms, hits: 0 });
+                let hits = bans.get(&ip).map_or(0, |b| b.hits);
+                bans.insert(ip, Ban { source: r.subject, category: r.category, since_ms: r.since_ms, until_ms: r.until_ms, hits });
             }
         }
         self.metrics.banned_sources(bans.len());
+        true
     }
 
     /// Mirrors every later ban and unban into nftables (see [`nft`]).
@@ -265,41 +270,92 @@ impl Shield {
 
     /// Counts one event of `category` for `client`; bans it when the event is the
     /// `trigger`-th within `window`. Returns true when this event banned the source.
-    pub fn record(&self, client: IpAddr, category: &str, request: RequestLine<'_>) -> bool {
-        let config = self.config.load();
-        let Some(settings) = config.categories.get(category) else { return false };
-        if !settings.enabled || self.exempt(&config, client, category) {
-            return false;
-        }
-        let source = source_of(client, config.ipv6_prefix);
-        let now = Instant::now();
-        let reached = {
-            let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-            let key = (source, category.to_string());
-            if !counters.contains_key(&key) && counters.len() >= MAX_COUNTED_SOURCES {
-                // Evict the least recently active tenth in one pass (amortized O(1) per event
-                // under a spray); bans live in another table and are never touched.
-                let mut ages: Vec<(Instant, (IpAddr, String))> = counters.iter().map(|(k, c)| (c.last, k.clone())).collect();
-                let cut = MAX_COUNTED_SOURCES / 10;
-                ages.select_nth_unstable_by_key(cut, |(last, _)| *last);
-                for (_, old) in ages.into_iter().take(cut) {
-                    counters.remove(&old);
-                }
-            }
-            let counter = counters.entry(key.clone()).or_insert_with(|| Counter { events: VecDeque::new(), last: now });
-            counter.last = now;
-            while counter.events.front().is_some_and(|t| now.duration_since(*t) >= settings.window) {
-                counter.events.pop_front();
-            }
-            counter.events.push_back(now);
-            let reached = counter.events.len() >= settings.trigger as usize;
-            if reached {
-                counters.remove(&key);
-            }
-            reached
+    ///
+    /// With a store shared by several peers the window is the store's (one exact count for
+    /// the cluster, on the store's clock); if the store cannot answer, this peer counts alone
+    /// until it can.
+    pub async fn record(&self, client: IpAddr, category: &str, request: RequestLine<'_>) -> bool {
+        let Some((source, settings)) = self.counted(client, category) else { return false };
+        let shared = if self.store.shared() {
+            let key = format!("shield:{category}:{source}");
+            self.store.record_event(&key, settings.window).await.ok().map(|n| n >= u64::from(settings.trigger))
+        } else {
+            None
+        };
+        let reached = match shared {
+            Some(reached) => reached && !self.is_banned(source),
+            None => self.count_locally(source, category, settings.trigger, settings.window),
         };
         if reached {
             self.ban(client, source, category, settings.ban, request);
+        }
+        reached
+    }
+
+    /// [`Shield::record`] from code that cannot wait (the framing guard's hook): counted at
+    /// once in memory, or — with a shared store — in a task of its own.
+    pub fn record_detached(self: &Arc<Self>, client: IpAddr, category: &str, request: RequestLine<'_>) {
+        if !self.store.shared() {
+            if let Some((source, settings)) = self.counted(client, category)
+                && self.count_locally(source, category, settings.trigger, settings.window)
+            {
+                self.ban(client, source, category, settings.ban, request);
+            }
+            return;
+        }
+        let shield = self.clone();
+        let (category, method, path, protocol, host) = (
+            category.to_string(),
+            request.method.to_string(),
+            request.path.to_string(),
+            request.protocol.to_string(),
+            request.host.to_string(),
+        );
+        tokio::spawn(async move {
+            let line = RequestLine { method: &method, path: &path, protocol: &protocol, host: &host };
+            shield.record(client, &category, line).await;
+        });
+    }
+
+    /// The source and settings an event of `category` from `client` is counted with, unless
+    /// the category is off or the client exempt.
+    fn counted(&self, client: IpAddr, category: &str) -> Option<(IpAddr, crate::config::CategorySettings)> {
+        let config = self.config.load();
+        let settings = config.categories.get(category)?;
+        if !settings.enabled || self.exempt(&config, client, category) {
+            return None;
+        }
+        Some((source_of(client, config.ipv6_prefix), settings.clone()))
+    }
+
+    fn is_banned(&self, source: IpAddr) -> bool {
+        self.bans.read().unwrap_or_else(|p| p.into_inner()).get(&source).is_some_and(|b| b.until_ms > now_ms())
+    }
+
+    /// This peer's own exact window for (source, category); true at the `trigger`-th event.
+    fn count_locally(&self, source: IpAddr, category: &str, trigger: u32, window: Duration) -> bool {
+        let now = Instant::now();
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (source, category.to_string());
+        if !counters.contains_key(&key) && counters.len() >= MAX_COUNTED_SOURCES {
+            // Evict the least recently active tenth in one pass (amortized O(1) per event
+            // under a spray); bans live in another table and are never touched.
+            let mut ages: Vec<(Instant, (IpAddr, String))> = counters.iter().map(|(k, c)| (c.last, k.clone())).collect();
+            let cut = MAX_COUNTED_SOURCES / 10;
+            ages.select_nth_unstable_by_key(cut, |(last, _)| *last);
+            for (_, old) in ages.into_iter().take(cut) {
+                counters.remove(&old);
+            }
+        }
+        let counter = counters.entry(key.clone()).or_insert_with(|| Counter { events: VecDeque::new(), last: now });
+        counter.last = now;
+        while counter.events.front().is_some_and(|t| now.duration_since(*t) >= window) {
+            counter.events.pop_front();
+        }
+        counter.events.push_back(now);
+        let reached = counter.events.len() >= trigger as usize;
+        if reached {
+            counters.remove(&key);
         }
         reached
     }
@@ -344,11 +400,108 @@ impl Shield {
         let record =
             BanRecord { subject: ban.source, category: ban.category, since_ms, until_ms, reason: format!("{category} trigger reached") };
         let store = self.store.clone();
+        let unsynced = self.unsynced.clone();
         tokio::spawn(async move {
-            if let Err(error) = store.ban(record).await {
-                tracing::warn!("cannot persist ban: {error}");
+            if let Err(error) = store.ban(record.clone()).await {
+                tracing::warn!("cannot persist ban of {} yet: {error}", record.subject);
+                let mut pending = unsynced.lock().unwrap_or_else(|p| p.into_inner());
+                if pending.len() < MAX_UNSYNCED_BANS {
+                    pending.push(record);
+                }
             }
         });
+    }
+
+    /// Writes bans the store could not take (it was down) once it answers again; runs while
+    /// the shield lives. Nothing banned while degraded is lost.
+    pub fn spawn_reconciler(self: &Arc<Self>) {
+        let shield = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RECONCILE_INTERVAL).await;
+                let Some(shield) = shield.upgrade() else { return };
+                let pending: Vec<BanRecord> = std::mem::take(&mut *shield.unsynced.lock().unwrap_or_else(|p| p.into_inner()));
+                if pending.is_empty() {
+                    continue;
+                }
+                let (mut written, mut left) = (0usize, Vec::new());
+                for record in pending {
+                    if record.until_ms <= now_ms() {
+                        continue;
+                    }
+                    match shield.store.ban(record.clone()).await {
+                        Ok(()) => written += 1,
+                        Err(_) => left.push(record),
+                    }
+                }
+                if written > 0 {
+                    shield.error_log.warn(&format!("state store reachable again: {written} ban(s) made meanwhile written to it"));
+                }
+                shield.unsynced.lock().unwrap_or_else(|p| p.into_inner()).extend(left);
+            }
+        });
+    }
+
+    /// Applies a change another peer made in the shared store (or this one made through it):
+    /// bans and unbans reach this peer's memory (and kernel mirror), exemptions are re-read.
+    /// False when the store could not be read (the caller re-reads everything later).
+    pub async fn apply_change(&self, change: &crate::cluster::Change) -> bool {
+        use crate::cluster::Change;
+        match change {
+            Change::Banned(subject) => {
+                let Ok(ip) = subject.parse::<IpAddr>() else { return true };
+                let record = match self.store.ban_lookup(subject).await {
+                    Ok(Some(record)) => record,
+                    Ok(None) => return true,
+                    Err(_) => return false,
+                };
+                let added = {
+                    let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
+                    let known = bans.get(&ip).is_some_and(|b| b.until_ms == record.until_ms);
+                    if !known && bans.len() < MAX_BANS {
+                        let hits = bans.get(&ip).map_or(0, |b| b.hits);
+                        bans.insert(
+                            ip,
+                            Ban {
+                                source: record.subject,
+                                category: record.category,
+                                since_ms: record.since_ms,
+                                until_ms: record.until_ms,
+                                hits,
+                            },
+                        );
+                    }
+                    self.metrics.banned_sources(bans.len());
+                    !known
+                };
+                if added && let Some(mirror) = self.mirror.get() {
+                    let prefix = if ip.is_ipv4() { 32 } else { self.config.load().ipv6_prefix };
+                    mirror.ban(ip, prefix, Duration::from_millis(record.until_ms.saturating_sub(now_ms())));
+                }
+            }
+            Change::Unbanned(subject) => {
+                let Ok(ip) = subject.parse::<IpAddr>() else { return true };
+                let removed = {
+                    let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
+                    let removed = bans.remove(&ip).is_some();
+                    self.metrics.banned_sources(bans.len());
+                    removed
+                };
+                if removed && let Some(mirror) = self.mirror.get() {
+                    mirror.unban(ip, if ip.is_ipv4() { 32 } else { self.config.load().ipv6_prefix });
+                }
+            }
+            Change::SetChanged(key) if key == EXEMPTIONS_KEY => match self.store.set_members(EXEMPTIONS_KEY).await {
+                Ok(members) => {
+                    *self.runtime_exemptions.write().unwrap_or_else(|p| p.into_inner()) =
+                        members.iter().filter_map(|m| decode_exemption(m)).collect();
+                }
+                Err(_) => return false,
+            },
+            Change::Resync => return self.load().await,
+            _ => {}
+        }
+        true
     }
 
     /// Lifts the ban on the source of `ip`; true when there was one.
@@ -382,7 +535,11 @@ impl Shield {
 }
 
 /// Store set holding runtime exemptions.
-const EXEMPTIONS_KEY: &str = "protect:exemptions";
+pub const EXEMPTIONS_KEY: &str = "protect:exemptions";
+/// Most bans waiting to be written to an unreachable store.
+pub const MAX_UNSYNCED_BANS: usize = 100_000;
+/// How often bans made while the store was unreachable are retried.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 /// Most runtime exemptions.
 pub const MAX_RUNTIME_EXEMPTIONS: usize = 10_000;
 

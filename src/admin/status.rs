@@ -28,11 +28,22 @@ pub struct Status {
     pub uptime_seconds: u64,
     pub config_file: Option<String>,
     pub maintenance: bool,
+    pub cluster: ClusterStatus,
     pub counts: Counts,
     pub blocked_sources: usize,
     pub listeners: Vec<ListenerStatus>,
     pub services: Vec<ServiceStatus>,
     pub certificate: Option<CertificateStatus>,
+}
+
+/// The state store this peer uses.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// `embedded` or `redis`.
+    pub store: String,
+    pub peer: String,
+    /// `ok`, or `degraded` while a shared store does not answer (the peer serves from memory).
+    pub state: String,
 }
 
 /// Totals over all services.
@@ -215,6 +226,11 @@ pub fn status(state: &AdminState) -> Status {
         uptime_seconds: state.started.elapsed().as_secs(),
         config_file: gateway.config.source.as_ref().map(|p| p.display().to_string()),
         maintenance: operate.in_maintenance(),
+        cluster: ClusterStatus {
+            store: if state.edge.store.shared() { "redis" } else { "embedded" }.to_string(),
+            peer: gateway.config.cluster.peer.clone(),
+            state: if state.edge.store.healthy() { "ok" } else { "degraded" }.to_string(),
+        },
         counts: Counts {
             sessions: sessions_now,
             sessions_peak: operate.sessions_total().peak(),

@@ -20,6 +20,7 @@ pub(super) fn status(s: &Status) -> String {
         let _ = writeln!(out, "CONFIG:       {file}");
     }
     let _ = writeln!(out, "MAINTENANCE:  {}", if s.maintenance { "ON (new sessions refused)" } else { "off" });
+    let _ = writeln!(out, "CLUSTER:      {} store, peer {}, {}", s.cluster.store, s.cluster.peer, s.cluster.state);
     let c = &s.counts;
     let sip = c.sip_registrations.map_or_else(|| "-".to_string(), |n| n.to_string());
     let _ = writeln!(

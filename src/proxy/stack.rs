@@ -332,7 +332,7 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
                     host: &record.host,
                 };
                 let category = if record.malformed_websocket_credential { "websocket-protocol-violation" } else { "http-auth-failure" };
-                edge.shield.record(record.client, category, line);
+                edge.shield.record(record.client, category, line).await;
             }
             (error.into_response(), None)
         }
@@ -342,7 +342,7 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
         // Probing for resources (off by default: behind NAT it causes false positives).
         let line =
             RequestLine { method: record.method.as_str(), path: &record.path, protocol: version_text(record.version), host: &record.host };
-        edge.shield.record(record.client, "http-resource-access-failure", line);
+        edge.shield.record(record.client, "http-resource-access-failure", line).await;
     }
     let (parts, body) = response.into_parts();
     Ok(Response::from_parts(parts, TrackedBody::new(body, Arc::new(record), lease)))

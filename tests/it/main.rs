@@ -9,6 +9,7 @@ mod admin;
 mod auth;
 mod certs;
 mod cli;
+mod cluster;
 mod edge_cache;
 mod jwt;
 mod nft_mirror;

@@ -1,0 +1,138 @@
+//! The Redis store against a real `redis-server` started on a free loopback port: the shared
+//! state-store contract, counting across two peers, change propagation between peers, and
+//! fail-fast behaviour when Redis dies and recovery when it returns. Skipped with a message
+//! when `redis-server` is missing (`PORTCULLIS_REQUIRE_REDIS=1`, set by `.ci/run`, fails instead).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::cluster::contract::{self, Advance, Now};
+
+/// A private redis-server on 127.0.0.1 (no persistence), killed on drop.
+struct Server {
+    process: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start_on(port: u16) -> Server {
+        let process = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let server = Server { process, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on {port}");
+    }
+
+    fn start() -> Option<Server> {
+        if Command::new("redis-server").arg("--version").output().is_err() {
+            assert!(std::env::var_os("PORTCULLIS_REQUIRE_REDIS").is_none(), "redis-server is required");
+            eprintln!("SKIPPED: redis-server not installed");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Some(Server::start_on(port))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn flush(&self) {
+        let mut c = redis::Client::open(self.url()).unwrap().get_connection().unwrap();
+        let () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn real_time() -> (Advance, Now) {
+    let advance: Advance = Arc::new(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
+    (advance, super::super::system_clock())
+}
+
+#[tokio::test]
+async fn the_redis_store_keeps_the_state_store_contract() {
+    let Some(server) = Server::start() else { return };
+    contract::run_all(|| {
+        server.flush();
+        let store: Arc<dyn StateStore> = Arc::new(RedisStore::open(&server.url(), "peer-a").unwrap());
+        let (advance, now) = real_time();
+        async move { (store, advance, now) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_peers_count_one_window_and_see_each_others_changes() {
+    let Some(server) = Server::start() else { return };
+    let a = RedisStore::open(&server.url(), "a").unwrap();
+    let b = RedisStore::open(&server.url(), "b").unwrap();
+    let mut seen_by_b = b.subscribe();
+    tokio::time::sleep(Duration::from_millis(200)).await; // b's subscription is up
+    let w = Duration::from_secs(30);
+    for expected in 1..=3 {
+        assert_eq!(a.record_event("fail:198.51.100.7", w).await.unwrap(), expected);
+    }
+    assert_eq!(b.record_event("fail:198.51.100.7", w).await.unwrap(), 4, "one window for every peer");
+    let ban =
+        BanRecord { subject: "198.51.100.7".into(), category: "c".into(), since_ms: 0, until_ms: u64::MAX / 2, reason: String::new() };
+    a.ban(ban).await.unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(1), seen_by_b.recv()).await.expect("within 1 s").unwrap();
+    assert_eq!(change, Change::Banned("198.51.100.7".into()));
+    assert!(b.ban_lookup("198.51.100.7").await.unwrap().is_some());
+    a.set_add("protect:exemptions", "10.0.0.0/8|http-auth-failure", 10).await.unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(1), seen_by_b.recv()).await.expect("within 1 s").unwrap();
+    assert_eq!(change, Change::SetChanged("protect:exemptions".into()));
+    let mut seen_by_a = a.subscribe();
+    b.unban("198.51.100.7").await.unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(1), seen_by_a.recv()).await.expect("within 1 s").unwrap();
+    assert_eq!(change, Change::Unbanned("198.51.100.7".into()));
+    assert!(a.shared() && a.healthy());
+}
+
+#[tokio::test]
+async fn a_dead_redis_fails_fast_and_a_returning_one_is_used_again() {
+    let Some(mut server) = Server::start() else { return };
+    let store = RedisStore::open(&server.url(), "a").unwrap();
+    store.set("k", b"v", None).await.unwrap();
+    server.stop();
+    let started = tokio::time::Instant::now();
+    assert!(store.get("k").await.is_err());
+    assert!(started.elapsed() < Duration::from_millis(1500), "no long wait on a dead Redis: {:?}", started.elapsed());
+    assert!(!store.healthy(), "degraded");
+    let started = tokio::time::Instant::now();
+    for _ in 0..100 {
+        assert!(store.get("k").await.is_err());
+    }
+    assert!(started.elapsed() < Duration::from_millis(200), "the breaker answers at once: {:?}", started.elapsed());
+    let _back = Server::start_on(server.port);
+    let mut recovered = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if store.set("k2", b"v", None).await.is_ok() {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered && store.healthy(), "used again once Redis is back");
+}
