@@ -81,6 +81,8 @@ impl Running {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.edge.access_log.flush();
+        let peer = self.edge.gateway.load().config.cluster.peer.clone();
+        let _ = crate::operate::peers::leave(&self.edge.store, &peer).await;
         if let Some(mirror) = self.edge.shield.mirror()
             && let Err(error) = mirror.remove().await
         {
@@ -223,6 +225,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tokio::spawn(watch_certificate_expiry(Arc::downgrade(&edge)));
     }
     tokio::spawn(follow_store_changes(Arc::downgrade(&edge), store.subscribe()));
+    let mut address = listeners.iter().map(|(name, a)| format!("{name} {a}")).collect::<Vec<_>>().join(", ");
+    if let Some(admin) = admin_addr {
+        address.push_str(&format!(", admin {admin}"));
+    }
+    tokio::spawn(heartbeat(Arc::downgrade(&edge), address));
     tracing::info!(
         "{} ready: state in {}, logs in {}",
         config.server.name,
@@ -269,6 +276,31 @@ async fn follow_store_changes(edge: std::sync::Weak<Edge>, mut changes: tokio::s
             }
             Err(RecvError::Closed) => return,
         }
+    }
+}
+
+/// Announces this peer every `cluster.heartbeat` (with its maintenance state and counts) and
+/// refreshes the list of alive peers, while the edge lives.
+async fn heartbeat(edge: std::sync::Weak<Edge>, address: String) {
+    loop {
+        let Some(edge) = edge.upgrade() else { return };
+        let gateway = edge.gateway.load_full();
+        let info = crate::operate::peers::PeerInfo {
+            name: gateway.config.cluster.peer.clone(),
+            address: address.clone(),
+            last_seen_ms: (crate::cluster::system_clock())(),
+            maintenance: edge.operate.in_maintenance(),
+            sessions: gateway.services.iter().map(|s| s.sessions.current() as u64).sum(),
+            websockets: edge.operate.websockets_total().current(),
+        };
+        let beat = gateway.config.cluster.heartbeat;
+        if crate::operate::peers::announce(&edge.store, &info, beat).await.is_ok()
+            && let Ok(alive) = crate::operate::peers::alive(&edge.store).await
+        {
+            edge.operate.note_peers(alive);
+        }
+        drop((edge, gateway));
+        tokio::time::sleep(beat).await;
     }
 }
 

@@ -252,6 +252,8 @@ pub enum StoreKind {
 pub struct ClusterConfig {
     pub store: StoreKind,
     pub peer: String,
+    /// How often this peer announces itself; a peer silent for three heartbeats is gone.
+    pub heartbeat: Duration,
 }
 
 /// `[maintenance]`.

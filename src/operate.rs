@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::cluster::{StateStore, StoreError};
 
 pub mod cert;
+pub mod peers;
 
 /// Store key prefix of a peer's maintenance flag (`operate:maintenance:<peer>`; present = on):
 /// maintenance is per peer even when the store is shared.
@@ -79,6 +80,10 @@ pub struct Operate {
     /// Total authenticated sessions over all services (peak kept here; current is summed).
     sessions_total: Gauge,
     weights: RwLock<BTreeMap<String, u32>>,
+    /// The peers alive at the last heartbeat (this one included).
+    peers: RwLock<Vec<peers::PeerInfo>>,
+    /// Sessions over all alive peers (as of the last heartbeat), with its peak.
+    cluster_sessions: Gauge,
 }
 
 impl Operate {
@@ -98,6 +103,8 @@ impl Operate {
             websockets_total: Gauge::default(),
             sessions_total: Gauge::default(),
             weights: RwLock::new(weights),
+            peers: RwLock::new(Vec::new()),
+            cluster_sessions: Gauge::default(),
         }
     }
 
@@ -143,6 +150,24 @@ impl Operate {
     /// Sessions over all services (as last noted).
     pub fn sessions_total(&self) -> &Gauge {
         &self.sessions_total
+    }
+
+    /// Records the peers seen alive at a heartbeat (and the cluster's session total).
+    pub fn note_peers(&self, alive: Vec<peers::PeerInfo>) {
+        let total = i64::try_from(alive.iter().map(|p| p.sessions).sum::<u64>()).unwrap_or(i64::MAX);
+        self.cluster_sessions.current.store(total, Ordering::Relaxed);
+        self.cluster_sessions.peak.fetch_max(total, Ordering::Relaxed);
+        *self.peers.write().unwrap_or_else(|p| p.into_inner()) = alive;
+    }
+
+    /// The peers alive at the last heartbeat.
+    pub fn peers(&self) -> Vec<peers::PeerInfo> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sessions over all alive peers, with the peak this peer has seen.
+    pub fn cluster_sessions(&self) -> &Gauge {
+        &self.cluster_sessions
     }
 
     /// A service's state given what it still has open.

@@ -206,6 +206,34 @@ fn overview(state: &AdminState, csrf: &str) -> String {
          <tr><td>SIP registrations</td><td>-</td><td>-</td></tr></table>",
         c.sessions, c.sessions_peak, c.websockets, c.websockets_peak
     );
+    let k = &s.cluster;
+    let _ = write!(
+        out,
+        "<h2>Cluster</h2><p id=\"cluster\">{} store · this peer {} · {} · primary {} · cluster sessions {} (peak {})</p>",
+        escape(&k.store),
+        escape(&k.peer),
+        escape(&k.state),
+        escape(k.primary.as_deref().unwrap_or("-")),
+        k.sessions,
+        k.sessions_peak
+    );
+    if !k.peers.is_empty() {
+        out.push_str("<table id=\"peers\"><tr><th>peer</th><th>address</th><th>last seen</th><th>maintenance</th><th>sessions</th><th>WebSockets</th></tr>");
+        for p in &k.peers {
+            let _ = write!(
+                out,
+                "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&p.name),
+                if p.primary { " (primary)" } else { "" },
+                escape(&p.address),
+                escape(&p.last_seen),
+                if p.maintenance { "ON" } else { "off" },
+                p.sessions,
+                p.websockets
+            );
+        }
+        out.push_str("</table>");
+    }
     out.push_str("<h2>Services</h2><table id=\"services\"><tr><th>service</th><th>state</th><th>auth</th><th>sessions</th><th>WebSockets</th><th>upstreams</th></tr>");
     for svc in &s.services {
         let mut servers = String::new();

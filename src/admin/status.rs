@@ -44,6 +44,25 @@ pub struct ClusterStatus {
     pub peer: String,
     /// `ok`, or `degraded` while a shared store does not answer (the peer serves from memory).
     pub state: String,
+    /// The alive peer with the smallest name (runs the cluster's shared chores).
+    pub primary: Option<String>,
+    /// Sessions over all alive peers, and the peak this peer has seen.
+    pub sessions: u64,
+    pub sessions_peak: u64,
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One peer in [`ClusterStatus`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub address: String,
+    /// RFC 3339.
+    pub last_seen: String,
+    pub maintenance: bool,
+    pub sessions: u64,
+    pub websockets: u64,
+    pub primary: bool,
 }
 
 /// Totals over all services.
@@ -147,6 +166,33 @@ pub fn certificate(state: &AdminState) -> Option<CertificateStatus> {
     }
 }
 
+fn cluster_status(state: &AdminState, peer: &str) -> ClusterStatus {
+    let operate = &state.edge.operate;
+    let peers = operate.peers();
+    let primary = crate::operate::peers::primary(&peers).map(str::to_string);
+    ClusterStatus {
+        store: if state.edge.store.shared() { "redis" } else { "embedded" }.to_string(),
+        peer: peer.to_string(),
+        state: if state.edge.store.healthy() { "ok" } else { "degraded" }.to_string(),
+        sessions: operate.cluster_sessions().current(),
+        sessions_peak: operate.cluster_sessions().peak(),
+        peers: peers
+            .iter()
+            .map(|p| PeerStatus {
+                name: p.name.clone(),
+                address: p.address.clone(),
+                last_seen: humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(p.last_seen_ms))
+                    .to_string(),
+                maintenance: p.maintenance,
+                sessions: p.sessions,
+                websockets: p.websockets,
+                primary: primary.as_deref() == Some(p.name.as_str()),
+            })
+            .collect(),
+        primary,
+    }
+}
+
 /// The snapshot.
 pub fn status(state: &AdminState) -> Status {
     let gateway = state.edge.gateway.load();
@@ -226,11 +272,7 @@ pub fn status(state: &AdminState) -> Status {
         uptime_seconds: state.started.elapsed().as_secs(),
         config_file: gateway.config.source.as_ref().map(|p| p.display().to_string()),
         maintenance: operate.in_maintenance(),
-        cluster: ClusterStatus {
-            store: if state.edge.store.shared() { "redis" } else { "embedded" }.to_string(),
-            peer: gateway.config.cluster.peer.clone(),
-            state: if state.edge.store.healthy() { "ok" } else { "degraded" }.to_string(),
-        },
+        cluster: cluster_status(state, &gateway.config.cluster.peer),
         counts: Counts {
             sessions: sessions_now,
             sessions_peak: operate.sessions_total().peak(),

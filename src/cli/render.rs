@@ -20,7 +20,33 @@ pub(super) fn status(s: &Status) -> String {
         let _ = writeln!(out, "CONFIG:       {file}");
     }
     let _ = writeln!(out, "MAINTENANCE:  {}", if s.maintenance { "ON (new sessions refused)" } else { "off" });
-    let _ = writeln!(out, "CLUSTER:      {} store, peer {}, {}", s.cluster.store, s.cluster.peer, s.cluster.state);
+    let k = &s.cluster;
+    let _ = writeln!(
+        out,
+        "CLUSTER:      {} store, peer {}, {}; primary {}; cluster sessions {} (peak {})",
+        k.store,
+        k.peer,
+        k.state,
+        k.primary.as_deref().unwrap_or("-"),
+        k.sessions,
+        k.sessions_peak
+    );
+    if k.peers.len() > 1 || k.store == "redis" {
+        let _ = writeln!(out, "PEERS:");
+        for p in &k.peers {
+            let _ = writeln!(
+                out,
+                "  {:<12}{} last seen {}  maintenance {:<3}  sessions {}  websockets {}  ({})",
+                p.name,
+                if p.primary { " (primary)" } else { "          " },
+                p.last_seen,
+                if p.maintenance { "ON" } else { "off" },
+                p.sessions,
+                p.websockets,
+                p.address
+            );
+        }
+    }
     let c = &s.counts;
     let sip = c.sip_registrations.map_or_else(|| "-".to_string(), |n| n.to_string());
     let _ = writeln!(

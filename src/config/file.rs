@@ -223,4 +223,5 @@ pub struct ClusterFile {
     pub store: Option<String>,
     pub redis_url: Option<String>,
     pub peer: Option<String>,
+    pub heartbeat: Option<String>,
 }

@@ -745,7 +745,15 @@ fn resolve_cluster(c: &mut Checker<'_>, raw: ClusterFile, server_name: &str) -> 
             StoreKind::Embedded
         }
     };
-    ClusterConfig { store, peer: raw.peer.unwrap_or_else(|| server_name.to_string()) }
+    let heartbeat = c.duration("cluster.heartbeat", raw.heartbeat.as_ref(), Duration::from_secs(2));
+    if heartbeat < Duration::from_millis(100) || heartbeat > Duration::from_secs(60) {
+        c.err("cluster.heartbeat", "out of range", "between \"100ms\" and \"60s\"");
+    }
+    let peer = raw.peer.unwrap_or_else(|| server_name.to_string());
+    if peer.is_empty() || peer.len() > 64 || !peer.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        c.err("cluster.peer", format!("{peer:?} is not a usable peer name"), "letters, digits, '-', '_', '.'; at most 64");
+    }
+    ClusterConfig { store, peer, heartbeat }
 }
 
 #[cfg(test)]

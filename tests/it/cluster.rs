@@ -67,7 +67,7 @@ async fn peer(name: &str, redis: &Redis, up: &Upstream, users: &str) -> RunningE
         .raw(&format!(
             "[auth.basic]\nusers_file = \"{}\"\n[rate_control]\nmax_authorizations = 3\nperiod = \"300s\"\n\
              [protection.categories.http-auth-failure]\ntrigger = 5\nwindow = \"60s\"\nban = \"30m\"\n\
-             [cluster]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\npeer = \"{name}\"\n",
+             [cluster]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\npeer = \"{name}\"\nheartbeat = \"200ms\"\n",
             file.display(),
             redis.port
         ))
@@ -165,4 +165,77 @@ async fn three_peers_act_as_one_and_survive_a_redis_outage() {
     for edge in [a, b, c] {
         edge.stop().await;
     }
+}
+
+async fn peer_names(edge: &RunningEdge) -> (Vec<String>, serde_json::Value) {
+    let status: serde_json::Value = serde_json::from_str(&admin(edge, "GET", "/api/v1/status").await.body).unwrap();
+    let names = status["cluster"]["peers"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect();
+    (names, status["cluster"].clone())
+}
+
+async fn wait_for_peers(edge: &RunningEdge, want: &[&str]) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (names, cluster) = peer_names(edge).await;
+        if names == want {
+            return cluster;
+        }
+        last = cluster;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("peers never became {want:?}: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_are_listed_with_a_primary_and_a_killed_peer_ages_out() {
+    let Some(redis) = Redis::start() else { return };
+    let up = Upstream::start("desk").await;
+    let users = format!("[users]\nalice = \"{}\"\n", argon2_hash("pw"));
+    let b = peer("b", &redis, &up, &users).await;
+    let c = peer("c", &redis, &up, &users).await;
+    assert_eq!(status_of(c.http, &basic("alice", "pw")).await, 200);
+    let cluster = wait_for_peers(&b, &["b", "c"]).await;
+    assert_eq!(cluster["primary"], "b");
+    assert_eq!(cluster["store"], "redis");
+
+    // A peer "a" as a separate process: it becomes primary; kill -9 and it ages out.
+    let dir = tempfile::tempdir().unwrap();
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (http, admin_addr) = (port(), port());
+    let config = dir.path().join("a.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nname = \"localhost\"\nstate_dir = \"state\"\nlog_dir = \"logs\"\n[[listener]]\nname = \"http\"\naddress = \"{http}\"\n\
+             [admin]\naddress = \"{admin_addr}\"\ntoken = \"{ADMIN_TOKEN}\"\n[[service]]\nname = \"site\"\nstatic_dir = \"{}\"\n\
+             [[route]]\npath = \"/\"\nservice = \"site\"\n[cluster]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\npeer = \"a\"\nheartbeat = \"200ms\"\n",
+            dir.path().display(),
+            redis.port
+        ),
+    )
+    .unwrap();
+    let mut process = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cluster = wait_for_peers(&b, &["a", "b", "c"]).await;
+    assert_eq!(cluster["primary"], "a");
+    assert!(cluster["peers"][0]["address"].as_str().unwrap().contains(&admin_addr.to_string()), "{cluster}");
+    assert!(cluster["sessions"].as_u64().unwrap() >= 1, "cluster-wide sessions include c's: {cluster}");
+    process.kill().unwrap(); // SIGKILL: no goodbye
+    process.wait().unwrap();
+    let started = tokio::time::Instant::now();
+    let cluster = wait_for_peers(&b, &["b", "c"]).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "aged out after {:?}", started.elapsed());
+    assert_eq!(cluster["primary"], "b", "the next smallest name takes over");
+    let screen = crate::operate::stdout(&crate::operate::cli(&b, &["status"]).await);
+    assert!(screen.contains("b            (primary)") && screen.contains("PEERS:"), "{screen}");
+
+    // A clean stop leaves at once.
+    c.stop().await;
+    wait_for_peers(&b, &["b"]).await;
+    b.stop().await;
 }
