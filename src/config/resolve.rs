@@ -749,10 +749,13 @@ fn resolve_cluster(c: &mut Checker<'_>, raw: ClusterFile, server_name: &str) -> 
     if heartbeat < Duration::from_millis(100) || heartbeat > Duration::from_secs(60) {
         c.err("cluster.heartbeat", "out of range", "between \"100ms\" and \"60s\"");
     }
-    let peer = raw.peer.unwrap_or_else(|| server_name.to_string());
-    if peer.is_empty() || peer.len() > 64 || !peer.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+    // The default (server.name) is checked as server.name.
+    if let Some(peer) = &raw.peer
+        && (peer.is_empty() || peer.len() > 64 || !peer.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
+    {
         c.err("cluster.peer", format!("{peer:?} is not a usable peer name"), "letters, digits, '-', '_', '.'; at most 64");
     }
+    let peer = raw.peer.unwrap_or_else(|| server_name.to_string());
     ClusterConfig { store, peer, heartbeat }
 }
 
