@@ -8,7 +8,8 @@
 //! - `POST /api/v1/reload`   — re-read the configuration file; `400` with every error when it
 //!   is invalid, and the running configuration stays (token).
 //! - `DELETE /api/v1/tokens?user=NAME` — revoke every edge-issued token of a user (token).
-//! - `GET /api/v1/blocked` — bans in force; `DELETE /api/v1/blocked?ip=IP` — lift one (token).
+//! - `GET /api/v1/blocked` — bans in force; `POST /api/v1/blocked?ip=IP&minutes=N` — ban by
+//!   hand; `DELETE /api/v1/blocked?ip=IP` — lift one (token).
 //! - `GET|POST|DELETE /api/v1/exemptions` — list; add `?cidr=NET/LEN&categories=a,b`; delete
 //!   `?cidr=NET/LEN` (token).
 //! - `GET|POST /api/v1/maintenance` — state of each service; `?enabled=on|off` (token).
@@ -238,6 +239,7 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         (Method::DELETE, "/api/v1/tokens") => revoke_tokens(state, &query).await,
         (Method::GET, "/api/v1/blocked") => json(StatusCode::OK, &state.edge.shield.list()),
         (Method::DELETE, "/api/v1/blocked") => unblock(state, &query).await,
+        (Method::POST, "/api/v1/blocked") => block(state, &query),
         (Method::GET, "/api/v1/exemptions") => json(StatusCode::OK, &exemptions(state)),
         (Method::POST, "/api/v1/exemptions") => add_exemption(state, &query).await,
         (Method::DELETE, "/api/v1/exemptions") => del_exemption(state, &query).await,
@@ -257,7 +259,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         "/health" | "/openapi.json" | "/metrics" | "/api/v1/status" => "GET",
         "/api/v1/reload" | "/api/v1/refresh" | "/api/v1/cert/self-signed" => "POST",
         "/api/v1/tokens" => "DELETE",
-        "/api/v1/blocked" => "GET, DELETE",
+        "/api/v1/blocked" => "GET, POST, DELETE",
         "/api/v1/maintenance" | "/api/v1/cert/csr" => "GET, POST",
         "/api/v1/cert/fields" => "GET, PUT",
         "/api/v1/exemptions" | "/api/v1/weights" | "/api/v1/cert" => "GET, POST, DELETE",
@@ -351,6 +353,23 @@ async fn del_exemption(state: &AdminState, query: &str) -> Response<AdminBody> {
 struct UnblockedBody {
     ip: String,
     unblocked: bool,
+}
+
+/// `POST /api/v1/blocked?ip=IP&minutes=N` (default 30): a manual ban.
+fn block(state: &AdminState, query: &str) -> Response<AdminBody> {
+    let Some(ip) = query_param(query, "ip").and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) else {
+        return json(StatusCode::BAD_REQUEST, &ErrorBody { error: "pass ?ip=ADDRESS[&minutes=N]" });
+    };
+    let minutes = match query_param(query, "minutes") {
+        None => 30,
+        Some(m) => match m.parse::<u64>() {
+            Ok(m) if m >= 1 && m * 60 <= crate::protect::MAX_MANUAL_BAN.as_secs() => m,
+            _ => return json(StatusCode::BAD_REQUEST, &ErrorBody { error: "minutes must be from 1 to 525600" }),
+        },
+    };
+    state.edge.shield.ban_manually(ip, Duration::from_secs(minutes * 60));
+    state.edge.error_log.warn(&format!("{ip} banned by the administrator for {minutes} minutes"));
+    json(StatusCode::OK, &state.edge.shield.list())
 }
 
 async fn unblock(state: &AdminState, query: &str) -> Response<AdminBody> {

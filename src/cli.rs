@@ -119,6 +119,16 @@ enum BlockedAction {
         #[arg(long)]
         json: bool,
     },
+    /// Ban IP by hand (its /64 for IPv6).
+    Ban {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// The address to ban.
+        ip: std::net::IpAddr,
+        /// For how long.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+    },
     /// Lift the ban on IP (its /64 for IPv6).
     Unblock {
         #[command(flatten)]
@@ -288,6 +298,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         out.push_str(&format!("{} banned\n", bans.len()));
                         write_stdout(&out);
                     }
+                }
+                BlockedAction::Ban { target, ip, minutes } => {
+                    let (url, token) = target.resolve()?;
+                    runtime()?.block_on(admin_call(
+                        &url,
+                        &token,
+                        http::Method::POST,
+                        &format!("/api/v1/blocked?ip={ip}&minutes={minutes}"),
+                    ))?;
+                    write_stdout(&format!("{ip} banned for {minutes} minutes\n"));
                 }
                 BlockedAction::Unblock { target, ip } => {
                     let (url, token) = target.resolve()?;

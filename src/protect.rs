@@ -504,6 +504,14 @@ impl Shield {
         true
     }
 
+    /// Bans the source of `ip` for `duration` by hand (category `manual`; the operator's
+    /// `blocked ban`); written to the store and `blocking.log` like any ban.
+    pub fn ban_manually(&self, ip: IpAddr, duration: Duration) {
+        let source = source_of(ip, self.config.load().ipv6_prefix);
+        let line = RequestLine { method: "-", path: "-", protocol: "-", host: "-" };
+        self.ban(ip, source, MANUAL_CATEGORY, duration, line);
+    }
+
     /// Lifts the ban on the source of `ip`; true when there was one.
     pub async fn unban(&self, ip: IpAddr) -> bool {
         let prefix = self.config.load().ipv6_prefix;
@@ -533,6 +541,11 @@ impl Shield {
         out
     }
 }
+
+/// Category of bans set by hand.
+pub const MANUAL_CATEGORY: &str = "manual";
+/// Longest manual ban.
+pub const MAX_MANUAL_BAN: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Store set holding runtime exemptions.
 pub const EXEMPTIONS_KEY: &str = "protect:exemptions";

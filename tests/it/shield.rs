@@ -330,3 +330,36 @@ async fn a_spray_from_100000_distinct_sources_stays_under_the_memory_cap() {
     assert_eq!(get(edge.http, "/x", &basic("alice", "pw")).await, 418, "the earlier ban of 127.0.0.1 survives the spray");
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn an_operator_bans_a_source_by_hand_and_only_that_source_is_refused() {
+    let up = Upstream::start("desk").await;
+    let edge = edge(&up, "").await;
+    let url = format!("http://{}", edge.admin);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["blocked", "ban", "127.0.0.2", "--minutes", "5", "--admin", &url, "--token", ADMIN_TOKEN])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let from = |source: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let mut tcp = socket.connect(edge.http).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tcp.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n", basic("alice", "pw")).as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut head)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&head[9..12]).into_owned()
+    };
+    assert_eq!(from("127.0.0.2").await, "418");
+    assert_eq!(from("127.0.0.3").await, "200");
+    let bans = edge.running().edge.shield.list();
+    assert_eq!((bans.len(), bans[0].category.as_str()), (1, "manual"));
+    assert!(bans[0].until_ms - bans[0].since_ms == 5 * 60 * 1000);
+    assert!(edge.log("blocking.log").contains("127.0.0.2 will be blocked for 5 minutes"), "{}", edge.log("blocking.log"));
+    edge.stop().await;
+}
