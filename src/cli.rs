@@ -16,6 +16,7 @@ use crate::config::Config;
 
 mod operate;
 mod render;
+mod state;
 
 /// Exit code: configuration or usage error (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
@@ -76,6 +77,11 @@ enum Command {
     Web {
         #[command(subcommand)]
         what: operate::WebCommand,
+    },
+    /// Move durable state between stores (embedded ↔ Redis).
+    State {
+        #[command(subcommand)]
+        action: state::StateAction,
     },
     /// Re-fetch JWKS keys and user lists, re-resolve upstreams, rebuild routing (atomically).
     Refresh {
@@ -318,6 +324,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Maintenance { action } => operate::maintenance(action),
+        Command::State { action } => state::run(action),
         Command::Web { what } => operate::web(what),
         Command::Refresh { target } => {
             let (url, token) = target.resolve()?;

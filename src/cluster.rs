@@ -72,6 +72,17 @@ pub struct BanRecord {
     pub reason: String,
 }
 
+/// Everything durable in a store, for `portcullis state export|import` (sliding windows are
+/// left out: they are short-lived counters).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dump {
+    /// Key, value and absolute expiry (Unix ms; `None` = never).
+    pub values: Vec<(String, Vec<u8>, Option<u64>)>,
+    /// Set key and members.
+    pub sets: Vec<(String, Vec<String>)>,
+    pub bans: Vec<BanRecord>,
+}
+
 /// A change another part of the edge (or another peer) may need to react to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -117,6 +128,38 @@ pub trait StateStore: Send + Sync + 'static {
     fn purge_expired(&self) -> StoreFuture<'_, u64>;
     /// Changes made through this store (and, for Redis, by other peers).
     fn subscribe(&self) -> broadcast::Receiver<Change>;
+    /// Every unexpired value, set and ban.
+    fn dump(&self) -> StoreFuture<'_, Dump>;
+    /// Writes `dump` into this store (values keep their absolute expiry; expired ones are
+    /// skipped); returns how many records were written.
+    fn restore(&self, dump: Dump) -> StoreFuture<'_, usize> {
+        Box::pin(async move {
+            let now = (system_clock())();
+            let mut written = 0;
+            for (key, value, expires) in &dump.values {
+                let ttl = match expires {
+                    Some(at) if *at <= now => continue,
+                    Some(at) => Some(Duration::from_millis(at - now)),
+                    None => None,
+                };
+                self.set(key, value, ttl).await?;
+                written += 1;
+            }
+            for (key, members) in &dump.sets {
+                for member in members {
+                    self.set_add(key, member, usize::MAX).await?;
+                    written += 1;
+                }
+            }
+            for ban in dump.bans {
+                if ban.until_ms > now {
+                    self.ban(ban).await?;
+                    written += 1;
+                }
+            }
+            Ok(written)
+        })
+    }
     /// Whether other peers share this store (then counters that must be exact across peers
     /// are kept here rather than in one peer's memory).
     fn shared(&self) -> bool {

@@ -113,6 +113,33 @@ pub(crate) async fn concurrent_events_are_all_counted(s: Arc<dyn StateStore>) {
     assert_eq!(seen, (1..=20).collect::<Vec<u64>>(), "each increment is atomic");
 }
 
+pub(crate) async fn a_dump_restores_into_an_empty_store(s: &dyn StateStore, empty: &dyn StateStore, now: &Now) {
+    s.set("token:x", b"one", Some(Duration::from_secs(600))).await.unwrap();
+    s.set("forever", b"two", None).await.unwrap();
+    s.set_add("protect:exemptions", "10.0.0.0/8|http-auth-failure", 10).await.unwrap();
+    let start = now();
+    s.ban(BanRecord {
+        subject: "192.0.2.1".into(),
+        category: "manual".into(),
+        since_ms: start,
+        until_ms: start + 600_000,
+        reason: String::new(),
+    })
+    .await
+    .unwrap();
+    s.record_event("fail:x", Duration::from_secs(60)).await.unwrap();
+    let dump = s.dump().await.unwrap();
+    assert_eq!(dump.values.iter().map(|v| v.0.as_str()).collect::<Vec<_>>(), ["forever", "token:x"]);
+    assert!(dump.values[1].2.is_some_and(|at| at > start + 590_000), "absolute expiry kept: {:?}", dump.values[1]);
+    assert_eq!(dump.sets, vec![("protect:exemptions".to_string(), vec!["10.0.0.0/8|http-auth-failure".to_string()])]);
+    assert_eq!(dump.bans.len(), 1);
+    assert_eq!(empty.restore(dump.clone()).await.unwrap(), 4);
+    assert_eq!(empty.get("token:x").await.unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(empty.set_members("protect:exemptions").await.unwrap().len(), 1);
+    assert!(empty.ban_lookup("192.0.2.1").await.unwrap().is_some());
+    assert_eq!(empty.dump().await.unwrap().values.len(), 2);
+}
+
 /// Runs the whole contract on stores made by `fresh` (one new, empty store per part).
 pub(crate) async fn run_all<F, Fut>(fresh: F)
 where

@@ -373,6 +373,32 @@ impl StateStore for EmbeddedStore {
         })
     }
 
+    fn dump(&self) -> StoreFuture<'_, super::Dump> {
+        Box::pin(async move {
+            let now = self.now();
+            let bans = self.bans().await?;
+            self.read(|txn| {
+                let mut dump = super::Dump { bans, ..super::Dump::default() };
+                for entry in txn.open_table(KV).map_err(backend)?.iter().map_err(backend)? {
+                    let (key, value) = entry.map_err(backend)?;
+                    let (expires, bytes) = value.value();
+                    if expires == 0 || expires > now {
+                        dump.values.push((key.value().to_string(), bytes.to_vec(), (expires != 0).then_some(expires)));
+                    }
+                }
+                for entry in txn.open_table(SETS).map_err(backend)?.iter().map_err(backend)? {
+                    let (key, _) = entry.map_err(backend)?;
+                    let (set, member) = key.value();
+                    match dump.sets.last_mut() {
+                        Some((last, members)) if last == set => members.push(member.to_string()),
+                        _ => dump.sets.push((set.to_string(), vec![member.to_string()])),
+                    }
+                }
+                Ok(dump)
+            })
+        })
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
     }

@@ -456,6 +456,45 @@ impl StateStore for RedisStore {
         })
     }
 
+    fn dump(&self) -> StoreFuture<'_, super::Dump> {
+        Box::pin(async move {
+            let bans = self.bans().await?;
+            let mut c = self.connection()?;
+            let mut dump = super::Dump { bans, ..super::Dump::default() };
+            let now = now_ms();
+            for pattern in [format!("{PREFIX}k:*"), format!("{PREFIX}s:*")] {
+                let keys: Vec<String> = {
+                    let result: redis::RedisResult<redis::AsyncIter<'_, String>> = c.scan_match(&pattern).await;
+                    let mut iter = self.outcome(result)?;
+                    let mut keys = Vec::new();
+                    while let Some(key) = iter.next_item().await {
+                        keys.push(self.outcome(key)?);
+                    }
+                    keys
+                };
+                for full in keys {
+                    let name = full[PREFIX.len() + 2..].to_string();
+                    if pattern.ends_with("k:*") {
+                        let result: redis::RedisResult<(Option<Vec<u8>>, i64)> =
+                            redis::pipe().get(&full).pttl(&full).query_async(&mut c).await;
+                        if let (Some(value), ttl) = self.outcome(result)? {
+                            let expires = u64::try_from(ttl).ok().map(|ms| now + ms);
+                            dump.values.push((name, value, expires));
+                        }
+                    } else {
+                        let result: redis::RedisResult<Vec<String>> = c.smembers(&full).await;
+                        let mut members = self.outcome(result)?;
+                        members.sort();
+                        dump.sets.push((name, members));
+                    }
+                }
+            }
+            dump.values.sort_by(|a, b| a.0.cmp(&b.0));
+            dump.sets.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(dump)
+        })
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
     }

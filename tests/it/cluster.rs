@@ -239,3 +239,72 @@ async fn peers_are_listed_with_a_primary_and_a_killed_peer_ages_out() {
     wait_for_peers(&b, &["b"]).await;
     b.stop().await;
 }
+
+fn portcullis(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis")).args(args).output().unwrap();
+    assert!(out.status.success(), "portcullis {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_moves_from_the_embedded_store_to_redis() {
+    let Some(redis) = Redis::start() else { return };
+    let up = Upstream::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (http, admin_addr) = (port(), port());
+    let text = |cluster: &str| {
+        format!(
+            "[server]\nname = \"localhost\"\nstate_dir = \"state\"\nlog_dir = \"logs\"\n[[listener]]\nname = \"http\"\naddress = \"{http}\"\n\
+             [admin]\naddress = \"{admin_addr}\"\ntoken = \"{ADMIN_TOKEN}\"\n[[service]]\nname = \"app\"\n[[service.upstream]]\naddress = \"{}\"\n\
+             [[route]]\npath = \"/\"\nservice = \"app\"\n{cluster}",
+            up.addr
+        )
+    };
+    let single = dir.path().join("single.toml");
+    std::fs::write(&single, text("")).unwrap();
+    let clustered = dir.path().join("cluster.toml");
+    std::fs::write(&clustered, text(&format!("[cluster]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\n", redis.port)))
+        .unwrap();
+    let config = single.to_str().unwrap();
+
+    // A single edge with some state: a ban, an exemption, a weight override.
+    let mut edge = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config", config])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(crate::support::eventually(Duration::from_secs(5), || std::net::TcpStream::connect(admin_addr).is_ok()).await);
+    portcullis(&["blocked", "ban", "203.0.113.66", "--minutes", "60", "--config", config]);
+    portcullis(&["exemptions", "add", "198.51.100.0/24", "--categories", "http-auth-failure", "--config", config]);
+    portcullis(&["web", "weight", "add", &up.addr.to_string(), "7", "--config", config]);
+    let refused = Command::new(env!("CARGO_BIN_EXE_portcullis")).args(["state", "export", "--config", config]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1), "the running edge holds the embedded store");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("stop the edge"));
+    assert!(Command::new("kill").args(["-TERM", &edge.id().to_string()]).status().unwrap().success());
+    edge.wait().unwrap();
+
+    let export = dir.path().join("state.json");
+    portcullis(&["state", "export", "--config", config, "--output", export.to_str().unwrap()]);
+    let out = portcullis(&["state", "import", "--config", clustered.to_str().unwrap(), export.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("imported "), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // The same edge, now on Redis, has everything.
+    let mut edge = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config", clustered.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(crate::support::eventually(Duration::from_secs(5), || std::net::TcpStream::connect(admin_addr).is_ok()).await);
+    let config = clustered.to_str().unwrap();
+    let blocked = String::from_utf8_lossy(&portcullis(&["blocked", "list", "--config", config]).stdout).into_owned();
+    assert!(blocked.contains("203.0.113.66") && blocked.contains("manual"), "{blocked}");
+    let exemptions = String::from_utf8_lossy(&portcullis(&["exemptions", "list", "--config", config]).stdout).into_owned();
+    assert!(exemptions.contains("198.51.100.0/24"), "{exemptions}");
+    let weights = String::from_utf8_lossy(&portcullis(&["web", "weight", "list", "--config", config]).stdout).into_owned();
+    assert!(weights.lines().any(|l| l.contains(&up.addr.to_string()) && l.trim_end().ends_with('7')), "{weights}");
+    assert!(Command::new("kill").args(["-TERM", &edge.id().to_string()]).status().unwrap().success());
+    edge.wait().unwrap();
+}

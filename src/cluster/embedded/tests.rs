@@ -115,3 +115,11 @@ async fn the_embedded_store_keeps_the_state_store_contract() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_dump_of_the_embedded_store_restores_into_another() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let from = EmbeddedStore::open(a.path()).unwrap();
+    let into = EmbeddedStore::open(b.path()).unwrap();
+    crate::cluster::contract::a_dump_restores_into_an_empty_store(&from, &into, &crate::cluster::system_clock()).await;
+}

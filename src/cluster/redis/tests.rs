@@ -136,3 +136,22 @@ async fn a_dead_redis_fails_fast_and_a_returning_one_is_used_again() {
     }
     assert!(recovered && store.healthy(), "used again once Redis is back");
 }
+
+#[tokio::test]
+async fn a_dump_moves_between_the_embedded_store_and_redis_both_ways() {
+    let Some(server) = Server::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = crate::cluster::embedded::EmbeddedStore::open(dir.path()).unwrap();
+    let redis = RedisStore::open(&server.url(), "a").unwrap();
+    contract::a_dump_restores_into_an_empty_store(&embedded, &redis, &super::super::system_clock()).await;
+    server.flush();
+    let back = tempfile::tempdir().unwrap();
+    let embedded_again = crate::cluster::embedded::EmbeddedStore::open(back.path()).unwrap();
+    let dump = embedded.dump().await.unwrap();
+    redis.restore(dump.clone()).await.unwrap();
+    embedded_again.restore(redis.dump().await.unwrap()).await.unwrap();
+    let again = embedded_again.dump().await.unwrap();
+    assert_eq!(again.sets, dump.sets);
+    assert_eq!(again.bans, dump.bans);
+    assert_eq!(again.values.iter().map(|v| (&v.0, &v.1)).collect::<Vec<_>>(), dump.values.iter().map(|v| (&v.0, &v.1)).collect::<Vec<_>>());
+}
