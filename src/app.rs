@@ -259,8 +259,16 @@ async fn follow_store_changes(edge: std::sync::Weak<Edge>, mut changes: tokio::s
                     }
                 }
             }
+            Ok(crate::cluster::Change::KeyChanged(key)) if key.starts_with(crate::auth::tokens::ACCESS_KEY_PREFIX) => {
+                if let Some(tokens) = edge.gateway.load().auth.tokens() {
+                    tokens.forget_key(&key);
+                }
+            }
             Ok(change) => {
                 let resync = change == crate::cluster::Change::Resync;
+                if resync && let Some(tokens) = edge.gateway.load().auth.tokens() {
+                    tokens.forget_all();
+                }
                 if resync
                     && edge.operate.reload_weights().await
                     && let Ok(gateway) = edge.build_gateway(edge.gateway.load().config.clone())

@@ -108,6 +108,8 @@ pub trait StateStore: Send + Sync + 'static {
     fn record_event<'a>(&'a self, key: &'a str, window: Duration) -> StoreFuture<'a, u64>;
     /// Events within the last `window`, without recording one.
     fn count_events<'a>(&'a self, key: &'a str, window: Duration) -> StoreFuture<'a, u64>;
+    /// Forgets every event of window `key` (a fresh start, e.g. once its source is banned).
+    fn clear_events<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
     /// Unix milliseconds of the oldest event within `window` (for `Retry-After`).
     fn oldest_event<'a>(&'a self, key: &'a str, window: Duration) -> StoreFuture<'a, Option<u64>>;
     /// Adds `member` to set `key` unless it already holds `cap` members.

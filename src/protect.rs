@@ -278,7 +278,13 @@ impl Shield {
         let Some((source, settings)) = self.counted(client, category) else { return false };
         let shared = if self.store.shared() {
             let key = format!("shield:{category}:{source}");
-            self.store.record_event(&key, settings.window).await.ok().map(|n| n >= u64::from(settings.trigger))
+            let reached = self.store.record_event(&key, settings.window).await.ok().map(|n| n >= u64::from(settings.trigger));
+            if reached == Some(true) {
+                // The ban starts the count afresh, as the local counter does: after an unban
+                // one more failure must not ban again.
+                let _ = self.store.clear_events(&key).await;
+            }
+            reached
         } else {
             None
         };

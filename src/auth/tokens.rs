@@ -5,9 +5,17 @@
 //! must re-authenticate. Tokens live in the state store — hashed (SHA-256), never in clear —
 //! so they survive restarts and are shared by a cluster. Expired records are purged every
 //! `cleanup_interval`; every token of a user can be revoked at once.
+//!
+//! A token checked once is remembered in memory for at most [`TOKEN_CACHE_TTL`] (never past its
+//! own expiry), so its requests make no store call — with Redis, no network round trip. A
+//! revocation or refresh removes it here at once and, through the store's change
+//! notifications, on every other peer; the TTL bounds a notification that got lost.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -20,6 +28,12 @@ pub const ACCESS_PREFIX: &str = "pca_";
 pub const REFRESH_PREFIX: &str = "pcr_";
 /// Most live token pairs per user; the oldest records are pruned beyond it.
 pub const MAX_TOKENS_PER_USER: usize = 1000;
+/// Longest a checked access token is trusted from memory.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Most access tokens remembered (the memory is emptied when full).
+pub const MAX_CACHED_TOKENS: usize = 100_000;
+/// Store-key prefix of access-token records (their change notifications invalidate the cache).
+pub const ACCESS_KEY_PREFIX: &str = "token:access:";
 
 /// Token lifetimes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,13 +58,21 @@ struct Record {
     user: String,
     /// Hash of the other token of the pair (refresh ↔ access), to revoke both.
     pair: String,
+    /// Unix ms when the pair expires (0 in records written before it was kept).
+    #[serde(default)]
+    expires_ms: u64,
 }
+
+/// Access-token hash → (user, trusted until).
+type TokenCache = HashMap<String, (String, Instant)>;
 
 /// Issues, checks, refreshes and revokes edge tokens.
 #[derive(Clone)]
 pub struct TokenService {
     settings: TokenSettings,
     store: Arc<dyn StateStore>,
+    cache: Arc<Mutex<TokenCache>>,
+    cache_ttl: Duration,
 }
 
 fn random_token(prefix: &str) -> String {
@@ -69,7 +91,7 @@ fn hash(token: &str) -> String {
 }
 
 fn access_key(hash: &str) -> String {
-    format!("token:access:{hash}")
+    format!("{ACCESS_KEY_PREFIX}{hash}")
 }
 
 fn refresh_key(hash: &str) -> String {
@@ -83,7 +105,24 @@ fn user_key(user: &str) -> String {
 impl TokenService {
     /// Tokens kept in `store`.
     pub fn new(settings: TokenSettings, store: Arc<dyn StateStore>) -> TokenService {
-        TokenService { settings, store }
+        Self::with_cache_ttl(settings, store, TOKEN_CACHE_TTL)
+    }
+
+    /// Tokens kept in `store`, trusted from memory for `cache_ttl` (zero: always ask the store).
+    pub fn with_cache_ttl(settings: TokenSettings, store: Arc<dyn StateStore>, cache_ttl: Duration) -> TokenService {
+        TokenService { settings, store, cache: Arc::default(), cache_ttl }
+    }
+
+    /// Forgets the cached token whose store key is `key` (it changed somewhere).
+    pub fn forget_key(&self, key: &str) {
+        if let Some(hash) = key.strip_prefix(ACCESS_KEY_PREFIX) {
+            self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(hash);
+        }
+    }
+
+    /// Forgets every cached token (change notifications may have been missed).
+    pub fn forget_all(&self) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Issues a new pair for `user`.
@@ -95,7 +134,10 @@ impl TokenService {
         }
         let (access_hash, refresh_hash) = (hash(&access), hash(&refresh));
         let ttl = Some(self.settings.refresh_interval);
-        let record = |pair: &str| serde_json::to_vec(&Record { user: user.to_string(), pair: pair.to_string() }).unwrap_or_default();
+        let expires_ms = (crate::cluster::system_clock())()
+            .saturating_add(u64::try_from(self.settings.refresh_interval.as_millis()).unwrap_or(u64::MAX));
+        let record =
+            |pair: &str| serde_json::to_vec(&Record { user: user.to_string(), pair: pair.to_string(), expires_ms }).unwrap_or_default();
         self.store.set(&access_key(&access_hash), &record(&refresh_hash), ttl).await?;
         self.store.set(&refresh_key(&refresh_hash), &record(&access_hash), ttl).await?;
         if self.store.set_add(&user_key(user), &access_hash, MAX_TOKENS_PER_USER).await? == SetAdd::Full {
@@ -115,8 +157,25 @@ impl TokenService {
         if !access.starts_with(ACCESS_PREFIX) || access.len() > 128 {
             return None;
         }
-        let bytes = self.store.get(&access_key(&hash(access))).await.ok()??;
-        serde_json::from_slice::<Record>(&bytes).ok().map(|r| r.user)
+        let hashed = hash(access);
+        let now = Instant::now();
+        if let Some((user, until)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&hashed)
+            && *until > now
+        {
+            return Some(user.clone());
+        }
+        let bytes = self.store.get(&access_key(&hashed)).await.ok()??;
+        let record = serde_json::from_slice::<Record>(&bytes).ok()?;
+        let left = Duration::from_millis(record.expires_ms.saturating_sub((crate::cluster::system_clock())()));
+        let trust = self.cache_ttl.min(left);
+        if !trust.is_zero() {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= MAX_CACHED_TOKENS {
+                cache.clear();
+            }
+            cache.insert(hashed, (record.user.clone(), now + trust));
+        }
+        Some(record.user)
     }
 
     /// Trades a live refresh token for a new pair; the old pair stops working.
@@ -131,6 +190,7 @@ impl TokenService {
         if !self.store.delete(&refresh_key(&refresh_hash)).await? {
             return Ok(None);
         }
+        self.forget_key(&access_key(&record.pair));
         self.store.delete(&access_key(&record.pair)).await?;
         self.store.set_remove(&user_key(&record.user), &record.pair).await?;
         let issued = self.issue(&record.user).await?;
@@ -140,6 +200,7 @@ impl TokenService {
     /// Revokes one pair.
     pub async fn revoke_pair(&self, user: &str, issued: &Issued) -> Result<(), StoreError> {
         let access_hash = hash(&issued.access_token);
+        self.forget_key(&access_key(&access_hash));
         self.store.delete(&access_key(&access_hash)).await?;
         self.store.delete(&refresh_key(&hash(&issued.refresh_token))).await?;
         self.store.set_remove(&user_key(user), &access_hash).await?;
@@ -150,6 +211,7 @@ impl TokenService {
     pub async fn revoke_user(&self, user: &str) -> Result<usize, StoreError> {
         let mut revoked = 0;
         for access_hash in self.store.set_members(&user_key(user)).await? {
+            self.forget_key(&access_key(&access_hash));
             if let Some(bytes) = self.store.get(&access_key(&access_hash)).await? {
                 if let Ok(record) = serde_json::from_slice::<Record>(&bytes) {
                     self.store.delete(&refresh_key(&record.pair)).await?;
@@ -192,7 +254,7 @@ mod tests {
         let store: Arc<dyn StateStore> =
             Arc::new(EmbeddedStore::open_with_clock(dir, Arc::new(move || reader.load(Ordering::SeqCst))).unwrap());
         let settings = TokenSettings { refresh_interval: Duration::from_secs(480 * 60), cleanup_interval: Duration::from_secs(720 * 60) };
-        (now, TokenService::new(settings, store))
+        (now, TokenService::with_cache_ttl(settings, store, Duration::ZERO))
     }
 
     #[tokio::test]
@@ -250,5 +312,27 @@ mod tests {
         };
         let (_clock, tokens) = service(dir.path());
         assert_eq!(tokens.validate(&issued.access_token).await.as_deref(), Some("agent1"));
+    }
+
+    #[tokio::test]
+    async fn checked_tokens_are_served_from_memory_until_a_change_notification() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let settings = TokenSettings { refresh_interval: Duration::from_secs(3600), cleanup_interval: Duration::from_secs(3600) };
+        let tokens = TokenService::new(settings, store.clone());
+        let issued = tokens.issue("alice").await.unwrap();
+        assert_eq!(tokens.validate(&issued.access_token).await.as_deref(), Some("alice"));
+        // Another peer revokes it in the shared store: this peer trusts its memory until the
+        // change notification arrives…
+        let key = access_key(&hash(&issued.access_token));
+        assert!(store.delete(&key).await.unwrap());
+        assert_eq!(tokens.validate(&issued.access_token).await.as_deref(), Some("alice"), "served from memory");
+        tokens.forget_key(&key);
+        assert_eq!(tokens.validate(&issued.access_token).await, None, "…and refuses it once notified");
+        // A revocation on this peer takes effect here at once.
+        let second = tokens.issue("bob").await.unwrap();
+        assert!(tokens.validate(&second.access_token).await.is_some());
+        assert_eq!(tokens.revoke_user("bob").await.unwrap(), 1);
+        assert_eq!(tokens.validate(&second.access_token).await, None);
     }
 }

@@ -44,6 +44,9 @@ pub(crate) async fn sliding_windows_count_what_is_inside(s: &dyn StateStore, adv
     assert_eq!(s.count_events("fail:1.2.3.4", w).await.unwrap(), 1);
     assert_eq!(s.record_event("fail:1.2.3.4", w).await.unwrap(), 2);
     assert_eq!(s.count_events("fail:other", w).await.unwrap(), 0);
+    s.clear_events("fail:1.2.3.4").await.unwrap();
+    assert_eq!(s.count_events("fail:1.2.3.4", w).await.unwrap(), 0, "cleared");
+    assert_eq!(s.record_event("fail:1.2.3.4", w).await.unwrap(), 1, "a fresh start");
     assert_eq!(s.oldest_event("fail:other", w).await.unwrap(), None);
 }
 

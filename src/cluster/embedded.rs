@@ -206,6 +206,18 @@ impl StateStore for EmbeddedStore {
         })
     }
 
+    fn clear_events<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            check_key(key)?;
+            let k = key.to_string();
+            self.write(false, move |txn| {
+                txn.open_table(EVENTS).map_err(backend)?.remove(k.as_str()).map_err(backend)?;
+                Ok(())
+            })
+            .await
+        })
+    }
+
     fn oldest_event<'a>(&'a self, key: &'a str, window: Duration) -> StoreFuture<'a, Option<u64>> {
         Box::pin(async move {
             let since = self.now().saturating_sub(millis(window));

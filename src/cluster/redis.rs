@@ -312,6 +312,15 @@ impl StateStore for RedisStore {
         })
     }
 
+    fn clear_events<'a>(&'a self, k: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            check_key(k)?;
+            let mut c = self.connection()?;
+            let result: redis::RedisResult<i64> = c.del(key("w", k)).await;
+            self.outcome(result).map(|_| ())
+        })
+    }
+
     fn oldest_event<'a>(&'a self, k: &'a str, window: Duration) -> StoreFuture<'a, Option<u64>> {
         Box::pin(async move {
             check_key(k)?;

@@ -131,6 +131,7 @@ async fn three_peers_act_as_one_and_survive_a_redis_outage() {
     let token: serde_json::Value = serde_json::from_str(&issued.body).unwrap();
     let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
     assert_eq!(status_of(c.http, &bearer).await, 200, "A's token works on C");
+    assert_eq!(status_of(c.http, &bearer).await, 200, "and again, now from C's memory");
     // A's issue took two of bob's three authorizations (the Basic validation and the issue);
     // B's first validation of bob is the third, C's is the fourth — refused, though C alone
     // has seen bob once. A per-peer count would let both through.
@@ -139,6 +140,10 @@ async fn three_peers_act_as_one_and_survive_a_redis_outage() {
     let refused = h1(c.http, "GET", "/", &[("authorization", &bob)], Bytes::new()).await;
     assert_eq!(refused.status, 429, "rate control counts cluster-wide");
     assert!(refused.headers.contains_key("retry-after"));
+
+    // Revoked on B: refused on C within 1 s (C had the token in memory).
+    assert_eq!(admin(&b, "DELETE", "/api/v1/tokens?user=bob").await.status, 200);
+    assert!(answers(c.http, &bearer, 401, Duration::from_secs(1)).await, "revocation reaches C within 1 s");
 
     // Redis dies: the peers keep serving from memory, new bans apply locally, status degraded.
     redis.stop();
