@@ -131,7 +131,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let gateway = Gateway::build(
         config.clone(),
-        GatewayDeps { metrics: &metrics, store: &store, events: &auth_events, previous: None, weights: &operate.weights() },
+        GatewayDeps {
+            metrics: &metrics,
+            store: &store,
+            events: &auth_events,
+            previous: None,
+            weights: &operate.weights(),
+            primary: operate.primary_flag(),
+        },
     )?;
     let shield = Arc::new(
         Shield::new(

@@ -76,6 +76,9 @@ pub struct Authenticator {
     session_keys: cache::CredentialCache,
     /// When each source IP last authenticated successfully (for `websocket_ip_window`).
     recent_ips: std::sync::Mutex<std::collections::HashMap<IpAddr, tokio::time::Instant>>,
+    store: Arc<dyn StateStore>,
+    /// This peer is the cluster's primary (fetches shared documents for everyone).
+    primary: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Most source IPs remembered for `websocket_ip_window`.
@@ -89,10 +92,20 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// Builds the authenticator for `settings`; background refreshes stop when it is dropped.
-    pub fn new(settings: &AuthSettings, store: Arc<dyn StateStore>, events: Arc<dyn AuthEvents>) -> Arc<Authenticator> {
+    ///
+    /// With a shared store, the JWKS and the valid-user list are fetched by the cluster's
+    /// primary (`primary` true on that peer) and published in the store; the other peers read
+    /// them from there, and fetch themselves only when nothing is published (primary gone,
+    /// store down).
+    pub fn new(
+        settings: &AuthSettings,
+        store: Arc<dyn StateStore>,
+        events: Arc<dyn AuthEvents>,
+        primary: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Arc<Authenticator> {
         let rate = settings.rate_control.clone().map(|r| rate::RateControl::new(r, store.clone()));
         let basic = settings.basic.as_ref().map(|b| basic::BasicAuth::new(b.clone(), rate.clone()));
-        let tokens = settings.tokens.clone().map(|t| tokens::TokenService::new(t, store));
+        let tokens = settings.tokens.clone().map(|t| tokens::TokenService::new(t, store.clone()));
         let realm = settings.basic.as_ref().map_or("portcullis", |b| b.realm.as_str()).replace('"', "");
         let jwt = settings.jwt.as_ref().map(|j| jwt::JwtAuth::new(j.clone()));
         let authenticator = Arc::new(Authenticator {
@@ -106,26 +119,33 @@ impl Authenticator {
             bearer_challenge: Arc::from("Bearer realm=\"portcullis\""),
             session_keys: cache::CredentialCache::new(std::time::Duration::ZERO),
             recent_ips: std::sync::Mutex::new(std::collections::HashMap::new()),
+            store,
+            primary,
         });
         let owner = Arc::downgrade(&authenticator);
         if let Some(b) = &settings.basic
             && let Some(url) = b.users_url.clone()
         {
             // The valid-user list: fetched now and every `users_refresh`.
+            let (key, ttl) = (shared_key("users", &url), b.users_refresh * 3);
             spawn_periodic(owner.clone(), b.users_refresh, true, move |auth| {
-                let url = url.clone();
+                let (url, key) = (url.clone(), key.clone());
                 async move {
                     if let Some(basic) = auth.basic() {
-                        basic.refresh_users(&url).await;
+                        auth.shared_refresh(&key, ttl, || basic.refresh_users(&url), |body| basic.apply_users(body)).await;
                     }
                 }
             });
         }
         if let Some(j) = settings.jwt.as_ref().filter(|j| j.jwks_url.is_some()) {
             // The JWKS: fetched now and every `jwks_refresh`.
-            spawn_periodic(owner.clone(), j.jwks_refresh, true, |auth| async move {
-                if let Some(jwt) = auth.jwt() {
-                    jwt.refresh_keys().await;
+            let (key, ttl) = (shared_key("jwks", j.jwks_url.as_deref().unwrap_or("")), j.jwks_refresh * 3);
+            spawn_periodic(owner.clone(), j.jwks_refresh, true, move |auth| {
+                let key = key.clone();
+                async move {
+                    if let Some(jwt) = auth.jwt() {
+                        auth.shared_refresh(&key, ttl, || jwt.refresh_keys(), |body| jwt.apply_jwks(body)).await;
+                    }
                 }
             });
         }
@@ -141,6 +161,31 @@ impl Authenticator {
             });
         }
         authenticator
+    }
+
+    /// One periodic refresh of a document every peer needs (JWKS, user list): the primary
+    /// (or a peer with a store of its own) fetches and publishes it under `key`; the others
+    /// apply what is published, and fetch themselves only if nothing is.
+    async fn shared_refresh<F, Fut, A>(&self, key: &str, ttl: std::time::Duration, fetch: F, apply: A)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Option<Vec<u8>>>,
+        A: FnOnce(&[u8]) -> bool,
+    {
+        let shared = self.store.shared();
+        if shared
+            && !self.primary.load(std::sync::atomic::Ordering::Relaxed)
+            && let Ok(Some(body)) = self.store.get(key).await
+            && apply(&body)
+        {
+            return;
+        }
+        if let Some(body) = fetch().await
+            && shared
+            && let Err(error) = self.store.set(key, &body, Some(ttl)).await
+        {
+            tracing::warn!("cannot share {key} with the other peers: {error}");
+        }
     }
 
     /// Remembers that `client` authenticated successfully now.
@@ -198,10 +243,10 @@ impl Authenticator {
     /// fetch keeps what was there.
     pub async fn refresh_now(&self) {
         if let (Some(basic), Some(url)) = (&self.basic, self.settings.basic.as_ref().and_then(|b| b.users_url.clone())) {
-            basic.refresh_users(&url).await;
+            let _ = basic.refresh_users(&url).await;
         }
         if let Some(jwt) = &self.jwt {
-            jwt.refresh_keys().await;
+            let _ = jwt.refresh_keys().await;
         }
     }
 
@@ -246,6 +291,13 @@ impl Authenticator {
             basic::Outcome::Unavailable => Verdict::Unavailable,
         }
     }
+}
+
+/// The store key a shared document (`kind`: jwks, users) from `url` is published under.
+fn shared_key(kind: &str, url: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, url.as_bytes());
+    let hex: String = digest.as_ref().iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("shared:{kind}:{hex}")
 }
 
 /// Runs `tick` every `every` (the first time at once when `now`) while `owner` lives: a

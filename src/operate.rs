@@ -84,6 +84,9 @@ pub struct Operate {
     peers: RwLock<Vec<peers::PeerInfo>>,
     /// Sessions over all alive peers (as of the last heartbeat), with its peak.
     cluster_sessions: Gauge,
+    /// This peer is the primary (as of the last heartbeat).
+    primary: Arc<AtomicBool>,
+    name: String,
 }
 
 impl Operate {
@@ -105,6 +108,8 @@ impl Operate {
             weights: RwLock::new(weights),
             peers: RwLock::new(Vec::new()),
             cluster_sessions: Gauge::default(),
+            primary: Arc::new(AtomicBool::new(false)),
+            name: peer.to_string(),
         }
     }
 
@@ -157,7 +162,13 @@ impl Operate {
         let total = i64::try_from(alive.iter().map(|p| p.sessions).sum::<u64>()).unwrap_or(i64::MAX);
         self.cluster_sessions.current.store(total, Ordering::Relaxed);
         self.cluster_sessions.peak.fetch_max(total, Ordering::Relaxed);
+        self.primary.store(peers::primary(&alive) == Some(self.name.as_str()), Ordering::Relaxed);
         *self.peers.write().unwrap_or_else(|p| p.into_inner()) = alive;
+    }
+
+    /// The flag that says whether this peer is the primary.
+    pub fn primary_flag(&self) -> &Arc<AtomicBool> {
+        &self.primary
     }
 
     /// The peers alive at the last heartbeat.

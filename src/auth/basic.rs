@@ -150,17 +150,34 @@ impl BasicAuth {
     }
 
     /// Replaces the valid-user list from `url`; a failed fetch keeps the previous list.
-    pub async fn refresh_users(&self, url: &str) {
+    /// Returns the list document that was applied (for the other peers of a cluster).
+    pub async fn refresh_users(&self, url: &str) -> Option<Vec<u8>> {
         match self.fetcher.get(url, HeaderMap::new()).await {
-            Ok(answer) if answer.status.is_success() => match parse_user_list(&answer.body) {
-                Some(list) => {
-                    tracing::info!("valid-user list: {} names from {url}", list.len());
-                    *self.users.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(list));
-                }
-                None => tracing::warn!("valid-user list from {url} is not a JSON array of names or a text list; keeping the previous list"),
-            },
-            Ok(answer) => tracing::warn!("valid-user list {url} answered {}; keeping the previous list", answer.status),
-            Err(error) => tracing::warn!("valid-user list {url} failed: {error}; keeping the previous list"),
+            Ok(answer) if answer.status.is_success() => self.apply_users(&answer.body).then(|| answer.body.to_vec()),
+            Ok(answer) => {
+                tracing::warn!("valid-user list {url} answered {}; keeping the previous list", answer.status);
+                None
+            }
+            Err(error) => {
+                tracing::warn!("valid-user list {url} failed: {error}; keeping the previous list");
+                None
+            }
+        }
+    }
+
+    /// Replaces the valid-user list with `body` (fetched here, or by the cluster's primary);
+    /// false (list kept) when it is not a list.
+    pub fn apply_users(&self, body: &[u8]) -> bool {
+        match parse_user_list(body) {
+            Some(list) => {
+                tracing::info!("valid-user list: {} names", list.len());
+                *self.users.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(list));
+                true
+            }
+            None => {
+                tracing::warn!("valid-user list is not a JSON array of names or a text list; keeping the previous list");
+                false
+            }
         }
     }
 }

@@ -101,19 +101,35 @@ impl JwtAuth {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    /// Replaces the key set from `jwks_url`; a failed fetch keeps the previous keys.
-    pub async fn refresh_keys(&self) {
-        let Some(url) = &self.settings.jwks_url else { return };
+    /// Replaces the key set from `jwks_url`; a failed fetch keeps the previous keys. Returns
+    /// the JWKS document that was applied (for the other peers of a cluster).
+    pub async fn refresh_keys(&self) -> Option<Vec<u8>> {
+        let url = self.settings.jwks_url.as_ref()?;
         let _one_at_a_time = self.fetching.lock().await;
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let answer = match self.fetcher.get(url, HeaderMap::new()).await {
             Ok(answer) if answer.status.is_success() => answer,
-            Ok(answer) => return tracing::warn!("JWKS {url} answered {}; keeping the previous keys", answer.status),
-            Err(error) => return tracing::warn!("JWKS {url} failed: {error}; keeping the previous keys"),
+            Ok(answer) => {
+                tracing::warn!("JWKS {url} answered {}; keeping the previous keys", answer.status);
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!("JWKS {url} failed: {error}; keeping the previous keys");
+                return None;
+            }
         };
-        let set: JwkSet = match serde_json::from_slice(&answer.body) {
+        self.apply_jwks(&answer.body).then(|| answer.body.to_vec())
+    }
+
+    /// Replaces the key set with the JWK set `body` (fetched here, or by the cluster's
+    /// primary); false (keys kept) when it is not a JWK set.
+    pub fn apply_jwks(&self, body: &[u8]) -> bool {
+        let set: JwkSet = match serde_json::from_slice(body) {
             Ok(set) => set,
-            Err(error) => return tracing::warn!("JWKS {url} is not a JWK set ({error}); keeping the previous keys"),
+            Err(error) => {
+                tracing::warn!("JWKS is not a JWK set ({error}); keeping the previous keys");
+                return false;
+            }
         };
         let mut keys = HashMap::new();
         for jwk in set.keys.iter().take(MAX_JWKS_KEYS) {
@@ -129,8 +145,16 @@ impl JwtAuth {
                 keys.insert(kid, Key { key, family });
             }
         }
-        tracing::info!("JWKS {url}: {} keys", keys.len());
+        tracing::info!("JWKS: {} keys", keys.len());
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        true
+    }
+
+    /// Key ids in use (status and tests).
+    pub fn key_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.keys.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        ids.sort();
+        ids
     }
 
     /// A refresh for an unknown `kid`, unless one ran within the interval.
@@ -142,7 +166,7 @@ impl JwtAuth {
             }
             *last = Some(Instant::now());
         }
-        self.refresh_keys().await;
+        let _ = self.refresh_keys().await;
     }
 
     fn find_key(&self, kid: &str) -> Option<(DecodingKey, Family)> {

@@ -98,6 +98,8 @@ pub struct GatewayDeps<'a> {
     pub previous: Option<&'a Gateway>,
     /// Operator weight overrides (`host:port` → weight) laid over the configured weights.
     pub weights: &'a std::collections::BTreeMap<String, u32>,
+    /// True while this peer is the cluster's primary.
+    pub primary: &'a Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// `pool` with the operator's weight overrides applied.
@@ -139,7 +141,7 @@ impl Gateway {
         let router = Router::new(&config.routes, |name| services.iter().position(|s| &*s.name == name));
         let auth = match deps.previous {
             Some(previous) if previous.auth.settings() == &config.auth => previous.auth.clone(),
-            _ => Authenticator::new(&config.auth, deps.store.clone(), deps.events.clone()),
+            _ => Authenticator::new(&config.auth, deps.store.clone(), deps.events.clone(), deps.primary.clone()),
         };
         let remember_ips = services.iter().any(|s| s.config.websocket_ip_window.is_some());
         Ok(Gateway { config, router, services, auth, remember_ips })
@@ -201,6 +203,7 @@ impl Edge {
                 events: &self.auth_events,
                 previous: Some(&previous),
                 weights: &self.operate.weights(),
+                primary: self.operate.primary_flag(),
             },
         )
     }

@@ -313,3 +313,47 @@ async fn state_moves_from_the_embedded_store_to_redis() {
     assert!(Command::new("kill").args(["-TERM", &edge.id().to_string()]).status().unwrap().success());
     edge.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_fetches_the_jwks_for_the_cluster_and_the_others_read_it_from_redis() {
+    use crate::jwt::{AUDIENCE, ISSUER, Jwks, Signer, claims};
+    use jsonwebtoken::Algorithm;
+    let Some(redis) = Redis::start() else { return };
+    let up = Upstream::start("reports").await;
+    let first = Signer::new("k1", Algorithm::ES256);
+    let jwks = Jwks::start(vec![first.jwk()]).await;
+    let peer = |name: &'static str| {
+        TestEdge::new()
+            .proxy("cuic", "/", &[(up.addr, 1, 0)], "auth = \"jwt\"")
+            .raw(&format!(
+                "[auth.jwt]\njwks_url = \"http://{}/keys\"\njwks_refresh = \"500ms\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+                 [cluster]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\npeer = \"{name}\"\nheartbeat = \"200ms\"\n",
+                jwks.addr, redis.port
+            ))
+            .start()
+    };
+    let (a, b) = (peer("a").await, peer("b").await);
+    let fetches = |edge: &RunningEdge| edge.running().edge.gateway.load().auth.jwt().unwrap().jwks_fetches();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (by_a, by_b) = (fetches(&a), fetches(&b));
+    assert!(by_a >= 3, "the primary refreshes every 500 ms: {by_a}");
+    assert!(by_b <= 2, "the other peer fetched only before a primary was known: {by_b}");
+
+    // Rotation: the primary fetches the new set, b picks it up from Redis without fetching.
+    let second = Signer::new("k2", Algorithm::ES256);
+    jwks.publish(vec![first.jwk(), second.jwk()]);
+    let mut learned = false;
+    for _ in 0..60 {
+        if b.running().edge.gateway.load().auth.jwt().unwrap().key_ids() == ["k1", "k2"] {
+            learned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(learned, "b learned the new key");
+    assert_eq!(fetches(&b), by_b, "b did not fetch the JWKS itself");
+    let token = format!("Bearer {}", second.token(claims("agent7")));
+    assert_eq!(status_of(b.http, &token).await, 200);
+    a.stop().await;
+    b.stop().await;
+}

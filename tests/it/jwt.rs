@@ -17,11 +17,11 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use crate::support::client::h1;
 use crate::support::{TestEdge, Upstream, eventually};
 
-const ISSUER: &str = "https://ids.test";
-const AUDIENCE: &str = "finesse";
+pub const ISSUER: &str = "https://ids.test";
+pub const AUDIENCE: &str = "finesse";
 const SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!!";
 
-struct Signer {
+pub struct Signer {
     kid: String,
     alg: Algorithm,
     key: EncodingKey,
@@ -30,7 +30,7 @@ struct Signer {
 }
 
 impl Signer {
-    fn new(kid: &str, alg: Algorithm) -> Signer {
+    pub fn new(kid: &str, alg: Algorithm) -> Signer {
         let rc_alg = match alg {
             Algorithm::RS256 => &rcgen::PKCS_RSA_SHA256,
             Algorithm::EdDSA => &rcgen::PKCS_ED25519,
@@ -47,7 +47,7 @@ impl Signer {
         Signer { kid: kid.into(), alg, key, ed25519_public }
     }
 
-    fn jwk(&self) -> Jwk {
+    pub fn jwk(&self) -> Jwk {
         if let Some(public) = &self.ed25519_public {
             let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public);
             return serde_json::from_value(serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": self.kid, "alg": "EdDSA" }))
@@ -58,7 +58,7 @@ impl Signer {
         jwk
     }
 
-    fn token(&self, claims: serde_json::Value) -> String {
+    pub fn token(&self, claims: serde_json::Value) -> String {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
@@ -69,19 +69,19 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-fn claims(user: &str) -> serde_json::Value {
+pub fn claims(user: &str) -> serde_json::Value {
     serde_json::json!({ "sub": user, "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600, "nbf": now() - 10 })
 }
 
 #[derive(Clone)]
-struct Jwks {
-    addr: SocketAddr,
+pub struct Jwks {
+    pub addr: SocketAddr,
     body: Arc<Mutex<String>>,
     fetches: Arc<AtomicUsize>,
 }
 
 impl Jwks {
-    async fn start(keys: Vec<Jwk>) -> Jwks {
+    pub async fn start(keys: Vec<Jwk>) -> Jwks {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let jwks = Jwks { addr: listener.local_addr().unwrap(), body: Arc::default(), fetches: Arc::default() };
         jwks.publish(keys);
@@ -106,11 +106,11 @@ impl Jwks {
         jwks
     }
 
-    fn publish(&self, keys: Vec<Jwk>) {
+    pub fn publish(&self, keys: Vec<Jwk>) {
         *self.body.lock().unwrap() = serde_json::to_string(&JwkSet { keys }).unwrap();
     }
 
-    fn fetches(&self) -> usize {
+    pub fn fetches(&self) -> usize {
         self.fetches.load(Ordering::SeqCst)
     }
 }
