@@ -21,6 +21,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -97,14 +100,15 @@ return out
 
 /// A Redis-backed store shared by every peer.
 pub struct RedisStore {
-    connection: ConnectionManager,
+    /// The connection to the current master (empty until Sentinel named one).
+    connection: Arc<ArcSwapOption<ConnectionManager>>,
     peer: String,
     changes: broadcast::Sender<Change>,
     /// Unix ms until which calls fail at once.
     breaker_until: AtomicU64,
     healthy: AtomicBool,
-    /// Dropped with the store: ends the subscriber task.
-    _stop: oneshot::Sender<()>,
+    /// Dropped with the store: ends the subscriber and Sentinel tasks.
+    _stop: (oneshot::Sender<()>, oneshot::Sender<()>),
     record_event: redis::Script,
     count_events: redis::Script,
     oldest_event: redis::Script,
@@ -121,19 +125,27 @@ fn backend(error: redis::RedisError) -> StoreError {
 }
 
 impl RedisStore {
-    /// A store on `url` (`redis://host:port/db`, `rediss://…`) for peer `peer`. Connects
-    /// lazily: a Redis that is down at start makes the peer start degraded, not fail.
+    /// A store on `url` for peer `peer`: `redis://host:port/db`, or
+    /// `redis+sentinel://s1:26379,s2:26379/<master name>[/db]` — then Sentinel is asked for
+    /// the master now and every second after, and a failover is followed. Connects lazily: a
+    /// Redis that is down at start makes the peer start degraded, not fail.
     pub fn open(url: &str, peer: &str) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Open { path: url.to_string(), reason: e.to_string() })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(OPERATION_TIMEOUT))
-            .set_response_timeout(Some(OPERATION_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| StoreError::Open { path: url.to_string(), reason: e.to_string() })?;
-        let (changes, _) = broadcast::channel(1024);
+        let open_error = |reason: String| StoreError::Open { path: url.to_string(), reason };
+        let connection: Arc<ArcSwapOption<ConnectionManager>> = Arc::default();
+        let client: Arc<ArcSwapOption<redis::Client>> = Arc::default();
         let (stop, stopped) = oneshot::channel();
+        let (stop_watch, watch_stopped) = oneshot::channel::<()>();
+        if let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) {
+            let sentinel =
+                parse_sentinel(rest).ok_or_else(|| open_error("write redis+sentinel://host:26379[,host:26379]/<master>[/db]".into()))?;
+            tokio::spawn(follow_sentinel(sentinel, connection.clone(), client.clone(), watch_stopped));
+        } else {
+            let direct = redis::Client::open(url).map_err(|e| open_error(e.to_string()))?;
+            connection.store(Some(Arc::new(manager(direct.clone()).map_err(|e| open_error(e.to_string()))?)));
+            client.store(Some(Arc::new(direct)));
+            drop(watch_stopped);
+        }
+        let (changes, _) = broadcast::channel(1024);
         tokio::spawn(listen(client, peer.to_string(), changes.clone(), stopped));
         Ok(RedisStore {
             connection,
@@ -141,7 +153,7 @@ impl RedisStore {
             changes,
             breaker_until: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
-            _stop: stop,
+            _stop: (stop, stop_watch),
             record_event: redis::Script::new(RECORD_EVENT),
             count_events: redis::Script::new(COUNT_EVENTS),
             oldest_event: redis::Script::new(OLDEST_EVENT),
@@ -155,7 +167,13 @@ impl RedisStore {
         if now_ms() < self.breaker_until.load(Ordering::Relaxed) {
             return Err(StoreError::Backend("redis unavailable (retrying shortly)".into()));
         }
-        Ok(self.connection.clone())
+        match self.connection.load_full() {
+            Some(connection) => Ok((*connection).clone()),
+            None => {
+                self.healthy.store(false, Ordering::Relaxed);
+                Err(StoreError::Backend("redis: no master known yet (asking Sentinel)".into()))
+            }
+        }
     }
 
     /// Records the outcome of a call: a failure opens the breaker.
@@ -197,10 +215,17 @@ fn decode_change(kind: &str, data: &str) -> Option<Change> {
 
 /// Subscribes to [`CHANGES_CHANNEL`] (reconnecting while the store lives) and forwards other
 /// peers' changes to `changes`; ends when `stop` is dropped with the store.
-async fn listen(client: redis::Client, peer: String, changes: broadcast::Sender<Change>, mut stop: oneshot::Receiver<()>) {
+async fn listen(
+    client: Arc<ArcSwapOption<redis::Client>>,
+    peer: String,
+    changes: broadcast::Sender<Change>,
+    mut stop: oneshot::Receiver<()>,
+) {
     let mut first = true;
     loop {
+        let current = client.load_full();
         let subscribed = async {
+            let client = current?;
             let mut pubsub = tokio::time::timeout(OPERATION_TIMEOUT, client.get_async_pubsub()).await.ok()?.ok()?;
             pubsub.subscribe(CHANGES_CHANNEL).await.ok()?;
             Some(pubsub)
@@ -242,6 +267,71 @@ async fn listen(client: redis::Client, peer: String, changes: broadcast::Sender<
 
 /// A ban hash's category, since, until and reason.
 type BanFields = (Option<String>, Option<u64>, Option<u64>, Option<String>);
+
+/// URL scheme that names Sentinels instead of a server.
+pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
+/// How often Sentinel is asked which server is the master.
+pub const SENTINEL_POLL: Duration = Duration::from_secs(1);
+
+/// Sentinels, master name and database of a `redis+sentinel://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelTarget {
+    pub sentinels: Vec<String>,
+    pub master: String,
+    pub db: i64,
+}
+
+/// Parses what follows `redis+sentinel://`: `host:port[,host:port…]/master[/db]`.
+pub fn parse_sentinel(rest: &str) -> Option<SentinelTarget> {
+    let (hosts, path) = rest.split_once('/')?;
+    let mut parts = path.split('/');
+    let master = parts.next().filter(|m| !m.is_empty())?.to_string();
+    let db = match parts.next() {
+        None | Some("") => 0,
+        Some(db) => db.parse().ok()?,
+    };
+    let sentinels: Vec<String> = hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("redis://{h}")).collect();
+    (!sentinels.is_empty() && parts.next().is_none()).then_some(SentinelTarget { sentinels, master, db })
+}
+
+fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(OPERATION_TIMEOUT))
+        .set_response_timeout(Some(OPERATION_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client, config)
+}
+
+/// Asks Sentinel for the master every [`SENTINEL_POLL`] and points the store (and its
+/// subscriber) at a new one after a failover; ends when `stop` is dropped with the store.
+async fn follow_sentinel(
+    target: SentinelTarget,
+    connection: Arc<ArcSwapOption<ConnectionManager>>,
+    client: Arc<ArcSwapOption<redis::Client>>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut current: Option<(String, u16)> = None;
+    let Ok(mut sentinel) = redis::sentinel::Sentinel::build(target.sentinels.clone()) else { return };
+    loop {
+        let asked = tokio::time::timeout(OPERATION_TIMEOUT * 2, sentinel.async_master_for(&target.master, None)).await;
+        if let Ok(Ok(found)) = asked
+            && let redis::ConnectionAddr::Tcp(host, port) = found.get_connection_info().addr().clone()
+            && current.as_ref() != Some(&(host.clone(), port))
+            && let Ok(master) = redis::Client::open(format!("redis://{host}:{port}/{}", target.db))
+            && let Ok(managed) = manager(master.clone())
+        {
+            tracing::warn!("redis master for {} is {host}:{port}", target.master);
+            connection.store(Some(Arc::new(managed)));
+            client.store(Some(Arc::new(master)));
+            current = Some((host, port));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SENTINEL_POLL) => {}
+            _ = &mut stop => return,
+        }
+    }
+}
 
 fn key(kind: &str, key: &str) -> String {
     format!("{PREFIX}{kind}:{key}")

@@ -727,12 +727,26 @@ fn resolve_cluster(c: &mut Checker<'_>, raw: ClusterFile, server_name: &str) -> 
         "embedded" => StoreKind::Embedded,
         "redis" => match raw.redis_url {
             Some(url) if url.starts_with("redis://") => StoreKind::Redis { url },
+            Some(url) if url.starts_with(crate::cluster::redis::SENTINEL_SCHEME) => {
+                if crate::cluster::redis::parse_sentinel(&url[crate::cluster::redis::SENTINEL_SCHEME.len()..]).is_none() {
+                    c.err(
+                        "cluster.redis_url",
+                        format!("{url:?} is not a Sentinel URL"),
+                        "write redis+sentinel://host:26379,host:26379/<master>/0",
+                    );
+                }
+                StoreKind::Redis { url }
+            }
             Some(url) if url.starts_with("rediss://") => {
                 c.err("cluster.redis_url", "TLS to Redis (rediss://) is not built in yet", "use redis:// on a trusted network");
                 StoreKind::Embedded
             }
             Some(url) => {
-                c.err("cluster.redis_url", format!("{url:?} is not a redis URL"), "write redis://host:6379/0");
+                c.err(
+                    "cluster.redis_url",
+                    format!("{url:?} is not a redis URL"),
+                    "write redis://host:6379/0 or redis+sentinel://host:26379/<master>/0",
+                );
                 StoreKind::Embedded
             }
             None => {

@@ -155,3 +155,82 @@ async fn a_dump_moves_between_the_embedded_store_and_redis_both_ways() {
     assert_eq!(again.bans, dump.bans);
     assert_eq!(again.values.iter().map(|v| (&v.0, &v.1)).collect::<Vec<_>>(), dump.values.iter().map(|v| (&v.0, &v.1)).collect::<Vec<_>>());
 }
+
+#[test]
+fn sentinel_urls_name_sentinels_master_and_database() {
+    let t = parse_sentinel("10.0.0.1:26379,10.0.0.2:26379/mymaster/2").unwrap();
+    assert_eq!(t.sentinels, ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"]);
+    assert_eq!((t.master.as_str(), t.db), ("mymaster", 2));
+    assert_eq!(parse_sentinel("h:1/m").unwrap().db, 0);
+    for bad in ["", "h:1", "h:1/", "/m", "h:1/m/x", "h:1/m/0/extra"] {
+        assert_eq!(parse_sentinel(bad), None, "{bad:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_is_followed() {
+    let Some(mut master) = Server::start() else { return };
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (replica_port, sentinel_port) = (free(), free());
+    let replica = Command::new("redis-server")
+        .args(["--port", &replica_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--replicaof", "127.0.0.1", &master.port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _replica = Server { process: replica, port: replica_port };
+    // The replica is in sync before Sentinel looks.
+    let replica_url = format!("redis://127.0.0.1:{replica_port}/0");
+    let mut synced = false;
+    for _ in 0..100 {
+        if let Ok(mut c) = redis::Client::open(replica_url.as_str()).unwrap().get_connection() {
+            let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap_or_default();
+            if info.contains("master_link_status:up") {
+                synced = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(synced, "the replica synced");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor pc 127.0.0.1 {} 1\nsentinel down-after-milliseconds pc 500\nsentinel failover-timeout pc 3000\n",
+            master.port
+        ),
+    )
+    .unwrap();
+    let sentinel = Command::new("redis-server").arg(&conf).arg("--sentinel").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let _sentinel = Server { process: sentinel, port: sentinel_port };
+    std::thread::sleep(Duration::from_millis(300));
+
+    let store = RedisStore::open(&format!("redis+sentinel://127.0.0.1:{sentinel_port}/pc/0"), "a").unwrap();
+    let mut written = false;
+    for _ in 0..60 {
+        if store.set("k", b"before", None).await.is_ok() {
+            written = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(written, "the master named by Sentinel took a write");
+    tokio::time::sleep(Duration::from_millis(300)).await; // replicated
+    master.stop();
+    let started = tokio::time::Instant::now();
+    let mut moved = false;
+    while started.elapsed() < Duration::from_secs(20) {
+        if matches!(store.get("k").await, Ok(Some(v)) if v == b"before") && store.set("k2", b"after", None).await.is_ok() {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(moved, "the store follows the failover to the promoted replica");
+    let mut c = redis::Client::open(replica_url.as_str()).unwrap().get_connection().unwrap();
+    let promoted: Option<String> = redis::cmd("GET").arg("pc:k:k2").query(&mut c).unwrap();
+    assert_eq!(promoted.as_deref(), Some("after"), "written to the promoted replica");
+}
