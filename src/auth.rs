@@ -104,7 +104,8 @@ impl Authenticator {
         primary: Arc<std::sync::atomic::AtomicBool>,
     ) -> Arc<Authenticator> {
         let rate = settings.rate_control.clone().map(|r| rate::RateControl::new(r, store.clone()));
-        let basic = settings.basic.as_ref().map(|b| basic::BasicAuth::new(b.clone(), rate.clone()));
+        let shared = store.shared().then(|| store.clone());
+        let basic = settings.basic.as_ref().map(|b| basic::BasicAuth::new(b.clone(), rate.clone(), shared));
         let tokens = settings.tokens.clone().map(|t| tokens::TokenService::new(t, store.clone()));
         let realm = settings.basic.as_ref().map_or("portcullis", |b| b.realm.as_str()).replace('"', "");
         let jwt = settings.jwt.as_ref().map(|j| jwt::JwtAuth::new(j.clone()));

@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue};
 
 use super::cache::CredentialCache;
 use super::rate::{RateControl, RateDecision};
+use crate::cluster::StateStore;
 use crate::config::BasicSettings;
 use crate::net::fetch::Fetcher;
 
@@ -63,11 +64,64 @@ pub struct BasicAuth {
     local_users: Option<HashMap<String, String>>,
     fetcher: Fetcher,
     rate: Option<RateControl>,
+    /// With a store shared by a cluster: validated credentials are remembered there too, so
+    /// a credential is validated once for the whole cluster.
+    shared: Option<SharedCredentials>,
+}
+
+/// The cluster's credential cache: entries `auth:cred:<HMAC>` → `user\t<expiry ms>` under an
+/// HMAC key every peer reads from the store (created once, atomically, by the first peer).
+struct SharedCredentials {
+    store: Arc<dyn StateStore>,
+    key: tokio::sync::OnceCell<Option<aws_lc_rs::hmac::Key>>,
+}
+
+/// Store set holding the cluster's credential HMAC key (one member).
+const SHARED_HMAC_KEY: &str = "auth:cred-key";
+
+impl SharedCredentials {
+    async fn key(&self) -> Option<&aws_lc_rs::hmac::Key> {
+        self.key
+            .get_or_init(|| async {
+                let mut secret = [0u8; 32];
+                aws_lc_rs::rand::fill(&mut secret).ok()?;
+                let candidate: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+                self.store.set_add(SHARED_HMAC_KEY, &candidate, 1).await.ok()?;
+                let agreed = self.store.set_members(SHARED_HMAC_KEY).await.ok()?.into_iter().next()?;
+                let bytes: Vec<u8> =
+                    (0..agreed.len() / 2).filter_map(|i| u8::from_str_radix(agreed.get(2 * i..2 * i + 2)?, 16).ok()).collect();
+                (bytes.len() == 32).then(|| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes))
+            })
+            .await
+            .as_ref()
+    }
+
+    async fn entry(&self, credential: &[u8]) -> Option<String> {
+        let key = self.key().await?;
+        let tag = aws_lc_rs::hmac::sign(key, credential);
+        Some(format!("auth:cred:{}", tag.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    }
+
+    /// The user of a credential another peer validated, and how long it stays valid.
+    async fn lookup(&self, credential: &[u8]) -> Option<(Arc<str>, Duration)> {
+        let bytes = self.store.get(&self.entry(credential).await?).await.ok()??;
+        let text = String::from_utf8(bytes).ok()?;
+        let (user, expires) = text.rsplit_once('\t')?;
+        let left = expires.parse::<u64>().ok()?.saturating_sub((crate::cluster::system_clock())());
+        (left > 0).then(|| (Arc::from(user), Duration::from_millis(left)))
+    }
+
+    async fn insert(&self, credential: &[u8], user: &str, ttl: Duration) {
+        let Some(entry) = self.entry(credential).await else { return };
+        let expires = (crate::cluster::system_clock())().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let _ = self.store.set(&entry, format!("{user}\t{expires}").as_bytes(), Some(ttl)).await;
+    }
 }
 
 impl BasicAuth {
-    /// Builds Basic auth; `users_file` was checked by the configuration.
-    pub fn new(settings: BasicSettings, rate: Option<RateControl>) -> BasicAuth {
+    /// Builds Basic auth; `users_file` was checked by the configuration. With `shared` (a
+    /// cluster's store), validated credentials are shared with the other peers.
+    pub fn new(settings: BasicSettings, rate: Option<RateControl>, shared: Option<Arc<dyn StateStore>>) -> BasicAuth {
         let local_users = settings.users_file.as_ref().map(|path| load_users_file(path).unwrap_or_default());
         BasicAuth {
             cache: CredentialCache::new(settings.credential_ttl),
@@ -76,6 +130,7 @@ impl BasicAuth {
             local_users,
             fetcher: Fetcher::new(VALIDATION_TIMEOUT),
             rate,
+            shared: shared.map(|store| SharedCredentials { store, key: tokio::sync::OnceCell::new() }),
         }
     }
 
@@ -109,6 +164,15 @@ impl BasicAuth {
                 if let Some(user) = self.cache.lookup(&digest) {
                     return Outcome::Allowed(user);
                 }
+                // Validated on another peer: a cache hit for the cluster (no validation, not
+                // counted by rate control), until the original validation's expiry.
+                if let Some(shared) = &self.shared
+                    && let Some((known, left)) = shared.lookup(value).await
+                    && *known == *user
+                {
+                    self.cache.insert_for(digest, known.clone(), left);
+                    return Outcome::Allowed(known);
+                }
                 if let Some(rate) = &self.rate
                     && let RateDecision::Limited { retry_after_secs } = rate.check(&user).await
                 {
@@ -117,6 +181,9 @@ impl BasicAuth {
                 match self.validate(&user, password, value).await {
                     Validation::Valid => {
                         self.cache.insert(digest, user.clone());
+                        if let Some(shared) = &self.shared {
+                            shared.insert(value, &user, self.settings.credential_ttl).await;
+                        }
                         Outcome::Allowed(user)
                     }
                     Validation::Invalid => Outcome::Refused { user: Some(user), reason: "invalid credentials" },

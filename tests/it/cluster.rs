@@ -132,13 +132,19 @@ async fn three_peers_act_as_one_and_survive_a_redis_outage() {
     let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
     assert_eq!(status_of(c.http, &bearer).await, 200, "A's token works on C");
     assert_eq!(status_of(c.http, &bearer).await, 200, "and again, now from C's memory");
-    // A's issue took two of bob's three authorizations (the Basic validation and the issue);
-    // B's first validation of bob is the third, C's is the fourth — refused, though C alone
-    // has seen bob once. A per-peer count would let both through.
+    // Authorizations count cluster-wide (3 per 300 s), and a credential validated on one
+    // peer is a cache hit on the others: bob's Basic credential is validated once (on A:
+    // 1), each token issue counts (A: 2 — above; B: 3), so the issue on C is the 4th for the
+    // cluster and refused. Counted per peer, C would have seen one.
     let bob = basic("bob", "pw2");
-    assert_eq!(status_of(b.http, &bob).await, 200);
-    let refused = h1(c.http, "GET", "/", &[("authorization", &bob)], Bytes::new()).await;
-    assert_eq!(refused.status, 429, "rate control counts cluster-wide");
+    assert_eq!(status_of(b.http, &bob).await, 200, "validated on A, a cache hit on B");
+    let issue = |edge: SocketAddr| {
+        let bob = bob.clone();
+        async move { h1(edge, "POST", "/portcullis/token", &[("authorization", &bob)], Bytes::new()).await }
+    };
+    assert_eq!(issue(b.http).await.status, 200);
+    let refused = issue(c.http).await;
+    assert_eq!(refused.status, 429, "rate control counts cluster-wide: {}", refused.body);
     assert!(refused.headers.contains_key("retry-after"));
 
     // Revoked on B: refused on C within 1 s (C had the token in memory).
