@@ -91,6 +91,28 @@ async fn answers(edge: SocketAddr, authorization: &str, want: u16, within: Durat
     false
 }
 
+/// Polls `edge` with requests from `source` until it answers `want` (at most `within`).
+async fn answers_from(source: &str, edge: SocketAddr, want: u16, within: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let mut tcp = socket.connect(edge).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut head = [0u8; 12];
+        if tokio::time::timeout(Duration::from_secs(2), tcp.read_exact(&mut head)).await.is_ok_and(|r| r.is_ok())
+            && head[9..12] == *want.to_string().as_bytes()
+        {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn admin(edge: &RunningEdge, method: &str, path: &str) -> crate::support::client::Reply {
     h1(edge.admin, method, path, &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))], Bytes::new()).await
 }
@@ -151,8 +173,13 @@ async fn three_peers_act_as_one_and_survive_a_redis_outage() {
     assert_eq!(admin(&b, "DELETE", "/api/v1/tokens?user=bob").await.status, 200);
     assert!(answers(c.http, &bearer, 401, Duration::from_secs(1)).await, "revocation reaches C within 1 s");
 
+    // A ban set before the outage (by hand on A, known to C through Redis)…
+    assert_eq!(admin(&a, "POST", "/api/v1/blocked?ip=127.0.0.5&minutes=30").await.status, 200);
+    assert!(answers_from("127.0.0.5", c.http, 418, Duration::from_secs(1)).await, "C knows the ban");
+
     // Redis dies: the peers keep serving from memory, new bans apply locally, status degraded.
     redis.stop();
+    assert!(answers_from("127.0.0.5", c.http, 418, Duration::from_millis(100)).await, "…keeps applying without Redis");
     assert_eq!(status_of(a.http, &alice).await, 200, "cached credentials keep working");
     for i in 10..15 {
         assert_eq!(status_of(a.http, &stuffed(i)).await, 401);
