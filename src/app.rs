@@ -82,6 +82,7 @@ impl Running {
         }
         self.edge.access_log.flush();
         let peer = self.edge.gateway.load().config.cluster.peer.clone();
+        self.edge.operate.leave();
         let _ = crate::operate::peers::leave(&self.edge.store, &peer).await;
         if let Some(mirror) = self.edge.shield.mirror()
             && let Err(error) = mirror.remove().await
@@ -309,10 +310,18 @@ async fn heartbeat(edge: std::sync::Weak<Edge>, address: String) {
             websockets: edge.operate.websockets_total().current(),
         };
         let beat = gateway.config.cluster.heartbeat;
+        if edge.operate.is_leaving() {
+            return;
+        }
         if crate::operate::peers::announce(&edge.store, &info, beat).await.is_ok()
             && let Ok(alive) = crate::operate::peers::alive(&edge.store).await
         {
             edge.operate.note_peers(alive);
+        }
+        if edge.operate.is_leaving() {
+            // Shutdown began while announcing: take the announcement back.
+            let _ = crate::operate::peers::leave(&edge.store, &info.name).await;
+            return;
         }
         drop((edge, gateway));
         tokio::time::sleep(beat).await;

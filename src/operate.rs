@@ -87,6 +87,8 @@ pub struct Operate {
     /// This peer is the primary (as of the last heartbeat).
     primary: Arc<AtomicBool>,
     name: String,
+    /// Set at shutdown: the heartbeat stops announcing this peer.
+    leaving: AtomicBool,
 }
 
 impl Operate {
@@ -110,6 +112,7 @@ impl Operate {
             cluster_sessions: Gauge::default(),
             primary: Arc::new(AtomicBool::new(false)),
             name: peer.to_string(),
+            leaving: AtomicBool::new(false),
         }
     }
 
@@ -164,6 +167,16 @@ impl Operate {
         self.cluster_sessions.peak.fetch_max(total, Ordering::Relaxed);
         self.primary.store(peers::primary(&alive) == Some(self.name.as_str()), Ordering::Relaxed);
         *self.peers.write().unwrap_or_else(|p| p.into_inner()) = alive;
+    }
+
+    /// This peer is stopping: it is no longer announced.
+    pub fn leave(&self) {
+        self.leaving.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this peer is stopping.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Relaxed)
     }
 
     /// The flag that says whether this peer is the primary.

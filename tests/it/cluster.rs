@@ -236,6 +236,31 @@ async fn peers_are_listed_with_a_primary_and_a_killed_peer_ages_out() {
     assert_eq!(cluster["primary"], "b");
     assert_eq!(cluster["store"], "redis");
 
+    // An exemption and a weight override made on B take effect on C within 1 s.
+    let reaches_c = |path: &'static str, needle: String| {
+        let c_admin = c.admin;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            while tokio::time::Instant::now() < deadline {
+                let body = h1(c_admin, "GET", path, &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))], Bytes::new()).await.body;
+                if body.contains(&needle) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        }
+    };
+    let out = crate::operate::cli(&b, &["exemptions", "add", "198.51.100.0/24", "--categories", "http-auth-failure"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(reaches_c("/api/v1/exemptions", "198.51.100.0/24".into()).await, "exemption on C within 1 s");
+    let out = crate::operate::cli(&b, &["web", "weight", "add", &up.addr.to_string(), "4"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(reaches_c("/api/v1/weights", "\"overridden\": 4".into()).await, "the override reaches C within 1 s");
+    let applied = h1(c.admin, "GET", "/api/v1/status", &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))], Bytes::new()).await.body;
+    let status: serde_json::Value = serde_json::from_str(&applied).unwrap();
+    assert_eq!(status["services"][0]["servers"][0]["weight"], 4, "and C's pool uses it");
+
     // A peer "a" as a separate process: it becomes primary; kill -9 and it ages out.
     let dir = tempfile::tempdir().unwrap();
     let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
