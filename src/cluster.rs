@@ -108,6 +108,10 @@ pub trait StateStore: Send + Sync + 'static {
     fn record_event<'a>(&'a self, key: &'a str, window: Duration) -> StoreFuture<'a, u64>;
     /// Events within the last `window`, without recording one.
     fn count_events<'a>(&'a self, key: &'a str, window: Duration) -> StoreFuture<'a, u64>;
+    /// Adds an event that happened at `at_ms` (Unix ms) to window `key` — one counted
+    /// elsewhere while this store was unreachable; ignored when already outside `window`.
+    /// Returns the events now within the window.
+    fn merge_event<'a>(&'a self, key: &'a str, at_ms: u64, window: Duration) -> StoreFuture<'a, u64>;
     /// Forgets every event of window `key` (a fresh start, e.g. once its source is banned).
     fn clear_events<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
     /// Unix milliseconds of the oldest event within `window` (for `Retry-After`).

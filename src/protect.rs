@@ -86,6 +86,8 @@ pub struct Shield {
     mirror: OnceLock<nft::NftMirror>,
     /// Bans the store could not take yet (written by the reconciler when it answers again).
     unsynced: Arc<Mutex<Vec<BanRecord>>>,
+    /// Failure events a shared store could not count yet: (window key, Unix ms, window).
+    unsynced_events: Mutex<Vec<(String, u64, Duration)>>,
 }
 
 fn now_ms() -> u64 {
@@ -150,6 +152,7 @@ impl Shield {
             server_name: server_name.to_string(),
             mirror: OnceLock::new(),
             unsynced: Arc::default(),
+            unsynced_events: Mutex::default(),
         })
     }
 
@@ -279,6 +282,13 @@ impl Shield {
         let shared = if self.store.shared() {
             let key = format!("shield:{category}:{source}");
             let reached = self.store.record_event(&key, settings.window).await.ok().map(|n| n >= u64::from(settings.trigger));
+            if reached.is_none() {
+                // Counted here for now; merged into the shared window when the store is back.
+                let mut pending = self.unsynced_events.lock().unwrap_or_else(|p| p.into_inner());
+                if pending.len() < MAX_UNSYNCED_EVENTS {
+                    pending.push((key.clone(), now_ms(), settings.window));
+                }
+            }
             if reached == Some(true) {
                 // The ban starts the count afresh, as the local counter does: after an unban
                 // one more failure must not ban again.
@@ -290,7 +300,16 @@ impl Shield {
         };
         let reached = match shared {
             Some(reached) => reached && !self.is_banned(source),
-            None => self.count_locally(source, category, settings.trigger, settings.window),
+            None => {
+                let reached = self.count_locally(source, category, settings.trigger, settings.window);
+                if reached && self.store.shared() {
+                    // The ban (reconciled later) covers these events: merging them would
+                    // re-ban the source at its next failure after an unban.
+                    let key = format!("shield:{category}:{source}");
+                    self.unsynced_events.lock().unwrap_or_else(|p| p.into_inner()).retain(|(k, _, _)| *k != key);
+                }
+                reached
+            }
         };
         if reached {
             self.ban(client, source, category, settings.ban, request);
@@ -426,6 +445,25 @@ impl Shield {
             loop {
                 tokio::time::sleep(RECONCILE_INTERVAL).await;
                 let Some(shield) = shield.upgrade() else { return };
+                let events: Vec<(String, u64, Duration)> =
+                    std::mem::take(&mut *shield.unsynced_events.lock().unwrap_or_else(|p| p.into_inner()));
+                let mut kept_events = Vec::new();
+                let mut merged = 0usize;
+                for (key, at, window) in events {
+                    if at.saturating_add(u64::try_from(window.as_millis()).unwrap_or(u64::MAX)) <= now_ms() {
+                        continue; // out of its window: nothing to merge
+                    }
+                    match shield.store.merge_event(&key, at, window).await {
+                        Ok(_) => merged += 1,
+                        Err(_) => kept_events.push((key, at, window)),
+                    }
+                }
+                if merged > 0 {
+                    shield
+                        .error_log
+                        .warn(&format!("state store reachable again: {merged} failure event(s) counted meanwhile merged into it"));
+                }
+                shield.unsynced_events.lock().unwrap_or_else(|p| p.into_inner()).extend(kept_events);
                 let pending: Vec<BanRecord> = std::mem::take(&mut *shield.unsynced.lock().unwrap_or_else(|p| p.into_inner()));
                 if pending.is_empty() {
                     continue;
@@ -557,6 +595,8 @@ pub const MAX_MANUAL_BAN: Duration = Duration::from_secs(365 * 24 * 3600);
 pub const EXEMPTIONS_KEY: &str = "protect:exemptions";
 /// Most bans waiting to be written to an unreachable store.
 pub const MAX_UNSYNCED_BANS: usize = 100_000;
+/// Most failure events waiting to be merged into an unreachable shared store.
+pub const MAX_UNSYNCED_EVENTS: usize = 100_000;
 /// How often bans made while the store was unreachable are retried.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 /// Most runtime exemptions.

@@ -44,6 +44,11 @@ pub(crate) async fn sliding_windows_count_what_is_inside(s: &dyn StateStore, adv
     assert_eq!(s.count_events("fail:1.2.3.4", w).await.unwrap(), 1);
     assert_eq!(s.record_event("fail:1.2.3.4", w).await.unwrap(), 2);
     assert_eq!(s.count_events("fail:other", w).await.unwrap(), 0);
+    // Events counted elsewhere while the store was away are merged with their own times.
+    let t = now();
+    assert_eq!(s.merge_event("fail:merged", t.saturating_sub(100), w).await.unwrap(), 1);
+    assert_eq!(s.merge_event("fail:merged", t.saturating_sub(5_000), w).await.unwrap(), 1, "too old: not added");
+    assert_eq!(s.record_event("fail:merged", w).await.unwrap(), 2);
     s.clear_events("fail:1.2.3.4").await.unwrap();
     assert_eq!(s.count_events("fail:1.2.3.4", w).await.unwrap(), 0, "cleared");
     assert_eq!(s.record_event("fail:1.2.3.4", w).await.unwrap(), 1, "a fresh start");

@@ -58,6 +58,28 @@ redis.call('PEXPIRE', KEYS[1], window)
 return n
 ";
 
+/// `KEYS[1]` window, `KEYS[2]` sequence; `ARGV[1]` event ms, `ARGV[2]` window ms, `ARGV[3]`
+/// cap → count (an event already outside the window is not added).
+const MERGE_EVENT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local at = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if at > now - window then
+  local seq = redis.call('INCR', KEYS[2])
+  redis.call('ZADD', KEYS[1], at, at .. '-' .. seq)
+  redis.call('PEXPIRE', KEYS[1], window)
+end
+local n = redis.call('ZCARD', KEYS[1])
+if n > cap then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - cap - 1)
+  n = cap
+end
+return n
+";
+
 /// `KEYS[1]` window; `ARGV[1]` window ms → events inside it.
 const COUNT_EVENTS: &str = r"
 local t = redis.call('TIME')
@@ -110,6 +132,7 @@ pub struct RedisStore {
     /// Dropped with the store: ends the subscriber and Sentinel tasks.
     _stop: (oneshot::Sender<()>, oneshot::Sender<()>),
     record_event: redis::Script,
+    merge_event: redis::Script,
     count_events: redis::Script,
     oldest_event: redis::Script,
     set_add: redis::Script,
@@ -155,6 +178,7 @@ impl RedisStore {
             healthy: AtomicBool::new(true),
             _stop: (stop, stop_watch),
             record_event: redis::Script::new(RECORD_EVENT),
+            merge_event: redis::Script::new(MERGE_EVENT),
             count_events: redis::Script::new(COUNT_EVENTS),
             oldest_event: redis::Script::new(OLDEST_EVENT),
             set_add: redis::Script::new(SET_ADD),
@@ -398,6 +422,23 @@ impl StateStore for RedisStore {
             check_key(k)?;
             let mut c = self.connection()?;
             let result = self.count_events.key(key("w", k)).arg(millis(window).max(1)).invoke_async(&mut c).await;
+            self.outcome(result)
+        })
+    }
+
+    fn merge_event<'a>(&'a self, k: &'a str, at_ms: u64, window: Duration) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            check_key(k)?;
+            let mut c = self.connection()?;
+            let result = self
+                .merge_event
+                .key(key("w", k))
+                .key(format!("{PREFIX}seq"))
+                .arg(at_ms)
+                .arg(millis(window).max(1))
+                .arg(MAX_EVENTS_PER_WINDOW)
+                .invoke_async(&mut c)
+                .await;
             self.outcome(result)
         })
     }

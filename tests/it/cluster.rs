@@ -91,19 +91,24 @@ async fn answers(edge: SocketAddr, authorization: &str, want: u16, within: Durat
     false
 }
 
+/// The status `edge` answers a request from `source` (with `authorization`, if any).
+async fn status_from(source: &str, edge: SocketAddr, authorization: Option<&str>) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut tcp = socket.connect(edge).await.ok()?;
+    let credential = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    tcp.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\n{credential}Connection: close\r\n\r\n").as_bytes()).await.ok()?;
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(2), tcp.read_exact(&mut head)).await.ok()?.ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
 /// Polls `edge` with requests from `source` until it answers `want` (at most `within`).
 async fn answers_from(source: &str, edge: SocketAddr, want: u16, within: Duration) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-        let mut tcp = socket.connect(edge).await.unwrap();
-        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-        let mut head = [0u8; 12];
-        if tokio::time::timeout(Duration::from_secs(2), tcp.read_exact(&mut head)).await.is_ok_and(|r| r.is_ok())
-            && head[9..12] == *want.to_string().as_bytes()
-        {
+        if status_from(source, edge, None).await == Some(want) {
             return true;
         }
         if tokio::time::Instant::now() >= deadline {
@@ -188,6 +193,10 @@ async fn three_peers_act_as_one_and_survive_a_redis_outage() {
     let status: serde_json::Value = serde_json::from_str(&admin(&a, "GET", "/api/v1/status").await.body).unwrap();
     assert_eq!(status["cluster"]["state"], "degraded", "{}", status["cluster"]);
     assert_eq!(status_of(c.http, &alice).await, 200, "C has not heard of it yet");
+    // Two failures from another source on C, counted by C alone for now…
+    for i in 20..22 {
+        assert_eq!(status_from("127.0.0.6", c.http, Some(&stuffed(i))).await, Some(401));
+    }
 
     // Redis returns: A's ban is written to it and reaches C.
     let _back = Redis::start_on(redis.port);
@@ -200,6 +209,16 @@ async fn three_peers_act_as_one_and_survive_a_redis_outage() {
     let status: serde_json::Value = serde_json::from_str(&admin(&a, "GET", "/api/v1/status").await.body).unwrap();
     assert_eq!(status["cluster"]["state"], "ok");
     assert!(a.log("error.log").contains("ban(s) made meanwhile written to it"), "{}", a.log("error.log"));
+    // …and merged into the shared window once Redis is back: three more on B make five.
+    assert!(
+        crate::support::eventually(Duration::from_secs(3), || c.log("error.log").contains("failure event(s) counted meanwhile merged"))
+            .await
+    );
+    for i in 22..24 {
+        assert_eq!(status_from("127.0.0.6", b.http, Some(&stuffed(i))).await, Some(401));
+    }
+    assert_eq!(status_from("127.0.0.6", b.http, Some(&stuffed(24))).await, Some(401), "the 5th in the cluster");
+    assert_eq!(status_from("127.0.0.6", b.http, None).await, Some(418), "banned: the outage's failures were not lost");
     for edge in [a, b, c] {
         edge.stop().await;
     }
