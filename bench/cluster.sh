@@ -15,21 +15,12 @@ source "$BENCH/lib/common.sh"
 DURATION="${DURATION:-10}"; REPS="${REPS:-3}"; CONNS="${CONNS:-64}"; NICE="${NICE:--20}"; BANS="${BANS:-1000}"
 RUN="${RUN:-$BENCH/.run}/cluster"; rm -rf "$RUN"; mkdir -p "$RUN"
 export RUN
+source "$BENCH/lib/standalone.sh"
 PORTCULLIS_BIN="${PORTCULLIS_BIN:-$PWD/target/release/portcullis}"
 PROPAGATION_BIN="${PROPAGATION_BIN:-$PWD/target/release/examples/ban_propagation}"
 [ -x "$PROPAGATION_BIN" ] || die "cargo build --release --example ban_propagation"
 command -v redis-server >/dev/null || die "redis-server missing (apt-get install redis-server)"
 REDIS_PORT=18379
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do stop_pid "$p"; done; }
-trap cleanup EXIT
-start() { # $1 name $2 cpus, rest: cmd -> LAST_PID
-  local name=$1 cpus=$2; shift 2
-  nice -n "$NICE" taskset -c "$cpus" "$@" >"$RUN/$name.log" 2>&1 &
-  LAST_PID=$!; PIDS+=("$LAST_PID")
-}
-cpu_ticks() { local p t=0; for p in $(pid_tree "$1"); do t=$(( t + $(awk '{print $14+$15}' /proc/"$p"/stat 2>/dev/null || echo 0) )); done; echo "$t"; }
-median() { sort -n | sed -n "$(( (REPS + 1) / 2 ))p"; }
 redis_commands() { redis-cli -p "$REDIS_PORT" INFO stats | awk -F: '/^total_commands_processed/ {print $2+0}'; }
 
 UP_PREFIX=$(origin_conf upstream "$UPSTREAM_PORT"); start upstream "$UPSTREAM_CPUS" nginx -p "$UP_PREFIX" -c "$UP_PREFIX/nginx.conf" -g 'daemon off;'

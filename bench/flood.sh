@@ -16,18 +16,9 @@ DURATION="${DURATION:-10}"; REPS="${REPS:-3}"; CONNS="${CONNS:-64}"; NICE="${NIC
 FLOOD_RATE="${FLOOD_RATE:-5000}"; FLOOD_SOURCES="${FLOOD_SOURCES:-100000}"
 RUN="${RUN:-$BENCH/.run}/flood"; rm -rf "$RUN"; mkdir -p "$RUN"; : > "$RUN/flood-lines"
 export RUN
+source "$BENCH/lib/standalone.sh"
 FLOOD_BIN="${FLOOD_BIN:-$PWD/target/release/examples/flood}"
 [ -x "$FLOOD_BIN" ] || die "build the flooder: cargo build --release --example flood --example preload_bans"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do stop_pid "$p"; done; }
-trap cleanup EXIT
-start() { # $1 name $2 cpus, rest: cmd -> LAST_PID
-  local name=$1 cpus=$2; shift 2
-  nice -n "$NICE" taskset -c "$cpus" "$@" >"$RUN/$name.log" 2>&1 &
-  LAST_PID=$!; PIDS+=("$LAST_PID")
-}
-cpu_ticks() { local p t=0; for p in $(pid_tree "$1"); do t=$(( t + $(awk '{print $14+$15}' /proc/"$p"/stat 2>/dev/null || echo 0) )); done; echo "$t"; }
-median() { sort -n | sed -n "$(( (REPS + 1) / 2 ))p"; }
 reps() { printf '%s\n' "$@" | sort -n | paste -sd/ -; }
 
 UP_PREFIX=$(origin_conf upstream "$UPSTREAM_PORT"); start upstream "$UPSTREAM_CPUS" nginx -p "$UP_PREFIX" -c "$UP_PREFIX/nginx.conf" -g 'daemon off;'

@@ -11,17 +11,9 @@ source "$BENCH/lib/common.sh"
 DURATION="${DURATION:-10}"; REPS="${REPS:-3}"; NICE="${NICE:--20}"
 RUN="${RUN:-$BENCH/.run}/handshakes"; rm -rf "$RUN"; mkdir -p "$RUN"
 export RUN
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do stop_pid "$p"; done; }
-trap cleanup EXIT
+source "$BENCH/lib/standalone.sh"
 
-start() { # $1 name, rest: cmd -> LAST_PID
-  local name=$1; shift
-  nice -n "$NICE" taskset -c "$PROXY_CPUS" "$@" >"$RUN/$name.log" 2>&1 &
-  LAST_PID=$!; PIDS+=("$LAST_PID")
-}
 
-cpu_ticks() { local p t=0; for p in $(pid_tree "$1"); do t=$(( t + $(awk '{print $14+$15}' /proc/"$p"/stat 2>/dev/null || echo 0) )); done; echo "$t"; }
 CLIENTS="${CLIENTS:-4}"   # parallel s_time processes, so the target (not one client's latency) is the limit
 
 measure() { # $1 label $2 port $3 pid -> prints "label handshakes/s proxy_us_per_handshake"
@@ -50,15 +42,15 @@ measure() { # $1 label $2 port $3 pid -> prints "label handshakes/s proxy_us_per
 }
 
 PORTCULLIS_BIN="${PORTCULLIS_BIN:-$PWD/target/release/portcullis}"
-source "$BENCH/targets/nginx-tls.sh"; prepare; start nginx-tls "${CMD[@]}"; NGINX_PID=$LAST_PID
-source "$BENCH/targets/portcullis-tls-noauth.sh"; prepare; start portcullis-tls "${CMD[@]}"; PC_PID=$LAST_PID
+source "$BENCH/targets/nginx-tls.sh"; prepare; start nginx-tls "$PROXY_CPUS" "${CMD[@]}"; NGINX_PID=$LAST_PID
+source "$BENCH/targets/portcullis-tls-noauth.sh"; prepare; start portcullis-tls "$PROXY_CPUS" "${CMD[@]}"; PC_PID=$LAST_PID
 # Portcullis with its own generated ECDSA P-256 certificate (no [tls] section).
 mkdir -p "$RUN/pc-ec"
 sed '/^\[tls\]/,/^key = /d; s/18205/18206/; s/127.0.0.1:18126/127.0.0.1:18127/' "$RUN/portcullis-tls-noauth/portcullis.toml" \
   | sed "s#$RUN/portcullis-tls-noauth/state#$RUN/pc-ec/state#" > "$RUN/pc-ec/portcullis.toml"
-start portcullis-ec "$PORTCULLIS_BIN" serve --config "$RUN/pc-ec/portcullis.toml"; PC_EC_PID=$LAST_PID
+start portcullis-ec "$PROXY_CPUS" "$PORTCULLIS_BIN" serve --config "$RUN/pc-ec/portcullis.toml"; PC_EC_PID=$LAST_PID
 # An origin for the proxies (not used by s_time, which only handshakes).
-UP_PREFIX=$(origin_conf upstream "$UPSTREAM_PORT"); start upstream nginx -p "$UP_PREFIX" -c "$UP_PREFIX/nginx.conf" -g 'daemon off;'
+UP_PREFIX=$(origin_conf upstream "$UPSTREAM_PORT"); start upstream "$UPSTREAM_CPUS" nginx -p "$UP_PREFIX" -c "$UP_PREFIX/nginx.conf" -g 'daemon off;'
 wait_port 18201; wait_port 18205; wait_port 18206
 echo "| target | full handshakes/s (median, $CLIENTS parallel s_time clients) | all reps | target CPU µs/handshake |"
 echo "|---|---|---|---|"

@@ -14,23 +14,18 @@ DURATION="${DURATION:-10}"; REPS="${REPS:-3}"; CONNS="${CONNS:-64}"; NICE="${NIC
 export JWT_TOKENS="${JWT_TOKENS:-600000}"
 RUN="${RUN:-$BENCH/.run}/jwt-uncached"; rm -rf "$RUN"; mkdir -p "$RUN"
 export RUN
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do stop_pid "$p"; done; }
-trap cleanup EXIT
-cpu_ticks() { local p t=0; for p in $(pid_tree "$1"); do t=$(( t + $(awk '{print $14+$15}' /proc/"$p"/stat 2>/dev/null || echo 0) )); done; echo "$t"; }
-median() { sort -n | sed -n "$(( (REPS + 1) / 2 ))p"; }
+source "$BENCH/lib/standalone.sh"
 
 UP_PREFIX=$(origin_conf upstream "$UPSTREAM_PORT")
-nice -n "$NICE" taskset -c "$UPSTREAM_CPUS" nginx -p "$UP_PREFIX" -c "$UP_PREFIX/nginx.conf" -g 'daemon off;' >"$RUN/upstream.log" 2>&1 &
-PIDS+=("$!")
+start upstream "$UPSTREAM_CPUS" nginx -p "$UP_PREFIX" -c "$UP_PREFIX/nginx.conf" -g 'daemon off;'
 wait_http "http://$HOST:$UPSTREAM_PORT/" || die "origin did not start"
 
 LABELS=(); declare -A URL PID HDR TOK
 add() { # $1 target file, $2 label, [$3 label using fresh tokens]
   unset DESC H1_URL CMD AUTH_HEADER READY_PATH TOKENS_FILE; unset -f prepare; CMD=()
   source "$BENCH/targets/$1.sh"; prepare >/dev/null
-  nice -n "$NICE" taskset -c "$PROXY_CPUS" "${CMD[@]}" >"$RUN/$1.log" 2>&1 &
-  local pid=$!; PIDS+=("$pid")
+  start "$1" "$PROXY_CPUS" "${CMD[@]}"
+  local pid=$LAST_PID
   wait_http "$H1_URL${READY_PATH:-/}" || die "$1 did not start (log: $RUN/$1.log)"
   LABELS+=("$2"); PID[$2]=$pid; URL[$2]=$H1_URL; HDR[$2]=${AUTH_HEADER:-$GOOD_AUTH}; TOK[$2]=""
   if [ -n "${3:-}" ]; then

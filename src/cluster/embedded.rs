@@ -94,6 +94,30 @@ impl EmbeddedStore {
         &self.path
     }
 
+    /// Adds an event at `at` (dropped when already outside `window`) to window `key`, keeping
+    /// the events in time order and at most [`MAX_EVENTS_PER_WINDOW`]; the count inside.
+    async fn add_event(&self, key: &str, at: u64, window: Duration) -> Result<u64, StoreError> {
+        check_key(key)?;
+        let since = self.now().saturating_sub(millis(window));
+        let k = key.to_string();
+        self.write(false, move |txn| {
+            let mut table = txn.open_table(EVENTS).map_err(backend)?;
+            let mut events = table.get(k.as_str()).map_err(backend)?.map(|v| decode_events(v.value())).unwrap_or_default();
+            events.retain(|&t| t > since);
+            if at > since || window.is_zero() {
+                let position = events.partition_point(|&t| t <= at);
+                events.insert(position, at);
+            }
+            if events.len() > MAX_EVENTS_PER_WINDOW {
+                let excess = events.len() - MAX_EVENTS_PER_WINDOW;
+                events.drain(..excess);
+            }
+            table.insert(k.as_str(), encode_events(&events).as_slice()).map_err(backend)?;
+            Ok(events.len() as u64)
+        })
+        .await
+    }
+
     fn now(&self) -> u64 {
         (self.clock)()
     }
@@ -174,49 +198,11 @@ impl StateStore for EmbeddedStore {
     }
 
     fn record_event<'a>(&'a self, key: &'a str, window: Duration) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            check_key(key)?;
-            let now = self.now();
-            let since = now.saturating_sub(millis(window));
-            let k = key.to_string();
-            self.write(false, move |txn| {
-                let mut table = txn.open_table(EVENTS).map_err(backend)?;
-                let mut events = table.get(k.as_str()).map_err(backend)?.map(|v| decode_events(v.value())).unwrap_or_default();
-                events.retain(|&t| t > since);
-                events.push(now);
-                if events.len() > MAX_EVENTS_PER_WINDOW {
-                    let excess = events.len() - MAX_EVENTS_PER_WINDOW;
-                    events.drain(..excess);
-                }
-                table.insert(k.as_str(), encode_events(&events).as_slice()).map_err(backend)?;
-                Ok(events.len() as u64)
-            })
-            .await
-        })
+        Box::pin(async move { self.add_event(key, self.now(), window).await })
     }
 
     fn merge_event<'a>(&'a self, key: &'a str, at_ms: u64, window: Duration) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            check_key(key)?;
-            let since = self.now().saturating_sub(millis(window));
-            let k = key.to_string();
-            self.write(false, move |txn| {
-                let mut table = txn.open_table(EVENTS).map_err(backend)?;
-                let mut events = table.get(k.as_str()).map_err(backend)?.map(|v| decode_events(v.value())).unwrap_or_default();
-                events.retain(|&t| t > since);
-                if at_ms > since {
-                    let at = events.partition_point(|&t| t <= at_ms);
-                    events.insert(at, at_ms);
-                }
-                if events.len() > MAX_EVENTS_PER_WINDOW {
-                    let excess = events.len() - MAX_EVENTS_PER_WINDOW;
-                    events.drain(..excess);
-                }
-                table.insert(k.as_str(), encode_events(&events).as_slice()).map_err(backend)?;
-                Ok(events.len() as u64)
-            })
-            .await
-        })
+        Box::pin(self.add_event(key, at_ms, window))
     }
 
     fn count_events<'a>(&'a self, key: &'a str, window: Duration) -> StoreFuture<'a, u64> {

@@ -292,6 +292,11 @@ fn effective_client(peer: IpAddr, headers: &http::HeaderMap, trusted: &[(IpAddr,
 /// Most `X-Forwarded-For` entries examined.
 const MAX_FORWARDED_HOPS: usize = 8;
 
+/// An HTTP/1.1 WebSocket upgrade request.
+fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
+    request.version() == Version::HTTP_11 && forward::is_websocket_upgrade(request.headers())
+}
+
 /// The request's host: the URI authority (HTTP/2, absolute-form) or the `Host` field.
 fn request_host<B>(request: &Request<B>) -> Option<&str> {
     request.uri().authority().map(|a| a.as_str()).or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
@@ -384,8 +389,7 @@ async fn pipeline(
     let service = &gateway.services[service_index];
     record.service = Some(service.name.clone());
     if let Some(retry_after_secs) = maintenance
-        && request.version() == Version::HTTP_11
-        && forward::is_websocket_upgrade(request.headers())
+        && is_websocket_upgrade(&request)
     {
         // Established WebSockets keep running; new ones go to another peer.
         return Err(ProxyError::Maintenance { retry_after_secs });
@@ -497,7 +501,7 @@ async fn authenticate(
             operate.note_sessions_total(gateway.services.iter().map(|s| s.sessions.tracked() as u64).sum());
         }
     };
-    let websocket = request.version() == Version::HTTP_11 && forward::is_websocket_upgrade(request.headers());
+    let websocket = is_websocket_upgrade(&request);
     // Clients that cannot send credentials on an upgrade: allowed only from a source IP
     // that authenticated successfully within the service's window.
     if let Some(window) = service.config.websocket_ip_window {
@@ -647,7 +651,7 @@ async fn forward_to_pool(
     mut request: Request<Incoming>,
     record: &mut RequestRecord,
 ) -> Result<Answer, ProxyError> {
-    let websocket = request.version() == Version::HTTP_11 && forward::is_websocket_upgrade(request.headers());
+    let websocket = is_websocket_upgrade(&request);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     // Upstreams get HTTP/1.1 in origin form, whatever the client spoke.
