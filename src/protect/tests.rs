@@ -29,7 +29,17 @@ fn config() -> ProtectionConfig {
 }
 
 fn shield(dir: &Path) -> Shield {
-    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(dir).unwrap());
+    // A ban's store write runs in a task of its own that may still hold the previous store
+    // for an instant after the write landed: retry the (exclusive) open briefly.
+    let mut opened = EmbeddedStore::open(dir);
+    for _ in 0..100 {
+        if opened.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        opened = EmbeddedStore::open(dir);
+    }
+    let store: Arc<dyn StateStore> = Arc::new(opened.unwrap());
     Shield::new(config(), store, Some(dir), ErrorLog::console_only(), Arc::new(Metrics::new()), "edge.test").unwrap()
 }
 

@@ -501,7 +501,7 @@ async fn authenticate(
             operate.note_sessions_total(gateway.services.iter().map(|s| s.sessions.tracked() as u64).sum());
         }
     };
-    let websocket = is_websocket_upgrade(&request);
+    let websocket = is_websocket_upgrade(request);
     // Clients that cannot send credentials on an upgrade: allowed only from a source IP
     // that authenticated successfully within the service's window.
     if let Some(window) = service.config.websocket_ip_window {
