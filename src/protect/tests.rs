@@ -29,17 +29,7 @@ fn config() -> ProtectionConfig {
 }
 
 fn shield(dir: &Path) -> Shield {
-    // A ban's store write runs in a task of its own that may still hold the previous store
-    // for an instant after the write landed: retry the (exclusive) open briefly.
-    let mut opened = EmbeddedStore::open(dir);
-    for _ in 0..100 {
-        if opened.is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-        opened = EmbeddedStore::open(dir);
-    }
-    let store: Arc<dyn StateStore> = Arc::new(opened.unwrap());
+    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(dir).unwrap());
     Shield::new(config(), store, Some(dir), ErrorLog::console_only(), Arc::new(Metrics::new()), "edge.test").unwrap()
 }
 
@@ -110,9 +100,10 @@ async fn bans_persist_and_unban_sticks() {
         for _ in 0..5 {
             s.record(ip, "http-auth-failure", REQ).await;
         }
-        // The store write is spawned: wait until it landed.
+        // The store write is spawned: wait until it landed and its task let go of the store
+        // (the embedded store opens exclusively).
         for _ in 0..100 {
-            if !s.store.bans().await.unwrap().is_empty() {
+            if !s.store.bans().await.unwrap().is_empty() && Arc::strong_count(&s.store) == 1 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
