@@ -89,13 +89,46 @@ impl Driver {
         value["value"].as_array().and_then(|a| a.first()).map(|e| e[ELEMENT].as_str().unwrap().to_string())
     }
 
+    /// The element matching `css`, waiting (up to 5 s) for a page a click started to load.
     async fn element(&self, css: &str) -> String {
-        self.find(css).await.unwrap_or_else(|| panic!("no element {css}"))
+        for _ in 0..100 {
+            if let Some(id) = self.find(css).await {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no element {css}")
+    }
+
+    /// Whether nothing matches `css` (waiting up to 5 s for it to go).
+    async fn gone(&self, css: &str) -> bool {
+        for _ in 0..100 {
+            if self.find(css).await.is_none() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 
     async fn text(&self, css: &str) -> String {
         let id = self.element(css).await;
-        self.call("GET", &format!("element/{id}/text"), Value::Null).await.as_str().unwrap_or("").to_string()
+        let reply = h1(self.addr, "GET", &format!("/session/{}/element/{id}/text", self.session), &[], Bytes::new()).await;
+        // A stale element (the page changed under us) reads as empty; callers poll.
+        serde_json::from_str::<Value>(&reply.body).ok().and_then(|v| v["value"].as_str().map(str::to_string)).unwrap_or_default()
+    }
+
+    /// The text of `css` once it equals `want` (waiting up to 5 s; the last text otherwise).
+    async fn text_becomes(&self, css: &str, want: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..100 {
+            last = self.text(css).await;
+            if last == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        last
     }
 
     async fn click(&self, css: &str) {
@@ -132,25 +165,26 @@ async fn sign_in_switch_maintenance_and_unblock_in_a_real_browser() {
     driver.open(&base).await;
     driver.type_into("#token", "not-the-token").await;
     driver.click("#sign-in").await;
-    assert_eq!(driver.text("#login-error").await, "Wrong token.");
+    assert_eq!(driver.text_becomes("#login-error", "Wrong token.").await, "Wrong token.");
     assert!(driver.find("#maintenance").await.is_none());
 
     driver.type_into("#token", ADMIN_TOKEN).await;
     driver.click("#sign-in").await;
-    assert_eq!(driver.text("#maintenance").await, "off");
-    assert_eq!(driver.text("tr.service[data-name=finesse] td.state").await, "Active");
+    assert_eq!(driver.text_becomes("#maintenance", "off").await, "off");
+    assert_eq!(driver.text_becomes("tr.service[data-name=finesse] td.state", "Active").await, "Active");
     let services = driver.text("#services").await;
     assert!(services.contains(&format!("{} UP weight 1", up.addr)) && services.contains("(backup)"), "{services}");
     assert!(driver.text("#blocked").await.contains("203.0.113.9"));
 
     driver.click("#maintenance-toggle").await;
-    assert_eq!(driver.text("#maintenance").await, "ON — new sessions are refused");
-    assert_eq!(driver.text("tr.service[data-name=finesse] td.state").await, "Inactive (Maintenance mode)");
+    assert_eq!(driver.text_becomes("#maintenance", "ON — new sessions are refused").await, "ON — new sessions are refused");
+    let state = driver.text_becomes("tr.service[data-name=finesse] td.state", "Inactive (Maintenance mode)").await;
+    assert_eq!(state, "Inactive (Maintenance mode)");
     assert!(edge.running().edge.operate.in_maintenance(), "the switch reached the edge");
     assert_eq!(h1(edge.admin, "GET", "/health", &[], Bytes::new()).await.status, 503);
 
     driver.click("tr.ban[data-source='203.0.113.9'] button.unblock").await;
-    assert!(driver.find("tr.ban").await.is_none(), "the row is gone");
+    assert!(driver.gone("tr.ban").await, "the row is gone");
     assert!(edge.running().edge.shield.list().is_empty(), "the ban is lifted");
 
     // A refused reload shows up with its hint.
@@ -176,7 +210,7 @@ async fn sign_in_switch_maintenance_and_unblock_in_a_real_browser() {
     assert!(edge.running().edge.operate.in_maintenance(), "a cookie-less form post changes nothing");
     assert!(driver.page_source().await.contains("Sign out"));
     driver.click("#sign-out").await;
-    assert!(driver.find("#token").await.is_some(), "signed out");
+    driver.element("#token").await; // signed out: the sign-in form again
     driver.call("DELETE", "", Value::Null).await;
     edge.stop().await;
 }
