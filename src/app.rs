@@ -107,7 +107,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let store: Arc<dyn StateStore> = match &config.cluster.store {
         StoreKind::Embedded => Arc::new(EmbeddedStore::open(&server_cfg.state_dir)?),
-        StoreKind::Redis { url } => Arc::new(crate::cluster::redis::RedisStore::open(url, &config.cluster.peer)?),
+        StoreKind::Redis { url } => {
+            Arc::new(crate::cluster::redis::RedisStore::open_configured(url, &config.cluster.peer, config.cluster.redis_ca.as_deref())?)
+        }
     };
 
     let needs_tls = config.listeners.iter().any(|l| l.tls) || config.admin.as_ref().is_some_and(|a| a.tls);

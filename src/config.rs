@@ -254,6 +254,8 @@ pub struct ClusterConfig {
     pub peer: String,
     /// How often this peer announces itself; a peer silent for three heartbeats is gone.
     pub heartbeat: Duration,
+    /// PEM CA certificates trusted for `rediss://` (default: the system's roots).
+    pub redis_ca: Option<PathBuf>,
 }
 
 /// `[maintenance]`.

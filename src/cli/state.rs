@@ -39,9 +39,10 @@ fn open(config: &Config) -> Result<Arc<dyn StateStore>, Failure> {
             crate::cluster::embedded::EmbeddedStore::open(&config.server.state_dir)
                 .map_err(|e| Failure::failed(anyhow!("{e} (stop the edge using this state_dir first)")))?,
         ),
-        StoreKind::Redis { url } => {
-            Arc::new(crate::cluster::redis::RedisStore::open(url, &config.cluster.peer).map_err(|e| Failure::failed(anyhow!(e)))?)
-        }
+        StoreKind::Redis { url } => Arc::new(
+            crate::cluster::redis::RedisStore::open_configured(url, &config.cluster.peer, config.cluster.redis_ca.as_deref())
+                .map_err(|e| Failure::failed(anyhow!(e)))?,
+        ),
     })
 }
 

@@ -148,11 +148,30 @@ fn backend(error: redis::RedisError) -> StoreError {
 }
 
 impl RedisStore {
-    /// A store on `url` for peer `peer`: `redis://host:port/db`, or
+    /// A store on `url` for peer `peer`: `redis://host:port/db`, `rediss://host:port/db` (TLS,
+    /// verified against the system's roots), or
     /// `redis+sentinel://s1:26379,s2:26379/<master name>[/db]` — then Sentinel is asked for
     /// the master now and every second after, and a failover is followed. Connects lazily: a
     /// Redis that is down at start makes the peer start degraded, not fail.
     pub fn open(url: &str, peer: &str) -> Result<RedisStore, StoreError> {
+        Self::open_with_ca(url, peer, None)
+    }
+
+    /// [`RedisStore::open_with_ca`] with the CA certificates read from the file `ca`
+    /// (`cluster.redis_ca`).
+    pub fn open_configured(url: &str, peer: &str, ca: Option<&std::path::Path>) -> Result<RedisStore, StoreError> {
+        let pem = match ca {
+            Some(path) => {
+                Some(std::fs::read(path).map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?)
+            }
+            None => None,
+        };
+        Self::open_with_ca(url, peer, pem)
+    }
+
+    /// [`RedisStore::open`], trusting the PEM certificates in `ca` for `rediss://` (TLS)
+    /// instead of the system's roots.
+    pub fn open_with_ca(url: &str, peer: &str, ca: Option<Vec<u8>>) -> Result<RedisStore, StoreError> {
         let open_error = |reason: String| StoreError::Open { path: url.to_string(), reason };
         let connection: Arc<ArcSwapOption<ConnectionManager>> = Arc::default();
         let client: Arc<ArcSwapOption<redis::Client>> = Arc::default();
@@ -163,7 +182,13 @@ impl RedisStore {
                 parse_sentinel(rest).ok_or_else(|| open_error("write redis+sentinel://host:26379[,host:26379]/<master>[/db]".into()))?;
             tokio::spawn(follow_sentinel(sentinel, connection.clone(), client.clone(), watch_stopped));
         } else {
-            let direct = redis::Client::open(url).map_err(|e| open_error(e.to_string()))?;
+            let direct = match ca {
+                Some(root_cert) if url.starts_with("rediss://") => {
+                    redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) })
+                }
+                _ => redis::Client::open(url),
+            }
+            .map_err(|e| open_error(e.to_string()))?;
             connection.store(Some(Arc::new(manager(direct.clone()).map_err(|e| open_error(e.to_string()))?)));
             client.store(Some(Arc::new(direct)));
             drop(watch_stopped);

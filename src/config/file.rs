@@ -224,4 +224,5 @@ pub struct ClusterFile {
     pub redis_url: Option<String>,
     pub peer: Option<String>,
     pub heartbeat: Option<String>,
+    pub redis_ca: Option<String>,
 }

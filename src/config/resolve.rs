@@ -737,10 +737,7 @@ fn resolve_cluster(c: &mut Checker<'_>, raw: ClusterFile, server_name: &str) -> 
                 }
                 StoreKind::Redis { url }
             }
-            Some(url) if url.starts_with("rediss://") => {
-                c.err("cluster.redis_url", "TLS to Redis (rediss://) is not built in yet", "use redis:// on a trusted network");
-                StoreKind::Embedded
-            }
+            Some(url) if url.starts_with("rediss://") => StoreKind::Redis { url },
             Some(url) => {
                 c.err(
                     "cluster.redis_url",
@@ -770,7 +767,8 @@ fn resolve_cluster(c: &mut Checker<'_>, raw: ClusterFile, server_name: &str) -> 
         c.err("cluster.peer", format!("{peer:?} is not a usable peer name"), "letters, digits, '-', '_', '.'; at most 64");
     }
     let peer = raw.peer.unwrap_or_else(|| server_name.to_string());
-    ClusterConfig { store, peer, heartbeat }
+    let redis_ca = raw.redis_ca.as_ref().map(|file| c.existing_file("cluster.redis_ca", file, "CA file"));
+    ClusterConfig { store, peer, heartbeat, redis_ca }
 }
 
 #[cfg(test)]

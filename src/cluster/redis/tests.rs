@@ -234,3 +234,49 @@ async fn a_sentinel_failover_is_followed() {
     let promoted: Option<String> = redis::cmd("GET").arg("pc:k:k2").query(&mut c).unwrap();
     assert_eq!(promoted.as_deref(), Some("after"), "written to the promoted replica");
 }
+
+#[tokio::test]
+async fn rediss_urls_speak_tls_and_trust_only_the_configured_ca() {
+    if Server::start().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "127.0.0.1");
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let process = Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--tls-cert-file", cert_path.to_str().unwrap(), "--tls-key-file", key_path.to_str().unwrap()])
+        .args(["--tls-ca-cert-file", cert_path.to_str().unwrap(), "--tls-auth-clients", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server { process, port };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("rediss://127.0.0.1:{port}/0");
+    let a = RedisStore::open_configured(&url, "a", Some(&cert_path)).unwrap();
+    let b = RedisStore::open_configured(&url, "b", Some(&cert_path)).unwrap();
+    let mut seen_by_b = b.subscribe();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.set("k", b"over tls", None).await.unwrap();
+    assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"over tls"[..]));
+    assert_eq!(a.record_event("w", Duration::from_secs(10)).await.unwrap(), 1);
+    assert_eq!(b.record_event("w", Duration::from_secs(10)).await.unwrap(), 2);
+    let change = tokio::time::timeout(Duration::from_secs(1), seen_by_b.recv()).await.expect("pub/sub over TLS").unwrap();
+    assert_eq!(change, Change::KeyChanged("k".into()));
+    // Without the CA, the server's certificate is not trusted: the store stays degraded.
+    let untrusting = RedisStore::open(&url, "c").unwrap();
+    assert!(untrusting.get("k").await.is_err());
+    assert!(!untrusting.healthy());
+}

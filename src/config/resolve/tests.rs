@@ -44,7 +44,10 @@ fn minimal_file_resolves_with_defaults() {
     assert_eq!(pool.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
     assert!(pool.health_check.is_some(), "active TCP health checks are on by default");
     assert_eq!(c.services[0].auth, AuthMode::None);
-    assert_eq!(c.cluster, ClusterConfig { store: StoreKind::Embedded, peer: "edge.test".into(), heartbeat: Duration::from_secs(2) });
+    assert_eq!(
+        c.cluster,
+        ClusterConfig { store: StoreKind::Embedded, peer: "edge.test".into(), heartbeat: Duration::from_secs(2), redis_ca: None }
+    );
     assert_eq!((c.protection.blocked_status, c.protection.ipv6_prefix), (418, 64));
     let auth = &c.protection.categories["http-auth-failure"];
     assert_eq!((auth.enabled, auth.trigger, auth.window, auth.ban), (true, 5, Duration::from_secs(30), Duration::from_secs(1800)));
