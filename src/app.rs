@@ -258,17 +258,7 @@ async fn follow_store_changes(edge: std::sync::Weak<Edge>, mut changes: tokio::s
         let change = changes.recv().await;
         let Some(edge) = edge.upgrade() else { return };
         match change {
-            Ok(crate::cluster::Change::KeyChanged(key)) if key == crate::operate::WEIGHTS_KEY => {
-                if edge.operate.reload_weights().await {
-                    match edge.build_gateway(edge.gateway.load().config.clone()) {
-                        Ok(gateway) => {
-                            edge.gateway.store(Arc::new(gateway));
-                            edge.error_log.warn("weight overrides changed by another peer: applied");
-                        }
-                        Err(error) => edge.error_log.error(&format!("weight overrides from another peer not applied: {error}")),
-                    }
-                }
-            }
+            Ok(crate::cluster::Change::KeyChanged(key)) if key == crate::operate::WEIGHTS_KEY => follow_weights(&edge).await,
             Ok(crate::cluster::Change::KeyChanged(key)) if key.starts_with(crate::auth::tokens::ACCESS_KEY_PREFIX) => {
                 if let Some(tokens) = edge.gateway.load().auth.tokens() {
                     tokens.forget_key(&key);
@@ -279,11 +269,8 @@ async fn follow_store_changes(edge: std::sync::Weak<Edge>, mut changes: tokio::s
                 if resync && let Some(tokens) = edge.gateway.load().auth.tokens() {
                     tokens.forget_all();
                 }
-                if resync
-                    && edge.operate.reload_weights().await
-                    && let Ok(gateway) = edge.build_gateway(edge.gateway.load().config.clone())
-                {
-                    edge.gateway.store(Arc::new(gateway));
+                if resync {
+                    follow_weights(&edge).await;
                 }
                 if !edge.shield.apply_change(&change).await {
                     tokio::spawn(resync_shield(Arc::downgrade(&edge)));
@@ -330,6 +317,16 @@ async fn heartbeat(edge: std::sync::Weak<Edge>, address: String) {
     }
 }
 
+/// Re-reads the weight overrides another peer may have changed and applies them.
+async fn follow_weights(edge: &Edge) {
+    if edge.operate.reload_weights().await {
+        match edge.rebuild_gateway() {
+            Ok(()) => edge.error_log.warn("weight overrides changed by another peer: applied"),
+            Err(error) => edge.error_log.error(&format!("weight overrides from another peer not applied: {error}")),
+        }
+    }
+}
+
 /// Re-reads bans and exemptions from the store until it answers (at most [`RESYNC_ATTEMPTS`]
 /// times, [`RESYNC_PAUSE`] apart): after a missed or failed change.
 async fn resync_shield(edge: std::sync::Weak<Edge>) {
@@ -356,9 +353,7 @@ async fn watch_certificate_expiry(edge: std::sync::Weak<Edge>) {
         let Some(edge) = edge.upgrade() else { return };
         let config = edge.gateway.load().config.clone();
         let configured = config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path()));
-        if let Ok(paths) = tls::ensure_certificate(configured, &config.server.state_dir, &config.server.name)
-            && let Ok(details) = crate::operate::cert::details_of_file(&paths.cert)
-        {
+        if let Ok(details) = crate::operate::cert::details_of_file(&tls::certificate_in_use(configured, &config.server.state_dir).cert) {
             let now = time::OffsetDateTime::now_utc();
             edge.metrics.certificate_expiry(details.not_after_unix - now.unix_timestamp());
             if checks.is_multiple_of(24)

@@ -8,7 +8,7 @@
 //! the in-memory copies here.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::cluster::{StateStore, StoreError};
@@ -77,8 +77,8 @@ pub struct Operate {
     store: Arc<dyn StateStore>,
     websockets: Mutex<HashMap<Arc<str>, Arc<Gauge>>>,
     websockets_total: Gauge,
-    /// Total authenticated sessions over all services (peak kept here; current is summed).
-    sessions_total: Gauge,
+    /// Highest total of authenticated sessions over all services.
+    sessions_total_peak: AtomicU64,
     weights: RwLock<BTreeMap<String, u32>>,
     /// The peers alive at the last heartbeat (this one included).
     peers: RwLock<Vec<peers::PeerInfo>>,
@@ -106,7 +106,7 @@ impl Operate {
             store,
             websockets: Mutex::new(HashMap::new()),
             websockets_total: Gauge::default(),
-            sessions_total: Gauge::default(),
+            sessions_total_peak: AtomicU64::new(0),
             weights: RwLock::new(weights),
             peers: RwLock::new(Vec::new()),
             cluster_sessions: Gauge::default(),
@@ -148,16 +148,15 @@ impl Operate {
         &self.websockets_total
     }
 
-    /// Records the current total of sessions (keeps the peak).
+    /// Notes a total of sessions over all services (the current total is summed from the
+    /// services when shown; only its peak is kept here).
     pub fn note_sessions_total(&self, current: u64) {
-        let current = i64::try_from(current).unwrap_or(i64::MAX);
-        self.sessions_total.current.store(current, Ordering::Relaxed);
-        self.sessions_total.peak.fetch_max(current, Ordering::Relaxed);
+        self.sessions_total_peak.fetch_max(current, Ordering::Relaxed);
     }
 
-    /// Sessions over all services (as last noted).
-    pub fn sessions_total(&self) -> &Gauge {
-        &self.sessions_total
+    /// The highest total of sessions since start.
+    pub fn sessions_total_peak(&self) -> u64 {
+        self.sessions_total_peak.load(Ordering::Relaxed)
     }
 
     /// Records the peers seen alive at a heartbeat (and the cluster's session total).

@@ -192,11 +192,10 @@ impl Shield {
     /// The bans in force, as the kernel mirror takes them.
     pub fn mirrored_bans(&self) -> Vec<nft::MirroredBan> {
         let now = now_ms();
-        let prefix = self.config.load().ipv6_prefix;
         let bans = self.bans.read().unwrap_or_else(|p| p.into_inner());
         bans.iter()
             .filter(|(_, b)| b.until_ms > now)
-            .map(|(ip, b)| (*ip, if ip.is_ipv4() { 32 } else { prefix }, Duration::from_millis(b.until_ms - now)))
+            .map(|(ip, b)| (*ip, self.prefix_of(*ip), Duration::from_millis(b.until_ms - now)))
             .collect()
     }
 
@@ -279,40 +278,48 @@ impl Shield {
     /// until it can.
     pub async fn record(&self, client: IpAddr, category: &str, request: RequestLine<'_>) -> bool {
         let Some((source, settings)) = self.counted(client, category) else { return false };
-        let shared = if self.store.shared() {
-            let key = format!("shield:{category}:{source}");
-            let reached = self.store.record_event(&key, settings.window).await.ok().map(|n| n >= u64::from(settings.trigger));
-            if reached.is_none() {
-                // Counted here for now; merged into the shared window when the store is back.
-                let mut pending = self.unsynced_events.lock().unwrap_or_else(|p| p.into_inner());
-                if pending.len() < MAX_UNSYNCED_EVENTS {
-                    pending.push((key.clone(), now_ms(), settings.window));
-                }
-            }
-            if reached == Some(true) {
-                // The ban starts the count afresh, as the local counter does: after an unban
-                // one more failure must not ban again.
-                let _ = self.store.clear_events(&key).await;
-            }
-            reached
-        } else {
-            None
-        };
-        let reached = match shared {
+        let reached = match self.count_shared(source, category, &settings).await {
             Some(reached) => reached && !self.is_banned(source),
-            None => {
-                let reached = self.count_locally(source, category, settings.trigger, settings.window);
-                if reached && self.store.shared() {
-                    // The ban (reconciled later) covers these events: merging them would
-                    // re-ban the source at its next failure after an unban.
-                    let key = format!("shield:{category}:{source}");
-                    self.unsynced_events.lock().unwrap_or_else(|p| p.into_inner()).retain(|(k, _, _)| *k != key);
-                }
-                reached
-            }
+            None => self.count_here(source, category, &settings),
         };
         if reached {
             self.ban(client, source, category, settings.ban, request);
+        }
+        reached
+    }
+
+    /// Counts the event in a shared store's window; `None` when the store is not shared or
+    /// did not answer (then the event is kept to be merged into it later).
+    async fn count_shared(&self, source: IpAddr, category: &str, settings: &crate::config::CategorySettings) -> Option<bool> {
+        if !self.store.shared() {
+            return None;
+        }
+        let key = format!("shield:{category}:{source}");
+        let Ok(count) = self.store.record_event(&key, settings.window).await else {
+            // Counted here for now; merged into the shared window when the store is back.
+            let mut pending = self.unsynced_events.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.len() < MAX_UNSYNCED_EVENTS {
+                pending.push((key, now_ms(), settings.window));
+            }
+            return None;
+        };
+        let reached = count >= u64::from(settings.trigger);
+        if reached {
+            // The ban starts the count afresh, as the local counter does: after an unban one
+            // more failure must not ban again.
+            let _ = self.store.clear_events(&key).await;
+        }
+        Some(reached)
+    }
+
+    /// Counts the event in this peer's memory; true at the `trigger`-th within the window.
+    fn count_here(&self, source: IpAddr, category: &str, settings: &crate::config::CategorySettings) -> bool {
+        let reached = self.count_locally(source, category, settings.trigger, settings.window);
+        if reached && self.store.shared() {
+            // The ban (reconciled later) covers these events: merging them would re-ban the
+            // source at its next failure after an unban.
+            let key = format!("shield:{category}:{source}");
+            self.unsynced_events.lock().unwrap_or_else(|p| p.into_inner()).retain(|(k, _, _)| *k != key);
         }
         reached
     }
@@ -322,7 +329,7 @@ impl Shield {
     pub fn record_detached(self: &Arc<Self>, client: IpAddr, category: &str, request: RequestLine<'_>) {
         if !self.store.shared() {
             if let Some((source, settings)) = self.counted(client, category)
-                && self.count_locally(source, category, settings.trigger, settings.window)
+                && self.count_here(source, category, &settings)
             {
                 self.ban(client, source, category, settings.ban, request);
             }
@@ -351,6 +358,42 @@ impl Shield {
             return None;
         }
         Some((source_of(client, config.ipv6_prefix), settings.clone()))
+    }
+
+    /// The prefix length a banned source stands for (IPv4: the address; IPv6: `ipv6_prefix`).
+    fn prefix_of(&self, source: IpAddr) -> u8 {
+        if source.is_ipv4() { 32 } else { self.config.load().ipv6_prefix }
+    }
+
+    /// Puts a ban into memory (and the kernel mirror). When the table is full, expired bans
+    /// go first; a ban that still does not fit is kept by the store only.
+    fn remember(&self, source: IpAddr, ban: Ban) {
+        let remaining = Duration::from_millis(ban.until_ms.saturating_sub(now_ms()));
+        {
+            let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
+            if bans.len() >= MAX_BANS {
+                let now = now_ms();
+                bans.retain(|_, b| b.until_ms > now);
+            }
+            if bans.len() < MAX_BANS {
+                bans.insert(source, ban);
+            }
+            self.metrics.banned_sources(bans.len());
+        }
+        if let Some(mirror) = self.mirror.get() {
+            mirror.ban(source, self.prefix_of(source), remaining);
+        }
+    }
+
+    /// Takes a ban out of memory (and the kernel mirror); true when memory had it.
+    fn forget(&self, source: IpAddr) -> bool {
+        if let Some(mirror) = self.mirror.get() {
+            mirror.unban(source, self.prefix_of(source));
+        }
+        let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
+        let removed = bans.remove(&source).is_some();
+        self.metrics.banned_sources(bans.len());
+        removed
     }
 
     fn is_banned(&self, source: IpAddr) -> bool {
@@ -389,21 +432,8 @@ impl Shield {
         let since_ms = now_ms();
         let until_ms = since_ms.saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
         let ban = Ban { source: source.to_string(), category: category.to_string(), since_ms, until_ms, hits: 0 };
-        {
-            let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
-            if bans.len() >= MAX_BANS {
-                let now = now_ms();
-                bans.retain(|_, b| b.until_ms > now);
-            }
-            if bans.len() < MAX_BANS {
-                bans.insert(source, ban.clone());
-            }
-            self.metrics.banned_sources(bans.len());
-        }
+        self.remember(source, ban.clone());
         self.metrics.ban(category);
-        if let Some(mirror) = self.mirror.get() {
-            mirror.ban(source, if source.is_ipv4() { 32 } else { self.config.load().ipv6_prefix }, duration);
-        }
         let minutes = duration.as_secs().div_ceil(60);
         let ip = client.to_canonical();
         let line = format!(
@@ -499,40 +529,20 @@ impl Shield {
                     Ok(None) => return true,
                     Err(_) => return false,
                 };
-                let added = {
-                    let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
-                    let known = bans.get(&ip).is_some_and(|b| b.until_ms == record.until_ms);
-                    if !known && bans.len() < MAX_BANS {
-                        let hits = bans.get(&ip).map_or(0, |b| b.hits);
-                        bans.insert(
-                            ip,
-                            Ban {
-                                source: record.subject,
-                                category: record.category,
-                                since_ms: record.since_ms,
-                                until_ms: record.until_ms,
-                                hits,
-                            },
-                        );
+                let hits = {
+                    let bans = self.bans.read().unwrap_or_else(|p| p.into_inner());
+                    match bans.get(&ip) {
+                        Some(b) if b.until_ms == record.until_ms => return true, // known already
+                        known => known.map_or(0, |b| b.hits),
                     }
-                    self.metrics.banned_sources(bans.len());
-                    !known
                 };
-                if added && let Some(mirror) = self.mirror.get() {
-                    let prefix = if ip.is_ipv4() { 32 } else { self.config.load().ipv6_prefix };
-                    mirror.ban(ip, prefix, Duration::from_millis(record.until_ms.saturating_sub(now_ms())));
-                }
+                let ban =
+                    Ban { source: record.subject, category: record.category, since_ms: record.since_ms, until_ms: record.until_ms, hits };
+                self.remember(ip, ban);
             }
             Change::Unbanned(subject) => {
-                let Ok(ip) = subject.parse::<IpAddr>() else { return true };
-                let removed = {
-                    let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
-                    let removed = bans.remove(&ip).is_some();
-                    self.metrics.banned_sources(bans.len());
-                    removed
-                };
-                if removed && let Some(mirror) = self.mirror.get() {
-                    mirror.unban(ip, if ip.is_ipv4() { 32 } else { self.config.load().ipv6_prefix });
+                if let Ok(ip) = subject.parse::<IpAddr>() {
+                    self.forget(ip);
                 }
             }
             Change::SetChanged(key) if key == EXEMPTIONS_KEY => match self.store.set_members(EXEMPTIONS_KEY).await {
@@ -558,17 +568,8 @@ impl Shield {
 
     /// Lifts the ban on the source of `ip`; true when there was one.
     pub async fn unban(&self, ip: IpAddr) -> bool {
-        let prefix = self.config.load().ipv6_prefix;
-        let source = source_of(ip, prefix);
-        if let Some(mirror) = self.mirror.get() {
-            mirror.unban(source, if source.is_ipv4() { 32 } else { prefix });
-        }
-        let removed = {
-            let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
-            let removed = bans.remove(&source).is_some();
-            self.metrics.banned_sources(bans.len());
-            removed
-        };
+        let source = source_of(ip, self.config.load().ipv6_prefix);
+        let removed = self.forget(source);
         let stored = self.store.unban(&source.to_string()).await.unwrap_or(false);
         if removed || stored {
             self.error_log.warn(&format!("{source} unbanned by the administrator"));

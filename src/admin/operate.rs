@@ -102,15 +102,6 @@ pub fn get_weights(state: &AdminState) -> http::Response<AdminBody> {
     json(StatusCode::OK, &weight_rows(state))
 }
 
-/// Rebuilds the routing generation so new weights (or a refresh) take effect; requests in
-/// flight finish on the old generation.
-fn rebuild(state: &AdminState) -> Result<(), String> {
-    let config = state.edge.gateway.load().config.clone();
-    let gateway = state.edge.build_gateway(config).map_err(|e| e.to_string())?;
-    state.edge.gateway.store(Arc::new(gateway));
-    Ok(())
-}
-
 /// `POST /api/v1/weights?server=HOST:PORT&weight=N` and `DELETE /api/v1/weights?server=HOST:PORT`.
 pub async fn set_weight(state: &AdminState, query: &str, delete: bool) -> http::Response<AdminBody> {
     let Some(server) = query_param(query, "server").filter(|s| !s.is_empty() && s.len() <= 255) else {
@@ -130,7 +121,7 @@ pub async fn set_weight(state: &AdminState, query: &str, delete: bool) -> http::
     if state.edge.operate.set_weight(&server, weight).await.is_err() {
         return json(StatusCode::SERVICE_UNAVAILABLE, &ErrorBody { error: "state store unavailable" });
     }
-    if let Err(error) = rebuild(state) {
+    if let Err(error) = state.edge.rebuild_gateway() {
         state.edge.error_log.error(&format!("weight change stored but not applied: {error}"));
         return json(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -149,7 +140,7 @@ pub async fn set_weight(state: &AdminState, query: &str, delete: bool) -> http::
 pub async fn refresh(state: &AdminState) -> http::Response<AdminBody> {
     let auth = state.edge.gateway.load().auth.clone();
     auth.refresh_now().await;
-    match rebuild(state) {
+    match state.edge.rebuild_gateway() {
         Ok(()) => {
             state.edge.error_log.warn("refresh: keys and user lists re-fetched, routing and upstream pools rebuilt");
             json(StatusCode::OK, &serde_json::json!({ "refreshed": true }))

@@ -145,17 +145,8 @@ pub fn certificate(state: &AdminState) -> Option<CertificateStatus> {
     if !needs_tls {
         return None;
     }
-    let paths = crate::net::tls::ensure_certificate(
-        config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
-        &config.server.state_dir,
-        &config.server.name,
-    );
-    let paths = match paths {
-        Ok(paths) => paths,
-        Err(error) => {
-            return Some(CertificateStatus { origin: "unknown".into(), details: None, notice: None, error: Some(error.to_string()) });
-        }
-    };
+    let paths =
+        crate::net::tls::certificate_in_use(config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())), &config.server.state_dir);
     let origin = serde_json::to_value(paths.origin).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     match crate::operate::cert::details_of_file(&paths.cert) {
         Ok(details) => {
@@ -275,7 +266,7 @@ pub fn status(state: &AdminState) -> Status {
         cluster: cluster_status(state, &gateway.config.cluster.peer),
         counts: Counts {
             sessions: sessions_now,
-            sessions_peak: operate.sessions_total().peak(),
+            sessions_peak: operate.sessions_total_peak(),
             websockets: operate.websockets_total().current(),
             websockets_peak: operate.websockets_total().peak(),
             sip_registrations: None,

@@ -3,7 +3,8 @@
 //! overrides act as one.
 //!
 //! - Every counter that must be exact across peers is one Lua script that reads Redis's own
-//!   clock (`TIME`), never a peer's: sliding windows are sorted sets trimmed, appended and
+//!   clock (`TIME`), never a peer's (an event counted elsewhere during an outage is merged
+//!   with its own time by the same script): sliding windows are sorted sets trimmed, appended and
 //!   counted in one step; capped sets check and add in one step.
 //! - Keys carry TTLs matching their expiry (`PX`, `PEXPIRE`, bans `PEXPIREAT` at their end);
 //!   bans are also indexed in one sorted set scored by their end, so listing them is one script.
@@ -40,30 +41,13 @@ pub const BREAKER_OPEN: Duration = Duration::from_secs(2);
 
 const PREFIX: &str = "pc:";
 
-/// `KEYS[1]` window, `KEYS[2]` sequence; `ARGV[1]` window ms, `ARGV[2]` cap → count.
-const RECORD_EVENT: &str = r"
+/// `KEYS[1]` window, `KEYS[2]` sequence; `ARGV[1]` event ms (empty: now, on Redis's clock),
+/// `ARGV[2]` window ms, `ARGV[3]` cap → count (an event already outside the window is not
+/// added).
+const ADD_EVENT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local cap = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local seq = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[1], now, now .. '-' .. seq)
-local n = redis.call('ZCARD', KEYS[1])
-if n > cap then
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - cap - 1)
-  n = cap
-end
-redis.call('PEXPIRE', KEYS[1], window)
-return n
-";
-
-/// `KEYS[1]` window, `KEYS[2]` sequence; `ARGV[1]` event ms, `ARGV[2]` window ms, `ARGV[3]`
-/// cap → count (an event already outside the window is not added).
-const MERGE_EVENT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local at = tonumber(ARGV[1])
+local at = tonumber(ARGV[1]) or now
 local window = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -131,8 +115,7 @@ pub struct RedisStore {
     healthy: AtomicBool,
     /// Dropped with the store: ends the subscriber and Sentinel tasks.
     _stop: (oneshot::Sender<()>, oneshot::Sender<()>),
-    record_event: redis::Script,
-    merge_event: redis::Script,
+    add_event: redis::Script,
     count_events: redis::Script,
     oldest_event: redis::Script,
     set_add: redis::Script,
@@ -202,8 +185,7 @@ impl RedisStore {
             breaker_until: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             _stop: (stop, stop_watch),
-            record_event: redis::Script::new(RECORD_EVENT),
-            merge_event: redis::Script::new(MERGE_EVENT),
+            add_event: redis::Script::new(ADD_EVENT),
             count_events: redis::Script::new(COUNT_EVENTS),
             oldest_event: redis::Script::new(OLDEST_EVENT),
             set_add: redis::Script::new(SET_ADD),
@@ -240,6 +222,22 @@ impl RedisStore {
                 Err(backend(error))
             }
         }
+    }
+
+    /// One event at `at` (`None`: now, on Redis's clock) into window `k`; the count inside.
+    async fn add_event(&self, k: &str, at: Option<u64>, window: Duration) -> Result<u64, StoreError> {
+        check_key(k)?;
+        let mut c = self.connection()?;
+        let result = self
+            .add_event
+            .key(key("w", k))
+            .key(format!("{PREFIX}seq"))
+            .arg(at.map_or_else(String::new, |at| at.to_string()))
+            .arg(millis(window).max(1))
+            .arg(MAX_EVENTS_PER_WINDOW)
+            .invoke_async(&mut c)
+            .await;
+        self.outcome(result)
     }
 
     async fn publish(&self, kind: &str, data: &str) {
@@ -427,19 +425,7 @@ impl StateStore for RedisStore {
     }
 
     fn record_event<'a>(&'a self, k: &'a str, window: Duration) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            check_key(k)?;
-            let mut c = self.connection()?;
-            let result = self
-                .record_event
-                .key(key("w", k))
-                .key(format!("{PREFIX}seq"))
-                .arg(millis(window).max(1))
-                .arg(MAX_EVENTS_PER_WINDOW)
-                .invoke_async(&mut c)
-                .await;
-            self.outcome(result)
-        })
+        Box::pin(self.add_event(k, None, window))
     }
 
     fn count_events<'a>(&'a self, k: &'a str, window: Duration) -> StoreFuture<'a, u64> {
@@ -452,20 +438,7 @@ impl StateStore for RedisStore {
     }
 
     fn merge_event<'a>(&'a self, k: &'a str, at_ms: u64, window: Duration) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            check_key(k)?;
-            let mut c = self.connection()?;
-            let result = self
-                .merge_event
-                .key(key("w", k))
-                .key(format!("{PREFIX}seq"))
-                .arg(at_ms)
-                .arg(millis(window).max(1))
-                .arg(MAX_EVENTS_PER_WINDOW)
-                .invoke_async(&mut c)
-                .await;
-            self.outcome(result)
-        })
+        Box::pin(self.add_event(k, Some(at_ms), window))
     }
 
     fn clear_events<'a>(&'a self, k: &'a str) -> StoreFuture<'a, ()> {

@@ -63,20 +63,25 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Returns the certificate to serve: the one installed with `web cert add`, else the
 /// operator's `[tls]` files, else the self-signed one in `state_dir` (generated on first use).
 pub fn ensure_certificate(configured: Option<(&Path, &Path)>, state_dir: &Path, server_name: &str) -> Result<CertPaths, TlsError> {
+    let paths = certificate_in_use(configured, state_dir);
+    if paths.origin == CertOrigin::SelfSigned && !(paths.cert.is_file() && paths.key.is_file()) {
+        generate_self_signed(server_name, &paths.cert, &paths.key)?;
+    }
+    Ok(paths)
+}
+
+/// Which certificate [`ensure_certificate`] serves, without generating anything (for status
+/// readers).
+pub fn certificate_in_use(configured: Option<(&Path, &Path)>, state_dir: &Path) -> CertPaths {
     let dir = state_dir.join(SELF_SIGNED_DIR);
     let (cert, key) = (dir.join(crate::operate::cert::INSTALLED_CERT), dir.join(crate::operate::cert::INSTALLED_KEY));
     if cert.is_file() && key.is_file() {
-        return Ok(CertPaths { cert, key, origin: CertOrigin::Installed });
+        return CertPaths { cert, key, origin: CertOrigin::Installed };
     }
     if let Some((cert, key)) = configured {
-        return Ok(CertPaths { cert: cert.to_path_buf(), key: key.to_path_buf(), origin: CertOrigin::Configured });
+        return CertPaths { cert: cert.to_path_buf(), key: key.to_path_buf(), origin: CertOrigin::Configured };
     }
-    let cert = dir.join("self-signed.pem");
-    let key = dir.join("self-signed.key");
-    if !(cert.is_file() && key.is_file()) {
-        generate_self_signed(server_name, &cert, &key)?;
-    }
-    Ok(CertPaths { cert, key, origin: CertOrigin::SelfSigned })
+    CertPaths { cert: dir.join("self-signed.pem"), key: dir.join("self-signed.key"), origin: CertOrigin::SelfSigned }
 }
 
 /// Writes a new self-signed ECDSA P-256 certificate for `server_name` (and `localhost`).

@@ -192,6 +192,14 @@ impl Edge {
         }
     }
 
+    /// Rebuilds the generation from the running configuration (new weight overrides, a
+    /// refresh) and swaps it in; requests in flight finish on the old one.
+    pub fn rebuild_gateway(&self) -> Result<(), PoolError> {
+        let gateway = self.build_gateway(self.gateway.load().config.clone())?;
+        self.gateway.store(Arc::new(gateway));
+        Ok(())
+    }
+
     /// Builds the next generation from `config` (keeping caches where settings match).
     pub fn build_gateway(&self, config: Arc<Config>) -> Result<Gateway, PoolError> {
         let previous = self.gateway.load();
