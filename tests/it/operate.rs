@@ -1,5 +1,6 @@
 //! Operating a running edge through the real `portcullis` binary and the admin API:
-//! maintenance with drain (an open WebSocket keeps echoing while new sessions get 503),
+//! maintenance with drain (an open WebSocket keeps echoing and an established session keeps
+//! being served under load while new sessions get 503),
 //! weight overrides shifting traffic counted at the upstreams, refresh under load, and the
 //! status screen.
 
@@ -81,8 +82,31 @@ async fn maintenance_refuses_new_sessions_while_established_ones_drain() {
     let mut chat = websocket(edge.http, &alice).await.expect("upgrade before maintenance");
     echo(&mut chat, "before").await;
 
+    // Load from the established session while maintenance is switched on: none of it fails.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, alice, http) = (stop.clone(), alice.clone(), edge.http);
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    statuses.push(h1(http, "GET", "/", &[("authorization", &alice)], Bytes::new()).await.status);
+                }
+                statuses
+            })
+        })
+        .collect();
     let on = cli(&edge, &["maintenance", "on"]).await;
     assert_eq!(on.status.code(), Some(0), "{}", String::from_utf8_lossy(&on.stderr));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut served = 0;
+    for task in load {
+        let statuses = task.await.unwrap();
+        assert!(statuses.iter().all(|s| *s == 200), "the established session was refused: {statuses:?}");
+        served += statuses.len();
+    }
+    assert!(served > 10, "the load ran across the switch ({served} requests)");
     assert!(stdout(&on).contains("MAINTENANCE: ON"), "{}", stdout(&on));
     let states = service_states(&edge).await;
     assert_eq!(states["chat"], "Draining (2)", "one session and one WebSocket: {states}");
