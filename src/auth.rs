@@ -257,6 +257,21 @@ impl Authenticator {
         headers.get(http::header::AUTHORIZATION).map(|value| self.session_keys.digest(value.as_bytes()))
     }
 
+    /// Whether an `Authorization` value is already known valid (cached), so checking it again
+    /// is no guess: the shield admits such requests without waiting.
+    pub fn is_cached(&self, value: &[u8]) -> bool {
+        let bearer = is_bearer(value).then(|| value[7..].trim_ascii());
+        if let (Some(token), Some(tokens)) = (bearer, &self.tokens)
+            && token.starts_with(tokens::ACCESS_PREFIX.as_bytes())
+        {
+            return std::str::from_utf8(token).is_ok_and(|t| tokens.is_cached(t));
+        }
+        match bearer {
+            Some(token) => self.jwt.as_ref().is_some_and(|jwt| jwt.is_cached(token)),
+            None => self.basic.as_ref().is_some_and(|basic| basic.is_cached(value)),
+        }
+    }
+
     /// Authenticates a request for a service using `mode`.
     pub async fn authenticate(&self, mode: AuthMode, headers: &HeaderMap, client: IpAddr) -> Verdict {
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {

@@ -78,6 +78,37 @@ pub struct ListenerConfig {
     pub tls: bool,
     /// Redirect every request to this HTTPS listener's port instead of serving it.
     pub redirect_to: Option<RedirectTarget>,
+    /// What the canonical request view does with paths it cannot normalise safely.
+    pub paths: PathPolicy,
+}
+
+/// Per-listener policy for request paths the edge cannot normalise safely
+/// (`escaped_slashes`, `backslash`; used by `net::canonical`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathPolicy {
+    pub escaped_slashes: EscapedSlashPolicy,
+    pub backslash: BackslashPolicy,
+}
+
+/// `%2F` / `%5C` in a path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EscapedSlashPolicy {
+    /// 400 (default).
+    #[default]
+    Reject,
+    /// Kept encoded and opaque: never a separator at the edge. Only for upstreams that do not
+    /// decode them either.
+    Keep,
+}
+
+/// A literal `\` in a path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BackslashPolicy {
+    /// 400 (default).
+    #[default]
+    Reject,
+    /// Read as `/` (as IIS does) before normalising.
+    Slash,
 }
 
 /// Where a plain listener redirects to.
@@ -111,7 +142,7 @@ pub enum AuthMode {
     BasicOrJwt,
 }
 
-/// An unauthenticated path of a service (`public_paths`).
+/// An unauthenticated path of a service (`public_paths`), in canonical form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicPath {
     Prefix(String),
@@ -119,10 +150,12 @@ pub enum PublicPath {
 }
 
 impl PublicPath {
-    /// Whether `path` is covered by this entry.
-    pub fn matches(&self, path: &str) -> bool {
+    /// Whether the canonical `path` is covered by this entry (ASCII case folded when the
+    /// service's upstream is case-insensitive).
+    pub fn matches(&self, path: &str, fold_case: bool) -> bool {
         match self {
-            PublicPath::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            PublicPath::Prefix(prefix) => crate::net::canonical::has_prefix(path, prefix, fold_case),
+            PublicPath::Exact(exact) if fold_case => path.eq_ignore_ascii_case(exact),
             PublicPath::Exact(exact) => path == exact,
         }
     }
@@ -134,11 +167,17 @@ pub struct ServiceConfig {
     pub name: String,
     pub auth: AuthMode,
     pub public_paths: Vec<PublicPath>,
+    /// The upstream resolves paths case-insensitively: routes and public paths fold case.
+    pub case_insensitive: bool,
     pub websocket_auth: bool,
     /// Credential-less WebSocket upgrades allowed from IPs that authenticated this recently.
     pub websocket_ip_window: Option<Duration>,
     /// Lifetime of cached CORS preflight answers.
     pub cors_cache: Duration,
+    /// Origins whose preflights are forwarded (`None`: any origin).
+    pub cors_origins: Option<Vec<String>>,
+    /// Preflights forwarded to the upstream per minute (cache misses), at most.
+    pub cors_preflights_per_minute: u32,
     pub kind: ServiceKind,
 }
 
@@ -282,6 +321,9 @@ pub struct ProtectionConfig {
     pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
     /// The nftables table bans are mirrored into (`protection.nftables_set = true`).
     pub nftables_table: Option<String>,
+    /// Close banned sources' TLS connections at accept instead of answering 418 after the
+    /// handshake (`banned_tls = "close"`).
+    pub close_banned_tls: bool,
 }
 
 /// `[protection.categories.<name>]`.

@@ -1,7 +1,8 @@
 //! Network plumbing below HTTP: binding sockets, server TLS and certificates, and the
 //! stream wrappers every client connection passes through (idle timeout, HTTP/1 framing
-//! guard against request smuggling).
+//! guard against request smuggling), and the canonical request view (path, authority).
 
+pub mod canonical;
 pub mod fetch;
 pub mod h1_guard;
 pub mod idle;

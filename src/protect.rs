@@ -88,6 +88,27 @@ pub struct Shield {
     unsynced: Arc<Mutex<Vec<BanRecord>>>,
     /// Failure events a shared store could not count yet: (window key, Unix ms, window).
     unsynced_events: Mutex<Vec<(String, u64, Duration)>>,
+    /// Per-source admission to credential checks (see [`Shield::admit`]).
+    admissions: Arc<Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// A source's turn to have one credential checked; the next waits until it is dropped.
+pub struct Admission {
+    admissions: Arc<Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>>,
+    source: IpAddr,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        drop(self.turn.take());
+        let mut admissions = self.admissions.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the table and this admission hold the lock: nobody waits, forget the source.
+        if Arc::strong_count(&self.lock) == 2 {
+            admissions.remove(&self.source);
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -153,7 +174,23 @@ impl Shield {
             mirror: OnceLock::new(),
             unsynced: Arc::default(),
             unsynced_events: Mutex::default(),
+            admissions: Arc::default(),
         })
+    }
+
+    /// Waits for `client`'s turn to have one credential checked, when its failures are
+    /// counted in `category` (otherwise `None`: nothing to wait for). Checks from one source
+    /// run one at a time, so a refusal is counted — and the ban made — before the next guess
+    /// is looked at, however many connections or streams the source opens (the caller checks
+    /// the ban again once admitted).
+    pub async fn admit(&self, client: IpAddr, category: &str) -> Option<Admission> {
+        let (source, _) = self.counted(client, category)?;
+        let lock = {
+            let mut admissions = self.admissions.lock().unwrap_or_else(|p| p.into_inner());
+            admissions.entry(source).or_default().clone()
+        };
+        let turn = lock.clone().lock_owned().await;
+        Some(Admission { admissions: self.admissions.clone(), source, turn: Some(turn), lock })
     }
 
     /// Applies new protection settings (reload); bans stay.

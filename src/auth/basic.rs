@@ -139,6 +139,11 @@ impl BasicAuth {
         self.cache.live_entries()
     }
 
+    /// Whether this `Authorization: Basic …` value is cached as valid.
+    pub fn is_cached(&self, value: &[u8]) -> bool {
+        value.len() <= MAX_CREDENTIAL_BYTES && self.cache.lookup(&self.cache.digest(value)).is_some()
+    }
+
     /// Authenticates one `Authorization: Basic …` value.
     pub async fn authenticate(&self, value: &[u8]) -> Outcome {
         if value.len() > MAX_CREDENTIAL_BYTES {

@@ -174,6 +174,11 @@ impl JwtAuth {
         keys.get(kid).map(|k| (k.key.clone(), k.family))
     }
 
+    /// Whether this bearer token is cached as valid.
+    pub fn is_cached(&self, token: &[u8]) -> bool {
+        token.len() <= MAX_TOKEN_BYTES && self.cache.lookup(&self.cache.digest(token)).is_some()
+    }
+
     /// Authenticates one bearer token.
     pub async fn authenticate(&self, token: &[u8]) -> Outcome {
         if token.len() > MAX_TOKEN_BYTES {

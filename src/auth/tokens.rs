@@ -152,6 +152,12 @@ impl TokenService {
         })
     }
 
+    /// Whether this access token is held in memory as live.
+    pub fn is_cached(&self, access: &str) -> bool {
+        access.len() <= 128
+            && self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&hash(access)).is_some_and(|(_, until)| *until > Instant::now())
+    }
+
     /// The user of a live access token.
     pub async fn validate(&self, access: &str) -> Option<String> {
         if !access.starts_with(ACCESS_PREFIX) || access.len() > 128 {

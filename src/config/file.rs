@@ -36,6 +36,10 @@ pub struct ListenerFile {
     pub address: Option<String>,
     pub tls: Option<bool>,
     pub redirect_to: Option<String>,
+    /// `%2F`/`%5C` in request paths: "reject" (default, 400) or "keep" (opaque, never a separator).
+    pub escaped_slashes: Option<String>,
+    /// A literal `\` in request paths: "reject" (default, 400) or "slash" (read as `/`).
+    pub backslash: Option<String>,
 }
 
 /// `[tls]`.
@@ -64,12 +68,18 @@ pub struct ServiceFile {
     pub name: Option<String>,
     pub auth: Option<String>,
     pub public_paths: Option<Vec<String>>,
+    /// The upstream resolves paths case-insensitively: routes and public paths fold case.
+    pub case_insensitive: Option<bool>,
     pub websocket_auth: Option<bool>,
     /// Allow a WebSocket upgrade without credentials from a source IP that authenticated
     /// successfully within this window (off when absent).
     pub websocket_ip_window: Option<String>,
     /// How long a successful CORS preflight answer is replayed at the edge (default 5 min).
     pub cors_cache: Option<String>,
+    /// Origins whose CORS preflights are forwarded (default: any); others get 403.
+    pub cors_origins: Option<Vec<String>>,
+    /// Preflights forwarded to the upstream per minute, at most (default 60); beyond: 429.
+    pub cors_preflights_per_minute: Option<u64>,
     pub upstream_tls: Option<bool>,
     /// PEM bundle of CAs trusted for upstream TLS (default: the public web roots).
     pub upstream_ca: Option<String>,
@@ -185,6 +195,9 @@ pub struct ProtectionFile {
     pub nftables_set: Option<bool>,
     /// The `inet` table the mirror owns.
     pub nftables_table: Option<String>,
+    /// Banned sources on TLS listeners: "answer" (default: 418 after the handshake) or
+    /// "close" (closed at accept).
+    pub banned_tls: Option<String>,
 }
 
 /// `[protection.categories.<name>]`.

@@ -307,7 +307,24 @@ fn resolve_listeners(c: &mut Checker<'_>, raw: Vec<Option<ListenerFile>>) -> Vec
         if tls && l.redirect_to.is_some() {
             c.err(format!("{path}.redirect_to"), "a TLS listener cannot redirect", "remove redirect_to or set tls = false");
         }
-        out.push((ListenerConfig { name, address, tls, redirect_to: None }, l.redirect_to));
+        let escaped_slashes = match l.escaped_slashes.as_deref() {
+            None | Some("reject") => EscapedSlashPolicy::Reject,
+            Some("keep") => EscapedSlashPolicy::Keep,
+            Some(other) => {
+                c.err(format!("{path}.escaped_slashes"), format!("{other:?} is not a policy"), "use \"reject\" (default) or \"keep\"");
+                EscapedSlashPolicy::Reject
+            }
+        };
+        let backslash = match l.backslash.as_deref() {
+            None | Some("reject") => BackslashPolicy::Reject,
+            Some("slash") => BackslashPolicy::Slash,
+            Some(other) => {
+                c.err(format!("{path}.backslash"), format!("{other:?} is not a policy"), "use \"reject\" (default) or \"slash\"");
+                BackslashPolicy::Reject
+            }
+        };
+        let paths = PathPolicy { escaped_slashes, backslash };
+        out.push((ListenerConfig { name, address, tls, redirect_to: None, paths }, l.redirect_to));
     }
     let by_name: HashMap<String, (bool, u16)> = out.iter().map(|(l, _)| (l.name.clone(), (l.tls, l.address.port()))).collect();
     out.into_iter()
@@ -413,15 +430,28 @@ fn resolve_services(c: &mut Checker<'_>, raw: Vec<Option<ServiceFile>>, auth: &A
         }
         let mut public_paths = Vec::new();
         for (j, p) in s.public_paths.clone().unwrap_or_default().into_iter().enumerate() {
-            match p.strip_prefix('=') {
-                Some(exact) if exact.starts_with('/') => public_paths.push(PublicPath::Exact(exact.to_string())),
-                None if p.starts_with('/') => public_paths.push(PublicPath::Prefix(p)),
-                _ => c.err(
+            let (text, exact) = match p.strip_prefix('=') {
+                Some(exact) => (exact, true),
+                None => (p.as_str(), false),
+            };
+            if !text.starts_with('/') {
+                c.err(
                     format!("{path}.public_paths[{j}]"),
                     format!("{p:?} is not a path"),
                     "write a prefix \"/assets/\" or an exact path \"=/favicon.ico\"",
-                ),
+                );
+                continue;
             }
+            // Requests are matched in canonical form, so an entry must be written in it.
+            if crate::net::canonical::normalize_path(text, PathPolicy::default()).as_deref() != Ok(text) {
+                c.err(
+                    format!("{path}.public_paths[{j}]"),
+                    format!("{p:?} is not in canonical form"),
+                    "write the path as requests are normalised: no \"..\", \".\" or \"//\" segments, no escaped unreserved characters, upper-case hex in escapes",
+                );
+                continue;
+            }
+            public_paths.push(if exact { PublicPath::Exact(text.to_string()) } else { PublicPath::Prefix(text.to_string()) });
         }
         let kind = match (&s.static_dir, s.upstream.is_empty()) {
             (Some(_), false) => {
@@ -454,10 +484,29 @@ fn resolve_services(c: &mut Checker<'_>, raw: Vec<Option<ServiceFile>>, auth: &A
             (None, false) => ServiceKind::Proxy(resolve_pool(c, &path, &s)),
         };
         let cors_cache = c.duration(&format!("{path}.cors_cache"), s.cors_cache.as_ref(), Duration::from_secs(300));
+        let cors_preflights_per_minute =
+            c.bounded(&format!("{path}.cors_preflights_per_minute"), s.cors_preflights_per_minute, 60, 1, 100_000) as u32;
+        let cors_origins = s.cors_origins.clone().inspect(|origins| {
+            for (j, origin) in origins.iter().enumerate() {
+                let ok = origin.parse::<http::Uri>().is_ok_and(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() && u.path() == "/" && !origin.ends_with('/')
+                });
+                if !ok {
+                    c.err(
+                        format!("{path}.cors_origins[{j}]"),
+                        format!("{origin:?} is not an origin"),
+                        "write scheme://host[:port] without a path, e.g. \"https://app.example.com\"",
+                    );
+                }
+            }
+        });
         out.push(ServiceConfig {
             name,
             auth: auth_mode,
             public_paths,
+            case_insensitive: s.case_insensitive.unwrap_or(false),
+            cors_origins,
+            cors_preflights_per_minute,
             websocket_auth: s.websocket_auth.unwrap_or(false),
             websocket_ip_window: s
                 .websocket_ip_window
@@ -546,8 +595,15 @@ fn resolve_routes(
         let prefix = r.path.unwrap_or_else(|| "/".to_string());
         if !prefix.starts_with('/') {
             c.err(format!("{path}.path"), format!("{prefix:?} does not start with '/'"), "write a path prefix such as \"/finesse/\"");
+        } else if crate::net::canonical::normalize_path(&prefix, PathPolicy::default()).as_deref() != Ok(prefix.as_str()) {
+            c.err(
+                format!("{path}.path"),
+                format!("{prefix:?} is not in canonical form"),
+                "write the prefix as requests are normalised: no \"..\", \".\" or \"//\" segments, no escaped unreserved characters",
+            );
         }
-        let host = r.host.map(|h| h.to_ascii_lowercase());
+        // Requests are routed on their canonical host: lower case, no trailing dot.
+        let host = r.host.map(|h| h.strip_suffix('.').unwrap_or(&h).to_ascii_lowercase());
         if let Some(h) = &host
             && !valid_host_name(h)
         {
@@ -719,7 +775,19 @@ fn resolve_protection(c: &mut Checker<'_>, raw: &ProtectionFile) -> ProtectionCo
         c.err("protection.nftables_table", format!("{table:?} is not a usable table name"), "use letters, digits and _ (at most 32)");
     }
     let nftables_table = raw.nftables_set.unwrap_or(false).then_some(table);
-    ProtectionConfig { blocked_status, ipv6_prefix, categories, exemptions, trusted_proxies, nftables_table }
+    let close_banned_tls = match raw.banned_tls.as_deref() {
+        None | Some("answer") => false,
+        Some("close") => true,
+        Some(other) => {
+            c.err(
+                "protection.banned_tls",
+                format!("{other:?} is not a choice"),
+                "use \"answer\" (418 after the handshake, default) or \"close\"",
+            );
+            false
+        }
+    };
+    ProtectionConfig { blocked_status, ipv6_prefix, categories, exemptions, trusted_proxies, nftables_table, close_banned_tls }
 }
 
 fn resolve_cluster(c: &mut Checker<'_>, raw: ClusterFile, server_name: &str) -> ClusterConfig {

@@ -14,10 +14,21 @@
 //! (so hyper answers 400 in order, after earlier pipelined responses, and closes), and
 //! every later read is end-of-stream: the refused head and what follows never reach hyper.
 //!
+//! The chunked encoding is followed with hyper's own grammar (CRLF everywhere; an empty size
+//! line, bare LF — which hyper reads as trailer text but other parsers as a line end — and
+//! any byte hyper would refuse are [`Scan::BadBody`]): the stream is cut there, so hyper
+//! sees a truncated body, the handler answers 400, and nothing after it is read.
+//!
+//! A request with an `Upgrade` field is followed to the end of its body, then the bytes
+//! after it are held back until the handler says whether the connection was upgraded
+//! ([`UpgradeGate`]): a real upgrade turns the rest into an opaque tunnel; any other answer
+//! (a refusal, an upstream that did not switch) resumes scanning, so no HTTP/1 byte of a
+//! connection that is not actually upgraded escapes the guard.
+//!
 //! Threat model: a client that wants two parsers (ours, an upstream's) to disagree on where
-//! a request ends. Anything the scanner cannot follow (malformed heads, bad chunk syntax,
-//! oversized heads, HTTP/2 preface, an `Upgrade`) makes it stop scanning: hyper rejects the
-//! malformed cases itself and closes the connection, and upgrades become opaque tunnels.
+//! a request ends. Heads the scanner cannot read (malformed, oversized) are left to hyper,
+//! which refuses them and closes; the HTTP/2 preface on a plain listener ends scanning
+//! (HTTP/2 frames carry their own lengths).
 
 use std::io;
 use std::pin::Pin;
@@ -84,19 +95,32 @@ pub enum Scan {
     Refused { head_start: usize, violation: Violation, request: RefusedRequest },
     /// A head hyper will refuse itself (400/431); reported, nothing hidden.
     Reported { violation: Violation },
+    /// Invalid chunked framing at byte `at` of the run: the stream must end there (hyper
+    /// then fails the body and the handler answers 400).
+    BadBody { at: usize },
+    /// The request with an `Upgrade` field ended at byte `at`: what follows must wait for the
+    /// handler's decision ([`RequestFraming::resume`] or [`RequestFraming::stop`]).
+    AwaitUpgrade { at: usize },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
-    Size { seen_digit: bool },
+    /// Hex digits of a chunk size (`seen_digit`: at least one).
+    Size {
+        seen_digit: bool,
+    },
+    /// Spaces or tabs after the size.
+    SizeLws,
     Extension,
     SizeLf,
     Data,
     DataCr,
     DataLf,
-    TrailerLineStart,
-    TrailerLine,
-    TrailerEndLf,
+    /// After the last chunk: CR of the final CRLF, or the first byte of a trailer line.
+    EndCr,
+    Trailer,
+    TrailerLf,
+    EndLf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +128,8 @@ enum State {
     Head,
     Body,
     Chunked(Chunk),
+    /// A request with `Upgrade` ended: the next bytes wait for the handler's decision.
+    AwaitUpgrade,
     /// The scanner stopped following the stream (see module docs).
     Stopped,
 }
@@ -112,6 +138,10 @@ enum State {
 #[derive(Debug)]
 pub struct RequestFraming {
     state: State,
+    /// The current request carries `Upgrade`: after its body, await the decision.
+    upgrade: bool,
+    /// Requests with `Upgrade` seen so far (the handler decides on each, in order).
+    upgrade_requests: u64,
     /// Bytes of the current head not yet complete.
     head: Vec<u8>,
     /// Remaining body or chunk-data bytes.
@@ -123,7 +153,27 @@ pub struct RequestFraming {
 impl RequestFraming {
     /// A scanner for a fresh connection.
     pub fn new(max_head_bytes: usize, max_headers: usize) -> Self {
-        RequestFraming { state: State::Head, head: Vec::new(), remaining: 0, max_head_bytes, max_headers }
+        RequestFraming {
+            state: State::Head,
+            upgrade: false,
+            upgrade_requests: 0,
+            head: Vec::new(),
+            remaining: 0,
+            max_head_bytes,
+            max_headers,
+        }
+    }
+
+    /// The request with `Upgrade` was not upgraded: follow the stream again.
+    pub fn resume(&mut self) {
+        if self.state == State::AwaitUpgrade {
+            self.state = State::Head;
+        }
+    }
+
+    /// The request ended (end of its body): the next head, or the upgrade decision.
+    fn request_done(&mut self) {
+        self.state = if std::mem::take(&mut self.upgrade) { State::AwaitUpgrade } else { State::Head };
     }
 
     /// Whether the scanner still follows the stream.
@@ -137,6 +187,7 @@ impl RequestFraming {
         while pos < bytes.len() {
             match self.state {
                 State::Stopped => return Scan::Clean,
+                State::AwaitUpgrade => return Scan::AwaitUpgrade { at: pos },
                 State::Head => {
                     // Fast path: a whole head inside this read is parsed in place, no copy.
                     let (check, consumed_before) = if self.head.is_empty() {
@@ -171,11 +222,16 @@ impl RequestFraming {
                             self.stop();
                             return Scan::Reported { violation };
                         }
-                        HeadCheck::Complete { len, next, body_len } => {
+                        HeadCheck::Complete { len, next, body_len, upgrade } => {
                             pos += len - consumed_before;
                             self.head.clear();
                             self.remaining = body_len;
+                            self.upgrade = upgrade;
+                            self.upgrade_requests += u64::from(upgrade);
                             self.state = next;
+                            if next == State::Head {
+                                self.request_done();
+                            }
                         }
                     }
                 }
@@ -184,7 +240,7 @@ impl RequestFraming {
                     pos += take;
                     self.remaining -= take as u64;
                     if self.remaining == 0 {
-                        self.state = State::Head;
+                        self.request_done();
                     }
                 }
                 State::Chunked(Chunk::Data) => {
@@ -196,7 +252,10 @@ impl RequestFraming {
                     }
                 }
                 State::Chunked(chunk) => {
-                    self.chunk_byte(chunk, bytes[pos]);
+                    if !self.chunk_byte(chunk, bytes[pos]) {
+                        self.stop();
+                        return Scan::BadBody { at: pos };
+                    }
                     pos += 1;
                 }
             }
@@ -204,47 +263,53 @@ impl RequestFraming {
         Scan::Clean
     }
 
-    fn stop(&mut self) {
+    /// Stops following the stream (an upgrade happened, or nothing more may be read).
+    pub fn stop(&mut self) {
         self.state = State::Stopped;
         self.head = Vec::new();
     }
 
-    fn chunk_byte(&mut self, chunk: Chunk, b: u8) {
+    /// One byte of chunked framing, with hyper's grammar; false when it is refused.
+    fn chunk_byte(&mut self, chunk: Chunk, b: u8) -> bool {
         let next = match (chunk, b) {
             (Chunk::Size { .. }, b) if b.is_ascii_hexdigit() => {
                 let digit = u64::from((b as char).to_digit(16).unwrap_or(0));
                 match self.remaining.checked_mul(16).and_then(|v| v.checked_add(digit)) {
                     Some(v) => {
                         self.remaining = v;
-                        State::Chunked(Chunk::Size { seen_digit: true })
+                        Chunk::Size { seen_digit: true }
                     }
-                    None => State::Stopped,
+                    None => return false,
                 }
             }
-            (Chunk::Size { seen_digit: true }, b';' | b' ' | b'\t') => State::Chunked(Chunk::Extension),
-            (Chunk::Size { seen_digit: true }, b'\r') => State::Chunked(Chunk::SizeLf),
-            (Chunk::Extension, b'\r') => State::Chunked(Chunk::SizeLf),
-            (Chunk::Extension, b'\n') => State::Stopped,
-            (Chunk::Extension, _) => State::Chunked(Chunk::Extension),
-            (Chunk::SizeLf, b'\n') if self.remaining == 0 => State::Chunked(Chunk::TrailerLineStart),
-            (Chunk::SizeLf, b'\n') => State::Chunked(Chunk::Data),
-            (Chunk::DataCr, b'\r') => State::Chunked(Chunk::DataLf),
+            // hyper reads an empty size line as 0 (the last chunk); others may not: refused.
+            (Chunk::Size { seen_digit: false }, _) => return false,
+            (Chunk::Size { .. } | Chunk::SizeLws, b' ' | b'\t') => Chunk::SizeLws,
+            (Chunk::Size { .. } | Chunk::SizeLws, b';') => Chunk::Extension,
+            (Chunk::Size { .. } | Chunk::SizeLws | Chunk::Extension, b'\r') => Chunk::SizeLf,
+            (Chunk::Extension, b'\n') => return false,
+            (Chunk::Extension, _) => Chunk::Extension,
+            (Chunk::SizeLf, b'\n') if self.remaining == 0 => Chunk::EndCr,
+            (Chunk::SizeLf, b'\n') => Chunk::Data,
+            (Chunk::DataCr, b'\r') => Chunk::DataLf,
             (Chunk::DataLf, b'\n') => {
                 self.remaining = 0;
-                State::Chunked(Chunk::Size { seen_digit: false })
+                Chunk::Size { seen_digit: false }
             }
-            (Chunk::TrailerLineStart, b'\r') => State::Chunked(Chunk::TrailerEndLf),
-            (Chunk::TrailerLineStart, b'\n') => State::Head,
-            (Chunk::TrailerLine, b'\n') => State::Chunked(Chunk::TrailerLineStart),
-            (Chunk::TrailerLineStart | Chunk::TrailerLine, _) => State::Chunked(Chunk::TrailerLine),
-            (Chunk::TrailerEndLf, b'\n') => State::Head,
-            _ => State::Stopped,
+            (Chunk::EndCr, b'\r') => Chunk::EndLf,
+            (Chunk::EndLf, b'\n') => {
+                self.request_done();
+                return true;
+            }
+            // hyper keeps a bare LF inside a trailer line; other parsers end the line there.
+            (Chunk::EndCr | Chunk::Trailer, b'\n') => return false,
+            (Chunk::Trailer, b'\r') => Chunk::TrailerLf,
+            (Chunk::EndCr | Chunk::Trailer, _) => Chunk::Trailer,
+            (Chunk::TrailerLf, b'\n') => Chunk::EndCr,
+            _ => return false,
         };
-        if next == State::Stopped {
-            self.stop();
-        } else {
-            self.state = next;
-        }
+        self.state = State::Chunked(next);
+        true
     }
 
     fn inspect_head(&self, head: &[u8]) -> HeadCheck {
@@ -310,12 +375,7 @@ impl RequestFraming {
             next = State::Chunked(Chunk::Size { seen_digit: false });
             remaining = 0;
         }
-        if upgrade {
-            // After a successful upgrade the stream is a tunnel; the proxy closes the
-            // connection when an upgrade is refused, so no HTTP follows unscanned.
-            next = State::Stopped;
-        }
-        HeadCheck::Complete { len, next, body_len: remaining }
+        HeadCheck::Complete { len, next, body_len: remaining, upgrade }
     }
 }
 
@@ -324,7 +384,7 @@ enum HeadCheck {
     Stop,
     Unreadable(Violation),
     Refused(Violation, RefusedRequest),
-    Complete { len: usize, next: State, body_len: u64 },
+    Complete { len: usize, next: State, body_len: u64, upgrade: bool },
 }
 
 /// Reports refused requests to the owner of the connection (access log, metrics, shield).
@@ -335,6 +395,47 @@ pub type RefusalHook = Box<dyn FnOnce(Violation, RefusedRequest) + Send>;
 /// after any earlier responses — and closes the connection.
 const POISON: &[u8] = b"\x00\r\n\r\n";
 
+/// Whether each request that carried an `Upgrade` field was upgraded: told by the request
+/// handler (in order: hyper handles one request of a connection at a time), awaited by
+/// [`GuardedIo`] before it lets any byte after such a request through.
+#[derive(Debug, Default)]
+pub struct UpgradeGate {
+    state: std::sync::Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// Decisions made so far (one per request with `Upgrade`).
+    decided: u64,
+    /// The latest decision.
+    upgraded: bool,
+    waker: Option<std::task::Waker>,
+}
+
+impl UpgradeGate {
+    /// The handler's answer to a request that carried `Upgrade`: `upgraded` when it switched
+    /// protocols.
+    pub fn decide(&self, upgraded: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.decided += 1;
+        state.upgraded = upgraded;
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// The decision on the `nth` request with `Upgrade` (counting from 1), once made.
+    fn poll_decision(&self, nth: u64, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.decided >= nth {
+            Poll::Ready(state.upgraded)
+        } else {
+            state.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
 /// A client stream whose HTTP/1 requests pass through [`RequestFraming`].
 pub struct GuardedIo<T> {
     inner: T,
@@ -342,17 +443,59 @@ pub struct GuardedIo<T> {
     /// A head was refused: every further read is end-of-stream.
     refused: bool,
     hook: Option<RefusalHook>,
+    gate: std::sync::Arc<UpgradeGate>,
+    /// Bytes read after a request with `Upgrade`, held until the handler decides.
+    held: Vec<u8>,
 }
 
 impl<T> GuardedIo<T> {
-    /// Wraps a fresh client connection.
-    pub fn new(inner: T, max_head_bytes: usize, max_headers: usize, hook: RefusalHook) -> Self {
-        GuardedIo { inner, framing: RequestFraming::new(max_head_bytes, max_headers), refused: false, hook: Some(hook) }
+    /// Wraps a fresh client connection; `gate` is where the request handler tells whether an
+    /// `Upgrade` request was upgraded.
+    pub fn new(inner: T, max_head_bytes: usize, max_headers: usize, hook: RefusalHook, gate: std::sync::Arc<UpgradeGate>) -> Self {
+        GuardedIo {
+            inner,
+            framing: RequestFraming::new(max_head_bytes, max_headers),
+            refused: false,
+            hook: Some(hook),
+            gate,
+            held: Vec::new(),
+        }
     }
 
     /// The wrapped stream.
     pub fn get_ref(&self) -> &T {
         &self.inner
+    }
+
+    /// Scans bytes that were just placed in `buf` (from `before` on) and acts on the verdict.
+    fn scan(&mut self, buf: &mut ReadBuf<'_>, before: usize) {
+        match self.framing.feed(&buf.filled()[before..]) {
+            Scan::Clean => {}
+            Scan::Refused { head_start, violation, request } => {
+                // Hide the refused head (and everything after it) from hyper.
+                buf.set_filled(before + head_start);
+                let room = buf.remaining().min(POISON.len());
+                buf.put_slice(&POISON[..room]);
+                self.refused = true;
+                if let Some(hook) = self.hook.take() {
+                    hook(violation, request);
+                }
+            }
+            Scan::Reported { violation } => {
+                if let Some(hook) = self.hook.take() {
+                    hook(violation, RefusedRequest::default());
+                }
+            }
+            Scan::BadBody { at } => {
+                // hyper sees the body end early (an error: 400 from the handler).
+                buf.set_filled(before + at);
+                self.refused = true;
+            }
+            Scan::AwaitUpgrade { at } => {
+                self.held.extend_from_slice(&buf.filled()[before + at..]);
+                buf.set_filled(before + at);
+            }
+        }
     }
 }
 
@@ -362,29 +505,33 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         if this.refused {
             return Poll::Ready(Ok(()));
         }
+        if this.framing.state == State::AwaitUpgrade {
+            if ready!(this.gate.poll_decision(this.framing.upgrade_requests, cx)) {
+                this.framing.stop();
+            } else {
+                this.framing.resume();
+            }
+        }
+        if !this.held.is_empty() {
+            // Bytes read while the decision was pending: handed over now, scanned unless the
+            // connection was upgraded.
+            let before = buf.filled().len();
+            let take = buf.remaining().min(this.held.len());
+            buf.put_slice(&this.held[..take]);
+            this.held.drain(..take);
+            if this.framing.is_following() {
+                let pending = std::mem::take(&mut this.held);
+                this.scan(buf, before);
+                this.held.extend_from_slice(&pending);
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         if !this.framing.is_following() {
             return Poll::Ready(Ok(()));
         }
-        match this.framing.feed(&buf.filled()[before..]) {
-            Scan::Clean => {}
-            Scan::Refused { head_start, violation, request } => {
-                // Hide the refused head (and everything after it) from hyper.
-                buf.set_filled(before + head_start);
-                let room = buf.remaining().min(POISON.len());
-                buf.put_slice(&POISON[..room]);
-                this.refused = true;
-                if let Some(hook) = this.hook.take() {
-                    hook(violation, request);
-                }
-            }
-            Scan::Reported { violation } => {
-                if let Some(hook) = this.hook.take() {
-                    hook(violation, RefusedRequest::default());
-                }
-            }
-        }
+        this.scan(buf, before);
         Poll::Ready(Ok(()))
     }
 }

@@ -24,6 +24,7 @@ fn config() -> ProtectionConfig {
             categories: vec!["http-auth-failure".into()],
         }],
         trusted_proxies: Vec::new(),
+        close_banned_tls: false,
         nftables_table: None,
     }
 }

@@ -16,6 +16,12 @@ use super::upstream::Lease;
 #[derive(Debug)]
 pub enum ProxyBody {
     Stream(Incoming),
+    /// A client's request body on its way upstream: `broken` turns true when the client's
+    /// framing failed (so the edge answers 400, not 502).
+    Client {
+        incoming: Incoming,
+        broken: Arc<std::sync::atomic::AtomicBool>,
+    },
     Full(Option<Bytes>),
 }
 
@@ -31,12 +37,20 @@ impl ProxyBody {
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
     }
 
+    /// This body, watched for a client-side failure that sets `broken`.
+    pub fn watched(self, broken: Arc<std::sync::atomic::AtomicBool>) -> ProxyBody {
+        match self {
+            ProxyBody::Stream(incoming) | ProxyBody::Client { incoming, .. } => ProxyBody::Client { incoming, broken },
+            full => full,
+        }
+    }
+
     /// Reads a streaming body into memory if it is at most `limit` bytes; `Err` gives the
     /// body back (untouched) when it is larger or of unknown size.
     pub async fn buffer_small(self, limit: u64) -> Result<Result<Bytes, ProxyBody>, hyper::Error> {
         match self {
             ProxyBody::Full(bytes) => Ok(Ok(bytes.unwrap_or_default())),
-            ProxyBody::Stream(incoming) => {
+            ProxyBody::Stream(incoming) | ProxyBody::Client { incoming, .. } => {
                 if incoming.is_end_stream() {
                     return Ok(Ok(Bytes::new()));
                 }
@@ -56,20 +70,27 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ProxyBody::Stream(incoming) => Pin::new(incoming).poll_frame(cx),
+            ProxyBody::Client { incoming, broken } => {
+                let polled = Pin::new(incoming).poll_frame(cx);
+                if let Poll::Ready(Some(Err(_))) = &polled {
+                    broken.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                polled
+            }
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Stream(incoming) => incoming.is_end_stream(),
+            ProxyBody::Stream(incoming) | ProxyBody::Client { incoming, .. } => incoming.is_end_stream(),
             ProxyBody::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Stream(incoming) => incoming.size_hint(),
+            ProxyBody::Stream(incoming) | ProxyBody::Client { incoming, .. } => incoming.size_hint(),
             ProxyBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

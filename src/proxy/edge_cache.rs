@@ -4,9 +4,12 @@
 //!   served from memory while `Cache-Control` allows (no-store/private/no-cache are never
 //!   cached; max-age/s-maxage set the lifetime, capped); only 2xx bodies are cached, and a
 //!   404 is remembered so probing the same unknown path does not reach the upstream again.
+//!   Keyed by the canonical authority + path + query; a response with `Vary` is served only
+//!   to requests with the same values of the named fields (`Vary: *` is never cached).
 //!   Size-capped in bytes and entries; the oldest entries go first.
 //! - [`CorsCache`]: the `access-control-*` headers of the first successful preflight per
-//!   service and origin, replayed at the edge for `cors_cache` (default 5 min).
+//!   service and origin, replayed at the edge for `cors_cache` (default 5 min); preflights
+//!   forwarded to the upstream are bounded per minute, since the client picks the origin.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -52,6 +55,28 @@ struct Entry {
     headers: HeaderMap,
     body: Bytes,
     expires: Instant,
+    /// The request fields the response varies on, with the values the upstream saw.
+    vary: Vec<(HeaderName, Option<HeaderValue>)>,
+}
+
+/// Most fields a cached response may vary on (more: not cached).
+pub const MAX_VARY_FIELDS: usize = 8;
+
+/// The fields named by the response's `Vary`, with the request's values; `None` when the
+/// response cannot be cached (`Vary: *`, unknown names, too many).
+fn vary_fields(response: &HeaderMap, request: &HeaderMap) -> Option<Vec<(HeaderName, Option<HeaderValue>)>> {
+    let mut fields = Vec::new();
+    for value in response.get_all(header::VARY) {
+        for name in value.to_str().ok()?.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+            if fields.len() >= MAX_VARY_FIELDS {
+                return None;
+            }
+            let value = request.get(&name).cloned();
+            fields.push((name, value));
+        }
+    }
+    Some(fields)
 }
 
 #[derive(Default)]
@@ -111,11 +136,12 @@ impl std::fmt::Debug for CorsCache {
 }
 
 impl PublicCache {
-    /// The cached answer for `key` (path and query), if fresh.
-    pub fn lookup(&self, key: &str, method: &Method) -> Lookup {
+    /// The cached answer for `key` (canonical authority, path and query) and a request with
+    /// `request` fields, if fresh and not varying on a field whose value differs.
+    pub fn lookup(&self, key: &str, method: &Method, request: &HeaderMap) -> Lookup {
         let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         let Some(entry) = store.entries.get(key) else { return Lookup::Miss };
-        if entry.expires <= Instant::now() {
+        if entry.expires <= Instant::now() || entry.vary.iter().any(|(name, value)| request.get(name) != value.as_ref()) {
             return Lookup::Miss;
         }
         let body = if method == Method::HEAD { ProxyBody::empty() } else { ProxyBody::full(entry.body.clone()) };
@@ -127,8 +153,10 @@ impl PublicCache {
         Lookup::Hit(response)
     }
 
-    /// Remembers a 2xx response (when cacheable) or a 404 for `key`.
-    pub fn store(&self, key: &str, status: StatusCode, headers: &HeaderMap, body: Bytes) {
+    /// Remembers a 2xx response (when cacheable) or a 404 for `key`; `request` holds the
+    /// fields the upstream was sent (for `Vary`).
+    pub fn store(&self, key: &str, status: StatusCode, headers: &HeaderMap, request: &HeaderMap, body: Bytes) {
+        let Some(vary) = vary_fields(headers, request) else { return };
         let lifetime = match status {
             StatusCode::NOT_FOUND => NOT_FOUND_TTL,
             s if s.is_success() => match cache_lifetime(headers) {
@@ -141,6 +169,9 @@ impl PublicCache {
             return;
         }
         let mut kept = HeaderMap::new();
+        if let Some(value) = headers.get(header::VARY) {
+            kept.insert(header::VARY, value.clone());
+        }
         for name in &KEPT {
             if let Some(value) = headers.get(name) {
                 kept.insert(name, value.clone());
@@ -160,7 +191,7 @@ impl PublicCache {
         }
         store.bytes += body.len();
         store.order.push_back(key.to_string());
-        store.entries.insert(key.to_string(), Entry { status, headers: kept, body, expires: Instant::now() + lifetime });
+        store.entries.insert(key.to_string(), Entry { status, headers: kept, body, expires: Instant::now() + lifetime, vary });
     }
 }
 
@@ -169,16 +200,51 @@ pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::OPTIONS && headers.contains_key(header::ORIGIN) && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
+/// The client's answer to a forwarded preflight: only the `access-control-*` fields, no
+/// body; 204 when the upstream answered 2xx, else the upstream's status alone.
+pub fn preflight_answer(status: StatusCode, headers: &HeaderMap) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::empty());
+    if !status.is_success() {
+        *response.status_mut() = status;
+        return response;
+    }
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    for name in &CORS_FIELDS {
+        for value in headers.get_all(name) {
+            response.headers_mut().append(name, value.clone());
+        }
+    }
+    response
+}
+
 /// Cached preflight answers of one service, per origin.
 pub struct CorsCache {
     ttl: Duration,
     entries: Mutex<HashMap<String, (HeaderMap, Instant)>>,
+    /// Start of the current minute and preflights forwarded in it.
+    forwarded: Mutex<(Instant, u32)>,
 }
 
 impl CorsCache {
     /// A cache keeping answers for `ttl`.
     pub fn new(ttl: Duration) -> CorsCache {
-        CorsCache { ttl, entries: Mutex::new(HashMap::new()) }
+        CorsCache { ttl, entries: Mutex::new(HashMap::new()), forwarded: Mutex::new((Instant::now(), 0)) }
+    }
+
+    /// Counts one preflight forwarded to the upstream, unless `per_minute` were already
+    /// forwarded in the current minute: then the seconds until the next one may go.
+    pub fn admit_forward(&self, per_minute: u32) -> Result<(), u64> {
+        let now = Instant::now();
+        let mut forwarded = self.forwarded.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now.duration_since(forwarded.0);
+        if elapsed >= Duration::from_secs(60) {
+            *forwarded = (now, 0);
+        }
+        if forwarded.1 >= per_minute {
+            return Err(60u64.saturating_sub(now.duration_since(forwarded.0).as_secs()).max(1));
+        }
+        forwarded.1 += 1;
+        Ok(())
     }
 
     /// The edge's answer to a preflight from `origin`, if one is cached.
@@ -244,16 +310,48 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn public_entries_expire_and_large_bodies_are_not_cached() {
         let cache = PublicCache::default();
-        cache.store("/a.js", StatusCode::OK, &cc("max-age=10"), Bytes::from_static(b"js"));
-        assert!(matches!(cache.lookup("/a.js", &Method::GET), Lookup::Hit(_)));
+        let none = HeaderMap::new();
+        cache.store("/a.js", StatusCode::OK, &cc("max-age=10"), &none, Bytes::from_static(b"js"));
+        assert!(matches!(cache.lookup("/a.js", &Method::GET, &none), Lookup::Hit(_)));
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert!(matches!(cache.lookup("/a.js", &Method::GET), Lookup::Miss));
-        cache.store("/big", StatusCode::OK, &HeaderMap::new(), Bytes::from(vec![0; MAX_CACHED_BODY + 1]));
-        assert!(matches!(cache.lookup("/big", &Method::GET), Lookup::Miss));
-        cache.store("/err", StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new(), Bytes::new());
-        assert!(matches!(cache.lookup("/err", &Method::GET), Lookup::Miss));
-        cache.store("/missing", StatusCode::NOT_FOUND, &HeaderMap::new(), Bytes::new());
-        assert!(matches!(cache.lookup("/missing", &Method::GET), Lookup::Hit(_)));
+        assert!(matches!(cache.lookup("/a.js", &Method::GET, &none), Lookup::Miss));
+        cache.store("/big", StatusCode::OK, &none, &none, Bytes::from(vec![0; MAX_CACHED_BODY + 1]));
+        assert!(matches!(cache.lookup("/big", &Method::GET, &none), Lookup::Miss));
+        cache.store("/err", StatusCode::INTERNAL_SERVER_ERROR, &none, &none, Bytes::new());
+        assert!(matches!(cache.lookup("/err", &Method::GET, &none), Lookup::Miss));
+        cache.store("/missing", StatusCode::NOT_FOUND, &none, &none, Bytes::new());
+        assert!(matches!(cache.lookup("/missing", &Method::GET, &none), Lookup::Hit(_)));
+    }
+
+    #[test]
+    fn a_varying_response_is_served_only_to_requests_with_the_same_values() {
+        let cache = PublicCache::default();
+        let mut response = HeaderMap::new();
+        response.insert(header::VARY, HeaderValue::from_static("Accept-Language"));
+        let mut english = HeaderMap::new();
+        english.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("en"));
+        let mut french = HeaderMap::new();
+        french.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("fr"));
+        cache.store("a.example/x", StatusCode::OK, &response, &english, Bytes::from_static(b"hello"));
+        assert!(matches!(cache.lookup("a.example/x", &Method::GET, &english), Lookup::Hit(_)));
+        assert!(matches!(cache.lookup("a.example/x", &Method::GET, &french), Lookup::Miss));
+        assert!(matches!(cache.lookup("a.example/x", &Method::GET, &HeaderMap::new()), Lookup::Miss));
+        let mut star = HeaderMap::new();
+        star.insert(header::VARY, HeaderValue::from_static("*"));
+        cache.store("a.example/y", StatusCode::OK, &star, &english, Bytes::from_static(b"y"));
+        assert!(matches!(cache.lookup("a.example/y", &Method::GET, &english), Lookup::Miss));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forwarded_preflights_are_bounded_per_minute() {
+        let cors = CorsCache::new(Duration::from_secs(300));
+        for _ in 0..3 {
+            assert_eq!(cors.admit_forward(3), Ok(()));
+        }
+        let wait = cors.admit_forward(3).unwrap_err();
+        assert!((1..=60).contains(&wait), "{wait}");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(cors.admit_forward(3), Ok(()));
     }
 
     #[test]
@@ -261,9 +359,9 @@ mod tests {
         let cache = PublicCache::default();
         let chunk = Bytes::from(vec![0; MAX_CACHED_BODY]);
         for i in 0..(MAX_CACHE_BYTES / MAX_CACHED_BODY + 2) {
-            cache.store(&format!("/{i}"), StatusCode::OK, &HeaderMap::new(), chunk.clone());
+            cache.store(&format!("/{i}"), StatusCode::OK, &HeaderMap::new(), &HeaderMap::new(), chunk.clone());
         }
         assert!(cache.store.lock().unwrap().bytes <= MAX_CACHE_BYTES);
-        assert!(matches!(cache.lookup("/0", &Method::GET), Lookup::Miss), "oldest evicted");
+        assert!(matches!(cache.lookup("/0", &Method::GET, &HeaderMap::new()), Lookup::Miss), "oldest evicted");
     }
 }

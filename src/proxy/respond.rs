@@ -31,6 +31,8 @@ pub enum ProxyError {
     Unauthorized { challenge: std::sync::Arc<str> },
     /// Too many authorizations for the user (429 + `Retry-After`).
     RateLimited { retry_after_secs: u64 },
+    /// The service's bound on forwarded CORS preflights is reached (429 + `Retry-After`).
+    TooManyPreflights { retry_after_secs: u64 },
     /// The credential validator could not answer (503 + `Retry-After`; never "valid").
     AuthUnavailable,
     /// No server accepted a connection (502).
@@ -59,7 +61,8 @@ impl ProxyError {
             | ProxyError::NotFound
             | ProxyError::MethodNotAllowed
             | ProxyError::Unauthorized { .. }
-            | ProxyError::RateLimited { .. } => Blame::Client,
+            | ProxyError::RateLimited { .. }
+            | ProxyError::TooManyPreflights { .. } => Blame::Client,
             ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed | ProxyError::UpstreamTimeout => Blame::Upstream,
             ProxyError::AuthUnavailable => Blame::Upstream,
             ProxyError::Overloaded | ProxyError::Internal | ProxyError::Maintenance { .. } => Blame::Edge,
@@ -74,7 +77,7 @@ impl ProxyError {
             ProxyError::NoRoute | ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::RateLimited { .. } | ProxyError::TooManyPreflights { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed => StatusCode::BAD_GATEWAY,
             ProxyError::Overloaded | ProxyError::Maintenance { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -92,6 +95,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => "method not allowed",
             ProxyError::Unauthorized { .. } => "authentication required",
             ProxyError::RateLimited { .. } => "too many authorizations, retry later",
+            ProxyError::TooManyPreflights { .. } => "too many preflight requests, retry later",
             ProxyError::AuthUnavailable => "authentication service unavailable, retry later",
             ProxyError::UpstreamUnavailable => "upstream unavailable",
             ProxyError::UpstreamFailed => "bad gateway",
@@ -109,7 +113,9 @@ impl ProxyError {
                     headers.insert(header::WWW_AUTHENTICATE, value);
                 }
             }
-            ProxyError::RateLimited { retry_after_secs } | ProxyError::Maintenance { retry_after_secs } => {
+            ProxyError::RateLimited { retry_after_secs }
+            | ProxyError::TooManyPreflights { retry_after_secs }
+            | ProxyError::Maintenance { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             ProxyError::AuthUnavailable => {

@@ -1,8 +1,12 @@
-//! Routing: host (optional) + longest path prefix → service index.
+//! Routing: host (optional) + longest path prefix → service index, decided on the canonical
+//! request view (`net::canonical`: the host lower-cased without port or trailing dot, the
+//! path normalised).
 //!
-//! Routes with a host only match that host (case-insensitive, port ignored); routes without
-//! one match any host. Among matching routes the longest prefix wins; on equal length a
-//! host route beats a hostless one. No match → the caller answers 404 at the edge.
+//! Routes with a host only match that host; routes without one match any host. Among
+//! matching routes the longest prefix wins; on equal length a host route beats a hostless
+//! one. Prefixes compare case-sensitively, unless the route's service declares a
+//! case-insensitive upstream (`case_insensitive = true`): then ASCII case folds. No match →
+//! the caller answers 404 at the edge.
 
 use crate::config::RouteConfig;
 
@@ -11,6 +15,7 @@ struct Entry {
     host: Option<String>,
     prefix: String,
     service: usize,
+    fold_case: bool,
 }
 
 /// An immutable routing table.
@@ -21,45 +26,34 @@ pub struct Router {
 }
 
 impl Router {
-    /// Builds the table; `service_index` maps a service name to its index.
-    pub fn new(routes: &[RouteConfig], service_index: impl Fn(&str) -> Option<usize>) -> Router {
+    /// Builds the table; `service_index` maps a service name to its index and whether that
+    /// service's upstream folds case.
+    pub fn new(routes: &[RouteConfig], service_index: impl Fn(&str) -> Option<(usize, bool)>) -> Router {
         let mut entries: Vec<Entry> = routes
             .iter()
             .filter_map(|r| {
-                Some(Entry {
-                    host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
-                    prefix: r.path.clone(),
-                    service: service_index(&r.service)?,
-                })
+                let (service, fold_case) = service_index(&r.service)?;
+                Some(Entry { host: r.host.as_ref().map(|h| h.to_ascii_lowercase()), prefix: r.path.clone(), service, fold_case })
             })
             .collect();
         entries.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()).then_with(|| b.host.is_some().cmp(&a.host.is_some())));
         Router { entries }
     }
 
-    /// The service for a request's host (may carry a port) and path.
+    /// The service for a request's canonical host (no port) and canonical path.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        let host = host.map(strip_port);
         self.entries
             .iter()
             .find(|e| {
-                path.starts_with(e.prefix.as_str())
+                crate::net::canonical::has_prefix(path, &e.prefix, e.fold_case)
                     && match (&e.host, host) {
                         (None, _) => true,
-                        (Some(want), Some(have)) => want.eq_ignore_ascii_case(have),
+                        (Some(want), Some(have)) => want == have,
                         (Some(_), None) => false,
                     }
             })
             .map(|e| e.service)
     }
-}
-
-/// `example.com:8443` → `example.com`; `[::1]:8443` → `[::1]`.
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
 }
 
 #[cfg(test)]
@@ -80,7 +74,7 @@ mod tests {
                 route(Some("desktop.example.com"), "/finesse/", "desktop"),
                 route(None, "/missing/", "nope"),
             ],
-            |name| names.iter().position(|n| *n == name),
+            |name| names.iter().position(|n| *n == name).map(|i| (i, name == "finesse-api")),
         )
     }
 
@@ -93,9 +87,16 @@ mod tests {
     }
 
     #[test]
-    fn host_route_beats_hostless_route_of_equal_length_and_ignores_port_and_case() {
+    fn case_folds_only_for_case_insensitive_services() {
         let r = router();
-        assert_eq!(r.find(Some("Desktop.Example.com:8445"), "/finesse/x"), Some(3));
+        assert_eq!(r.find(None, "/FINESSE/API/User"), Some(2), "finesse-api folds case");
+        assert_eq!(r.find(None, "/FINESSE/x"), Some(0), "finesse does not: falls to /");
+    }
+
+    #[test]
+    fn host_route_beats_hostless_route_of_equal_length() {
+        let r = router();
+        assert_eq!(r.find(Some("desktop.example.com"), "/finesse/x"), Some(3));
         assert_eq!(r.find(Some("other.example.com"), "/finesse/x"), Some(1));
         // A longer hostless prefix still wins over a shorter host route.
         assert_eq!(r.find(Some("desktop.example.com"), "/finesse/api/x"), Some(2));
@@ -103,16 +104,9 @@ mod tests {
 
     #[test]
     fn no_match_is_none() {
-        let r = Router::new(&[route(Some("a.example"), "/app/", "x")], |_| Some(0));
+        let r = Router::new(&[route(Some("a.example"), "/app/", "x")], |_| Some((0, false)));
         assert_eq!(r.find(Some("b.example"), "/app/"), None);
         assert_eq!(r.find(Some("a.example"), "/other"), None);
         assert_eq!(r.find(None, "/app/"), None);
-    }
-
-    #[test]
-    fn strip_port_handles_ipv6() {
-        assert_eq!(strip_port("[::1]:8443"), "[::1]");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("example.com:80"), "example.com");
     }
 }

@@ -1,6 +1,9 @@
 //! Client connections: accept loop with a connection cap, TLS handshake (bounded by the
-//! header-read timeout), protocol choice (ALPN on TLS; prior-knowledge detection on plain
-//! listeners), the idle and framing guards, and graceful shutdown.
+//! header-read timeout), protocol choice, the idle and framing guards, and graceful shutdown.
+//!
+//! A TLS connection speaks exactly the protocol ALPN negotiated (`h2`: HTTP/2 only, no
+//! sniffing; otherwise HTTP/1.1 only, through the framing guard); a plain connection is
+//! HTTP/1.1 through the guard, or HTTP/2 with prior knowledge.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,27 +36,55 @@ enum Protocols {
 
 struct Builders {
     detect: auto::Builder<TokioExecutor>,
-    http1: auto::Builder<TokioExecutor>,
-    http2: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
-fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
+fn configure_http1(b: &mut hyper::server::conn::http1::Builder, server: &ServerConfig) {
+    b.timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(server.max_header_bytes.max(8192))
         .max_headers(server.max_headers)
         .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+}
+
+fn configure_http2(b: &mut hyper::server::conn::http2::Builder<TokioExecutor>, server: &ServerConfig) {
+    b.timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(64)
         .max_local_error_reset_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    b
+}
+
+fn builders(server: &ServerConfig) -> Builders {
+    let mut detect = auto::Builder::new(TokioExecutor::new());
+    {
+        let mut http1 = detect.http1();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(server.header_read_timeout)
+            .max_buf_size(server.max_header_bytes.max(8192))
+            .max_headers(server.max_headers)
+            .keep_alive(true);
+    }
+    {
+        let mut http2 = detect.http2();
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(64)
+            .max_local_error_reset_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+    }
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    configure_http1(&mut http1, server);
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    configure_http2(&mut http2, server);
+    Builders { detect, http1, http2 }
 }
 
 /// Serves one listener until `shutdown` turns true; then stops accepting and lets open
@@ -66,8 +97,7 @@ pub async fn serve(
     tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builders =
-        Arc::new(Builders { detect: builder(&server), http1: builder(&server).http1_only(), http2: builder(&server).http2_only() });
+    let builders = Arc::new(builders(&server));
     let name: Arc<str> = Arc::from(config.name.as_str());
     let slots = Arc::new(Semaphore::new(server.max_connections));
     let redirect_port = config.redirect_to.as_ref().map(|r| r.port);
@@ -85,21 +115,36 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        // A banned source is refused before TLS or HTTP parsing: plain listeners get a canned
-        // blocked answer, TLS listeners a closed connection.
-        if let Some(status) = edge.shield.check(client.ip()) {
-            if tls.is_none() {
-                tokio::spawn(refuse_banned(tcp, status));
-            }
-            continue;
-        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             // Over the cap: close at once rather than queue unbounded work.
             drop(tcp);
             continue;
         };
+        // A banned source is refused before TLS or HTTP parsing on plain listeners (a canned
+        // blocked answer). On TLS listeners it completes the handshake and every request gets
+        // the blocked answer, so a user behind a banned NAT sees why — unless the operator
+        // chose to close such connections at accept.
+        if let Some(status) = edge.shield.check(client.ip()) {
+            if tls.is_none() {
+                tokio::spawn(async move {
+                    refuse_banned(tcp, status).await;
+                    drop(slot);
+                });
+                continue;
+            }
+            if edge.gateway.load().config.protection.close_banned_tls {
+                continue;
+            }
+        }
         let _ = tcp.set_nodelay(true);
-        let conn = Arc::new(Connection { client, listener: name.clone(), tls: tls.is_some(), redirect_port });
+        let conn = Arc::new(Connection {
+            client,
+            listener: name.clone(),
+            tls: tls.is_some(),
+            redirect_port,
+            paths: config.paths,
+            upgrade_gate: Arc::default(),
+        });
         let task =
             ConnectionTask { edge: edge.clone(), conn, builders: builders.clone(), server: server.clone(), shutdown: shutdown.clone() };
         let acceptor = tls.as_ref().map(|t| t.load_full());
@@ -137,6 +182,23 @@ async fn refuse_banned(mut tcp: TcpStream, status: u16) {
     .await;
 }
 
+/// Runs a served connection until it ends, or until shutdown: then it finishes its current
+/// requests (each hyper connection type has its own `graceful_shutdown`).
+macro_rules! drive {
+    ($task:expr, $connection:expr) => {{
+        let connection = $connection;
+        tokio::pin!(connection);
+        let mut shutdown = $task.shutdown.clone();
+        tokio::select! {
+            _ = connection.as_mut() => {}
+            _ = shutdown.changed() => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        }
+    }};
+}
+
 struct ConnectionTask {
     edge: Arc<Edge>,
     conn: Arc<Connection>,
@@ -167,7 +229,10 @@ impl ConnectionTask {
     {
         let io = IdleTimeout::new(stream, self.server.idle_timeout);
         match protocols {
-            Protocols::Http2 => self.drive(io, &self.builders.http2).await,
+            Protocols::Http2 => {
+                let connection = self.builders.http2.serve_connection(TokioIo::new(io), self.service());
+                drive!(self, connection)
+            }
             Protocols::Http1 | Protocols::Detect => {
                 let edge = self.edge.clone();
                 let conn = self.conn.clone();
@@ -205,29 +270,31 @@ impl ConnectionTask {
                         duration: Duration::ZERO,
                     });
                 });
-                let guarded = GuardedIo::new(io, self.server.max_header_bytes, self.server.max_headers, hook);
-                let builder = if matches!(protocols, Protocols::Detect) { &self.builders.detect } else { &self.builders.http1 };
-                self.drive(guarded, builder).await
+                let guarded =
+                    GuardedIo::new(io, self.server.max_header_bytes, self.server.max_headers, hook, self.conn.upgrade_gate.clone());
+                if matches!(protocols, Protocols::Detect) {
+                    let connection = self.builders.detect.serve_connection_with_upgrades(TokioIo::new(guarded), self.service());
+                    drive!(self, connection)
+                } else {
+                    let connection = self.builders.http1.serve_connection(TokioIo::new(guarded), self.service()).with_upgrades();
+                    drive!(self, connection)
+                }
             }
         }
     }
 
-    async fn drive<S>(&self, io: S, builder: &auto::Builder<TokioExecutor>)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
+    fn service(
+        &self,
+    ) -> impl hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<super::body::TrackedBody>,
+        Error = std::convert::Infallible,
+        Future = impl Future<Output = Result<http::Response<super::body::TrackedBody>, std::convert::Infallible>> + Send + 'static,
+    > + Clone
+    + Send
+    + 'static {
         let edge = self.edge.clone();
         let conn = self.conn.clone();
-        let service = service_fn(move |request| stack::handle(edge.clone(), conn.clone(), request));
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        tokio::pin!(connection);
-        let mut shutdown = self.shutdown.clone();
-        tokio::select! {
-            _ = connection.as_mut() => {}
-            _ = shutdown.changed() => {
-                connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
-            }
-        }
+        service_fn(move |request| stack::handle(edge.clone(), conn.clone(), request))
     }
 }

@@ -3,18 +3,27 @@
 //! Outer to inner (each step says why it sits where it does):
 //! 1. **record** — start the clock and capture host/method/path first, so every outcome,
 //!    including early refusals, gets an access-log line and a metric.
-//! 2. **redirect** — a plain listener with `redirect_to` answers 308 before anything else:
+//! 2. **canonical view** — computed once (`net::canonical`): one canonical path, one
+//!    authority, one credential. Every later decision is made on it, and the request is
+//!    rewritten to it, so the upstream receives exactly what the edge decided on.
+//! 3. **redirect** — a plain listener with `redirect_to` answers 308 before anything else:
 //!    nothing on it is served in clear text.
-//! 3. **sanity** — HTTP/1.1 without `Host` is 400 (RFC 9112 §3.2). Framing attacks
-//!    (CL+TE, duplicate CL) never get here: `net::h1_guard` refuses them below hyper.
-//! 4. *(maintenance 503, ban 418, rate limit 429 — the operate and shield layers slot in
-//!    here, before routing, so a banned or drained client costs no routing or auth work.)*
-//! 5. **route** — host + longest prefix → service, else 404 at the edge.
-//! 6. **authenticate** — every service with `auth != none` requires credentials except on
-//!    its `public_paths` (`auth::Authenticator`: 401, 429, or 503 when the validator is
-//!    down); nothing unauthenticated reaches an upstream. Failures go to `AuthEvents`.
-//! 7. **backend** — a static directory, or the upstream pool: forwarding headers, replayable
-//!    body, failover, WebSocket tunnel.
+//! 4. **ban** — a banned source gets the blocked answer (418) before any other work.
+//! 5. **sanity** — a request whose view could not be made is 400 (and a protocol violation
+//!    for the shield): bad path, missing, duplicate or malformed Host, `:authority`/`host`
+//!    disagreeing, several `Authorization` headers. Framing attacks (CL+TE, duplicate CL,
+//!    bad chunking) never get here: `net::h1_guard` refuses them below hyper.
+//! 6. **maintenance** — new logins and new WebSockets get 503 (`operate`).
+//! 7. **route** — canonical host + longest canonical prefix → service, else 404.
+//! 8. **edge caches** — CORS preflights (forwarded without credentials, answered with only
+//!    their `access-control-*` fields) and public-path responses, keyed by the canonical
+//!    authority, path and query.
+//! 9. **authenticate** — every service with `auth != none` requires credentials except on
+//!    its `public_paths` (which never forward a credential); a credential that is not cached
+//!    is checked under the shield's per-source admission, so concurrent guesses cannot
+//!    outrun a ban. Nothing unauthenticated reaches an upstream.
+//! 10. **backend** — a static directory, or the upstream pool: forwarding headers,
+//!     replayable body, failover, WebSocket tunnel.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -38,7 +47,9 @@ use crate::auth::sessions::SessionTracker;
 use crate::auth::websocket::{self, ProtocolCredential};
 use crate::auth::{AuthEvents, Authenticator, TokenAnswer, Verdict};
 use crate::cluster::StateStore;
-use crate::config::{AuthMode, Config, PoolConfig, ServiceConfig, ServiceKind};
+use crate::config::{AuthMode, Config, PathPolicy, PoolConfig, ServiceConfig, ServiceKind};
+use crate::net::canonical::{self, Authority};
+use crate::net::h1_guard::UpgradeGate;
 use crate::operate::Operate;
 use crate::protect::{RequestLine, Shield};
 use crate::telemetry::access_log::{AccessEntry, AccessLog};
@@ -138,7 +149,9 @@ impl Gateway {
                 sessions,
             });
         }
-        let router = Router::new(&config.routes, |name| services.iter().position(|s| &*s.name == name));
+        let router = Router::new(&config.routes, |name| {
+            services.iter().position(|s| &*s.name == name).map(|i| (i, services[i].config.case_insensitive))
+        });
         let auth = match deps.previous {
             Some(previous) if previous.auth.settings() == &config.auth => previous.auth.clone(),
             _ => Authenticator::new(&config.auth, deps.store.clone(), deps.events.clone(), deps.primary.clone()),
@@ -225,6 +238,95 @@ pub struct Connection {
     pub tls: bool,
     /// Port of the HTTPS listener this plain listener redirects to.
     pub redirect_port: Option<u16>,
+    /// The listener's policy for paths that cannot be normalised safely.
+    pub paths: PathPolicy,
+    /// Where an HTTP/1 connection's framing guard learns whether an `Upgrade` request was
+    /// upgraded (unused on HTTP/2).
+    pub upgrade_gate: Arc<UpgradeGate>,
+}
+
+impl Service {
+    /// Whether the canonical `path` is one of this service's unauthenticated public paths.
+    fn is_public(&self, path: &str) -> bool {
+        self.config.auth != AuthMode::None && self.config.public_paths.iter().any(|p| p.matches(path, self.config.case_insensitive))
+    }
+}
+
+/// The canonical view of a request (DESIGN §1): what every decision is made on, and what the
+/// upstream receives.
+#[derive(Debug)]
+struct View {
+    /// `None` only for HTTP/1.0 without `Host`.
+    authority: Option<Authority>,
+    path: String,
+    /// The query as received (without `?`).
+    query: Option<String>,
+}
+
+impl View {
+    /// The origin-form target the upstream receives.
+    fn target(&self) -> String {
+        match &self.query {
+            Some(query) => format!("{}?{query}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// Builds the canonical view, or says why the request cannot have one (400).
+fn canonical_view<B>(request: &Request<B>, policy: PathPolicy) -> Result<View, &'static str> {
+    let headers = request.headers();
+    let mut credentials = headers.get_all(header::AUTHORIZATION).iter();
+    if credentials.next().is_some() && credentials.next().is_some() {
+        return Err("more than one Authorization header");
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host_field = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
+    }
+    let host_field = host_field.map(|h| h.to_str().map_err(|_| "invalid Host header")).transpose()?;
+    let parse = |text: &str| canonical::parse_authority(text).map_err(|refusal| refusal.reason());
+    let uri = request.uri();
+    if uri.scheme_str().is_some_and(|s| !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https")) {
+        return Err("unsupported scheme in request target");
+    }
+    let authority = match (uri.authority().map(http::uri::Authority::as_str), host_field) {
+        // HTTP/2: `:authority` and `host` must agree (RFC 9113 §8.3.1).
+        (Some(target), Some(host)) if request.version() == Version::HTTP_2 => {
+            let (target, host) = (parse(target)?, parse(host)?);
+            if target != host {
+                return Err(":authority and host differ");
+            }
+            Some(target)
+        }
+        // An absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
+        (Some(target), _) => Some(parse(target)?),
+        (None, Some(host)) => Some(parse(host)?),
+        (None, None) if request.version() == Version::HTTP_10 => None,
+        (None, None) => return Err("missing Host header"),
+    };
+    let path = canonical::normalize_path(uri.path(), policy).map_err(|refusal| refusal.reason())?;
+    Ok(View { authority, path, query: uri.query().map(str::to_string) })
+}
+
+/// Rewrites `request` to its canonical view: origin-form target, one canonical `Host`.
+fn apply_view<B>(request: &mut Request<B>, view: &View) -> Result<(), ProxyError> {
+    *request.uri_mut() = view.target().parse().map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    let headers = request.headers_mut();
+    headers.remove(header::HOST);
+    if let Some(authority) = &view.authority {
+        headers.insert(header::HOST, HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadRequest("invalid host"))?);
+    }
+    Ok(())
+}
+
+/// Removes every credential a client sent: on public paths and preflights the edge validates
+/// none, so none may reach the upstream.
+fn strip_credentials(headers: &mut http::HeaderMap) {
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove(header::COOKIE);
 }
 
 /// The access-log and metrics record of one request, completed when its body ends.
@@ -245,6 +347,8 @@ struct RequestRecord {
     credentials: bool,
     /// Its `Sec-WebSocket-Protocol` credential element was malformed.
     malformed_websocket_credential: bool,
+    /// A refused credential was already counted by the shield (under its admission).
+    failure_recorded: bool,
 }
 
 impl Completion for RequestRecord {
@@ -305,20 +409,29 @@ fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
     request.version() == Version::HTTP_11 && forward::is_websocket_upgrade(request.headers())
 }
 
-/// The request's host: the URI authority (HTTP/2, absolute-form) or the `Host` field.
-fn request_host<B>(request: &Request<B>) -> Option<&str> {
-    request.uri().authority().map(|a| a.as_str()).or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+/// The request's host as received (for logs when no canonical view could be made).
+fn raw_host<B>(request: &Request<B>) -> String {
+    let raw =
+        request.uri().authority().map(|a| a.as_str().as_bytes()).or_else(|| request.headers().get(header::HOST).map(|h| h.as_bytes()));
+    raw.map(|bytes| String::from_utf8_lossy(&bytes[..bytes.len().min(256)]).into_owned()).unwrap_or_default()
 }
 
 /// Handles one request (hyper service entry point).
 pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Incoming>) -> Result<Response<TrackedBody>, Infallible> {
     let start = Instant::now();
     let gateway = edge.gateway.load_full();
+    let view = canonical_view(&request, conn.paths);
+    // The framing guard holds the bytes after an `Upgrade` request until it learns whether
+    // the connection was upgraded.
+    let awaits_upgrade_decision = request.version() != Version::HTTP_2 && request.headers().contains_key(header::UPGRADE);
     let mut record = RequestRecord {
         edge: edge.clone(),
         start,
         client: effective_client(conn.client.ip(), request.headers(), &gateway.config.protection.trusted_proxies),
-        host: request_host(&request).unwrap_or("").to_string(),
+        host: match &view {
+            Ok(view) => view.authority.as_ref().map(|a| a.as_str().to_string()).unwrap_or_default(),
+            Err(_) => raw_host(&request),
+        },
         method: request.method().clone(),
         path: request.uri().path().to_string(),
         version: request.version(),
@@ -327,6 +440,7 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
         upstream: None,
         credentials: false,
         malformed_websocket_credential: false,
+        failure_recorded: false,
     };
     match websocket::extract(request.headers()) {
         ProtocolCredential::Missing => record.credentials = request.headers().contains_key(header::AUTHORIZATION),
@@ -336,32 +450,42 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
         }
         ProtocolCredential::Found { .. } => record.credentials = true,
     }
-    let (response, lease) = match pipeline(&edge, &gateway, &conn, request, &mut record).await {
+    let (response, lease) = match pipeline(&edge, &gateway, &conn, request, view, &mut record).await {
         Ok(answer) => answer,
         Err(error) => {
-            if matches!(error, ProxyError::Unauthorized { .. }) && record.credentials {
-                // The shield counts presented-and-refused credentials per source.
-                let line = RequestLine {
-                    method: record.method.as_str(),
-                    path: &record.path,
-                    protocol: version_text(record.version),
-                    host: &record.host,
-                };
-                let category = if record.malformed_websocket_credential { "websocket-protocol-violation" } else { "http-auth-failure" };
-                edge.shield.record(record.client, category, line).await;
+            let category = match &error {
+                ProxyError::Unauthorized { .. } if record.credentials && !record.failure_recorded => {
+                    // The shield counts presented-and-refused credentials per source.
+                    Some(if record.malformed_websocket_credential { "websocket-protocol-violation" } else { "http-auth-failure" })
+                }
+                // A request the edge cannot read one way only (bad path, host, credential
+                // count, body framing) is a protocol violation.
+                ProxyError::BadRequest(_) => Some("http-protocol-violation"),
+                _ => None,
+            };
+            if let Some(category) = category {
+                edge.shield.record(record.client, category, record.line()).await;
             }
             (error.into_response(), None)
         }
     };
     record.status = response.status().as_u16();
+    if awaits_upgrade_decision {
+        conn.upgrade_gate.decide(response.status() == StatusCode::SWITCHING_PROTOCOLS);
+    }
     if matches!(record.status, 403 | 404) {
         // Probing for resources (off by default: behind NAT it causes false positives).
-        let line =
-            RequestLine { method: record.method.as_str(), path: &record.path, protocol: version_text(record.version), host: &record.host };
-        edge.shield.record(record.client, "http-resource-access-failure", line).await;
+        edge.shield.record(record.client, "http-resource-access-failure", record.line()).await;
     }
     let (parts, body) = response.into_parts();
     Ok(Response::from_parts(parts, TrackedBody::new(body, Arc::new(record), lease)))
+}
+
+impl RequestRecord {
+    /// The request line for `blocking.log`.
+    fn line(&self) -> RequestLine<'_> {
+        RequestLine { method: self.method.as_str(), path: &self.path, protocol: version_text(self.version), host: &self.host }
+    }
 }
 
 type Answer = (Response<ProxyBody>, Option<Lease>);
@@ -371,29 +495,30 @@ async fn pipeline(
     gateway: &Gateway,
     conn: &Connection,
     mut request: Request<Incoming>,
+    view: Result<View, &'static str>,
     record: &mut RequestRecord,
 ) -> Result<Answer, ProxyError> {
     if let Some(port) = conn.redirect_port {
-        return Ok((redirect(&record.host, port, &request)?, None));
+        let authority =
+            view.as_ref().ok().and_then(|v| v.authority.as_ref()).ok_or(ProxyError::BadRequest("missing or invalid Host header"))?;
+        return Ok((redirect(authority, port, &request)?, None));
     }
     // Banned sources get the blocked answer before any other work (no auth, no upstream).
     if let Some(status) = edge.shield.check(record.client) {
         return Err(ProxyError::Blocked { status });
     }
-    if request.version() == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
-        return Err(ProxyError::BadRequest("missing Host header"));
-    }
+    let view = view.map_err(ProxyError::BadRequest)?;
+    apply_view(&mut request, &view)?;
     let maintenance = edge.operate.in_maintenance().then(|| gateway.config.maintenance.retry_after.as_secs().max(1));
-    if let Some(endpoint) = TokenEndpoint::of(request.uri().path()) {
+    if let Some(endpoint) = TokenEndpoint::of(&view.path) {
         record.service = Some(edge.token_service.clone());
         // In maintenance no new login: a refresh continues an existing session.
         if let (Some(retry_after_secs), TokenEndpoint::Issue) = (maintenance, endpoint) {
             return Err(ProxyError::Maintenance { retry_after_secs });
         }
-        return Ok((token_endpoint(gateway, record.client, request, endpoint).await?, None));
+        return Ok((token_endpoint(edge, gateway, record, request, endpoint).await?, None));
     }
-    let service_index =
-        gateway.router.find(Some(record.host.as_str()).filter(|h| !h.is_empty()), request.uri().path()).ok_or(ProxyError::NoRoute)?;
+    let service_index = gateway.router.find(view.authority.as_ref().map(Authority::host), &view.path).ok_or(ProxyError::NoRoute)?;
     let service = &gateway.services[service_index];
     record.service = Some(service.name.clone());
     if let Some(retry_after_secs) = maintenance
@@ -403,23 +528,23 @@ async fn pipeline(
         return Err(ProxyError::Maintenance { retry_after_secs });
     }
     if let Backend::Pool(pool) = &service.backend {
-        request = match edge_cached(edge, pool, service, conn, request, record).await? {
+        request = match edge_cached(edge, pool, service, conn, &view, request, record).await? {
             CacheStep::Answered(answer) => return Ok(answer),
             CacheStep::Continue(request) => request,
         };
     }
-    authenticate(gateway, service, &edge.operate, maintenance, record.client, &mut request).await?;
+    authenticate(edge, gateway, service, maintenance, &view, record, &mut request).await?;
     match &service.backend {
-        Backend::Static(dir) => Ok((static_files::serve(dir, request.method(), request.uri().path()).await?, None)),
+        Backend::Static(dir) => Ok((static_files::serve(dir, request.method(), &view.path).await?, None)),
         Backend::Pool(pool) => forward_to_pool(edge, pool, service, conn, request, record).await,
     }
 }
 
 /// The edge caches in front of authentication (`proxy::edge_cache`):
-/// - a CORS preflight is answered from the cache, or forwarded once per origin and
-///   `cors_cache` (browsers never send credentials on preflights) and its answer kept;
-/// - a GET/HEAD on a public path is answered from the cache, or fetched once: 2xx bodies
-///   are kept while `Cache-Control` allows, a 404 is remembered.
+/// - a CORS preflight (see [`preflight`]);
+/// - a GET/HEAD on a public path is answered from the cache, or fetched once without any
+///   credential: 2xx bodies are kept while `Cache-Control` allows, a 404 is remembered;
+///   entries are keyed by the canonical authority, path and query, and honour `Vary`.
 ///
 /// `Continue`: not for the caches; the request goes on to authentication.
 async fn edge_cached(
@@ -427,29 +552,27 @@ async fn edge_cached(
     pool: &Arc<Pool>,
     service: &Service,
     conn: &Connection,
+    view: &View,
     mut request: Request<Incoming>,
     record: &mut RequestRecord,
 ) -> Result<CacheStep, ProxyError> {
-    if edge_cache::is_preflight(request.method(), request.headers()) {
-        let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("").to_string();
-        if let Some(cached) = service.cors.lookup(&origin) {
-            return Ok(CacheStep::Answered((cached, None)));
-        }
-        let (response, lease) = forward_to_pool(edge, pool, service, conn, request, record).await?;
-        service.cors.store(&origin, response.status(), response.headers());
-        return Ok(CacheStep::Answered((response, lease)));
+    // Only a bodiless OPTIONS is a preflight; anything else is authenticated as usual.
+    if edge_cache::is_preflight(request.method(), request.headers()) && hyper::body::Body::is_end_stream(request.body()) {
+        return preflight(edge, pool, service, conn, request, record).await.map(CacheStep::Answered);
     }
     let method = request.method().clone();
-    let path = request.uri().path();
-    if !(method == http::Method::GET || method == http::Method::HEAD) || !service.config.public_paths.iter().any(|p| p.matches(path)) {
+    if !(method == http::Method::GET || method == http::Method::HEAD) || !service.is_public(&view.path) {
         return Ok(CacheStep::Continue(request));
     }
-    let key = request.uri().path_and_query().map_or(path, |pq| pq.as_str()).to_string();
-    if let Lookup::Hit(cached) = service.public_cache.lookup(&key, &method) {
+    let key = format!("{}{}", view.authority.as_ref().map_or("", Authority::as_str), view.target());
+    // One representation per key: the identity encoding, and no credential (the edge
+    // validated none, and the answer is shared).
+    request.headers_mut().remove(header::ACCEPT_ENCODING);
+    strip_credentials(request.headers_mut());
+    if let Lookup::Hit(cached) = service.public_cache.lookup(&key, &method, request.headers()) {
         return Ok(CacheStep::Answered((cached, None)));
     }
-    // One representation per path: ask for the identity encoding.
-    request.headers_mut().remove(header::ACCEPT_ENCODING);
+    let sent = request.headers().clone();
     let (response, lease) = forward_to_pool(edge, pool, service, conn, request, record).await?;
     let status = response.status();
     let small = response
@@ -467,8 +590,43 @@ async fn edge_cached(
     let bytes =
         http_body_util::Limited::new(body, edge_cache::MAX_CACHED_BODY).collect().await.map_err(|_| ProxyError::UpstreamFailed)?.to_bytes();
     drop(lease);
-    service.public_cache.store(&key, parts.status, &parts.headers, bytes.clone());
+    service.public_cache.store(&key, parts.status, &parts.headers, &sent, bytes.clone());
     Ok(CacheStep::Answered((Response::from_parts(parts, ProxyBody::full(bytes)), None)))
+}
+
+/// A CORS preflight (OPTIONS + `Origin` + `Access-Control-Request-Method`, no body): answered
+/// from the cache, or forwarded without any credential — at most
+/// `cors_preflights_per_minute` times a minute per service, and only for `cors_origins` when
+/// configured — and the client gets only the upstream's `access-control-*` fields, never its
+/// body or other headers. Browsers never send credentials on preflights.
+async fn preflight(
+    edge: &Arc<Edge>,
+    pool: &Arc<Pool>,
+    service: &Service,
+    conn: &Connection,
+    mut request: Request<Incoming>,
+    record: &mut RequestRecord,
+) -> Result<Answer, ProxyError> {
+    let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("").to_string();
+    if let Some(allowed) = &service.config.cors_origins
+        && !allowed.iter().any(|o| o.eq_ignore_ascii_case(&origin))
+    {
+        return Ok((text_response(StatusCode::FORBIDDEN, "origin not allowed"), None));
+    }
+    if let Some(cached) = service.cors.lookup(&origin) {
+        return Ok((cached, None));
+    }
+    service
+        .cors
+        .admit_forward(service.config.cors_preflights_per_minute)
+        .map_err(|retry_after_secs| ProxyError::TooManyPreflights { retry_after_secs })?;
+    strip_credentials(request.headers_mut());
+    let (response, lease) = forward_to_pool(edge, pool, service, conn, request, record).await?;
+    service.cors.store(&origin, response.status(), response.headers());
+    let answer = edge_cache::preflight_answer(response.status(), response.headers());
+    drop(response);
+    drop(lease);
+    Ok((answer, None))
 }
 
 /// What the edge caches did with a request.
@@ -477,27 +635,33 @@ enum CacheStep {
     Continue(Request<Incoming>),
 }
 
-/// Edge authentication gate: public paths and `auth = "none"` pass; everything else needs
-/// credentials the authenticator accepts.
+/// Edge authentication gate: public paths and `auth = "none"` pass (a public path never
+/// forwards a credential); everything else needs credentials the authenticator accepts.
 ///
 /// With `websocket_auth`, a WebSocket upgrade must carry its credential in
 /// `Sec-WebSocket-Protocol` (browsers cannot set `Authorization` there); the credential
-/// element is removed before the request goes on.
+/// element is removed before the request goes on, and so is any `Authorization` field: only
+/// what the edge validated reaches the upstream.
 ///
 /// In maintenance (`maintenance` = the `Retry-After` seconds) only a credential of a current
 /// session of this service is validated; anything else is a new session and gets 503.
 async fn authenticate(
+    edge: &Edge,
     gateway: &Gateway,
     service: &Service,
-    operate: &Operate,
     maintenance: Option<u64>,
-    client: IpAddr,
+    view: &View,
+    record: &mut RequestRecord,
     request: &mut Request<Incoming>,
 ) -> Result<(), ProxyError> {
-    let path = request.uri().path();
-    if service.config.auth == AuthMode::None || service.config.public_paths.iter().any(|p| p.matches(path)) {
+    if service.config.auth == AuthMode::None {
         return Ok(());
     }
+    if service.is_public(&view.path) {
+        strip_credentials(request.headers_mut());
+        return Ok(());
+    }
+    let client = record.client;
     if let Some(retry_after_secs) = maintenance {
         let existing = gateway.auth.session_of(request.headers()).is_some_and(|key| service.sessions.is_current(&key));
         if !existing {
@@ -506,7 +670,7 @@ async fn authenticate(
     }
     let touch = |session| {
         if service.sessions.touch(session) {
-            operate.note_sessions_total(gateway.services.iter().map(|s| s.sessions.tracked() as u64).sum());
+            edge.operate.note_sessions_total(gateway.services.iter().map(|s| s.sessions.tracked() as u64).sum());
         }
     };
     let websocket = is_websocket_upgrade(request);
@@ -535,17 +699,30 @@ async fn authenticate(
             header::AUTHORIZATION,
             HeaderValue::from_str(&authorization).map_err(|_| ProxyError::BadRequest("invalid credential"))?,
         );
-        return match gateway.auth.authenticate(service.config.auth, &credential, client).await {
+        let verdict =
+            shielded(edge, gateway, record, &credential, gateway.auth.authenticate(service.config.auth, &credential, client), is_challenge)
+                .await?;
+        return match verdict {
             Verdict::Allow { session, .. } => {
                 touch(session);
                 gateway.auth.note_success(client);
                 websocket::strip_credential(request.headers_mut(), &protocols);
+                request.headers_mut().remove(header::AUTHORIZATION);
                 Ok(())
             }
             refused => Err(verdict_error(refused)),
         };
     }
-    match gateway.auth.authenticate(service.config.auth, request.headers(), client).await {
+    let verdict = shielded(
+        edge,
+        gateway,
+        record,
+        request.headers(),
+        gateway.auth.authenticate(service.config.auth, request.headers(), client),
+        is_challenge,
+    )
+    .await?;
+    match verdict {
         Verdict::Allow { session, .. } => {
             touch(session);
             if gateway.remember_ips {
@@ -556,6 +733,46 @@ async fn authenticate(
         refused => Err(verdict_error(refused)),
     }
 }
+
+/// Runs one credential check under the shield (DESIGN §3): a credential that is not already
+/// cached is checked only while holding the source's admission (one check per source at a
+/// time), after the ban is checked again, and a refusal is counted before the admission is
+/// released — so however many streams or connections a source opens, at most `trigger`
+/// guesses are checked before the ban applies, and the ban is made once.
+async fn shielded<T>(
+    edge: &Edge,
+    gateway: &Gateway,
+    record: &mut RequestRecord,
+    credential: &http::HeaderMap,
+    check: impl std::future::Future<Output = T>,
+    refused: impl Fn(&T) -> bool,
+) -> Result<T, ProxyError> {
+    let presented = credential.get(header::AUTHORIZATION);
+    let cached = presented.is_some_and(|value| gateway.auth.is_cached(value.as_bytes()));
+    let admission = match presented {
+        Some(_) if !cached => edge.shield.admit(record.client, AUTH_FAILURE).await,
+        _ => None,
+    };
+    if admission.is_some()
+        && let Some(status) = edge.shield.check(record.client)
+    {
+        return Err(ProxyError::Blocked { status });
+    }
+    let verdict = check.await;
+    if presented.is_some() && refused(&verdict) {
+        edge.shield.record(record.client, AUTH_FAILURE, record.line()).await;
+        record.failure_recorded = true;
+    }
+    drop(admission);
+    Ok(verdict)
+}
+
+fn is_challenge(verdict: &Verdict) -> bool {
+    matches!(verdict, Verdict::Challenge { .. })
+}
+
+/// The shield category of refused credentials.
+const AUTH_FAILURE: &str = "http-auth-failure";
 
 /// The edge's own token endpoints (DESIGN §2, edge tokens).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -608,21 +825,32 @@ async fn refresh_token_of(request: Request<Incoming>) -> Result<String, ProxyErr
         .map_err(|_| ProxyError::BadRequest("expected {\"refresh_token\": \"...\"}"))
 }
 
-/// `POST /portcullis/token` and `POST /portcullis/token/refresh`.
+/// `POST /portcullis/token` and `POST /portcullis/token/refresh` (the credential or refresh
+/// token is checked under the shield's admission, as every credential is).
 async fn token_endpoint(
+    edge: &Edge,
     gateway: &Gateway,
-    client: IpAddr,
+    record: &mut RequestRecord,
     request: Request<Incoming>,
     endpoint: TokenEndpoint,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if request.method() != http::Method::POST {
         return Err(ProxyError::MethodNotAllowed);
     }
+    let client = record.client;
+    let refused = |answer: &TokenAnswer| matches!(answer, TokenAnswer::Refused(Verdict::Challenge { .. }));
     let answer = match endpoint {
-        TokenEndpoint::Issue => gateway.auth.issue_token(request.headers(), client).await,
+        TokenEndpoint::Issue => {
+            let headers = request.headers().clone();
+            shielded(edge, gateway, record, &headers, gateway.auth.issue_token(&headers, client), refused).await?
+        }
         TokenEndpoint::Refresh => {
             let refresh = refresh_token_of(request).await?;
-            gateway.auth.refresh_token(&refresh, client).await
+            let mut credential = http::HeaderMap::new();
+            let bearer =
+                HeaderValue::from_str(&format!("Bearer {refresh}")).map_err(|_| ProxyError::BadRequest("invalid refresh token"))?;
+            credential.insert(header::AUTHORIZATION, bearer);
+            shielded(edge, gateway, record, &credential, gateway.auth.refresh_token(&refresh, client), refused).await?
         }
     };
     match answer {
@@ -637,13 +865,10 @@ async fn token_endpoint(
     }
 }
 
-fn redirect(host: &str, port: u16, request: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
-    let bare = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
-    if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b)) {
-        return Err(ProxyError::BadRequest("missing or invalid Host header"));
-    }
+fn redirect(authority: &Authority, port: u16, request: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    let host = authority.host();
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let location = if port == 443 { format!("https://{bare}{target}") } else { format!("https://{bare}:{port}{target}") };
+    let location = if port == 443 { format!("https://{host}{target}") } else { format!("https://{host}:{port}{target}") };
     let mut response = text_response(StatusCode::PERMANENT_REDIRECT, "moved to https");
     response
         .headers_mut()
@@ -662,12 +887,8 @@ async fn forward_to_pool(
     let websocket = is_websocket_upgrade(&request);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    // Upstreams get HTTP/1.1 in origin form, whatever the client spoke.
+    // Upstreams get HTTP/1.1 (the target is already the canonical origin form).
     parts.version = Version::HTTP_11;
-    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        let origin_form = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        parts.uri = origin_form.parse().map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-    }
     let origin = Origin { client: record.client, proto: if conn.tls { "https" } else { "http" }, host: &record.host };
     forward::request_headers(&mut parts.headers, origin, websocket);
     let offered_protocols: Vec<String> = parts
@@ -684,12 +905,17 @@ async fn forward_to_pool(
     {
         parts.headers.insert(header::HOST, host);
     }
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let body = match ProxyBody::Stream(body).buffer_small(MAX_REPLAY_BODY).await {
         Ok(Ok(bytes)) => OutgoingBody::Replayable(bytes),
-        Ok(Err(stream)) => OutgoingBody::Streaming(stream),
-        Err(_) => return Err(ProxyError::BadRequest("request body could not be read")),
+        Ok(Err(stream)) => OutgoingBody::Streaming(stream.watched(broken.clone())),
+        Err(_) => return Err(ProxyError::BadRequest("malformed request body")),
     };
-    let (mut response, lease) = pool.send(Outgoing { parts, body }).await?;
+    let (mut response, lease) = match pool.send(Outgoing { parts, body }).await {
+        // The client broke its own body framing: its fault, not the upstream's.
+        Err(_) if broken.load(std::sync::atomic::Ordering::Relaxed) => return Err(ProxyError::BadRequest("malformed request body")),
+        sent => sent?,
+    };
     record.upstream = Some(lease.server().clone());
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     forward::response_headers(response.headers_mut(), switching && websocket);

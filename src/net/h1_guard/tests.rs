@@ -9,7 +9,7 @@ fn scanner() -> RequestFraming {
 fn refused(scan: Scan) -> Option<Violation> {
     match scan {
         Scan::Refused { violation, .. } => Some(violation),
-        Scan::Clean | Scan::Reported { .. } => None,
+        Scan::Clean | Scan::Reported { .. } | Scan::BadBody { .. } | Scan::AwaitUpgrade { .. } => None,
     }
 }
 
@@ -100,13 +100,75 @@ fn chunked_body_is_followed_to_the_next_head() {
 }
 
 #[test]
-fn h2_preface_and_upgrades_stop_the_scanner() {
+fn h2_preface_stops_the_scanner() {
     let mut s = scanner();
     assert_eq!(s.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Scan::Clean);
     assert!(!s.is_following());
+}
+
+#[test]
+fn bytes_after_an_upgrade_request_wait_for_the_decision() {
+    let head = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+    let mut bytes = head.to_vec();
+    bytes.extend_from_slice(b"\x81\x05hello");
     let mut s = scanner();
-    assert_eq!(s.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05hello"), Scan::Clean);
+    assert_eq!(s.feed(&bytes), Scan::AwaitUpgrade { at: head.len() });
+    // Upgraded: the rest is a tunnel.
+    s.stop();
+    assert_eq!(s.feed(b"anything at all"), Scan::Clean);
     assert!(!s.is_following());
+}
+
+#[test]
+fn a_refused_upgrade_resumes_scanning_and_catches_what_follows() {
+    let mut s = scanner();
+    let head = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
+    assert_eq!(s.feed(head), Scan::Clean);
+    assert_eq!(s.feed(b"POST"), Scan::AwaitUpgrade { at: 0 });
+    s.resume();
+    let smuggled = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_eq!(refused(s.feed(smuggled)), Some(Violation::LengthAndChunked));
+}
+
+#[test]
+fn an_upgrade_request_with_a_body_awaits_after_the_body() {
+    let mut s = scanner();
+    let head = b"POST /ws HTTP/1.1\r\nUpgrade: foo\r\nContent-Length: 3\r\n\r\nabc";
+    let mut bytes = head.to_vec();
+    bytes.extend_from_slice(b"GET");
+    assert_eq!(s.feed(&bytes), Scan::AwaitUpgrade { at: head.len() });
+}
+
+#[test]
+fn chunked_framing_follows_hypers_grammar_and_refuses_what_others_read_differently() {
+    let head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let good: [&[u8]; 4] =
+        [b"5\r\nhello\r\n0\r\n\r\n", b"5;ext=1\r\nhello\r\n0\r\n\r\n", b"5 \r\nhello\r\n0\r\n\r\n", b"0\r\nX-T: 1\r\n\r\n"];
+    for body in good {
+        let mut s = scanner();
+        let mut bytes = head.to_vec();
+        bytes.extend_from_slice(body);
+        assert_eq!(s.feed(&bytes), Scan::Clean, "{:?}", String::from_utf8_lossy(body));
+        assert_eq!(s.state, State::Head, "{:?}", String::from_utf8_lossy(body));
+    }
+    let bad: [&[u8]; 9] = [
+        b"5\nhello\r\n0\r\n\r\n",               // bare LF after the size
+        b"5\r\nhello\n0\r\n\r\n",               // bare LF after the data
+        b"5\r\nhelloXX0\r\n\r\n",               // no CRLF after the data
+        b"0\r\nX-T: 1\nGET / HTTP/1.1\r\n\r\n", // bare LF inside a trailer
+        b"0\r\n\n",                             // bare LF at the end
+        b"\r\n",                                // empty size line
+        b"5 5\r\nhello\r\n0\r\n\r\n",           // digits after whitespace
+        b"5;a\nb\r\n",                          // LF in an extension
+        b"zz\r\n",                              // not hex
+    ];
+    for body in bad {
+        let mut s = scanner();
+        let mut bytes = head.to_vec();
+        bytes.extend_from_slice(body);
+        assert!(matches!(s.feed(&bytes), Scan::BadBody { .. }), "{:?}", String::from_utf8_lossy(body));
+        assert!(!s.is_following());
+    }
 }
 
 #[test]
@@ -118,9 +180,10 @@ fn oversized_head_stops_the_scanner_and_leaves_it_to_hyper() {
 }
 
 #[test]
-fn overflowing_chunk_size_stops_the_scanner() {
+fn overflowing_chunk_size_is_a_bad_body() {
     let mut s = scanner();
-    let _ = s.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\n");
+    let scan = s.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\n");
+    assert!(matches!(scan, Scan::BadBody { .. }));
     assert!(!s.is_following());
 }
 

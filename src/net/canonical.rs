@@ -1,0 +1,328 @@
+//! The canonical request view (DESIGN §1): the one path and the one authority every edge
+//! decision (routing, public paths, caches, authentication) is made on, and exactly what the
+//! upstream receives.
+//!
+//! [`normalize_path`] follows RFC 3986: percent-encoded unreserved characters are decoded,
+//! other escapes kept with upper-case hex, dot-segments resolved (encoded ones included,
+//! since `%2e` decodes to `.` first) and repeated slashes merged. What cannot be normalised
+//! safely is refused rather than guessed at, because an upstream may read it differently:
+//! encoded `/` or `\` (policy: refuse or keep opaque), literal backslashes (policy: refuse or
+//! treat as `/`), `;` parameters on a dot-segment or on an empty segment (Tomcat and Jetty
+//! strip `;…` and would then resolve `..;` as `..`), encoded control bytes, double encoding
+//! (`%252e`), malformed escapes, and paths that climb above the root.
+//!
+//! The invariant (tested by property tests in `tests`): every segment of a canonical path
+//! stays one segment, and never a dot-segment, under any resolution an upstream might apply
+//! — percent-decoding, `;` stripping, backslash as slash, case folding — so a path the edge
+//! calls public stays under its public prefix at the upstream too.
+//!
+//! [`parse_authority`] reads a `Host` value or URI authority: a reg-name (letters, digits,
+//! `-`, `.`, `_`), an IPv4 address or a bracketed IPv6 literal, and an optional port;
+//! lower-cased, with a trailing dot removed. Userinfo, path characters and anything else are
+//! refused (RFC 9110 §7.2, RFC 3986 §3.2).
+
+use std::fmt;
+use std::net::Ipv6Addr;
+
+use crate::config::{BackslashPolicy, EscapedSlashPolicy, PathPolicy};
+
+/// Longest request path considered (the head cap bounds it too).
+pub const MAX_PATH_BYTES: usize = 8192;
+/// Longest host name (RFC 1035: 253 characters, plus room for a trailing dot).
+pub const MAX_HOST_BYTES: usize = 255;
+
+/// Why a path was refused (each is a 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathRefusal {
+    /// Not an absolute path (`*`, empty, no leading `/`).
+    NotAbsolute,
+    TooLong,
+    /// `%` not followed by two hex digits.
+    MalformedEscape,
+    /// `%2F` or `%5C`.
+    EncodedSlash,
+    /// A literal `\`.
+    Backslash,
+    /// A control byte, literal or encoded (`%00`–`%1F`, `%7F`), or a byte above ASCII.
+    ControlByte,
+    /// `%25` followed by two hex digits: an upstream that decodes twice sees another path.
+    DoubleEncoding,
+    /// `;` parameters on a dot-segment or an empty segment (`..;`, `.;x`, `/;/`).
+    DotSegmentParameters,
+    /// More `..` than segments.
+    AboveRoot,
+}
+
+impl PathRefusal {
+    /// Short text for the 400 body and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            PathRefusal::NotAbsolute => "request path must start with /",
+            PathRefusal::TooLong => "request path too long",
+            PathRefusal::MalformedEscape => "malformed percent-escape in path",
+            PathRefusal::EncodedSlash => "encoded slash or backslash in path",
+            PathRefusal::Backslash => "backslash in path",
+            PathRefusal::ControlByte => "control or non-ASCII byte in path",
+            PathRefusal::DoubleEncoding => "double percent-encoding in path",
+            PathRefusal::DotSegmentParameters => "parameters on a dot-segment or empty segment",
+            PathRefusal::AboveRoot => "path climbs above the root",
+        }
+    }
+}
+
+impl fmt::Display for PathRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Decodes what is safe to decode and refuses what is not (first pass of [`normalize_path`]).
+fn decode_pass(raw: &[u8], policy: PathPolicy) -> Result<String, PathRefusal> {
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        match b {
+            b'%' => {
+                let (Some(hi), Some(lo)) = (raw.get(i + 1).copied().and_then(hex_value), raw.get(i + 2).copied().and_then(hex_value))
+                else {
+                    return Err(PathRefusal::MalformedEscape);
+                };
+                let value = hi << 4 | lo;
+                match value {
+                    v if is_unreserved(v) => out.push(char::from(v)),
+                    v if v < 0x20 || v == 0x7f => return Err(PathRefusal::ControlByte),
+                    b'/' | b'\\' => match policy.escaped_slashes {
+                        EscapedSlashPolicy::Reject => return Err(PathRefusal::EncodedSlash),
+                        EscapedSlashPolicy::Keep => push_escape(&mut out, value),
+                    },
+                    v => push_escape(&mut out, v),
+                }
+                i += 3;
+            }
+            b'\\' => match policy.backslash {
+                BackslashPolicy::Reject => return Err(PathRefusal::Backslash),
+                BackslashPolicy::Slash => {
+                    out.push('/');
+                    i += 1;
+                }
+            },
+            b if !(0x20..0x7f).contains(&b) => return Err(PathRefusal::ControlByte),
+            b => {
+                out.push(char::from(b));
+                i += 1;
+            }
+        }
+    }
+    // `%25` followed by two hex digits — as sent, or formed by decoding (`%25%34%31`) — is a
+    // path an upstream that decodes twice reads differently.
+    let bytes = out.as_bytes();
+    if bytes.windows(5).any(|w| w.starts_with(b"%25") && w[3].is_ascii_hexdigit() && w[4].is_ascii_hexdigit()) {
+        return Err(PathRefusal::DoubleEncoding);
+    }
+    Ok(out)
+}
+
+fn push_escape(out: &mut String, value: u8) {
+    out.push('%');
+    out.push(char::from(UPPER_HEX[usize::from(value >> 4)]));
+    out.push(char::from(UPPER_HEX[usize::from(value & 0xf)]));
+}
+
+/// The part of a segment before its `;` parameters (literal `;` or `%3B`), and whether it
+/// has any.
+fn segment_base(segment: &str) -> (&str, bool) {
+    let bytes = segment.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b';' {
+            return (&segment[..i], true);
+        }
+        if *b == b'%' && bytes.get(i + 1) == Some(&b'3') && bytes.get(i + 2).is_some_and(|c| c.eq_ignore_ascii_case(&b'b')) {
+            return (&segment[..i], true);
+        }
+    }
+    (segment, false)
+}
+
+/// The canonical form of a request path (no query), or why it is refused.
+pub fn normalize_path(raw: &str, policy: PathPolicy) -> Result<String, PathRefusal> {
+    if raw.len() > MAX_PATH_BYTES {
+        return Err(PathRefusal::TooLong);
+    }
+    let leading_slash = raw.starts_with('/') || (raw.starts_with('\\') && policy.backslash == BackslashPolicy::Slash);
+    if !leading_slash {
+        return Err(PathRefusal::NotAbsolute);
+    }
+    let decoded = decode_pass(raw.as_bytes(), policy)?;
+    let mut segments: Vec<&str> = Vec::new();
+    // Whether the resolved path ends with `/` (a trailing empty, `.` or `..` segment).
+    let mut trailing_slash = false;
+    let mut parts = decoded.split('/').skip(1).peekable();
+    while let Some(segment) = parts.next() {
+        let last = parts.peek().is_none();
+        let (base, has_parameters) = segment_base(segment);
+        if has_parameters && matches!(base, "" | "." | "..") {
+            return Err(PathRefusal::DotSegmentParameters);
+        }
+        match segment {
+            "" => trailing_slash = last,
+            "." => trailing_slash = last,
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(PathRefusal::AboveRoot);
+                }
+                trailing_slash = last;
+            }
+            _ => {
+                segments.push(segment);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// Whether `path` starts with `prefix`, folding ASCII case when `fold_case`.
+pub fn has_prefix(path: &str, prefix: &str, fold_case: bool) -> bool {
+    match path.get(..prefix.len()) {
+        Some(head) if fold_case => head.eq_ignore_ascii_case(prefix),
+        Some(head) => head == prefix,
+        None => false,
+    }
+}
+
+/// A canonical authority: lower-case host (no trailing dot; IPv6 in brackets) and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    host: String,
+    port: Option<u16>,
+    /// `host[:port]`, as forwarded in `Host`.
+    text: String,
+}
+
+impl Authority {
+    /// The host without the port (`example.com`, `192.0.2.1`, `[::1]`).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// `host[:port]`: the value of the forwarded `Host`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Why an authority was refused (a 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorityRefusal {
+    Empty,
+    TooLong,
+    /// `user@host`.
+    Userinfo,
+    /// A character a host name cannot hold (`/`, `?`, `#`, `%`, space, markup…).
+    InvalidHost,
+    InvalidPort,
+    InvalidIpv6,
+}
+
+impl AuthorityRefusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthorityRefusal::Empty => "empty host",
+            AuthorityRefusal::TooLong => "host too long",
+            AuthorityRefusal::Userinfo => "userinfo in host",
+            AuthorityRefusal::InvalidHost => "invalid host",
+            AuthorityRefusal::InvalidPort => "invalid port",
+            AuthorityRefusal::InvalidIpv6 => "invalid IPv6 literal",
+        }
+    }
+}
+
+impl fmt::Display for AuthorityRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+fn parse_port(text: &str) -> Result<u16, AuthorityRefusal> {
+    if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AuthorityRefusal::InvalidPort);
+    }
+    text.parse::<u16>().map_err(|_| AuthorityRefusal::InvalidPort)
+}
+
+/// Reads a `Host` value or URI authority into its canonical form.
+pub fn parse_authority(raw: &str) -> Result<Authority, AuthorityRefusal> {
+    if raw.is_empty() {
+        return Err(AuthorityRefusal::Empty);
+    }
+    if raw.len() > MAX_HOST_BYTES + 6 {
+        return Err(AuthorityRefusal::TooLong);
+    }
+    if raw.contains('@') {
+        return Err(AuthorityRefusal::Userinfo);
+    }
+    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let (literal, after) = rest.split_once(']').ok_or(AuthorityRefusal::InvalidIpv6)?;
+        let address: Ipv6Addr = literal.parse().map_err(|_| AuthorityRefusal::InvalidIpv6)?;
+        let port = match after {
+            "" => None,
+            _ => Some(parse_port(after.strip_prefix(':').ok_or(AuthorityRefusal::InvalidPort)?)?),
+        };
+        (format!("[{address}]"), port)
+    } else {
+        let (name, port) = match raw.split_once(':') {
+            Some((name, port)) => (name, Some(parse_port(port)?)),
+            None => (raw, None),
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.is_empty() {
+            return Err(AuthorityRefusal::Empty);
+        }
+        if name.len() > MAX_HOST_BYTES {
+            return Err(AuthorityRefusal::TooLong);
+        }
+        let valid = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            && name.split('.').all(|label| !label.is_empty() && label.len() <= 63);
+        if !valid {
+            return Err(AuthorityRefusal::InvalidHost);
+        }
+        (name.to_ascii_lowercase(), port)
+    };
+    let text = match port {
+        Some(port) => format!("{host}:{port}"),
+        None => host.clone(),
+    };
+    Ok(Authority { host, port, text })
+}
+
+#[cfg(test)]
+mod tests;
