@@ -257,19 +257,23 @@ impl Authenticator {
         headers.get(http::header::AUTHORIZATION).map(|value| self.session_keys.digest(value.as_bytes()))
     }
 
-    /// Whether an `Authorization` value is already known valid (cached), so checking it again
-    /// is no guess: the shield admits such requests without waiting.
-    pub fn is_cached(&self, value: &[u8]) -> bool {
+    /// The verdict for a credential already known valid (cached) for `mode`, without any
+    /// validation work; `None` when it is not cached (then it is a guess until checked, and
+    /// the shield admits it one check per source at a time).
+    pub fn cached_verdict(&self, mode: AuthMode, headers: &HeaderMap) -> Option<Verdict> {
+        let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
         let bearer = is_bearer(value).then(|| value[7..].trim_ascii());
-        if let (Some(token), Some(tokens)) = (bearer, &self.tokens)
-            && token.starts_with(tokens::ACCESS_PREFIX.as_bytes())
-        {
-            return std::str::from_utf8(token).is_ok_and(|t| tokens.is_cached(t));
-        }
-        match bearer {
-            Some(token) => self.jwt.as_ref().is_some_and(|jwt| jwt.is_cached(token)),
-            None => self.basic.as_ref().is_some_and(|basic| basic.is_cached(value)),
-        }
+        let user = match (bearer, &self.tokens) {
+            (Some(token), Some(tokens)) if token.starts_with(tokens::ACCESS_PREFIX.as_bytes()) => {
+                tokens.cached_user(std::str::from_utf8(token).ok()?)?
+            }
+            (Some(token), _) if matches!(mode, AuthMode::Jwt | AuthMode::BasicOrJwt) => self.jwt.as_ref()?.cached_user(token)?,
+            (None, _) if matches!(mode, AuthMode::Basic | AuthMode::BasicOrJwt) && basic::is_basic(value) => {
+                self.basic.as_ref()?.cached_user(value)?
+            }
+            _ => return None,
+        };
+        Some(Verdict::Allow { user, session: self.session_keys.digest(value) })
     }
 
     /// Authenticates a request for a service using `mode`.

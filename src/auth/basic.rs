@@ -139,9 +139,9 @@ impl BasicAuth {
         self.cache.live_entries()
     }
 
-    /// Whether this `Authorization: Basic …` value is cached as valid.
-    pub fn is_cached(&self, value: &[u8]) -> bool {
-        value.len() <= MAX_CREDENTIAL_BYTES && self.cache.lookup(&self.cache.digest(value)).is_some()
+    /// The user of this `Authorization: Basic …` value when it is cached as valid.
+    pub fn cached_user(&self, value: &[u8]) -> Option<Arc<str>> {
+        (value.len() <= MAX_CREDENTIAL_BYTES).then(|| self.cache.lookup(&self.cache.digest(value)))?
     }
 
     /// Authenticates one `Authorization: Basic …` value.

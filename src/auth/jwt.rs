@@ -174,9 +174,9 @@ impl JwtAuth {
         keys.get(kid).map(|k| (k.key.clone(), k.family))
     }
 
-    /// Whether this bearer token is cached as valid.
-    pub fn is_cached(&self, token: &[u8]) -> bool {
-        token.len() <= MAX_TOKEN_BYTES && self.cache.lookup(&self.cache.digest(token)).is_some()
+    /// The user of this bearer token when it is cached as valid.
+    pub fn cached_user(&self, token: &[u8]) -> Option<Arc<str>> {
+        (token.len() <= MAX_TOKEN_BYTES).then(|| self.cache.lookup(&self.cache.digest(token)))?
     }
 
     /// Authenticates one bearer token.

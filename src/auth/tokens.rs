@@ -152,10 +152,14 @@ impl TokenService {
         })
     }
 
-    /// Whether this access token is held in memory as live.
-    pub fn is_cached(&self, access: &str) -> bool {
-        access.len() <= 128
-            && self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&hash(access)).is_some_and(|(_, until)| *until > Instant::now())
+    /// The user of this access token when it is held in memory as live.
+    pub fn cached_user(&self, access: &str) -> Option<std::sync::Arc<str>> {
+        if !access.starts_with(ACCESS_PREFIX) || access.len() > 128 {
+            return None;
+        }
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let (user, until) = cache.get(&hash(access))?;
+        (*until > Instant::now()).then(|| std::sync::Arc::from(user.as_str()))
     }
 
     /// The user of a live access token.

@@ -748,7 +748,7 @@ async fn shielded<T>(
     refused: impl Fn(&T) -> bool,
 ) -> Result<T, ProxyError> {
     let presented = credential.get(header::AUTHORIZATION);
-    let cached = presented.is_some_and(|value| gateway.auth.is_cached(value.as_bytes()));
+    let cached = gateway.auth.cached_verdict(AuthMode::BasicOrJwt, credential).is_some();
     let admission = match presented {
         Some(_) if !cached => edge.shield.admit(record.client, AUTH_FAILURE).await,
         _ => None,
