@@ -163,7 +163,14 @@ pub fn normalize_path(raw: &str, policy: PathPolicy) -> Result<String, PathRefus
     if !leading_slash {
         return Err(PathRefusal::NotAbsolute);
     }
-    let decoded = decode_pass(raw.as_bytes(), policy)?;
+    let bytes = raw.as_bytes();
+    let plain = bytes.iter().all(|b| (0x21..0x7f).contains(b) && !matches!(b, b'%' | b'\\' | b';'))
+        && !bytes.windows(2).any(|w| w[0] == b'/' && matches!(w[1], b'/' | b'.'));
+    if plain {
+        // Nothing to decode, resolve or merge: already canonical.
+        return Ok(raw.to_string());
+    }
+    let decoded = decode_pass(bytes, policy)?;
     let mut segments: Vec<&str> = Vec::new();
     // Whether the resolved path ends with `/` (a trailing empty, `.` or `..` segment).
     let mut trailing_slash = false;

@@ -312,11 +312,18 @@ fn canonical_view<B>(request: &Request<B>, policy: PathPolicy) -> Result<View, &
 
 /// Rewrites `request` to its canonical view: origin-form target, one canonical `Host`.
 fn apply_view<B>(request: &mut Request<B>, view: &View) -> Result<(), ProxyError> {
-    *request.uri_mut() = view.target().parse().map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    // The common case — origin form, already canonical, one canonical Host — costs nothing.
+    let uri = request.uri();
+    if uri.scheme().is_some() || uri.authority().is_some() || uri.path() != view.path {
+        *request.uri_mut() = view.target().parse().map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    }
     let headers = request.headers_mut();
-    headers.remove(header::HOST);
-    if let Some(authority) = &view.authority {
-        headers.insert(header::HOST, HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadRequest("invalid host"))?);
+    let host = view.authority.as_ref().map(Authority::as_str);
+    if headers.get(header::HOST).map(HeaderValue::as_bytes) != host.map(str::as_bytes) {
+        headers.remove(header::HOST);
+        if let Some(host) = host {
+            headers.insert(header::HOST, HeaderValue::from_str(host).map_err(|_| ProxyError::BadRequest("invalid host"))?);
+        }
     }
     Ok(())
 }
