@@ -476,7 +476,8 @@ fn resolve_services(c: &mut Checker<'_>, raw: Vec<Option<ServiceFile>>, auth: &A
             name,
             auth: auth_mode,
             public_paths,
-            websocket_auth: s.websocket_auth.unwrap_or(false),
+            // On by default for every authenticated service (DESIGN §2).
+            websocket_auth: s.websocket_auth.unwrap_or(true),
             websocket_ip_window: s
                 .websocket_ip_window
                 .as_ref()

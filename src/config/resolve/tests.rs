@@ -182,6 +182,16 @@ fn a_section_that_fails_to_parse_adds_no_false_missing_name() {
 }
 
 #[test]
+fn websocket_auth_is_on_unless_turned_off() {
+    let c = resolve_ok(MINIMAL);
+    assert!(c.services[0].websocket_auth, "on by default (DESIGN §2)");
+    let off = resolve_ok(&MINIMAL.replace("name = \"app\"", "name = \"app\"\nwebsocket_auth = false"));
+    assert!(!off.services[0].websocket_auth);
+    let on = resolve_ok(&MINIMAL.replace("name = \"app\"", "name = \"app\"\nwebsocket_auth = true"));
+    assert!(on.services[0].websocket_auth);
+}
+
+#[test]
 fn toml_syntax_errors_name_the_line() {
     let errors = errors_of("[server]\nname = \"a\"\nstate_dir = /var\n");
     assert_eq!(errors.len(), 1);
