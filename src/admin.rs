@@ -51,6 +51,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::ListenerConfig;
 use crate::proxy::stack::Edge;
+use crate::telemetry::access_log::MAX_LOGGED_PATH;
+use crate::telemetry::logging::escaped;
 
 pub mod operate;
 pub mod page;
@@ -200,7 +202,12 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         return page::respond(state, client, request).await;
     }
     if !authorized(state, &request) {
-        state.edge.error_log.warn(&format!("{} :: admin API authentication failed, request: \"{method} {path}\"", client.ip()));
+        state.edge.error_log.warn(&format!(
+            "{} :: admin API authentication failed, request: \"{} {}\"",
+            client.ip(),
+            escaped(method.as_str()),
+            escaped(&path).max(MAX_LOGGED_PATH)
+        ));
         let line = crate::protect::RequestLine { method: method.as_str(), path: &path, protocol: "HTTP/1.1", host: "admin" };
         state.edge.shield.record(client.ip(), "admin-auth-failure", line).await;
         let mut response = json(StatusCode::UNAUTHORIZED, &ErrorBody { error: "missing or wrong bearer token" });

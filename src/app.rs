@@ -32,7 +32,7 @@ use crate::protect::nft::NftMirror;
 use crate::proxy::server;
 use crate::proxy::stack::{Edge, EdgeParts, Gateway, GatewayDeps};
 use crate::telemetry::access_log::AccessLog;
-use crate::telemetry::logging::{ErrorLog, LineBudget};
+use crate::telemetry::logging::{ErrorLog, LineBudget, quoted};
 use crate::telemetry::metrics::Metrics;
 
 /// How often the web certificate's expiry is checked (metric; `error.log` notice once a day
@@ -359,7 +359,7 @@ async fn watch_certificate_expiry(edge: std::sync::Weak<Edge>) {
             if checks.is_multiple_of(24)
                 && let Some(notice) = crate::operate::cert::expiry_notice(details.not_after_unix, now)
             {
-                edge.error_log.warn(&format!("{notice} ({}, serial {})", details.subject, details.serial));
+                edge.error_log.warn(&format!("{notice} ({}, serial {})", quoted(&details.subject), quoted(&details.serial)));
             }
         }
         checks += 1;
@@ -445,6 +445,9 @@ fn reload_once(
 /// flood must not fill the disk; the metric still counts every failure).
 pub const MAX_AUTH_FAILURE_LINES_PER_SECOND: u64 = 20;
 
+/// Longest part of a presented user name written to `error.log`.
+pub const MAX_LOGGED_USER: usize = 128;
+
 /// Reports authentication failures to `error.log` and metrics until the shield takes them.
 struct AuthFailureLog {
     error_log: ErrorLog,
@@ -462,8 +465,8 @@ impl AuthEvents for AuthFailureLog {
     fn auth_failed(&self, client: std::net::IpAddr, user: Option<&str>, reason: &'static str) {
         self.metrics.auth_failure(reason);
         if self.budget.allow() {
-            let user: String = user.unwrap_or("-").chars().take(64).map(|c| if c.is_control() || c == '"' { '?' } else { c }).collect();
-            self.error_log.warn(&format!("{client} :: authentication failed for user \"{user}\": {reason}"));
+            let user = quoted(user.unwrap_or("-")).max(MAX_LOGGED_USER);
+            self.error_log.warn(&format!("{client} :: authentication failed for user {user}: {reason}"));
         }
     }
 }

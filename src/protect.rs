@@ -29,7 +29,8 @@ use tokio::time::Instant;
 
 use crate::cluster::{BanRecord, StateStore};
 use crate::config::{Exemption, ProtectionConfig};
-use crate::telemetry::logging::{ErrorLog, LineBudget, nginx_time};
+use crate::telemetry::access_log::MAX_LOGGED_PATH;
+use crate::telemetry::logging::{ErrorLog, LineBudget, escaped, nginx_time};
 use crate::telemetry::metrics::Metrics;
 
 /// Most (source, category) counters kept; the oldest are evicted first.
@@ -478,10 +479,10 @@ impl Shield {
             nginx_time(SystemTime::now()),
             std::process::id(),
             self.server_name,
-            clean(request.method),
-            clean(request.path),
-            clean(request.protocol),
-            clean(request.host),
+            escaped(request.method),
+            escaped(request.path).max(MAX_LOGGED_PATH),
+            escaped(request.protocol),
+            escaped(request.host),
         );
         if let Some(log) = &self.blocking_log
             && let Ok(mut file) = log.lock()
@@ -652,11 +653,6 @@ fn decode_exemption(text: &str) -> Option<Exemption> {
         prefix_length: prefix.parse().ok()?,
         categories: categories.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect(),
     })
-}
-
-/// Keeps a `blocking.log` field on one line and inside its quotes.
-fn clean(text: &str) -> String {
-    text.chars().take(1024).map(|c| if c.is_control() || c == '"' { '?' } else { c }).collect()
 }
 
 pub mod nft;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::{AdminBody, AdminState, ErrorBody, json, query_param, text};
 use crate::config::ServiceKind;
 use crate::operate::cert::{self, CsrFields};
+use crate::telemetry::logging::quoted;
 
 /// `GET|POST /api/v1/maintenance` body.
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -206,7 +207,9 @@ pub async fn add_cert(state: &AdminState, body: &[u8]) -> http::Response<AdminBo
     }
     state.edge.error_log.warn(&format!(
         "web certificate installed: {} (serial {}, valid until {})",
-        bundle.details.subject, bundle.details.serial, bundle.details.not_after
+        quoted(&bundle.details.subject),
+        quoted(&bundle.details.serial),
+        bundle.details.not_after
     ));
     json(StatusCode::OK, &bundle.details)
 }
@@ -288,7 +291,7 @@ pub async fn gen_csr(state: &AdminState) -> http::Response<AdminBody> {
     let fields = csr_fields(state).await;
     match cert::generate_csr(&fields, &tls_dir(state)) {
         Ok(pem) => {
-            state.edge.error_log.warn(&format!("CSR generated for {}", fields.common_name));
+            state.edge.error_log.warn(&format!("CSR generated for {}", quoted(&fields.common_name)));
             text(StatusCode::OK, "application/pkcs10", pem)
         }
         Err(why) => json(StatusCode::BAD_REQUEST, &ErrorBody { error: &why }),

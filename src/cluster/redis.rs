@@ -368,7 +368,7 @@ async fn follow_sentinel(
             && let Ok(master) = redis::Client::open(format!("redis://{host}:{port}/{}", target.db))
             && let Ok(managed) = manager(master.clone())
         {
-            tracing::warn!("redis master for {} is {host}:{port}", target.master);
+            tracing::warn!("redis master for {} is {}:{port}", target.master, crate::telemetry::logging::quoted(&host));
             connection.store(Some(Arc::new(managed)));
             client.store(Some(Arc::new(master)));
             current = Some((host, port));

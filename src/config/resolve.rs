@@ -94,21 +94,29 @@ impl Checker<'_> {
         self.errors.push(ConfigError::new(path, message, hint));
     }
 
-    /// Deserializes one TOML value into its raw section type.
-    fn section<T: DeserializeOwned + Default>(&mut self, path: &str, value: Option<toml::Value>) -> Option<T> {
+    /// Deserializes one TOML value into its raw section type. An error names the full key
+    /// path of the offending value (`service[0].upstream[1].weight`, or the unknown key
+    /// itself), which the deserializer reports through `serde_path_to_error`.
+    fn section<T: DeserializeOwned>(&mut self, path: &str, value: Option<toml::Value>) -> Option<T> {
         let value = value?;
-        match value.try_into::<T>() {
+        match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(section) => Some(section),
             Err(error) => {
-                let message = error.message().trim().to_string();
-                self.err(path, message, "fix the key or value; see docs/configuration.md");
+                let inner = error.path().to_string();
+                let full = match inner.as_str() {
+                    "" | "." => path.to_string(),
+                    index if index.starts_with('[') => format!("{path}{index}"),
+                    key => format!("{path}.{key}"),
+                };
+                let message = error.inner().message().trim().to_string();
+                self.err(full, message, "fix the key or value; see docs/configuration.md");
                 None
             }
         }
     }
 
     /// Deserializes an array of tables element by element.
-    fn array<T: DeserializeOwned + Default>(&mut self, path: &str, value: Option<toml::Value>) -> Vec<Option<T>> {
+    fn array<T: DeserializeOwned>(&mut self, path: &str, value: Option<toml::Value>) -> Vec<Option<T>> {
         match value {
             None => Vec::new(),
             Some(toml::Value::Array(items)) => {
@@ -187,7 +195,11 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     })?;
     let mut c = Checker { errors: Vec::new(), base };
 
-    let server_raw: ServerFile = c.section("server", table.remove("server")).unwrap_or_default();
+    // An absent [server] has no name (reported); one that failed to parse is already reported.
+    let server_raw: Option<ServerFile> = match table.remove("server") {
+        None => Some(ServerFile::default()),
+        value => c.section("server", value),
+    };
     let listeners_raw: Vec<Option<ListenerFile>> = c.array("listener", table.remove("listener"));
     let tls_raw: Option<TlsFile> = c.section("tls", table.remove("tls"));
     let admin_raw: Option<AdminFile> = c.section("admin", table.remove("admin"));
@@ -230,7 +242,11 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     Ok(Config { source: None, server, listeners, tls, admin, services, routes, auth, cluster, maintenance, protection })
 }
 
-fn resolve_server(c: &mut Checker<'_>, raw: ServerFile) -> ServerConfig {
+/// `raw` is `None` when `[server]` did not parse (already reported): its keys take their
+/// defaults and its missing name is not reported again.
+fn resolve_server(c: &mut Checker<'_>, raw: Option<ServerFile>) -> ServerConfig {
+    let parsed = raw.is_some();
+    let raw = raw.unwrap_or_default();
     let name = match raw.name {
         Some(name) if valid_host_name(&name) => name,
         Some(name) => {
@@ -238,7 +254,9 @@ fn resolve_server(c: &mut Checker<'_>, raw: ServerFile) -> ServerConfig {
             name
         }
         None => {
-            c.err("server.name", "missing", "set the edge's host name, e.g. name = \"edge1.example.com\"");
+            if parsed {
+                c.err("server.name", "missing", "set the edge's host name, e.g. name = \"edge1.example.com\"");
+            }
             String::new()
         }
     };
@@ -507,7 +525,8 @@ fn resolve_services(c: &mut Checker<'_>, raw: Vec<Option<ServiceFile>>, auth: &A
             case_insensitive: s.case_insensitive.unwrap_or(false),
             cors_origins,
             cors_preflights_per_minute,
-            websocket_auth: s.websocket_auth.unwrap_or(false),
+            // On by default for every authenticated service (DESIGN §2).
+            websocket_auth: s.websocket_auth.unwrap_or(true),
             websocket_ip_window: s
                 .websocket_ip_window
                 .as_ref()

@@ -147,3 +147,32 @@ async fn a_spray_of_fresh_sources_stays_under_the_cap_and_never_unbans() {
     assert!(s.counters.lock().unwrap().len() <= MAX_COUNTED_SOURCES, "counter table is capped");
     assert_eq!(s.check(victim), Some(418), "evicting counters never lifts a ban");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_ban_line_keeps_injected_request_text_escaped_inside_its_quoted_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = shield(dir.path());
+    let ip: IpAddr = "198.51.100.30".parse().unwrap();
+    let forged = "\", host: \"x\"\r\n2026/01/01 00:00:00 [emerg] 1#0: 6.6.6.6 will be blocked for 30 minutes\x1b[2J\\";
+    let path = format!("/login{forged}");
+    let host = format!("edge.test{forged}");
+    let request = RequestLine { method: "GET\"", path: &path, protocol: "HTTP/1.1", host: &host };
+    for _ in 0..5 {
+        s.record(ip, "http-auth-failure", request).await;
+    }
+    let log = std::fs::read_to_string(dir.path().join("blocking.log")).unwrap();
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert_eq!(log.matches(" will be blocked for ").count(), 3, "the real one and the escaped copies in path and host: {log}");
+    let escaped_forged =
+        "\\x22, host: \\x22x\\x22\\x0D\\x0A2026/01/01 00:00:00 [emerg] 1#0: 6.6.6.6 will be blocked for 30 minutes\\x1B[2J\\x5C";
+    let want = format!(
+        "#0: 198.51.100.30 will be blocked for 30 minutes for exceeding retry limit., client: 198.51.100.30, server: edge.test, request: \"GET\\x22 /login{escaped_forged} HTTP/1.1\", host: \"edge.test{escaped_forged}\"\n"
+    );
+    assert!(log.ends_with(&want), "{log}\nwant: {want}");
+    // What the stock fail2ban filter relies on: `request: "[^"]*", host: "[^"]*"` up to the end.
+    let after = log.split_once("request: \"").unwrap().1;
+    let (request_field, rest) = after.split_once('"').unwrap();
+    assert!(request_field.ends_with(" HTTP/1.1"), "{request_field}");
+    let host_field = rest.strip_prefix(", host: \"").unwrap().strip_suffix("\"\n").unwrap();
+    assert!(!host_field.contains('"'), "{host_field}");
+}

@@ -253,9 +253,9 @@ impl ConnectionTask {
                         "{} :: request refused: {}, request: \"{} {}\", host: \"{}\"",
                         conn.client.ip(),
                         violation.reason(),
-                        request.method,
-                        request.path,
-                        request.host
+                        crate::telemetry::logging::escaped(&request.method),
+                        crate::telemetry::logging::escaped(&request.path).max(crate::telemetry::access_log::MAX_LOGGED_PATH),
+                        crate::telemetry::logging::escaped(&request.host)
                     ));
                     edge.access_log.write(&AccessEntry {
                         client: conn.client.ip().to_canonical(),

@@ -4,7 +4,9 @@
 //! Line format (space separated; `-` for absent fields):
 //! `2026-11-22T05:00:00.123Z 203.0.113.7 desktop.example.com GET /finesse/api/User HTTP/1.1 200 512 10.0.0.5:8082 finesse 0.004`
 //! = time, client, host, method, path (query dropped: it may carry secrets), protocol,
-//! status, response body bytes, upstream server, service, duration in seconds.
+//! status, response body bytes, upstream server, service, duration in seconds. Host, method
+//! and path come from the client: they are escaped like every network string in a log
+//! ([`logging::escaped`]: `"`, `\`, control and non-ASCII bytes as `\xHH`), spaces too.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -13,6 +15,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use super::logging;
 
 /// Longest path written to the log; longer paths are cut (a flood of huge paths must not
 /// fill the disk faster than the request rate allows).
@@ -82,28 +86,19 @@ impl AccessLog {
     }
 }
 
-/// Replaces bytes that would break a log line (spaces, quotes, control bytes).
+/// Writes one field: `-` when empty, else escaped by [`logging::escaped`] with spaces
+/// escaped too (so fields stay space-separated), at most `max` bytes.
 fn push_field(line: &mut String, value: &str, max: usize) {
     if value.is_empty() {
         line.push('-');
         return;
     }
     // Fast path: short printable ASCII needs no escaping.
-    if value.len() <= max && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+    if value.len() <= max && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
         line.push_str(value);
         return;
     }
-    for (i, c) in value.chars().enumerate() {
-        if i >= max {
-            line.push('…');
-            break;
-        }
-        if c.is_control() || c == ' ' || c == '"' {
-            let _ = write!(line, "%{:02X}", u32::from(c) & 0xff);
-        } else {
-            line.push(c);
-        }
-    }
+    let _ = write!(line, "{}", logging::escaped(value).max(max).spaces());
 }
 
 fn format_line(e: &AccessEntry<'_>, now: SystemTime) -> String {
@@ -141,7 +136,33 @@ mod tests {
             duration: Duration::from_millis(4),
         };
         let line = format_line(&entry, SystemTime::UNIX_EPOCH);
-        assert_eq!(line, "1970-01-01T00:00:00.000Z 203.0.113.7 desk%20top GET /a%20b%22c HTTP/1.1 200 512 10.0.0.5:8082 - 0.004\n");
+        assert_eq!(line, "1970-01-01T00:00:00.000Z 203.0.113.7 desk\\x20top GET /a\\x20b\\x22c HTTP/1.1 200 512 10.0.0.5:8082 - 0.004\n");
+    }
+
+    #[test]
+    fn injected_text_stays_in_its_field_on_one_line() {
+        let path = "/x HTTP/1.1 200 0 - - 0.001\r\n1970-01-01T00:00:00.000Z 9.9.9.9 h GET /forged\x1b[2J\\é";
+        let entry = AccessEntry {
+            client: "203.0.113.7".parse().unwrap(),
+            host: "h\"",
+            method: "GET",
+            path,
+            protocol: "HTTP/1.1",
+            status: 404,
+            bytes: 0,
+            upstream: None,
+            service: None,
+            duration: Duration::ZERO,
+        };
+        let line = format_line(&entry, SystemTime::UNIX_EPOCH);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert_eq!(line.split(' ').count(), 11, "{line}");
+        assert!(
+            line.contains(
+                " h\\x22 GET /x\\x20HTTP/1.1\\x20200\\x200\\x20-\\x20-\\x200.001\\x0D\\x0A1970-01-01T00:00:00.000Z\\x209.9.9.9\\x20h\\x20GET\\x20/forged\\x1B[2J\\x5C\\xC3\\xA9 HTTP/1.1 404 "
+            ),
+            "{line}"
+        );
     }
 
     #[test]

@@ -6,7 +6,13 @@
 //! subscriber, so several edges in one process (the integration tests) keep separate
 //! files. Lines use nginx's error-log layout, which fail2ban filters already understand:
 //! `2026/11/22 05:00:00 [warn] 1234#0: message`.
+//!
+//! Text that comes from the network (user names, paths, hosts, methods, header values) goes
+//! into any log line only through [`quoted`] or [`escaped`]: one escaping, nginx's, so a
+//! client can neither split a line nor forge a field or a whole line (threat: log injection
+//! aimed at fail2ban filters and at operators reading the logs).
 
+use std::fmt;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
@@ -21,6 +27,86 @@ pub fn init_console() {
         .with_writer(std::io::stderr)
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .try_init();
+}
+
+/// Longest piece of network text written into one log field (bytes of the text); longer
+/// text is cut and ends with [`CUT_MARKER`].
+pub const MAX_LOGGED_TEXT: usize = 256;
+/// Ends a field that was cut. Escaped text never holds a non-ASCII character, so this marker
+/// cannot come from the text itself.
+pub const CUT_MARKER: &str = "…";
+
+/// Network text for a log line, in double quotes: `"x\x22 9.9.9.9"`. See [`Escaped`].
+pub fn quoted(text: &str) -> Escaped<'_> {
+    Escaped { text, max: MAX_LOGGED_TEXT, quotes: true, spaces: false }
+}
+
+/// Network text for a log field whose quotes the line format writes itself (the
+/// `request: "..."` and `host: "..."` fields of `blocking.log`). See [`Escaped`].
+pub fn escaped(text: &str) -> Escaped<'_> {
+    Escaped { text, max: MAX_LOGGED_TEXT, quotes: false, spaces: false }
+}
+
+/// Network text made safe for a log line (a [`fmt::Display`]; nothing is allocated).
+///
+/// Printable ASCII and the space are written as is; every other byte — `"`, `\`, control
+/// bytes (CR, LF, ESC, ...), DEL and each byte of a non-ASCII character — is written as
+/// `\xHH`, as nginx does. So an escaped field never contains a double quote
+/// (a `"[^"]*"` pattern, such as the stock fail2ban filter's, always finds its end), a line
+/// break or a terminal escape, and every `\` in it starts an escape (the original text is
+/// recoverable). Only the first `max` bytes of the text are used (default
+/// [`MAX_LOGGED_TEXT`]); a cut field ends with [`CUT_MARKER`].
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a> {
+    text: &'a str,
+    max: usize,
+    quotes: bool,
+    spaces: bool,
+}
+
+impl Escaped<'_> {
+    /// Keeps at most `max` bytes of the text.
+    pub fn max(self, max: usize) -> Self {
+        Escaped { max, ..self }
+    }
+
+    /// Escapes spaces too (`\x20`): for fields of space-separated lines such as
+    /// `access.log`.
+    pub fn spaces(self) -> Self {
+        Escaped { spaces: true, ..self }
+    }
+
+    fn plain(&self, byte: u8) -> bool {
+        (byte.is_ascii_graphic() && byte != b'"' && byte != b'\\') || (byte == b' ' && !self.spaces)
+    }
+}
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bytes = self.text.as_bytes();
+        let shown = &bytes[..bytes.len().min(self.max)];
+        if self.quotes {
+            f.write_str("\"")?;
+        }
+        let mut start = 0;
+        for (i, &byte) in shown.iter().enumerate() {
+            if self.plain(byte) {
+                continue;
+            }
+            // Runs of plain bytes are ASCII, so their ends are character boundaries.
+            f.write_str(self.text.get(start..i).unwrap_or_default())?;
+            write!(f, "\\x{byte:02X}")?;
+            start = i + 1;
+        }
+        f.write_str(self.text.get(start..shown.len()).unwrap_or_default())?;
+        if shown.len() < bytes.len() {
+            f.write_str(CUT_MARKER)?;
+        }
+        if self.quotes {
+            f.write_str("\"")?;
+        }
+        Ok(())
+    }
 }
 
 /// Severity of an `error.log` line.
@@ -48,16 +134,18 @@ impl ErrorLog {
         ErrorLog { file: None }
     }
 
-    /// Logs a warning.
+    /// Logs a warning. Network text in `message` must come through [`quoted`] or [`escaped`].
     pub fn warn(&self, message: &str) {
+        let message = one_line(message);
         tracing::warn!("{message}");
-        self.append(Severity::Warn, message);
+        self.append(Severity::Warn, &message);
     }
 
-    /// Logs an error.
+    /// Logs an error. Network text in `message` must come through [`quoted`] or [`escaped`].
     pub fn error(&self, message: &str) {
+        let message = one_line(message);
         tracing::error!("{message}");
-        self.append(Severity::Error, message);
+        self.append(Severity::Error, &message);
     }
 
     fn append(&self, severity: Severity, message: &str) {
@@ -66,12 +154,32 @@ impl ErrorLog {
             Severity::Warn => "warn",
             Severity::Error => "error",
         };
-        let line =
-            format!("{} [{level}] {}#0: {}\n", nginx_time(std::time::SystemTime::now()), std::process::id(), message.replace('\n', " | "));
+        let line = format!("{} [{level}] {}#0: {message}\n", nginx_time(std::time::SystemTime::now()), std::process::id());
         if let Ok(mut file) = file.lock() {
             let _ = file.write_all(line.as_bytes());
         }
     }
+}
+
+/// A message on one line: our own multi-line messages (error lists) joined with ` | `, and,
+/// as a last guard should network text ever arrive unescaped, any other control character
+/// written as `\xHH`.
+fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
+    if !message.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        match c {
+            '\n' => out.push_str(" | "),
+            // Control characters are U+0000..U+001F and U+007F..U+009F.
+            c if c.is_control() => {
+                let _ = fmt::Write::write_fmt(&mut out, format_args!("\\x{:02X}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A per-second allowance of log lines, so a flood of events cannot fill the disk (the
@@ -125,6 +233,57 @@ mod tests {
         assert!(re_ok, "{text}");
         assert!(text.contains(&format!(" [error] {}#0: reload refused | second line\n", std::process::id())), "{text}");
         assert_eq!(nginx_time(std::time::SystemTime::UNIX_EPOCH), "1970/01/01 00:00:00");
+    }
+
+    #[test]
+    fn error_log_lines_never_split_even_on_unescaped_control_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ErrorLog::open(dir.path()).unwrap();
+        log.warn("a\r\n2026/01/01 00:00:00 [emerg] 1#0: forged\x1b[2J\u{85}end");
+        let text = std::fs::read_to_string(dir.path().join("error.log")).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.ends_with("#0: a\\x0D | 2026/01/01 00:00:00 [emerg] 1#0: forged\\x1B[2J\\x85end\n"), "{text}");
+    }
+
+    #[test]
+    fn quoted_escapes_quotes_backslashes_controls_and_non_ascii_like_nginx() {
+        assert_eq!(quoted("agent1").to_string(), "\"agent1\"");
+        assert_eq!(quoted("").to_string(), "\"\"");
+        assert_eq!(quoted("a b").to_string(), "\"a b\"");
+        assert_eq!(quoted("x\" 9.9.9.9 will be blocked").to_string(), "\"x\\x22 9.9.9.9 will be blocked\"");
+        assert_eq!(quoted("a\\b").to_string(), "\"a\\x5Cb\"");
+        assert_eq!(quoted("\r\n\t\x1b\x7f\0").to_string(), "\"\\x0D\\x0A\\x09\\x1B\\x7F\\x00\"");
+        assert_eq!(quoted("José\u{2028}").to_string(), "\"Jos\\xC3\\xA9\\xE2\\x80\\xA8\"");
+        assert_eq!(escaped("GET \"/\"").to_string(), "GET \\x22/\\x22");
+        assert_eq!(escaped("a b").spaces().to_string(), "a\\x20b");
+    }
+
+    #[test]
+    fn escaped_text_is_cut_with_a_marker_even_inside_a_character() {
+        let long = "a".repeat(MAX_LOGGED_TEXT + 10);
+        assert_eq!(quoted(&long).to_string(), format!("\"{}{CUT_MARKER}\"", "a".repeat(MAX_LOGGED_TEXT)));
+        assert_eq!(escaped("abcdef").max(3).to_string(), format!("abc{CUT_MARKER}"));
+        // The cut falls inside "é" (2 bytes): only its first byte is shown, escaped.
+        assert_eq!(escaped("aé").max(2).to_string(), format!("a\\xC3{CUT_MARKER}"));
+        assert_eq!(escaped("ééé").max(3).to_string(), format!("\\xC3\\xA9\\xC3{CUT_MARKER}"));
+        assert_eq!(escaped("abc").max(3).to_string(), "abc");
+    }
+
+    #[test]
+    fn escaped_text_never_holds_a_quote_a_control_or_a_non_ascii_byte() {
+        // Every byte pattern of up to two characters, from a set of awkward ones.
+        let pieces = ["\"", "\\", "\r", "\n", "\x1b", " ", "a", "é", "\u{2028}", "\u{85}", "\x7f", "…", "x\""];
+        for a in pieces {
+            for b in pieces {
+                let text = format!("{a}{b}");
+                for max in 0..=text.len() + 1 {
+                    let out = escaped(&text).max(max).to_string();
+                    let body = out.strip_suffix(CUT_MARKER).unwrap_or(&out);
+                    assert!(body.bytes().all(|b| b.is_ascii_graphic() || b == b' ') && !body.contains('"'), "{text:?} -> {out:?}");
+                    assert_eq!(out.ends_with(CUT_MARKER), max < text.len(), "{text:?} max {max} -> {out:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -280,3 +280,73 @@ async fn hs256_tokens_need_the_configured_secret() {
     assert_eq!(bearer(edge.http, &bad).await, 401);
     edge.stop().await;
 }
+
+impl Signer {
+    /// A token with a hand-written header (any JSON), signed with this signer's key.
+    pub fn token_with_header(&self, header: serde_json::Value, claims: &serde_json::Value) -> String {
+        let b64 = |v: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let message = format!("{}.{}", b64(&header), b64(claims));
+        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &self.key, self.alg).unwrap();
+        format!("{message}.{signature}")
+    }
+}
+
+#[tokio::test]
+async fn tokens_without_the_configured_iss_or_aud_with_an_array_iss_or_a_crit_header_are_refused() {
+    let up = Upstream::start("cuic").await;
+    let rsa = Signer::new("rsa-1", Algorithm::RS256);
+    let jwks = Jwks::start(vec![rsa.jwk()]).await;
+    let edge = edge(&up, &jwks, "").await;
+    let without = |claim: &str| {
+        let mut c = claims("x");
+        c.as_object_mut().unwrap().remove(claim);
+        c
+    };
+    assert_eq!(bearer(edge.http, &rsa.token(without("iss"))).await, 401, "issuer configured: iss required");
+    assert_eq!(bearer(edge.http, &rsa.token(without("aud"))).await, 401, "audience configured: aud required");
+    let mut array_iss = claims("x");
+    array_iss["iss"] = serde_json::json!([ISSUER]);
+    assert_eq!(bearer(edge.http, &rsa.token(array_iss)).await, 401, "iss is one string, never an array");
+    let mut number_iss = claims("x");
+    number_iss["iss"] = serde_json::json!(7);
+    assert_eq!(bearer(edge.http, &rsa.token(number_iss)).await, 401, "iss of another type");
+    let mut crit = Header::new(Algorithm::RS256);
+    crit.kid = Some("rsa-1".into());
+    crit.crit = Some(vec!["exp".into()]);
+    assert_eq!(bearer(edge.http, &jsonwebtoken::encode(&crit, &claims("x"), &rsa.key).unwrap()).await, 401, "crit [\"exp\"]");
+    for value in [serde_json::json!([]), serde_json::json!("b64"), serde_json::json!(null)] {
+        let header = serde_json::json!({ "alg": "RS256", "typ": "JWT", "kid": "rsa-1", "crit": value });
+        assert_eq!(bearer(edge.http, &rsa.token_with_header(header, &claims("x"))).await, 401, "crit {value}");
+    }
+    assert_eq!(up.hits(), 0, "nothing reached the service");
+    // A well-formed token passes, `aud` as an array naming the audience too; a hand-written
+    // header without `crit` is accepted, so the refusals above are about `crit` alone.
+    let mut array_aud = claims("agent1");
+    array_aud["aud"] = serde_json::json!(["other", AUDIENCE]);
+    assert_eq!(bearer(edge.http, &rsa.token(array_aud)).await, 200);
+    let header = serde_json::json!({ "alg": "RS256", "typ": "JWT", "kid": "rsa-1" });
+    assert_eq!(bearer(edge.http, &rsa.token_with_header(header, &claims("agent2"))).await, 200);
+    let metrics = edge.running().edge.metrics.encode();
+    for (reason, count) in [("missing issuer", 1), ("missing audience", 1), ("issuer not a string", 2), ("critical header extension", 4)] {
+        assert!(metrics.contains(&format!("portcullis_auth_failures_total{{reason=\"{reason}\"}} {count}")), "{reason}: {metrics}");
+    }
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn without_issuer_and_audience_configured_iss_and_aud_are_optional_but_typed() {
+    let up = Upstream::start("cuic").await;
+    let edge = TestEdge::new()
+        .proxy("cuic", "/", &[(up.addr, 1, 0)], "auth = \"jwt\"")
+        .raw("[protection.categories.http-auth-failure]\nenabled = false\n")
+        .raw(&format!("[auth.jwt]\nsecret = \"{SECRET}\"\n"))
+        .start()
+        .await;
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let sign = |claims: serde_json::Value| jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+    assert_eq!(bearer(edge.http, &sign(serde_json::json!({"sub": "agent1", "exp": now() + 60}))).await, 200);
+    assert_eq!(bearer(edge.http, &sign(serde_json::json!({"sub": "agent1", "iss": ["a"], "exp": now() + 60}))).await, 401);
+    assert_eq!(bearer(edge.http, &sign(serde_json::json!({"sub": "agent1", "aud": 5, "exp": now() + 60}))).await, 401);
+    assert_eq!(up.hits(), 1);
+    edge.stop().await;
+}

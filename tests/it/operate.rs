@@ -44,10 +44,13 @@ async fn service_states(edge: &RunningEdge) -> serde_json::Value {
     serde_json::Value::Object(states)
 }
 
+/// A WebSocket upgrade carrying `authorization` the way browsers do (`websocket_auth` is on by
+/// default): in `Sec-WebSocket-Protocol`.
 async fn websocket(edge: SocketAddr, authorization: &str) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, u16> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = format!("ws://localhost:{}/ws/chat", edge.port()).into_client_request().unwrap();
-    request.headers_mut().insert("authorization", authorization.parse().unwrap());
+    let credential = portcullis::net::percent::encode(&format!("Authorization: {authorization}"));
+    request.headers_mut().insert("sec-websocket-protocol", format!("xmpp, {credential}").parse().unwrap());
     let tcp = tokio::net::TcpStream::connect(edge).await.unwrap();
     match tokio_tungstenite::client_async(request, tcp).await {
         Ok((ws, _)) => Ok(ws),

@@ -363,3 +363,84 @@ async fn an_operator_bans_a_source_by_hand_and_only_that_source_is_refused() {
     assert!(edge.log("blocking.log").contains("127.0.0.2 will be blocked for 5 minutes"), "{}", edge.log("blocking.log"));
     edge.stop().await;
 }
+
+/// Whether `fail2ban-regex` can run here (CI sets PORTCULLIS_REQUIRE_FAIL2BAN and never skips).
+fn fail2ban_regex_installed() -> bool {
+    if std::process::Command::new("fail2ban-regex").arg("--version").output().is_ok_and(|out| out.status.success()) {
+        return true;
+    }
+    assert!(std::env::var_os("PORTCULLIS_REQUIRE_FAIL2BAN").is_none(), "fail2ban-regex is required here");
+    eprintln!("fail2ban-regex not installed: skipping that part (CI installs it)");
+    false
+}
+
+/// Every line of an nginx-layout log starts with its date, level and pid.
+fn assert_nginx_lines(log: &str) {
+    for line in log.lines() {
+        let b = line.as_bytes();
+        let dated = b.len() > 22 && b[4] == b'/' && b[7] == b'/' && b[10] == b' ' && b[13] == b':' && b[19] == b' ' && b[20] == b'[';
+        assert!(dated && line.contains("#0: "), "a line that is not one of ours: {line:?}\n{log}");
+        assert!(line.bytes().all(|b| b == b'\t' || !b.is_ascii_control()), "control byte in {line:?}");
+    }
+}
+
+#[tokio::test]
+async fn injected_user_names_hosts_and_paths_stay_escaped_on_one_log_line() {
+    let up = Upstream::start("desk").await;
+    let edge = edge(&up, "").await;
+    // A user name that tries to forge a ban line (Basic names cannot hold control characters:
+    // those are refused as malformed, without a name).
+    // No ':' either: it ends the name.
+    let user = "x\" 9.9.9.9 will be blocked for 30 minutes, host= \"\\\u{202e}é";
+    let split = "y\r\n2026/01/01 00.00.00 [emerg] 1#0 6.6.6.6 will be blocked for 30 minutes\x1b[2J";
+    for i in 0..5 {
+        let credential = basic(if i == 4 { split } else { user }, "guess");
+        let request = format!("GET /login\"x HTTP/1.1\r\nHost: x\r\nAuthorization: {credential}\r\nConnection: close\r\n\r\n");
+        let reply = raw_exchange(edge.http, request.as_bytes(), Duration::from_secs(10)).await;
+        assert!(reply.starts_with("HTTP/1.1 401"), "{i}: {reply:?}");
+    }
+    assert_eq!(get(edge.http, "/x", &basic("alice", "pw")).await, 418, "the fifth failure banned");
+
+    let errors = edge.log("error.log");
+    assert_nginx_lines(&errors);
+    let escaped_user = "\"x\\x22 9.9.9.9 will be blocked for 30 minutes, host= \\x22\\x5C\\xE2\\x80\\xAE\\xC3\\xA9\"";
+    let failures: Vec<&str> = errors.lines().filter(|l| l.contains("authentication failed for user")).collect();
+    assert_eq!(failures.len(), 5, "{errors}");
+    for line in &failures[..4] {
+        assert!(line.ends_with(&format!("#0: 127.0.0.1 :: authentication failed for user {escaped_user}: invalid credentials")), "{line}");
+    }
+    // A name with control characters is not a name at all.
+    assert!(failures[4].ends_with("#0: 127.0.0.1 :: authentication failed for user \"-\": malformed Basic credential"), "{errors}");
+    assert!(!errors.contains("x\" 9.9.9.9") && !errors.contains('\u{202e}') && !errors.contains("6.6.6.6"), "{errors}");
+
+    let bans = edge.log("blocking.log");
+    assert_nginx_lines(&bans);
+    assert_eq!(bans.lines().count(), 1, "{bans}");
+    assert!(
+        bans.ends_with(
+            "#0: 127.0.0.1 will be blocked for 30 minutes for exceeding retry limit., client: 127.0.0.1, server: localhost, request: \"GET /login\\x22x HTTP/1.1\", host: \"x\"\n"
+        ),
+        "{bans}"
+    );
+    if fail2ban_regex_installed() {
+        let log = edge.dir.path().join("logs/blocking.log");
+        let filter = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/fail2ban/filter.d/portcullis.conf");
+        let out = std::process::Command::new("fail2ban-regex").args(["--print-all-matched", "-v"]).arg(&log).arg(filter).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("Lines: 1 lines, 0 ignored, 1 matched, 0 missed"), "{text}");
+        assert!(text.contains("127.0.0.1") && !text.contains("9.9.9.9 ("), "only the real client is extracted: {text}");
+    }
+    edge.stop().await;
+
+    // A forged Host is refused (400, a protocol violation) and logged escaped as received.
+    let edge = crate::support::users_file_edge(&up, "[protection.categories.http-protocol-violation]\ntrigger = 1\n").await;
+    let host = "evil\" will be blocked for 5 minutes, host: \"x";
+    let request = format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let reply = raw_exchange(edge.http, request.as_bytes(), Duration::from_secs(10)).await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
+    let bans = edge.log("blocking.log");
+    assert_nginx_lines(&bans);
+    assert!(bans.ends_with("request: \"GET /x HTTP/1.1\", host: \"evil\\x22 will be blocked for 5 minutes, host: \\x22x\"\n"), "{bans}");
+    edge.stop().await;
+}

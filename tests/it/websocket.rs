@@ -153,3 +153,37 @@ async fn a_credential_less_upgrade_is_allowed_only_after_a_recent_login_from_tha
     assert_eq!(status, 101, "the same IP logged in within the window");
     edge.stop().await;
 }
+
+/// An upgrade to `/ws/chat` with the given extra request headers: the status.
+async fn upgrade_with_headers(edge: std::net::SocketAddr, headers: &[(&'static str, String)]) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://localhost:{}/ws/chat", edge.port()).into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    let tcp = tokio::net::TcpStream::connect(edge).await.unwrap();
+    match tokio_tungstenite::client_async(request, tcp).await {
+        Ok((_ws, response)) => response.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("upgrade failed: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn websocket_auth_is_on_by_default_and_off_only_when_configured() {
+    let ws_upstream = websocket_echo_upstream().await;
+    let secret = "[auth.jwt]\nsecret = \"an-hs256-secret-of-at-least-32-bytes!!\"\n";
+    let header = vec![("authorization", format!("Bearer {}", hs_token()))];
+    let protocol = vec![("sec-websocket-protocol", format!("xmpp, Authorization%3A%20Bearer%20{}", hs_token()))];
+    // No `websocket_auth` key: the credential must travel in Sec-WebSocket-Protocol.
+    let default = TestEdge::new().proxy("chat", "/ws/", &[(ws_upstream, 1, 0)], "auth = \"jwt\"").raw(secret).start().await;
+    assert_eq!(upgrade_with_headers(default.http, &header).await, 401, "an Authorization header is not enough by default");
+    assert_eq!(upgrade_with_headers(default.http, &protocol).await, 101);
+    default.stop().await;
+    // `websocket_auth = false`: the upgrade is authenticated like any request.
+    let off =
+        TestEdge::new().proxy("chat", "/ws/", &[(ws_upstream, 1, 0)], "auth = \"jwt\"\nwebsocket_auth = false").raw(secret).start().await;
+    assert_eq!(upgrade_with_headers(off.http, &header).await, 101);
+    assert_eq!(upgrade_with_headers(off.http, &[]).await, 401);
+    off.stop().await;
+}

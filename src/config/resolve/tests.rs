@@ -126,7 +126,69 @@ fn unknown_keys_and_sections_are_errors_with_their_section() {
     let text = MINIMAL.replace("address = \"127.0.0.1:9000\"", "address = \"127.0.0.1:9000\"\nmax_con = 5");
     let errors = errors_of(&text);
     assert_eq!(errors.len(), 1);
-    assert!(errors[0].starts_with("service[0]: unknown field `max_con`"), "{}", errors[0]);
+    assert!(errors[0].starts_with("service[0].upstream[0].max_con: unknown field `max_con`"), "{}", errors[0]);
+}
+
+/// The one error of `text`, which must be exactly one.
+fn only_error(text: &str) -> String {
+    let errors = errors_of(text);
+    assert_eq!(errors.len(), 1, "{}", errors.join("\n"));
+    errors.into_iter().next().unwrap_or_default()
+}
+
+#[test]
+fn type_errors_and_unknown_keys_name_the_full_key_path() {
+    const HINT: &str = "; fix the key or value; see docs/configuration.md";
+    let upstream = MINIMAL.replace("address = \"127.0.0.1:9000\"", "address = \"127.0.0.1:9000\"\nweight = \"x\"");
+    assert_eq!(only_error(&upstream), format!("service[0].upstream[0].weight: invalid type: string \"x\", expected u64{HINT}"));
+    let second = format!("{MINIMAL}[[service.upstream]]\naddress = \"127.0.0.1:9001\"\nmax_conns = -1\n");
+    assert!(only_error(&second).starts_with("service[0].upstream[1].max_conns: invalid value: integer `-1`"), "{second}");
+    let server = MINIMAL.replace("log_dir = \"logs\"", "log_dir = \"logs\"\nmax_headers = \"x\"");
+    assert_eq!(only_error(&server), format!("server.max_headers: invalid type: string \"x\", expected u64{HINT}"));
+    let category = format!("{MINIMAL}[protection.categories.http-auth-failure]\ntrigger = \"x\"\n");
+    assert_eq!(
+        only_error(&category),
+        format!("protection.categories.http-auth-failure.trigger: invalid type: string \"x\", expected u64{HINT}")
+    );
+    let exemption = format!("{MINIMAL}[[protection.exemption]]\naddress = \"10.0.0.0\"\ncategories = [\"http-auth-failure\", 5]\n");
+    assert!(only_error(&exemption).starts_with("protection.exemption[0].categories[1]: invalid type: integer `5`"), "{exemption}");
+    let health = MINIMAL.replace("name = \"app\"", "name = \"app\"\n[service.health_check]\nfails = true");
+    assert!(only_error(&health).starts_with("service[0].health_check.fails: invalid type: boolean `true`"), "{health}");
+    let jwt = format!("{MINIMAL}[auth.jwt]\nsecret = \"{}\"\nissuerr = \"x\"\n", "s".repeat(32));
+    assert!(only_error(&jwt).starts_with("auth.jwt.issuerr: unknown field `issuerr`"), "{jwt}");
+    let listener = MINIMAL.replace("address = \"127.0.0.1:8080\"", "address = \"127.0.0.1:8080\"\ntls = \"yes\"");
+    assert_eq!(only_error(&listener), format!("listener[0].tls: invalid type: string \"yes\", expected a boolean{HINT}"));
+    let public = MINIMAL.replace("name = \"app\"", "name = \"app\"\npublic_paths = \"/assets/\"");
+    assert!(only_error(&public).starts_with("service[0].public_paths: invalid type: string \"/assets/\""), "{public}");
+    // A whole section of the wrong type is named by its own path.
+    let cluster = format!("cluster = 5\n{MINIMAL}");
+    assert!(only_error(&cluster).starts_with("cluster: invalid type: integer `5`"), "{cluster}");
+}
+
+#[test]
+fn a_section_that_fails_to_parse_adds_no_false_missing_name() {
+    let server = MINIMAL.replace("log_dir = \"logs\"", "log_dir = \"logs\"\nmax_headers = \"x\"");
+    assert!(only_error(&server).starts_with("server.max_headers: "));
+    let unknown = MINIMAL.replace("log_dir = \"logs\"", "log_dir = \"logs\"\nlogdir = \"x\"");
+    assert!(only_error(&unknown).starts_with("server.logdir: unknown field `logdir`"));
+    // Without a name and with a broken key: only the broken key (the name is not known).
+    let nameless = MINIMAL.replace("name = \"edge.test\"\n", "").replace("log_dir = \"logs\"", "log_dir = 5");
+    assert!(only_error(&nameless).starts_with("server.log_dir: invalid type: integer `5`"));
+    // A [server] that parsed without a name, and no [server] at all: the name is missing.
+    const MISSING: &str = "server.name: missing; set the edge's host name, e.g. name = \"edge1.example.com\"";
+    assert_eq!(only_error(&MINIMAL.replace("name = \"edge.test\"\n", "")), MISSING);
+    let absent = MINIMAL.replace("[server]\nname = \"edge.test\"\nstate_dir = \"state\"\nlog_dir = \"logs\"\n", "");
+    assert_eq!(only_error(&absent), MISSING);
+}
+
+#[test]
+fn websocket_auth_is_on_unless_turned_off() {
+    let c = resolve_ok(MINIMAL);
+    assert!(c.services[0].websocket_auth, "on by default (DESIGN §2)");
+    let off = resolve_ok(&MINIMAL.replace("name = \"app\"", "name = \"app\"\nwebsocket_auth = false"));
+    assert!(!off.services[0].websocket_auth);
+    let on = resolve_ok(&MINIMAL.replace("name = \"app\"", "name = \"app\"\nwebsocket_auth = true"));
+    assert!(on.services[0].websocket_auth);
 }
 
 #[test]
