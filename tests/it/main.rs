@@ -11,6 +11,7 @@ mod certs;
 mod cli;
 mod cluster;
 mod edge_cache;
+mod hostile;
 mod jwt;
 mod nft_mirror;
 mod openapi;

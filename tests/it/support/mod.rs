@@ -28,12 +28,29 @@ pub struct Seen {
     pub path: String,
     pub headers: HashMap<String, String>,
     pub body_len: usize,
+    /// The request target exactly as received (origin form: path and query).
+    pub target: String,
+    /// Every header field in arrival order, repeated names included (names lower-case).
+    pub header_list: Vec<(String, String)>,
+    /// The request body.
+    pub body: Bytes,
+}
+
+impl Seen {
+    /// Every value of header `name` (case-insensitive), in arrival order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.header_list.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
 }
 
 /// An in-process HTTP/1.1 upstream on 127.0.0.1:0.
 ///
-/// Paths: `/slow/<ms>` sleeps then answers; `/status/<code>` answers that code; anything
-/// else answers `200 <name>`. Every request is recorded.
+/// Paths: `/slow/<ms>` sleeps then answers; `/status/<code>` answers that code, and so does
+/// `/slow/<ms>/status/<code>` after the sleep; anything else answers `200 <name>`. A path
+/// containing `/vary/` answers with `Vary: Accept-Language` and the request's
+/// `Accept-Language` appended to the body; one containing `/leaky/` adds headers an edge must
+/// not pass on from a preflight (`Set-Cookie`, `X-Leak`) and answers a CORS preflight with
+/// `200` and a body. Every request is recorded.
 #[derive(Clone)]
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -120,26 +137,59 @@ impl Upstream {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let path = req.uri().path().to_string();
+        let target = req.uri().to_string();
         let method = req.method().to_string();
         let cors_origin = (req.method() == hyper::Method::OPTIONS).then(|| req.headers().get("origin").cloned()).flatten();
+        let header_list: Vec<(String, String)> =
+            req.headers().iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
         let headers = req.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
+        let language = req.headers().get("accept-language").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        self.seen.lock().unwrap().push(Seen { method, path: path.clone(), headers, body_len: body.len() });
+        self.seen.lock().unwrap().push(Seen {
+            method,
+            path: path.clone(),
+            headers,
+            body_len: body.len(),
+            target,
+            header_list,
+            body: body.clone(),
+        });
         let mut status = 200;
-        if let Some(ms) = path.strip_prefix("/slow/") {
+        if let Some(rest) = path.strip_prefix("/slow/") {
+            let (ms, after) = rest.split_once('/').unwrap_or((rest, ""));
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
+            if let Some(code) = after.strip_prefix("status/") {
+                status = code.parse().unwrap_or(500);
+            }
         }
         if let Some(code) = path.strip_prefix("/status/") {
             status = code.parse().unwrap_or(500);
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let mut response = Response::new(Full::new(Bytes::from(format!("{} {}", self.name, body.len()))));
+        let vary = path.contains("/vary/");
+        let leaky = path.contains("/leaky/");
+        let text = match (&language, vary) {
+            (Some(language), true) => format!("{} {} {language}", self.name, body.len()),
+            _ => format!("{} {}", self.name, body.len()),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(text)));
         *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
         response.headers_mut().insert("connection", "keep-alive, x-upstream-private".parse().unwrap());
         response.headers_mut().insert("x-upstream-private", "secret".parse().unwrap());
+        if vary {
+            response.headers_mut().insert("vary", "Accept-Language".parse().unwrap());
+        }
+        if leaky {
+            response.headers_mut().insert("set-cookie", "JSESSIONID=leaked; Path=/".parse().unwrap());
+            response.headers_mut().insert("x-leak", "upstream-only".parse().unwrap());
+        }
         if let Some(origin) = cors_origin {
             *response.status_mut() = hyper::StatusCode::NO_CONTENT;
             *response.body_mut() = Full::new(Bytes::new());
+            if leaky {
+                *response.status_mut() = hyper::StatusCode::OK;
+                *response.body_mut() = Full::new(Bytes::from_static(b"upstream preflight body"));
+            }
             let h = response.headers_mut();
             h.insert("access-control-allow-origin", origin);
             h.insert("access-control-allow-methods", "GET, POST".parse().unwrap());
@@ -281,19 +331,25 @@ impl TestEdge {
     }
 
     pub async fn start(self) -> RunningEdge {
+        self.try_start().await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`TestEdge::start`], but a configuration the edge refuses (or a failed start) is
+    /// an error, not a panic: for tests of settings the edge may not know yet.
+    pub async fn try_start(self) -> Result<RunningEdge, String> {
         let config_path = self.dir.path().join("portcullis.toml");
         std::fs::write(&config_path, self.config_text()).unwrap();
-        let config = portcullis::config::Config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let running = portcullis::app::start(config).await.expect("edge starts");
+        let config = portcullis::config::Config::load(&config_path).map_err(|e| format!("test config invalid:\n{e}"))?;
+        let running = portcullis::app::start(config).await.map_err(|e| format!("edge does not start: {e:#}"))?;
         let find = |name: &str| running.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a);
-        RunningEdge {
+        Ok(RunningEdge {
             http: find("http").unwrap(),
             https: find("https"),
             admin: running.admin.unwrap(),
             running: Some(running),
             dir: self.dir,
             config_path,
-        }
+        })
     }
 }
 
