@@ -207,6 +207,17 @@ pub fn normalize_path(raw: &str, policy: PathPolicy) -> Result<String, PathRefus
     Ok(out)
 }
 
+/// The canonical `path` with the `;parameters` of every segment removed — how Tomcat and
+/// Jetty resolve it — or `None` when it has none. Decisions that depend on the path (route,
+/// public prefix) must come out the same on both forms.
+pub fn without_parameters(path: &str) -> Option<String> {
+    if !path.contains(';') && !path.contains("%3B") {
+        return None;
+    }
+    let segments: Vec<&str> = path.split('/').map(|segment| segment_base(segment).0).collect();
+    Some(segments.join("/"))
+}
+
 /// Whether `path` starts with `prefix`, folding ASCII case when `fold_case`.
 pub fn has_prefix(path: &str, prefix: &str, fold_case: bool) -> bool {
     match path.get(..prefix.len()) {

@@ -16,9 +16,11 @@ use super::upstream::Lease;
 #[derive(Debug)]
 pub enum ProxyBody {
     Stream(Incoming),
-    /// A client's request body on its way upstream: `broken` turns true when the client's
-    /// framing failed (so the edge answers 400, not 502).
+    /// A client's request body on its way upstream: `prefix` holds bytes already read from
+    /// it (sent first); `broken` turns true when the client's framing failed (so the edge
+    /// answers 400, not 502).
     Client {
+        prefix: Option<Bytes>,
         incoming: Incoming,
         broken: Arc<std::sync::atomic::AtomicBool>,
     },
@@ -40,26 +42,41 @@ impl ProxyBody {
     /// This body, watched for a client-side failure that sets `broken`.
     pub fn watched(self, broken: Arc<std::sync::atomic::AtomicBool>) -> ProxyBody {
         match self {
-            ProxyBody::Stream(incoming) | ProxyBody::Client { incoming, .. } => ProxyBody::Client { incoming, broken },
+            ProxyBody::Stream(incoming) => ProxyBody::Client { prefix: None, incoming, broken },
+            ProxyBody::Client { prefix, incoming, .. } => ProxyBody::Client { prefix, incoming, broken },
             full => full,
         }
     }
 
     /// Reads a streaming body into memory if it is at most `limit` bytes; `Err` gives the
-    /// body back (untouched) when it is larger or of unknown size.
+    /// body back when it is larger — untouched when its length is known, or with what was
+    /// read so far in front when it is not (chunked, HTTP/2 without a length): so a small
+    /// body of unknown length is complete, and its framing checked, before anything goes
+    /// upstream.
     pub async fn buffer_small(self, limit: u64) -> Result<Result<Bytes, ProxyBody>, hyper::Error> {
-        match self {
-            ProxyBody::Full(bytes) => Ok(Ok(bytes.unwrap_or_default())),
-            ProxyBody::Stream(incoming) | ProxyBody::Client { incoming, .. } => {
-                if incoming.is_end_stream() {
-                    return Ok(Ok(Bytes::new()));
-                }
-                match incoming.size_hint().exact() {
-                    Some(n) if n <= limit => Ok(Ok(incoming.collect().await?.to_bytes())),
-                    _ => Ok(Err(ProxyBody::Stream(incoming))),
-                }
+        let mut incoming = match self {
+            ProxyBody::Full(bytes) => return Ok(Ok(bytes.unwrap_or_default())),
+            ProxyBody::Client { prefix: Some(_), .. } => return Ok(Err(self)),
+            ProxyBody::Stream(incoming) | ProxyBody::Client { incoming, .. } => incoming,
+        };
+        if incoming.is_end_stream() {
+            return Ok(Ok(Bytes::new()));
+        }
+        match incoming.size_hint().exact() {
+            Some(n) if n <= limit => return Ok(Ok(incoming.collect().await?.to_bytes())),
+            Some(_) => return Ok(Err(ProxyBody::Stream(incoming))),
+            None => {}
+        }
+        let mut read = bytes::BytesMut::new();
+        while let Some(frame) = incoming.frame().await {
+            // Trailers end the body (they are not forwarded from a buffered body).
+            let Ok(data) = frame?.into_data() else { break };
+            read.extend_from_slice(&data);
+            if read.len() as u64 > limit {
+                return Ok(Err(ProxyBody::Client { prefix: Some(read.freeze()), incoming, broken: Arc::default() }));
             }
         }
+        Ok(Ok(read.freeze()))
     }
 }
 
@@ -70,7 +87,10 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ProxyBody::Stream(incoming) => Pin::new(incoming).poll_frame(cx),
-            ProxyBody::Client { incoming, broken } => {
+            ProxyBody::Client { prefix, incoming, broken } => {
+                if let Some(prefix) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
                 let polled = Pin::new(incoming).poll_frame(cx);
                 if let Poll::Ready(Some(Err(_))) = &polled {
                     broken.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -83,14 +103,18 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Stream(incoming) | ProxyBody::Client { incoming, .. } => incoming.is_end_stream(),
+            ProxyBody::Stream(incoming) => incoming.is_end_stream(),
+            ProxyBody::Client { prefix, incoming, .. } => prefix.is_none() && incoming.is_end_stream(),
             ProxyBody::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Stream(incoming) | ProxyBody::Client { incoming, .. } => incoming.size_hint(),
+            ProxyBody::Stream(incoming) => incoming.size_hint(),
+            ProxyBody::Client { prefix: None, incoming, .. } => incoming.size_hint(),
+            // A length unknown before (the prefix was read because it was unknown).
+            ProxyBody::Client { .. } => SizeHint::default(),
             ProxyBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

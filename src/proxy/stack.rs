@@ -246,9 +246,12 @@ pub struct Connection {
 }
 
 impl Service {
-    /// Whether the canonical `path` is one of this service's unauthenticated public paths.
-    fn is_public(&self, path: &str) -> bool {
-        self.config.auth != AuthMode::None && self.config.public_paths.iter().any(|p| p.matches(path, self.config.case_insensitive))
+    /// Whether the request is on one of this service's unauthenticated public paths — in
+    /// both forms of its path (with and without `;parameters`), so an upstream that strips
+    /// parameters cannot resolve a public path to a protected one.
+    fn is_public(&self, view: &View) -> bool {
+        let public = |path: &str| self.config.public_paths.iter().any(|p| p.matches(path, self.config.case_insensitive));
+        self.config.auth != AuthMode::None && public(&view.path) && view.unparameterized.as_deref().is_none_or(public)
     }
 }
 
@@ -259,6 +262,8 @@ struct View {
     /// `None` only for HTTP/1.0 without `Host`.
     authority: Option<Authority>,
     path: String,
+    /// `path` without `;parameters` (how Tomcat and Jetty read it), when it has any.
+    unparameterized: Option<String>,
     /// The query as received (without `?`).
     query: Option<String>,
 }
@@ -307,7 +312,8 @@ fn canonical_view<B>(request: &Request<B>, policy: PathPolicy) -> Result<View, &
         (None, None) => return Err("missing Host header"),
     };
     let path = canonical::normalize_path(uri.path(), policy).map_err(|refusal| refusal.reason())?;
-    Ok(View { authority, path, query: uri.query().map(str::to_string) })
+    let unparameterized = canonical::without_parameters(&path);
+    Ok(View { authority, path, unparameterized, query: uri.query().map(str::to_string) })
 }
 
 /// Rewrites `request` to its canonical view: origin-form target, one canonical `Host`.
@@ -525,7 +531,15 @@ async fn pipeline(
         }
         return Ok((token_endpoint(edge, gateway, record, request, endpoint).await?, None));
     }
-    let service_index = gateway.router.find(view.authority.as_ref().map(Authority::host), &view.path).ok_or(ProxyError::NoRoute)?;
+    let host = view.authority.as_ref().map(Authority::host);
+    let service_index = gateway.router.find(host, &view.path);
+    // An upstream that strips `;parameters` must land on the same service as the edge.
+    if let Some(unparameterized) = &view.unparameterized
+        && gateway.router.find(host, unparameterized) != service_index
+    {
+        return Err(ProxyError::BadRequest("path parameters change the route"));
+    }
+    let service_index = service_index.ok_or(ProxyError::NoRoute)?;
     let service = &gateway.services[service_index];
     record.service = Some(service.name.clone());
     if let Some(retry_after_secs) = maintenance
@@ -568,7 +582,7 @@ async fn edge_cached(
         return preflight(edge, pool, service, conn, request, record).await.map(CacheStep::Answered);
     }
     let method = request.method().clone();
-    if !(method == http::Method::GET || method == http::Method::HEAD) || !service.is_public(&view.path) {
+    if !(method == http::Method::GET || method == http::Method::HEAD) || !service.is_public(view) {
         return Ok(CacheStep::Continue(request));
     }
     let key = format!("{}{}", view.authority.as_ref().map_or("", Authority::as_str), view.target());
@@ -664,7 +678,7 @@ async fn authenticate(
     if service.config.auth == AuthMode::None {
         return Ok(());
     }
-    if service.is_public(&view.path) {
+    if service.is_public(view) {
         strip_credentials(request.headers_mut());
         return Ok(());
     }

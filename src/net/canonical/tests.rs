@@ -84,6 +84,13 @@ fn listener_policies_keep_encoded_slashes_or_read_backslashes_as_slashes() {
 }
 
 #[test]
+fn parameters_come_off_every_segment_for_the_second_view() {
+    assert_eq!(without_parameters("/finesse/api"), None);
+    assert_eq!(without_parameters("/finesse;x/api").as_deref(), Some("/finesse/api"));
+    assert_eq!(without_parameters("/a;b=c/d%3Be/f;g").as_deref(), Some("/a/d/f"));
+}
+
+#[test]
 fn prefixes_compare_case_sensitively_unless_folding() {
     assert!(has_prefix("/Desktop/x", "/Desktop/", false));
     assert!(!has_prefix("/DESKTOP/x", "/desktop/", false));

@@ -321,7 +321,18 @@ pub fn expect(req: &ModelRequest<'_>) -> (Expect, Option<&'static str>) {
         Err(_) => return (Expect::status(400), None),
     };
     let svc = route(&route_host, &path, req.ci);
-    let public = is_public(svc, &path, req.ci);
+    // The edge decides on both forms of the path — as is, and with every segment's
+    // `;parameters` (literal `;` or `%3B`) removed, as Tomcat and Jetty read it: when they
+    // route differently the request is refused; a path is public only in both forms.
+    let unparameterized: String = path
+        .split('/')
+        .map(|s| [s.find(';'), s.find("%3B")].into_iter().flatten().min().map_or(s, |cut| &s[..cut]))
+        .collect::<Vec<_>>()
+        .join("/");
+    if route(&route_host, &unparameterized, req.ci) != svc {
+        return (Expect::status(400), None);
+    }
+    let public = is_public(svc, &path, req.ci) && is_public(svc, &unparameterized, req.ci);
     let target = match req.query {
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
