@@ -1,0 +1,147 @@
+//! Red-team probes (helper-4): attacks on the canonical view, the framing guard and its
+//! upgrade gate, WebSocket tunnels and the shield, each written as a failing-then-fixed test.
+
+use std::time::Duration;
+
+use crate::hostile::{Authz, Case, EDGE_HOST, Expect, Options, Report, Want, Wire, run_tables};
+
+const H: &str = EDGE_HOST;
+
+/// A naive HTTP/1.1 upstream (like an application server behind a status-reflecting
+/// endpoint): `/fake101` answers `101 Switching Protocols` **without** switching — the
+/// connection keeps being read as HTTP requests. Every request line is recorded.
+async fn naive_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let line = head.lines().next().unwrap_or("").to_string();
+                    record.lock().unwrap().push(line.clone());
+                    let answer: &[u8] = if line.contains("/fake101") {
+                        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    };
+                    if tcp.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// An upstream endpoint on the `auth = "none"` service answers 101 without switching
+/// protocols (a status-reflecting or misbehaving endpoint). The edge must not turn that into
+/// a raw tunnel into the shared upstream: the bytes that follow would be read there as HTTP
+/// requests the edge never authenticated (here: `GET /finesse/api/User`, a protected path).
+#[tokio::test]
+async fn redteam_fake_101_does_not_open_a_tunnel_into_the_shared_upstream() {
+    let (upstream, seen) = naive_upstream().await;
+    let mut toml = String::new();
+    for (name, auth) in [("finesse", "basic"), ("open", "none")] {
+        toml.push_str(&format!(
+            "[[service]]\nname = \"{name}\"\nauth = \"{auth}\"\n[service.health_check]\nenabled = false\n[[service.upstream]]\naddress = \"{upstream}\"\n"
+        ));
+    }
+    toml.push_str("[[route]]\npath = \"/finesse/\"\nservice = \"finesse\"\n[[route]]\npath = \"/\"\nservice = \"open\"\n");
+    let builder = crate::support::TestEdge::new();
+    let users = builder.dir.path().join("users.toml");
+    std::fs::write(&users, format!("[users]\nalice = \"{}\"\n", crate::support::argon2_hash("pw"))).unwrap();
+    toml.push_str(&format!("[auth.basic]\nusers_file = \"{}\"\n", users.display()));
+    let edge = builder.raw(&toml).start().await;
+    let request = format!(
+        "GET /public/fake101 HTTP/1.1\r\nHost: {H}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    let smuggled = format!("GET /finesse/api/User HTTP/1.1\r\nHost: {H}\r\n\r\n");
+    let outcome = crate::hostile::raw_exchange(edge.http, format!("{request}{smuggled}").as_bytes()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = seen.lock().unwrap().clone();
+    let statuses: Vec<u16> = outcome.responses.iter().map(|r| r.status).collect();
+    edge.stop().await;
+    assert!(
+        !lines.iter().any(|l| l.contains("/finesse/")),
+        "an unauthenticated request reached the protected path through a tunnel: upstream saw {lines:?}, client got {statuses:?}"
+    );
+    assert!(!statuses.contains(&101), "the client was told the connection switched: {statuses:?}");
+}
+
+/// A request line with the method `PRI` (a valid token; hyper serves it as HTTP/1.1) must not
+/// switch the framing guard off for the rest of the connection: the guard took any head
+/// starting with `PRI ` for the HTTP/2 preface. Every later request then skipped the guard,
+/// so CL+TE, bare-LF and empty-size-line chunking reached hyper, which repairs or accepts
+/// them, instead of the 400 the contract promises.
+pub fn pri_cases() -> Vec<Case> {
+    let smuggled = format!("GET /public/pri-smuggled HTTP/1.1\r\nHost: {H}\r\nConnection: close\r\n\r\n");
+    let cl_te = format!(
+        "POST /public/pri-carrier HTTP/1.1\r\nHost: {H}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+    );
+    let bare_lf =
+        format!("POST /public/pri-lf HTTP/1.1\r\nHost: {H}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: 1\n\r\n{smuggled}");
+    let pri = format!("PRI /public/pri HTTP/1.1\r\nHost: {H}\r\n\r\n");
+    let get = format!("GET /public/pri-first HTTP/1.1\r\nHost: {H}\r\n\r\n");
+    let pri_seen = || Want::new("tomcat", "PRI", "/public/pri", H, Authz::Any);
+    let first_seen = || Want::new("tomcat", "GET", "/public/pri-first", H, Authz::Any);
+    // The PRI request itself may be served or refused; what follows must get the guard's 400.
+    let after_pri = |tail: &str, name: &str| {
+        Case::new(
+            format!("pri/{name}"),
+            Wire::Raw(format!("{pri}{tail}").into_bytes()),
+            Expect::sequence(&[&[200], &[400]]).forwarded(pri_seen()),
+        )
+        .or(Expect::sequence(&[&[400, 405, 501]]))
+    };
+    vec![
+        after_pri(&cl_te, "then-cl-te"),
+        after_pri(&bare_lf, "then-bare-lf-trailer"),
+        Case::new(
+            "pri/second-request-then-cl-te",
+            Wire::Raw(format!("{get}{pri}{cl_te}").into_bytes()),
+            Expect::sequence(&[&[200], &[200], &[400]]).forwarded(first_seen()).forwarded(pri_seen()),
+        )
+        .or(Expect::sequence(&[&[200], &[400, 405, 501]]).forwarded(first_seen())),
+        Case::new(
+            "pri/tls-http11-then-cl-te",
+            Wire::Tls { alpn: vec![b"http/1.1".to_vec()], bytes: format!("{pri}{cl_te}").into_bytes() },
+            Expect::sequence(&[&[200], &[400]]).forwarded(pri_seen()),
+        )
+        .or(Expect::sequence(&[&[400, 405, 501]])),
+        // Control: HTTP/2 with prior knowledge still works on the plain listener.
+        Case::new(
+            "pri/h2-prior-knowledge-control",
+            Wire::H2(crate::hostile::H2Request {
+                method: "GET".into(),
+                uri: format!("http://{H}/public/pri-h2"),
+                headers: Vec::new(),
+                body: Vec::new(),
+            }),
+            Expect::status(200).forwarded(Want::new("tomcat", "GET", "/public/pri-h2", H, Authz::Any)),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn redteam_pri_method_does_not_switch_the_framing_guard_off() {
+    let mut report = Report::new("redteam pri");
+    run_tables(&mut report, &Options { https: true, ..Options::default() }, &pri_cases()).await;
+    report.finish();
+}
