@@ -42,6 +42,32 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     upgrade && connection_has_token(headers, "upgrade")
 }
 
+/// The `Sec-WebSocket-Accept` a server that really switched to WebSocket answers to `key`
+/// (RFC 6455 §4.2.2: base64 of the SHA-1 of the key and the protocol GUID).
+pub fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine;
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    context.update(key);
+    context.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(context.finish().as_ref())
+}
+
+/// Whether an upstream's 101 answer to a WebSocket upgrade proves that it switched: it names
+/// `websocket` in `Upgrade` and carries the `Sec-WebSocket-Accept` computed from the key it
+/// was sent. A 101 without them (an endpoint that echoes a status, a misbehaving server) did
+/// not switch, and the bytes a tunnel carried would be read there as HTTP requests.
+pub fn websocket_switched(request: &HeaderMap, response: &HeaderMap) -> bool {
+    let Some(key) = request.get(header::SEC_WEBSOCKET_KEY) else { return false };
+    let upgrade = response.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let mut accepts = response.get_all(header::SEC_WEBSOCKET_ACCEPT).iter();
+    let accept = match (accepts.next(), accepts.next()) {
+        (Some(accept), None) => accept.as_bytes().trim_ascii(),
+        _ => return false,
+    };
+    upgrade && accept == websocket_accept(key.as_bytes().trim_ascii()).as_bytes()
+}
+
 fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
@@ -127,6 +153,28 @@ impl From<IpValue> for HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn websocket_accept_follows_rfc6455() {
+        // The example of RFC 6455 §1.3.
+        assert_eq!(websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        let request = headers(&[("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")]);
+        let good = headers(&[("upgrade", "websocket"), ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")]);
+        assert!(websocket_switched(&request, &good));
+        for bad in [
+            headers(&[("upgrade", "websocket")]),
+            headers(&[("upgrade", "websocket"), ("sec-websocket-accept", "AAAA")]),
+            headers(&[("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")]),
+            headers(&[
+                ("upgrade", "websocket"),
+                ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            ]),
+        ] {
+            assert!(!websocket_switched(&request, &bad), "{bad:?}");
+        }
+        assert!(!websocket_switched(&HeaderMap::new(), &good), "no key sent: nothing proves a switch");
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

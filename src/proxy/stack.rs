@@ -932,6 +932,8 @@ async fn forward_to_pool(
         Ok(Err(stream)) => OutgoingBody::Streaming(stream.watched(broken.clone())),
         Err(_) => return Err(ProxyError::BadRequest("malformed request body")),
     };
+    // What a real WebSocket server must answer a switch with (checked below).
+    let sent_headers = websocket.then(|| parts.headers.clone());
     let (mut response, lease) = match pool.send(Outgoing { parts, body }).await {
         // The client broke its own body framing: its fault, not the upstream's.
         Err(_) if broken.load(std::sync::atomic::Ordering::Relaxed) => return Err(ProxyError::BadRequest("malformed request body")),
@@ -939,6 +941,12 @@ async fn forward_to_pool(
     };
     record.upstream = Some(lease.server().clone());
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    // A 101 that does not prove a WebSocket switch (no or a wrong `Sec-WebSocket-Accept`)
+    // must not become a tunnel: the upstream would read the client's next bytes as HTTP
+    // requests the edge never saw.
+    if switching && sent_headers.as_ref().is_some_and(|sent| !forward::websocket_switched(sent, response.headers())) {
+        return Err(ProxyError::UpstreamFailed);
+    }
     forward::response_headers(response.headers_mut(), switching && websocket);
     if websocket {
         // Only a subprotocol the client offered (credential already stripped) may come back.
