@@ -168,3 +168,83 @@ async fn redteam_wrong_guesses_do_not_lock_the_user_out() {
     run_tables(&mut report, &options, &cases).await;
     report.finish();
 }
+
+/// The shield's admission under a burst of *mixed* guesses from one source: edge access
+/// tokens, refresh tokens (body and header), token requests, JWTs, WebSocket protocol
+/// credentials and Basic passwords, all at once on parallel connections. However they are
+/// mixed, at most `trigger` (5) of them are checked and refused (401); the rest get 418.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redteam_mixed_credential_burst_is_admitted_one_check_at_a_time() {
+    let options = Options {
+        shield: true,
+        top: "[protection.categories.http-auth-failure]\ntrigger = 5\nwindow = \"60s\"\n".into(),
+        ..Options::default()
+    };
+    let d = crate::hostile::Deployment::start(&options).await.unwrap();
+    let addr = d.edge.http;
+    let requests: Vec<Vec<u8>> = (0..42)
+        .map(|i| {
+            let h1 = crate::hostile::h1;
+            match i % 7 {
+                0 => h1("GET", &format!("/finesse/api/m{i}"), Some(H), &[("Authorization", &format!("Bearer pca_guess{i:040}"))], b""),
+                1 => h1("POST", "/portcullis/token/refresh", Some(H), &[("Authorization", &format!("Bearer pcr_guess{i:040}"))], b""),
+                2 => h1(
+                    "POST",
+                    "/portcullis/token/refresh",
+                    Some(H),
+                    &[("Content-Type", "application/json")],
+                    format!("{{\"refresh_token\":\"pcr_body{i:040}\"}}").as_bytes(),
+                ),
+                3 => h1("POST", "/portcullis/token", Some(H), &[("Authorization", &crate::support::basic("alice", &format!("t{i}")))], b""),
+                4 => h1(
+                    "GET",
+                    &format!("/cuic/m{i}"),
+                    Some(H),
+                    &[("Authorization", &format!("Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.sig{i}"))],
+                    b"",
+                ),
+                5 => {
+                    let credential = format!("Authorization%3A%20Bearer%20pca_ws{i:040}");
+                    let protocol = format!("xmpp, {credential}");
+                    h1(
+                        "GET",
+                        &format!("/finesse/ws{i}"),
+                        Some(H),
+                        &[
+                            ("Connection", "Upgrade"),
+                            ("Upgrade", "websocket"),
+                            ("Sec-WebSocket-Version", "13"),
+                            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                            ("Sec-WebSocket-Protocol", &protocol),
+                        ],
+                        b"",
+                    )
+                }
+                _ => h1(
+                    "GET",
+                    &format!("/finesse/api/m{i}"),
+                    Some(H),
+                    &[("Authorization", &crate::support::basic(&format!("agent{i}"), "x"))],
+                    b"",
+                ),
+            }
+        })
+        .collect();
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|bytes| {
+            tokio::spawn(async move { crate::hostile::raw_exchange(addr, &bytes).await.responses.first().map_or(0, |r| r.status) })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap_or(0));
+    }
+    let refused = statuses.iter().filter(|s| **s == 401).count();
+    let seen: Vec<String> =
+        d.upstreams().iter().flat_map(|(_, u)| u.seen.lock().unwrap().iter().map(|s| s.target.clone()).collect::<Vec<_>>()).collect();
+    d.stop().await;
+    assert!(statuses.iter().all(|s| matches!(s, 401 | 418)), "every guess is refused or blocked: {statuses:?}");
+    assert!(refused <= 5, "{refused} guesses were checked (at most the trigger, 5): {statuses:?}");
+    assert!(seen.is_empty(), "nothing reaches an upstream: {seen:?}");
+}
