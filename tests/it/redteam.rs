@@ -248,3 +248,92 @@ async fn redteam_mixed_credential_burst_is_admitted_one_check_at_a_time() {
     assert!(refused <= 5, "{refused} guesses were checked (at most the trigger, 5): {statuses:?}");
     assert!(seen.is_empty(), "nothing reaches an upstream: {seen:?}");
 }
+
+/// An upstream that honours `Range` like Tomcat's default servlet: `206 Partial Content`
+/// with the asked bytes, else `200` with the whole body (cacheable, `max-age=3600`).
+async fn range_upstream(body: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    buf.drain(..end + 4);
+                    let range = head.lines().find_map(|l| l.strip_prefix("range: bytes=")).and_then(|r| {
+                        let (a, b) = r.split_once('-')?;
+                        Some((a.trim().parse::<usize>().ok()?, b.trim().parse::<usize>().ok()?))
+                    });
+                    let mut answer = match range {
+                        Some((first, last)) if first <= last && last < body.len() => format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Type: application/javascript\r\nCache-Control: max-age=3600\r\nContent-Range: bytes {first}-{last}/{}\r\nContent-Length: {}\r\n\r\n",
+                            body.len(),
+                            last - first + 1
+                        )
+                        .into_bytes(),
+                        _ => format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/javascript\r\nCache-Control: max-age=3600\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes(),
+                    };
+                    match range {
+                        Some((first, last)) if first <= last && last < body.len() => answer.extend_from_slice(&body[first..=last]),
+                        _ => answer.extend_from_slice(body),
+                    }
+                    if tcp.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The public-path cache must not keep a partial answer: a `Range` request on a public
+/// asset (206, a few bytes) was stored under the key of the whole asset and served — status
+/// 206 and the truncated body — to every later client for the response's lifetime (here an
+/// hour): one unauthenticated request breaks the application's scripts for everybody.
+#[tokio::test]
+async fn redteam_a_range_request_does_not_poison_the_public_cache() {
+    const SCRIPT: &[u8] = b"window.app = function () { return 'the whole desktop application'; };";
+    let upstream = range_upstream(SCRIPT).await;
+    let builder = crate::support::TestEdge::new();
+    let users = builder.dir.path().join("users.toml");
+    std::fs::write(&users, format!("[users]\nalice = \"{}\"\n", crate::support::argon2_hash("pw"))).unwrap();
+    let toml = format!(
+        "[[service]]\nname = \"finesse\"\nauth = \"basic\"\npublic_paths = [\"/desktop/assets/\"]\n[service.health_check]\nenabled = false\n[[service.upstream]]\naddress = \"{upstream}\"\n[[route]]\npath = \"/\"\nservice = \"finesse\"\n[auth.basic]\nusers_file = \"{}\"\n",
+        users.display()
+    );
+    let edge = builder.raw(&toml).start().await;
+    let fetch = |range: Option<&str>| {
+        let mut headers = Vec::new();
+        if let Some(range) = range {
+            headers.push(("Range", range));
+        }
+        crate::hostile::h1("GET", "/desktop/assets/app.js", Some(H), &headers, b"")
+    };
+    let first = crate::hostile::raw_exchange(edge.http, &fetch(Some("bytes=0-9"))).await;
+    let second = crate::hostile::raw_exchange(edge.http, &fetch(None)).await;
+    edge.stop().await;
+    let first = first.responses.first().map(|r| (r.status, r.body.len()));
+    let second = second.responses.first().map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned()));
+    assert!(matches!(first, Some((200 | 206, _))), "the range request itself: {first:?}");
+    assert_eq!(
+        second,
+        Some((200, String::from_utf8_lossy(SCRIPT).into_owned())),
+        "a client asking for the whole asset must get all of it (the range request came first: {first:?})"
+    );
+}
