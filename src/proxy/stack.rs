@@ -602,7 +602,8 @@ async fn edge_cached(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .is_some_and(|n| n <= edge_cache::MAX_CACHED_BODY);
-    let cacheable_status = status.is_success() || status == StatusCode::NOT_FOUND;
+    // Never a 206: a `Range` answer is a fragment, not the resource the key names.
+    let cacheable_status = (status.is_success() && status != StatusCode::PARTIAL_CONTENT) || status == StatusCode::NOT_FOUND;
     if method != http::Method::GET || !cacheable_status || !small || response.headers().contains_key(header::CONTENT_ENCODING) {
         return Ok(CacheStep::Answered((response, lease)));
     }
