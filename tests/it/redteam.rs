@@ -337,3 +337,59 @@ async fn redteam_a_range_request_does_not_poison_the_public_cache() {
         "a client asking for the whole asset must get all of it (the range request came first: {first:?})"
     );
 }
+
+/// Fields a client sets that tell an upstream another path, prefix, port or client address
+/// than the edge decided on. `X-Original-URL` / `X-Rewrite-URL` replace the request path in
+/// IIS URL Rewrite, Symfony and Zend (an unauthenticated request to `/public/x` is then
+/// served `/finesse/api/User`); `X-Forwarded-Prefix` / `-Port` / `-Ssl` / `-Server` are read by
+/// Spring's `ForwardedHeaderFilter` and Tomcat's `RemoteIpValve` for links and redirects —
+/// and a public page built from them lands in the shared public cache; `True-Client-IP`,
+/// `X-Client-IP` and friends are what IP allow-lists read. The edge replaces
+/// `X-Forwarded-For/-Proto/-Host` and removes `X-Real-IP` because client values are never
+/// trusted; these siblings must not pass either.
+pub fn spoofed_field_cases() -> Vec<Case> {
+    const SPOOFED: &[(&str, &str)] = &[
+        ("X-Original-URL", "/finesse/api/User"),
+        ("X-Rewrite-URL", "/finesse/api/User"),
+        ("X-Forwarded-Prefix", "/attacker"),
+        ("X-Forwarded-Port", "8443"),
+        ("X-Forwarded-Ssl", "on"),
+        ("X-Forwarded-Server", "evil.example"),
+        ("X-Forwarded-Uri", "/finesse/api/User"),
+        ("True-Client-IP", "10.0.0.1"),
+        ("X-Client-IP", "10.0.0.1"),
+        ("X-Cluster-Client-IP", "10.0.0.1"),
+        ("Client-IP", "10.0.0.1"),
+        ("CF-Connecting-IP", "10.0.0.1"),
+        ("X-Originating-IP", "10.0.0.1"),
+    ];
+    let absent = |want: Want| SPOOFED.iter().fold(want, |want, (name, _)| want.header(name, crate::hostile::HeaderWant::Absent));
+    let mut out = Vec::new();
+    for (name, target, authorization) in [
+        ("open", "/public/spoof", None),
+        ("public-path", "/desktop/assets/spoof.js", None),
+        ("authenticated", "/finesse/api/spoof", Some(crate::hostile::good_basic())),
+    ] {
+        let mut headers: Vec<(&str, &str)> = SPOOFED.to_vec();
+        if let Some(value) = &authorization {
+            headers.push(("Authorization", value));
+        }
+        let authz = match &authorization {
+            Some(value) => Authz::Exactly(value.clone()),
+            None => Authz::Absent,
+        };
+        out.push(Case::new(
+            format!("spoofed-fields/{name}"),
+            Wire::Raw(crate::hostile::h1("GET", target, Some(H), &headers, b"")),
+            Expect::status(200).forwarded(absent(Want::new("tomcat", "GET", target, H, authz))),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn redteam_client_forwarding_and_path_override_fields_never_reach_the_upstream() {
+    let mut report = Report::new("redteam spoofed fields");
+    run_tables(&mut report, &Options::default(), &spoofed_field_cases()).await;
+    report.finish();
+}
