@@ -3,7 +3,9 @@
 //! `X-Forwarded-Host` and `Forwarded` (RFC 7239).
 //!
 //! The edge faces the internet, so forwarding headers sent by clients are never trusted:
-//! they are replaced, not appended to, and `X-Real-IP` is removed.
+//! they are replaced, not appended to; every other `X-Forwarded-*` field, `X-Real-IP`, the
+//! path overrides `X-Original-URL` / `X-Rewrite-URL` and the client-address fields IP
+//! allow-lists read (`True-Client-IP`, `X-Client-IP`, …) are removed.
 
 use std::net::IpAddr;
 
@@ -25,6 +27,24 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Fields a client may not set for the upstream (besides every `X-Forwarded-*`, which only
+/// the edge writes): another path than the canonical one (`X-Original-URL`, `X-Rewrite-URL`:
+/// IIS URL Rewrite, Symfony, Zend route on them), another authority, or another client
+/// address (what IP allow-lists read).
+const SPOOFABLE: [HeaderName; 11] = [
+    X_REAL_IP,
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-host"),
+    HeaderName::from_static("x-host"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("x-originating-ip"),
+];
 
 /// Who sent a request and how, for the forwarding headers.
 #[derive(Debug, Clone, Copy)]
@@ -107,7 +127,12 @@ pub fn request_headers(headers: &mut HeaderMap, origin: Origin<'_>, websocket: b
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, upgrade);
     }
-    headers.remove(X_REAL_IP);
+    // Client-set forwarding fields are never trusted: every `X-Forwarded-*` goes (the edge
+    // writes its own below), and so does every field naming another path, host or client.
+    let forwarded: Vec<HeaderName> = headers.keys().filter(|name| name.as_str().starts_with("x-forwarded-")).cloned().collect();
+    for name in forwarded.iter().chain(SPOOFABLE.iter()) {
+        headers.remove(name);
+    }
     let client = origin.client.to_canonical();
     headers.insert(X_FORWARDED_FOR, HeaderValue::from(IpValue(client)));
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(origin.proto));
