@@ -393,3 +393,49 @@ async fn redteam_client_forwarding_and_path_override_fields_never_reach_the_upst
     run_tables(&mut report, &Options::default(), &spoofed_field_cases()).await;
     report.finish();
 }
+
+/// A WebSocket upgrade on a public path carrying a credential in `Sec-WebSocket-Protocol`:
+/// the edge validates nothing there, so — like `Authorization` and `Cookie` — that
+/// credential must not reach the upstream (it did, untouched: an unvalidated password handed
+/// to the upstream, and a way to try credentials on it past the shield).
+pub fn public_websocket_cases() -> Vec<Case> {
+    let credential = format!("Authorization%3A%20{}", crate::hostile::good_basic().replace(' ', "%20").replace('=', "%3D"));
+    let mut out = Vec::new();
+    for (name, protocol, forwarded) in [
+        ("credential-only", credential.clone(), None),
+        ("with-subprotocol", format!("xmpp, {credential}"), Some("xmpp")),
+        ("malformed-credential", "xmpp, Authorization%3A%20Basic%20%ZZ".to_string(), Some("xmpp")),
+    ] {
+        let headers = [
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Protocol", protocol.as_str()),
+        ];
+        let target = format!("/desktop/assets/ws-{name}");
+        let protocol_want = match forwarded {
+            Some(p) => crate::hostile::HeaderWant::Exactly(p.to_string()),
+            None => crate::hostile::HeaderWant::Absent,
+        };
+        // The recording upstream does not switch: the client gets its answer, not a 101.
+        out.push(
+            Case::new(
+                format!("public-websocket/{name}"),
+                Wire::Raw(crate::hostile::h1("GET", &target, Some(H), &headers, b"")),
+                Expect::statuses(&[200, 400, 426, 502]).forwarded(
+                    Want::new("tomcat", "GET", &target, H, Authz::Absent).header("sec-websocket-protocol", protocol_want.clone()),
+                ),
+            )
+            .or(Expect::status(400)),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn redteam_a_public_websocket_forwards_no_protocol_credential() {
+    let mut report = Report::new("redteam public websocket");
+    run_tables(&mut report, &Options::default(), &public_websocket_cases()).await;
+    report.finish();
+}
