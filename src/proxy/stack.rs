@@ -335,11 +335,12 @@ fn apply_view<B>(request: &mut Request<B>, view: &View) -> Result<(), ProxyError
 }
 
 /// Removes every credential a client sent: on public paths and preflights the edge validates
-/// none, so none may reach the upstream.
+/// none, so none may reach the upstream — a WebSocket protocol credential included.
 fn strip_credentials(headers: &mut http::HeaderMap) {
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::PROXY_AUTHORIZATION);
     headers.remove(header::COOKIE);
+    websocket::strip_any_credential(headers);
 }
 
 /// The access-log and metrics record of one request, completed when its body ends.
