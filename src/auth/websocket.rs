@@ -36,8 +36,7 @@ pub fn extract(headers: &HeaderMap) -> ProtocolCredential {
     let mut authorization = None;
     let mut protocols = Vec::new();
     for element in elements {
-        let looks_like_credential = element.get(..13).is_some_and(|p| p.eq_ignore_ascii_case("authorization"));
-        if !looks_like_credential {
+        if !looks_like_credential(&element) {
             protocols.push(element);
             continue;
         }
@@ -59,6 +58,26 @@ pub fn extract(headers: &HeaderMap) -> ProtocolCredential {
         Some(authorization) => ProtocolCredential::Found { authorization, protocols },
         None => ProtocolCredential::Missing,
     }
+}
+
+/// Whether a `Sec-WebSocket-Protocol` element carries (or tries to carry) a credential.
+fn looks_like_credential(element: &str) -> bool {
+    element.get(..13).is_some_and(|p| p.eq_ignore_ascii_case("authorization"))
+}
+
+/// Removes every element that carries or tries to carry a credential — well-formed or not —
+/// from the request's `Sec-WebSocket-Protocol` (where the edge validates nothing: public
+/// paths, preflights). A field that is not text is removed whole.
+pub fn strip_any_credential(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
+        return;
+    }
+    let mut protocols = Vec::new();
+    for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+        let Ok(text) = value.to_str() else { continue };
+        protocols.extend(text.split(',').map(str::trim).filter(|e| !e.is_empty() && !looks_like_credential(e)).map(str::to_string));
+    }
+    strip_credential(headers, &protocols);
 }
 
 /// Replaces the request's `Sec-WebSocket-Protocol` with the real subprotocols only.
@@ -97,6 +116,23 @@ mod tests {
         assert_eq!(found, ProtocolCredential::Found { authorization: "Bearer abc.def.ghi".into(), protocols: vec!["xmpp".into()] });
         let found = extract(&headers("xmpp, Authorization%3A%20Basic%20YWdlbnQ6cHc%3D"));
         assert_eq!(found, ProtocolCredential::Found { authorization: "Basic YWdlbnQ6cHc=".into(), protocols: vec!["xmpp".into()] });
+    }
+
+    #[test]
+    fn every_credential_element_can_be_stripped_well_formed_or_not() {
+        for (value, left) in [
+            ("xmpp, Authorization%3A%20Basic%20YWdlbnQ6cHc%3D", Some("xmpp")),
+            ("Authorization%3A%20Bearer%20abc", None),
+            ("xmpp, AUTHORIZATION%3A%20Basic%20%ZZ, chat", Some("xmpp, chat")),
+            ("xmpp", Some("xmpp")),
+        ] {
+            let mut h = headers(value);
+            strip_any_credential(&mut h);
+            assert_eq!(h.get(header::SEC_WEBSOCKET_PROTOCOL).map(|v| v.to_str().unwrap()), left, "{value}");
+        }
+        let mut none = HeaderMap::new();
+        strip_any_credential(&mut none);
+        assert!(none.is_empty());
     }
 
     #[test]

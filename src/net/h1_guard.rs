@@ -40,6 +40,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// 1000; a head with more fields than this is left to hyper, which answers 431 for it).
 const MAX_SCANNED_HEADERS: usize = 1000;
 
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// Why a request head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Violation {
@@ -313,9 +316,12 @@ impl RequestFraming {
     }
 
     fn inspect_head(&self, head: &[u8]) -> HeadCheck {
-        if head.starts_with(b"PRI ") {
-            // HTTP/2 prior-knowledge preface: hyper switches protocols; nothing to follow.
-            return HeadCheck::Stop;
+        // HTTP/2 prior-knowledge preface: hyper switches protocols; nothing to follow. Only
+        // the whole preface: `PRI` is also a valid HTTP/1.1 method, and a request line like
+        // `PRI /x HTTP/1.1` must not switch the guard off for the rest of the connection.
+        let seen = head.len().min(H2_PREFACE.len());
+        if head[..seen] == H2_PREFACE[..seen] {
+            return if seen == H2_PREFACE.len() { HeadCheck::Stop } else { HeadCheck::Partial };
         }
         let mut storage = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_SCANNED_HEADERS];
         let mut request = httparse::Request::new(&mut []);

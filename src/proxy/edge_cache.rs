@@ -2,7 +2,8 @@
 //!
 //! - [`PublicCache`]: responses of a service's `public_paths` (GET/HEAD), fetched once and
 //!   served from memory while `Cache-Control` allows (no-store/private/no-cache are never
-//!   cached; max-age/s-maxage set the lifetime, capped); only 2xx bodies are cached, and a
+//!   cached; max-age/s-maxage set the lifetime, capped); only 2xx bodies (never a 206
+//!   fragment) are cached, and a
 //!   404 is remembered so probing the same unknown path does not reach the upstream again.
 //!   Keyed by the canonical authority + path + query; a response with `Vary` is served only
 //!   to requests with the same values of the named fields (`Vary: *` is never cached).
@@ -159,6 +160,9 @@ impl PublicCache {
         let Some(vary) = vary_fields(headers, request) else { return };
         let lifetime = match status {
             StatusCode::NOT_FOUND => NOT_FOUND_TTL,
+            // A partial answer (206, to a `Range` request) is not the resource: kept under the
+            // resource's key it would be served, truncated, to every later client.
+            StatusCode::PARTIAL_CONTENT => return,
             s if s.is_success() => match cache_lifetime(headers) {
                 Some(lifetime) => lifetime,
                 None => return,
@@ -319,6 +323,8 @@ mod tests {
         assert!(matches!(cache.lookup("/big", &Method::GET, &none), Lookup::Miss));
         cache.store("/err", StatusCode::INTERNAL_SERVER_ERROR, &none, &none, Bytes::new());
         assert!(matches!(cache.lookup("/err", &Method::GET, &none), Lookup::Miss));
+        cache.store("/part", StatusCode::PARTIAL_CONTENT, &none, &none, Bytes::from_static(b"fr"));
+        assert!(matches!(cache.lookup("/part", &Method::GET, &none), Lookup::Miss), "a 206 fragment is never cached");
         cache.store("/missing", StatusCode::NOT_FOUND, &none, &none, Bytes::new());
         assert!(matches!(cache.lookup("/missing", &Method::GET, &none), Lookup::Hit(_)));
     }

@@ -3,7 +3,9 @@
 //! `X-Forwarded-Host` and `Forwarded` (RFC 7239).
 //!
 //! The edge faces the internet, so forwarding headers sent by clients are never trusted:
-//! they are replaced, not appended to, and `X-Real-IP` is removed.
+//! they are replaced, not appended to; every other `X-Forwarded-*` field, `X-Real-IP`, the
+//! path overrides `X-Original-URL` / `X-Rewrite-URL` and the client-address fields IP
+//! allow-lists read (`True-Client-IP`, `X-Client-IP`, …) are removed.
 
 use std::net::IpAddr;
 
@@ -26,6 +28,24 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
+/// Fields a client may not set for the upstream (besides every `X-Forwarded-*`, which only
+/// the edge writes): another path than the canonical one (`X-Original-URL`, `X-Rewrite-URL`:
+/// IIS URL Rewrite, Symfony, Zend route on them), another authority, or another client
+/// address (what IP allow-lists read).
+const SPOOFABLE: [HeaderName; 11] = [
+    X_REAL_IP,
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-host"),
+    HeaderName::from_static("x-host"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("x-originating-ip"),
+];
+
 /// Who sent a request and how, for the forwarding headers.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
@@ -40,6 +60,32 @@ pub struct Origin<'a> {
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let upgrade = headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     upgrade && connection_has_token(headers, "upgrade")
+}
+
+/// The `Sec-WebSocket-Accept` a server that really switched to WebSocket answers to `key`
+/// (RFC 6455 §4.2.2: base64 of the SHA-1 of the key and the protocol GUID).
+pub fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine;
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    context.update(key);
+    context.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(context.finish().as_ref())
+}
+
+/// Whether an upstream's 101 answer to a WebSocket upgrade proves that it switched: it names
+/// `websocket` in `Upgrade` and carries the `Sec-WebSocket-Accept` computed from the key it
+/// was sent. A 101 without them (an endpoint that echoes a status, a misbehaving server) did
+/// not switch, and the bytes a tunnel carried would be read there as HTTP requests.
+pub fn websocket_switched(request: &HeaderMap, response: &HeaderMap) -> bool {
+    let Some(key) = request.get(header::SEC_WEBSOCKET_KEY) else { return false };
+    let upgrade = response.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let mut accepts = response.get_all(header::SEC_WEBSOCKET_ACCEPT).iter();
+    let accept = match (accepts.next(), accepts.next()) {
+        (Some(accept), None) => accept.as_bytes().trim_ascii(),
+        _ => return false,
+    };
+    upgrade && accept == websocket_accept(key.as_bytes().trim_ascii()).as_bytes()
 }
 
 fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
@@ -81,7 +127,12 @@ pub fn request_headers(headers: &mut HeaderMap, origin: Origin<'_>, websocket: b
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, upgrade);
     }
-    headers.remove(X_REAL_IP);
+    // Client-set forwarding fields are never trusted: every `X-Forwarded-*` goes (the edge
+    // writes its own below), and so does every field naming another path, host or client.
+    let forwarded: Vec<HeaderName> = headers.keys().filter(|name| name.as_str().starts_with("x-forwarded-")).cloned().collect();
+    for name in forwarded.iter().chain(SPOOFABLE.iter()) {
+        headers.remove(name);
+    }
     let client = origin.client.to_canonical();
     headers.insert(X_FORWARDED_FOR, HeaderValue::from(IpValue(client)));
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(origin.proto));
@@ -127,6 +178,28 @@ impl From<IpValue> for HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn websocket_accept_follows_rfc6455() {
+        // The example of RFC 6455 §1.3.
+        assert_eq!(websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        let request = headers(&[("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")]);
+        let good = headers(&[("upgrade", "websocket"), ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")]);
+        assert!(websocket_switched(&request, &good));
+        for bad in [
+            headers(&[("upgrade", "websocket")]),
+            headers(&[("upgrade", "websocket"), ("sec-websocket-accept", "AAAA")]),
+            headers(&[("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")]),
+            headers(&[
+                ("upgrade", "websocket"),
+                ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            ]),
+        ] {
+            assert!(!websocket_switched(&request, &bad), "{bad:?}");
+        }
+        assert!(!websocket_switched(&HeaderMap::new(), &good), "no key sent: nothing proves a switch");
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -335,11 +335,12 @@ fn apply_view<B>(request: &mut Request<B>, view: &View) -> Result<(), ProxyError
 }
 
 /// Removes every credential a client sent: on public paths and preflights the edge validates
-/// none, so none may reach the upstream.
+/// none, so none may reach the upstream — a WebSocket protocol credential included.
 fn strip_credentials(headers: &mut http::HeaderMap) {
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::PROXY_AUTHORIZATION);
     headers.remove(header::COOKIE);
+    websocket::strip_any_credential(headers);
 }
 
 /// The access-log and metrics record of one request, completed when its body ends.
@@ -602,7 +603,8 @@ async fn edge_cached(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .is_some_and(|n| n <= edge_cache::MAX_CACHED_BODY);
-    let cacheable_status = status.is_success() || status == StatusCode::NOT_FOUND;
+    // Never a 206: a `Range` answer is a fragment, not the resource the key names.
+    let cacheable_status = (status.is_success() && status != StatusCode::PARTIAL_CONTENT) || status == StatusCode::NOT_FOUND;
     if method != http::Method::GET || !cacheable_status || !small || response.headers().contains_key(header::CONTENT_ENCODING) {
         return Ok(CacheStep::Answered((response, lease)));
     }
@@ -932,6 +934,8 @@ async fn forward_to_pool(
         Ok(Err(stream)) => OutgoingBody::Streaming(stream.watched(broken.clone())),
         Err(_) => return Err(ProxyError::BadRequest("malformed request body")),
     };
+    // What a real WebSocket server must answer a switch with (checked below).
+    let sent_headers = websocket.then(|| parts.headers.clone());
     let (mut response, lease) = match pool.send(Outgoing { parts, body }).await {
         // The client broke its own body framing: its fault, not the upstream's.
         Err(_) if broken.load(std::sync::atomic::Ordering::Relaxed) => return Err(ProxyError::BadRequest("malformed request body")),
@@ -939,6 +943,12 @@ async fn forward_to_pool(
     };
     record.upstream = Some(lease.server().clone());
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    // A 101 that does not prove a WebSocket switch (no or a wrong `Sec-WebSocket-Accept`)
+    // must not become a tunnel: the upstream would read the client's next bytes as HTTP
+    // requests the edge never saw.
+    if switching && sent_headers.as_ref().is_some_and(|sent| !forward::websocket_switched(sent, response.headers())) {
+        return Err(ProxyError::UpstreamFailed);
+    }
     forward::response_headers(response.headers_mut(), switching && websocket);
     if websocket {
         // Only a subprotocol the client offered (credential already stripped) may come back.

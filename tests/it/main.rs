@@ -18,6 +18,7 @@ mod openapi;
 mod operate;
 mod protocol_abuse;
 mod proxy_http;
+mod redteam;
 mod shield;
 mod status_page;
 mod support;

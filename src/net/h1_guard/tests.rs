@@ -107,6 +107,25 @@ fn h2_preface_stops_the_scanner() {
 }
 
 #[test]
+fn h2_preface_split_across_reads_stops_the_scanner() {
+    let mut s = scanner();
+    for part in [&b"PRI * HTTP/2"[..], b".0\r\n\r\nS", b"M\r\n\r\n"] {
+        assert_eq!(s.feed(part), Scan::Clean);
+    }
+    assert!(!s.is_following());
+}
+
+#[test]
+fn a_pri_method_is_an_ordinary_request() {
+    let mut s = scanner();
+    let pri = b"PRI /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_eq!(s.feed(pri), Scan::Clean);
+    assert!(s.is_following(), "a PRI request line is not the HTTP/2 preface");
+    let smuggle = b"POST /y HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    assert!(matches!(s.feed(smuggle), Scan::Refused { violation: Violation::LengthAndChunked, .. }));
+}
+
+#[test]
 fn bytes_after_an_upgrade_request_wait_for_the_decision() {
     let head = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
     let mut bytes = head.to_vec();
