@@ -146,29 +146,6 @@ async fn redteam_pri_method_does_not_switch_the_framing_guard_off() {
     report.finish();
 }
 
-/// Per-user rate control (`[rate_control]`) counts every validation, wrong passwords
-/// included, before the password is checked; so three wrong guesses for a known user name —
-/// below the shield's trigger, from one address — keep that user from logging in (429) for
-/// the whole period, and an attacker can repeat it forever. An attacker's guesses must not
-/// lock the real user out.
-#[tokio::test]
-async fn redteam_wrong_guesses_do_not_lock_the_user_out() {
-    let options = Options { top: "[rate_control]\nmax_authorizations = 3\nperiod = \"300s\"\n".into(), ..Options::default() };
-    let guess = |i: usize| {
-        let value = crate::support::basic(crate::hostile::USER, &format!("guess-{i}"));
-        Wire::Raw(format!("GET /finesse/api/rc HTTP/1.1\r\nHost: {H}\r\nAuthorization: {value}\r\nConnection: close\r\n\r\n").into_bytes())
-    };
-    let mut cases: Vec<Case> = (0..3).map(|i| Case::new(format!("rate-control/guess-{i}"), guess(i), Expect::status(401))).collect();
-    cases.push(Case::new(
-        "rate-control/the-real-user-after-three-guesses",
-        crate::hostile::get("/finesse/api/rc", H, Some(&crate::hostile::good_basic())),
-        Expect::status(200).forwarded(Want::new("tomcat", "GET", "/finesse/api/rc", H, Authz::Exactly(crate::hostile::good_basic()))),
-    ));
-    let mut report = Report::new("redteam rate control");
-    run_tables(&mut report, &options, &cases).await;
-    report.finish();
-}
-
 /// The shield's admission under a burst of *mixed* guesses from one source: edge access
 /// tokens, refresh tokens (body and header), token requests, JWTs, WebSocket protocol
 /// credentials and Basic passwords, all at once on parallel connections. However they are
