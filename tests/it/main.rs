@@ -20,5 +20,6 @@ mod proxy_http;
 mod shield;
 mod status_page;
 mod support;
+mod tls_scan;
 mod tokens;
 mod websocket;
