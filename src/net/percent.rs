@@ -9,7 +9,8 @@ pub fn decode(text: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
+            // Two hex digits, nothing else: `from_str_radix` alone would take a sign (`%+1`).
+            let hex = text.get(i + 1..i + 3).filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -48,5 +49,7 @@ mod tests {
         assert_eq!(decode("%zz"), None);
         assert_eq!(decode("%4"), None);
         assert_eq!(decode("%C3"), None, "not UTF-8");
+        assert_eq!(decode("%+1"), None, "a sign is not a hex digit (found by fuzz/percent)");
+        assert_eq!(decode("%+e%2e"), None);
     }
 }

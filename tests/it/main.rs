@@ -22,5 +22,6 @@ mod redteam;
 mod shield;
 mod status_page;
 mod support;
+mod tls_scan;
 mod tokens;
 mod websocket;
