@@ -43,7 +43,8 @@ pub enum PathRefusal {
     EncodedSlash,
     /// A literal `\`.
     Backslash,
-    /// A control byte, literal or encoded (`%00`–`%1F`, `%7F`), or a byte above ASCII.
+    /// A control byte, literal or encoded (`%00`–`%1F`, `%7F`), a literal space, or a byte
+    /// above ASCII.
     ControlByte,
     /// `%25` followed by two hex digits: an upstream that decodes twice sees another path.
     DoubleEncoding,
@@ -62,7 +63,7 @@ impl PathRefusal {
             PathRefusal::MalformedEscape => "malformed percent-escape in path",
             PathRefusal::EncodedSlash => "encoded slash or backslash in path",
             PathRefusal::Backslash => "backslash in path",
-            PathRefusal::ControlByte => "control or non-ASCII byte in path",
+            PathRefusal::ControlByte => "control, space or non-ASCII byte in path",
             PathRefusal::DoubleEncoding => "double percent-encoding in path",
             PathRefusal::DotSegmentParameters => "parameters on a dot-segment or empty segment",
             PathRefusal::AboveRoot => "path climbs above the root",
@@ -117,7 +118,7 @@ fn decode_pass(raw: &[u8], policy: PathPolicy) -> Result<String, PathRefusal> {
                     i += 1;
                 }
             },
-            b if !(0x20..0x7f).contains(&b) => return Err(PathRefusal::ControlByte),
+            b if !(0x21..0x7f).contains(&b) => return Err(PathRefusal::ControlByte),
             b => {
                 out.push(char::from(b));
                 i += 1;

@@ -62,6 +62,7 @@ fn what_cannot_be_normalised_safely_is_refused() {
         ("/a%00b", PathRefusal::ControlByte),
         ("/a%0d%0ab", PathRefusal::ControlByte),
         ("/a%7f", PathRefusal::ControlByte),
+        ("/a b", PathRefusal::ControlByte),
         ("/a%252e%252e/b", PathRefusal::DoubleEncoding),
         ("/a%25%32%65/b", PathRefusal::DoubleEncoding),
         ("/a%zz", PathRefusal::MalformedEscape),
