@@ -40,50 +40,40 @@ struct Builders {
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
-fn configure_http1(b: &mut hyper::server::conn::http1::Builder, server: &ServerConfig) {
-    b.timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(server.max_header_bytes.max(8192))
-        .max_headers(server.max_headers)
-        .keep_alive(true);
+/// The HTTP/1 settings, applied alike to hyper's builder and hyper-util's (different types).
+macro_rules! http1_settings {
+    ($builder:expr, $server:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .header_read_timeout($server.header_read_timeout)
+            .max_buf_size($server.max_header_bytes.max(8192))
+            .max_headers($server.max_headers)
+            .keep_alive(true)
+    };
 }
 
-fn configure_http2(b: &mut hyper::server::conn::http2::Builder<TokioExecutor>, server: &ServerConfig) {
-    b.timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(64)
-        .max_local_error_reset_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
+/// The HTTP/2 settings, applied alike to hyper's builder and hyper-util's.
+macro_rules! http2_settings {
+    ($builder:expr, $server:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(u32::try_from($server.max_header_bytes).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(64)
+            .max_local_error_reset_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+    };
 }
 
 fn builders(server: &ServerConfig) -> Builders {
     let mut detect = auto::Builder::new(TokioExecutor::new());
-    {
-        let mut http1 = detect.http1();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(server.header_read_timeout)
-            .max_buf_size(server.max_header_bytes.max(8192))
-            .max_headers(server.max_headers)
-            .keep_alive(true);
-    }
-    {
-        let mut http2 = detect.http2();
-        http2
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-            .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
-            .max_pending_accept_reset_streams(64)
-            .max_local_error_reset_streams(256)
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20));
-    }
+    http1_settings!(detect.http1(), server);
+    http2_settings!(detect.http2(), server);
     let mut http1 = hyper::server::conn::http1::Builder::new();
-    configure_http1(&mut http1, server);
+    http1_settings!(http1, server);
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    configure_http2(&mut http2, server);
+    http2_settings!(http2, server);
     Builders { detect, http1, http2 }
 }
 
