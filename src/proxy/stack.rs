@@ -722,10 +722,7 @@ async fn authenticate(
             header::AUTHORIZATION,
             HeaderValue::from_str(&authorization).map_err(|_| ProxyError::BadRequest("invalid credential"))?,
         );
-        let verdict =
-            shielded(edge, gateway, record, &credential, gateway.auth.authenticate(service.config.auth, &credential, client), is_challenge)
-                .await?;
-        return match verdict {
+        return match check_credential(edge, gateway, record, service.config.auth, &credential).await? {
             Verdict::Allow { session, .. } => {
                 touch(session);
                 gateway.auth.note_success(client);
@@ -736,16 +733,7 @@ async fn authenticate(
             refused => Err(verdict_error(refused)),
         };
     }
-    let verdict = shielded(
-        edge,
-        gateway,
-        record,
-        request.headers(),
-        gateway.auth.authenticate(service.config.auth, request.headers(), client),
-        is_challenge,
-    )
-    .await?;
-    match verdict {
+    match check_credential(edge, gateway, record, service.config.auth, request.headers()).await? {
         Verdict::Allow { session, .. } => {
             touch(session);
             if gateway.remember_ips {
@@ -757,24 +745,39 @@ async fn authenticate(
     }
 }
 
-/// Runs one credential check under the shield (DESIGN §3): a credential that is not already
-/// cached is checked only while holding the source's admission (one check per source at a
-/// time), after the ban is checked again, and a refusal is counted before the admission is
-/// released — so however many streams or connections a source opens, at most `trigger`
-/// guesses are checked before the ban applies, and the ban is made once.
-async fn shielded<T>(
+/// The verdict on the credential in `headers`: a cached one at once (no guess, no waiting, the
+/// same single cache lookup as always), any other under the shield's admission.
+async fn check_credential(
     edge: &Edge,
     gateway: &Gateway,
+    record: &mut RequestRecord,
+    mode: AuthMode,
+    headers: &http::HeaderMap,
+) -> Result<Verdict, ProxyError> {
+    if let Some(verdict) = gateway.auth.cached_verdict(mode, headers) {
+        return Ok(verdict);
+    }
+    let check = gateway.auth.authenticate(mode, headers, record.client);
+    shielded(edge, record, headers, check, is_challenge).await
+}
+
+/// Runs one check of a credential that is not already cached under the shield (DESIGN §3):
+/// only while holding the source's admission (one check per source at a time), after the
+/// ban is checked again, and a refusal is counted before the admission is released — so
+/// however many streams or connections a source opens, at most `trigger` guesses are
+/// checked before the ban applies, and the ban is made once. Callers answer cached
+/// credentials without coming here.
+async fn shielded<T>(
+    edge: &Edge,
     record: &mut RequestRecord,
     credential: &http::HeaderMap,
     check: impl std::future::Future<Output = T>,
     refused: impl Fn(&T) -> bool,
 ) -> Result<T, ProxyError> {
     let presented = credential.get(header::AUTHORIZATION);
-    let cached = gateway.auth.cached_verdict(AuthMode::BasicOrJwt, credential).is_some();
     let admission = match presented {
-        Some(_) if !cached => edge.shield.admit(record.client, AUTH_FAILURE).await,
-        _ => None,
+        Some(_) => edge.shield.admit(record.client, AUTH_FAILURE).await,
+        None => None,
     };
     if admission.is_some()
         && let Some(status) = edge.shield.check(record.client)
@@ -865,7 +868,12 @@ async fn token_endpoint(
     let answer = match endpoint {
         TokenEndpoint::Issue => {
             let headers = request.headers().clone();
-            shielded(edge, gateway, record, &headers, gateway.auth.issue_token(&headers, client), refused).await?
+            let issue = gateway.auth.issue_token(&headers, client);
+            match gateway.auth.cached_verdict(AuthMode::BasicOrJwt, &headers) {
+                // A credential known valid: no guess, no waiting.
+                Some(_) => issue.await,
+                None => shielded(edge, record, &headers, issue, refused).await?,
+            }
         }
         TokenEndpoint::Refresh => {
             let refresh = refresh_token_of(request).await?;
@@ -873,7 +881,7 @@ async fn token_endpoint(
             let bearer =
                 HeaderValue::from_str(&format!("Bearer {refresh}")).map_err(|_| ProxyError::BadRequest("invalid refresh token"))?;
             credential.insert(header::AUTHORIZATION, bearer);
-            shielded(edge, gateway, record, &credential, gateway.auth.refresh_token(&refresh, client), refused).await?
+            shielded(edge, record, &credential, gateway.auth.refresh_token(&refresh, client), refused).await?
         }
     };
     match answer {

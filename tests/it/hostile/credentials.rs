@@ -6,22 +6,9 @@
 use super::{Authz, Case, DESKTOP_HOST, EDGE_HOST, Expect, H2Request, HeaderWant, Options, Report, Want, Wire, good_basic, h1, run_tables};
 use crate::support::basic;
 
-/// RFC 3986 percent-encoding of everything but unreserved characters.
-pub fn percent_encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The `Sec-WebSocket-Protocol` element carrying `authorization`.
 pub fn protocol_credential(authorization: &str) -> String {
-    percent_encode(&format!("Authorization: {authorization}"))
+    portcullis::net::percent::encode(&format!("Authorization: {authorization}"))
 }
 
 /// A WebSocket upgrade request (the recording upstream answers 200: no tunnel opens).
