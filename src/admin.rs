@@ -50,7 +50,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ListenerConfig;
-use crate::proxy::stack::Edge;
+use crate::http::stack::Edge;
 use crate::telemetry::access_log::MAX_LOGGED_PATH;
 use crate::telemetry::logging::escaped;
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AdminState;
 use crate::config::{AuthMode, ServiceKind};
-use crate::proxy::stack::Backend;
+use crate::http::stack::Backend;
 
 /// `GET /api/v1/status` body.
 #[derive(Debug, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail the test loudly on any setup error")]
 
 mod admin;
+mod architecture;
 mod auth;
 mod certs;
 mod cli;

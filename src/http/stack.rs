@@ -562,7 +562,7 @@ async fn pipeline(
     }
 }
 
-/// The edge caches in front of authentication (`proxy::edge_cache`):
+/// The edge caches in front of authentication (`http::edge_cache`):
 /// - a CORS preflight (see [`preflight`]);
 /// - a GET/HEAD on a public path is answered from the cache, or fetched once without any
 ///   credential: 2xx bodies are kept while `Cache-Control` allows, a 404 is remembered;
