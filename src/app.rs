@@ -293,7 +293,7 @@ async fn heartbeat(edge: std::sync::Weak<Edge>, address: String) {
         let info = crate::operate::peers::PeerInfo {
             name: gateway.config.cluster.peer.clone(),
             address: address.clone(),
-            last_seen_ms: (crate::cluster::system_clock())(),
+            last_seen_ms: crate::clock::unix_ms(),
             maintenance: edge.operate.in_maintenance(),
             sessions: gateway.services.iter().map(|s| s.sessions.current() as u64).sum(),
             websockets: edge.operate.websockets_total().current(),

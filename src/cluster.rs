@@ -10,8 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -140,7 +139,7 @@ pub trait StateStore: Send + Sync + 'static {
     /// skipped); returns how many records were written.
     fn restore(&self, dump: Dump) -> StoreFuture<'_, usize> {
         Box::pin(async move {
-            let now = (system_clock())();
+            let now = crate::clock::unix_ms();
             let mut written = 0;
             for (key, value, expires) in &dump.values {
                 let ttl = match expires {
@@ -177,18 +176,7 @@ pub trait StateStore: Send + Sync + 'static {
     }
 }
 
-/// Wall-clock source in Unix milliseconds (swappable in tests).
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
-}
-
 fn check_key(key: &str) -> Result<(), StoreError> {
     if key.len() > MAX_KEY_BYTES { Err(StoreError::TooLarge("key")) } else { Ok(()) }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}

@@ -22,11 +22,12 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
+use crate::clock::unix_ms;
 use crate::cluster::{BanRecord, StateStore};
 use crate::config::{Exemption, ProtectionConfig};
 use crate::telemetry::access_log::MAX_LOGGED_PATH;
@@ -110,10 +111,6 @@ impl Drop for Admission {
             admissions.remove(&self.source);
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The source a client address is counted and banned as.
@@ -229,7 +226,7 @@ impl Shield {
 
     /// The bans in force, as the kernel mirror takes them.
     pub fn mirrored_bans(&self) -> Vec<nft::MirroredBan> {
-        let now = now_ms();
+        let now = unix_ms();
         let bans = self.bans.read().unwrap_or_else(|p| p.into_inner());
         bans.iter()
             .filter(|(_, b)| b.until_ms > now)
@@ -245,7 +242,7 @@ impl Shield {
         {
             let bans = self.bans.read().unwrap_or_else(|p| p.into_inner());
             let ban = bans.get(&source)?;
-            if ban.until_ms <= now_ms() {
+            if ban.until_ms <= unix_ms() {
                 return None;
             }
         }
@@ -337,7 +334,7 @@ impl Shield {
             // Counted here for now; merged into the shared window when the store is back.
             let mut pending = self.unsynced_events.lock().unwrap_or_else(|p| p.into_inner());
             if pending.len() < MAX_UNSYNCED_EVENTS {
-                pending.push((key, now_ms(), settings.window));
+                pending.push((key, unix_ms(), settings.window));
             }
             return None;
         };
@@ -406,11 +403,11 @@ impl Shield {
     /// Puts a ban into memory (and the kernel mirror). When the table is full, expired bans
     /// go first; a ban that still does not fit is kept by the store only.
     fn remember(&self, source: IpAddr, ban: Ban) {
-        let remaining = Duration::from_millis(ban.until_ms.saturating_sub(now_ms()));
+        let remaining = Duration::from_millis(ban.until_ms.saturating_sub(unix_ms()));
         {
             let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
             if bans.len() >= MAX_BANS {
-                let now = now_ms();
+                let now = unix_ms();
                 bans.retain(|_, b| b.until_ms > now);
             }
             if bans.len() < MAX_BANS {
@@ -435,7 +432,7 @@ impl Shield {
     }
 
     fn is_banned(&self, source: IpAddr) -> bool {
-        self.bans.read().unwrap_or_else(|p| p.into_inner()).get(&source).is_some_and(|b| b.until_ms > now_ms())
+        self.bans.read().unwrap_or_else(|p| p.into_inner()).get(&source).is_some_and(|b| b.until_ms > unix_ms())
     }
 
     /// This peer's own exact window for (source, category); true at the `trigger`-th event.
@@ -467,7 +464,7 @@ impl Shield {
     }
 
     fn ban(&self, client: IpAddr, source: IpAddr, category: &str, duration: Duration, request: RequestLine<'_>) {
-        let since_ms = now_ms();
+        let since_ms = unix_ms();
         let until_ms = since_ms.saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
         let ban = Ban { source: source.to_string(), category: category.to_string(), since_ms, until_ms, hits: 0 };
         self.remember(source, ban.clone());
@@ -518,7 +515,7 @@ impl Shield {
                 let mut kept_events = Vec::new();
                 let mut merged = 0usize;
                 for (key, at, window) in events {
-                    if at.saturating_add(u64::try_from(window.as_millis()).unwrap_or(u64::MAX)) <= now_ms() {
+                    if at.saturating_add(u64::try_from(window.as_millis()).unwrap_or(u64::MAX)) <= unix_ms() {
                         continue; // out of its window: nothing to merge
                     }
                     match shield.store.merge_event(&key, at, window).await {
@@ -538,7 +535,7 @@ impl Shield {
                 }
                 let (mut written, mut left) = (0usize, Vec::new());
                 for record in pending {
-                    if record.until_ms <= now_ms() {
+                    if record.until_ms <= unix_ms() {
                         continue;
                     }
                     match shield.store.ban(record.clone()).await {
@@ -617,7 +614,7 @@ impl Shield {
 
     /// Bans in force, longest-standing first.
     pub fn list(&self) -> Vec<Ban> {
-        let now = now_ms();
+        let now = unix_ms();
         let bans = self.bans.read().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<Ban> = bans.values().filter(|b| b.until_ms > now).cloned().collect();
         out.sort_by_key(|b| b.since_ms);

@@ -107,13 +107,13 @@ impl SharedCredentials {
         let bytes = self.store.get(&self.entry(credential).await?).await.ok()??;
         let text = String::from_utf8(bytes).ok()?;
         let (user, expires) = text.rsplit_once('\t')?;
-        let left = expires.parse::<u64>().ok()?.saturating_sub((crate::cluster::system_clock())());
+        let left = expires.parse::<u64>().ok()?.saturating_sub(crate::clock::unix_ms());
         (left > 0).then(|| (Arc::from(user), Duration::from_millis(left)))
     }
 
     async fn insert(&self, credential: &[u8], user: &str, ttl: Duration) {
         let Some(entry) = self.entry(credential).await else { return };
-        let expires = (crate::cluster::system_clock())().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let expires = crate::clock::unix_ms_after(ttl);
         let _ = self.store.set(&entry, format!("{user}\t{expires}").as_bytes(), Some(ttl)).await;
     }
 }

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use http::HeaderMap;
@@ -334,7 +334,7 @@ impl JwtAuth {
             }
         };
         let user: Arc<str> = Arc::from(claims.preferred_username.or(claims.upn).or(claims.sub).unwrap_or_else(|| "-".to_string()).as_str());
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = crate::clock::unix_secs();
         let remaining = Duration::from_secs(claims.exp.unwrap_or(now).saturating_sub(now));
         if !remaining.is_zero() {
             self.cache.insert_for(digest, user.clone(), remaining.min(MAX_TOKEN_CACHE));

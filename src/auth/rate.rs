@@ -4,7 +4,7 @@
 //! store, so peers of a cluster share it) is refused with 429 and `Retry-After`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::cluster::StateStore;
 use crate::config::RateControlSettings;
@@ -47,7 +47,7 @@ impl RateControl {
             return RateDecision::Allowed;
         }
         // Retry when the oldest authorization in the window leaves it.
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now_ms = crate::clock::unix_ms();
         let oldest = self.store.oldest_event(&key, period).await.ok().flatten().unwrap_or(now_ms);
         let free_at = oldest.saturating_add(period.as_millis() as u64);
         let wait = Duration::from_millis(free_at.saturating_sub(now_ms));

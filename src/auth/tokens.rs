@@ -134,7 +134,7 @@ impl TokenService {
         }
         let (access_hash, refresh_hash) = (hash(&access), hash(&refresh));
         let ttl = Some(self.settings.refresh_interval);
-        let expires_ms = (crate::cluster::system_clock())()
+        let expires_ms = crate::clock::unix_ms()
             .saturating_add(u64::try_from(self.settings.refresh_interval.as_millis()).unwrap_or(u64::MAX));
         let record =
             |pair: &str| serde_json::to_vec(&Record { user: user.to_string(), pair: pair.to_string(), expires_ms }).unwrap_or_default();
@@ -176,7 +176,7 @@ impl TokenService {
         }
         let bytes = self.store.get(&access_key(&hashed)).await.ok()??;
         let record = serde_json::from_slice::<Record>(&bytes).ok()?;
-        let left = Duration::from_millis(record.expires_ms.saturating_sub((crate::cluster::system_clock())()));
+        let left = Duration::from_millis(record.expires_ms.saturating_sub(crate::clock::unix_ms()));
         let trust = self.cache_ttl.min(left);
         if !trust.is_zero() {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());

@@ -17,6 +17,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use tokio::sync::broadcast;
 
 use super::*;
+use crate::clock::{Clock, millis};
 
 /// File name inside `state_dir`.
 pub const FILE_NAME: &str = "state.redb";
@@ -53,7 +54,7 @@ fn encode_events(events: &[u64]) -> Vec<u8> {
 impl EmbeddedStore {
     /// Opens (or creates) `state_dir/state.redb`.
     pub fn open(state_dir: &Path) -> Result<EmbeddedStore, StoreError> {
-        Self::open_with_clock(state_dir, system_clock())
+        Self::open_with_clock(state_dir, crate::clock::system())
     }
 
     /// Opens with an explicit clock (tests).

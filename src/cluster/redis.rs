@@ -30,7 +30,8 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{broadcast, oneshot};
 
-use super::{BanRecord, Change, MAX_EVENTS_PER_WINDOW, MAX_VALUE_BYTES, SetAdd, StateStore, StoreError, StoreFuture, check_key, millis};
+use super::{BanRecord, Change, MAX_EVENTS_PER_WINDOW, MAX_VALUE_BYTES, SetAdd, StateStore, StoreError, StoreFuture, check_key};
+use crate::clock::{millis, unix_ms};
 
 /// The pub/sub channel carrying changes between peers.
 pub const CHANGES_CHANNEL: &str = "pc:changes";
@@ -122,10 +123,6 @@ pub struct RedisStore {
     list_bans: redis::Script,
 }
 
-fn now_ms() -> u64 {
-    (super::system_clock())()
-}
-
 fn backend(error: redis::RedisError) -> StoreError {
     StoreError::Backend(format!("redis: {error}"))
 }
@@ -195,7 +192,7 @@ impl RedisStore {
 
     /// A connection, unless the breaker is open.
     fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        if now_ms() < self.breaker_until.load(Ordering::Relaxed) {
+        if unix_ms() < self.breaker_until.load(Ordering::Relaxed) {
             return Err(StoreError::Backend("redis unavailable (retrying shortly)".into()));
         }
         match self.connection.load_full() {
@@ -217,7 +214,7 @@ impl RedisStore {
             Err(error) => {
                 if error.is_io_error() || error.is_timeout() || error.is_connection_dropped() || error.is_connection_refusal() {
                     self.healthy.store(false, Ordering::Relaxed);
-                    self.breaker_until.store(now_ms() + millis(BREAKER_OPEN), Ordering::Relaxed);
+                    self.breaker_until.store(unix_ms() + millis(BREAKER_OPEN), Ordering::Relaxed);
                 }
                 Err(backend(error))
             }
@@ -556,7 +553,7 @@ impl StateStore for RedisStore {
                 .query_async(&mut c)
                 .await;
             match self.outcome(result)? {
-                (Some(category), Some(since_ms), Some(until_ms), reason) if until_ms > now_ms() => {
+                (Some(category), Some(since_ms), Some(until_ms), reason) if until_ms > unix_ms() => {
                     Ok(Some(BanRecord { subject: subject.to_string(), category, since_ms, until_ms, reason: reason.unwrap_or_default() }))
                 }
                 _ => Ok(None),
@@ -589,7 +586,7 @@ impl StateStore for RedisStore {
         Box::pin(async move {
             // Redis expires keys itself; only the ban index needs trimming.
             let mut c = self.connection()?;
-            let result: redis::RedisResult<u64> = c.zrembyscore(format!("{PREFIX}bans"), "-inf", now_ms()).await;
+            let result: redis::RedisResult<u64> = c.zrembyscore(format!("{PREFIX}bans"), "-inf", unix_ms()).await;
             self.outcome(result)
         })
     }
@@ -599,7 +596,7 @@ impl StateStore for RedisStore {
             let bans = self.bans().await?;
             let mut c = self.connection()?;
             let mut dump = super::Dump { bans, ..super::Dump::default() };
-            let now = now_ms();
+            let now = unix_ms();
             for pattern in [format!("{PREFIX}k:*"), format!("{PREFIX}s:*")] {
                 let keys: Vec<String> = {
                     let result: redis::RedisResult<redis::AsyncIter<'_, String>> = c.scan_match(&pattern).await;

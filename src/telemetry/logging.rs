@@ -201,7 +201,7 @@ impl LineBudget {
     /// Whether one more line may be written now (and counts it).
     pub fn allow(&self) -> bool {
         use std::sync::atomic::Ordering;
-        let second = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let second = crate::clock::unix_secs();
         let packed = self.state.load(Ordering::Relaxed);
         let (at, count) = (packed >> 16, packed & 0xffff);
         if at == second && count >= self.per_second {

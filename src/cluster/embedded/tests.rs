@@ -121,5 +121,5 @@ async fn a_dump_of_the_embedded_store_restores_into_another() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let from = EmbeddedStore::open(a.path()).unwrap();
     let into = EmbeddedStore::open(b.path()).unwrap();
-    crate::cluster::contract::a_dump_restores_into_an_empty_store(&from, &into, &crate::cluster::system_clock()).await;
+    crate::cluster::contract::a_dump_restores_into_an_empty_store(&from, &into, &crate::clock::system()).await;
 }

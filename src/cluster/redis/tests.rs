@@ -67,7 +67,7 @@ impl Drop for Server {
 
 fn real_time() -> (Advance, Now) {
     let advance: Advance = Arc::new(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
-    (advance, super::super::system_clock())
+    (advance, crate::clock::system())
 }
 
 #[tokio::test]
@@ -143,7 +143,7 @@ async fn a_dump_moves_between_the_embedded_store_and_redis_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let embedded = crate::cluster::embedded::EmbeddedStore::open(dir.path()).unwrap();
     let redis = RedisStore::open(&server.url(), "a").unwrap();
-    contract::a_dump_restores_into_an_empty_store(&embedded, &redis, &super::super::system_clock()).await;
+    contract::a_dump_restores_into_an_empty_store(&embedded, &redis, &crate::clock::system()).await;
     server.flush();
     let back = tempfile::tempdir().unwrap();
     let embedded_again = crate::cluster::embedded::EmbeddedStore::open(back.path()).unwrap();
