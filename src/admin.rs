@@ -31,6 +31,7 @@
 
 use std::convert::Infallible;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -41,16 +42,18 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ListenerConfig;
-use crate::http::stack::Edge;
+use crate::runtime::Runtime;
+use crate::runtime::accept::{Connections, OnBanned};
+use crate::runtime::services::Drain;
 use crate::telemetry::access_log::MAX_LOGGED_PATH;
 use crate::telemetry::logging::escaped;
 
@@ -91,7 +94,7 @@ pub type ReloadRequest = oneshot::Sender<Result<(), Vec<String>>>;
 
 /// What the admin API can see and do.
 pub struct AdminState {
-    pub edge: Arc<Edge>,
+    pub runtime: Arc<Runtime>,
     pub token: ArcSwap<AdminToken>,
     pub reload: mpsc::Sender<ReloadRequest>,
     pub listeners: Vec<(ListenerConfig, SocketAddr)>,
@@ -109,42 +112,71 @@ pub struct AdminState {
 
 type AdminBody = Full<Bytes>;
 
-/// Serves the admin API until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
+/// Most concurrent admin connections (the admin API serves operators and monitoring, not
+/// the public: a small cap keeps a flood of it from taking memory or file descriptors).
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// The admin listener's connections, served by the shared accept loop.
+pub struct AdminConnections {
     state: Arc<AdminState>,
     tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let (tcp, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let state = state.clone();
-        let acceptor = tls.as_ref().map(|t| t.load_full());
-        tokio::spawn(async move {
+    /// Bound on the TLS handshake and on reading each request head.
+    header_read_timeout: Duration,
+}
+
+impl AdminConnections {
+    /// The connections of the admin listener; `tls` when it speaks HTTPS.
+    pub fn new(state: Arc<AdminState>, tls: Option<Arc<ArcSwap<TlsAcceptor>>>, header_read_timeout: Duration) -> AdminConnections {
+        AdminConnections { state, tls, header_read_timeout }
+    }
+}
+
+impl Connections for AdminConnections {
+    /// Banned sources reach the API, where every request is refused and counted alike.
+    fn on_banned(&self) -> OnBanned {
+        OnBanned::Unchecked
+    }
+
+    fn refuse(&self, tcp: TcpStream, _status: u16) -> impl Future<Output = ()> + Send + 'static {
+        drop(tcp);
+        std::future::ready(())
+    }
+
+    fn serve(&self, tcp: TcpStream, client: SocketAddr, mut drain: Drain) -> impl Future<Output = ()> + Send + 'static {
+        let state = self.state.clone();
+        let acceptor = self.tls.as_ref().map(|t| t.load_full());
+        let timeout = self.header_read_timeout;
+        async move {
             let service = service_fn(move |request| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(respond(&state, client, request).await) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            match acceptor {
-                None => {
-                    let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-                }
-                Some(acceptor) => {
-                    if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-                    }
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
+            builder.http2().timer(TokioTimer::new());
+            let io: Box<dyn Io> = match acceptor {
+                None => Box::new(tcp),
+                Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    _ => return,
+                },
+            };
+            let connection = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = drain.signalled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
                 }
             }
-        });
+        }
     }
 }
+
+/// A client stream, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<AdminBody> {
     let body = serde_json::to_vec_pretty(value).unwrap_or_default();
@@ -187,14 +219,14 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         return text(StatusCode::OK, "application/json", OPENAPI);
     }
     if method == Method::GET && path == "/health" {
-        return match state.edge.operate.in_maintenance() {
+        return match state.runtime.operate.in_maintenance() {
             false => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
             true => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "maintenance\n"),
         };
     }
     // A banned source is refused here too, unless it is on loopback (the local operator).
     if !client.ip().to_canonical().is_loopback()
-        && let Some(status) = state.edge.shield.check(client.ip())
+        && let Some(status) = state.runtime.shield.check(client.ip())
     {
         return json(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), &ErrorBody { error: "blocked" });
     }
@@ -202,24 +234,24 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         return page::respond(state, client, request).await;
     }
     if !authorized(state, &request) {
-        state.edge.error_log.warn(&format!(
+        state.runtime.error_log.warn(&format!(
             "{} :: admin API authentication failed, request: \"{} {}\"",
             client.ip(),
             escaped(method.as_str()),
             escaped(&path).max(MAX_LOGGED_PATH)
         ));
         let line = crate::protect::RequestLine { method: method.as_str(), path: &path, protocol: "HTTP/1.1", host: "admin" };
-        state.edge.shield.record(client.ip(), "admin-auth-failure", line).await;
+        state.runtime.shield.record(client.ip(), "admin-auth-failure", line).await;
         let mut response = json(StatusCode::UNAUTHORIZED, &ErrorBody { error: "missing or wrong bearer token" });
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"portcullis-admin\""));
         return response;
     }
     match (method, path.as_str()) {
         (Method::GET, "/metrics") => {
-            for service in &state.edge.gateway.load().services {
-                state.edge.metrics.sessions(&service.name, service.sessions.current(), service.sessions.peak());
+            for service in state.runtime.control.services() {
+                state.runtime.metrics.sessions(&service.name, service.sessions, service.sessions_peak);
             }
-            text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.edge.metrics.encode())
+            text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.runtime.metrics.encode())
         }
         (Method::GET, "/api/v1/status") => json(StatusCode::OK, &status::status(state)),
         (Method::GET, "/api/v1/maintenance") => operate::get_maintenance(state),
@@ -244,7 +276,7 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         (Method::POST, "/api/v1/cert/self-signed") => operate::gen_self_signed(state),
         (Method::POST, "/api/v1/reload") => reload(state).await,
         (Method::DELETE, "/api/v1/tokens") => revoke_tokens(state, &query).await,
-        (Method::GET, "/api/v1/blocked") => json(StatusCode::OK, &state.edge.shield.list()),
+        (Method::GET, "/api/v1/blocked") => json(StatusCode::OK, &state.runtime.shield.list()),
         (Method::DELETE, "/api/v1/blocked") => unblock(state, &query).await,
         (Method::POST, "/api/v1/blocked") => block(state, &query),
         (Method::GET, "/api/v1/exemptions") => json(StatusCode::OK, &exemptions(state)),
@@ -303,7 +335,7 @@ struct ExemptionBody {
 
 fn exemptions(state: &AdminState) -> Vec<ExemptionBody> {
     state
-        .edge
+        .runtime
         .shield
         .exemptions()
         .into_iter()
@@ -337,7 +369,7 @@ async fn add_exemption(state: &AdminState, query: &str) -> Response<AdminBody> {
             &ErrorBody { error: "categories must be a comma list of known categories (see docs/shield.md)" },
         );
     }
-    match state.edge.shield.add_exemption(crate::config::Exemption { address, prefix_length, categories }).await {
+    match state.runtime.shield.add_exemption(crate::config::Exemption { address, prefix_length, categories }).await {
         Ok(()) => json(StatusCode::OK, &exemptions(state)),
         Err(_) => json(StatusCode::SERVICE_UNAVAILABLE, &ErrorBody { error: "state store unavailable" }),
     }
@@ -347,7 +379,7 @@ async fn del_exemption(state: &AdminState, query: &str) -> Response<AdminBody> {
     let Some((address, prefix_length)) = cidr_param(query) else {
         return json(StatusCode::BAD_REQUEST, &ErrorBody { error: "pass ?cidr=NET/LEN" });
     };
-    match state.edge.shield.del_exemption(address, prefix_length).await {
+    match state.runtime.shield.del_exemption(address, prefix_length).await {
         Ok(true) => json(StatusCode::OK, &exemptions(state)),
         Ok(false) => {
             json(StatusCode::NOT_FOUND, &ErrorBody { error: "no runtime exemption for that network (file exemptions change by reload)" })
@@ -374,16 +406,15 @@ fn block(state: &AdminState, query: &str) -> Response<AdminBody> {
             _ => return json(StatusCode::BAD_REQUEST, &ErrorBody { error: "minutes must be from 1 to 525600" }),
         },
     };
-    state.edge.shield.ban_manually(ip, Duration::from_secs(minutes * 60));
-    state.edge.error_log.warn(&format!("{ip} banned by the administrator for {minutes} minutes"));
-    json(StatusCode::OK, &state.edge.shield.list())
+    state.runtime.shield.ban_manually(ip, Duration::from_secs(minutes * 60));
+    json(StatusCode::OK, &state.runtime.shield.list())
 }
 
 async fn unblock(state: &AdminState, query: &str) -> Response<AdminBody> {
     let Some(ip) = query_param(query, "ip").and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) else {
         return json(StatusCode::BAD_REQUEST, &ErrorBody { error: "pass ?ip=ADDRESS" });
     };
-    let unblocked = state.edge.shield.unban(ip).await;
+    let unblocked = state.runtime.shield.unban(ip).await;
     json(if unblocked { StatusCode::OK } else { StatusCode::NOT_FOUND }, &UnblockedBody { ip: ip.to_string(), unblocked })
 }
 
@@ -397,14 +428,13 @@ async fn revoke_tokens(state: &AdminState, query: &str) -> Response<AdminBody> {
     let Some(user) = query_param(query, "user").filter(|u| !u.is_empty() && u.len() <= 256) else {
         return json(StatusCode::BAD_REQUEST, &ErrorBody { error: "pass ?user=NAME" });
     };
-    let gateway = state.edge.gateway.load();
-    let Some(tokens) = gateway.auth.tokens() else {
+    let Some(outcome) = state.runtime.control.revoke_tokens(&user).await else {
         return json(StatusCode::NOT_FOUND, &ErrorBody { error: "edge tokens are not enabled (no [auth.basic] or [auth.jwt])" });
     };
-    match tokens.revoke_user(&user).await {
+    match outcome {
         Ok(revoked) => json(StatusCode::OK, &RevokedBody { user, revoked }),
         Err(error) => {
-            state.edge.error_log.error(&format!("token revocation failed: {error}"));
+            state.runtime.error_log.error(&format!("token revocation failed: {error}"));
             json(StatusCode::SERVICE_UNAVAILABLE, &ErrorBody { error: "state store unavailable" })
         }
     }

@@ -16,21 +16,26 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::{self, AdminState, ReloadRequest};
+use crate::admin::{AdminConnections, AdminState, MAX_ADMIN_CONNECTIONS, ReloadRequest};
 use crate::auth::AuthEvents;
 use crate::cluster::StateStore;
 use crate::cluster::embedded::EmbeddedStore;
 use crate::config::{Config, StoreKind};
-use crate::http::server;
-use crate::http::stack::{Edge, EdgeParts, Gateway, GatewayDeps};
+use crate::event::{Event, EventBus};
+use crate::http::gateway::{Edge, Gateway, GatewayDeps};
+use crate::http::server::HttpConnections;
 use crate::net::{listener, tls};
 use crate::operate::Operate;
 use crate::protect::Shield;
+use crate::protect::blocking_log::BlockingLog;
 use crate::protect::nft::NftMirror;
+use crate::runtime::listeners::{Bound, Protocol};
+use crate::runtime::services::{Drain, Services};
+use crate::runtime::{Parts, Runtime, accept};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::logging::{ErrorLog, LineBudget, quoted};
 use crate::telemetry::metrics::Metrics;
@@ -47,10 +52,16 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     /// Certificate in use by the HTTPS listeners, if any.
     pub certificate: Option<tls::CertPaths>,
+    /// The process-wide state.
+    pub runtime: Arc<Runtime>,
+    /// The HTTP front end.
     pub edge: Arc<Edge>,
     pub store: Arc<dyn StateStore>,
     reload: mpsc::Sender<ReloadRequest>,
-    shutdown: watch::Sender<bool>,
+    /// Every listener and background loop; dropping it drains them too.
+    services: Services,
+    /// The nftables kernel mirror of the bans, when it runs.
+    mirror: Option<Arc<NftMirror>>,
 }
 
 impl Running {
@@ -67,27 +78,23 @@ impl Running {
     }
 
     /// Stops accepting, lets open connections finish (up to `maintenance.shutdown_drain`),
-    /// flushes logs.
+    /// stops the background loops, flushes logs and leaves the cluster.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        let drain = self.edge.gateway.load().config.maintenance.shutdown_drain;
-        self.edge.error_log.warn(&format!("shutting down: no new connections, draining open ones for up to {}s", drain.as_secs()));
-        let deadline = Instant::now() + drain;
-        while Instant::now() < deadline {
-            let open: i64 = self.listeners.iter().map(|(name, _)| self.edge.metrics.open_connections(&Arc::from(name.as_str()))).sum();
-            if open <= 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let runtime = &self.runtime;
+        let drain = runtime.config().maintenance.shutdown_drain;
+        runtime.error_log.warn(&format!("shutting down: no new connections, draining open ones for up to {}s", drain.as_secs()));
+        let late = self.services.drain(drain).await;
+        if !late.is_empty() {
+            runtime.error_log.warn(&format!("stopped before they finished (drain time over): {}", late.join(", ")));
         }
-        self.edge.access_log.flush();
-        let peer = self.edge.gateway.load().config.cluster.peer.clone();
-        self.edge.operate.leave();
-        let _ = crate::operate::peers::leave(&self.edge.store, &peer).await;
-        if let Some(mirror) = self.edge.shield.mirror()
+        runtime.access_log.flush();
+        let peer = runtime.config().cluster.peer.clone();
+        runtime.operate.leave();
+        let _ = crate::operate::peers::leave(&runtime.store, &peer).await;
+        if let Some(mirror) = &self.mirror
             && let Err(error) = mirror.remove().await
         {
-            self.edge.error_log.error(&format!("nftables mirror: cannot delete the table at shutdown: {error}"));
+            runtime.error_log.error(&format!("nftables mirror: cannot delete the table at shutdown: {error}"));
         }
     }
 }
@@ -143,70 +150,94 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             primary: operate.primary_flag(),
         },
     )?;
-    let shield = Arc::new(
-        Shield::new(
-            config.protection.clone(),
-            store.clone(),
-            Some(&server_cfg.log_dir),
-            error_log.clone(),
-            metrics.clone(),
-            &server_cfg.name,
-        )
-        .with_context(|| format!("cannot open blocking.log in {}", server_cfg.log_dir.display()))?,
-    );
+    // The logs subscribe before anything can publish, so no event is missed.
+    let events = EventBus::new();
+    tokio::spawn(crate::telemetry::event_log::write(events.subscribe(), error_log.clone()));
+    let blocking_log = BlockingLog::open(&server_cfg.log_dir, &server_cfg.name)
+        .with_context(|| format!("cannot open blocking.log in {}", server_cfg.log_dir.display()))?;
+    tokio::spawn(blocking_log.follow(events.subscribe(), error_log.clone()));
+    let shield = Arc::new(Shield::new(config.protection.clone(), store.clone(), events.clone(), error_log.clone(), metrics.clone()));
     shield.load().await;
     shield.spawn_reconciler();
-    let edge =
-        Arc::new(Edge::new(gateway, EdgeParts { metrics, access_log, error_log, store: store.clone(), auth_events, shield, operate }));
+    let runtime = Arc::new(Runtime::new(Parts {
+        config: config.clone(),
+        store: store.clone(),
+        shield,
+        operate,
+        metrics,
+        access_log,
+        error_log,
+        events,
+        auth_events,
+    }));
+    let edge = Arc::new(Edge::new(gateway, runtime.clone()));
+    let front_end: Arc<dyn crate::runtime::control::FrontEnd> = edge.clone();
+    runtime.control.register(&front_end);
 
     // Bind everything before serving anything: a port conflict fails the whole start.
     let mut bound = Vec::new();
     for l in &config.listeners {
         let socket = listener::bind(l.address).with_context(|| format!("listener {:?}: cannot bind {}", l.name, l.address))?;
         let local = socket.local_addr()?;
-        bound.push((l.clone(), socket, local));
+        let protocol = if l.tls { Protocol::Https } else { Protocol::Http };
+        let entry = Bound { name: Arc::from(l.name.as_str()), address: local, protocol };
+        runtime.listeners.add(entry.clone());
+        bound.push((l.clone(), socket, entry));
     }
     let admin_socket = match &config.admin {
-        Some(a) => Some(listener::bind(a.address).with_context(|| format!("admin: cannot bind {}", a.address))?),
+        Some(a) => {
+            let socket = listener::bind(a.address).with_context(|| format!("admin: cannot bind {}", a.address))?;
+            let entry = Bound { name: Arc::from("admin"), address: socket.local_addr()?, protocol: Protocol::Admin };
+            runtime.listeners.add(entry.clone());
+            Some((socket, entry))
+        }
         None => None,
     };
+    let mut mirror = None;
     if let Some(table) = &config.protection.nftables_table {
-        let ports: Vec<u16> = bound.iter().map(|(_, _, local)| local.port()).collect();
-        match NftMirror::start(table, &ports, &edge.shield.mirrored_bans(), edge.error_log.clone()).await {
-            Ok(mirror) => {
+        let ports = runtime.listeners.public_ports();
+        let bans = runtime.events.subscribe();
+        match NftMirror::start(table, &ports, &runtime.shield.mirrored_bans(), runtime.error_log.clone()).await {
+            Ok(started) => {
                 tracing::info!("bans mirrored into nftables table inet {table} (ports {ports:?})");
-                edge.shield.attach_mirror(mirror);
+                let started = Arc::new(started);
+                tokio::spawn(started.clone().follow(bans, Arc::downgrade(&runtime.shield)));
+                mirror = Some(started);
             }
-            Err(error) => edge.error_log.error(&format!(
+            Err(error) => runtime.error_log.error(&format!(
                 "protection.nftables_set: kernel mirror disabled ({error}); it needs root (CAP_NET_ADMIN) and the nft tool; bans still apply in Portcullis"
             )),
         }
     }
 
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let services = Services::new();
     let mut listeners = Vec::new();
-    for (l, socket, local) in bound {
+    for (l, socket, entry) in bound {
         let tls = if l.tls { acceptor.clone() } else { None };
         tracing::info!(
-            "listener {} on {local}{}",
+            "listener {} on {}{}",
             l.name,
+            entry.address,
             match (&l.redirect_to, l.tls) {
                 (Some(r), _) => format!(" (plain HTTP, redirects to {})", r.listener),
                 (None, true) => " (HTTPS, HTTP/2 + HTTP/1.1)".to_string(),
                 (None, false) => " (plain HTTP/1.1 and HTTP/2 prior knowledge)".to_string(),
             }
         );
-        listeners.push((l.name.clone(), local));
-        tokio::spawn(server::serve(socket, l, config.server.clone(), edge.clone(), tls, shutdown_rx.clone()));
+        listeners.push((l.name.clone(), entry.address));
+        let connections = HttpConnections::new(edge.clone(), l.clone(), config.server.clone(), tls);
+        let runtime = runtime.clone();
+        let cap = config.server.max_connections;
+        services.start(format!("listener {}", l.name), move |drain| accept::run(runtime, entry, socket, cap, connections, drain));
     }
 
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(8);
     let mut admin_addr = None;
-    if let (Some(admin_cfg), Some(socket)) = (&config.admin, admin_socket) {
-        let local = socket.local_addr()?;
-        admin_addr = Some(local);
+    let mut admin_state = None;
+    if let (Some(admin_cfg), Some((socket, entry))) = (&config.admin, admin_socket) {
+        admin_addr = Some(entry.address);
         let state = Arc::new(AdminState {
-            edge: edge.clone(),
+            runtime: runtime.clone(),
             token: ArcSwap::from_pointee(admin_cfg.token.clone()),
             reload: reload_tx.clone(),
             listeners: config.listeners.iter().cloned().zip(listeners.iter().map(|(_, a)| *a)).collect(),
@@ -217,12 +248,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             page_sessions: crate::admin::page::PageSessions::default(),
             last_reload_errors: std::sync::Mutex::new(None),
         });
-        tracing::info!("admin API on {local}{}", if admin_cfg.tls { " (HTTPS)" } else { "" });
+        tracing::info!("admin API on {}{}", entry.address, if admin_cfg.tls { " (HTTPS)" } else { "" });
         let admin_tls = if admin_cfg.tls { acceptor.clone() } else { None };
-        tokio::spawn(reload_loop(reload_rx, config.clone(), edge.clone(), acceptor.clone(), Some(state.clone())));
-        tokio::spawn(admin::serve(socket, state, admin_tls, shutdown_rx.clone()));
-    } else {
-        tokio::spawn(reload_loop(reload_rx, config.clone(), edge.clone(), acceptor.clone(), None));
+        let connections = AdminConnections::new(state.clone(), admin_tls, config.server.header_read_timeout);
+        let runtime = runtime.clone();
+        services.start("admin API", move |drain| accept::run(runtime, entry, socket, MAX_ADMIN_CONNECTIONS, connections, drain));
+        admin_state = Some(state);
+    }
+    {
+        let (config, edge, acceptor) = (config.clone(), edge.clone(), acceptor.clone());
+        services.start("reload", move |drain| reload_loop(reload_rx, config, edge, acceptor, admin_state, drain));
     }
     if let Some(paths) = &certificate {
         if paths.origin == tls::CertOrigin::SelfSigned {
@@ -232,31 +267,41 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     }
     if certificate.is_some() {
-        tokio::spawn(watch_certificate_expiry(Arc::downgrade(&edge)));
+        let runtime = runtime.clone();
+        services.start("certificate watch", move |drain| watch_certificate_expiry(runtime, drain));
     }
-    tokio::spawn(follow_store_changes(Arc::downgrade(&edge), store.subscribe()));
+    {
+        let (edge, changes) = (edge.clone(), store.subscribe());
+        services.start("store follower", move |drain| follow_store_changes(edge, changes, drain));
+    }
     let mut address = listeners.iter().map(|(name, a)| format!("{name} {a}")).collect::<Vec<_>>().join(", ");
     if let Some(admin) = admin_addr {
         address.push_str(&format!(", admin {admin}"));
     }
-    tokio::spawn(heartbeat(Arc::downgrade(&edge), address));
+    {
+        let edge = edge.clone();
+        services.start("heartbeat", move |drain| heartbeat(edge, address, drain));
+    }
     tracing::info!(
         "{} ready: state in {}, logs in {}",
         config.server.name,
         config.server.state_dir.display(),
         config.server.log_dir.display()
     );
-    Ok(Running { listeners, admin: admin_addr, certificate, edge, store, reload: reload_tx, shutdown })
+    Ok(Running { listeners, admin: admin_addr, certificate, runtime, edge, store, reload: reload_tx, services, mirror })
 }
 
 /// Applies changes from the state store — another peer's bans, unbans, exemptions and
 /// weight overrides, when the store is shared — to this peer's memory while the edge lives.
 /// A lagging subscriber re-reads everything.
-async fn follow_store_changes(edge: std::sync::Weak<Edge>, mut changes: tokio::sync::broadcast::Receiver<crate::cluster::Change>) {
+async fn follow_store_changes(edge: Arc<Edge>, mut changes: tokio::sync::broadcast::Receiver<crate::cluster::Change>, mut drain: Drain) {
     use tokio::sync::broadcast::error::RecvError;
+    let runtime = edge.runtime.clone();
     loop {
-        let change = changes.recv().await;
-        let Some(edge) = edge.upgrade() else { return };
+        let change = tokio::select! {
+            change = changes.recv() => change,
+            () = drain.signalled() => return,
+        };
         match change {
             Ok(crate::cluster::Change::KeyChanged(key)) if key == crate::operate::WEIGHTS_KEY => follow_weights(&edge).await,
             Ok(crate::cluster::Change::KeyChanged(key)) if key.starts_with(crate::auth::tokens::ACCESS_KEY_PREFIX) => {
@@ -272,12 +317,12 @@ async fn follow_store_changes(edge: std::sync::Weak<Edge>, mut changes: tokio::s
                 if resync {
                     follow_weights(&edge).await;
                 }
-                if !edge.shield.apply_change(&change).await {
-                    tokio::spawn(resync_shield(Arc::downgrade(&edge)));
+                if !runtime.shield.apply_change(&change).await {
+                    tokio::spawn(resync_shield(Arc::downgrade(&runtime)));
                 }
             }
             Err(RecvError::Lagged(_)) => {
-                tokio::spawn(resync_shield(Arc::downgrade(&edge)));
+                tokio::spawn(resync_shield(Arc::downgrade(&runtime)));
             }
             Err(RecvError::Closed) => return,
         }
@@ -285,57 +330,61 @@ async fn follow_store_changes(edge: std::sync::Weak<Edge>, mut changes: tokio::s
 }
 
 /// Announces this peer every `cluster.heartbeat` (with its maintenance state and counts) and
-/// refreshes the list of alive peers, while the edge lives.
-async fn heartbeat(edge: std::sync::Weak<Edge>, address: String) {
+/// refreshes the list of alive peers, until the drain.
+async fn heartbeat(edge: Arc<Edge>, address: String, mut drain: Drain) {
+    let runtime = edge.runtime.clone();
     loop {
-        let Some(edge) = edge.upgrade() else { return };
         let gateway = edge.gateway.load_full();
         let info = crate::operate::peers::PeerInfo {
             name: gateway.config.cluster.peer.clone(),
             address: address.clone(),
             last_seen_ms: crate::clock::unix_ms(),
-            maintenance: edge.operate.in_maintenance(),
+            maintenance: runtime.operate.in_maintenance(),
             sessions: gateway.services.iter().map(|s| s.sessions.current() as u64).sum(),
-            websockets: edge.operate.websockets_total().current(),
+            websockets: runtime.operate.websockets_total().current(),
         };
         let beat = gateway.config.cluster.heartbeat;
-        if edge.operate.is_leaving() {
+        drop(gateway);
+        if runtime.operate.is_leaving() || drain.is_signalled() {
             return;
         }
-        if crate::operate::peers::announce(&edge.store, &info, beat).await.is_ok()
-            && let Ok(alive) = crate::operate::peers::alive(&edge.store).await
+        if crate::operate::peers::announce(&runtime.store, &info, beat).await.is_ok()
+            && let Ok(alive) = crate::operate::peers::alive(&runtime.store).await
         {
-            edge.operate.note_peers(alive);
+            runtime.operate.note_peers(alive);
         }
-        if edge.operate.is_leaving() {
+        if runtime.operate.is_leaving() {
             // Shutdown began while announcing: take the announcement back.
-            let _ = crate::operate::peers::leave(&edge.store, &info.name).await;
+            let _ = crate::operate::peers::leave(&runtime.store, &info.name).await;
             return;
         }
-        drop((edge, gateway));
-        tokio::time::sleep(beat).await;
+        tokio::select! {
+            () = tokio::time::sleep(beat) => {}
+            () = drain.signalled() => return,
+        }
     }
 }
 
 /// Re-reads the weight overrides another peer may have changed and applies them.
 async fn follow_weights(edge: &Edge) {
-    if edge.operate.reload_weights().await {
+    let runtime = &edge.runtime;
+    if runtime.operate.reload_weights().await {
         match edge.rebuild_gateway() {
-            Ok(()) => edge.error_log.warn("weight overrides changed by another peer: applied"),
-            Err(error) => edge.error_log.error(&format!("weight overrides from another peer not applied: {error}")),
+            Ok(()) => runtime.error_log.warn("weight overrides changed by another peer: applied"),
+            Err(error) => runtime.error_log.error(&format!("weight overrides from another peer not applied: {error}")),
         }
     }
 }
 
 /// Re-reads bans and exemptions from the store until it answers (at most [`RESYNC_ATTEMPTS`]
 /// times, [`RESYNC_PAUSE`] apart): after a missed or failed change.
-async fn resync_shield(edge: std::sync::Weak<Edge>) {
+async fn resync_shield(runtime: std::sync::Weak<Runtime>) {
     for _ in 0..RESYNC_ATTEMPTS {
-        let Some(edge) = edge.upgrade() else { return };
-        if edge.shield.load().await {
+        let Some(runtime) = runtime.upgrade() else { return };
+        if runtime.shield.load().await {
             return;
         }
-        drop(edge);
+        drop(runtime);
         tokio::time::sleep(RESYNC_PAUSE).await;
     }
 }
@@ -345,26 +394,27 @@ pub const RESYNC_ATTEMPTS: u32 = 30;
 /// Pause between those attempts.
 pub const RESYNC_PAUSE: Duration = Duration::from_millis(500);
 
-/// Keeps `portcullis_certificate_expiry_seconds` current and writes the expiry notice to
-/// `error.log` once a day from 30 days ahead (and after expiry) while the edge lives.
-async fn watch_certificate_expiry(edge: std::sync::Weak<Edge>) {
+/// Keeps `portcullis_certificate_expiry_seconds` current and publishes the expiry notice
+/// once a day from 30 days ahead (and after expiry), until the drain.
+async fn watch_certificate_expiry(runtime: Arc<Runtime>, mut drain: Drain) {
     let mut checks: u64 = 0;
     loop {
-        let Some(edge) = edge.upgrade() else { return };
-        let config = edge.gateway.load().config.clone();
+        let config = runtime.config();
         let configured = config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path()));
         if let Ok(details) = crate::operate::cert::details_of_file(&tls::certificate_in_use(configured, &config.server.state_dir).cert) {
             let now = time::OffsetDateTime::now_utc();
-            edge.metrics.certificate_expiry(details.not_after_unix - now.unix_timestamp());
+            runtime.metrics.certificate_expiry(details.not_after_unix - now.unix_timestamp());
             if checks.is_multiple_of(24)
                 && let Some(notice) = crate::operate::cert::expiry_notice(details.not_after_unix, now)
             {
-                edge.error_log.warn(&format!("{notice} ({}, serial {})", quoted(&details.subject), quoted(&details.serial)));
+                runtime.events.publish(Event::CertificateExpiry { notice, subject: details.subject, serial: details.serial });
             }
         }
         checks += 1;
-        drop(edge);
-        tokio::time::sleep(CERT_CHECK_INTERVAL).await;
+        tokio::select! {
+            () = tokio::time::sleep(CERT_CHECK_INTERVAL) => {}
+            () = drain.signalled() => return,
+        }
     }
 }
 
@@ -374,21 +424,31 @@ async fn reload_loop(
     edge: Arc<Edge>,
     acceptor: Option<Arc<ArcSwap<TlsAcceptor>>>,
     admin: Option<Arc<AdminState>>,
+    mut drain: Drain,
 ) {
-    while let Some(reply) = requests.recv().await {
+    let runtime = edge.runtime.clone();
+    loop {
+        let reply = tokio::select! {
+            request = requests.recv() => match request {
+                Some(reply) => reply,
+                None => return,
+            },
+            () = drain.signalled() => return,
+        };
         let outcome = reload_once(&current, &edge, acceptor.as_deref(), admin.as_deref());
-        edge.metrics.reload(outcome.is_ok());
+        runtime.metrics.reload(outcome.is_ok());
         let answer = match outcome {
             Ok(next) => {
-                current = next;
-                edge.error_log.warn("configuration reloaded");
+                current = next.clone();
+                runtime.set_config(next);
+                runtime.error_log.warn("configuration reloaded");
                 if let Some(admin) = &admin {
                     *admin.last_reload_errors.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 }
                 Ok(())
             }
             Err(errors) => {
-                edge.error_log.error(&format!("configuration reload refused, keeping the running configuration: {}", errors.join("; ")));
+                runtime.events.publish(Event::ReloadRefused { errors: errors.clone() });
                 if let Some(admin) = &admin {
                     let at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
                     *admin.last_reload_errors.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, errors.clone()));
@@ -409,10 +469,10 @@ fn reload_once(
     let Some(path) = &current.source else { return Err(vec!["configuration was not read from a file".to_string()]) };
     let next = Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     if next.listeners != current.listeners {
-        edge.error_log.warn("listener changes need a restart; the running listeners stay as they are");
+        edge.runtime.error_log.warn("listener changes need a restart; the running listeners stay as they are");
     }
     if next.protection.nftables_table != current.protection.nftables_table {
-        edge.error_log.warn("protection.nftables_set/nftables_table changes need a restart; the kernel mirror stays as it is");
+        edge.runtime.error_log.warn("protection.nftables_set/nftables_table changes need a restart; the kernel mirror stays as it is");
     }
     // Build everything first, then swap: a failure leaves the running state untouched.
     // Certificates are re-read too, so a renewed certificate takes effect without a restart.
@@ -434,7 +494,7 @@ fn reload_once(
         acceptor.store(Arc::new(TlsAcceptor::from(tls_config)));
     }
     edge.gateway.store(Arc::new(gateway));
-    edge.shield.reconfigure(next.protection.clone());
+    edge.runtime.shield.reconfigure(next.protection.clone());
     if let (Some(admin), Some(admin_cfg)) = (admin, &next.admin) {
         admin.token.store(Arc::new(admin_cfg.token.clone()));
     }

@@ -179,4 +179,3 @@ pub trait StateStore: Send + Sync + 'static {
 fn check_key(key: &str) -> Result<(), StoreError> {
     if key.len() > MAX_KEY_BYTES { Err(StoreError::TooLarge("key")) } else { Ok(()) }
 }
-

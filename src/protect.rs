@@ -17,12 +17,9 @@
 //! `X-Forwarded-For` (ignored: the source is the TCP peer).
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::File;
-use std::io::Write;
 use std::net::{IpAddr, Ipv6Addr};
-use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
@@ -30,8 +27,8 @@ use tokio::time::Instant;
 use crate::clock::unix_ms;
 use crate::cluster::{BanRecord, StateStore};
 use crate::config::{Exemption, ProtectionConfig};
-use crate::telemetry::access_log::MAX_LOGGED_PATH;
-use crate::telemetry::logging::{ErrorLog, LineBudget, escaped, nginx_time};
+use crate::event::{Actor, Event, EventBus, RequestSummary};
+use crate::telemetry::logging::{ErrorLog, LineBudget};
 use crate::telemetry::metrics::Metrics;
 
 /// Most (source, category) counters kept; the oldest are evicted first.
@@ -80,12 +77,11 @@ pub struct Shield {
     already_logged: Mutex<HashMap<IpAddr, Instant>>,
     already_logged_budget: LineBudget,
     store: Arc<dyn StateStore>,
-    blocking_log: Option<Mutex<File>>,
     error_log: ErrorLog,
     metrics: Arc<Metrics>,
-    server_name: String,
-    /// The nftables mirror, when `protection.nftables_set` is on and `nft` works.
-    mirror: OnceLock<nft::NftMirror>,
+    /// Bans, unbans and exemption changes are published here (`blocking.log`, `error.log`
+    /// and the kernel mirror subscribe).
+    events: EventBus,
     /// Bans the store could not take yet (written by the reconciler when it answers again).
     unsynced: Arc<Mutex<Vec<BanRecord>>>,
     /// Failure events a shared store could not count yet: (window key, Unix ms, window).
@@ -144,20 +140,15 @@ pub fn in_network(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
 }
 
 impl Shield {
-    /// A shield writing `blocking.log` into `log_dir` (when given).
+    /// A shield publishing its bans, unbans and exemption changes on `events`.
     pub fn new(
         config: ProtectionConfig,
         store: Arc<dyn StateStore>,
-        log_dir: Option<&Path>,
+        events: EventBus,
         error_log: ErrorLog,
         metrics: Arc<Metrics>,
-        server_name: &str,
-    ) -> std::io::Result<Shield> {
-        let blocking_log = match log_dir {
-            Some(dir) => Some(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("blocking.log"))?)),
-            None => None,
-        };
-        Ok(Shield {
+    ) -> Shield {
+        Shield {
             config: ArcSwap::from_pointee(config),
             runtime_exemptions: RwLock::new(Vec::new()),
             bans: RwLock::new(HashMap::new()),
@@ -165,15 +156,13 @@ impl Shield {
             already_logged: Mutex::new(HashMap::new()),
             already_logged_budget: LineBudget::new(MAX_ALREADY_BLOCKED_LINES_PER_SECOND),
             store,
-            blocking_log,
             error_log,
             metrics,
-            server_name: server_name.to_string(),
-            mirror: OnceLock::new(),
+            events,
             unsynced: Arc::default(),
             unsynced_events: Mutex::default(),
             admissions: Arc::default(),
-        })
+        }
     }
 
     /// Waits for `client`'s turn to have one credential checked, when its failures are
@@ -212,16 +201,6 @@ impl Shield {
         }
         self.metrics.banned_sources(bans.len());
         true
-    }
-
-    /// Mirrors every later ban and unban into nftables (see [`nft`]).
-    pub fn attach_mirror(&self, mirror: nft::NftMirror) {
-        let _ = self.mirror.set(mirror);
-    }
-
-    /// The kernel mirror, when one is attached.
-    pub fn mirror(&self) -> Option<&nft::NftMirror> {
-        self.mirror.get()
     }
 
     /// The bans in force, as the kernel mirror takes them.
@@ -280,12 +259,10 @@ impl Shield {
     pub async fn add_exemption(&self, exemption: Exemption) -> Result<(), crate::cluster::StoreError> {
         self.del_exemption(exemption.address, exemption.prefix_length).await?;
         self.store.set_add(EXEMPTIONS_KEY, &encode_exemption(&exemption), MAX_RUNTIME_EXEMPTIONS).await?;
-        self.error_log.warn(&format!(
-            "exemption added: {}/{} for {}",
-            exemption.address,
-            exemption.prefix_length,
-            exemption.categories.join(",")
-        ));
+        self.events.publish(Event::ExemptionAdded {
+            network: format!("{}/{}", exemption.address, exemption.prefix_length),
+            categories: exemption.categories.clone(),
+        });
         self.runtime_exemptions.write().unwrap_or_else(|p| p.into_inner()).push(exemption);
         Ok(())
     }
@@ -318,7 +295,7 @@ impl Shield {
             None => self.count_here(source, category, &settings),
         };
         if reached {
-            self.ban(client, source, category, settings.ban, request);
+            self.ban(client, source, category, settings.ban, Actor::Trigger, Some(request));
         }
         reached
     }
@@ -366,7 +343,7 @@ impl Shield {
             if let Some((source, settings)) = self.counted(client, category)
                 && self.count_here(source, category, &settings)
             {
-                self.ban(client, source, category, settings.ban, request);
+                self.ban(client, source, category, settings.ban, Actor::Trigger, Some(request));
             }
             return;
         }
@@ -400,10 +377,10 @@ impl Shield {
         if source.is_ipv4() { 32 } else { self.config.load().ipv6_prefix }
     }
 
-    /// Puts a ban into memory (and the kernel mirror). When the table is full, expired bans
-    /// go first; a ban that still does not fit is kept by the store only.
+    /// Puts a ban into memory (and says so: the kernel mirror follows). When the table is
+    /// full, expired bans go first; a ban that still does not fit is kept by the store only.
     fn remember(&self, source: IpAddr, ban: Ban) {
-        let remaining = Duration::from_millis(ban.until_ms.saturating_sub(unix_ms()));
+        let until_ms = ban.until_ms;
         {
             let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
             if bans.len() >= MAX_BANS {
@@ -415,16 +392,13 @@ impl Shield {
             }
             self.metrics.banned_sources(bans.len());
         }
-        if let Some(mirror) = self.mirror.get() {
-            mirror.ban(source, self.prefix_of(source), remaining);
-        }
+        self.events.publish(Event::BanInForce { source, prefix: self.prefix_of(source), until_ms });
     }
 
-    /// Takes a ban out of memory (and the kernel mirror); true when memory had it.
-    fn forget(&self, source: IpAddr) -> bool {
-        if let Some(mirror) = self.mirror.get() {
-            mirror.unban(source, self.prefix_of(source));
-        }
+    /// Takes a ban out of memory and says so (the kernel mirror follows); true when memory
+    /// had it.
+    fn forget(&self, source: IpAddr, by: Option<Actor>) -> bool {
+        self.events.publish(Event::BanLifted { source, prefix: self.prefix_of(source), by });
         let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
         let removed = bans.remove(&source).is_some();
         self.metrics.banned_sources(bans.len());
@@ -463,30 +437,25 @@ impl Shield {
         reached
     }
 
-    fn ban(&self, client: IpAddr, source: IpAddr, category: &str, duration: Duration, request: RequestLine<'_>) {
+    fn ban(&self, client: IpAddr, source: IpAddr, category: &str, duration: Duration, by: Actor, request: Option<RequestLine<'_>>) {
         let since_ms = unix_ms();
-        let until_ms = since_ms.saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+        let until_ms = since_ms.saturating_add(crate::clock::millis(duration));
         let ban = Ban { source: source.to_string(), category: category.to_string(), since_ms, until_ms, hits: 0 };
         self.remember(source, ban.clone());
         self.metrics.ban(category);
-        let minutes = duration.as_secs().div_ceil(60);
-        let ip = client.to_canonical();
-        let line = format!(
-            "{} [emerg] {}#0: {ip} will be blocked for {minutes} minutes for exceeding retry limit., client: {ip}, server: {}, request: \"{} {} {}\", host: \"{}\"\n",
-            nginx_time(SystemTime::now()),
-            std::process::id(),
-            self.server_name,
-            escaped(request.method),
-            escaped(request.path).max(MAX_LOGGED_PATH),
-            escaped(request.protocol),
-            escaped(request.host),
-        );
-        if let Some(log) = &self.blocking_log
-            && let Ok(mut file) = log.lock()
-        {
-            let _ = file.write_all(line.as_bytes());
-        }
-        self.error_log.warn(&format!("{ip} banned for {minutes} minutes ({category})"));
+        self.events.publish(Event::Banned {
+            client: client.to_canonical(),
+            source,
+            category: category.to_string(),
+            minutes: duration.as_secs().div_ceil(60),
+            by,
+            request: request.map(|r| RequestSummary {
+                method: r.method.to_string(),
+                path: r.path.to_string(),
+                protocol: r.protocol.to_string(),
+                host: r.host.to_string(),
+            }),
+        });
         let record =
             BanRecord { subject: ban.source, category: ban.category, since_ms, until_ms, reason: format!("{category} trigger reached") };
         let store = self.store.clone();
@@ -577,7 +546,7 @@ impl Shield {
             }
             Change::Unbanned(subject) => {
                 if let Ok(ip) = subject.parse::<IpAddr>() {
-                    self.forget(ip);
+                    self.forget(ip, None);
                 }
             }
             Change::SetChanged(key) if key == EXEMPTIONS_KEY => match self.store.set_members(EXEMPTIONS_KEY).await {
@@ -597,17 +566,16 @@ impl Shield {
     /// `blocked ban`); written to the store and `blocking.log` like any ban.
     pub fn ban_manually(&self, ip: IpAddr, duration: Duration) {
         let source = source_of(ip, self.config.load().ipv6_prefix);
-        let line = RequestLine { method: "-", path: "-", protocol: "-", host: "-" };
-        self.ban(ip, source, MANUAL_CATEGORY, duration, line);
+        self.ban(ip, source, MANUAL_CATEGORY, duration, Actor::Administrator, None);
     }
 
     /// Lifts the ban on the source of `ip`; true when there was one.
     pub async fn unban(&self, ip: IpAddr) -> bool {
         let source = source_of(ip, self.config.load().ipv6_prefix);
-        let removed = self.forget(source);
         let stored = self.store.unban(&source.to_string()).await.unwrap_or(false);
+        let removed = self.bans.read().unwrap_or_else(|p| p.into_inner()).contains_key(&source);
         if removed || stored {
-            self.error_log.warn(&format!("{source} unbanned by the administrator"));
+            self.forget(source, Some(Actor::Administrator));
         }
         removed || stored
     }
@@ -652,6 +620,7 @@ fn decode_exemption(text: &str) -> Option<Exemption> {
     })
 }
 
+pub mod blocking_log;
 pub mod nft;
 #[cfg(test)]
 mod tests;

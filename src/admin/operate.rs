@@ -29,13 +29,14 @@ pub struct ServiceState {
 }
 
 fn maintenance_body(state: &AdminState) -> MaintenanceBody {
-    let gateway = state.edge.gateway.load();
-    let operate = &state.edge.operate;
-    let services = gateway
-        .services
-        .iter()
+    let operate = &state.runtime.operate;
+    let services = state
+        .runtime
+        .control
+        .services()
+        .into_iter()
         .map(|s| {
-            let (sessions, websockets) = (s.sessions.current(), operate.websockets_of(&s.name).current());
+            let (sessions, websockets) = (s.sessions, operate.websockets_of(&s.name).current());
             ServiceState { name: s.name.to_string(), state: operate.state(sessions as u64 + websockets).to_string(), sessions, websockets }
         })
         .collect();
@@ -54,14 +55,10 @@ pub async fn set_maintenance(state: &AdminState, query: &str) -> http::Response<
         Some("off" | "false" | "0") => false,
         _ => return json(StatusCode::BAD_REQUEST, &ErrorBody { error: "pass ?enabled=on or ?enabled=off" }),
     };
-    if state.edge.operate.set_maintenance(on).await.is_err() {
+    if state.runtime.operate.set_maintenance(on).await.is_err() {
         return json(StatusCode::SERVICE_UNAVAILABLE, &ErrorBody { error: "state store unavailable" });
     }
-    state.edge.error_log.warn(if on {
-        "maintenance mode ON: new sessions are refused with 503, established ones continue; /health answers 503"
-    } else {
-        "maintenance mode OFF: serving new sessions again"
-    });
+    state.runtime.events.publish(crate::event::Event::Maintenance { on });
     json(StatusCode::OK, &maintenance_body(state))
 }
 
@@ -78,10 +75,10 @@ pub struct WeightRow {
 }
 
 fn weight_rows(state: &AdminState) -> Vec<WeightRow> {
-    let gateway = state.edge.gateway.load();
-    let overrides = state.edge.operate.weights();
+    let config = state.runtime.config();
+    let overrides = state.runtime.operate.weights();
     let mut rows = Vec::new();
-    for s in &gateway.config.services {
+    for s in &config.services {
         if let ServiceKind::Proxy(pool) = &s.kind {
             for u in &pool.servers {
                 let overridden = overrides.get(&u.address).copied();
@@ -119,17 +116,17 @@ pub async fn set_weight(state: &AdminState, query: &str, delete: bool) -> http::
             None => return json(StatusCode::BAD_REQUEST, &ErrorBody { error: "pass &weight=N with N from 0 (backup) to 1000" }),
         }
     };
-    if state.edge.operate.set_weight(&server, weight).await.is_err() {
+    if state.runtime.operate.set_weight(&server, weight).await.is_err() {
         return json(StatusCode::SERVICE_UNAVAILABLE, &ErrorBody { error: "state store unavailable" });
     }
-    if let Err(error) = state.edge.rebuild_gateway() {
-        state.edge.error_log.error(&format!("weight change stored but not applied: {error}"));
+    if let Err(error) = state.runtime.control.rebuild() {
+        state.runtime.error_log.error(&format!("weight change stored but not applied: {error}"));
         return json(
             StatusCode::INTERNAL_SERVER_ERROR,
             &ErrorBody { error: "weight stored but the routing could not be rebuilt (see error.log)" },
         );
     }
-    state.edge.error_log.warn(&match weight {
+    state.runtime.error_log.warn(&match weight {
         Some(w) => format!("weight of {server} set to {w} by the administrator"),
         None => format!("weight override of {server} removed (configured weight applies)"),
     });
@@ -139,28 +136,27 @@ pub async fn set_weight(state: &AdminState, query: &str, delete: bool) -> http::
 /// `POST /api/v1/refresh`: re-fetch JWKS keys and user lists, then rebuild routing and
 /// pools (upstream names resolve again on new connections); swapped in atomically.
 pub async fn refresh(state: &AdminState) -> http::Response<AdminBody> {
-    let auth = state.edge.gateway.load().auth.clone();
-    auth.refresh_now().await;
-    match state.edge.rebuild_gateway() {
+    state.runtime.control.refresh_credentials().await;
+    match state.runtime.control.rebuild() {
         Ok(()) => {
-            state.edge.error_log.warn("refresh: keys and user lists re-fetched, routing and upstream pools rebuilt");
+            state.runtime.error_log.warn("refresh: keys and user lists re-fetched, routing and upstream pools rebuilt");
             json(StatusCode::OK, &serde_json::json!({ "refreshed": true }))
         }
         Err(error) => {
-            state.edge.error_log.error(&format!("refresh failed, keeping the running state: {error}"));
+            state.runtime.error_log.error(&format!("refresh failed, keeping the running state: {error}"));
             json(StatusCode::INTERNAL_SERVER_ERROR, &ErrorBody { error: "refresh failed (see error.log)" })
         }
     }
 }
 
 fn tls_dir(state: &AdminState) -> std::path::PathBuf {
-    cert::tls_dir(&state.edge.gateway.load().config.server.state_dir)
+    cert::tls_dir(&state.runtime.config().server.state_dir)
 }
 
 /// Re-picks the certificate (installed > configured > self-signed) and swaps it into the
 /// HTTPS listeners: open connections keep theirs, new handshakes get the new one.
 fn swap_certificate(state: &AdminState) -> Result<(), String> {
-    let config = state.edge.gateway.load().config.clone();
+    let config = state.runtime.config();
     let paths = crate::net::tls::ensure_certificate(
         config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
         &config.server.state_dir,
@@ -172,7 +168,7 @@ fn swap_certificate(state: &AdminState) -> Result<(), String> {
         acceptor.store(Arc::new(tokio_rustls::TlsAcceptor::from(server_config)));
     }
     if let Ok(details) = cert::details_of_file(&paths.cert) {
-        state.edge.metrics.certificate_expiry(details.not_after_unix - time::OffsetDateTime::now_utc().unix_timestamp());
+        state.runtime.metrics.certificate_expiry(details.not_after_unix - time::OffsetDateTime::now_utc().unix_timestamp());
     }
     Ok(())
 }
@@ -187,7 +183,7 @@ pub fn get_cert(state: &AdminState) -> http::Response<AdminBody> {
 
 /// `POST /api/v1/cert` with the PEM bundle (chain + key) as the body.
 pub async fn add_cert(state: &AdminState, body: &[u8]) -> http::Response<AdminBody> {
-    let config = state.edge.gateway.load().config.clone();
+    let config = state.runtime.config();
     let dir = tls_dir(state);
     let csr_key = std::fs::read_to_string(dir.join(cert::CSR_KEY)).ok();
     let bundle = match cert::check_bundle(body, &config.server.name, time::OffsetDateTime::now_utc(), csr_key.as_deref()) {
@@ -205,7 +201,7 @@ pub async fn add_cert(state: &AdminState, body: &[u8]) -> http::Response<AdminBo
         let _ = std::fs::remove_file(dir.join(cert::INSTALLED_KEY));
         return json(StatusCode::BAD_REQUEST, &ErrorBody { error: &format!("certificate refused by TLS: {error}") });
     }
-    state.edge.error_log.warn(&format!(
+    state.runtime.error_log.warn(&format!(
         "web certificate installed: {} (serial {}, valid until {})",
         quoted(&bundle.details.subject),
         quoted(&bundle.details.serial),
@@ -225,14 +221,14 @@ pub fn del_cert(state: &AdminState) -> http::Response<AdminBody> {
     if let Err(error) = swap_certificate(state) {
         return json(StatusCode::INTERNAL_SERVER_ERROR, &ErrorBody { error: &format!("cannot load the fallback certificate: {error}") });
     }
-    state.edge.error_log.warn("installed web certificate deleted; back to the configured or self-signed certificate");
+    state.runtime.error_log.warn("installed web certificate deleted; back to the configured or self-signed certificate");
     get_cert(state)
 }
 
 /// `POST /api/v1/cert/self-signed`: a fresh self-signed certificate for `server.name`
 /// (served when no certificate is installed or configured).
 pub fn gen_self_signed(state: &AdminState) -> http::Response<AdminBody> {
-    let config = state.edge.gateway.load().config.clone();
+    let config = state.runtime.config();
     let dir = tls_dir(state);
     if let Err(error) =
         crate::net::tls::generate_self_signed(&config.server.name, &dir.join("self-signed.pem"), &dir.join("self-signed.key"))
@@ -242,14 +238,14 @@ pub fn gen_self_signed(state: &AdminState) -> http::Response<AdminBody> {
     if let Err(error) = swap_certificate(state) {
         return json(StatusCode::INTERNAL_SERVER_ERROR, &ErrorBody { error: &error });
     }
-    state.edge.error_log.warn("new self-signed web certificate generated");
+    state.runtime.error_log.warn("new self-signed web certificate generated");
     get_cert(state)
 }
 
 async fn csr_fields(state: &AdminState) -> CsrFields {
-    match state.edge.store.get(cert::CSR_FIELDS_KEY).await {
+    match state.runtime.store.get(cert::CSR_FIELDS_KEY).await {
         Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
-        _ => CsrFields { common_name: state.edge.gateway.load().config.server.name.clone(), ..CsrFields::default() },
+        _ => CsrFields { common_name: state.runtime.config().server.name.clone(), ..CsrFields::default() },
     }
 }
 
@@ -280,7 +276,7 @@ pub async fn put_fields(state: &AdminState, body: &[u8]) -> http::Response<Admin
         return json(StatusCode::BAD_REQUEST, &ErrorBody { error: &why });
     }
     let bytes = serde_json::to_vec(&fields).unwrap_or_default();
-    if state.edge.store.set(cert::CSR_FIELDS_KEY, &bytes, None).await.is_err() {
+    if state.runtime.store.set(cert::CSR_FIELDS_KEY, &bytes, None).await.is_err() {
         return json(StatusCode::SERVICE_UNAVAILABLE, &ErrorBody { error: "state store unavailable" });
     }
     json(StatusCode::OK, &fields)
@@ -291,7 +287,7 @@ pub async fn gen_csr(state: &AdminState) -> http::Response<AdminBody> {
     let fields = csr_fields(state).await;
     match cert::generate_csr(&fields, &tls_dir(state)) {
         Ok(pem) => {
-            state.edge.error_log.warn(&format!("CSR generated for {}", quoted(&fields.common_name)));
+            state.runtime.error_log.warn(&format!("CSR generated for {}", quoted(&fields.common_name)));
             text(StatusCode::OK, "application/pkcs10", pem)
         }
         Err(why) => json(StatusCode::BAD_REQUEST, &ErrorBody { error: &why }),

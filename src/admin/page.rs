@@ -266,7 +266,7 @@ fn overview(state: &AdminState, csrf: &str) -> String {
         );
     }
     out.push_str("</table>");
-    let bans = state.edge.shield.list();
+    let bans = state.runtime.shield.list();
     let _ = write!(
         out,
         "<h2>Blocked sources ({})</h2><table id=\"blocked\"><tr><th>source</th><th>category</th><th>until</th><th>hits</th><th></th></tr>",
@@ -311,9 +311,9 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
             let body = read_body(request, MAX_FORM_BYTES).await.unwrap_or_default();
             let presented = form_value(&body, "token").unwrap_or_default();
             if !state.token.load().matches(presented.as_bytes()) {
-                state.edge.error_log.warn(&format!("{} :: admin page sign-in failed", client.ip()));
+                state.runtime.error_log.warn(&format!("{} :: admin page sign-in failed", client.ip()));
                 let line = crate::protect::RequestLine { method: "POST", path: "/login", protocol: "HTTP/1.1", host: "admin" };
-                state.edge.shield.record(client.ip(), "admin-auth-failure", line).await;
+                state.runtime.shield.record(client.ip(), "admin-auth-failure", line).await;
                 return html(StatusCode::UNAUTHORIZED, login_page(Some("Wrong token.")));
             }
             let (id, _) = state.page_sessions.create();
@@ -346,7 +346,7 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
                 }
                 _ => {
                     if let Some(ip) = form_value(&body, "ip").and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) {
-                        state.edge.shield.unban(ip).await;
+                        state.runtime.shield.unban(ip).await;
                     }
                 }
             }

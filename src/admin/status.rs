@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::AdminState;
 use crate::config::{AuthMode, ServiceKind};
-use crate::http::stack::Backend;
 
 /// `GET /api/v1/status` body.
 #[derive(Debug, Serialize, Deserialize)]
@@ -140,7 +139,7 @@ fn host_name() -> String {
 
 /// The certificate status of `state`'s edge (`None` without HTTPS listeners).
 pub fn certificate(state: &AdminState) -> Option<CertificateStatus> {
-    let config = state.edge.gateway.load().config.clone();
+    let config = state.runtime.config();
     let needs_tls = config.listeners.iter().any(|l| l.tls) || config.admin.as_ref().is_some_and(|a| a.tls);
     if !needs_tls {
         return None;
@@ -158,13 +157,13 @@ pub fn certificate(state: &AdminState) -> Option<CertificateStatus> {
 }
 
 fn cluster_status(state: &AdminState, peer: &str) -> ClusterStatus {
-    let operate = &state.edge.operate;
+    let operate = &state.runtime.operate;
     let peers = operate.peers();
     let primary = crate::operate::peers::primary(&peers).map(str::to_string);
     ClusterStatus {
-        store: if state.edge.store.shared() { "redis" } else { "embedded" }.to_string(),
+        store: if state.runtime.store.shared() { "redis" } else { "embedded" }.to_string(),
         peer: peer.to_string(),
-        state: if state.edge.store.healthy() { "ok" } else { "degraded" }.to_string(),
+        state: if state.runtime.store.healthy() { "ok" } else { "degraded" }.to_string(),
         sessions: operate.cluster_sessions().current(),
         sessions_peak: operate.cluster_sessions().peak(),
         peers: peers
@@ -186,8 +185,7 @@ fn cluster_status(state: &AdminState, peer: &str) -> ClusterStatus {
 
 /// The snapshot.
 pub fn status(state: &AdminState) -> Status {
-    let gateway = state.edge.gateway.load();
-    let operate = &state.edge.operate;
+    let operate = &state.runtime.operate;
     let listeners: Vec<ListenerStatus> = state
         .listeners
         .iter()
@@ -196,64 +194,60 @@ pub fn status(state: &AdminState) -> Status {
             address: bound.to_string(),
             tls: l.tls,
             redirect_to: l.redirect_to.as_ref().map(|r| r.listener.clone()),
-            open_connections: state.edge.metrics.open_connections(&Arc::from(l.name.as_str())),
+            open_connections: state.runtime.metrics.open_connections(&Arc::from(l.name.as_str())),
         })
         .collect();
-    let services: Vec<ServiceStatus> = gateway
-        .services
-        .iter()
+    let config = state.runtime.config();
+    let services: Vec<ServiceStatus> = state
+        .runtime
+        .control
+        .services()
+        .into_iter()
         .map(|s| {
             let websockets = operate.websockets_of(&s.name);
-            let sessions = s.sessions.current();
-            let configured: Vec<(String, u32)> = match &s.config.kind {
-                ServiceKind::Proxy(pool) => pool.servers.iter().map(|u| (u.address.clone(), u.weight)).collect(),
-                ServiceKind::Static { .. } => Vec::new(),
+            let configured: Vec<(String, u32)> = match config.services.iter().find(|c| *c.name == *s.name).map(|c| &c.kind) {
+                Some(ServiceKind::Proxy(pool)) => pool.servers.iter().map(|u| (u.address.clone(), u.weight)).collect(),
+                _ => Vec::new(),
             };
             ServiceStatus {
                 name: s.name.to_string(),
-                auth: match s.config.auth {
+                auth: match s.auth {
                     AuthMode::None => "none",
                     AuthMode::Basic => "basic",
                     AuthMode::Jwt => "jwt",
                     AuthMode::BasicOrJwt => "basic_or_jwt",
                 }
                 .to_string(),
-                kind: match &s.backend {
-                    Backend::Pool(_) => "proxy".to_string(),
-                    Backend::Static(_) => "static".to_string(),
-                },
-                state: operate.state(sessions as u64 + websockets.current()).to_string(),
-                sessions,
-                sessions_peak: s.sessions.peak(),
+                kind: s.kind.to_string(),
+                state: operate.state(s.sessions as u64 + websockets.current()).to_string(),
+                sessions: s.sessions,
+                sessions_peak: s.sessions_peak,
                 websockets: websockets.current(),
                 websockets_peak: websockets.peak(),
-                servers: match &s.backend {
-                    Backend::Pool(pool) => pool
-                        .servers()
-                        .iter()
-                        .map(|srv| ServerStatus {
-                            address: srv.address.to_string(),
-                            weight: srv.weight,
-                            configured_weight: configured.iter().find(|(a, _)| **a == *srv.address).map_or(srv.weight, |(_, w)| *w),
-                            backup: srv.weight == 0,
-                            max_conns: srv.max_conns(),
-                            up: srv.is_up(),
-                            in_flight: srv.in_flight(),
-                        })
-                        .collect(),
-                    Backend::Static(_) => Vec::new(),
-                },
+                servers: s
+                    .servers
+                    .iter()
+                    .map(|srv| ServerStatus {
+                        address: srv.address.to_string(),
+                        weight: srv.weight,
+                        configured_weight: configured.iter().find(|(a, _)| **a == *srv.address).map_or(srv.weight, |(_, w)| *w),
+                        backup: srv.weight == 0,
+                        max_conns: srv.max_conns,
+                        up: srv.up,
+                        in_flight: srv.in_flight,
+                    })
+                    .collect(),
             }
         })
         .collect();
     let sessions_now: u64 = services.iter().map(|s| s.sessions as u64).sum();
     operate.note_sessions_total(sessions_now);
-    let mut roles = vec!["web edge".to_string()];
-    if gateway.config.admin.is_some() {
+    let mut roles: Vec<String> = state.runtime.control.roles().into_iter().map(str::to_string).collect();
+    if config.admin.is_some() {
         roles.push("admin API".to_string());
     }
     Status {
-        server: gateway.config.server.name.clone(),
+        server: config.server.name.clone(),
         host: host_name(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         roles,
@@ -261,9 +255,9 @@ pub fn status(state: &AdminState) -> Status {
         date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         started_at: humantime::format_rfc3339_seconds(state.started_at).to_string(),
         uptime_seconds: state.started.elapsed().as_secs(),
-        config_file: gateway.config.source.as_ref().map(|p| p.display().to_string()),
+        config_file: config.source.as_ref().map(|p| p.display().to_string()),
         maintenance: operate.in_maintenance(),
-        cluster: cluster_status(state, &gateway.config.cluster.peer),
+        cluster: cluster_status(state, &config.cluster.peer),
         counts: Counts {
             sessions: sessions_now,
             sessions_peak: operate.sessions_total_peak(),
@@ -271,7 +265,7 @@ pub fn status(state: &AdminState) -> Status {
             websockets_peak: operate.websockets_total().peak(),
             sip_registrations: None,
         },
-        blocked_sources: state.edge.shield.list().len(),
+        blocked_sources: state.runtime.shield.list().len(),
         listeners,
         services,
         certificate: certificate(state),

@@ -134,8 +134,8 @@ impl TokenService {
         }
         let (access_hash, refresh_hash) = (hash(&access), hash(&refresh));
         let ttl = Some(self.settings.refresh_interval);
-        let expires_ms = crate::clock::unix_ms()
-            .saturating_add(u64::try_from(self.settings.refresh_interval.as_millis()).unwrap_or(u64::MAX));
+        let expires_ms =
+            crate::clock::unix_ms().saturating_add(u64::try_from(self.settings.refresh_interval.as_millis()).unwrap_or(u64::MAX));
         let record =
             |pair: &str| serde_json::to_vec(&Record { user: user.to_string(), pair: pair.to_string(), expires_ms }).unwrap_or_default();
         self.store.set(&access_key(&access_hash), &record(&refresh_hash), ttl).await?;

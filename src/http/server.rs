@@ -1,10 +1,13 @@
-//! Client connections: accept loop with a connection cap, TLS handshake (bounded by the
-//! header-read timeout), protocol choice, the idle and framing guards, and graceful shutdown.
+//! HTTP client connections, as the shared accept loop hands them over
+//! ([`crate::runtime::accept`]): the TLS handshake (bounded by the header-read timeout),
+//! protocol choice, the idle and framing guards, and graceful shutdown on the drain.
 //!
 //! A TLS connection speaks exactly the protocol ALPN negotiated (`h2`: HTTP/2 only, no
 //! sniffing; otherwise HTTP/1.1 only, through the framing guard); a plain connection is
 //! HTTP/1.1 through the guard, or HTTP/2 with prior knowledge.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,14 +15,17 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::stack::{self, Connection, Edge};
+use super::facts::Connection;
+use super::gateway::Edge;
+use super::pipeline;
 use crate::config::{ListenerConfig, ServerConfig};
 use crate::net::h1_guard::GuardedIo;
 use crate::net::idle::IdleTimeout;
+use crate::runtime::accept::{Connections, OnBanned};
+use crate::runtime::services::Drain;
 use crate::telemetry::access_log::AccessEntry;
 
 /// Most concurrent HTTP/2 streams per client connection.
@@ -77,75 +83,60 @@ fn builders(server: &ServerConfig) -> Builders {
     Builders { detect, http1, http2 }
 }
 
-/// Serves one listener until `shutdown` turns true; then stops accepting and lets open
-/// connections finish their current requests.
-pub async fn serve(
-    listener: TcpListener,
-    config: ListenerConfig,
-    server: ServerConfig,
+/// One HTTP listener's connections: TLS or plain, and the settings they are served with.
+pub struct HttpConnections {
     edge: Arc<Edge>,
+    name: Arc<str>,
+    config: ListenerConfig,
+    server: Arc<ServerConfig>,
+    builders: Arc<Builders>,
     tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let builders = Arc::new(builders(&server));
-    let name: Arc<str> = Arc::from(config.name.as_str());
-    let slots = Arc::new(Semaphore::new(server.max_connections));
-    let redirect_port = config.redirect_to.as_ref().map(|r| r.port);
-    let server = Arc::new(server);
-    loop {
-        let (tcp, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(listener = %name, "accept failed: {error}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            // Over the cap: close at once rather than queue unbounded work.
-            drop(tcp);
-            continue;
-        };
-        // A banned source is refused before TLS or HTTP parsing on plain listeners (a canned
-        // blocked answer). On TLS listeners it completes the handshake and every request gets
-        // the blocked answer, so a user behind a banned NAT sees why — unless the operator
-        // chose to close such connections at accept.
-        if let Some(status) = edge.shield.check(client.ip()) {
-            if tls.is_none() {
-                tokio::spawn(async move {
-                    refuse_banned(tcp, status).await;
-                    drop(slot);
-                });
-                continue;
-            }
-            if edge.gateway.load().config.protection.close_banned_tls {
-                continue;
-            }
+}
+
+impl HttpConnections {
+    /// The connections of the listener `config`, served by `edge`; `tls` when it is HTTPS
+    /// (the acceptor is swapped on certificate changes).
+    pub fn new(edge: Arc<Edge>, config: ListenerConfig, server: ServerConfig, tls: Option<Arc<ArcSwap<TlsAcceptor>>>) -> HttpConnections {
+        HttpConnections {
+            edge,
+            name: Arc::from(config.name.as_str()),
+            builders: Arc::new(builders(&server)),
+            server: Arc::new(server),
+            config,
+            tls,
         }
-        let _ = tcp.set_nodelay(true);
+    }
+}
+
+impl Connections for HttpConnections {
+    /// A banned source is refused before TLS or HTTP parsing on plain listeners (a canned
+    /// blocked answer). On TLS listeners it completes the handshake and every request gets
+    /// the blocked answer, so a user behind a banned NAT sees why — unless the operator
+    /// chose to close such connections at accept.
+    fn on_banned(&self) -> OnBanned {
+        match &self.tls {
+            None => OnBanned::Refuse,
+            Some(_) if self.edge.gateway.load().config.protection.close_banned_tls => OnBanned::Close,
+            Some(_) => OnBanned::Serve,
+        }
+    }
+
+    fn refuse(&self, tcp: TcpStream, status: u16) -> impl Future<Output = ()> + Send + 'static {
+        refuse_banned(tcp, status)
+    }
+
+    fn serve(&self, tcp: TcpStream, client: SocketAddr, drain: Drain) -> impl Future<Output = ()> + Send + 'static {
         let conn = Arc::new(Connection {
             client,
-            listener: name.clone(),
-            tls: tls.is_some(),
-            redirect_port,
-            paths: config.paths,
+            listener: self.name.clone(),
+            tls: self.tls.is_some(),
+            redirect_port: self.config.redirect_to.as_ref().map(|r| r.port),
+            paths: self.config.paths,
             upgrade_gate: Arc::default(),
         });
-        let task =
-            ConnectionTask { edge: edge.clone(), conn, builders: builders.clone(), server: server.clone(), shutdown: shutdown.clone() };
-        let acceptor = tls.as_ref().map(|t| t.load_full());
-        let metrics = edge.metrics.clone();
-        let listener_name = name.clone();
-        tokio::spawn(async move {
-            metrics.connections(&listener_name, 1);
-            task.run(tcp, acceptor).await;
-            metrics.connections(&listener_name, -1);
-            drop(slot);
-        });
+        let task = ConnectionTask { edge: self.edge.clone(), conn, builders: self.builders.clone(), server: self.server.clone(), drain };
+        let acceptor = self.tls.as_ref().map(|t| t.load_full());
+        task.run(tcp, acceptor)
     }
 }
 
@@ -172,16 +163,16 @@ async fn refuse_banned(mut tcp: TcpStream, status: u16) {
     .await;
 }
 
-/// Runs a served connection until it ends, or until shutdown: then it finishes its current
+/// Runs a served connection until it ends, or until the drain: then it finishes its current
 /// requests (each hyper connection type has its own `graceful_shutdown`).
 macro_rules! drive {
     ($task:expr, $connection:expr) => {{
         let connection = $connection;
         tokio::pin!(connection);
-        let mut shutdown = $task.shutdown.clone();
+        let mut drain = $task.drain.clone();
         tokio::select! {
             _ = connection.as_mut() => {}
-            _ = shutdown.changed() => {
+            () = drain.signalled() => {
                 connection.as_mut().graceful_shutdown();
                 let _ = connection.await;
             }
@@ -194,7 +185,7 @@ struct ConnectionTask {
     conn: Arc<Connection>,
     builders: Arc<Builders>,
     server: Arc<ServerConfig>,
-    shutdown: watch::Receiver<bool>,
+    drain: Drain,
 }
 
 impl ConnectionTask {
@@ -224,7 +215,7 @@ impl ConnectionTask {
                 drive!(self, connection)
             }
             Protocols::Http1 | Protocols::Detect => {
-                let edge = self.edge.clone();
+                let runtime = self.edge.runtime.clone();
                 let conn = self.conn.clone();
                 let hook = Box::new(move |violation: crate::net::h1_guard::Violation, request: crate::net::h1_guard::RefusedRequest| {
                     let line = crate::protect::RequestLine {
@@ -234,12 +225,12 @@ impl ConnectionTask {
                         host: &request.host,
                     };
                     // Every head the guard refuses or hyper will refuse is a protocol violation.
-                    edge.shield.record_detached(conn.client.ip(), "http-protocol-violation", line);
+                    runtime.shield.record_detached(conn.client.ip(), "http-protocol-violation", line);
                     if !violation.is_framing() {
                         return;
                     }
-                    edge.metrics.framing_refused(&conn.listener);
-                    edge.error_log.warn(&format!(
+                    runtime.metrics.framing_refused(&conn.listener);
+                    runtime.error_log.warn(&format!(
                         "{} :: request refused: {}, request: \"{} {}\", host: \"{}\"",
                         conn.client.ip(),
                         violation.reason(),
@@ -247,7 +238,7 @@ impl ConnectionTask {
                         crate::telemetry::logging::escaped(&request.path).max(crate::telemetry::access_log::MAX_LOGGED_PATH),
                         crate::telemetry::logging::escaped(&request.host)
                     ));
-                    edge.access_log.write(&AccessEntry {
+                    runtime.access_log.write(&AccessEntry {
                         client: conn.client.ip().to_canonical(),
                         host: &request.host,
                         method: &request.method,
@@ -277,14 +268,14 @@ impl ConnectionTask {
         &self,
     ) -> impl hyper::service::Service<
         http::Request<hyper::body::Incoming>,
-        Response = http::Response<super::body::TrackedBody>,
+        Response = http::Response<super::tracked::TrackedBody>,
         Error = std::convert::Infallible,
-        Future = impl Future<Output = Result<http::Response<super::body::TrackedBody>, std::convert::Infallible>> + Send + 'static,
+        Future = impl Future<Output = Result<http::Response<super::tracked::TrackedBody>, std::convert::Infallible>> + Send + 'static,
     > + Clone
     + Send
     + 'static {
         let edge = self.edge.clone();
         let conn = self.conn.clone();
-        service_fn(move |request| stack::handle(edge.clone(), conn.clone(), request))
+        service_fn(move |request| pipeline::handle(edge.clone(), conn.clone(), request))
     }
 }

@@ -16,13 +16,15 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use super::Shield;
+use crate::event::{Event, Received, Subscriber};
 use crate::telemetry::logging::ErrorLog;
 
 /// Most changes applied in one `nft` transaction.
@@ -83,6 +85,31 @@ impl NftMirror {
     fn queue(&self, change: Change) {
         if self.changes.try_send(change).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Follows the bans published on `events` until the bus closes: a ban in force is added
+    /// with its remaining time, a lifted one removed. After a lag every ban still in force in
+    /// `shield` is added again (an unban missed then ends with the element's timeout).
+    pub async fn follow(self: Arc<Self>, mut events: Subscriber, shield: Weak<Shield>) {
+        while let Some(received) = events.next().await {
+            match received {
+                Received::Event(event) => match &*event {
+                    Event::BanInForce { source, prefix, until_ms } => {
+                        // Whole seconds, rounded up: the kernel's timeout granularity.
+                        let remaining_ms = until_ms.saturating_sub(crate::clock::unix_ms());
+                        self.ban(*source, *prefix, Duration::from_secs(remaining_ms.div_ceil(1000)));
+                    }
+                    Event::BanLifted { source, prefix, .. } => self.unban(*source, *prefix),
+                    _ => {}
+                },
+                Received::Missed(_) => {
+                    let Some(shield) = shield.upgrade() else { return };
+                    for (source, prefix, remaining) in shield.mirrored_bans() {
+                        self.ban(source, prefix, remaining);
+                    }
+                }
+            }
         }
     }
 

@@ -29,9 +29,25 @@ fn config() -> ProtectionConfig {
     }
 }
 
-fn shield(dir: &Path) -> Shield {
+/// A shield over an embedded store in `dir`, with its `blocking.log` subscriber there.
+fn shield(dir: &std::path::Path) -> Shield {
     let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(dir).unwrap());
-    Shield::new(config(), store, Some(dir), ErrorLog::console_only(), Arc::new(Metrics::new()), "edge.test").unwrap()
+    let events = EventBus::new();
+    let blocking_log = blocking_log::BlockingLog::open(dir, "edge.test").unwrap();
+    tokio::spawn(blocking_log.follow(events.subscribe(), ErrorLog::console_only()));
+    Shield::new(config(), store, events, ErrorLog::console_only(), Arc::new(Metrics::new()))
+}
+
+/// `blocking.log` in `dir` once its subscriber wrote something (it runs beside the shield).
+async fn blocking_log_in(dir: &std::path::Path) -> String {
+    for _ in 0..1000 {
+        let text = std::fs::read_to_string(dir.join("blocking.log")).unwrap_or_default();
+        if !text.is_empty() {
+            return text;
+        }
+        tokio::task::yield_now().await;
+    }
+    String::new()
 }
 
 const REQ: RequestLine<'static> = RequestLine { method: "GET", path: "/login", protocol: "HTTP/1.1", host: "edge.test" };
@@ -47,7 +63,7 @@ async fn the_trigger_th_event_inside_the_window_bans() {
     }
     assert!(s.record(ip, "http-auth-failure", REQ).await, "5th failure bans");
     assert_eq!(s.check(ip), Some(418));
-    let log = std::fs::read_to_string(dir.path().join("blocking.log")).unwrap();
+    let log = blocking_log_in(dir.path()).await;
     assert!(log.contains("[emerg] ") && log.contains("#0: 198.51.100.7 will be blocked for 30 minutes for exceeding retry limit., client: 198.51.100.7, server: edge.test, request: \"GET /login HTTP/1.1\", host: \"edge.test\""), "{log}");
 }
 
@@ -160,7 +176,7 @@ async fn a_ban_line_keeps_injected_request_text_escaped_inside_its_quoted_fields
     for _ in 0..5 {
         s.record(ip, "http-auth-failure", request).await;
     }
-    let log = std::fs::read_to_string(dir.path().join("blocking.log")).unwrap();
+    let log = blocking_log_in(dir.path()).await;
     assert_eq!(log.lines().count(), 1, "{log}");
     assert_eq!(log.matches(" will be blocked for ").count(), 3, "the real one and the escaped copies in path and host: {log}");
     let escaped_forged =

@@ -82,7 +82,7 @@ async fn a_broken_reload_keeps_the_running_config_and_a_good_one_applies() {
     std::fs::write(&edge.config_path, good_text.replace(&a.addr.to_string(), &b.addr.to_string())).unwrap();
     edge.running().reload().await.expect("reload applies");
     assert_eq!(get(edge.http, "/").await.body, "b 0");
-    let metrics = edge.running().edge.metrics.encode();
+    let metrics = edge.running().runtime.metrics.encode();
     assert!(metrics.contains("portcullis_config_reloads_total{result=\"error\"} 1"), "{metrics}");
     assert!(metrics.contains("portcullis_config_reloads_total{result=\"ok\"} 1"), "{metrics}");
     tokio::time::sleep(Duration::from_millis(10)).await;

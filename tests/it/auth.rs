@@ -145,7 +145,7 @@ async fn basic_credentials_are_validated_once_then_served_from_the_cache() {
     let metrics = h1(edge.admin, "GET", "/metrics", &[("authorization", &admin_auth)], Bytes::new()).await.body;
     assert!(metrics.contains("portcullis_sessions{service=\"desk\"} 2"), "{metrics}");
 
-    let metrics = edge.running().edge.metrics.encode();
+    let metrics = edge.running().runtime.metrics.encode();
     assert!(metrics.contains("portcullis_auth_failures_total{reason=\"invalid credentials\"} 1"), "{metrics}");
     assert!(
         eventually(Duration::from_secs(2), || edge

@@ -224,7 +224,7 @@ async fn forged_expired_and_misaddressed_tokens_are_refused() {
     assert_eq!(bearer(edge.http, "not.a.jwt").await, 401, "garbage");
     assert_eq!(up.hits(), 0, "nothing reached the service");
     assert_eq!(bearer(edge.http, &good).await, 200);
-    let metrics = edge.running().edge.metrics.encode();
+    let metrics = edge.running().runtime.metrics.encode();
     for reason in ["token expired", "token not yet valid", "wrong issuer", "wrong audience", "bad signature"] {
         assert!(metrics.contains(&format!("portcullis_auth_failures_total{{reason=\"{reason}\"}} 1")), "{reason}: {metrics}");
     }
@@ -326,7 +326,7 @@ async fn tokens_without_the_configured_iss_or_aud_with_an_array_iss_or_a_crit_he
     assert_eq!(bearer(edge.http, &rsa.token(array_aud)).await, 200);
     let header = serde_json::json!({ "alg": "RS256", "typ": "JWT", "kid": "rsa-1" });
     assert_eq!(bearer(edge.http, &rsa.token_with_header(header, &claims("agent2"))).await, 200);
-    let metrics = edge.running().edge.metrics.encode();
+    let metrics = edge.running().runtime.metrics.encode();
     for (reason, count) in [("missing issuer", 1), ("missing audience", 1), ("issuer not a string", 2), ("critical header extension", 4)] {
         assert!(metrics.contains(&format!("portcullis_auth_failures_total{{reason=\"{reason}\"}} {count}")), "{reason}: {metrics}");
     }

@@ -91,7 +91,7 @@ impl Namespace {
 
     fn wait_for_set(&self, name: &str, predicate: impl Fn(&str) -> bool) -> String {
         let mut last = String::new();
-        for _ in 0..40 {
+        for _ in 0..100 {
             last = self.set(name);
             if predicate(&last) {
                 return last;

@@ -196,7 +196,7 @@ async fn weight_overrides_shift_traffic_live_and_del_restores_the_configured_wei
         assert_eq!(cli(&edge, &["web", "weight", "del", &server.to_string()]).await.status.code(), Some(0));
     }
     assert_eq!(count(40).await, (20, 20), "back to the configured weights");
-    assert!(edge.running().edge.operate.weights().is_empty());
+    assert!(edge.running().runtime.operate.weights().is_empty());
 
     let unknown = cli(&edge, &["web", "weight", "add", "192.0.2.1:80", "2"]).await;
     assert_eq!(unknown.status.code(), Some(1));

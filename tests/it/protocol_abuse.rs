@@ -28,7 +28,7 @@ async fn content_length_with_transfer_encoding_is_refused_with_400() {
         assert!(reply.starts_with("HTTP/1.1 400"), "attack {:?} got {reply:?}", String::from_utf8_lossy(attack));
     }
     assert_eq!(up.hits(), 0, "no smuggling attempt reached the upstream");
-    let metrics = edge.running().edge.metrics.encode();
+    let metrics = edge.running().runtime.metrics.encode();
     assert!(metrics.contains("portcullis_framing_refused_total{listener=\"http\"} 5"), "{metrics}");
     assert!(eventually(Duration::from_secs(2), || edge.log("access.log").matches(" 400 ").count() >= 5).await);
     assert!(edge.log("error.log").contains("request refused: both Content-Length and Transfer-Encoding"), "{}", edge.log("error.log"));

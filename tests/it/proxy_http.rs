@@ -186,7 +186,7 @@ async fn active_health_checks_mark_a_dead_server_down() {
         .proxy("app", "/", &[(dead, 1, 0), (up.addr, 1, 0)], "[service.health_check]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nfails = 1")
         .start()
         .await;
-    let metrics = edge.running().edge.metrics.clone();
+    let metrics = edge.running().runtime.metrics.clone();
     let down = format!("portcullis_upstream_up{{service=\"app\",server=\"{dead}\"}} 0");
     assert!(eventually(Duration::from_secs(3), || metrics.encode().contains(&down)).await, "{}", metrics.encode());
     assert!(metrics.encode().contains(&format!("portcullis_upstream_up{{service=\"app\",server=\"{}\"}} 1", up.addr)));

@@ -43,7 +43,7 @@ async fn the_fifth_failure_bans_and_the_next_request_gets_418() {
     assert_eq!(bans[0]["source"], "127.0.0.1");
     assert_eq!(bans[0]["category"], "http-auth-failure");
     assert_eq!(bans[0]["hits"], 3);
-    let metrics = edge.running().edge.metrics.encode();
+    let metrics = edge.running().runtime.metrics.encode();
     assert!(metrics.contains("portcullis_bans_total{category=\"http-auth-failure\"} 1"), "{metrics}");
     assert!(metrics.contains("portcullis_banned_sources 1"), "{metrics}");
     let url = format!("http://{}", edge.admin);
@@ -326,7 +326,7 @@ async fn a_spray_from_100000_distinct_sources_stays_under_the_memory_cap() {
     // and socket churn in the same process.
     eprintln!("RSS grew {grown_mib} MiB for 100,000 tracked sources");
     assert!(grown_mib < 96, "RSS grew {grown_mib} MiB for 100,000 tracked sources");
-    let metrics = edge.running().edge.metrics.encode();
+    let metrics = edge.running().runtime.metrics.encode();
     assert!(metrics.contains("portcullis_banned_sources 1"), "the spray banned nobody and unbanned nobody: {metrics}");
     assert_eq!(get(edge.http, "/x", &basic("alice", "pw")).await, 418, "the earlier ban of 127.0.0.1 survives the spray");
     edge.stop().await;
@@ -358,7 +358,7 @@ async fn an_operator_bans_a_source_by_hand_and_only_that_source_is_refused() {
     };
     assert_eq!(from("127.0.0.2").await, "418");
     assert_eq!(from("127.0.0.3").await, "200");
-    let bans = edge.running().edge.shield.list();
+    let bans = edge.running().runtime.shield.list();
     assert_eq!((bans.len(), bans[0].category.as_str()), (1, "manual"));
     assert!(bans[0].until_ms - bans[0].since_ms == 5 * 60 * 1000);
     assert!(edge.log("blocking.log").contains("127.0.0.2 will be blocked for 5 minutes"), "{}", edge.log("blocking.log"));

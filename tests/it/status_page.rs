@@ -156,9 +156,9 @@ async fn sign_in_switch_maintenance_and_unblock_in_a_real_browser() {
     let banned: std::net::IpAddr = "203.0.113.9".parse().unwrap();
     let line = portcullis::protect::RequestLine { method: "GET", path: "/", protocol: "HTTP/1.1", host: "x" };
     for _ in 0..5 {
-        edge.running().edge.shield.record(banned, "http-auth-failure", line).await;
+        edge.running().runtime.shield.record(banned, "http-auth-failure", line).await;
     }
-    assert_eq!(edge.running().edge.shield.list().len(), 1);
+    assert_eq!(edge.running().runtime.shield.list().len(), 1);
     let base = format!("http://{}/", edge.admin);
 
     // Wrong token: refused, and the page says so.
@@ -180,12 +180,12 @@ async fn sign_in_switch_maintenance_and_unblock_in_a_real_browser() {
     assert_eq!(driver.text_becomes("#maintenance", "ON — new sessions are refused").await, "ON — new sessions are refused");
     let state = driver.text_becomes("tr.service[data-name=finesse] td.state", "Inactive (Maintenance mode)").await;
     assert_eq!(state, "Inactive (Maintenance mode)");
-    assert!(edge.running().edge.operate.in_maintenance(), "the switch reached the edge");
+    assert!(edge.running().runtime.operate.in_maintenance(), "the switch reached the edge");
     assert_eq!(h1(edge.admin, "GET", "/health", &[], Bytes::new()).await.status, 503);
 
     driver.click("tr.ban[data-source='203.0.113.9'] button.unblock").await;
     assert!(driver.gone("tr.ban").await, "the row is gone");
-    assert!(edge.running().edge.shield.list().is_empty(), "the ban is lifted");
+    assert!(edge.running().runtime.shield.list().is_empty(), "the ban is lifted");
 
     // A refused reload shows up with its hint.
     std::fs::write(&edge.config_path, "[server]\nname = \"localhost\"\n[[listener]]\nname = \"x\"\naddress = \"nonsense\"\n").unwrap();
@@ -207,7 +207,7 @@ async fn sign_in_switch_maintenance_and_unblock_in_a_real_browser() {
         h1(edge.admin, "POST", "/ui/maintenance", &[("content-type", "application/x-www-form-urlencoded")], Bytes::from("enabled=off"))
             .await;
     assert_eq!(forged.status, 401);
-    assert!(edge.running().edge.operate.in_maintenance(), "a cookie-less form post changes nothing");
+    assert!(edge.running().runtime.operate.in_maintenance(), "a cookie-less form post changes nothing");
     assert!(driver.page_source().await.contains("Sign out"));
     driver.click("#sign-out").await;
     driver.element("#token").await; // signed out: the sign-in form again

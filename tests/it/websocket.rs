@@ -25,7 +25,7 @@ async fn websocket_echo_through_the_edge() {
     ws.send(Message::binary(big.clone())).await.unwrap();
     let echoed = tokio::time::timeout(Duration::from_secs(3), ws.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(echoed.into_data().len(), big.len());
-    let metrics = edge.running().edge.metrics.clone();
+    let metrics = edge.running().runtime.metrics.clone();
     assert!(metrics.encode().contains("portcullis_open_websockets{service=\"chat\"} 1"), "{}", metrics.encode());
     ws.close(None).await.unwrap();
     drop(ws);
@@ -106,7 +106,7 @@ async fn websocket_credentials_travel_in_the_protocol_header_and_are_stripped() 
     assert_eq!(status, 401);
     let (status, _) = upgrade_with(edge.http, Some("xmpp, Authorization%ZZgarbage")).await.unwrap();
     assert_eq!(status, 401);
-    let metrics = edge.running().edge.metrics.encode();
+    let metrics = edge.running().runtime.metrics.encode();
     assert!(metrics.contains("portcullis_auth_failures_total{reason=\"malformed WebSocket protocol credential\"} 1"), "{metrics}");
     edge.stop().await;
 }

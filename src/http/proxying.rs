@@ -1,0 +1,220 @@
+//! Proxying to an upstream pool: the edge caches in front of authentication (CORS
+//! preflights, public-path responses), forwarding with the edge's headers and a replayable
+//! body, and WebSocket tunnels.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::body::ProxyBody;
+use super::edge_cache::{self, Lookup};
+use super::facts::Connection;
+use super::forward::{self, Origin};
+use super::gateway::{Edge, Service};
+use super::record::RequestRecord;
+use super::respond::{ProxyError, text_response};
+use super::upstream::{Lease, Outgoing, OutgoingBody, Pool};
+use super::view::{View, strip_credentials};
+use crate::auth::websocket;
+use crate::net::canonical::Authority;
+use crate::runtime::Runtime;
+
+/// Request bodies up to this size are buffered so a connect failure can be retried on the
+/// next server; larger bodies are streamed with a single attempt.
+pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+/// A response and the upstream connection slot its body holds.
+pub type Answer = (Response<ProxyBody>, Option<Lease>);
+
+/// The edge caches in front of authentication (`http::edge_cache`):
+/// - a CORS preflight (see [`preflight`]);
+/// - a GET/HEAD on a public path is answered from the cache, or fetched once without any
+///   credential: 2xx bodies are kept while `Cache-Control` allows, a 404 is remembered;
+///   entries are keyed by the canonical authority, path and query, and honour `Vary`.
+///
+/// `Continue`: not for the caches; the request goes on to authentication.
+pub async fn edge_cached(
+    edge: &Arc<Edge>,
+    pool: &Arc<Pool>,
+    service: &Service,
+    conn: &Connection,
+    view: &View,
+    mut request: Request<Incoming>,
+    record: &mut RequestRecord,
+) -> Result<CacheStep, ProxyError> {
+    // Only a bodiless OPTIONS is a preflight; anything else is authenticated as usual.
+    if edge_cache::is_preflight(request.method(), request.headers()) && hyper::body::Body::is_end_stream(request.body()) {
+        return preflight(edge, pool, service, conn, request, record).await.map(CacheStep::Answered);
+    }
+    let method = request.method().clone();
+    if !(method == http::Method::GET || method == http::Method::HEAD) || !service.is_public(view) {
+        return Ok(CacheStep::Continue(request));
+    }
+    let key = format!("{}{}", view.authority.as_ref().map_or("", Authority::as_str), view.target());
+    // One representation per key: the identity encoding, and no credential (the edge
+    // validated none, and the answer is shared).
+    request.headers_mut().remove(header::ACCEPT_ENCODING);
+    strip_credentials(request.headers_mut());
+    if let Lookup::Hit(cached) = service.public_cache.lookup(&key, &method, request.headers()) {
+        return Ok(CacheStep::Answered((cached, None)));
+    }
+    let sent = request.headers().clone();
+    let (response, lease) = forward_to_pool(edge, pool, service, conn, request, record).await?;
+    let status = response.status();
+    let small = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n <= edge_cache::MAX_CACHED_BODY);
+    // Never a 206: a `Range` answer is a fragment, not the resource the key names.
+    let cacheable_status = (status.is_success() && status != StatusCode::PARTIAL_CONTENT) || status == StatusCode::NOT_FOUND;
+    if method != http::Method::GET || !cacheable_status || !small || response.headers().contains_key(header::CONTENT_ENCODING) {
+        return Ok(CacheStep::Answered((response, lease)));
+    }
+    use http_body_util::BodyExt;
+    let (parts, body) = response.into_parts();
+    let bytes =
+        http_body_util::Limited::new(body, edge_cache::MAX_CACHED_BODY).collect().await.map_err(|_| ProxyError::UpstreamFailed)?.to_bytes();
+    drop(lease);
+    service.public_cache.store(&key, parts.status, &parts.headers, &sent, bytes.clone());
+    Ok(CacheStep::Answered((Response::from_parts(parts, ProxyBody::full(bytes)), None)))
+}
+
+/// A CORS preflight (OPTIONS + `Origin` + `Access-Control-Request-Method`, no body): answered
+/// from the cache, or forwarded without any credential — at most
+/// `cors_preflights_per_minute` times a minute per service, and only for `cors_origins` when
+/// configured — and the client gets only the upstream's `access-control-*` fields, never its
+/// body or other headers. Browsers never send credentials on preflights.
+async fn preflight(
+    edge: &Arc<Edge>,
+    pool: &Arc<Pool>,
+    service: &Service,
+    conn: &Connection,
+    mut request: Request<Incoming>,
+    record: &mut RequestRecord,
+) -> Result<Answer, ProxyError> {
+    let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("").to_string();
+    if let Some(allowed) = &service.config.cors_origins
+        && !allowed.iter().any(|o| o.eq_ignore_ascii_case(&origin))
+    {
+        return Ok((text_response(StatusCode::FORBIDDEN, "origin not allowed"), None));
+    }
+    if let Some(cached) = service.cors.lookup(&origin) {
+        return Ok((cached, None));
+    }
+    service
+        .cors
+        .admit_forward(service.config.cors_preflights_per_minute)
+        .map_err(|retry_after_secs| ProxyError::TooManyPreflights { retry_after_secs })?;
+    strip_credentials(request.headers_mut());
+    let (response, lease) = forward_to_pool(edge, pool, service, conn, request, record).await?;
+    service.cors.store(&origin, response.status(), response.headers());
+    let answer = edge_cache::preflight_answer(response.status(), response.headers());
+    drop(response);
+    drop(lease);
+    Ok((answer, None))
+}
+
+/// What the edge caches did with a request.
+pub enum CacheStep {
+    Answered(Answer),
+    Continue(Request<Incoming>),
+}
+
+pub async fn forward_to_pool(
+    edge: &Arc<Edge>,
+    pool: &Arc<Pool>,
+    service: &Service,
+    conn: &Connection,
+    mut request: Request<Incoming>,
+    record: &mut RequestRecord,
+) -> Result<Answer, ProxyError> {
+    let websocket = record.facts.websocket;
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+    // Upstreams get HTTP/1.1 (the target is already the canonical origin form).
+    parts.version = Version::HTTP_11;
+    let origin = Origin { client: record.client(), proto: if conn.tls { "https" } else { "http" }, host: &record.host };
+    forward::request_headers(&mut parts.headers, origin, websocket);
+    let offered_protocols: Vec<String> = parts
+        .headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if !parts.headers.contains_key(header::HOST)
+        && let Ok(host) = HeaderValue::from_str(&record.host)
+    {
+        parts.headers.insert(header::HOST, host);
+    }
+    let broken = Arc::new(AtomicBool::new(false));
+    let body = match ProxyBody::Stream(body).buffer_small(MAX_REPLAY_BODY).await {
+        Ok(Ok(bytes)) => OutgoingBody::Replayable(bytes),
+        Ok(Err(stream)) => OutgoingBody::Streaming(stream.watched(broken.clone())),
+        Err(_) => return Err(ProxyError::BadRequest("malformed request body")),
+    };
+    // What a real WebSocket server must answer a switch with (checked below).
+    let sent_headers = websocket.then(|| parts.headers.clone());
+    let (mut response, lease) = match pool.send(Outgoing { parts, body }).await {
+        // The client broke its own body framing: its fault, not the upstream's.
+        Err(_) if broken.load(Ordering::Relaxed) => return Err(ProxyError::BadRequest("malformed request body")),
+        sent => sent?,
+    };
+    record.upstream = Some(lease.server().clone());
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    // A 101 that does not prove a WebSocket switch (no or a wrong `Sec-WebSocket-Accept`)
+    // must not become a tunnel: the upstream would read the client's next bytes as HTTP
+    // requests the edge never saw.
+    if switching && sent_headers.as_ref().is_some_and(|sent| !forward::websocket_switched(sent, response.headers())) {
+        return Err(ProxyError::UpstreamFailed);
+    }
+    forward::response_headers(response.headers_mut(), switching && websocket);
+    if websocket {
+        // Only a subprotocol the client offered (credential already stripped) may come back.
+        websocket::filter_response_protocol(response.headers_mut(), &offered_protocols);
+    }
+    match client_upgrade {
+        Some(client_upgrade) if switching => {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            spawn_tunnel(edge.runtime.clone(), service.name.clone(), client_upgrade, upstream_upgrade, lease);
+            let (parts, _) = response.into_parts();
+            Ok((Response::from_parts(parts, ProxyBody::empty()), None))
+        }
+        Some(_) => {
+            // Upgrade refused upstream: close afterwards so no unscanned bytes follow.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Ok((response.map(ProxyBody::Stream), Some(lease)))
+        }
+        None if switching => Err(ProxyError::UpstreamFailed),
+        None => Ok((response.map(ProxyBody::Stream), Some(lease))),
+    }
+}
+
+/// Joins the client and upstream halves of an upgraded connection into a byte tunnel.
+fn spawn_tunnel(
+    runtime: Arc<Runtime>,
+    service: Arc<str>,
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    lease: Lease,
+) {
+    tokio::spawn(async move {
+        let (client, upstream) = tokio::join!(client, upstream);
+        let (Ok(client), Ok(upstream)) = (client, upstream) else { return };
+        runtime.metrics.websockets(&service, 1);
+        runtime.operate.websocket(&service, 1);
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        runtime.metrics.websockets(&service, -1);
+        runtime.operate.websocket(&service, -1);
+        drop(lease);
+    });
+}

@@ -1,0 +1,104 @@
+//! The one accept loop every listener runs (HTTP, admin, later SIP): accept with backoff on
+//! errors, a connection cap that counts refusals too, the ban check at accept, the open
+//! connections gauge, and the drain — stop accepting, close the port, wait until the last
+//! connection ended. What a connection speaks is the [`Connections`] implementation's part.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use super::Runtime;
+use super::listeners::Bound;
+use super::services::Drain;
+
+/// Pause after a failed `accept` (EMFILE and friends) instead of spinning.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What to do with a new connection from a banned source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBanned {
+    /// Hand it to [`Connections::refuse`] (a canned answer), holding a connection slot.
+    Refuse,
+    /// Close it at once.
+    Close,
+    /// Serve it; the protocol refuses each request (so a user behind a banned NAT sees why).
+    Serve,
+    /// No ban check at accept at all: the protocol checks (and counts) every request.
+    Unchecked,
+}
+
+/// What a listener's connections speak.
+pub trait Connections: Send + Sync + 'static {
+    /// What to do with a banned source's new connection.
+    fn on_banned(&self) -> OnBanned;
+    /// Answers a banned source's connection and closes it (bounded in time and bytes).
+    fn refuse(&self, tcp: TcpStream, status: u16) -> impl Future<Output = ()> + Send + 'static;
+    /// Serves one connection until it ends; on `drain`, finishes the work in hand and ends.
+    fn serve(&self, tcp: TcpStream, client: SocketAddr, drain: Drain) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// Runs `listener` until the drain: then stops accepting, closes the port and returns once
+/// every connection (refusals included) ended.
+pub async fn run<C: Connections>(
+    runtime: Arc<Runtime>,
+    bound: Bound,
+    listener: TcpListener,
+    max_connections: usize,
+    connections: C,
+    mut drain: Drain,
+) {
+    let connections = Arc::new(connections);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let name = bound.name.clone();
+    loop {
+        let (tcp, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(listener = %name, "accept failed: {error}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = drain.signalled() => break,
+        };
+        // Over the cap: close at once rather than queue unbounded work. Refusals hold a slot
+        // too, so a banned flood cannot spawn without bound.
+        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+        let on_banned = connections.on_banned();
+        if on_banned != OnBanned::Unchecked
+            && let Some(status) = runtime.shield.check(client.ip())
+        {
+            match on_banned {
+                OnBanned::Close => continue,
+                OnBanned::Refuse => {
+                    let refusal = connections.refuse(tcp, status);
+                    tokio::spawn(async move {
+                        refusal.await;
+                        drop(slot);
+                    });
+                    continue;
+                }
+                OnBanned::Serve | OnBanned::Unchecked => {}
+            }
+        }
+        let _ = tcp.set_nodelay(true);
+        let served = connections.serve(tcp, client, drain.clone());
+        let metrics = runtime.metrics.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            metrics.connections(&name, 1);
+            served.await;
+            metrics.connections(&name, -1);
+            drop(slot);
+        });
+    }
+    drop(listener);
+    runtime.listeners.remove(&bound);
+    // Every slot back = every connection ended (each finishes its requests on the drain).
+    let _ = slots.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX)).await;
+}

@@ -1,0 +1,112 @@
+//! The control handle: how the admin API (and the CLI through it) sees and steers the front
+//! ends without importing them. Each front end implements [`FrontEnd`] and registers with the
+//! runtime's [`Control`]; the admin API only ever talks to that.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock, Weak};
+
+use crate::cluster::StoreError;
+use crate::config::AuthMode;
+
+/// One service as the admin API shows it.
+#[derive(Debug, Clone)]
+pub struct ServiceView {
+    pub name: Arc<str>,
+    pub auth: AuthMode,
+    /// `"proxy"` or `"static"`.
+    pub kind: &'static str,
+    pub sessions: usize,
+    pub sessions_peak: usize,
+    pub servers: Vec<ServerView>,
+}
+
+/// One upstream server of a service, with its live state.
+#[derive(Debug, Clone)]
+pub struct ServerView {
+    pub address: Arc<str>,
+    /// The weight in effect (operator overrides applied).
+    pub weight: u32,
+    pub max_conns: u32,
+    pub up: bool,
+    pub in_flight: u32,
+}
+
+/// A boxed future, for the object-safe [`FrontEnd`] trait.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What every front end lets the admin API see and do.
+pub trait FrontEnd: Send + Sync {
+    /// What this front end is, for the status `roles` ("web edge"; "SIP edge" later).
+    fn role(&self) -> &'static str;
+    /// Its services, with sessions and upstream servers.
+    fn services(&self) -> Vec<ServiceView>;
+    /// Rebuilds its routing from the running configuration and the operator's weight
+    /// overrides, swapped in atomically (requests in flight finish on the old one).
+    fn rebuild(&self) -> Result<(), String>;
+    /// Re-fetches keys and user lists it authenticates with.
+    fn refresh_credentials(&self) -> Pending<'_, ()>;
+    /// Revokes every edge token of `user`: how many, or `None` without edge tokens.
+    fn revoke_tokens<'a>(&'a self, user: &'a str) -> Pending<'a, Option<Result<usize, StoreError>>>;
+}
+
+/// The registered front ends.
+#[derive(Default)]
+pub struct Control {
+    front_ends: RwLock<Vec<Weak<dyn FrontEnd>>>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control").field("front_ends", &self.live().iter().map(|f| f.role()).collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Control {
+    /// Registers a front end (held weakly: a stopped front end disappears by itself).
+    pub fn register(&self, front_end: &Arc<dyn FrontEnd>) {
+        self.front_ends.write().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(front_end));
+    }
+
+    fn live(&self) -> Vec<Arc<dyn FrontEnd>> {
+        self.front_ends.read().unwrap_or_else(|p| p.into_inner()).iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// The roles of the running front ends.
+    pub fn roles(&self) -> Vec<&'static str> {
+        self.live().iter().map(|f| f.role()).collect()
+    }
+
+    /// Every service of every front end.
+    pub fn services(&self) -> Vec<ServiceView> {
+        self.live().iter().flat_map(|f| f.services()).collect()
+    }
+
+    /// Rebuilds every front end; the errors of those that could not be rebuilt.
+    pub fn rebuild(&self) -> Result<(), String> {
+        let errors: Vec<String> = self.live().iter().filter_map(|f| f.rebuild().err()).collect();
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    }
+
+    /// Re-fetches every front end's keys and user lists.
+    pub async fn refresh_credentials(&self) {
+        for front_end in self.live() {
+            front_end.refresh_credentials().await;
+        }
+    }
+
+    /// Revokes every edge token of `user` in every front end that issues them: how many,
+    /// or `None` when none does.
+    pub async fn revoke_tokens(&self, user: &str) -> Option<Result<usize, StoreError>> {
+        let mut outcome = None;
+        for front_end in self.live() {
+            match (front_end.revoke_tokens(user).await, &mut outcome) {
+                (None, _) => {}
+                (Some(Err(error)), _) => return Some(Err(error)),
+                (Some(Ok(n)), Some(Ok(total))) => *total += n,
+                (Some(Ok(n)), _) => outcome = Some(Ok(n)),
+            }
+        }
+        outcome
+    }
+}

@@ -1,0 +1,84 @@
+//! The registry of running listeners: name, bound address and protocol of every socket the
+//! edge accepts on right now. A listener is added when it is bound and removed when its
+//! accept loop stops; the nftables code (and later the firewall) reads it to know which
+//! ports are open.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Plain HTTP/1.1 and HTTP/2 with prior knowledge (or a redirect to HTTPS).
+    Http,
+    /// HTTP over TLS (ALPN h2 / http/1.1).
+    Https,
+    /// The admin API (plain or TLS).
+    Admin,
+}
+
+impl Protocol {
+    /// Its name in status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Admin => "admin",
+        }
+    }
+}
+
+/// One running listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub name: Arc<str>,
+    pub address: SocketAddr,
+    pub protocol: Protocol,
+}
+
+/// The running listeners.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    bound: RwLock<Vec<Bound>>,
+}
+
+impl Listeners {
+    /// Records a bound listener.
+    pub fn add(&self, bound: Bound) {
+        self.bound.write().unwrap_or_else(|p| p.into_inner()).push(bound);
+    }
+
+    /// Forgets a listener that stopped.
+    pub fn remove(&self, bound: &Bound) {
+        self.bound.write().unwrap_or_else(|p| p.into_inner()).retain(|b| b != bound);
+    }
+
+    /// Every running listener, in the order they were bound.
+    pub fn all(&self) -> Vec<Bound> {
+        self.bound.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The TCP ports of the running listeners, without the admin API's (for the kernel ban
+    /// mirror, which guards the public ports).
+    pub fn public_ports(&self) -> Vec<u16> {
+        self.all().iter().filter(|b| b.protocol != Protocol::Admin).map(|b| b.address.port()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_come_and_go_and_the_admin_port_is_not_public() {
+        let listeners = Listeners::default();
+        let web = Bound { name: Arc::from("web"), address: "127.0.0.1:8443".parse().unwrap(), protocol: Protocol::Https };
+        let admin = Bound { name: Arc::from("admin"), address: "127.0.0.1:9443".parse().unwrap(), protocol: Protocol::Admin };
+        listeners.add(web.clone());
+        listeners.add(admin.clone());
+        assert_eq!(listeners.all(), vec![web.clone(), admin]);
+        assert_eq!(listeners.public_ports(), vec![8443]);
+        listeners.remove(&web);
+        assert!(listeners.public_ports().is_empty());
+    }
+}
