@@ -132,6 +132,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         (None, None)
     };
 
+    // The logs subscribe before anything can publish, so no event is missed.
+    let events = EventBus::new();
+    tokio::spawn(crate::telemetry::event_log::write(events.subscribe(), error_log.clone()));
+    let blocking_log = BlockingLog::open(&server_cfg.log_dir, &server_cfg.name)
+        .with_context(|| format!("cannot open blocking.log in {}", server_cfg.log_dir.display()))?;
+    tokio::spawn(blocking_log.follow(events.subscribe(), error_log.clone()));
     let metrics = Arc::new(Metrics::new());
     let auth_events: Arc<dyn AuthEvents> = Arc::new(AuthFailureLog::new(error_log.clone(), metrics.clone()));
     let operate = Arc::new(Operate::load(store.clone(), &config.cluster.peer).await);
@@ -144,18 +150,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         GatewayDeps {
             metrics: &metrics,
             store: &store,
-            events: &auth_events,
+            auth_events: &auth_events,
+            events: &events,
             previous: None,
             weights: &operate.weights(),
             primary: operate.primary_flag(),
         },
     )?;
-    // The logs subscribe before anything can publish, so no event is missed.
-    let events = EventBus::new();
-    tokio::spawn(crate::telemetry::event_log::write(events.subscribe(), error_log.clone()));
-    let blocking_log = BlockingLog::open(&server_cfg.log_dir, &server_cfg.name)
-        .with_context(|| format!("cannot open blocking.log in {}", server_cfg.log_dir.display()))?;
-    tokio::spawn(blocking_log.follow(events.subscribe(), error_log.clone()));
     let shield = Arc::new(Shield::new(config.protection.clone(), store.clone(), events.clone(), error_log.clone(), metrics.clone()));
     shield.load().await;
     shield.spawn_reconciler();

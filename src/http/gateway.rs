@@ -18,6 +18,7 @@ use crate::auth::sessions::SessionTracker;
 use crate::auth::{AuthEvents, Authenticator};
 use crate::cluster::{StateStore, StoreError};
 use crate::config::{AuthMode, Config, PoolConfig, ServiceConfig, ServiceKind};
+use crate::event::EventBus;
 use crate::runtime::Runtime;
 use crate::runtime::control::{FrontEnd, Pending, ServerView, ServiceView};
 use crate::telemetry::metrics::Metrics;
@@ -63,7 +64,9 @@ pub struct Gateway {
 pub struct GatewayDeps<'a> {
     pub metrics: &'a Arc<Metrics>,
     pub store: &'a Arc<dyn StateStore>,
-    pub events: &'a Arc<dyn AuthEvents>,
+    pub auth_events: &'a Arc<dyn AuthEvents>,
+    /// Where upstream health changes are published.
+    pub events: &'a EventBus,
     /// The generation being replaced: its authenticator (and caches) is kept when the
     /// auth settings did not change.
     pub previous: Option<&'a Gateway>,
@@ -92,7 +95,9 @@ impl Gateway {
         for s in &config.services {
             let name: Arc<str> = Arc::from(s.name.as_str());
             let backend = match &s.kind {
-                ServiceKind::Proxy(pool) => Backend::Pool(Pool::new(name.clone(), &with_weights(pool, deps.weights), metrics.clone())?),
+                ServiceKind::Proxy(pool) => {
+                    Backend::Pool(Pool::new(name.clone(), &with_weights(pool, deps.weights), metrics.clone(), deps.events.clone())?)
+                }
                 ServiceKind::Static { dir } => Backend::Static(dir.clone()),
             };
             let sessions = deps
@@ -114,7 +119,7 @@ impl Gateway {
         });
         let auth = match deps.previous {
             Some(previous) if previous.auth.settings() == &config.auth => previous.auth.clone(),
-            _ => Authenticator::new(&config.auth, deps.store.clone(), deps.events.clone(), deps.primary.clone()),
+            _ => Authenticator::new(&config.auth, deps.store.clone(), deps.auth_events.clone(), deps.primary.clone()),
         };
         let remember_ips = services.iter().any(|s| s.config.websocket_ip_window.is_some());
         Ok(Gateway { config, router, services, auth, remember_ips })
@@ -167,7 +172,8 @@ impl Edge {
             GatewayDeps {
                 metrics: &runtime.metrics,
                 store: &runtime.store,
-                events: &runtime.auth_events,
+                auth_events: &runtime.auth_events,
+                events: &runtime.events,
                 previous: Some(&previous),
                 weights: &runtime.operate.weights(),
                 primary: runtime.operate.primary_flag(),

@@ -33,6 +33,7 @@ use tokio_rustls::TlsConnector;
 use super::body::ProxyBody;
 use super::respond::ProxyError;
 use crate::config::{HealthCheckConfig, PoolConfig};
+use crate::event::{Event, EventBus};
 use crate::telemetry::metrics::Metrics;
 
 /// How long a server that refused a connection is skipped.
@@ -163,6 +164,8 @@ pub struct Pool {
     config: PoolConfig,
     epoch: Instant,
     metrics: Arc<Metrics>,
+    /// Health changes are published here.
+    events: EventBus,
 }
 
 impl std::fmt::Debug for Pool {
@@ -187,7 +190,7 @@ pub enum PoolError {
 
 impl Pool {
     /// Builds a pool and starts its health checks (they stop when the pool is dropped).
-    pub fn new(service: Arc<str>, config: &PoolConfig, metrics: Arc<Metrics>) -> Result<Arc<Pool>, PoolError> {
+    pub fn new(service: Arc<str>, config: &PoolConfig, metrics: Arc<Metrics>, events: EventBus) -> Result<Arc<Pool>, PoolError> {
         let servers = config
             .servers
             .iter()
@@ -220,6 +223,7 @@ impl Pool {
             config: config.clone(),
             epoch: Instant::now(),
             metrics,
+            events,
         });
         if let Some(check) = &config.health_check {
             spawn_health_checks(Arc::downgrade(&pool), check.clone());
@@ -411,7 +415,11 @@ impl Pool {
                 server.up.store(true, Ordering::Relaxed);
                 server.failed_until_ms.store(0, Ordering::Relaxed);
                 self.metrics.upstream_health(&self.service, &server.address, true);
-                tracing::info!(service = %self.service, server = %server.address, "upstream is up again");
+                self.events.publish(Event::UpstreamHealth {
+                    service: self.service.to_string(),
+                    server: server.address.to_string(),
+                    up: true,
+                });
             }
         } else {
             server.consecutive_passes.store(0, Ordering::Relaxed);
@@ -419,7 +427,11 @@ impl Pool {
             if server.is_up() && fails >= check.fails {
                 server.up.store(false, Ordering::Relaxed);
                 self.metrics.upstream_health(&self.service, &server.address, false);
-                tracing::warn!(service = %self.service, server = %server.address, "upstream marked down by health check");
+                self.events.publish(Event::UpstreamHealth {
+                    service: self.service.to_string(),
+                    server: server.address.to_string(),
+                    up: false,
+                });
             }
         }
     }
@@ -521,7 +533,7 @@ mod tests {
             queue_timeout: Duration::from_millis(10),
             health_check: None,
         };
-        Pool::new(Arc::from("svc"), &config, Arc::new(Metrics::new())).unwrap()
+        Pool::new(Arc::from("svc"), &config, Arc::new(Metrics::new()), EventBus::new()).unwrap()
     }
 
     #[tokio::test]

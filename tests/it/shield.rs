@@ -445,3 +445,30 @@ async fn injected_user_names_hosts_and_paths_stay_escaped_on_one_log_line() {
     assert!(bans.ends_with("request: \"GET /x HTTP/1.1\", host: \"evil\\x22 will be blocked for 5 minutes, host: \\x22x\"\n"), "{bans}");
     edge.stop().await;
 }
+
+/// The status line's code of what `request` gets over TLS (HTTP/1.1) from `https`.
+async fn status_over_tls(https: std::net::SocketAddr, cert: &std::path::Path, request: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = crate::support::client::tls_connect(https, cert, &[b"http/1.1"]).await;
+    tls.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    text.get(9..12).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+/// The pipeline's order (`src/http/pipeline.rs`, steps 4 and 5): the ban comes before the
+/// request's sanity, so a banned client whose request has no Host gets 418, not 400 — on a
+/// TLS listener, where banned sources are served and each request is refused.
+#[tokio::test]
+async fn a_banned_client_without_host_gets_418_not_400() {
+    let up = Upstream::start("desk").await;
+    let edge = crate::support::TestEdge::new().https().proxy("desk", "/", &[(up.addr, 1, 0)], "").start().await;
+    let https = edge.https.unwrap();
+    let cert = edge.running().certificate.clone().unwrap().cert;
+    let without_host = b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n";
+    assert_eq!(status_over_tls(https, &cert, without_host).await, 400, "not banned: a request without Host is refused as such");
+    edge.running().runtime.shield.ban_manually("127.0.0.1".parse().unwrap(), Duration::from_secs(600));
+    assert_eq!(status_over_tls(https, &cert, without_host).await, 418, "banned: the ban answers before the missing Host");
+    assert_eq!(up.hits(), 0, "neither request reached the upstream");
+}
