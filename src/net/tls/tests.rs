@@ -317,36 +317,3 @@ fn several_crls_in_one_file_are_all_read() {
     assert_eq!(load_crls(&both).unwrap().len(), 2);
     assert!(pki.profile(ClientAuth::Required(pki.trust(Some(both)))).server_config().is_ok());
 }
-
-#[test]
-fn self_signed_certificate_is_generated_once_and_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = ensure_certificate(None, dir.path(), "edge1.example.com").unwrap();
-    assert_eq!(first.origin, CertOrigin::SelfSigned);
-    let pem = std::fs::read(&first.cert).unwrap();
-    let second = ensure_certificate(None, dir.path(), "edge1.example.com").unwrap();
-    assert_eq!(std::fs::read(&second.cert).unwrap(), pem, "restart must keep the certificate");
-    let chain = load_chain(&first.cert).unwrap();
-    let (_, x509) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
-    let san = x509.subject_alternative_name().unwrap().unwrap();
-    assert!(format!("{:?}", san.value).contains("edge1.example.com"));
-    let validity = x509.validity();
-    assert_eq!(validity.not_after.timestamp() - validity.not_before.timestamp(), 825 * 86_400, "825 days, no more");
-    let config = server_config(&first).unwrap();
-    assert!(config.ignore_client_order, "the server's cipher order decides");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&first.key).unwrap().permissions());
-    assert_eq!(mode & 0o777, 0o600);
-}
-
-#[test]
-fn mismatched_key_is_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = dir.path().join("a");
-    let b = dir.path().join("b");
-    generate_self_signed("a.example", &a.join("c.pem"), &a.join("k.pem")).unwrap();
-    generate_self_signed("b.example", &b.join("c.pem"), &b.join("k.pem")).unwrap();
-    let mixed = CertPaths { cert: a.join("c.pem"), key: b.join("k.pem"), origin: CertOrigin::Configured };
-    assert!(matches!(server_config(&mixed), Err(TlsError::Rejected(_))));
-    let missing = CertPaths { cert: dir.path().join("none.pem"), key: b.join("k.pem"), origin: CertOrigin::Configured };
-    assert!(matches!(server_config(&missing), Err(TlsError::Load { .. })));
-}
