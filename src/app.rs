@@ -28,8 +28,9 @@ use crate::config::{Config, StoreKind};
 use crate::event::{Event, EventBus};
 use crate::http::gateway::{Edge, Gateway, GatewayDeps};
 use crate::http::server::HttpConnections;
-use crate::net::{listener, tls};
+use crate::net::listener;
 use crate::operate::Operate;
+use crate::operate::cert;
 use crate::protect::Shield;
 use crate::protect::blocking_log::BlockingLog;
 use crate::protect::nft::NftMirror;
@@ -51,7 +52,7 @@ pub struct Running {
     /// The admin API's bound address.
     pub admin: Option<SocketAddr>,
     /// Certificate in use by the HTTPS listeners, if any.
-    pub certificate: Option<tls::CertPaths>,
+    pub certificate: Option<cert::CertPaths>,
     /// The process-wide state.
     pub runtime: Arc<Runtime>,
     /// The HTTP front end.
@@ -121,12 +122,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let needs_tls = config.listeners.iter().any(|l| l.tls) || config.admin.as_ref().is_some_and(|a| a.tls);
     let (acceptor, certificate) = if needs_tls {
-        let paths = tls::ensure_certificate(
+        let paths = cert::ensure_certificate(
             config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
             &server_cfg.state_dir,
             &server_cfg.name,
         )?;
-        let acceptor = TlsAcceptor::from(tls::server_config(&paths)?);
+        let acceptor = paths.http_profile().acceptor()?;
         (Some(Arc::new(ArcSwap::from_pointee(acceptor))), Some(paths))
     } else {
         (None, None)
@@ -261,7 +262,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         services.start("reload", move |drain| reload_loop(reload_rx, config, edge, acceptor, admin_state, drain));
     }
     if let Some(paths) = &certificate {
-        if paths.origin == tls::CertOrigin::SelfSigned {
+        if paths.origin == cert::CertOrigin::SelfSigned {
             tracing::info!("TLS certificate: self-signed for {} at {}", config.server.name, paths.cert.display());
         } else {
             tracing::info!("TLS certificate: {}", paths.cert.display());
@@ -402,7 +403,7 @@ async fn watch_certificate_expiry(runtime: Arc<Runtime>, mut drain: Drain) {
     loop {
         let config = runtime.config();
         let configured = config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path()));
-        if let Ok(details) = crate::operate::cert::details_of_file(&tls::certificate_in_use(configured, &config.server.state_dir).cert) {
+        if let Ok(details) = cert::details_of_file(&cert::certificate_in_use(configured, &config.server.state_dir).cert) {
             let now = time::OffsetDateTime::now_utc();
             runtime.metrics.certificate_expiry(details.not_after_unix - now.unix_timestamp());
             if checks.is_multiple_of(24)
@@ -479,13 +480,13 @@ fn reload_once(
     // Certificates are re-read too, so a renewed certificate takes effect without a restart.
     let tls_config = match acceptor {
         Some(_) => {
-            let paths = tls::ensure_certificate(
+            let paths = cert::ensure_certificate(
                 next.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
                 &next.server.state_dir,
                 &next.server.name,
             )
             .map_err(|e| vec![format!("tls: {e}")])?;
-            Some(tls::server_config(&paths).map_err(|e| vec![format!("tls: {e}")])?)
+            Some(paths.http_profile().server_config().map_err(|e| vec![format!("tls: {e}")])?)
         }
         None => None,
     };

@@ -157,13 +157,13 @@ fn tls_dir(state: &AdminState) -> std::path::PathBuf {
 /// HTTPS listeners: open connections keep theirs, new handshakes get the new one.
 fn swap_certificate(state: &AdminState) -> Result<(), String> {
     let config = state.runtime.config();
-    let paths = crate::net::tls::ensure_certificate(
+    let paths = cert::ensure_certificate(
         config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
         &config.server.state_dir,
         &config.server.name,
     )
     .map_err(|e| e.to_string())?;
-    let server_config = crate::net::tls::server_config(&paths).map_err(|e| e.to_string())?;
+    let server_config = paths.http_profile().server_config().map_err(|e| e.to_string())?;
     if let Some(acceptor) = &state.tls {
         acceptor.store(Arc::new(tokio_rustls::TlsAcceptor::from(server_config)));
     }
@@ -230,9 +230,7 @@ pub fn del_cert(state: &AdminState) -> http::Response<AdminBody> {
 pub fn gen_self_signed(state: &AdminState) -> http::Response<AdminBody> {
     let config = state.runtime.config();
     let dir = tls_dir(state);
-    if let Err(error) =
-        crate::net::tls::generate_self_signed(&config.server.name, &dir.join("self-signed.pem"), &dir.join("self-signed.key"))
-    {
+    if let Err(error) = cert::generate_self_signed(&config.server.name, &dir.join("self-signed.pem"), &dir.join("self-signed.key")) {
         return json(StatusCode::INTERNAL_SERVER_ERROR, &ErrorBody { error: &error.to_string() });
     }
     if let Err(error) = swap_certificate(state) {

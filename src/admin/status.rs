@@ -144,8 +144,10 @@ pub fn certificate(state: &AdminState) -> Option<CertificateStatus> {
     if !needs_tls {
         return None;
     }
-    let paths =
-        crate::net::tls::certificate_in_use(config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())), &config.server.state_dir);
+    let paths = crate::operate::cert::certificate_in_use(
+        config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
+        &config.server.state_dir,
+    );
     let origin = serde_json::to_value(paths.origin).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     match crate::operate::cert::details_of_file(&paths.cert) {
         Ok(details) => {

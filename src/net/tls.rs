@@ -1,59 +1,159 @@
-//! Server TLS: loading the operator's certificate, or generating and keeping a self-signed
-//! ECDSA P-256 certificate for `server.name` in the state directory, and building the rustls
-//! configuration (ALPN `h2`, `http/1.1`; TLS 1.2 and 1.3; rustls' ECDHE AEAD suites in the
-//! server's order; session tickets for resumption).
+//! Server TLS for every listener: the crypto provider, reading PEM certificate chains, keys,
+//! client CA bundles and CRLs, and the one place a rustls [`ServerConfig`] is built — from a
+//! [`TlsProfile`] (the certificate and key to serve, the ALPN list, client authentication).
 //!
-//! One crypto provider, aws-lc-rs, is used throughout (DEPENDENCIES.md).
+//! Every configuration offers TLS 1.2 and 1.3 with rustls' ECDHE AEAD suites in the server's
+//! order, and session tickets for resumption. One crypto provider, aws-lc-rs, is used
+//! throughout (DEPENDENCIES.md).
+//!
+//! Which web certificate the HTTP listeners serve (installed, configured or self-signed) is
+//! decided by [`crate::operate::cert`]; this module only reads the files a profile names.
+//!
+//! # Reloading (certificate renewal, a new CRL)
+//!
+//! A listener holds its acceptor in an `ArcSwap<TlsAcceptor>` and loads it once per accepted
+//! connection. [`TlsProfile::reload`] re-reads every file of the profile and swaps in a new
+//! acceptor: handshakes started afterwards are checked against the new CA bundle and CRL,
+//! connections already established keep running untouched. The new configuration has its
+//! own session ticket keys and session cache, so a client cannot resume a session made under
+//! the old one — a revoked client must complete a full handshake, and fails it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
 
-/// Where the generated certificate lives under `state_dir`.
-pub const SELF_SIGNED_DIR: &str = "tls";
+/// The ALPN protocols of the HTTP listeners, in the server's order of preference.
+pub const ALPN_HTTP: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A PEM file could not be read or holds no usable item.
+    /// A PEM certificate chain or key file could not be read or holds no usable item.
     #[error("cannot load {path}: {reason}")]
     Load { path: PathBuf, reason: String },
+    /// The client CA bundle of a profile cannot be used.
+    #[error("client CA bundle {path}: {problem}")]
+    ClientCa { path: PathBuf, problem: PemProblem },
+    /// The CRL file of a profile cannot be used.
+    #[error("CRL file {path}: {problem}")]
+    Crl { path: PathBuf, problem: PemProblem },
     /// The key does not match the certificate, or rustls refused them.
     #[error("certificate and key rejected: {0}")]
     Rejected(#[from] rustls::Error),
-    /// Writing the generated certificate failed.
-    #[error("cannot write self-signed certificate to {path}: {source}")]
-    Store {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// rcgen could not generate a certificate.
-    #[error("cannot generate certificate: {0}")]
-    Generate(#[from] rcgen::Error),
 }
 
-/// A certificate chain with its key, as PEM files on disk.
+/// What is wrong with a PEM file of trust material (CA bundle, CRL).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PemProblem {
+    /// The file cannot be read, or is not PEM.
+    #[error("cannot read it: {0}")]
+    Unreadable(String),
+    /// The file holds no block of the kind needed.
+    #[error("no {0} block in it")]
+    Empty(&'static str),
+    /// A block is there but its content is not a valid certificate or CRL.
+    #[error("invalid content: {0}")]
+    Invalid(String),
+}
+
+/// Which clients must present a certificate, and what it is checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertPaths {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub origin: CertOrigin,
+pub enum ClientAuth {
+    /// No certificate is asked for (the HTTP listeners).
+    None,
+    /// A certificate is asked for; a client without one is let in, a client with one that
+    /// does not verify (unknown issuer, revoked, expired) is refused.
+    Optional(ClientTrust),
+    /// A client without a certificate that verifies is refused.
+    Required(ClientTrust),
 }
 
-/// Where the certificate in use comes from, in order of precedence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CertOrigin {
-    /// Added with `web cert add` (kept in `state_dir/tls/installed.*`).
-    Installed,
-    /// The `[tls]` files of the configuration.
-    Configured,
-    /// Generated by this edge.
-    SelfSigned,
+/// What client certificates are verified against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTrust {
+    /// PEM bundle of the CA certificates client certificates must chain to.
+    pub ca: PathBuf,
+    /// PEM file of CRLs (`X509 CRL` blocks; several allowed). With a CRL, revocation is
+    /// checked for the whole chain below the trust anchor, and a certificate whose issuer has
+    /// no CRL in the file is refused (its status is unknown): put the CRL of every issuing CA
+    /// in the file. A CRL past its `nextUpdate` is still used (a stale refresh job must not
+    /// lock every client out).
+    pub crl: Option<PathBuf>,
+}
+
+/// Everything a listener's TLS is built from; [`TlsProfile::server_config`] reads the files.
+///
+/// A SIP listener fills it from its `[[sip.listener]]` keys:
+/// `TlsProfile::sip(cert, key, ClientAuth::Required(ClientTrust { ca, crl }))`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsProfile {
+    /// PEM certificate chain to serve (leaf first).
+    pub cert: PathBuf,
+    /// Its PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// ALPN protocols offered, in preference order; empty = no ALPN.
+    pub alpn: Vec<Vec<u8>>,
+    /// Client certificate authentication.
+    pub client_auth: ClientAuth,
+}
+
+impl TlsProfile {
+    /// The HTTP listeners' profile: ALPN `h2` then `http/1.1`, no client certificates.
+    pub fn http(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        TlsProfile {
+            cert: cert.into(),
+            key: key.into(),
+            alpn: ALPN_HTTP.iter().map(|p| p.to_vec()).collect(),
+            client_auth: ClientAuth::None,
+        }
+    }
+
+    /// A SIP listener's profile (SIP over TLS has no ALPN), with its client authentication.
+    pub fn sip(cert: impl Into<PathBuf>, key: impl Into<PathBuf>, client_auth: ClientAuth) -> Self {
+        TlsProfile { cert: cert.into(), key: key.into(), alpn: Vec::new(), client_auth }
+    }
+
+    /// Reads every file of the profile (certificate, key, CA bundle, CRL) and builds a new
+    /// server configuration; call it again to pick up changed files.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let chain = load_chain(&self.cert)?;
+        let key = load_key(&self.key)?;
+        let verifier = client_verifier(&self.client_auth)?;
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)?;
+        config.alpn_protocols.clone_from(&self.alpn);
+        // The server's order (the provider's: AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305; all
+        // AEAD with ECDHE) decides, not the client's: scanners (testssl.sh) rate a client-chosen
+        // order HIGH, and a client cannot steer the pick towards the weakest suite offered.
+        config.ignore_client_order = true;
+        // Fresh ticket keys and session cache per configuration: after a reload no session of
+        // the previous one resumes (a client revoked since must pass a full handshake).
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+        Ok(Arc::new(config))
+    }
+
+    /// A new acceptor for this profile (reads the files).
+    pub fn acceptor(&self) -> Result<TlsAcceptor, TlsError> {
+        Ok(TlsAcceptor::from(self.server_config()?))
+    }
+
+    /// Re-reads the profile's files and swaps the new acceptor into `current`: handshakes
+    /// started afterwards use it, established connections are not touched. On an error
+    /// `current` is left as it was.
+    pub fn reload(&self, current: &ArcSwap<TlsAcceptor>) -> Result<(), TlsError> {
+        current.store(Arc::new(self.acceptor()?));
+        Ok(())
+    }
 }
 
 /// The process-wide crypto provider.
@@ -61,58 +161,60 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Returns the certificate to serve: the one installed with `web cert add`, else the
-/// operator's `[tls]` files, else the self-signed one in `state_dir` (generated on first use).
-pub fn ensure_certificate(configured: Option<(&Path, &Path)>, state_dir: &Path, server_name: &str) -> Result<CertPaths, TlsError> {
-    let paths = certificate_in_use(configured, state_dir);
-    if paths.origin == CertOrigin::SelfSigned && !(paths.cert.is_file() && paths.key.is_file()) {
-        generate_self_signed(server_name, &paths.cert, &paths.key)?;
-    }
-    Ok(paths)
-}
-
-/// Which certificate [`ensure_certificate`] serves, without generating anything (for status
-/// readers).
-pub fn certificate_in_use(configured: Option<(&Path, &Path)>, state_dir: &Path) -> CertPaths {
-    let dir = state_dir.join(SELF_SIGNED_DIR);
-    let (cert, key) = (dir.join(crate::operate::cert::INSTALLED_CERT), dir.join(crate::operate::cert::INSTALLED_KEY));
-    if cert.is_file() && key.is_file() {
-        return CertPaths { cert, key, origin: CertOrigin::Installed };
-    }
-    if let Some((cert, key)) = configured {
-        return CertPaths { cert: cert.to_path_buf(), key: key.to_path_buf(), origin: CertOrigin::Configured };
-    }
-    CertPaths { cert: dir.join("self-signed.pem"), key: dir.join("self-signed.key"), origin: CertOrigin::SelfSigned }
-}
-
-/// Writes a new self-signed ECDSA P-256 certificate for `server_name` (and `localhost`).
-pub fn generate_self_signed(server_name: &str, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
-    let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut names = vec![server_name.to_string()];
-    if server_name != "localhost" {
-        names.push("localhost".to_string());
-    }
-    let mut params = rcgen::CertificateParams::new(names)?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, server_name);
-    let now = time_now();
-    // 825 days in all, backdated a day for clock skew (testssl.sh rates longer lifetimes MEDIUM).
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = params.not_before + time::Duration::days(825);
-    let cert = params.self_signed(&key_pair)?;
-    let store_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TlsError::Store { path, source }
+/// The client certificate verifier of `auth` (reads the CA bundle and the CRL file).
+fn client_verifier(auth: &ClientAuth) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let (trust, optional) = match auth {
+        ClientAuth::None => return Ok(WebPkiClientVerifier::no_client_auth()),
+        ClientAuth::Optional(trust) => (trust, true),
+        ClientAuth::Required(trust) => (trust, false),
     };
-    if let Some(dir) = cert_path.parent() {
-        std::fs::create_dir_all(dir).map_err(store_err(dir))?;
+    let roots = load_client_roots(&trust.ca)?;
+    let crls = match &trust.crl {
+        Some(path) => load_crls(path)?,
+        None => Vec::new(),
+    };
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).with_crls(crls);
+    if optional {
+        builder = builder.allow_unauthenticated();
     }
-    write_private(key_path, key_pair.serialize_pem().as_bytes()).map_err(store_err(key_path))?;
-    std::fs::write(cert_path, cert.pem()).map_err(store_err(cert_path))?;
-    Ok(())
+    builder.build().map_err(|e| match e {
+        rustls::server::VerifierBuilderError::InvalidCrl(why) => {
+            // Only one CRL file feeds the verifier, so the fault is in that file.
+            let path = trust.crl.clone().unwrap_or_default();
+            TlsError::Crl { path, problem: PemProblem::Invalid(rustls::Error::from(why).to_string()) }
+        }
+        other => TlsError::ClientCa { path: trust.ca.clone(), problem: PemProblem::Invalid(other.to_string()) },
+    })
 }
 
-fn time_now() -> time::OffsetDateTime {
-    time::OffsetDateTime::now_utc()
+/// Reads a PEM bundle of CA certificates into a root store; every certificate must parse.
+pub fn load_client_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let fail = |problem| TlsError::ClientCa { path: path.to_path_buf(), problem };
+    let certs = read_pem::<CertificateDer<'static>>(path, "CERTIFICATE").map_err(fail)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, cert) in certs.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| fail(PemProblem::Invalid(format!("certificate {}: {e}", i + 1))))?;
+    }
+    Ok(roots)
+}
+
+/// Reads every `X509 CRL` block of a PEM file (their content is checked when the verifier is
+/// built).
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    read_pem::<CertificateRevocationListDer<'static>>(path, "X509 CRL")
+        .map_err(|problem| TlsError::Crl { path: path.to_path_buf(), problem })
+}
+
+/// Every PEM block of type `T` in `path`; at least one.
+fn read_pem<T: PemObject>(path: &Path, kind: &'static str) -> Result<Vec<T>, PemProblem> {
+    let items = T::pem_file_iter(path)
+        .map_err(|e| PemProblem::Unreadable(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PemProblem::Unreadable(e.to_string()))?;
+    if items.is_empty() {
+        return Err(PemProblem::Empty(kind));
+    }
+    Ok(items)
 }
 
 /// Writes a file readable only by its owner.
@@ -141,58 +243,5 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Load { path: path.to_path_buf(), reason: e.to_string() })
 }
 
-/// Builds the server configuration for the HTTPS listeners.
-pub fn server_config(paths: &CertPaths) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = load_chain(&paths.cert)?;
-    let key = load_key(&paths.key)?;
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    // The server's order (the provider's: AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305; all
-    // AEAD with ECDHE) decides, not the client's: scanners (testssl.sh) rate a client-chosen
-    // order HIGH, and a client cannot steer the pick towards the weakest suite offered.
-    config.ignore_client_order = true;
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
-    config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
-    Ok(Arc::new(config))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn self_signed_certificate_is_generated_once_and_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = ensure_certificate(None, dir.path(), "edge1.example.com").unwrap();
-        assert_eq!(first.origin, CertOrigin::SelfSigned);
-        let pem = std::fs::read(&first.cert).unwrap();
-        let second = ensure_certificate(None, dir.path(), "edge1.example.com").unwrap();
-        assert_eq!(std::fs::read(&second.cert).unwrap(), pem, "restart must keep the certificate");
-        let chain = load_chain(&first.cert).unwrap();
-        let (_, x509) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
-        let san = x509.subject_alternative_name().unwrap().unwrap();
-        assert!(format!("{:?}", san.value).contains("edge1.example.com"));
-        let validity = x509.validity();
-        assert_eq!(validity.not_after.timestamp() - validity.not_before.timestamp(), 825 * 86_400, "825 days, no more");
-        let config = server_config(&first).unwrap();
-        assert!(config.ignore_client_order, "the server's cipher order decides");
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&first.key).unwrap().permissions());
-        assert_eq!(mode & 0o777, 0o600);
-    }
-
-    #[test]
-    fn mismatched_key_is_rejected() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a");
-        let b = dir.path().join("b");
-        generate_self_signed("a.example", &a.join("c.pem"), &a.join("k.pem")).unwrap();
-        generate_self_signed("b.example", &b.join("c.pem"), &b.join("k.pem")).unwrap();
-        let mixed = CertPaths { cert: a.join("c.pem"), key: b.join("k.pem"), origin: CertOrigin::Configured };
-        assert!(matches!(server_config(&mixed), Err(TlsError::Rejected(_))));
-        let missing = CertPaths { cert: dir.path().join("none.pem"), key: b.join("k.pem"), origin: CertOrigin::Configured };
-        assert!(matches!(server_config(&missing), Err(TlsError::Load { .. })));
-    }
-}
+mod tests;

@@ -49,7 +49,7 @@ async fn http2_prior_knowledge_and_tls_alpn_reach_an_http1_upstream() {
     assert_eq!(up.last_seen().headers["host"], format!("localhost:{}", edge.http.port()));
 
     let cert = edge.running().certificate.clone().expect("self-signed certificate");
-    assert!(cert.origin == portcullis::net::tls::CertOrigin::SelfSigned && cert.cert.starts_with(edge.state_dir()));
+    assert!(cert.origin == portcullis::operate::cert::CertOrigin::SelfSigned && cert.cert.starts_with(edge.state_dir()));
     let https = edge.https.unwrap();
     let reply = tls_get(https, &cert.cert, &[b"h2", b"http/1.1"], "/tls-h2").await;
     assert_eq!((reply.status, reply.version), (200, hyper::Version::HTTP_2));
