@@ -335,6 +335,7 @@ async fn follow_store_changes(edge: Arc<Edge>, mut changes: tokio::sync::broadca
 /// refreshes the list of alive peers, until the drain.
 async fn heartbeat(edge: Arc<Edge>, address: String, mut drain: Drain) {
     let runtime = edge.runtime.clone();
+    let mut known_peers: Vec<String> = Vec::new();
     loop {
         let gateway = edge.gateway.load_full();
         let info = crate::operate::peers::PeerInfo {
@@ -353,6 +354,12 @@ async fn heartbeat(edge: Arc<Edge>, address: String, mut drain: Drain) {
         if crate::operate::peers::announce(&runtime.store, &info, beat).await.is_ok()
             && let Ok(alive) = crate::operate::peers::alive(&runtime.store).await
         {
+            let mut names: Vec<String> = alive.iter().map(|p| p.name.clone()).collect();
+            names.sort();
+            if names != known_peers && runtime.store.shared() {
+                runtime.events.publish(Event::PeersChanged { alive: names.clone() });
+            }
+            known_peers = names;
             runtime.operate.note_peers(alive);
         }
         if runtime.operate.is_leaving() {
