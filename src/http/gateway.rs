@@ -20,7 +20,7 @@ use crate::cluster::{StateStore, StoreError};
 use crate::config::{AuthMode, Config, PoolConfig, ServiceConfig, ServiceKind};
 use crate::event::EventBus;
 use crate::runtime::Runtime;
-use crate::runtime::control::{FrontEnd, Pending, ServerView, ServiceView};
+use crate::runtime::control::{FrontEnd, Pending, RebuildError, ServerView, ServiceView};
 use crate::telemetry::metrics::Metrics;
 
 /// Label used for requests that matched no service.
@@ -219,8 +219,8 @@ impl FrontEnd for Edge {
             .collect()
     }
 
-    fn rebuild(&self) -> Result<(), String> {
-        self.rebuild_gateway().map_err(|error| error.to_string())
+    fn rebuild(&self) -> Result<(), RebuildError> {
+        self.rebuild_gateway().map_err(|error| RebuildError { front_end: self.role(), reason: error.to_string() })
     }
 
     fn refresh_credentials(&self) -> Pending<'_, ()> {

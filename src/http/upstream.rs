@@ -324,20 +324,20 @@ impl Pool {
     }
 
     /// Opens a new connection to `server` (TCP, optional TLS, HTTP/1.1 handshake).
-    async fn connect(&self, server: &Server) -> Result<Sender, String> {
+    async fn connect(&self, server: &Server) -> Result<Sender, ConnectError> {
         let attempt = async {
-            let tcp = TcpStream::connect(server.address.as_ref()).await.map_err(|e| format!("connect: {e}"))?;
+            let tcp = TcpStream::connect(server.address.as_ref()).await.map_err(ConnectError::Tcp)?;
             let _ = tcp.set_nodelay(true);
             match &self.tls {
                 None => handshake(tcp).await,
                 Some(connector) => {
-                    let name = ServerName::try_from(server.host.clone()).map_err(|e| format!("server name: {e}"))?;
-                    let stream = connector.connect(name, tcp).await.map_err(|e| format!("tls: {e}"))?;
+                    let name = ServerName::try_from(server.host.clone()).map_err(|e| ConnectError::ServerName(e.to_string()))?;
+                    let stream = connector.connect(name, tcp).await.map_err(ConnectError::Tls)?;
                     handshake(stream).await
                 }
             }
         };
-        tokio::time::timeout(self.config.connect_timeout, attempt).await.unwrap_or_else(|_| Err("connect timed out".to_string()))
+        tokio::time::timeout(self.config.connect_timeout, attempt).await.unwrap_or(Err(ConnectError::Timeout))
     }
 
     /// Sends a request, failing over on connect errors while the body allows it.
@@ -400,7 +400,7 @@ impl Pool {
         }
     }
 
-    fn mark_failed(&self, server: &Server, why: &str) {
+    fn mark_failed(&self, server: &Server, why: &ConnectError) {
         let until = self.now_ms() + u64::try_from(PASSIVE_FAIL_TIMEOUT.as_millis()).unwrap_or(10_000);
         server.failed_until_ms.store(until, Ordering::Relaxed);
         tracing::warn!(service = %self.service, server = %server.address, "upstream connect failed, trying the next server: {why}");
@@ -475,13 +475,28 @@ fn tls_connector(config: &PoolConfig) -> Result<TlsConnector, PoolError> {
     Ok(TlsConnector::from(Arc::new(tls)))
 }
 
+/// Why a new upstream connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("connect: {0}")]
+    Tcp(std::io::Error),
+    #[error("server name: {0}")]
+    ServerName(String),
+    #[error("tls: {0}")]
+    Tls(std::io::Error),
+    #[error("handshake: {0}")]
+    Handshake(hyper::Error),
+    #[error("connect timed out")]
+    Timeout,
+}
+
 /// HTTP/1.1 handshake on a connected stream; the connection task runs until it closes.
-async fn handshake<S>(stream: S) -> Result<Sender, String>
+async fn handshake<S>(stream: S) -> Result<Sender, ConnectError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, connection) =
-        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
+        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(ConnectError::Handshake)?;
     tokio::spawn(async move {
         let _ = connection.with_upgrades().await;
     });
@@ -579,7 +594,7 @@ mod tests {
     #[tokio::test]
     async fn passive_failure_skips_a_server_for_a_while() {
         let p = pool(&[(1, 0), (1, 0)]);
-        p.mark_failed(&p.servers[0], "refused");
+        p.mark_failed(&p.servers[0], &ConnectError::Timeout);
         for _ in 0..4 {
             assert_eq!(p.candidates(), vec![1]);
         }

@@ -59,7 +59,7 @@ pub type MirroredBan = (IpAddr, u8, Duration);
 impl NftMirror {
     /// Replaces the table with a fresh one holding `ports` and `bans`; an error (no `nft`, not
     /// root…) says why and leaves no mirror.
-    pub async fn start(table: &str, ports: &[u16], bans: &[MirroredBan], error_log: ErrorLog) -> Result<NftMirror, String> {
+    pub async fn start(table: &str, ports: &[u16], bans: &[MirroredBan], error_log: ErrorLog) -> Result<NftMirror, NftError> {
         let mut script = table_script(table, ports);
         let changes: Vec<Change> = bans.iter().map(|&(source, prefix, remaining)| Change::Ban { source, prefix, remaining }).collect();
         for chunk in changes.chunks(MAX_BATCH) {
@@ -114,7 +114,7 @@ impl NftMirror {
     }
 
     /// Deletes the table (clean shutdown).
-    pub async fn remove(&self) -> Result<(), String> {
+    pub async fn remove(&self) -> Result<(), NftError> {
         run_nft(&format!("delete table inet {}\n", self.table)).await
     }
 }
@@ -197,7 +197,22 @@ fn changes_script(table: &str, changes: &[Change]) -> String {
     script
 }
 
-async fn run_nft(script: &str) -> Result<(), String> {
+/// Why an `nft` run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("cannot run nft: {0}")]
+    Spawn(std::io::Error),
+    #[error("cannot write to nft: {0}")]
+    Write(std::io::Error),
+    #[error("nft did not finish within 30 s")]
+    Timeout,
+    #[error("nft failed: {0}")]
+    Wait(std::io::Error),
+    #[error("nft exited with {status}: {stderr}")]
+    Refused { status: std::process::ExitStatus, stderr: String },
+}
+
+async fn run_nft(script: &str) -> Result<(), NftError> {
     let mut child = tokio::process::Command::new("nft")
         .args(["-f", "-"])
         .stdin(std::process::Stdio::piped())
@@ -205,19 +220,19 @@ async fn run_nft(script: &str) -> Result<(), String> {
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot run nft: {e}"))?;
+        .map_err(NftError::Spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).await.map_err(|e| format!("cannot write to nft: {e}"))?;
+        stdin.write_all(script.as_bytes()).await.map_err(NftError::Write)?;
     }
     let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
-        .map_err(|_| "nft did not finish within 30 s".to_string())?
-        .map_err(|e| format!("nft failed: {e}"))?;
+        .map_err(|_| NftError::Timeout)?
+        .map_err(NftError::Wait)?;
     if output.status.success() {
         Ok(())
     } else {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        Err(format!("nft exited with {}: {}", output.status, stderr.lines().take(3).collect::<Vec<_>>().join(" | ")))
+        Err(NftError::Refused { status: output.status, stderr: stderr.lines().take(3).collect::<Vec<_>>().join(" | ") })
     }
 }
 

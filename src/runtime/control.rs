@@ -32,6 +32,14 @@ pub struct ServerView {
     pub in_flight: u32,
 }
 
+/// Why a front end kept its running routing state.
+#[derive(Debug, thiserror::Error)]
+#[error("{front_end}: {reason}")]
+pub struct RebuildError {
+    pub front_end: &'static str,
+    pub reason: String,
+}
+
 /// A boxed future, for the object-safe [`FrontEnd`] trait.
 pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -43,7 +51,7 @@ pub trait FrontEnd: Send + Sync {
     fn services(&self) -> Vec<ServiceView>;
     /// Rebuilds its routing from the running configuration and the operator's weight
     /// overrides, swapped in atomically (requests in flight finish on the old one).
-    fn rebuild(&self) -> Result<(), String>;
+    fn rebuild(&self) -> Result<(), RebuildError>;
     /// Re-fetches keys and user lists it authenticates with.
     fn refresh_credentials(&self) -> Pending<'_, ()>;
     /// Revokes every edge token of `user`: how many, or `None` without edge tokens.
@@ -82,10 +90,18 @@ impl Control {
         self.live().iter().flat_map(|f| f.services()).collect()
     }
 
-    /// Rebuilds every front end; the errors of those that could not be rebuilt.
-    pub fn rebuild(&self) -> Result<(), String> {
-        let errors: Vec<String> = self.live().iter().filter_map(|f| f.rebuild().err()).collect();
-        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    /// Rebuilds every front end; the first that could not be rebuilt says why (the others
+    /// are rebuilt all the same).
+    pub fn rebuild(&self) -> Result<(), RebuildError> {
+        let mut outcome = Ok(());
+        for front_end in self.live() {
+            if let Err(error) = front_end.rebuild()
+                && outcome.is_ok()
+            {
+                outcome = Err(error);
+            }
+        }
+        outcome
     }
 
     /// Re-fetches every front end's keys and user lists.
