@@ -260,6 +260,7 @@ impl Shield {
         };
         for e in &removed {
             self.store.set_remove(EXEMPTIONS_KEY, &encode_exemption(e)).await?;
+            self.events.publish(Event::ExemptionRemoved { network: format!("{}/{}", e.address, e.prefix_length) });
         }
         Ok(!removed.is_empty())
     }
