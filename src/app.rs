@@ -36,7 +36,7 @@ use crate::protect::blocking_log::BlockingLog;
 use crate::protect::nft::NftMirror;
 use crate::runtime::listeners::{Bound, Protocol};
 use crate::runtime::services::{Drain, Services};
-use crate::runtime::{Parts, Runtime, accept};
+use crate::runtime::{Runtime, accept};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::logging::{ErrorLog, LineBudget, quoted};
 use crate::telemetry::metrics::Metrics;
@@ -161,8 +161,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let shield = Arc::new(Shield::new(config.protection.clone(), store.clone(), events.clone(), error_log.clone(), metrics.clone()));
     shield.load().await;
     shield.spawn_reconciler();
-    let runtime = Arc::new(Runtime::new(Parts {
-        config: config.clone(),
+    let runtime = Arc::new(Runtime {
+        config: ArcSwap::new(config.clone()),
         store: store.clone(),
         shield,
         operate,
@@ -171,7 +171,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         error_log,
         events,
         auth_events,
-    }));
+        listeners: Default::default(),
+        control: Default::default(),
+    });
     let edge = Arc::new(Edge::new(gateway, runtime.clone()));
     let front_end: Arc<dyn crate::runtime::control::FrontEnd> = edge.clone();
     runtime.control.register(&front_end);

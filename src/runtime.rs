@@ -31,7 +31,8 @@ pub mod services;
 
 /// The process-wide state shared by every front end and background loop.
 pub struct Runtime {
-    config: ArcSwap<Config>,
+    /// The configuration in force (see [`Runtime::config`]).
+    pub config: ArcSwap<Config>,
     pub store: Arc<dyn StateStore>,
     pub shield: Arc<Shield>,
     /// Maintenance, counts, peers and weight overrides.
@@ -42,42 +43,13 @@ pub struct Runtime {
     pub events: EventBus,
     /// Where authenticators report refused credentials.
     pub auth_events: Arc<dyn AuthEvents>,
+    /// The running listeners (empty at first).
     pub listeners: listeners::Listeners,
+    /// The registered front ends (none at first).
     pub control: control::Control,
 }
 
-/// The parts a [`Runtime`] is made of.
-pub struct Parts {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn StateStore>,
-    pub shield: Arc<Shield>,
-    pub operate: Arc<Operate>,
-    pub metrics: Arc<Metrics>,
-    pub access_log: AccessLog,
-    pub error_log: ErrorLog,
-    pub events: EventBus,
-    pub auth_events: Arc<dyn AuthEvents>,
-}
-
 impl Runtime {
-    /// A runtime over `parts`, with no listeners or front ends yet.
-    pub fn new(parts: Parts) -> Runtime {
-        let Parts { config, store, shield, operate, metrics, access_log, error_log, events, auth_events } = parts;
-        Runtime {
-            config: ArcSwap::new(config),
-            store,
-            shield,
-            operate,
-            metrics,
-            access_log,
-            error_log,
-            events,
-            auth_events,
-            listeners: listeners::Listeners::default(),
-            control: control::Control::default(),
-        }
-    }
-
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()
