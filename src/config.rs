@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod file;
+pub mod path;
 mod resolve;
 
+pub use path::{BackslashPolicy, EscapedSlashPolicy, PathPolicy};
 pub use resolve::{ConfigError, ConfigErrors};
 
 /// Default request-head read timeout: a client has this long to send a full request head.
@@ -82,35 +84,6 @@ pub struct ListenerConfig {
     pub paths: PathPolicy,
 }
 
-/// Per-listener policy for request paths the edge cannot normalise safely
-/// (`escaped_slashes`, `backslash`; used by `net::canonical`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PathPolicy {
-    pub escaped_slashes: EscapedSlashPolicy,
-    pub backslash: BackslashPolicy,
-}
-
-/// `%2F` / `%5C` in a path.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum EscapedSlashPolicy {
-    /// 400 (default).
-    #[default]
-    Reject,
-    /// Kept encoded and opaque: never a separator at the edge. Only for upstreams that do not
-    /// decode them either.
-    Keep,
-}
-
-/// A literal `\` in a path.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum BackslashPolicy {
-    /// 400 (default).
-    #[default]
-    Reject,
-    /// Read as `/` (as IIS does) before normalising.
-    Slash,
-}
-
 /// Where a plain listener redirects to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedirectTarget {
@@ -154,7 +127,7 @@ impl PublicPath {
     /// service's upstream is case-insensitive).
     pub fn matches(&self, path: &str, fold_case: bool) -> bool {
         match self {
-            PublicPath::Prefix(prefix) => crate::net::canonical::has_prefix(path, prefix, fold_case),
+            PublicPath::Prefix(prefix) => self::path::has_prefix(path, prefix, fold_case),
             PublicPath::Exact(exact) if fold_case => path.eq_ignore_ascii_case(exact),
             PublicPath::Exact(exact) => path == exact,
         }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::file::*;
+use super::path::normalize_path;
 use super::*;
 use crate::admin::AdminToken;
 
@@ -461,7 +462,7 @@ fn resolve_services(c: &mut Checker<'_>, raw: Vec<Option<ServiceFile>>, auth: &A
                 continue;
             }
             // Requests are matched in canonical form, so an entry must be written in it.
-            if crate::net::canonical::normalize_path(text, PathPolicy::default()).as_deref() != Ok(text) {
+            if normalize_path(text, PathPolicy::default()).as_deref() != Ok(text) {
                 c.err(
                     format!("{path}.public_paths[{j}]"),
                     format!("{p:?} is not in canonical form"),
@@ -614,7 +615,7 @@ fn resolve_routes(
         let prefix = r.path.unwrap_or_else(|| "/".to_string());
         if !prefix.starts_with('/') {
             c.err(format!("{path}.path"), format!("{prefix:?} does not start with '/'"), "write a path prefix such as \"/finesse/\"");
-        } else if crate::net::canonical::normalize_path(&prefix, PathPolicy::default()).as_deref() != Ok(prefix.as_str()) {
+        } else if normalize_path(&prefix, PathPolicy::default()).as_deref() != Ok(prefix.as_str()) {
             c.err(
                 format!("{path}.path"),
                 format!("{prefix:?} is not in canonical form"),
