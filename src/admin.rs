@@ -30,7 +30,6 @@
 //! time, never logged, and a wrong or missing token gets the same `401`.
 
 use std::convert::Infallible;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -43,13 +42,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::ListenerConfig;
+use crate::config::{AdminToken, ListenerConfig};
 use crate::http::stack::Edge;
 use crate::telemetry::access_log::MAX_LOGGED_PATH;
 use crate::telemetry::logging::escaped;
@@ -58,33 +56,6 @@ pub mod operate;
 pub mod page;
 pub mod status;
 pub use status::Status;
-
-/// The admin bearer token. `Debug` never shows it.
-#[derive(Clone)]
-pub struct AdminToken(Arc<str>);
-
-impl AdminToken {
-    /// Wraps a token.
-    pub fn new(token: String) -> AdminToken {
-        AdminToken(Arc::from(token))
-    }
-
-    /// Constant-time comparison with a presented token.
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        self.0.as_bytes().ct_eq(presented).into()
-    }
-
-    /// The token itself (only for sending it as a client).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
-}
 
 /// A reload request: the reply carries every configuration error, if any.
 pub type ReloadRequest = oneshot::Sender<Result<(), Vec<String>>>;

@@ -9,9 +9,13 @@
 //! them (the proxy and the admin API both read services and listeners); each type names the
 //! module that consumes it.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use subtle::ConstantTimeEq;
 
 pub mod file;
 pub mod path;
@@ -102,8 +106,35 @@ pub struct TlsFiles {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub address: SocketAddr,
-    pub token: crate::admin::AdminToken,
+    pub token: AdminToken,
     pub tls: bool,
+}
+
+/// The admin bearer token (`admin.token` / `admin.token_file`). `Debug` never shows it.
+#[derive(Clone)]
+pub struct AdminToken(Arc<str>);
+
+impl AdminToken {
+    /// Wraps a token.
+    pub fn new(token: String) -> AdminToken {
+        AdminToken(Arc::from(token))
+    }
+
+    /// Constant-time comparison with a presented token.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        self.0.as_bytes().ct_eq(presented).into()
+    }
+
+    /// The token itself (only for sending it as a client).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 /// How a service authenticates requests at the edge (`service.auth`).
@@ -211,7 +242,16 @@ pub struct AuthSettings {
     pub jwt: Option<JwtSettings>,
     pub rate_control: Option<RateControlSettings>,
     /// Edge-issued tokens: on whenever Basic or JWT is configured.
-    pub tokens: Option<crate::auth::tokens::TokenSettings>,
+    pub tokens: Option<TokenSettings>,
+}
+
+/// `[auth.tokens]`: edge-issued token lifetimes (used by `auth::tokens`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    /// Access-token lifetime.
+    pub refresh_interval: Duration,
+    /// How often expired records are purged.
+    pub cleanup_interval: Duration,
 }
 
 /// `[auth.basic]`.
@@ -269,6 +309,10 @@ pub struct ClusterConfig {
     /// PEM CA certificates trusted for `rediss://` (default: the system's roots).
     pub redis_ca: Option<PathBuf>,
 }
+
+/// Default `maintenance.session_idle`: a session counts as current this long after its last
+/// authenticated request (used by `auth::sessions`).
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
 
 /// `[maintenance]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,6 @@ use serde::de::DeserializeOwned;
 use super::file::*;
 use super::path::normalize_path;
 use super::*;
-use crate::admin::AdminToken;
 
 /// Largest upstream weight accepted.
 const MAX_WEIGHT: u64 = 1000;
@@ -232,7 +231,7 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let protection = resolve_protection(&mut c, &protection_raw);
     let maintenance = MaintenanceConfig {
         retry_after: c.duration("maintenance.retry_after", maintenance_raw.retry_after.as_ref(), Duration::from_secs(120)),
-        session_idle: c.duration("maintenance.session_idle", maintenance_raw.session_idle.as_ref(), crate::auth::sessions::SESSION_WINDOW),
+        session_idle: c.duration("maintenance.session_idle", maintenance_raw.session_idle.as_ref(), DEFAULT_SESSION_IDLE),
         shutdown_drain: c.duration("maintenance.shutdown_drain", maintenance_raw.shutdown_drain.as_ref(), Duration::from_secs(10)),
     };
     let cluster = resolve_cluster(&mut c, cluster_raw, &server.name);
@@ -709,7 +708,7 @@ fn check_auth(c: &mut Checker<'_>, auth: &AuthFile, rate: Option<RateControlFile
     }
     let default_tokens = TokensFile::default();
     let tokens = auth.tokens.as_ref().unwrap_or(&default_tokens);
-    let token_settings = crate::auth::tokens::TokenSettings {
+    let token_settings = TokenSettings {
         refresh_interval: c.duration("auth.tokens.refresh_interval", tokens.refresh_interval.as_ref(), Duration::from_secs(480 * 60)),
         cleanup_interval: c.duration("auth.tokens.cleanup_interval", tokens.cleanup_interval.as_ref(), Duration::from_secs(720 * 60)),
     };
