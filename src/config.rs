@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 pub mod file;
 pub mod path;
 mod resolve;
+pub mod users;
 
 pub use path::{BackslashPolicy, EscapedSlashPolicy, PathPolicy};
 pub use resolve::{ConfigError, ConfigErrors};

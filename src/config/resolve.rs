@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::file::*;
 use super::path::normalize_path;
+use super::users::load_users_file;
 use super::*;
 
 /// Largest upstream weight accepted.
@@ -664,9 +665,9 @@ fn check_auth(c: &mut Checker<'_>, auth: &AuthFile, rate: Option<RateControlFile
         let users_file = basic.users_file.as_ref().map(|file| {
             let path = c.existing_file("auth.basic.users_file", file, "users file");
             if path.is_file()
-                && let Err(why) = crate::auth::basic::load_users_file(&path)
+                && let Err(why) = load_users_file(&path)
             {
-                c.err("auth.basic.users_file", why, "write [users] with name = \"$argon2id$...\" entries");
+                c.err("auth.basic.users_file", why.to_string(), "write [users] with name = \"$argon2id$...\" entries");
             }
             path
         });
