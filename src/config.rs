@@ -19,10 +19,12 @@ use subtle::ConstantTimeEq;
 
 pub mod file;
 pub mod path;
+pub mod redis_url;
 mod resolve;
 pub mod users;
 
 pub use path::{BackslashPolicy, EscapedSlashPolicy, PathPolicy};
+pub use redis_url::RedisUrl;
 pub use resolve::{ConfigError, ConfigErrors};
 
 /// Default request-head read timeout: a client has this long to send a full request head.
@@ -297,7 +299,7 @@ pub const DEFAULT_USERS_REFRESH: Duration = Duration::from_secs(15 * 60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
     Embedded,
-    Redis { url: String },
+    Redis { url: RedisUrl },
 }
 
 /// `[cluster]`.

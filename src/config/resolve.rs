@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::file::*;
 use super::path::normalize_path;
+use super::redis_url::RedisUrlError;
 use super::users::load_users_file;
 use super::*;
 
@@ -791,7 +792,7 @@ fn resolve_protection(c: &mut Checker<'_>, raw: &ProtectionFile) -> ProtectionCo
         }
     }
     let table = raw.nftables_table.clone().unwrap_or_else(|| "portcullis".to_string());
-    if !crate::protect::nft::valid_table_name(&table) {
+    if !valid_table_name(&table) {
         c.err("protection.nftables_table", format!("{table:?} is not a usable table name"), "use letters, digits and _ (at most 32)");
     }
     let nftables_table = raw.nftables_set.unwrap_or(false).then_some(table);
@@ -810,28 +811,23 @@ fn resolve_protection(c: &mut Checker<'_>, raw: &ProtectionFile) -> ProtectionCo
     ProtectionConfig { blocked_status, ipv6_prefix, categories, exemptions, trusted_proxies, nftables_table, close_banned_tls }
 }
 
+/// Whether `name` can name the nftables table bans are mirrored into (letters, digits, `_`;
+/// at most 32): it is written into `nft` scripts.
+fn valid_table_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 fn resolve_cluster(c: &mut Checker<'_>, raw: ClusterFile, server_name: &str) -> ClusterConfig {
     let store = match raw.store.as_deref().unwrap_or("embedded") {
         "embedded" => StoreKind::Embedded,
-        "redis" => match raw.redis_url {
-            Some(url) if url.starts_with("redis://") => StoreKind::Redis { url },
-            Some(url) if url.starts_with(crate::cluster::redis::SENTINEL_SCHEME) => {
-                if crate::cluster::redis::parse_sentinel(&url[crate::cluster::redis::SENTINEL_SCHEME.len()..]).is_none() {
-                    c.err(
-                        "cluster.redis_url",
-                        format!("{url:?} is not a Sentinel URL"),
-                        "write redis+sentinel://host:26379,host:26379/<master>/0",
-                    );
-                }
-                StoreKind::Redis { url }
-            }
-            Some(url) if url.starts_with("rediss://") => StoreKind::Redis { url },
-            Some(url) => {
-                c.err(
-                    "cluster.redis_url",
-                    format!("{url:?} is not a redis URL"),
-                    "write redis://host:6379/0 or redis+sentinel://host:26379/<master>/0",
-                );
+        "redis" => match raw.redis_url.as_deref().map(RedisUrl::parse) {
+            Some(Ok(url)) => StoreKind::Redis { url },
+            Some(Err(error)) => {
+                let hint = match error {
+                    RedisUrlError::Sentinel(_) => "write redis+sentinel://host:26379,host:26379/<master>/0",
+                    RedisUrlError::Scheme(_) => "write redis://host:6379/0 or redis+sentinel://host:26379/<master>/0",
+                };
+                c.err("cluster.redis_url", error.to_string(), hint);
                 StoreKind::Embedded
             }
             None => {

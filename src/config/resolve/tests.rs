@@ -293,3 +293,12 @@ fn host_names_and_host_ports_are_validated() {
     assert!(!valid_host_port("host:0"));
     assert!(!valid_host_port(":80"));
 }
+
+#[test]
+fn nftables_table_names_are_restricted_to_safe_identifiers() {
+    assert!(valid_table_name("portcullis"));
+    assert!(valid_table_name("edge_1"));
+    for bad in ["", "a b", "x;flush ruleset", "t{", &"a".repeat(33)] {
+        assert!(!valid_table_name(bad), "{bad:?}");
+    }
+}
