@@ -47,7 +47,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{AdminToken, ListenerConfig};
+use crate::config::{AdminToken, Category, ListenerConfig};
 use crate::http::stack::Edge;
 use crate::telemetry::access_log::MAX_LOGGED_PATH;
 use crate::telemetry::logging::escaped;
@@ -180,7 +180,7 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
             escaped(&path).max(MAX_LOGGED_PATH)
         ));
         let line = crate::protect::RequestLine { method: method.as_str(), path: &path, protocol: "HTTP/1.1", host: "admin" };
-        state.edge.shield.record(client.ip(), "admin-auth-failure", line).await;
+        state.edge.shield.record(client.ip(), Category::AdminAuthFailure, line).await;
         let mut response = json(StatusCode::UNAUTHORIZED, &ErrorBody { error: "missing or wrong bearer token" });
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"portcullis-admin\""));
         return response;
@@ -268,7 +268,7 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 #[derive(Serialize)]
 struct ExemptionBody {
     cidr: String,
-    categories: Vec<String>,
+    categories: Vec<Category>,
     source: &'static str,
 }
 
@@ -299,15 +299,14 @@ async fn add_exemption(state: &AdminState, query: &str) -> Response<AdminBody> {
     let Some((address, prefix_length)) = cidr_param(query) else {
         return json(StatusCode::BAD_REQUEST, &ErrorBody { error: "pass ?cidr=NET/LEN&categories=a,b" });
     };
-    let categories: Vec<String> =
-        query_param(query, "categories").unwrap_or_default().split(',').filter(|c| !c.is_empty()).map(str::to_string).collect();
-    let known = |c: &String| crate::config::DEFAULT_CATEGORIES.iter().any(|(name, ..)| name == c);
-    if categories.is_empty() || !categories.iter().all(known) {
+    let categories: Result<Vec<Category>, _> =
+        query_param(query, "categories").unwrap_or_default().split(',').filter(|c| !c.is_empty()).map(str::parse).collect();
+    let Some(categories) = categories.ok().filter(|c| !c.is_empty()) else {
         return json(
             StatusCode::BAD_REQUEST,
             &ErrorBody { error: "categories must be a comma list of known categories (see docs/shield.md)" },
         );
-    }
+    };
     match state.edge.shield.add_exemption(crate::config::Exemption { address, prefix_length, categories }).await {
         Ok(()) => json(StatusCode::OK, &exemptions(state)),
         Err(_) => json(StatusCode::SERVICE_UNAVAILABLE, &ErrorBody { error: "state store unavailable" }),

@@ -17,12 +17,14 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
+mod category;
 pub mod file;
 pub mod path;
 pub mod redis_url;
 mod resolve;
 pub mod users;
 
+pub use category::{Category, UnknownCategory};
 pub use path::{BackslashPolicy, EscapedSlashPolicy, PathPolicy};
 pub use redis_url::RedisUrl;
 pub use resolve::{ConfigError, ConfigErrors};
@@ -335,7 +337,7 @@ pub struct ProtectionConfig {
     pub blocked_status: u16,
     pub ipv6_prefix: u8,
     /// Every category the shield knows, with its settings (defaults filled in).
-    pub categories: std::collections::BTreeMap<String, CategorySettings>,
+    pub categories: std::collections::BTreeMap<Category, CategorySettings>,
     pub exemptions: Vec<Exemption>,
     /// Networks whose `X-Forwarded-For` names the client (never trusted by default).
     pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
@@ -361,20 +363,8 @@ pub struct CategorySettings {
 pub struct Exemption {
     pub address: std::net::IpAddr,
     pub prefix_length: u8,
-    pub categories: Vec<String>,
+    pub categories: Vec<Category>,
 }
-
-/// Default settings of each category (DESIGN §3): (name, enabled, trigger, window s, ban s).
-pub const DEFAULT_CATEGORIES: &[(&str, bool, u32, u64, u64)] = &[
-    ("http-auth-failure", true, 5, 30, 1800),
-    ("http-protocol-violation", true, 5, 30, 1800),
-    // Off by default: behind NAT, 404s of many users add up to false positives.
-    ("http-resource-access-failure", false, 10, 30, 1800),
-    ("sip-auth-failure", true, 5, 30, 1800),
-    ("sip-protocol-violation", true, 5, 30, 1800),
-    ("websocket-protocol-violation", true, 5, 30, 1800),
-    ("admin-auth-failure", true, 5, 30, 1800),
-];
 
 impl Config {
     /// Parses and validates a configuration held in memory; relative paths are taken

@@ -21,16 +21,6 @@ use super::*;
 
 /// Largest upstream weight accepted.
 const MAX_WEIGHT: u64 = 1000;
-/// Intrusion-protection categories the shield knows (DESIGN §3).
-const CATEGORIES: &[&str] = &[
-    "http-auth-failure",
-    "http-protocol-violation",
-    "http-resource-access-failure",
-    "sip-auth-failure",
-    "sip-protocol-violation",
-    "websocket-protocol-violation",
-    "admin-auth-failure",
-];
 
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -723,32 +713,28 @@ fn check_auth(c: &mut Checker<'_>, auth: &AuthFile, rate: Option<RateControlFile
 fn resolve_protection(c: &mut Checker<'_>, raw: &ProtectionFile) -> ProtectionConfig {
     let blocked_status = c.bounded("protection.blocked_status", raw.blocked_status, 418, 400, 599) as u16;
     let ipv6_prefix = c.bounded("protection.ipv6_prefix", raw.ipv6_prefix, 64, 1, 128) as u8;
-    let mut categories = std::collections::BTreeMap::new();
-    for &(name, enabled, trigger, window, ban) in DEFAULT_CATEGORIES {
-        categories.insert(
-            name.to_string(),
-            CategorySettings { enabled, trigger, window: Duration::from_secs(window), ban: Duration::from_secs(ban) },
-        );
-    }
+    let mut categories: std::collections::BTreeMap<Category, CategorySettings> =
+        Category::ALL.into_iter().map(|category| (category, category.default_settings())).collect();
     for (name, cat) in &raw.categories {
         let path = format!("protection.categories.{name}");
-        if !CATEGORIES.contains(&name.as_str()) {
-            c.err(&path, "unknown category", format!("use one of {}", CATEGORIES.join(", ")));
+        let Ok(category) = name.parse::<Category>() else {
+            c.err(&path, "unknown category", format!("use one of {}", category_names()));
             continue;
-        }
-        let default = categories[name.as_str()].clone();
+        };
+        let default = categories[&category].clone();
         let settings = CategorySettings {
             enabled: cat.enabled.unwrap_or(default.enabled),
             trigger: c.bounded(&format!("{path}.trigger"), cat.trigger, u64::from(default.trigger), 1, 100_000) as u32,
             window: c.duration(&format!("{path}.window"), cat.window.as_ref(), default.window),
             ban: c.duration(&format!("{path}.ban"), cat.ban.as_ref(), default.ban),
         };
-        categories.insert(name.clone(), settings);
+        categories.insert(category, settings);
     }
     let mut exemptions = Vec::new();
     for (i, e) in raw.exemption.iter().enumerate() {
         let path = format!("protection.exemption[{i}]");
         let ip = e.address.as_deref().and_then(|a| a.parse::<std::net::IpAddr>().ok());
+        let parsed: Vec<Result<Category, UnknownCategory>> = e.categories.iter().map(|name| name.parse()).collect();
         match ip {
             None => c.err(
                 format!("{path}.address"),
@@ -758,17 +744,12 @@ fn resolve_protection(c: &mut Checker<'_>, raw: &ProtectionFile) -> ProtectionCo
             Some(ip) => {
                 let max = if ip.is_ipv4() { 32 } else { 128 };
                 let prefix_length = c.bounded(&format!("{path}.prefix_length"), e.prefix_length, max, 0, max) as u8;
-                exemptions.push(Exemption { address: ip, prefix_length, categories: e.categories.clone() });
+                let categories = parsed.iter().filter_map(|p| p.as_ref().ok().copied()).collect();
+                exemptions.push(Exemption { address: ip, prefix_length, categories });
             }
         }
-        for (j, cat) in e.categories.iter().enumerate() {
-            if !CATEGORIES.contains(&cat.as_str()) {
-                c.err(
-                    format!("{path}.categories[{j}]"),
-                    format!("{cat:?} is not a category"),
-                    format!("use one of {}", CATEGORIES.join(", ")),
-                );
-            }
+        for (j, unknown) in parsed.into_iter().enumerate().filter_map(|(j, p)| p.err().map(|u| (j, u))) {
+            c.err(format!("{path}.categories[{j}]"), unknown.to_string(), format!("use one of {}", category_names()));
         }
     }
     let mut trusted_proxies = Vec::new();
@@ -815,6 +796,11 @@ fn resolve_protection(c: &mut Checker<'_>, raw: &ProtectionFile) -> ProtectionCo
 /// at most 32): it is written into `nft` scripts.
 fn valid_table_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Every category's name, for hints: "a, b, c".
+fn category_names() -> String {
+    Category::ALL.map(Category::as_str).join(", ")
 }
 
 fn resolve_cluster(c: &mut Checker<'_>, raw: ClusterFile, server_name: &str) -> ClusterConfig {

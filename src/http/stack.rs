@@ -47,7 +47,7 @@ use crate::auth::sessions::SessionTracker;
 use crate::auth::websocket::{self, ProtocolCredential};
 use crate::auth::{AuthEvents, Authenticator, TokenAnswer, Verdict};
 use crate::cluster::StateStore;
-use crate::config::{AuthMode, Config, PathPolicy, PoolConfig, ServiceConfig, ServiceKind};
+use crate::config::{AuthMode, Category, Config, PathPolicy, PoolConfig, ServiceConfig, ServiceKind};
 use crate::net::canonical::{self, Authority};
 use crate::net::h1_guard::UpgradeGate;
 use crate::operate::Operate;
@@ -470,11 +470,15 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
             let category = match &error {
                 ProxyError::Unauthorized { .. } if record.credentials && !record.failure_recorded => {
                     // The shield counts presented-and-refused credentials per source.
-                    Some(if record.malformed_websocket_credential { "websocket-protocol-violation" } else { "http-auth-failure" })
+                    Some(if record.malformed_websocket_credential {
+                        Category::WebsocketProtocolViolation
+                    } else {
+                        Category::HttpAuthFailure
+                    })
                 }
                 // A request the edge cannot read one way only (bad path, host, credential
                 // count, body framing) is a protocol violation.
-                ProxyError::BadRequest(_) => Some("http-protocol-violation"),
+                ProxyError::BadRequest(_) => Some(Category::HttpProtocolViolation),
                 _ => None,
             };
             if let Some(category) = category {
@@ -489,7 +493,7 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
     }
     if matches!(record.status, 403 | 404) {
         // Probing for resources (off by default: behind NAT it causes false positives).
-        edge.shield.record(record.client, "http-resource-access-failure", record.line()).await;
+        edge.shield.record(record.client, Category::HttpResourceAccessFailure, record.line()).await;
     }
     let (parts, body) = response.into_parts();
     Ok(Response::from_parts(parts, TrackedBody::new(body, Arc::new(record), lease)))
@@ -798,7 +802,7 @@ fn is_challenge(verdict: &Verdict) -> bool {
 }
 
 /// The shield category of refused credentials.
-const AUTH_FAILURE: &str = "http-auth-failure";
+const AUTH_FAILURE: Category = Category::HttpAuthFailure;
 
 /// The edge's own token endpoints (DESIGN §2, edge tokens).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

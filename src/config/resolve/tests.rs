@@ -49,9 +49,9 @@ fn minimal_file_resolves_with_defaults() {
         ClusterConfig { store: StoreKind::Embedded, peer: "edge.test".into(), heartbeat: Duration::from_secs(2), redis_ca: None }
     );
     assert_eq!((c.protection.blocked_status, c.protection.ipv6_prefix), (418, 64));
-    let auth = &c.protection.categories["http-auth-failure"];
+    let auth = &c.protection.categories[&Category::HttpAuthFailure];
     assert_eq!((auth.enabled, auth.trigger, auth.window, auth.ban), (true, 5, Duration::from_secs(30), Duration::from_secs(1800)));
-    assert!(!c.protection.categories["http-resource-access-failure"].enabled, "off by default (NAT false positives)");
+    assert!(!c.protection.categories[&Category::HttpResourceAccessFailure].enabled, "off by default (NAT false positives)");
     assert_eq!(c.protection.categories.len(), 7);
 }
 
