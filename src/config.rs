@@ -7,7 +7,13 @@
 //!
 //! Typed settings live here rather than in each module because several front ends share
 //! them (the proxy and the admin API both read services and listeners); each type names the
-//! module that consumes it.
+//! module that consumes it. The grammars values must follow live here too, so configuration
+//! is checked with the same rules the rest of the program applies: `path` (canonical request
+//! paths), `category` (the shield's categories), `users` (the Basic users file) and
+//! `redis_url` (the Redis and Sentinel addresses).
+//!
+//! Level 0 of the architecture (`src/lib.rs`): nothing here imports from the rest of the
+//! crate.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -18,6 +24,7 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 mod category;
+mod error;
 pub mod file;
 pub mod path;
 pub mod redis_url;
@@ -25,9 +32,9 @@ mod resolve;
 pub mod users;
 
 pub use category::{Category, UnknownCategory};
+pub use error::{ConfigError, ConfigErrors};
 pub use path::{BackslashPolicy, EscapedSlashPolicy, PathPolicy};
 pub use redis_url::RedisUrl;
-pub use resolve::{ConfigError, ConfigErrors};
 
 /// Default request-head read timeout: a client has this long to send a full request head.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

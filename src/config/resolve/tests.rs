@@ -1,6 +1,12 @@
 //! Tests of configuration resolution: one per key family, and the error list.
 
-use super::*;
+use std::path::Path;
+use std::time::Duration;
+
+use super::super::*;
+use super::protection::valid_table_name;
+use super::services::valid_host_port;
+use super::valid_host_name;
 
 const MINIMAL: &str = r#"
 [server]
