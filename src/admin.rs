@@ -30,7 +30,6 @@
 //! time, never logged, and a wrong or missing token gets the same `401`.
 
 use std::convert::Infallible;
-use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,13 +43,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::ListenerConfig;
+use crate::config::{AdminToken, Category, ListenerConfig};
 use crate::runtime::Runtime;
 use crate::runtime::accept::{Connections, OnBanned};
 use crate::runtime::services::Drain;
@@ -61,33 +59,6 @@ pub mod operate;
 pub mod page;
 pub mod status;
 pub use status::Status;
-
-/// The admin bearer token. `Debug` never shows it.
-#[derive(Clone)]
-pub struct AdminToken(Arc<str>);
-
-impl AdminToken {
-    /// Wraps a token.
-    pub fn new(token: String) -> AdminToken {
-        AdminToken(Arc::from(token))
-    }
-
-    /// Constant-time comparison with a presented token.
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        self.0.as_bytes().ct_eq(presented).into()
-    }
-
-    /// The token itself (only for sending it as a client).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
-}
 
 /// A reload request: the reply carries every configuration error, if any.
 pub type ReloadRequest = oneshot::Sender<Result<(), Vec<String>>>;
@@ -241,7 +212,7 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
             escaped(&path).max(MAX_LOGGED_PATH)
         ));
         let line = crate::protect::RequestLine { method: method.as_str(), path: &path, protocol: "HTTP/1.1", host: "admin" };
-        state.runtime.shield.record(client.ip(), "admin-auth-failure", line).await;
+        state.runtime.shield.record(client.ip(), Category::AdminAuthFailure, line).await;
         let mut response = json(StatusCode::UNAUTHORIZED, &ErrorBody { error: "missing or wrong bearer token" });
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"portcullis-admin\""));
         return response;
@@ -329,7 +300,7 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 #[derive(Serialize)]
 struct ExemptionBody {
     cidr: String,
-    categories: Vec<String>,
+    categories: Vec<Category>,
     source: &'static str,
 }
 
@@ -360,15 +331,14 @@ async fn add_exemption(state: &AdminState, query: &str) -> Response<AdminBody> {
     let Some((address, prefix_length)) = cidr_param(query) else {
         return json(StatusCode::BAD_REQUEST, &ErrorBody { error: "pass ?cidr=NET/LEN&categories=a,b" });
     };
-    let categories: Vec<String> =
-        query_param(query, "categories").unwrap_or_default().split(',').filter(|c| !c.is_empty()).map(str::to_string).collect();
-    let known = |c: &String| crate::config::DEFAULT_CATEGORIES.iter().any(|(name, ..)| name == c);
-    if categories.is_empty() || !categories.iter().all(known) {
+    let categories: Result<Vec<Category>, _> =
+        query_param(query, "categories").unwrap_or_default().split(',').filter(|c| !c.is_empty()).map(str::parse).collect();
+    let Some(categories) = categories.ok().filter(|c| !c.is_empty()) else {
         return json(
             StatusCode::BAD_REQUEST,
             &ErrorBody { error: "categories must be a comma list of known categories (see docs/shield.md)" },
         );
-    }
+    };
     match state.runtime.shield.add_exemption(crate::config::Exemption { address, prefix_length, categories }).await {
         Ok(()) => json(StatusCode::OK, &exemptions(state)),
         Err(_) => json(StatusCode::SERVICE_UNAVAILABLE, &ErrorBody { error: "state store unavailable" }),

@@ -7,16 +7,34 @@
 //!
 //! Typed settings live here rather than in each module because several front ends share
 //! them (the proxy and the admin API both read services and listeners); each type names the
-//! module that consumes it.
+//! module that consumes it. The grammars values must follow live here too, so configuration
+//! is checked with the same rules the rest of the program applies: `path` (canonical request
+//! paths), `category` (the shield's categories), `users` (the Basic users file) and
+//! `redis_url` (the Redis and Sentinel addresses).
+//!
+//! Level 0 of the architecture (`src/lib.rs`): nothing here imports from the rest of the
+//! crate.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-pub mod file;
-mod resolve;
+use subtle::ConstantTimeEq;
 
-pub use resolve::{ConfigError, ConfigErrors};
+mod category;
+mod error;
+pub mod file;
+pub mod path;
+pub mod redis_url;
+mod resolve;
+pub mod users;
+
+pub use category::{Category, UnknownCategory};
+pub use error::{ConfigError, ConfigErrors};
+pub use path::{BackslashPolicy, EscapedSlashPolicy, PathPolicy};
+pub use redis_url::RedisUrl;
 
 /// Default request-head read timeout: a client has this long to send a full request head.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,35 +100,6 @@ pub struct ListenerConfig {
     pub paths: PathPolicy,
 }
 
-/// Per-listener policy for request paths the edge cannot normalise safely
-/// (`escaped_slashes`, `backslash`; used by `net::canonical`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PathPolicy {
-    pub escaped_slashes: EscapedSlashPolicy,
-    pub backslash: BackslashPolicy,
-}
-
-/// `%2F` / `%5C` in a path.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum EscapedSlashPolicy {
-    /// 400 (default).
-    #[default]
-    Reject,
-    /// Kept encoded and opaque: never a separator at the edge. Only for upstreams that do not
-    /// decode them either.
-    Keep,
-}
-
-/// A literal `\` in a path.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum BackslashPolicy {
-    /// 400 (default).
-    #[default]
-    Reject,
-    /// Read as `/` (as IIS does) before normalising.
-    Slash,
-}
-
 /// Where a plain listener redirects to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedirectTarget {
@@ -129,8 +118,35 @@ pub struct TlsFiles {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub address: SocketAddr,
-    pub token: crate::admin::AdminToken,
+    pub token: AdminToken,
     pub tls: bool,
+}
+
+/// The admin bearer token (`admin.token` / `admin.token_file`). `Debug` never shows it.
+#[derive(Clone)]
+pub struct AdminToken(Arc<str>);
+
+impl AdminToken {
+    /// Wraps a token.
+    pub fn new(token: String) -> AdminToken {
+        AdminToken(Arc::from(token))
+    }
+
+    /// Constant-time comparison with a presented token.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        self.0.as_bytes().ct_eq(presented).into()
+    }
+
+    /// The token itself (only for sending it as a client).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 /// How a service authenticates requests at the edge (`service.auth`).
@@ -154,7 +170,7 @@ impl PublicPath {
     /// service's upstream is case-insensitive).
     pub fn matches(&self, path: &str, fold_case: bool) -> bool {
         match self {
-            PublicPath::Prefix(prefix) => crate::net::canonical::has_prefix(path, prefix, fold_case),
+            PublicPath::Prefix(prefix) => self::path::has_prefix(path, prefix, fold_case),
             PublicPath::Exact(exact) if fold_case => path.eq_ignore_ascii_case(exact),
             PublicPath::Exact(exact) => path == exact,
         }
@@ -238,7 +254,16 @@ pub struct AuthSettings {
     pub jwt: Option<JwtSettings>,
     pub rate_control: Option<RateControlSettings>,
     /// Edge-issued tokens: on whenever Basic or JWT is configured.
-    pub tokens: Option<crate::auth::tokens::TokenSettings>,
+    pub tokens: Option<TokenSettings>,
+}
+
+/// `[auth.tokens]`: edge-issued token lifetimes (used by `auth::tokens`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    /// Access-token lifetime.
+    pub refresh_interval: Duration,
+    /// How often expired records are purged.
+    pub cleanup_interval: Duration,
 }
 
 /// `[auth.basic]`.
@@ -283,7 +308,7 @@ pub const DEFAULT_USERS_REFRESH: Duration = Duration::from_secs(15 * 60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
     Embedded,
-    Redis { url: String },
+    Redis { url: RedisUrl },
 }
 
 /// `[cluster]`.
@@ -296,6 +321,10 @@ pub struct ClusterConfig {
     /// PEM CA certificates trusted for `rediss://` (default: the system's roots).
     pub redis_ca: Option<PathBuf>,
 }
+
+/// Default `maintenance.session_idle`: a session counts as current this long after its last
+/// authenticated request (used by `auth::sessions`).
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
 
 /// `[maintenance]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -315,7 +344,7 @@ pub struct ProtectionConfig {
     pub blocked_status: u16,
     pub ipv6_prefix: u8,
     /// Every category the shield knows, with its settings (defaults filled in).
-    pub categories: std::collections::BTreeMap<String, CategorySettings>,
+    pub categories: std::collections::BTreeMap<Category, CategorySettings>,
     pub exemptions: Vec<Exemption>,
     /// Networks whose `X-Forwarded-For` names the client (never trusted by default).
     pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
@@ -341,20 +370,8 @@ pub struct CategorySettings {
 pub struct Exemption {
     pub address: std::net::IpAddr,
     pub prefix_length: u8,
-    pub categories: Vec<String>,
+    pub categories: Vec<Category>,
 }
-
-/// Default settings of each category (DESIGN §3): (name, enabled, trigger, window s, ban s).
-pub const DEFAULT_CATEGORIES: &[(&str, bool, u32, u64, u64)] = &[
-    ("http-auth-failure", true, 5, 30, 1800),
-    ("http-protocol-violation", true, 5, 30, 1800),
-    // Off by default: behind NAT, 404s of many users add up to false positives.
-    ("http-resource-access-failure", false, 10, 30, 1800),
-    ("sip-auth-failure", true, 5, 30, 1800),
-    ("sip-protocol-violation", true, 5, 30, 1800),
-    ("websocket-protocol-violation", true, 5, 30, 1800),
-    ("admin-auth-failure", true, 5, 30, 1800),
-];
 
 impl Config {
     /// Parses and validates a configuration held in memory; relative paths are taken

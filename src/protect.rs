@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::clock::unix_ms;
 use crate::cluster::{BanRecord, StateStore};
-use crate::config::{Exemption, ProtectionConfig};
+use crate::config::{Category, CategorySettings, Exemption, ProtectionConfig};
 use crate::event::{Actor, Event, EventBus, RequestSummary};
 use crate::telemetry::logging::{ErrorLog, LineBudget};
 use crate::telemetry::metrics::Metrics;
@@ -73,7 +73,7 @@ pub struct Shield {
     /// Exemptions added through the admin API (persisted in the store).
     runtime_exemptions: RwLock<Vec<Exemption>>,
     bans: RwLock<HashMap<IpAddr, Ban>>,
-    counters: Mutex<HashMap<(IpAddr, String), Counter>>,
+    counters: Mutex<HashMap<(IpAddr, Category), Counter>>,
     already_logged: Mutex<HashMap<IpAddr, Instant>>,
     already_logged_budget: LineBudget,
     store: Arc<dyn StateStore>,
@@ -170,7 +170,7 @@ impl Shield {
     /// run one at a time, so a refusal is counted — and the ban made — before the next guess
     /// is looked at, however many connections or streams the source opens (the caller checks
     /// the ban again once admitted).
-    pub async fn admit(&self, client: IpAddr, category: &str) -> Option<Admission> {
+    pub async fn admit(&self, client: IpAddr, category: Category) -> Option<Admission> {
         let (source, _) = self.counted(client, category)?;
         let lock = {
             let mut admissions = self.admissions.lock().unwrap_or_else(|p| p.into_inner());
@@ -225,8 +225,8 @@ impl Shield {
         Some(config.blocked_status)
     }
 
-    fn exempt(&self, config: &ProtectionConfig, client: IpAddr, category: &str) -> bool {
-        let matches = |e: &Exemption| e.categories.iter().any(|c| c == category) && in_network(client, e.address, e.prefix_length);
+    fn exempt(&self, config: &ProtectionConfig, client: IpAddr, category: Category) -> bool {
+        let matches = |e: &Exemption| e.categories.contains(&category) && in_network(client, e.address, e.prefix_length);
         config.exemptions.iter().any(matches) || self.runtime_exemptions.read().unwrap_or_else(|p| p.into_inner()).iter().any(matches)
     }
 
@@ -243,7 +243,7 @@ impl Shield {
         self.store.set_add(EXEMPTIONS_KEY, &encode_exemption(&exemption), MAX_RUNTIME_EXEMPTIONS).await?;
         self.events.publish(Event::ExemptionAdded {
             network: format!("{}/{}", exemption.address, exemption.prefix_length),
-            categories: exemption.categories.clone(),
+            categories: exemption.categories.iter().map(|c| c.as_str().to_string()).collect(),
         });
         self.runtime_exemptions.write().unwrap_or_else(|p| p.into_inner()).push(exemption);
         Ok(())
@@ -271,21 +271,21 @@ impl Shield {
     /// With a store shared by several peers the window is the store's (one exact count for
     /// the cluster, on the store's clock); if the store cannot answer, this peer counts alone
     /// until it can.
-    pub async fn record(&self, client: IpAddr, category: &str, request: RequestLine<'_>) -> bool {
+    pub async fn record(&self, client: IpAddr, category: Category, request: RequestLine<'_>) -> bool {
         let Some((source, settings)) = self.counted(client, category) else { return false };
         let reached = match self.count_shared(source, category, &settings).await {
             Some(reached) => reached && !self.is_banned(source),
             None => self.count_here(source, category, &settings),
         };
         if reached {
-            self.ban(client, source, category, settings.ban, Actor::Trigger, Some(request));
+            self.ban(client, source, category.as_str(), settings.ban, Actor::Trigger, Some(request));
         }
         reached
     }
 
     /// Counts the event in a shared store's window; `None` when the store is not shared or
     /// did not answer (then the event is kept to be merged into it later).
-    async fn count_shared(&self, source: IpAddr, category: &str, settings: &crate::config::CategorySettings) -> Option<bool> {
+    async fn count_shared(&self, source: IpAddr, category: Category, settings: &CategorySettings) -> Option<bool> {
         if !self.store.shared() {
             return None;
         }
@@ -308,7 +308,7 @@ impl Shield {
     }
 
     /// Counts the event in this peer's memory; true at the `trigger`-th within the window.
-    fn count_here(&self, source: IpAddr, category: &str, settings: &crate::config::CategorySettings) -> bool {
+    fn count_here(&self, source: IpAddr, category: Category, settings: &CategorySettings) -> bool {
         let reached = self.count_locally(source, category, settings.trigger, settings.window);
         if reached && self.store.shared() {
             // The ban (reconciled later) covers these events: merging them would re-ban the
@@ -321,34 +321,29 @@ impl Shield {
 
     /// [`Shield::record`] from code that cannot wait (the framing guard's hook): counted at
     /// once in memory, or — with a shared store — in a task of its own.
-    pub fn record_detached(self: &Arc<Self>, client: IpAddr, category: &str, request: RequestLine<'_>) {
+    pub fn record_detached(self: &Arc<Self>, client: IpAddr, category: Category, request: RequestLine<'_>) {
         if !self.store.shared() {
             if let Some((source, settings)) = self.counted(client, category)
                 && self.count_here(source, category, &settings)
             {
-                self.ban(client, source, category, settings.ban, Actor::Trigger, Some(request));
+                self.ban(client, source, category.as_str(), settings.ban, Actor::Trigger, Some(request));
             }
             return;
         }
         let shield = self.clone();
-        let (category, method, path, protocol, host) = (
-            category.to_string(),
-            request.method.to_string(),
-            request.path.to_string(),
-            request.protocol.to_string(),
-            request.host.to_string(),
-        );
+        let (method, path, protocol, host) =
+            (request.method.to_string(), request.path.to_string(), request.protocol.to_string(), request.host.to_string());
         tokio::spawn(async move {
             let line = RequestLine { method: &method, path: &path, protocol: &protocol, host: &host };
-            shield.record(client, &category, line).await;
+            shield.record(client, category, line).await;
         });
     }
 
     /// The source and settings an event of `category` from `client` is counted with, unless
     /// the category is off or the client exempt.
-    fn counted(&self, client: IpAddr, category: &str) -> Option<(IpAddr, crate::config::CategorySettings)> {
+    fn counted(&self, client: IpAddr, category: Category) -> Option<(IpAddr, CategorySettings)> {
         let config = self.config.load();
-        let settings = config.categories.get(category)?;
+        let settings = config.categories.get(&category)?;
         if !settings.enabled || self.exempt(&config, client, category) {
             return None;
         }
@@ -393,21 +388,21 @@ impl Shield {
     }
 
     /// This peer's own exact window for (source, category); true at the `trigger`-th event.
-    fn count_locally(&self, source: IpAddr, category: &str, trigger: u32, window: Duration) -> bool {
+    fn count_locally(&self, source: IpAddr, category: Category, trigger: u32, window: Duration) -> bool {
         let now = Instant::now();
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (source, category.to_string());
+        let key = (source, category);
         if !counters.contains_key(&key) && counters.len() >= MAX_COUNTED_SOURCES {
             // Evict the least recently active tenth in one pass (amortized O(1) per event
             // under a spray); bans live in another table and are never touched.
-            let mut ages: Vec<(Instant, (IpAddr, String))> = counters.iter().map(|(k, c)| (c.last, k.clone())).collect();
+            let mut ages: Vec<(Instant, (IpAddr, Category))> = counters.iter().map(|(k, c)| (c.last, *k)).collect();
             let cut = MAX_COUNTED_SOURCES / 10;
             ages.select_nth_unstable_by_key(cut, |(last, _)| *last);
             for (_, old) in ages.into_iter().take(cut) {
                 counters.remove(&old);
             }
         }
-        let counter = counters.entry(key.clone()).or_insert_with(|| Counter { events: VecDeque::new(), last: now });
+        let counter = counters.entry(key).or_insert_with(|| Counter { events: VecDeque::new(), last: now });
         counter.last = now;
         while counter.events.front().is_some_and(|t| now.duration_since(*t) >= window) {
             counter.events.pop_front();
@@ -498,17 +493,24 @@ pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 /// Most runtime exemptions.
 pub const MAX_RUNTIME_EXEMPTIONS: usize = 10_000;
 
-fn encode_exemption(e: &Exemption) -> String {
-    format!("{}/{}|{}", e.address, e.prefix_length, e.categories.join(","))
+/// `a,b`: category names as exemptions are stored and logged.
+fn names(categories: &[Category]) -> String {
+    categories.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",")
 }
 
+fn encode_exemption(e: &Exemption) -> String {
+    format!("{}/{}|{}", e.address, e.prefix_length, names(&e.categories))
+}
+
+/// A stored exemption; `None` when it is malformed or names a category this peer does not
+/// know (one written by a newer peer): it is left in the store, untouched.
 fn decode_exemption(text: &str) -> Option<Exemption> {
     let (net, categories) = text.split_once('|')?;
     let (address, prefix) = net.rsplit_once('/')?;
     Some(Exemption {
         address: address.parse().ok()?,
         prefix_length: prefix.parse().ok()?,
-        categories: categories.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect(),
+        categories: categories.split(',').filter(|c| !c.is_empty()).map(str::parse).collect::<Result<_, _>>().ok()?,
     })
 }
 

@@ -1,4 +1,4 @@
-//! The path normaliser of the canonical request view (`net::canonical::normalize_path`) on
+//! The canonical path grammar's normaliser (`config::path::normalize_path`) on
 //! arbitrary request paths, under every listener policy (chosen by the first byte).
 //!
 //! Asserts: never panics; a canonical path starts with `/`, holds no `\`, no `.`/`..`/empty
@@ -9,8 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::config::{BackslashPolicy, EscapedSlashPolicy, PathPolicy};
-use portcullis::net::canonical::{normalize_path, without_parameters};
+use portcullis::config::path::{BackslashPolicy, EscapedSlashPolicy, PathPolicy, normalize_path, without_parameters};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&choice, rest)) = data.split_first() else { return };

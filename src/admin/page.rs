@@ -313,7 +313,7 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
             if !state.token.load().matches(presented.as_bytes()) {
                 state.runtime.error_log.warn(&format!("{} :: admin page sign-in failed", client.ip()));
                 let line = crate::protect::RequestLine { method: "POST", path: "/login", protocol: "HTTP/1.1", host: "admin" };
-                state.runtime.shield.record(client.ip(), "admin-auth-failure", line).await;
+                state.runtime.shield.record(client.ip(), crate::config::Category::AdminAuthFailure, line).await;
                 return html(StatusCode::UNAUTHORIZED, login_page(Some("Wrong token.")));
             }
             let (id, _) = state.page_sessions.create();

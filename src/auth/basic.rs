@@ -14,6 +14,7 @@ use super::cache::CredentialCache;
 use super::rate::{RateControl, RateDecision};
 use crate::cluster::StateStore;
 use crate::config::BasicSettings;
+use crate::config::users::load_users_file;
 use crate::net::fetch::Fetcher;
 
 /// Longest `Authorization` value considered (longer ones are refused unread).
@@ -278,21 +279,6 @@ pub fn parse_user_list(body: &[u8]) -> Option<HashSet<String>> {
             .collect(),
     };
     Some(names.into_iter().filter(|n| !n.is_empty() && n.len() <= MAX_USER_BYTES).take(MAX_LISTED_USERS).collect())
-}
-
-/// `users_file`: a TOML table `[users]` of name = argon2 PHC string.
-pub fn load_users_file(path: &std::path::Path) -> Result<HashMap<String, String>, String> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct UsersFile {
-        users: HashMap<String, String>,
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let file: UsersFile = toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-    for (user, hash) in &file.users {
-        argon2::PasswordHash::new(hash).map_err(|e| format!("{}: users.{user}: not an argon2 PHC string ({e})", path.display()))?;
-    }
-    Ok(file.users)
 }
 
 /// A fixed hash verified for unknown users, so timing does not reveal which names exist.

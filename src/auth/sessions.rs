@@ -13,8 +13,9 @@ use tokio::time::Instant;
 
 use super::cache::Digest;
 
-/// A session counts as current this long after its last authenticated request (default).
-pub const SESSION_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// A session counts as current this long after its last authenticated request (default; the
+/// configuration's `maintenance.session_idle` default).
+pub const SESSION_WINDOW: Duration = crate::config::DEFAULT_SESSION_IDLE;
 /// Most sessions tracked per service.
 pub const MAX_TRACKED_SESSIONS: usize = 200_000;
 /// Quiet sessions are dropped from the table at most this often, so a new session costs O(1)

@@ -21,6 +21,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{SetAdd, StateStore, StoreError};
+use crate::config::TokenSettings;
 
 /// Prefix of access tokens (tells them from JWTs at a glance).
 pub const ACCESS_PREFIX: &str = "pca_";
@@ -34,15 +35,6 @@ pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(60);
 pub const MAX_CACHED_TOKENS: usize = 100_000;
 /// Store-key prefix of access-token records (their change notifications invalidate the cache).
 pub const ACCESS_KEY_PREFIX: &str = "token:access:";
-
-/// Token lifetimes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenSettings {
-    /// Access-token lifetime.
-    pub refresh_interval: Duration,
-    /// How often expired records are purged.
-    pub cleanup_interval: Duration,
-}
 
 /// A freshly issued pair.
 #[derive(Debug, Clone, Serialize)]

@@ -32,6 +32,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::{BanRecord, Change, MAX_EVENTS_PER_WINDOW, MAX_VALUE_BYTES, SetAdd, StateStore, StoreError, StoreFuture, check_key};
 use crate::clock::{millis, unix_ms};
+use crate::config::redis_url::{RedisUrl, SENTINEL_SCHEME, SentinelTarget, parse_sentinel};
 
 /// The pub/sub channel carrying changes between peers.
 pub const CHANGES_CHANNEL: &str = "pc:changes";
@@ -137,41 +138,57 @@ impl RedisStore {
         Self::open_with_ca(url, peer, None)
     }
 
-    /// [`RedisStore::open_with_ca`] with the CA certificates read from the file `ca`
-    /// (`cluster.redis_ca`).
-    pub fn open_configured(url: &str, peer: &str, ca: Option<&std::path::Path>) -> Result<RedisStore, StoreError> {
+    /// The configured store (`cluster.redis_url`, already parsed), trusting the CA
+    /// certificates read from the file `ca` (`cluster.redis_ca`) for `rediss://`.
+    pub fn open_configured(url: &RedisUrl, peer: &str, ca: Option<&std::path::Path>) -> Result<RedisStore, StoreError> {
         let pem = match ca {
             Some(path) => {
                 Some(std::fs::read(path).map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?)
             }
             None => None,
         };
-        Self::open_with_ca(url, peer, pem)
+        Self::open_url(url, peer, pem)
     }
 
     /// [`RedisStore::open`], trusting the PEM certificates in `ca` for `rediss://` (TLS)
     /// instead of the system's roots.
     pub fn open_with_ca(url: &str, peer: &str, ca: Option<Vec<u8>>) -> Result<RedisStore, StoreError> {
+        let url = match url.strip_prefix(SENTINEL_SCHEME) {
+            Some(rest) => RedisUrl::Sentinel {
+                url: url.to_string(),
+                target: parse_sentinel(rest).ok_or_else(|| StoreError::Open {
+                    path: url.to_string(),
+                    reason: "write redis+sentinel://host:26379[,host:26379]/<master>[/db]".into(),
+                })?,
+            },
+            // Any other scheme is the Redis client's to judge.
+            None => RedisUrl::Server(url.to_string()),
+        };
+        Self::open_url(&url, peer, ca)
+    }
+
+    fn open_url(url: &RedisUrl, peer: &str, ca: Option<Vec<u8>>) -> Result<RedisStore, StoreError> {
         let open_error = |reason: String| StoreError::Open { path: url.to_string(), reason };
         let connection: Arc<ArcSwapOption<ConnectionManager>> = Arc::default();
         let client: Arc<ArcSwapOption<redis::Client>> = Arc::default();
         let (stop, stopped) = oneshot::channel();
         let (stop_watch, watch_stopped) = oneshot::channel::<()>();
-        if let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) {
-            let sentinel =
-                parse_sentinel(rest).ok_or_else(|| open_error("write redis+sentinel://host:26379[,host:26379]/<master>[/db]".into()))?;
-            tokio::spawn(follow_sentinel(sentinel, connection.clone(), client.clone(), watch_stopped));
-        } else {
-            let direct = match ca {
-                Some(root_cert) if url.starts_with("rediss://") => {
-                    redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) })
-                }
-                _ => redis::Client::open(url),
+        match url {
+            RedisUrl::Sentinel { target, .. } => {
+                tokio::spawn(follow_sentinel(target.clone(), connection.clone(), client.clone(), watch_stopped));
             }
-            .map_err(|e| open_error(e.to_string()))?;
-            connection.store(Some(Arc::new(manager(direct.clone()).map_err(|e| open_error(e.to_string()))?)));
-            client.store(Some(Arc::new(direct)));
-            drop(watch_stopped);
+            RedisUrl::Server(url) => {
+                let direct = match ca {
+                    Some(root_cert) if url.starts_with("rediss://") => {
+                        redis::Client::build_with_tls(url.as_str(), redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) })
+                    }
+                    _ => redis::Client::open(url.as_str()),
+                }
+                .map_err(|e| open_error(e.to_string()))?;
+                connection.store(Some(Arc::new(manager(direct.clone()).map_err(|e| open_error(e.to_string()))?)));
+                client.store(Some(Arc::new(direct)));
+                drop(watch_stopped);
+            }
         }
         let (changes, _) = broadcast::channel(1024);
         tokio::spawn(listen(client, peer.to_string(), changes.clone(), stopped));
@@ -312,31 +329,8 @@ async fn listen(
 /// A ban hash's category, since, until and reason.
 type BanFields = (Option<String>, Option<u64>, Option<u64>, Option<String>);
 
-/// URL scheme that names Sentinels instead of a server.
-pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
 /// How often Sentinel is asked which server is the master.
 pub const SENTINEL_POLL: Duration = Duration::from_secs(1);
-
-/// Sentinels, master name and database of a `redis+sentinel://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentinelTarget {
-    pub sentinels: Vec<String>,
-    pub master: String,
-    pub db: i64,
-}
-
-/// Parses what follows `redis+sentinel://`: `host:port[,host:port…]/master[/db]`.
-pub fn parse_sentinel(rest: &str) -> Option<SentinelTarget> {
-    let (hosts, path) = rest.split_once('/')?;
-    let mut parts = path.split('/');
-    let master = parts.next().filter(|m| !m.is_empty())?.to_string();
-    let db = match parts.next() {
-        None | Some("") => 0,
-        Some(db) => db.parse().ok()?,
-    };
-    let sentinels: Vec<String> = hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("redis://{h}")).collect();
-    (!sentinels.is_empty() && parts.next().is_none()).then_some(SentinelTarget { sentinels, master, db })
-}
 
 fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()

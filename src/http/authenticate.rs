@@ -12,7 +12,7 @@ use super::respond::ProxyError;
 use super::view::{View, strip_credentials};
 use crate::auth::Verdict;
 use crate::auth::websocket::{self, ProtocolCredential};
-use crate::config::AuthMode;
+use crate::config::{AuthMode, Category};
 
 /// Edge authentication gate: public paths and `auth = "none"` pass (a public path never
 /// forwards a credential); everything else needs credentials the authenticator accepts.
@@ -149,7 +149,7 @@ fn is_challenge(verdict: &Verdict) -> bool {
 }
 
 /// The shield category of refused credentials.
-const AUTH_FAILURE: &str = "http-auth-failure";
+const AUTH_FAILURE: Category = Category::HttpAuthFailure;
 
 pub fn verdict_error(verdict: Verdict) -> ProxyError {
     match verdict {

@@ -49,6 +49,7 @@ use super::static_files;
 use super::tokens::{TokenEndpoint, token_endpoint};
 use super::tracked::TrackedBody;
 use super::view::{View, apply_view, canonical_view};
+use crate::config::Category;
 use crate::net::canonical::Authority;
 
 /// Handles one request (hyper service entry point).
@@ -81,11 +82,15 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
             let category = match &error {
                 ProxyError::Unauthorized { .. } if record.facts.presents_credential() && !record.failure_recorded => {
                     // The shield counts presented-and-refused credentials per source.
-                    Some(if record.facts.malformed_protocol_credential() { "websocket-protocol-violation" } else { "http-auth-failure" })
+                    Some(if record.facts.malformed_protocol_credential() {
+                        Category::WebsocketProtocolViolation
+                    } else {
+                        Category::HttpAuthFailure
+                    })
                 }
                 // A request the edge cannot read one way only (bad path, host, credential
                 // count, body framing) is a protocol violation.
-                ProxyError::BadRequest(_) => Some("http-protocol-violation"),
+                ProxyError::BadRequest(_) => Some(Category::HttpProtocolViolation),
                 _ => None,
             };
             if let Some(category) = category {
@@ -100,7 +105,7 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
     }
     if matches!(record.status, 403 | 404) {
         // Probing for resources (off by default: behind NAT it causes false positives).
-        edge.runtime.shield.record(record.client(), "http-resource-access-failure", record.line()).await;
+        edge.runtime.shield.record(record.client(), Category::HttpResourceAccessFailure, record.line()).await;
     }
     let (parts, body) = response.into_parts();
     Ok(Response::from_parts(parts, TrackedBody::new(body, Arc::new(record), lease)))

@@ -225,7 +225,7 @@ impl ConnectionTask {
                         host: &request.host,
                     };
                     // Every head the guard refuses or hyper will refuse is a protocol violation.
-                    runtime.shield.record_detached(conn.client.ip(), "http-protocol-violation", line);
+                    runtime.shield.record_detached(conn.client.ip(), crate::config::Category::HttpProtocolViolation, line);
                     if !violation.is_framing() {
                         return;
                     }

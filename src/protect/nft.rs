@@ -119,11 +119,6 @@ impl NftMirror {
     }
 }
 
-/// Whether `name` can name our table (letters, digits, `_`; at most 32).
-pub fn valid_table_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
 async fn apply_batches(table: String, mut receiver: mpsc::Receiver<Change>, dropped: Arc<AtomicU64>, error_log: ErrorLog) {
     while let Some(first) = receiver.recv().await {
         tokio::time::sleep(BATCH_DELAY).await;
@@ -263,14 +258,5 @@ mod tests {
         assert!(long.contains(&format!("timeout {}s", MAX_ELEMENT_TIMEOUT.as_secs())), "{long}");
         let short = changes_script("t", &[Change::Ban { source: ip, prefix: 32, remaining: Duration::ZERO }]);
         assert!(short.contains("timeout 1s"), "{short}");
-    }
-
-    #[test]
-    fn table_names_are_restricted_to_safe_identifiers() {
-        assert!(valid_table_name("portcullis"));
-        assert!(valid_table_name("edge_1"));
-        for bad in ["", "a b", "x;flush ruleset", "t{", &"a".repeat(33)] {
-            assert!(!valid_table_name(bad), "{bad:?}");
-        }
     }
 }

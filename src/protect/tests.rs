@@ -2,16 +2,16 @@
 
 use super::*;
 use crate::cluster::embedded::EmbeddedStore;
-use crate::config::{CategorySettings, Exemption};
+use crate::config::{Category, CategorySettings, Exemption};
 
 fn config() -> ProtectionConfig {
     let mut categories = std::collections::BTreeMap::new();
     categories.insert(
-        "http-auth-failure".to_string(),
+        Category::HttpAuthFailure,
         CategorySettings { enabled: true, trigger: 5, window: Duration::from_secs(30), ban: Duration::from_secs(1800) },
     );
     categories.insert(
-        "http-resource-access-failure".to_string(),
+        Category::HttpResourceAccessFailure,
         CategorySettings { enabled: false, trigger: 1, window: Duration::from_secs(30), ban: Duration::from_secs(60) },
     );
     ProtectionConfig {
@@ -21,7 +21,7 @@ fn config() -> ProtectionConfig {
         exemptions: vec![Exemption {
             address: "203.0.113.0".parse().unwrap(),
             prefix_length: 24,
-            categories: vec!["http-auth-failure".into()],
+            categories: vec![Category::HttpAuthFailure],
         }],
         trusted_proxies: Vec::new(),
         close_banned_tls: false,
@@ -58,10 +58,10 @@ async fn the_trigger_th_event_inside_the_window_bans() {
     let s = shield(dir.path());
     let ip: IpAddr = "198.51.100.7".parse().unwrap();
     for _ in 0..4 {
-        assert!(!s.record(ip, "http-auth-failure", REQ).await);
+        assert!(!s.record(ip, Category::HttpAuthFailure, REQ).await);
         assert_eq!(s.check(ip), None);
     }
-    assert!(s.record(ip, "http-auth-failure", REQ).await, "5th failure bans");
+    assert!(s.record(ip, Category::HttpAuthFailure, REQ).await, "5th failure bans");
     assert_eq!(s.check(ip), Some(418));
     let log = blocking_log_in(dir.path()).await;
     assert!(log.contains("[emerg] ") && log.contains("#0: 198.51.100.7 will be blocked for 30 minutes for exceeding retry limit., client: 198.51.100.7, server: edge.test, request: \"GET /login HTTP/1.1\", host: \"edge.test\""), "{log}");
@@ -73,14 +73,14 @@ async fn events_older_than_the_window_do_not_count() {
     let s = shield(dir.path());
     let ip: IpAddr = "198.51.100.8".parse().unwrap();
     for _ in 0..4 {
-        s.record(ip, "http-auth-failure", REQ).await;
+        s.record(ip, Category::HttpAuthFailure, REQ).await;
     }
     tokio::time::advance(Duration::from_secs(30)).await;
-    assert!(!s.record(ip, "http-auth-failure", REQ).await, "the first four left the window");
+    assert!(!s.record(ip, Category::HttpAuthFailure, REQ).await, "the first four left the window");
     for _ in 0..3 {
-        s.record(ip, "http-auth-failure", REQ).await;
+        s.record(ip, Category::HttpAuthFailure, REQ).await;
     }
-    assert!(s.record(ip, "http-auth-failure", REQ).await, "five inside the window");
+    assert!(s.record(ip, Category::HttpAuthFailure, REQ).await, "five inside the window");
 }
 
 #[tokio::test]
@@ -89,10 +89,10 @@ async fn exemptions_and_disabled_categories_never_count() {
     let s = shield(dir.path());
     let nat: IpAddr = "203.0.113.77".parse().unwrap();
     for _ in 0..20 {
-        assert!(!s.record(nat, "http-auth-failure", REQ).await);
+        assert!(!s.record(nat, Category::HttpAuthFailure, REQ).await);
     }
     assert_eq!(s.check(nat), None);
-    assert!(!s.record("198.51.100.9".parse().unwrap(), "http-resource-access-failure", REQ).await, "off by default");
+    assert!(!s.record("198.51.100.9".parse().unwrap(), Category::HttpResourceAccessFailure, REQ).await, "off by default");
 }
 
 #[tokio::test]
@@ -101,7 +101,7 @@ async fn ipv6_sources_are_counted_and_banned_per_64() {
     let s = shield(dir.path());
     for i in 1..=5u16 {
         let ip = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, i));
-        s.record(ip, "http-auth-failure", REQ).await;
+        s.record(ip, Category::HttpAuthFailure, REQ).await;
     }
     assert_eq!(s.check("2001:db8:1:2::ffff".parse().unwrap()), Some(418), "same /64");
     assert_eq!(s.check("2001:db8:1:3::1".parse().unwrap()), None, "other /64");
@@ -115,7 +115,7 @@ async fn bans_persist_and_unban_sticks() {
     {
         let s = shield(dir.path());
         for _ in 0..5 {
-            s.record(ip, "http-auth-failure", REQ).await;
+            s.record(ip, Category::HttpAuthFailure, REQ).await;
         }
         // The store write is spawned: wait until it landed and its task let go of the store
         // (the embedded store opens exclusively).
@@ -152,13 +152,13 @@ async fn a_spray_of_fresh_sources_stays_under_the_cap_and_never_unbans() {
     let s = shield(dir.path());
     let victim: IpAddr = "198.51.100.99".parse().unwrap();
     for _ in 0..5 {
-        s.record(victim, "http-auth-failure", REQ).await;
+        s.record(victim, Category::HttpAuthFailure, REQ).await;
     }
     assert_eq!(s.check(victim), Some(418));
     // One failure each from far more distinct sources than the counter table holds.
     for i in 0..(MAX_COUNTED_SOURCES as u32 + 5_000) {
         let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-        s.record(ip, "http-auth-failure", REQ).await;
+        s.record(ip, Category::HttpAuthFailure, REQ).await;
     }
     assert!(s.counters.lock().unwrap().len() <= MAX_COUNTED_SOURCES, "counter table is capped");
     assert_eq!(s.check(victim), Some(418), "evicting counters never lifts a ban");
@@ -174,7 +174,7 @@ async fn a_ban_line_keeps_injected_request_text_escaped_inside_its_quoted_fields
     let host = format!("edge.test{forged}");
     let request = RequestLine { method: "GET\"", path: &path, protocol: "HTTP/1.1", host: &host };
     for _ in 0..5 {
-        s.record(ip, "http-auth-failure", request).await;
+        s.record(ip, Category::HttpAuthFailure, request).await;
     }
     let log = blocking_log_in(dir.path()).await;
     assert_eq!(log.lines().count(), 1, "{log}");

@@ -156,7 +156,7 @@ async fn sign_in_switch_maintenance_and_unblock_in_a_real_browser() {
     let banned: std::net::IpAddr = "203.0.113.9".parse().unwrap();
     let line = portcullis::protect::RequestLine { method: "GET", path: "/", protocol: "HTTP/1.1", host: "x" };
     for _ in 0..5 {
-        edge.running().runtime.shield.record(banned, "http-auth-failure", line).await;
+        edge.running().runtime.shield.record(banned, portcullis::config::Category::HttpAuthFailure, line).await;
     }
     assert_eq!(edge.running().runtime.shield.list().len(), 1);
     let base = format!("http://{}/", edge.admin);

@@ -156,17 +156,6 @@ async fn a_dump_moves_between_the_embedded_store_and_redis_both_ways() {
     assert_eq!(again.values.iter().map(|v| (&v.0, &v.1)).collect::<Vec<_>>(), dump.values.iter().map(|v| (&v.0, &v.1)).collect::<Vec<_>>());
 }
 
-#[test]
-fn sentinel_urls_name_sentinels_master_and_database() {
-    let t = parse_sentinel("10.0.0.1:26379,10.0.0.2:26379/mymaster/2").unwrap();
-    assert_eq!(t.sentinels, ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"]);
-    assert_eq!((t.master.as_str(), t.db), ("mymaster", 2));
-    assert_eq!(parse_sentinel("h:1/m").unwrap().db, 0);
-    for bad in ["", "h:1", "h:1/", "/m", "h:1/m/x", "h:1/m/0/extra"] {
-        assert_eq!(parse_sentinel(bad), None, "{bad:?}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_is_followed() {
     let Some(mut master) = Server::start() else { return };
@@ -265,8 +254,9 @@ async fn rediss_urls_speak_tls_and_trust_only_the_configured_ca() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let url = format!("rediss://127.0.0.1:{port}/0");
-    let a = RedisStore::open_configured(&url, "a", Some(&cert_path)).unwrap();
-    let b = RedisStore::open_configured(&url, "b", Some(&cert_path)).unwrap();
+    let configured = crate::config::RedisUrl::parse(&url).unwrap();
+    let a = RedisStore::open_configured(&configured, "a", Some(&cert_path)).unwrap();
+    let b = RedisStore::open_configured(&configured, "b", Some(&cert_path)).unwrap();
     let mut seen_by_b = b.subscribe();
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.set("k", b"over tls", None).await.unwrap();

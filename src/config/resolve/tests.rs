@@ -1,6 +1,12 @@
 //! Tests of configuration resolution: one per key family, and the error list.
 
-use super::*;
+use std::path::Path;
+use std::time::Duration;
+
+use super::super::*;
+use super::protection::valid_table_name;
+use super::services::valid_host_port;
+use super::valid_host_name;
 
 const MINIMAL: &str = r#"
 [server]
@@ -49,9 +55,9 @@ fn minimal_file_resolves_with_defaults() {
         ClusterConfig { store: StoreKind::Embedded, peer: "edge.test".into(), heartbeat: Duration::from_secs(2), redis_ca: None }
     );
     assert_eq!((c.protection.blocked_status, c.protection.ipv6_prefix), (418, 64));
-    let auth = &c.protection.categories["http-auth-failure"];
+    let auth = &c.protection.categories[&Category::HttpAuthFailure];
     assert_eq!((auth.enabled, auth.trigger, auth.window, auth.ban), (true, 5, Duration::from_secs(30), Duration::from_secs(1800)));
-    assert!(!c.protection.categories["http-resource-access-failure"].enabled, "off by default (NAT false positives)");
+    assert!(!c.protection.categories[&Category::HttpResourceAccessFailure].enabled, "off by default (NAT false positives)");
     assert_eq!(c.protection.categories.len(), 7);
 }
 
@@ -292,4 +298,13 @@ fn host_names_and_host_ports_are_validated() {
     assert!(valid_host_port("[::1]:80"));
     assert!(!valid_host_port("host:0"));
     assert!(!valid_host_port(":80"));
+}
+
+#[test]
+fn nftables_table_names_are_restricted_to_safe_identifiers() {
+    assert!(valid_table_name("portcullis"));
+    assert!(valid_table_name("edge_1"));
+    for bad in ["", "a b", "x;flush ruleset", "t{", &"a".repeat(33)] {
+        assert!(!valid_table_name(bad), "{bad:?}");
+    }
 }
