@@ -280,17 +280,56 @@ pub fn parse_user_list(body: &[u8]) -> Option<HashSet<String>> {
     Some(names.into_iter().filter(|n| !n.is_empty() && n.len() <= MAX_USER_BYTES).take(MAX_LISTED_USERS).collect())
 }
 
+/// Why a `users_file` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersFileError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a TOML table `[users]` of strings.
+    #[error("{path}: {}", .source.message())]
+    Parse {
+        path: std::path::PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A user's entry is not an argon2 PHC string.
+    #[error("{path}: users.{user}: not an argon2 PHC string ({reason})")]
+    NotArgon2 {
+        path: std::path::PathBuf,
+        user: String,
+        /// (Not a `#[source]`: argon2's error implements `std::error::Error` only with its
+        /// `std` feature.)
+        reason: argon2::password_hash::Error,
+    },
+}
+
+/// The message as text, for checkers that collect messages (the configuration's).
+impl From<UsersFileError> for String {
+    fn from(error: UsersFileError) -> String {
+        error.to_string()
+    }
+}
+
 /// `users_file`: a TOML table `[users]` of name = argon2 PHC string.
-pub fn load_users_file(path: &std::path::Path) -> Result<HashMap<String, String>, String> {
+pub fn load_users_file(path: &std::path::Path) -> Result<HashMap<String, String>, UsersFileError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct UsersFile {
         users: HashMap<String, String>,
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let file: UsersFile = toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+    let text = std::fs::read_to_string(path).map_err(|source| UsersFileError::Read { path: path.to_path_buf(), source })?;
+    let file: UsersFile = toml::from_str(&text).map_err(|source| UsersFileError::Parse { path: path.to_path_buf(), source })?;
     for (user, hash) in &file.users {
-        argon2::PasswordHash::new(hash).map_err(|e| format!("{}: users.{user}: not an argon2 PHC string ({e})", path.display()))?;
+        argon2::PasswordHash::new(hash).map_err(|reason| UsersFileError::NotArgon2 {
+            path: path.to_path_buf(),
+            user: user.clone(),
+            reason,
+        })?;
     }
     Ok(file.users)
 }
@@ -342,5 +381,26 @@ mod tests {
         assert!(matches!(verify_local(Some(hash.clone()), "pw".into()).await, Validation::Valid));
         assert!(matches!(verify_local(Some(hash), "wrong".into()).await, Validation::Invalid));
         assert!(matches!(verify_local(None, "pw".into()).await, Validation::Invalid));
+    }
+
+    #[test]
+    fn users_file_refusals_name_the_file_and_the_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        let err = load_users_file(&path).unwrap_err();
+        assert!(matches!(err, UsersFileError::Read { .. }), "{err}");
+        assert!(err.to_string().starts_with(&format!("cannot read {}: ", path.display())), "{err}");
+        std::fs::write(&path, "[users]\nagent1 = 5\n").unwrap();
+        let err = load_users_file(&path).unwrap_err();
+        assert!(matches!(err, UsersFileError::Parse { .. }), "{err}");
+        assert!(err.to_string().starts_with(&format!("{}: ", path.display())) && !err.to_string().contains('\n'), "{err}");
+        std::fs::write(&path, "[users]\nagent1 = \"plain\"\n").unwrap();
+        let err = load_users_file(&path).unwrap_err();
+        assert!(matches!(&err, UsersFileError::NotArgon2 { user, .. } if user == "agent1"), "{err}");
+        assert!(err.to_string().starts_with(&format!("{}: users.agent1: not an argon2 PHC string (", path.display())), "{err}");
+        assert_eq!(
+            String::from(err),
+            format!("{}: users.agent1: not an argon2 PHC string (password hash string missing field)", path.display())
+        );
     }
 }
