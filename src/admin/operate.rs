@@ -271,7 +271,7 @@ pub async fn put_fields(state: &AdminState, body: &[u8]) -> http::Response<Admin
         Err(error) => return json(StatusCode::BAD_REQUEST, &ErrorBody { error: &format!("invalid field: {error}") }),
     };
     if let Err(why) = cert::check_fields(&fields) {
-        return json(StatusCode::BAD_REQUEST, &ErrorBody { error: &why });
+        return json(StatusCode::BAD_REQUEST, &ErrorBody { error: &why.to_string() });
     }
     let bytes = serde_json::to_vec(&fields).unwrap_or_default();
     if state.runtime.store.set(cert::CSR_FIELDS_KEY, &bytes, None).await.is_err() {
@@ -288,7 +288,7 @@ pub async fn gen_csr(state: &AdminState) -> http::Response<AdminBody> {
             state.runtime.error_log.warn(&format!("CSR generated for {}", quoted(&fields.common_name)));
             text(StatusCode::OK, "application/pkcs10", pem)
         }
-        Err(why) => json(StatusCode::BAD_REQUEST, &ErrorBody { error: &why }),
+        Err(why) => json(StatusCode::BAD_REQUEST, &ErrorBody { error: &why.to_string() }),
     }
 }
 

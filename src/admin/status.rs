@@ -154,7 +154,7 @@ pub fn certificate(state: &AdminState) -> Option<CertificateStatus> {
             let notice = crate::operate::cert::expiry_notice(details.not_after_unix, time::OffsetDateTime::now_utc());
             Some(CertificateStatus { origin, details: Some(details), notice, error: None })
         }
-        Err(error) => Some(CertificateStatus { origin, details: None, notice: None, error: Some(error) }),
+        Err(error) => Some(CertificateStatus { origin, details: None, notice: None, error: Some(error.to_string()) }),
     }
 }
 

@@ -20,6 +20,9 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::net::tls::{self, TlsProfile};
 
+mod error;
+pub use error::{BundleError, CertError, ChainError, CsrError, FieldsError, X509ParseError};
+
 /// Where the certificate files live under `state_dir`.
 pub const SELF_SIGNED_DIR: &str = "tls";
 
@@ -95,21 +98,6 @@ fn rfc3339(t: OffsetDateTime) -> String {
 /// The directory of certificate files under `state_dir`.
 pub fn tls_dir(state_dir: &Path) -> PathBuf {
     state_dir.join(SELF_SIGNED_DIR)
-}
-
-/// Why the self-signed certificate could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum CertError {
-    /// Writing the generated certificate failed.
-    #[error("cannot write self-signed certificate to {path}: {source}")]
-    Store {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// rcgen could not generate a certificate.
-    #[error("cannot generate certificate: {0}")]
-    Generate(#[from] rcgen::Error),
 }
 
 /// A certificate chain with its key, as PEM files on disk.
@@ -190,11 +178,10 @@ pub fn generate_self_signed(server_name: &str, cert_path: &Path, key_path: &Path
 }
 
 /// Parses every `CERTIFICATE` item of a PEM text.
-pub fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().map_err(|e| format!("unreadable PEM: {e}"))?;
+pub fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ChainError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().map_err(ChainError::Pem)?;
     if chain.is_empty() {
-        return Err("no certificate (-----BEGIN CERTIFICATE-----) in the file".into());
+        return Err(ChainError::NoCertificate);
     }
     Ok(chain)
 }
@@ -242,9 +229,9 @@ fn names_of(cert: &X509Certificate<'_>) -> Vec<String> {
 }
 
 /// Details of the first (leaf) certificate of `chain`.
-pub fn details(chain: &[CertificateDer<'_>]) -> Result<CertDetails, String> {
-    let leaf = chain.first().ok_or("empty chain")?;
-    let (_, cert) = X509Certificate::from_der(leaf.as_ref()).map_err(|e| format!("unreadable certificate: {e}"))?;
+pub fn details(chain: &[CertificateDer<'_>]) -> Result<CertDetails, ChainError> {
+    let leaf = chain.first().ok_or(ChainError::Empty)?;
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref()).map_err(ChainError::Unreadable)?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.as_ref());
     Ok(CertDetails {
         subject: cert.subject().to_string(),
@@ -261,8 +248,8 @@ pub fn details(chain: &[CertificateDer<'_>]) -> Result<CertDetails, String> {
 }
 
 /// Reads the details of a PEM chain file.
-pub fn details_of_file(path: &Path) -> Result<CertDetails, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn details_of_file(path: &Path) -> Result<CertDetails, ChainError> {
+    let pem = std::fs::read(path).map_err(|source| ChainError::Read { path: path.to_path_buf(), source })?;
     details(&parse_chain(&pem)?)
 }
 
@@ -277,52 +264,49 @@ fn name_matches(pattern: &str, host: &str) -> bool {
 
 /// Checks a PEM bundle (chain, and the key unless `fallback_key_pem` supplies it) for
 /// `server_name` at `now`; every refusal says what is wrong and what to do.
-pub fn check_bundle(pem: &[u8], server_name: &str, now: OffsetDateTime, fallback_key_pem: Option<&str>) -> Result<Bundle, String> {
+pub fn check_bundle(pem: &[u8], server_name: &str, now: OffsetDateTime, fallback_key_pem: Option<&str>) -> Result<Bundle, BundleError> {
     if pem.len() > MAX_BUNDLE_BYTES {
-        return Err(format!("the file is larger than {MAX_BUNDLE_BYTES} bytes"));
+        return Err(BundleError::TooLarge { max: MAX_BUNDLE_BYTES });
     }
     let chain = parse_chain(pem)?;
     let (key, key_pem) = match PrivateKeyDer::from_pem_slice(pem) {
         Ok(key) => (key, pem_items(pem, "PRIVATE KEY")),
         Err(_) => match fallback_key_pem {
-            Some(csr_key) => (
-                PrivateKeyDer::from_pem_slice(csr_key.as_bytes()).map_err(|e| format!("the gen-csr key is unreadable: {e}"))?,
-                csr_key.to_string(),
-            ),
-            None => return Err("no private key in the file (and no key from `web cert gen-csr`): append the key PEM".into()),
+            Some(csr_key) => {
+                (PrivateKeyDer::from_pem_slice(csr_key.as_bytes()).map_err(BundleError::CsrKeyUnreadable)?, csr_key.to_string())
+            }
+            None => return Err(BundleError::NoKey),
         },
     };
     let provider = tls::provider();
-    let signing_key = provider.key_provider.load_private_key(key).map_err(|e| format!("unusable private key: {e}"))?;
+    let signing_key = provider.key_provider.load_private_key(key).map_err(BundleError::UnusableKey)?;
     let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing_key);
     if certified.keys_match().is_err() {
-        return Err("the private key does not match the certificate (the first certificate must be the server's own)".into());
+        return Err(BundleError::KeyMismatch);
     }
     let parsed: Vec<X509Certificate<'_>> = chain
         .iter()
         .enumerate()
         .map(|(i, der)| {
-            X509Certificate::from_der(der.as_ref()).map(|(_, c)| c).map_err(|e| format!("certificate {} is unreadable: {e}", i + 1))
+            X509Certificate::from_der(der.as_ref()).map(|(_, c)| c).map_err(|source| BundleError::Unreadable { position: i + 1, source })
         })
         .collect::<Result<_, _>>()?;
     for (i, pair) in parsed.windows(2).enumerate() {
         if pair[0].issuer().as_raw() != pair[1].subject().as_raw() {
-            return Err(format!(
-                "chain out of order: certificate {} ({}) was not issued by certificate {} ({}); order the file leaf first, then each issuer",
-                i + 1,
-                pair[0].subject(),
-                i + 2,
-                pair[1].subject()
-            ));
+            return Err(BundleError::OutOfOrder {
+                position: i + 1,
+                subject: pair[0].subject().to_string(),
+                next_subject: pair[1].subject().to_string(),
+            });
         }
     }
     for (i, cert) in parsed.iter().enumerate() {
         let (from, until) = (cert.validity().not_before.to_datetime(), cert.validity().not_after.to_datetime());
         if now < from {
-            return Err(format!("certificate {} ({}) is not valid before {}", i + 1, cert.subject(), rfc3339(from)));
+            return Err(BundleError::NotYetValid { position: i + 1, subject: cert.subject().to_string(), not_before: rfc3339(from) });
         }
         if now > until {
-            return Err(format!("certificate {} ({}) expired at {}", i + 1, cert.subject(), rfc3339(until)));
+            return Err(BundleError::Expired { position: i + 1, subject: cert.subject().to_string(), not_after: rfc3339(until) });
         }
     }
     let leaf = &parsed[0];
@@ -331,10 +315,7 @@ pub fn check_bundle(pem: &[u8], server_name: &str, now: OffsetDateTime, fallback
         names.extend(leaf.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(str::to_string));
     }
     if !names.iter().any(|n| name_matches(n, server_name)) {
-        return Err(format!(
-            "the certificate is for {} but server.name is {server_name:?}: get a certificate for that name, or change server.name",
-            if names.is_empty() { "no name".to_string() } else { names.join(", ") }
-        ));
+        return Err(BundleError::NameMismatch { names, server_name: server_name.to_string() });
     }
     let chain_pem = pem_items(pem, "CERTIFICATE");
     Ok(Bundle { chain_pem, key_pem, details: details(&chain)? })
@@ -377,16 +358,16 @@ pub fn expiry_notice(not_after_unix: i64, now: OffsetDateTime) -> Option<String>
 }
 
 /// Writes a new ECDSA P-256 key and a CSR for `fields` into `dir`; returns the CSR PEM.
-pub fn generate_csr(fields: &CsrFields, dir: &Path) -> Result<String, String> {
+pub fn generate_csr(fields: &CsrFields, dir: &Path) -> Result<String, CsrError> {
     if fields.common_name.trim().is_empty() {
-        return Err("the CSR needs a common name: set it with `web cert details edit --cn NAME`".into());
+        return Err(CsrError::NoCommonName);
     }
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CsrError::Key)?;
     let mut names = fields.subject_alt_names.clone();
     if !names.contains(&fields.common_name) {
         names.insert(0, fields.common_name.clone());
     }
-    let mut params = rcgen::CertificateParams::new(names).map_err(|e| format!("invalid name: {e}"))?;
+    let mut params = rcgen::CertificateParams::new(names).map_err(CsrError::InvalidName)?;
     let dn = &mut params.distinguished_name;
     dn.push(rcgen::DnType::CommonName, fields.common_name.as_str());
     for (kind, value) in [
@@ -400,22 +381,23 @@ pub fn generate_csr(fields: &CsrFields, dir: &Path) -> Result<String, String> {
             dn.push(kind, value.as_str());
         }
     }
-    let csr = params.serialize_request(&key).map_err(|e| e.to_string())?.pem().map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    tls::write_private(&dir.join(CSR_KEY), key.serialize_pem().as_bytes()).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join(CSR_FILE), &csr).map_err(|e| format!("cannot write the CSR: {e}"))?;
+    let csr = params.serialize_request(&key).and_then(|request| request.pem()).map_err(CsrError::Serialize)?;
+    std::fs::create_dir_all(dir).map_err(|source| CsrError::CreateDir { path: dir.to_path_buf(), source })?;
+    let key_path = dir.join(CSR_KEY);
+    tls::write_private(&key_path, key.serialize_pem().as_bytes()).map_err(|source| CsrError::WriteKey { path: key_path, source })?;
+    std::fs::write(dir.join(CSR_FILE), &csr).map_err(CsrError::WriteCsr)?;
     Ok(csr)
 }
 
 /// Validates CSR fields (the country is two letters; names are non-empty DNS names).
-pub fn check_fields(fields: &CsrFields) -> Result<(), String> {
+pub fn check_fields(fields: &CsrFields) -> Result<(), FieldsError> {
     let country_ok = fields.country.is_empty() || (fields.country.len() == 2 && fields.country.bytes().all(|b| b.is_ascii_uppercase()));
     if !country_ok {
-        return Err(format!("country {:?} must be two capital letters (ISO 3166), e.g. \"DE\"", fields.country));
+        return Err(FieldsError::Country { country: fields.country.clone() });
     }
     for name in std::iter::once(&fields.common_name).chain(&fields.subject_alt_names) {
         if name.len() > 253 || name.chars().any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '*'))) {
-            return Err(format!("{name:?} is not a DNS name"));
+            return Err(FieldsError::NotDnsName { name: name.clone() });
         }
     }
     Ok(())
@@ -495,14 +477,18 @@ mod tests {
 
         let (_, other_key) = make("edge.example.com", now, now + time::Duration::days(1));
         let err = check_bundle(format!("{cert}{other_key}").as_bytes(), "edge.example.com", now, None).unwrap_err();
-        assert!(err.contains("does not match"), "{err}");
+        assert!(matches!(err, BundleError::KeyMismatch), "{err}");
+        assert!(err.to_string().contains("does not match"), "{err}");
         let err = check_bundle(format!("{cert}{key}").as_bytes(), "other.example.com", now, None).unwrap_err();
-        assert!(err.contains("server.name"), "{err}");
+        assert!(matches!(&err, BundleError::NameMismatch { names, .. } if names == &["edge.example.com"]), "{err}");
+        assert!(err.to_string().contains("server.name"), "{err}");
         let (old, old_key) = make("edge.example.com", now - time::Duration::days(30), now - time::Duration::days(1));
         let err = check_bundle(format!("{old}{old_key}").as_bytes(), "edge.example.com", now, None).unwrap_err();
-        assert!(err.contains("expired at"), "{err}");
+        assert!(matches!(err, BundleError::Expired { position: 1, .. }), "{err}");
+        assert!(err.to_string().contains("expired at"), "{err}");
         let err = check_bundle(cert.as_bytes(), "edge.example.com", now, None).unwrap_err();
-        assert!(err.contains("no private key"), "{err}");
+        assert!(matches!(err, BundleError::NoKey), "{err}");
+        assert!(err.to_string().contains("no private key"), "{err}");
         assert!(check_bundle(cert.as_bytes(), "edge.example.com", now, Some(&key)).is_ok(), "the gen-csr key completes a bare chain");
     }
 
@@ -528,9 +514,38 @@ mod tests {
         let mut fields = CsrFields { common_name: "edge.example.com".into(), country: "DE".into(), ..Default::default() };
         assert!(check_fields(&fields).is_ok());
         fields.country = "Germany".into();
-        assert!(check_fields(&fields).is_err());
+        assert!(matches!(check_fields(&fields), Err(FieldsError::Country { country }) if country == "Germany"));
         fields.country.clear();
         fields.subject_alt_names = vec!["bad name".into()];
-        assert!(check_fields(&fields).is_err());
+        assert!(matches!(check_fields(&fields), Err(FieldsError::NotDnsName { name }) if name == "bad name"));
+    }
+
+    #[test]
+    fn refusals_read_as_before() {
+        let shown = |e: &dyn std::fmt::Display| e.to_string();
+        assert_eq!(shown(&ChainError::NoCertificate), "no certificate (-----BEGIN CERTIFICATE-----) in the file");
+        assert_eq!(shown(&BundleError::from(ChainError::Empty)), "empty chain");
+        assert_eq!(shown(&BundleError::TooLarge { max: MAX_BUNDLE_BYTES }), "the file is larger than 262144 bytes");
+        let out_of_order = BundleError::OutOfOrder { position: 1, subject: "CN=leaf".into(), next_subject: "CN=other".into() };
+        assert_eq!(
+            shown(&out_of_order),
+            "chain out of order: certificate 1 (CN=leaf) was not issued by certificate 2 (CN=other); order the file leaf first, then each issuer"
+        );
+        let early = BundleError::NotYetValid { position: 2, subject: "CN=ca".into(), not_before: "2030-01-01T00:00:00Z".into() };
+        assert_eq!(shown(&early), "certificate 2 (CN=ca) is not valid before 2030-01-01T00:00:00Z");
+        let nameless = BundleError::NameMismatch { names: vec![], server_name: "edge.example.com".into() };
+        assert_eq!(
+            shown(&nameless),
+            "the certificate is for no name but server.name is \"edge.example.com\": get a certificate for that name, or change server.name"
+        );
+        let named = BundleError::NameMismatch { names: vec!["a.example".into(), "b.example".into()], server_name: "c".into() };
+        assert!(shown(&named).starts_with("the certificate is for a.example, b.example but server.name is \"c\""), "{named}");
+        assert_eq!(
+            shown(&FieldsError::Country { country: "Germany".into() }),
+            "country \"Germany\" must be two capital letters (ISO 3166), e.g. \"DE\""
+        );
+        assert_eq!(shown(&FieldsError::NotDnsName { name: "bad name".into() }), "\"bad name\" is not a DNS name");
+        let no_cn = generate_csr(&CsrFields::default(), Path::new("/nonexistent")).unwrap_err();
+        assert_eq!(shown(&no_cn), "the CSR needs a common name: set it with `web cert details edit --cn NAME`");
     }
 }
