@@ -153,17 +153,25 @@ fn tls_dir(state: &AdminState) -> std::path::PathBuf {
     cert::tls_dir(&state.runtime.config().server.state_dir)
 }
 
+/// Why the certificate in use could not be swapped (the running one stays).
+#[derive(Debug, thiserror::Error)]
+enum SwapError {
+    #[error(transparent)]
+    Select(#[from] cert::CertError),
+    #[error(transparent)]
+    Tls(#[from] crate::net::tls::TlsError),
+}
+
 /// Re-picks the certificate (installed > configured > self-signed) and swaps it into the
 /// HTTPS listeners: open connections keep theirs, new handshakes get the new one.
-fn swap_certificate(state: &AdminState) -> Result<(), String> {
+fn swap_certificate(state: &AdminState) -> Result<(), SwapError> {
     let config = state.runtime.config();
     let paths = cert::ensure_certificate(
         config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
         &config.server.state_dir,
         &config.server.name,
-    )
-    .map_err(|e| e.to_string())?;
-    let server_config = paths.http_profile().server_config().map_err(|e| e.to_string())?;
+    )?;
+    let server_config = paths.http_profile().server_config()?;
     if let Some(acceptor) = &state.tls {
         acceptor.store(Arc::new(tokio_rustls::TlsAcceptor::from(server_config)));
     }
@@ -234,7 +242,7 @@ pub fn gen_self_signed(state: &AdminState) -> http::Response<AdminBody> {
         return json(StatusCode::INTERNAL_SERVER_ERROR, &ErrorBody { error: &error.to_string() });
     }
     if let Err(error) = swap_certificate(state) {
-        return json(StatusCode::INTERNAL_SERVER_ERROR, &ErrorBody { error: &error });
+        return json(StatusCode::INTERNAL_SERVER_ERROR, &ErrorBody { error: &error.to_string() });
     }
     state.runtime.error_log.warn("new self-signed web certificate generated");
     get_cert(state)
