@@ -50,7 +50,8 @@ async fn status_from(source: &str, edge: SocketAddr, authorization: Option<&str>
     let credential = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
     tcp.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\n{credential}Connection: close\r\n\r\n").as_bytes()).await.ok()?;
     let mut head = [0u8; 12];
-    tokio::time::timeout(Duration::from_secs(2), tcp.read_exact(&mut head)).await.ok()?.ok()?;
+    // Generous: checking a password (argon2, unoptimised in test builds) is slow on a loaded machine.
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut head)).await.ok()?.ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
