@@ -162,6 +162,7 @@ mod tests {
                     cache
                         .single_flight(digest, || async {
                             calls.fetch_add(1, Ordering::SeqCst);
+                            // A slow validation, so the other 199 arrive while it runs.
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             true
                         })

@@ -119,12 +119,15 @@ async fn bans_persist_and_unban_sticks() {
         }
         // The store write is spawned: wait until it landed and its task let go of the store
         // (the embedded store opens exclusively).
+        let mut landed = false;
         for _ in 0..100 {
             if !s.store.bans().await.unwrap().is_empty() && Arc::strong_count(&s.store) == 1 {
+                landed = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        assert!(landed, "the ban never reached the store (or its writer kept the store)");
     }
     let s = shield(dir.path());
     s.load().await;

@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::support::client::h1;
-use crate::support::{TestEdge, Upstream, eventually};
+use crate::support::{TestEdge, Upstream, eventually, eventually_async};
 
 fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
@@ -26,6 +26,8 @@ fn basic(user: &str, password: &str) -> String {
 struct Validator {
     addr: SocketAddr,
     calls: Arc<AtomicUsize>,
+    /// Validations of `probe-*` users (accepted, not counted in `calls`): see `list_in_use`.
+    probe_calls: Arc<AtomicUsize>,
     list_calls: Arc<AtomicUsize>,
     accepted: Arc<Mutex<HashSet<String>>>,
     users: Arc<Mutex<Vec<String>>>,
@@ -39,6 +41,7 @@ impl Validator {
         let v = Validator {
             addr: listener.local_addr().unwrap(),
             calls: Arc::default(),
+            probe_calls: Arc::default(),
             list_calls: Arc::default(),
             accepted: Arc::default(),
             users: Arc::default(),
@@ -60,8 +63,12 @@ impl Validator {
                                 v.list_calls.fetch_add(1, Ordering::SeqCst);
                                 status = 200;
                                 body = serde_json::to_string(&*v.users.lock().unwrap()).unwrap();
+                            } else if req.uri().path().starts_with("/auth/probe-") {
+                                v.probe_calls.fetch_add(1, Ordering::SeqCst);
+                                status = 200;
                             } else {
                                 v.calls.fetch_add(1, Ordering::SeqCst);
+                                // A slow validator, when a test asks for one.
                                 tokio::time::sleep(Duration::from_millis(v.delay_ms)).await;
                                 let auth = req.headers().get("authorization").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
                                 if v.accepted.lock().unwrap().contains(&auth) {
@@ -106,6 +113,19 @@ async fn edge(up: &Upstream, validator: &Validator, basic_extra: &str, top: &str
 
 async fn get_as(addr: SocketAddr, path: &str, authorization: &str) -> crate::support::client::Reply {
     h1(addr, "GET", path, &[("authorization", authorization)], Bytes::new()).await
+}
+
+/// Waits (at most 3 s) until the edge refuses users missing from its valid-user list: each
+/// probe is a new `probe-<n>` user (never cached), which the validator accepts, so it is let
+/// in while no list is in use and refused (401) once one is.
+async fn list_in_use(edge: SocketAddr) -> bool {
+    let mut n = 0;
+    eventually_async(Duration::from_secs(3), || {
+        n += 1;
+        let probe = basic(&format!("probe-{n}"), "pw");
+        async move { get_as(edge, "/x", &probe).await.status == 401 }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -209,6 +229,7 @@ async fn a_changed_password_takes_effect_after_the_ttl() {
     validator.accept("agent1", "new-pw");
     assert_eq!(get_as(edge.http, "/x", &basic("agent1", "old-pw")).await.status, 200);
     assert_eq!(get_as(edge.http, "/x", &basic("agent1", "new-pw")).await.status, 200);
+    // The behaviour under test: the cached credential expires after its 1 s TTL.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(get_as(edge.http, "/x", &basic("agent1", "old-pw")).await.status, 401, "old password expired from the cache");
     assert_eq!(get_as(edge.http, "/x", &basic("agent1", "new-pw")).await.status, 200);
@@ -222,8 +243,12 @@ async fn a_valid_user_list_rejects_unknown_users_without_an_upstream_call() {
     validator.accept("agent1", "s3cret");
     validator.users.lock().unwrap().push("agent1".into());
     let edge = edge(&up, &validator, &format!("users_url = \"http://{}/users\"", validator.addr), "").await;
-    assert!(eventually(Duration::from_secs(3), || validator.list_calls.load(Ordering::SeqCst) >= 1).await);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(eventually(Duration::from_secs(3), || validator.list_calls.load(Ordering::SeqCst) >= 1).await, "list fetched at start");
+    assert!(
+        list_in_use(edge.http).await,
+        "the fetched list never came into use ({} probes validated)",
+        validator.probe_calls.load(Ordering::SeqCst)
+    );
     let reply = get_as(edge.http, "/x", &basic("intruder", "guess")).await;
     assert_eq!(reply.status, 401);
     assert_eq!(validator.calls(), 0, "unknown user refused at the edge");

@@ -128,10 +128,10 @@ async fn serve_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
     std::fs::write(&file, "[server]\nname = \"localhost\"\n").unwrap();
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let error_log = || std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap_or_default();
+    let refused = crate::support::eventually(std::time::Duration::from_secs(5), || error_log().contains("configuration reload refused"));
+    assert!(refused.await, "the broken file was never refused:\n{}", error_log());
     assert_eq!(crate::support::client::get(edge, "/").await.body, "a 0");
-    let error_log = std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap();
-    assert!(error_log.contains("configuration reload refused"), "{error_log}");
 
     // A good file on SIGHUP: the new upstream serves.
     std::fs::write(&file, text(b.addr)).unwrap();

@@ -1,64 +1,21 @@
-//! Three Portcullis peers on loopback sharing one real `redis-server` (started on a free port
-//! by the test): brute force spread across peers bans at the exact threshold everywhere, an
+//! Three Portcullis peers on loopback sharing one real `redis-server` (a private one from
+//! `support::external`): brute force spread across peers bans at the exact threshold everywhere, an
 //! unban on one frees the source on the others within a second, an edge token issued by one
 //! works on another, rate control counts cluster-wide, and with Redis killed the peers keep
 //! serving and banning (status `degraded`) and reconcile once it returns. Skipped with a
 //! message without `redis-server` (`PORTCULLIS_REQUIRE_REDIS=1`, set by `.ci/run`, fails).
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::support::client::h1;
-use crate::support::{ADMIN_TOKEN, RunningEdge, TestEdge, Upstream, argon2_hash, basic};
+use crate::support::external::RedisServer;
+use crate::support::{ADMIN_TOKEN, RunningEdge, TestEdge, Upstream, argon2_hash, basic, eventually, eventually_async};
 
-struct Redis {
-    process: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start_on(port: u16) -> Redis {
-        let process = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let redis = Redis { process, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start");
-    }
-
-    fn start() -> Option<Redis> {
-        if Command::new("redis-server").arg("--version").output().is_err() {
-            assert!(std::env::var_os("PORTCULLIS_REQUIRE_REDIS").is_none(), "redis-server is required");
-            eprintln!("SKIPPED: redis-server not installed");
-            return None;
-        }
-        Some(Redis::start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()))
-    }
-
-    fn stop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-async fn peer(name: &str, redis: &Redis, up: &Upstream, users: &str) -> RunningEdge {
+async fn peer(name: &str, redis: &RedisServer, up: &Upstream, users: &str) -> RunningEdge {
     let builder = TestEdge::new();
     let file = builder.dir.path().join("users.toml");
     std::fs::write(&file, users).unwrap();
@@ -67,9 +24,9 @@ async fn peer(name: &str, redis: &Redis, up: &Upstream, users: &str) -> RunningE
         .raw(&format!(
             "[auth.basic]\nusers_file = \"{}\"\n[rate_control]\nmax_authorizations = 3\nperiod = \"300s\"\n\
              [protection.categories.http-auth-failure]\ntrigger = 5\nwindow = \"60s\"\nban = \"30m\"\n\
-             [cluster]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\npeer = \"{name}\"\nheartbeat = \"200ms\"\n",
+             [cluster]\nstore = \"redis\"\nredis_url = \"{}\"\npeer = \"{name}\"\nheartbeat = \"200ms\"\n",
             file.display(),
-            redis.port
+            redis.url()
         ))
         .start()
         .await
@@ -81,14 +38,7 @@ async fn status_of(edge: SocketAddr, authorization: &str) -> u16 {
 
 /// Polls until `edge` answers `want` (at most `within`).
 async fn answers(edge: SocketAddr, authorization: &str, want: u16, within: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        if status_of(edge, authorization).await == want {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+    eventually_async(within, || async { status_of(edge, authorization).await == want }).await
 }
 
 /// The status `edge` answers a request from `source` (with `authorization`, if any).
@@ -100,22 +50,14 @@ async fn status_from(source: &str, edge: SocketAddr, authorization: Option<&str>
     let credential = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
     tcp.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\n{credential}Connection: close\r\n\r\n").as_bytes()).await.ok()?;
     let mut head = [0u8; 12];
-    tokio::time::timeout(Duration::from_secs(2), tcp.read_exact(&mut head)).await.ok()?.ok()?;
+    // Generous: checking a password (argon2, unoptimised in test builds) is slow on a loaded machine.
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut head)).await.ok()?.ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
 /// Polls `edge` with requests from `source` until it answers `want` (at most `within`).
 async fn answers_from(source: &str, edge: SocketAddr, want: u16, within: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if status_from(source, edge, None).await == Some(want) {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async(within, || async { status_from(source, edge, None).await == Some(want) }).await
 }
 
 async fn admin(edge: &RunningEdge, method: &str, path: &str) -> crate::support::client::Reply {
@@ -124,11 +66,14 @@ async fn admin(edge: &RunningEdge, method: &str, path: &str) -> crate::support::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_peers_act_as_one_and_survive_a_redis_outage() {
-    let Some(mut redis) = Redis::start() else { return };
+    let Some(mut redis) = RedisServer::start() else { return };
     let up = Upstream::start("desk").await;
     let users = format!("[users]\nalice = \"{}\"\nbob = \"{}\"\n", argon2_hash("pw"), argon2_hash("pw2"));
     let (a, b, c) = (peer("a", &redis, &up, &users).await, peer("b", &redis, &up, &users).await, peer("c", &redis, &up, &users).await);
-    tokio::time::sleep(Duration::from_millis(300)).await; // subscriptions are up
+    assert!(
+        eventually(Duration::from_secs(5), || redis.subscribers(portcullis::cluster::redis::CHANGES_CHANNEL) >= 3).await,
+        "the three peers never all subscribed to the change channel"
+    );
     let alice = basic("alice", "pw");
     // Credential stuffing: a new name each time (one name would hit rate control's 429 first).
     let stuffed = |i: usize| basic(&format!("user{i}"), "guess");
@@ -199,7 +144,7 @@ async fn three_peers_act_as_one_and_survive_a_redis_outage() {
     }
 
     // Redis returns: A's ban is written to it and reaches C.
-    let _back = Redis::start_on(redis.port);
+    redis.restart();
     assert!(
         answers(c.http, &alice, 418, Duration::from_secs(6)).await,
         "the ban made during the outage reaches C\nA: {}\nC: {}",
@@ -211,8 +156,9 @@ async fn three_peers_act_as_one_and_survive_a_redis_outage() {
     assert!(a.log("error.log").contains("ban(s) made meanwhile written to it"), "{}", a.log("error.log"));
     // …and merged into the shared window once Redis is back: three more on B make five.
     assert!(
-        crate::support::eventually(Duration::from_secs(3), || c.log("error.log").contains("failure event(s) counted meanwhile merged"))
-            .await
+        eventually(Duration::from_secs(3), || c.log("error.log").contains("failure event(s) counted meanwhile merged")).await,
+        "C never merged the failures counted during the outage:\n{}",
+        c.log("error.log")
     );
     for i in 22..24 {
         assert_eq!(status_from("127.0.0.6", b.http, Some(&stuffed(i))).await, Some(401));
@@ -245,7 +191,7 @@ async fn wait_for_peers(edge: &RunningEdge, want: &[&str]) -> serde_json::Value 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_are_listed_with_a_primary_and_a_killed_peer_ages_out() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = RedisServer::start() else { return };
     let up = Upstream::start("desk").await;
     let users = format!("[users]\nalice = \"{}\"\n", argon2_hash("pw"));
     let b = peer("b", &redis, &up, &users).await;
@@ -259,15 +205,10 @@ async fn peers_are_listed_with_a_primary_and_a_killed_peer_ages_out() {
     let reaches_c = |path: &'static str, needle: String| {
         let c_admin = c.admin;
         async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-            while tokio::time::Instant::now() < deadline {
-                let body = h1(c_admin, "GET", path, &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))], Bytes::new()).await.body;
-                if body.contains(&needle) {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            false
+            eventually_async(Duration::from_secs(1), || async {
+                h1(c_admin, "GET", path, &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))], Bytes::new()).await.body.contains(&needle)
+            })
+            .await
         }
     };
     let out = crate::operate::cli(&b, &["exemptions", "add", "198.51.100.0/24", "--categories", "http-auth-failure"]).await;
@@ -290,9 +231,9 @@ async fn peers_are_listed_with_a_primary_and_a_killed_peer_ages_out() {
         format!(
             "[server]\nname = \"localhost\"\nstate_dir = \"state\"\nlog_dir = \"logs\"\n[[listener]]\nname = \"http\"\naddress = \"{http}\"\n\
              [admin]\naddress = \"{admin_addr}\"\ntoken = \"{ADMIN_TOKEN}\"\n[[service]]\nname = \"site\"\nstatic_dir = \"{}\"\n\
-             [[route]]\npath = \"/\"\nservice = \"site\"\n[cluster]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\npeer = \"a\"\nheartbeat = \"200ms\"\n",
+             [[route]]\npath = \"/\"\nservice = \"site\"\n[cluster]\nstore = \"redis\"\nredis_url = \"{}\"\npeer = \"a\"\nheartbeat = \"200ms\"\n",
             dir.path().display(),
-            redis.port
+            redis.url()
         ),
     )
     .unwrap();
@@ -306,14 +247,8 @@ async fn peers_are_listed_with_a_primary_and_a_killed_peer_ages_out() {
     let cluster = wait_for_peers(&b, &["a", "b", "c"]).await;
     assert_eq!(cluster["primary"], "a");
     assert!(cluster["peers"][0]["address"].as_str().unwrap().contains(&admin_addr.to_string()), "{cluster}");
-    let mut counted = cluster["sessions"].as_u64().unwrap() >= 1;
-    for _ in 0..40 {
-        if counted {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        counted = peer_names(&b).await.1["sessions"].as_u64().unwrap_or(0) >= 1;
-    }
+    let counted = cluster["sessions"].as_u64().unwrap() >= 1
+        || eventually_async(Duration::from_secs(2), || async { peer_names(&b).await.1["sessions"].as_u64().unwrap_or(0) >= 1 }).await;
     assert!(counted, "cluster-wide sessions include c's: {}", peer_names(&b).await.1);
     process.kill().unwrap(); // SIGKILL: no goodbye
     process.wait().unwrap();
@@ -338,7 +273,7 @@ fn portcullis(args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_moves_from_the_embedded_store_to_redis() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = RedisServer::start() else { return };
     let up = Upstream::start("app").await;
     let dir = tempfile::tempdir().unwrap();
     let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -354,8 +289,7 @@ async fn state_moves_from_the_embedded_store_to_redis() {
     let single = dir.path().join("single.toml");
     std::fs::write(&single, text("")).unwrap();
     let clustered = dir.path().join("cluster.toml");
-    std::fs::write(&clustered, text(&format!("[cluster]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\n", redis.port)))
-        .unwrap();
+    std::fs::write(&clustered, text(&format!("[cluster]\nstore = \"redis\"\nredis_url = \"{}\"\n", redis.url()))).unwrap();
     let config = single.to_str().unwrap();
 
     // A single edge with some state: a ban, an exemption, a weight override.
@@ -365,7 +299,10 @@ async fn state_moves_from_the_embedded_store_to_redis() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(crate::support::eventually(Duration::from_secs(5), || std::net::TcpStream::connect(admin_addr).is_ok()).await);
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(admin_addr).is_ok()).await,
+        "the edge never listened on {admin_addr}"
+    );
     portcullis(&["blocked", "ban", "203.0.113.66", "--minutes", "60", "--config", config]);
     portcullis(&["exemptions", "add", "198.51.100.0/24", "--categories", "http-auth-failure", "--config", config]);
     portcullis(&["web", "weight", "add", &up.addr.to_string(), "7", "--config", config]);
@@ -387,7 +324,10 @@ async fn state_moves_from_the_embedded_store_to_redis() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(crate::support::eventually(Duration::from_secs(5), || std::net::TcpStream::connect(admin_addr).is_ok()).await);
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(admin_addr).is_ok()).await,
+        "the edge never listened on {admin_addr}"
+    );
     let config = clustered.to_str().unwrap();
     let blocked = String::from_utf8_lossy(&portcullis(&["blocked", "list", "--config", config]).stdout).into_owned();
     assert!(blocked.contains("203.0.113.66") && blocked.contains("manual"), "{blocked}");
@@ -403,7 +343,7 @@ async fn state_moves_from_the_embedded_store_to_redis() {
 async fn the_primary_fetches_the_jwks_for_the_cluster_and_the_others_read_it_from_redis() {
     use crate::jwt::{AUDIENCE, ISSUER, Jwks, Signer, claims};
     use jsonwebtoken::Algorithm;
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = RedisServer::start() else { return };
     let up = Upstream::start("reports").await;
     let first = Signer::new("k1", Algorithm::ES256);
     let jwks = Jwks::start(vec![first.jwk()]).await;
@@ -412,13 +352,16 @@ async fn the_primary_fetches_the_jwks_for_the_cluster_and_the_others_read_it_fro
             .proxy("cuic", "/", &[(up.addr, 1, 0)], "auth = \"jwt\"")
             .raw(&format!(
                 "[auth.jwt]\njwks_url = \"http://{}/keys\"\njwks_refresh = \"500ms\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
-                 [cluster]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\npeer = \"{name}\"\nheartbeat = \"200ms\"\n",
-                jwks.addr, redis.port
+                 [cluster]\nstore = \"redis\"\nredis_url = \"{}\"\npeer = \"{name}\"\nheartbeat = \"200ms\"\n",
+                jwks.addr,
+                redis.url()
             ))
             .start()
     };
     let (a, b) = (peer("a").await, peer("b").await);
     let fetches = |edge: &RunningEdge| edge.running().edge.gateway.load().auth.jwt().unwrap().jwks_fetches();
+    // Not a wait for an event: the refreshes are counted over a fixed 2.5 s window (the
+    // primary fetches every 500 ms, the other peer not at all once a primary is known).
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let (by_a, by_b) = (fetches(&a), fetches(&b));
     assert!(by_a >= 3, "the primary refreshes every 500 ms: {by_a}");
@@ -427,15 +370,8 @@ async fn the_primary_fetches_the_jwks_for_the_cluster_and_the_others_read_it_fro
     // Rotation: the primary fetches the new set, b picks it up from Redis without fetching.
     let second = Signer::new("k2", Algorithm::ES256);
     jwks.publish(vec![first.jwk(), second.jwk()]);
-    let mut learned = false;
-    for _ in 0..60 {
-        if b.running().edge.gateway.load().auth.jwt().unwrap().key_ids() == ["k1", "k2"] {
-            learned = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(learned, "b learned the new key");
+    let learned = eventually(Duration::from_secs(3), || b.running().edge.gateway.load().auth.jwt().unwrap().key_ids() == ["k1", "k2"]);
+    assert!(learned.await, "b learned the new key");
     assert_eq!(fetches(&b), by_b, "b did not fetch the JWKS itself");
     let token = format!("Bearer {}", second.token(claims("agent7")));
     assert_eq!(status_of(b.http, &token).await, 200);

@@ -801,6 +801,7 @@ impl Deployment {
     /// request an upstream has started answering is recorded: a request forwarded late (e.g.
     /// after the client already got its answer) is attributed to the case that caused it.
     async fn settle(&self) {
+        // Nothing to poll for yet (a late request may not have started): a short grace.
         tokio::time::sleep(Duration::from_millis(3)).await;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
         while tokio::time::Instant::now() < deadline {

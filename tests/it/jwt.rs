@@ -113,6 +113,14 @@ impl Jwks {
     pub fn fetches(&self) -> usize {
         self.fetches.load(Ordering::SeqCst)
     }
+
+    /// The key ids of the published set, sorted (as the edge's `key_ids` lists them).
+    pub fn key_ids(&self) -> Vec<String> {
+        let set: JwkSet = serde_json::from_str(&self.body.lock().unwrap()).unwrap();
+        let mut ids: Vec<String> = set.keys.into_iter().filter_map(|k| k.common.key_id).collect();
+        ids.sort();
+        ids
+    }
 }
 
 async fn edge(up: &Upstream, jwks: &Jwks, extra: &str) -> crate::support::RunningEdge {
@@ -127,11 +135,10 @@ async fn edge(up: &Upstream, jwks: &Jwks, extra: &str) -> crate::support::Runnin
         .start()
         .await;
     assert!(eventually(Duration::from_secs(3), || jwks.fetches() >= 1).await, "JWKS fetched at start");
-    // The first fetch may still be in flight: wait until the keys are in.
-    assert!(
-        eventually(Duration::from_secs(3), || edge.running().edge.gateway.load().auth.jwt().is_some_and(|j| j.jwks_fetches() >= 1)).await
-    );
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A fetch is counted when it starts: wait until the published keys are the ones in use.
+    let published = jwks.key_ids();
+    let in_use = || edge.running().edge.gateway.load().auth.jwt().is_some_and(|j| j.jwks_fetches() >= 1 && j.key_ids() == published);
+    assert!(eventually(Duration::from_secs(3), in_use).await, "the edge never used the published keys {published:?}");
     edge
 }
 

@@ -76,8 +76,7 @@ fn schemathesis() -> Option<String> {
     if on_path {
         return Some("schemathesis".into());
     }
-    assert!(std::env::var_os("PORTCULLIS_REQUIRE_SCHEMATHESIS").is_none(), "schemathesis is required (PORTCULLIS_SCHEMATHESIS)");
-    eprintln!("SKIPPED: schemathesis not found (pip install schemathesis, or set PORTCULLIS_SCHEMATHESIS)");
+    crate::support::external::missing("SCHEMATHESIS", "schemathesis not found (pip install schemathesis, or set PORTCULLIS_SCHEMATHESIS)");
     None
 }
 

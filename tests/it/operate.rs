@@ -101,6 +101,7 @@ async fn maintenance_refuses_new_sessions_while_established_ones_drain() {
         .collect();
     let on = cli(&edge, &["maintenance", "on"]).await;
     assert_eq!(on.status.code(), Some(0), "{}", String::from_utf8_lossy(&on.stderr));
+    // Not a wait for an event: the load goes on for a while across the switch.
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::SeqCst);
     let mut served = 0;
@@ -245,13 +246,20 @@ impl UserList {
     }
 }
 
+/// `probe-<n>` users in the refresh test's users file.
+const PROBES: usize = 30;
+
 #[tokio::test]
 async fn refresh_refetches_user_lists_and_rebuilds_routing_without_failing_a_request() {
     let up = Upstream::start("desk").await;
     let list = UserList::start("[\"alice\"]").await;
     let builder = TestEdge::new();
     let users = builder.dir.path().join("users.toml");
-    std::fs::write(&users, format!("[users]\nalice = \"{}\"\ncarol = \"{}\"\n", argon2_hash("pw"), argon2_hash("pw3"))).unwrap();
+    // `probe-<n>` users (password pw, never on the list) tell when the fetched list is in use:
+    // a new one each time (never cached) is let in while no list is, refused once one is.
+    let pw = argon2_hash("pw");
+    let probes: String = (1..=PROBES).map(|n| format!("probe-{n} = \"{pw}\"\n")).collect();
+    std::fs::write(&users, format!("[users]\nalice = \"{pw}\"\ncarol = \"{}\"\n{probes}", argon2_hash("pw3"))).unwrap();
     let edge = builder
         .proxy("desk", "/", &[(up.addr, 1, 0)], "auth = \"basic\"")
         .raw(&format!(
@@ -261,8 +269,15 @@ async fn refresh_refetches_user_lists_and_rebuilds_routing_without_failing_a_req
         ))
         .start()
         .await;
-    assert!(crate::support::eventually(Duration::from_secs(3), || list.fetches.load(Ordering::SeqCst) >= 1).await);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(crate::support::eventually(Duration::from_secs(3), || list.fetches.load(Ordering::SeqCst) >= 1).await, "list fetched at start");
+    let mut n = 0;
+    let list_in_use = crate::support::eventually_async(Duration::from_secs(5), || {
+        n += 1;
+        let probe = basic(&format!("probe-{}", n.min(PROBES)), "pw");
+        let http = edge.http;
+        async move { h1(http, "GET", "/", &[("authorization", &probe)], Bytes::new()).await.status == 401 }
+    });
+    assert!(list_in_use.await, "the fetched list never came into use");
     let carol = basic("carol", "pw3");
     assert_eq!(h1(edge.http, "GET", "/", &[("authorization", &carol)], Bytes::new()).await.status, 401, "not on the list yet");
 
@@ -288,6 +303,7 @@ async fn refresh_refetches_user_lists_and_rebuilds_routing_without_failing_a_req
     for _ in 0..5 {
         let out = cli(&edge, &["refresh"]).await;
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        // Not a wait for an event: the load runs between refreshes, so they interleave.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.store(true, Ordering::SeqCst);

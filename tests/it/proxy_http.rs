@@ -140,7 +140,8 @@ async fn max_conns_queues_briefly_then_answers_503() {
     assert_eq!(up.max_in_flight.load(std::sync::atomic::Ordering::SeqCst), 1, "the upstream never saw more than max_conns");
     // A request that waits less than queue_timeout for the slot gets it.
     let slow = tokio::spawn(async move { get(addr, "/slow/100").await });
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let holding = crate::support::eventually(Duration::from_secs(2), || up.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 1);
+    assert!(holding.await, "the slow request never reached the upstream");
     assert_eq!(get(addr, "/").await.status, 200);
     assert_eq!(slow.await.unwrap().status, 200);
     edge.stop().await;
@@ -291,6 +292,7 @@ async fn a_pooled_connection_the_upstream_closed_is_not_used() {
                     seen.extend_from_slice(&buf[..n]);
                 }
                 let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                // The upstream's behaviour: it closes the connection 50 ms after answering.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             });
         }
@@ -299,6 +301,8 @@ async fn a_pooled_connection_the_upstream_closed_is_not_used() {
     for _ in 0..3 {
         let reply = get(edge.http, "/").await;
         assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+        // The scenario under test: the pooled connection sits idle well after the upstream
+        // closed it (50 ms after answering) before the next request.
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3, "a fresh connection each time");

@@ -74,6 +74,8 @@ async fn redteam_fake_101_does_not_open_a_tunnel_into_the_shared_upstream() {
     );
     let smuggled = format!("GET /finesse/api/User HTTP/1.1\r\nHost: {H}\r\n\r\n");
     let outcome = crate::hostile::raw_exchange(edge.http, format!("{request}{smuggled}").as_bytes()).await;
+    // A negative check: there is nothing to poll for, so give a smuggled request 300 ms to
+    // reach the upstream before concluding it never will.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let lines = seen.lock().unwrap().clone();
     let statuses: Vec<u16> = outcome.responses.iter().map(|r| r.status).collect();

@@ -43,8 +43,7 @@ impl Driver {
     async fn start() -> Option<Driver> {
         let present = |bin: &str| std::path::Path::new(bin).exists();
         if !(present("/usr/bin/chromium") && present("/usr/bin/chromedriver")) {
-            assert!(std::env::var_os("PORTCULLIS_REQUIRE_BROWSER").is_none(), "chromium and chromedriver are required");
-            eprintln!("SKIPPED: the status-page browser test needs Debian's chromium and chromium-driver");
+            crate::support::external::missing("BROWSER", "the status-page browser test needs Debian's chromium and chromium-driver");
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

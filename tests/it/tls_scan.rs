@@ -40,8 +40,7 @@ const SCAN_DEADLINE: Duration = Duration::from_secs(300);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn testssl_finds_only_tls_1_2_and_1_3_with_aead_ciphers_and_nothing_high() {
     let Some(version) = testssl_version() else {
-        assert!(std::env::var_os("PORTCULLIS_REQUIRE_TESTSSL").is_none(), "testssl (Debian's testssl.sh) is required here");
-        eprintln!("SKIPPED: the TLS scan needs testssl (apt-get install testssl.sh); CI installs it");
+        crate::support::external::missing("TESTSSL", "the TLS scan needs testssl (apt-get install testssl.sh); CI installs it");
         return;
     };
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testssl");

@@ -3,65 +3,32 @@
 //! fail-fast behaviour when Redis dies and recovery when it returns. Skipped with a message
 //! when `redis-server` is missing (`PORTCULLIS_REQUIRE_REDIS=1`, set by `.ci/run`, fails instead).
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 use crate::cluster::contract::{self, Advance, Now};
 
-/// A private redis-server on 127.0.0.1 (no persistence), killed on drop.
-struct Server {
-    process: Child,
-    port: u16,
+/// The `redis-server` fixture and `PORTCULLIS_REQUIRE_*`, shared with the integration tests.
+#[allow(dead_code, unreachable_pub, reason = "shared with the integration tests, which use more of it")]
+#[path = "../../../tests/it/support/external.rs"]
+mod external;
+
+use external::RedisServer;
+
+/// Empties the server between contract cases.
+fn flush(server: &RedisServer) {
+    let mut c = server.connection().unwrap();
+    let () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
 }
 
-impl Server {
-    fn start_on(port: u16) -> Server {
-        let process = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
-        let server = Server { process, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start on {port}");
-    }
-
-    fn start() -> Option<Server> {
-        if Command::new("redis-server").arg("--version").output().is_err() {
-            assert!(std::env::var_os("PORTCULLIS_REQUIRE_REDIS").is_none(), "redis-server is required");
-            eprintln!("SKIPPED: redis-server not installed");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Some(Server::start_on(port))
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn flush(&self) {
-        let mut c = redis::Client::open(self.url()).unwrap().get_connection().unwrap();
-        let () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
-    }
-
-    fn stop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
+/// Waits (at most 5 s) until `n` stores are subscribed to the change channel, so a change
+/// published next reaches them all.
+async fn subscribed(server: &RedisServer, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.subscribers(CHANGES_CHANNEL) < n {
+        assert!(tokio::time::Instant::now() < deadline, "{n} subscribers never showed up on {CHANGES_CHANNEL}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -72,9 +39,9 @@ fn real_time() -> (Advance, Now) {
 
 #[tokio::test]
 async fn the_redis_store_keeps_the_state_store_contract() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = RedisServer::start() else { return };
     contract::run_all(|| {
-        server.flush();
+        flush(&server);
         let store: Arc<dyn StateStore> = Arc::new(RedisStore::open(&server.url(), "peer-a").unwrap());
         let (advance, now) = real_time();
         async move { (store, advance, now) }
@@ -84,11 +51,11 @@ async fn the_redis_store_keeps_the_state_store_contract() {
 
 #[tokio::test]
 async fn two_peers_count_one_window_and_see_each_others_changes() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = RedisServer::start() else { return };
     let a = RedisStore::open(&server.url(), "a").unwrap();
     let b = RedisStore::open(&server.url(), "b").unwrap();
     let mut seen_by_b = b.subscribe();
-    tokio::time::sleep(Duration::from_millis(200)).await; // b's subscription is up
+    subscribed(&server, 2).await;
     let w = Duration::from_secs(30);
     for expected in 1..=3 {
         assert_eq!(a.record_event("fail:198.51.100.7", w).await.unwrap(), expected);
@@ -112,7 +79,7 @@ async fn two_peers_count_one_window_and_see_each_others_changes() {
 
 #[tokio::test]
 async fn a_dead_redis_fails_fast_and_a_returning_one_is_used_again() {
-    let Some(mut server) = Server::start() else { return };
+    let Some(mut server) = RedisServer::start() else { return };
     let store = RedisStore::open(&server.url(), "a").unwrap();
     store.set("k", b"v", None).await.unwrap();
     server.stop();
@@ -125,7 +92,7 @@ async fn a_dead_redis_fails_fast_and_a_returning_one_is_used_again() {
         assert!(store.get("k").await.is_err());
     }
     assert!(started.elapsed() < Duration::from_millis(200), "the breaker answers at once: {:?}", started.elapsed());
-    let _back = Server::start_on(server.port);
+    server.restart();
     let mut recovered = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -139,12 +106,12 @@ async fn a_dead_redis_fails_fast_and_a_returning_one_is_used_again() {
 
 #[tokio::test]
 async fn a_dump_moves_between_the_embedded_store_and_redis_both_ways() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = RedisServer::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let embedded = crate::cluster::embedded::EmbeddedStore::open(dir.path()).unwrap();
     let redis = RedisStore::open(&server.url(), "a").unwrap();
     contract::a_dump_restores_into_an_empty_store(&embedded, &redis, &crate::clock::system()).await;
-    server.flush();
+    flush(&server);
     let back = tempfile::tempdir().unwrap();
     let embedded_again = crate::cluster::embedded::EmbeddedStore::open(back.path()).unwrap();
     let dump = embedded.dump().await.unwrap();
@@ -158,22 +125,12 @@ async fn a_dump_moves_between_the_embedded_store_and_redis_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_is_followed() {
-    let Some(mut master) = Server::start() else { return };
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (replica_port, sentinel_port) = (free(), free());
-    let replica = Command::new("redis-server")
-        .args(["--port", &replica_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .args(["--replicaof", "127.0.0.1", &master.port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _replica = Server { process: replica, port: replica_port };
+    let Some(mut master) = RedisServer::start() else { return };
+    let replica = RedisServer::options().args(&["--replicaof", "127.0.0.1", &master.port.to_string()]).start();
     // The replica is in sync before Sentinel looks.
-    let replica_url = format!("redis://127.0.0.1:{replica_port}/0");
     let mut synced = false;
     for _ in 0..100 {
-        if let Ok(mut c) = redis::Client::open(replica_url.as_str()).unwrap().get_connection() {
+        if let Ok(mut c) = replica.connection() {
             let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap_or_default();
             if info.contains("master_link_status:up") {
                 synced = true;
@@ -182,20 +139,27 @@ async fn a_sentinel_failover_is_followed() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(synced, "the replica synced");
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("sentinel.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor pc 127.0.0.1 {} 1\nsentinel down-after-milliseconds pc 500\nsentinel failover-timeout pc 3000\n",
+    assert!(synced, "the replica synced:\n{}", replica.log());
+    let sentinel = RedisServer::options()
+        .config(&format!(
+            "sentinel monitor pc 127.0.0.1 {} 1\nsentinel down-after-milliseconds pc 500\nsentinel failover-timeout pc 3000\n",
             master.port
-        ),
-    )
-    .unwrap();
-    let sentinel = Command::new("redis-server").arg(&conf).arg("--sentinel").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let _sentinel = Server { process: sentinel, port: sentinel_port };
-    std::thread::sleep(Duration::from_millis(300));
+        ))
+        .args(&["--sentinel"])
+        .start();
+    let sentinel_port = sentinel.port;
+    // Sentinel can only promote a replica it has heard of (from the master's INFO).
+    let replica_port = replica.port.to_string();
+    let knows_replica = || {
+        let Ok(mut c) = sentinel.connection() else { return false };
+        let replicas: Vec<Vec<String>> = redis::cmd("SENTINEL").arg("REPLICAS").arg("pc").query(&mut c).unwrap_or_default();
+        replicas.iter().any(|r| r.windows(2).any(|kv| kv[0] == "port" && kv[1] == replica_port))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !knows_replica() {
+        assert!(tokio::time::Instant::now() < deadline, "Sentinel never listed the replica:\n{}", sentinel.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let store = RedisStore::open(&format!("redis+sentinel://127.0.0.1:{sentinel_port}/pc/0"), "a").unwrap();
     let mut written = false;
@@ -207,7 +171,15 @@ async fn a_sentinel_failover_is_followed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(written, "the master named by Sentinel took a write");
-    tokio::time::sleep(Duration::from_millis(300)).await; // replicated
+    let replicated = || {
+        let Ok(mut c) = replica.connection() else { return false };
+        redis::cmd("GET").arg("pc:k:k").query::<Option<String>>(&mut c).is_ok_and(|v| v.as_deref() == Some("before"))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !replicated() {
+        assert!(tokio::time::Instant::now() < deadline, "the write never reached the replica");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     master.stop();
     let started = tokio::time::Instant::now();
     let mut moved = false;
@@ -219,14 +191,14 @@ async fn a_sentinel_failover_is_followed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(moved, "the store follows the failover to the promoted replica");
-    let mut c = redis::Client::open(replica_url.as_str()).unwrap().get_connection().unwrap();
+    let mut c = replica.connection().unwrap();
     let promoted: Option<String> = redis::cmd("GET").arg("pc:k:k2").query(&mut c).unwrap();
     assert_eq!(promoted.as_deref(), Some("after"), "written to the promoted replica");
 }
 
 #[tokio::test]
 async fn rediss_urls_speak_tls_and_trust_only_the_configured_ca() {
-    if Server::start().is_none() {
+    if !external::redis_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -237,28 +209,18 @@ async fn rediss_urls_speak_tls_and_trust_only_the_configured_ca() {
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let process = Command::new("redis-server")
-        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .args(["--tls-cert-file", cert_path.to_str().unwrap(), "--tls-key-file", key_path.to_str().unwrap()])
-        .args(["--tls-ca-cert-file", cert_path.to_str().unwrap(), "--tls-auth-clients", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Server { process, port };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (cert_file, key_file) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
+    let server = RedisServer::options()
+        .tls()
+        .args(&["--tls-cert-file", cert_file, "--tls-key-file", key_file, "--tls-ca-cert-file", cert_file, "--tls-auth-clients", "no"])
+        .start();
+    let port = server.tls_port.unwrap();
     let url = format!("rediss://127.0.0.1:{port}/0");
     let configured = crate::config::RedisUrl::parse(&url).unwrap();
     let a = RedisStore::open_configured(&configured, "a", Some(&cert_path)).unwrap();
     let b = RedisStore::open_configured(&configured, "b", Some(&cert_path)).unwrap();
     let mut seen_by_b = b.subscribe();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    subscribed(&server, 2).await;
     a.set("k", b"over tls", None).await.unwrap();
     assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"over tls"[..]));
     assert_eq!(a.record_event("w", Duration::from_secs(10)).await.unwrap(), 1);

@@ -69,6 +69,7 @@ async fn after_burst(report: &mut Report, prefix: &str, d: &Deployment, validato
     let ok = statuses.len() == BURST && statuses.iter().all(|s| matches!(s, 401 | 418));
     check(report, &format!("{prefix}/statuses-401-or-418"), ok, format!("{statuses:?}"), "40 answers, each 401 or 418");
     eventually(Duration::from_secs(3), || !d.edge.log("blocking.log").is_empty()).await;
+    // A negative check (no second line): give a duplicate 300 ms to be written.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = d.edge.log("blocking.log");
     check(report, &format!("{prefix}/one-blocking-line"), log.lines().count() == 1, format!("{log:?}"), "exactly one line");

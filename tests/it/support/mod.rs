@@ -20,6 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod client;
+#[allow(dead_code, reason = "shared with the Redis store's unit tests, which use other parts")]
+pub mod external;
 
 /// Tests that measure the process's memory hold this for writing; tests that make large
 /// bursts (the hostile suite) hold it for reading, so the two never overlap.
@@ -386,7 +388,8 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Str
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Waits for `condition` up to `deadline`.
+/// Polls `condition` every 20 ms until it holds, for at most `deadline`; whether it held.
+/// Callers assert on the result with a message saying what never happened.
 pub async fn eventually(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let end = tokio::time::Instant::now() + deadline;
     while tokio::time::Instant::now() < end {
@@ -396,6 +399,25 @@ pub async fn eventually(deadline: Duration, mut condition: impl FnMut() -> bool)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     condition()
+}
+
+/// [`eventually`] for a condition that must itself wait (a request, a query): polled every
+/// 20 ms until it holds, for at most `deadline`; whether it held.
+pub async fn eventually_async<F, Fut>(deadline: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// An `Authorization: Basic` value.
