@@ -71,7 +71,7 @@ async fn a_broken_reload_keeps_the_running_config_and_a_good_one_applies() {
     let errors: Vec<String> = body["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()).collect();
     assert!(errors.iter().any(|e| e.starts_with("route[0].service: no service named \"ghost\"")), "{errors:?}");
     assert!(errors.iter().any(|e| e.starts_with("server.idle_timeout: \"forever\" is not a duration")), "{errors:?}");
-    let log = edge.log("error.log");
+    let log = edge.log_once("error.log", "configuration reload refused").await;
     assert!(log.contains("[error]") && log.contains("configuration reload refused, keeping the running configuration: "), "{log}");
     assert!(log.contains("route[0].service: no service named \"ghost\""), "{log}");
     assert_eq!(get(edge.http, "/").await.body, "a 0", "old configuration still serves");

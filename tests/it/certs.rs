@@ -242,7 +242,7 @@ async fn the_expiry_notice_shows_29_days_ahead_and_after_expiry() {
     assert!(status.contains("(configured)"), "{status}");
     let seconds = expiry_metric(&edge).await;
     assert!((-2 * 86_400..=-86_000).contains(&seconds), "{seconds}");
-    assert!(edge.log("error.log").contains("WEB CERT EXPIRED AT: "), "the notice is logged");
+    assert!(edge.log_once("error.log", "WEB CERT EXPIRED AT: ").await.contains("WEB CERT EXPIRED AT: "), "the notice is logged");
     edge.stop().await;
 }
 

@@ -30,7 +30,7 @@ async fn the_fifth_failure_bans_and_the_next_request_gets_418() {
         assert_eq!(get(edge.http, path, &basic("alice", "pw")).await, 418, "{path}: banned, even with good credentials");
     }
     assert_eq!(up.hits(), hits, "the upstream saw nothing from the banned source");
-    let log = edge.log("blocking.log");
+    let log = edge.log_once("blocking.log", "will be blocked").await;
     assert_eq!(log.lines().count(), 1, "{log}");
     assert!(
         log.contains("127.0.0.1 will be blocked for 30 minutes for exceeding retry limit., client: 127.0.0.1, server: localhost, request: \"GET /login HTTP/1.1\", host: \"localhost\""),
@@ -264,7 +264,7 @@ async fn resource_probing_counts_only_when_enabled_and_already_blocked_logs_once
     }
     let errors = edge.log("error.log");
     assert_eq!(errors.matches("127.0.0.1 :: IP is already blocked.").count(), 1, "one line for 10,000 blocked requests");
-    assert!(edge.log("blocking.log").contains("will be blocked for 5 minutes"));
+    assert!(edge.log_once("blocking.log", "will be blocked").await.contains("will be blocked for 5 minutes"));
     edge.stop().await;
 }
 
@@ -360,7 +360,8 @@ async fn an_operator_bans_a_source_by_hand_and_only_that_source_is_refused() {
     let bans = edge.running().runtime.shield.list();
     assert_eq!((bans.len(), bans[0].category.as_str()), (1, "manual"));
     assert!(bans[0].until_ms - bans[0].since_ms == 5 * 60 * 1000);
-    assert!(edge.log("blocking.log").contains("127.0.0.2 will be blocked for 5 minutes"), "{}", edge.log("blocking.log"));
+    let bans = edge.log_once("blocking.log", "will be blocked").await;
+    assert!(bans.contains("127.0.0.2 will be blocked for 5 minutes"), "{bans}");
     edge.stop().await;
 }
 
@@ -412,7 +413,7 @@ async fn injected_user_names_hosts_and_paths_stay_escaped_on_one_log_line() {
     assert!(failures[4].ends_with("#0: 127.0.0.1 :: authentication failed for user \"-\": malformed Basic credential"), "{errors}");
     assert!(!errors.contains("x\" 9.9.9.9") && !errors.contains('\u{202e}') && !errors.contains("6.6.6.6"), "{errors}");
 
-    let bans = edge.log("blocking.log");
+    let bans = edge.log_once("blocking.log", "will be blocked").await;
     assert_nginx_lines(&bans);
     assert_eq!(bans.lines().count(), 1, "{bans}");
     assert!(
@@ -438,7 +439,7 @@ async fn injected_user_names_hosts_and_paths_stay_escaped_on_one_log_line() {
     let request = format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     let reply = raw_exchange(edge.http, request.as_bytes(), Duration::from_secs(10)).await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
-    let bans = edge.log("blocking.log");
+    let bans = edge.log_once("blocking.log", "will be blocked").await;
     assert_nginx_lines(&bans);
     assert!(bans.ends_with("request: \"GET /x HTTP/1.1\", host: \"evil\\x22 will be blocked for 5 minutes, host: \\x22x\"\n"), "{bans}");
     edge.stop().await;

@@ -364,6 +364,14 @@ impl RunningEdge {
         std::fs::read_to_string(self.dir.path().join("logs").join(name)).unwrap_or_default()
     }
 
+    /// The log `name` once it contains `needle` (up to 10 s): lines written by an event-bus
+    /// subscriber (bans, notices, refused reloads) land just after the request that caused
+    /// them. Returns the log as it is then, containing `needle` or not.
+    pub async fn log_once(&self, name: &str, needle: &str) -> String {
+        eventually(Duration::from_secs(10), || self.log(name).contains(needle)).await;
+        self.log(name)
+    }
+
     pub fn running(&self) -> &portcullis::app::Running {
         self.running.as_ref().unwrap()
     }
