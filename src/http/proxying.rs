@@ -30,7 +30,7 @@ pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
 pub type Answer = (Response<ProxyBody>, Option<Lease>);
 
 /// The edge caches in front of authentication (`http::edge_cache`):
-/// - a CORS preflight (see [`preflight`]);
+/// - a CORS preflight (answered by `preflight` below);
 /// - a GET/HEAD on a public path is answered from the cache, or fetched once without any
 ///   credential: 2xx bodies are kept while `Cache-Control` allows, a 404 is remembered;
 ///   entries are keyed by the canonical authority, path and query, and honour `Vary`.

@@ -103,4 +103,3 @@ pub(super) async fn follow_sentinel(
         }
     }
 }
-
