@@ -102,6 +102,14 @@ impl Running {
 
 /// Starts everything `config` describes.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    // The configuration accepts the SIP edge's keys (the contract), but nothing serves them
+    // yet: refuse to start rather than run an edge that silently ignores its SIP listeners.
+    if let Some(listener) = config.sip.listeners.first() {
+        anyhow::bail!(
+            "sip.listener {:?}: the SIP federation edge is not served by this version yet; remove the [[sip.listener]] entries to start",
+            listener.name
+        );
+    }
     let config = Arc::new(config);
     let server_cfg = &config.server;
     for dir in [&server_cfg.state_dir, &server_cfg.log_dir] {
@@ -142,6 +150,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let auth_events: Arc<dyn AuthEvents> = Arc::new(AuthFailureLog::new(error_log.clone(), metrics.clone()));
     let operate = Arc::new(Operate::load(store.clone(), &config.cluster.peer).await);
+    for warning in config.federation.warnings() {
+        error_log.warn(&warning);
+    }
     if operate.in_maintenance() {
         error_log
             .warn("starting in maintenance mode (set before the restart): new sessions are refused until `portcullis maintenance off`");

@@ -215,13 +215,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Check { config } => {
             let loaded = load(&config)?;
-            let summary = format!(
+            let mut summary = format!(
                 "{}: ok ({} listener(s), {} service(s), {} route(s))\n",
                 config.display(),
-                loaded.listeners.len(),
+                loaded.listeners.len() + loaded.sip.listeners.len(),
                 loaded.services.len(),
                 loaded.routes.len()
             );
+            for warning in loaded.federation.warnings() {
+                summary.push_str(&warning);
+                summary.push('\n');
+            }
             write_stdout(&summary);
             Ok(())
         }

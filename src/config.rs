@@ -29,6 +29,7 @@ pub mod file;
 pub mod path;
 pub mod redis_url;
 mod resolve;
+pub mod sip;
 pub mod users;
 
 pub use category::{Category, UnknownCategory};
@@ -73,6 +74,10 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub maintenance: MaintenanceConfig,
     pub protection: ProtectionConfig,
+    /// `[[sip.listener]]` and `[sip]`: the SIP federation edge (no listeners: off).
+    pub sip: sip::SipConfig,
+    /// `[federation]`: the partner policy of the SIP edge.
+    pub federation: sip::FederationConfig,
 }
 
 /// `[server]`: identity, directories and client-side limits (used by `net` and `app`).

@@ -239,3 +239,46 @@ pub struct ClusterFile {
     pub heartbeat: Option<String>,
     pub redis_ca: Option<String>,
 }
+
+/// One `[[sip.listener]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipListenerFile {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub transport: Option<String>,
+    pub client_auth: Option<String>,
+    pub ca: Option<String>,
+    pub crl: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+/// `[sip]` without its `[[sip.listener]]` array (read on its own).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipFile {
+    pub local_domains: Option<Vec<String>>,
+    pub next_hop: Option<String>,
+    pub record_route: Option<bool>,
+    pub max_message_bytes: Option<u64>,
+}
+
+/// `[federation]` without its `[[federation.allow]]` / `[[federation.block]]` arrays.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationFile {
+    pub discovery: Option<bool>,
+    pub discovered_rate: Option<u64>,
+    pub max_distinct_users: Option<u64>,
+    pub error_share: Option<f64>,
+    pub error_min_sample: Option<u64>,
+}
+
+/// One `[[federation.allow]]` or `[[federation.block]]` entry (`edge` only on allow entries).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerFile {
+    pub domain: Option<String>,
+    pub edge: Option<String>,
+}

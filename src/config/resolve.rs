@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::file::{
-    AdminFile, AuthFile, ClusterFile, ListenerFile, MaintenanceFile, ProtectionFile, RateControlFile, RouteFile, ServerFile, ServiceFile,
-    TlsFile,
+    AdminFile, AuthFile, ClusterFile, FederationFile, ListenerFile, MaintenanceFile, PartnerFile, ProtectionFile, RateControlFile,
+    RouteFile, ServerFile, ServiceFile, SipFile, SipListenerFile, TlsFile,
 };
 use super::{Config, ConfigError, ConfigErrors, DEFAULT_SESSION_IDLE, MaintenanceConfig};
 
@@ -26,6 +26,7 @@ mod cluster;
 mod protection;
 mod server;
 mod services;
+mod sip;
 
 /// Collects errors while resolving.
 struct Checker<'a> {
@@ -69,6 +70,19 @@ impl Checker<'_> {
             Some(_) => {
                 self.err(path, "must be an array of tables", format!("write each entry as [[{path}]]"));
                 Vec::new()
+            }
+        }
+    }
+
+    /// A section that holds arrays of tables besides its keys (`[sip]` with `[[sip.listener]]`):
+    /// its table, to take the arrays out before the keys are deserialized.
+    fn table(&mut self, path: &str, value: Option<toml::Value>) -> toml::Table {
+        match value {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(table)) => table,
+            Some(_) => {
+                self.err(path, "must be a table", format!("write it as [{path}]"));
+                toml::Table::new()
             }
         }
     }
@@ -155,16 +169,30 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let protection_raw: ProtectionFile = c.section("protection", table.remove("protection")).unwrap_or_default();
     let maintenance_raw: MaintenanceFile = c.section("maintenance", table.remove("maintenance")).unwrap_or_default();
     let cluster_raw: ClusterFile = c.section("cluster", table.remove("cluster")).unwrap_or_default();
+    let (sip_listeners_raw, sip_raw): (Vec<Option<SipListenerFile>>, SipFile) = {
+        let mut sip = c.table("sip", table.remove("sip"));
+        let listeners = c.array("sip.listener", sip.remove("listener"));
+        (listeners, c.section("sip", Some(toml::Value::Table(sip))).unwrap_or_default())
+    };
+    let (federation_raw, allow_raw, block_raw): (FederationFile, Vec<Option<PartnerFile>>, Vec<Option<PartnerFile>>) = {
+        let mut federation = c.table("federation", table.remove("federation"));
+        let allow = c.array("federation.allow", federation.remove("allow"));
+        let block = c.array("federation.block", federation.remove("block"));
+        (c.section("federation", Some(toml::Value::Table(federation))).unwrap_or_default(), allow, block)
+    };
     for key in table.keys() {
         c.err(
             key.clone(),
             "unknown section",
-            "known sections: server, listener, tls, admin, service, route, auth, rate_control, protection, maintenance, cluster",
+            "known sections: server, listener, tls, admin, service, route, auth, rate_control, protection, maintenance, cluster, sip, federation",
         );
     }
 
     let server = server::resolve_server(&mut c, server_raw);
-    let listeners = server::resolve_listeners(&mut c, listeners_raw);
+    let listeners = server::resolve_listeners(&mut c, listeners_raw, !sip_listeners_raw.is_empty());
+    let http_names: Vec<String> = listeners.iter().map(|l| l.name.clone()).collect();
+    let sip = sip::resolve_sip(&mut c, sip_listeners_raw, sip_raw, &http_names);
+    let federation = sip::resolve_federation(&mut c, federation_raw, allow_raw, block_raw);
     let tls = tls_raw.and_then(|t| server::resolve_tls(&mut c, t));
     let admin = admin_raw.and_then(|a| server::resolve_admin(&mut c, a, tls.is_some()));
     let services = services::resolve_services(&mut c, services_raw, &auth_raw);
@@ -183,7 +211,7 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
-    Ok(Config { source: None, server, listeners, tls, admin, services, routes, auth, cluster, maintenance, protection })
+    Ok(Config { source: None, server, listeners, tls, admin, services, routes, auth, cluster, maintenance, protection, sip, federation })
 }
 
 /// A DNS host name: dot-separated labels of letters, digits and `-` (not leading), each at

@@ -154,3 +154,32 @@ async fn serve_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
     let access = std::fs::read_to_string(dir.path().join("logs/access.log")).unwrap();
     assert_eq!(access.lines().count(), requests, "every request logged and flushed at shutdown:\n{access}");
 }
+
+/// `check` accepts the SIP edge's keys (and warns about a domain on both federation lists,
+/// event 14518), but `serve` refuses SIP listeners until the SIP edge serves them — it never
+/// runs an edge that silently ignores part of its configuration.
+#[test]
+fn sip_keys_are_checked_and_warned_about_but_not_silently_ignored_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sip.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nname = \"edge\"\nstate_dir = \"{0}/state\"\nlog_dir = \"{0}/logs\"\n\
+             [[sip.listener]]\nname = \"federation\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n\
+             [sip]\nnext_hop = \"sip:127.0.0.1:5060;transport=tcp\"\n\
+             [[federation.allow]]\ndomain = \"partner.example\"\n[[federation.block]]\ndomain = \"partner.example\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = portcullis().args(["check", "--config"]).arg(&file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "a warning is not an error: {stdout}");
+    assert!(stdout.contains("ok (1 listener(s), 0 service(s), 0 route(s))"), "{stdout}");
+    assert!(stdout.contains("warning 14518: partner domain \"partner.example\" is on both the allow and the block list"), "{stdout}");
+    let out = portcullis().args(["serve", "--config"]).arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("the SIP federation edge is not served by this version yet"), "{stderr}");
+}

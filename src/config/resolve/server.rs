@@ -46,7 +46,7 @@ pub(super) fn resolve_server(c: &mut Checker<'_>, raw: Option<ServerFile>) -> Se
     }
 }
 
-fn socket_addr(c: &mut Checker<'_>, path: &str, text: Option<&str>) -> Option<SocketAddr> {
+pub(super) fn socket_addr(c: &mut Checker<'_>, path: &str, text: Option<&str>) -> Option<SocketAddr> {
     let Some(text) = text else {
         c.err(path, "missing", "set an address such as \"0.0.0.0:8445\" or \"[::]:8445\"");
         return None;
@@ -60,8 +60,10 @@ fn socket_addr(c: &mut Checker<'_>, path: &str, text: Option<&str>) -> Option<So
     }
 }
 
-pub(super) fn resolve_listeners(c: &mut Checker<'_>, raw: Vec<Option<ListenerFile>>) -> Vec<ListenerConfig> {
-    if raw.is_empty() {
+/// `[[listener]]`; `sip_listeners` says whether `[[sip.listener]]`s exist (an edge may be SIP
+/// only, but it needs at least one listener of some kind).
+pub(super) fn resolve_listeners(c: &mut Checker<'_>, raw: Vec<Option<ListenerFile>>, sip_listeners: bool) -> Vec<ListenerConfig> {
+    if raw.is_empty() && !sip_listeners {
         c.err("listener", "no listener configured", "add a [[listener]] with name, address and tls");
     }
     let mut out: Vec<(ListenerConfig, Option<String>)> = Vec::new();
