@@ -1,0 +1,200 @@
+//! SIP messages off a stream (TCP or TLS), sans-io: bytes in → framed, validated messages, or
+//! a typed refusal that says which answer to send and whether the connection can go on.
+//!
+//! Framing and parsing are `sipx-sip`'s (RFC 3261 grammar incl. compact names, folding and
+//! comma-joined Via; RFC 4475-tested; every limit checked before allocating), wrapped here so
+//! the rest of the edge never depends on its types or on its choices:
+//! - a stream message **must** carry `Content-Length` (RFC 3261 §18.3); a message above
+//!   `max_message_bytes` is refused with 513 (RFC 3261 §21.5.14) and the connection closed;
+//! - any framing or syntax error is 400 and closes the connection: framing is lost, and
+//!   guessing where the next message starts is how a body becomes a request;
+//! - a message that frames but lacks what RFC 3261 §8.1.1 requires (Via, From, To, Call-ID,
+//!   CSeq matching the method), repeats a single-value header, or carries headers in its
+//!   Request-URI is refused (400; 505 for another SIP version), and the connection goes on;
+//!   a missing `Max-Forwards` is the one thing a proxy may repair (RFC 3261 §16.6), so it
+//!   passes; a control byte in a header value (NUL, ESC, DEL) is refused the same way;
+//! - CRLF keep-alives between messages (RFC 5626 §4.4.1: CRLFCRLF ping, CRLF pong) are
+//!   reported so the transport can answer a ping.
+
+use bytes::Bytes;
+use sipx_sip::error::{LimitKind, ParseError};
+use sipx_sip::parser::{Limits, StreamParser};
+use sipx_sip::validate::{Finding, validate};
+
+/// Bounds on one SIP connection's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Largest message, head and body (`[sip] max_message_bytes`).
+    pub max_message_bytes: usize,
+    /// Most header fields.
+    pub max_headers: usize,
+    /// Largest header field, folding included.
+    pub max_header_bytes: usize,
+}
+
+impl StreamLimits {
+    /// The limits for `max_message_bytes`, with 256 header fields of at most 8 KiB.
+    pub fn new(max_message_bytes: usize) -> StreamLimits {
+        StreamLimits { max_message_bytes, max_headers: 256, max_header_bytes: 8 * 1024 }
+    }
+}
+
+/// Why a message (or the stream) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Above a size limit: 513, and the connection is closed.
+    #[error("message too large: {0}")]
+    TooLarge(String),
+    /// Framing or syntax lost: 400, and the connection is closed.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// Framed, but not a message the edge may act on: 400 (505 for another version); the
+    /// connection goes on.
+    #[error("invalid message: {reason}")]
+    Invalid { status: u16, reason: String },
+}
+
+impl Refusal {
+    /// The SIP status to answer with (when an answer can be sent).
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::TooLarge(_) => 513,
+            Refusal::Malformed(_) => 400,
+            Refusal::Invalid { status, .. } => *status,
+        }
+    }
+
+    /// Whether the connection must be closed (its framing cannot be trusted any more).
+    pub fn closes_connection(&self) -> bool {
+        !matches!(self, Refusal::Invalid { .. })
+    }
+}
+
+/// What a connection's bytes became, in order.
+#[derive(Debug)]
+pub enum Frame {
+    /// A framed, validated message.
+    Message(Box<SipMessage>),
+    /// A message that framed but may not be acted on (the connection goes on).
+    Refused(Refusal),
+}
+
+/// Frames and validates the messages of one stream.
+#[derive(Debug)]
+pub struct Framer {
+    parser: StreamParser,
+}
+
+impl Framer {
+    /// A framer for a new connection.
+    pub fn new(limits: StreamLimits) -> Framer {
+        Framer {
+            parser: StreamParser::new(Limits {
+                max_message_bytes: limits.max_message_bytes,
+                max_body_bytes: limits.max_message_bytes,
+                max_headers: limits.max_headers,
+                max_header_bytes: limits.max_header_bytes,
+                max_folding_lines: 16,
+            }),
+        }
+    }
+
+    /// Feeds `bytes`; every message they completed, in order. An `Err` ends the connection
+    /// (and every later call returns an error too).
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, Refusal> {
+        let messages = self.parser.push(bytes).map_err(refusal_of)?;
+        Ok(messages.into_iter().map(checked).collect())
+    }
+
+    /// CRLF pairs seen between messages since the last call: 2 or more is a keep-alive ping
+    /// (answer CRLF), 1 a pong.
+    pub fn take_keepalives(&mut self) -> usize {
+        self.parser.take_keepalives()
+    }
+
+    /// Bytes of an unfinished message held (a transport times out a peer that stops midway).
+    pub fn pending(&self) -> usize {
+        self.parser.pending()
+    }
+}
+
+fn refusal_of(error: ParseError) -> Refusal {
+    match error {
+        ParseError::Limit { limit: LimitKind::MessageBytes | LimitKind::BodyBytes, .. } => Refusal::TooLarge(error.to_string()),
+        other => Refusal::Malformed(other.to_string()),
+    }
+}
+
+fn checked(message: sipx_sip::message::Message) -> Frame {
+    // Control bytes (NUL, CR, ESC, DEL …) have no place in a header value (RFC 3261 §25.1
+    // TEXT-UTF8); an internal SIP server may cut a value at a NUL and read the rest differently.
+    if message.headers().iter().any(|h| h.raw_value().iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)) {
+        return Frame::Refused(Refusal::Invalid { status: 400, reason: "control character in a header value".to_string() });
+    }
+    let findings: Vec<Finding> = validate(&message).into_iter().filter(|f| !f.is_repairable()).collect();
+    match findings.first() {
+        None => Frame::Message(Box::new(SipMessage(message))),
+        Some(first) => Frame::Refused(Refusal::Invalid { status: first.status(), reason: describe(&findings) }),
+    }
+}
+
+fn describe(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .map(|finding| match finding {
+            Finding::MissingRequiredHeader(name) => format!("missing {name}"),
+            Finding::MalformedRequiredHeader(name) => format!("malformed {name}"),
+            Finding::RepeatedSingleValueHeader(name) => format!("{name} repeated"),
+            Finding::CSeqMethodMismatch => "CSeq method differs from the request line".to_string(),
+            Finding::UnsupportedVersion => "unsupported SIP version".to_string(),
+            Finding::RequestUriHasHeaders => "headers in the Request-URI".to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One framed, validated SIP message (the parser's model stays behind this type).
+#[derive(Debug)]
+pub struct SipMessage(sipx_sip::message::Message);
+
+impl SipMessage {
+    /// Whether it is a request (else a response).
+    pub fn is_request(&self) -> bool {
+        self.0.as_request().is_some()
+    }
+
+    /// The request's method (`INVITE`, `MESSAGE`, …); `None` for a response.
+    pub fn method(&self) -> Option<String> {
+        self.0.as_request().map(|request| request.method.to_string())
+    }
+
+    /// The response's status code; `None` for a request.
+    pub fn status(&self) -> Option<u16> {
+        self.0.as_response().map(|response| response.status.code())
+    }
+
+    /// The first value of header `name` (full or compact name), unfolded.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let name = sipx_sip::name::HeaderName::parse(&Bytes::copy_from_slice(name.as_bytes()));
+        self.0.headers().value(&name).map(|value| String::from_utf8_lossy(&value).into_owned())
+    }
+
+    /// How many fields named `name` it has.
+    pub fn count(&self, name: &str) -> usize {
+        self.0.headers().count(&sipx_sip::name::HeaderName::parse(&Bytes::copy_from_slice(name.as_bytes())))
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        self.0.body()
+    }
+
+    /// Its bytes as they go on the wire.
+    pub fn to_bytes(&self) -> Bytes {
+        self.0.to_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests;
