@@ -33,6 +33,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -49,6 +50,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{AdminToken, Category, ListenerConfig};
+use crate::net::idle::IdleTimeout;
 use crate::runtime::Runtime;
 use crate::runtime::accept::{Connections, OnBanned};
 use crate::runtime::services::Drain;
@@ -93,12 +95,19 @@ pub struct AdminConnections {
     tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
     /// Bound on the TLS handshake and on reading each request head.
     header_read_timeout: Duration,
+    /// A connection with no byte either way for this long is closed (`server.idle_timeout`).
+    idle_timeout: Duration,
 }
 
 impl AdminConnections {
     /// The connections of the admin listener; `tls` when it speaks HTTPS.
-    pub fn new(state: Arc<AdminState>, tls: Option<Arc<ArcSwap<TlsAcceptor>>>, header_read_timeout: Duration) -> AdminConnections {
-        AdminConnections { state, tls, header_read_timeout }
+    pub fn new(
+        state: Arc<AdminState>,
+        tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
+        header_read_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> AdminConnections {
+        AdminConnections { state, tls, header_read_timeout, idle_timeout }
     }
 }
 
@@ -117,11 +126,21 @@ impl Connections for AdminConnections {
         let state = self.state.clone();
         let acceptor = self.tls.as_ref().map(|t| t.load_full());
         let timeout = self.header_read_timeout;
+        let idle_timeout = self.idle_timeout;
         async move {
-            let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(&state, client, request).await) }
-            });
+            // Whether a request arrived: until one does, the connection has `timeout` (hyper's
+            // header-read timeout starts only once HTTP/1 was told from HTTP/2, and HTTP/2 has
+            // none), so a client that sends nothing, part of the HTTP/2 preface, or the preface
+            // and no request cannot hold one of the few admin slots.
+            let requested = Arc::new(AtomicBool::new(false));
+            let service = {
+                let requested = requested.clone();
+                service_fn(move |request| {
+                    requested.store(true, Ordering::Relaxed);
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(respond(&state, client, request).await) }
+                })
+            };
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
             builder.http2().timer(TokioTimer::new());
@@ -132,13 +151,25 @@ impl Connections for AdminConnections {
                     _ => return,
                 },
             };
-            let connection = builder.serve_connection(TokioIo::new(io), service);
+            let connection = builder.serve_connection(TokioIo::new(IdleTimeout::new(io, idle_timeout)), service);
             tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = drain.signalled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            let first_request = tokio::time::sleep(timeout);
+            tokio::pin!(first_request);
+            let mut waiting_for_first = true;
+            loop {
+                tokio::select! {
+                    _ = connection.as_mut() => return,
+                    () = drain.signalled() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                        return;
+                    }
+                    () = first_request.as_mut(), if waiting_for_first => {
+                        if !requested.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        waiting_for_first = false;
+                    }
                 }
             }
         }

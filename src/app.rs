@@ -265,7 +265,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         });
         tracing::info!("admin API on {}{}", entry.address, if admin_cfg.tls { " (HTTPS)" } else { "" });
         let admin_tls = if admin_cfg.tls { acceptor.clone() } else { None };
-        let connections = AdminConnections::new(state.clone(), admin_tls, config.server.header_read_timeout);
+        let connections = AdminConnections::new(state.clone(), admin_tls, config.server.header_read_timeout, config.server.idle_timeout);
         let runtime = runtime.clone();
         services.start("admin API", move |drain| accept::run(runtime, entry, socket, MAX_ADMIN_CONNECTIONS, connections, drain));
         admin_state = Some(state);

@@ -42,18 +42,22 @@ pub enum Actor {
 /// Something every interested part of the edge should hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// This peer banned `source` (the client's address or IPv6 network) for `minutes`.
+    /// This peer banned `source` (the client's address or IPv6 network of `prefix` bits) for
+    /// `minutes`, until `until_ms`. One event per ban (the kernel mirror follows it as it
+    /// follows [`Event::BanInForce`]), so a burst of [`BUS_CAPACITY`] bans fits on the bus.
     Banned {
         client: IpAddr,
         source: IpAddr,
+        prefix: u8,
+        until_ms: u64,
         category: String,
         minutes: u64,
         by: Actor,
         /// The request that reached the trigger (none for a ban by hand).
         request: Option<RequestSummary>,
     },
-    /// A ban is in force in this peer's memory until `until_ms` (made here, by another peer,
-    /// or re-read from the store): what the kernel mirror follows.
+    /// A ban another peer made is in force in this peer's memory until `until_ms`: what the
+    /// kernel mirror follows (with [`Event::Banned`] for the bans made here).
     BanInForce { source: IpAddr, prefix: u8, until_ms: u64 },
     /// A ban was lifted from this peer's memory.
     BanLifted { source: IpAddr, prefix: u8, by: Option<Actor> },

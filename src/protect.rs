@@ -355,10 +355,16 @@ impl Shield {
         if source.is_ipv4() { 32 } else { self.config.load().ipv6_prefix }
     }
 
-    /// Puts a ban into memory (and says so: the kernel mirror follows). When the table is
-    /// full, expired bans go first; a ban that still does not fit is kept by the store only.
+    /// Puts a ban another peer made into memory and says so (the kernel mirror follows).
     fn remember(&self, source: IpAddr, ban: Ban) {
         let until_ms = ban.until_ms;
+        self.keep(source, ban);
+        self.events.publish(Event::BanInForce { source, prefix: self.prefix_of(source), until_ms });
+    }
+
+    /// Puts a ban into memory. When the table is full, expired bans go first; a ban that
+    /// still does not fit is kept by the store only.
+    fn keep(&self, source: IpAddr, ban: Ban) {
         {
             let mut bans = self.bans.write().unwrap_or_else(|p| p.into_inner());
             if bans.len() >= MAX_BANS {
@@ -370,7 +376,6 @@ impl Shield {
             }
             self.metrics.banned_sources(bans.len());
         }
-        self.events.publish(Event::BanInForce { source, prefix: self.prefix_of(source), until_ms });
     }
 
     /// Takes a ban out of memory and says so (the kernel mirror follows); true when memory
@@ -419,11 +424,14 @@ impl Shield {
         let since_ms = unix_ms();
         let until_ms = since_ms.saturating_add(crate::clock::millis(duration));
         let ban = Ban { source: source.to_string(), category: category.to_string(), since_ms, until_ms, hits: 0 };
-        self.remember(source, ban.clone());
+        // One event says both "banned here" (the logs) and "in force" (the kernel mirror).
+        self.keep(source, ban.clone());
         self.metrics.ban(category);
         self.events.publish(Event::Banned {
             client: client.to_canonical(),
             source,
+            prefix: self.prefix_of(source),
+            until_ms,
             category: category.to_string(),
             minutes: duration.as_secs().div_ceil(60),
             by,

@@ -95,7 +95,7 @@ impl NftMirror {
         while let Some(received) = events.next().await {
             match received {
                 Received::Event(event) => match &*event {
-                    Event::BanInForce { source, prefix, until_ms } => {
+                    Event::BanInForce { source, prefix, until_ms } | Event::Banned { source, prefix, until_ms, .. } => {
                         // Whole seconds, rounded up: the kernel's timeout granularity.
                         let remaining_ms = until_ms.saturating_sub(crate::clock::unix_ms());
                         self.ban(*source, *prefix, Duration::from_secs(remaining_ms.div_ceil(1000)));

@@ -195,3 +195,27 @@ async fn a_ban_line_keeps_injected_request_text_escaped_inside_its_quoted_fields
     let host_field = rest.strip_prefix(", host: \"").unwrap().strip_suffix("\"\n").unwrap();
     assert!(!host_field.contains('"'), "{host_field}");
 }
+
+/// The bus is sized for "a burst of a thousand bans between two runs of a subscriber"
+/// (`event::BUS_CAPACITY`): every one of them must reach `blocking.log`, fail2ban's feed —
+/// before the bus, the line was written by the ban itself and could not be lost.
+#[tokio::test]
+async fn a_burst_of_a_thousand_bans_reaches_blocking_log_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = shield(dir.path());
+    let bans = 1000u32;
+    // One task bans them all before the subscriber runs again (as many connection tasks
+    // banning between two of its turns would).
+    for i in 0..bans {
+        s.ban_manually(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)), Duration::from_secs(60));
+    }
+    let mut lines = 0;
+    for _ in 0..2000 {
+        lines = std::fs::read_to_string(dir.path().join("blocking.log")).unwrap_or_default().lines().count();
+        if lines >= bans as usize {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(lines, bans as usize, "ban lines lost from blocking.log");
+}

@@ -64,6 +64,8 @@ mod tests {
         bus.publish(Event::Banned {
             client: "192.0.2.7".parse().unwrap(),
             source: "192.0.2.7".parse().unwrap(),
+            prefix: 32,
+            until_ms: 1,
             category: "http-auth-failure".into(),
             minutes: 30,
             by: Actor::Trigger,

@@ -85,3 +85,33 @@ async fn a_broken_reload_keeps_the_running_config_and_a_good_one_applies() {
     assert!(metrics.contains("portcullis_config_reloads_total{result=\"ok\"} 1"), "{metrics}");
     edge.stop().await;
 }
+
+/// A client that connects to the admin port and never sends a request — nothing at all, the
+/// first bytes of the HTTP/2 preface, or the whole preface and no request — must not hold a
+/// connection slot past `header_read_timeout`: 64 of them would otherwise lock the operator
+/// out of the admin API for good (the listener closes every connection over its cap).
+#[tokio::test]
+async fn silent_admin_connections_do_not_lock_the_operator_out() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start("a").await;
+    let edge = TestEdge::new().server("header_read_timeout = \"1s\"").proxy("app", "/", &[(up.addr, 1, 0)], "").start().await;
+    let mut held = Vec::new();
+    for n in 0..portcullis::admin::MAX_ADMIN_CONNECTIONS {
+        let mut tcp = tokio::net::TcpStream::connect(edge.admin).await.unwrap();
+        match n % 3 {
+            0 => {}
+            1 => tcp.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap(),
+            _ => tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap(),
+        }
+        held.push(tcp);
+    }
+    // Well past the header-read timeout: every silent connection is gone by now.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let reply =
+        crate::support::raw_exchange(edge.admin, b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", Duration::from_secs(3))
+            .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "the operator is locked out of the admin API: {reply:?}");
+    drop(held);
+    edge.stop().await;
+}
