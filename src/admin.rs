@@ -117,6 +117,13 @@ impl Connections for AdminConnections {
         OnBanned::Unchecked
     }
 
+    /// The operator on the box (the CLI, a local browser: `127.0.0.1` or `::1`) always gets
+    /// in: a flood from elsewhere fills [`MAX_ADMIN_CONNECTIONS`] without locking them out.
+    fn beside_the_cap(&self, client: std::net::IpAddr) -> bool {
+        let client = client.to_canonical();
+        client == std::net::Ipv4Addr::LOCALHOST || client == std::net::Ipv6Addr::LOCALHOST
+    }
+
     fn refuse(&self, tcp: TcpStream, _status: u16) -> impl Future<Output = ()> + Send + 'static {
         drop(tcp);
         std::future::ready(())

@@ -4,7 +4,7 @@
 //! connection ended. What a connection speaks is the [`Connections`] implementation's part.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,12 @@ pub enum OnBanned {
 pub trait Connections: Send + Sync + 'static {
     /// What to do with a banned source's new connection.
     fn on_banned(&self) -> OnBanned;
+    /// Whether `client` is served beside the connection cap (the admin API's loopback
+    /// operator, who must get in while a flood from elsewhere fills the cap). Such
+    /// connections are not awaited by the drain.
+    fn beside_the_cap(&self, _client: IpAddr) -> bool {
+        false
+    }
     /// Answers a banned source's connection and closes it (bounded in time and bytes).
     fn refuse(&self, tcp: TcpStream, status: u16) -> impl Future<Output = ()> + Send + 'static;
     /// Serves one connection until it ends; on `drain`, finishes the work in hand and ends.
@@ -68,7 +74,12 @@ pub async fn run<C: Connections>(
         };
         // Over the cap: close at once rather than queue unbounded work. Refusals hold a slot
         // too, so a banned flood cannot spawn without bound.
-        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+        let slot = if connections.beside_the_cap(client.ip()) {
+            None
+        } else {
+            let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+            Some(slot)
+        };
         let on_banned = connections.on_banned();
         if on_banned != OnBanned::Unchecked
             && let Some(status) = runtime.shield.check(client.ip())

@@ -96,9 +96,19 @@ async fn silent_admin_connections_do_not_lock_the_operator_out() {
     use tokio::io::AsyncWriteExt;
     let up = Upstream::start("a").await;
     let edge = TestEdge::new().server("header_read_timeout = \"1s\"").proxy("app", "/", &[(up.addr, 1, 0)], "").start().await;
+    let connect_from = |source: &str| {
+        let source: std::net::IpAddr = source.parse().unwrap();
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind((source, 0).into()).unwrap();
+            socket.connect(edge.admin).await.unwrap()
+        }
+    };
+    let health = b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    // A flood from 127.0.0.2 fills the cap with connections that never send a request.
     let mut held = Vec::new();
     for n in 0..portcullis::admin::MAX_ADMIN_CONNECTIONS {
-        let mut tcp = tokio::net::TcpStream::connect(edge.admin).await.unwrap();
+        let mut tcp = connect_from("127.0.0.2").await;
         match n % 3 {
             0 => {}
             1 => tcp.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap(),
@@ -106,12 +116,22 @@ async fn silent_admin_connections_do_not_lock_the_operator_out() {
         }
         held.push(tcp);
     }
-    // Well past the header-read timeout: every silent connection is gone by now.
+    // While it holds the cap, another source is turned away at accept…
+    let mut other = connect_from("127.0.0.3").await;
+    let _ = other.write_all(health).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read_to_end(&mut other, &mut answer)).await;
+    assert!(answer.is_empty(), "the cap holds for other sources: {:?}", String::from_utf8_lossy(&answer));
+    // …but the operator on the box (127.0.0.1) is served beside the cap.
+    let reply = crate::support::raw_exchange(edge.admin, health, Duration::from_secs(3)).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "the local operator is locked out: {reply:?}");
+    // Well past the header-read timeout every silent connection is gone, and others get in.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let reply =
-        crate::support::raw_exchange(edge.admin, b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", Duration::from_secs(3))
-            .await;
-    assert!(reply.starts_with("HTTP/1.1 200"), "the operator is locked out of the admin API: {reply:?}");
+    let mut again = connect_from("127.0.0.3").await;
+    again.write_all(health).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tokio::io::AsyncReadExt::read_to_end(&mut again, &mut answer)).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "silent connections were not timed out: {answer:?}");
     drop(held);
     edge.stop().await;
 }
