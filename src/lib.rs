@@ -15,7 +15,8 @@
 //!                                 upstream, forward, body, respond, edge_cache, static_files
 //!                      admin      admin API and status page; reaches front ends only through
 //!                                 the runtime's control handle
-//!                      sip        the SIP federation edge (so far: the sans-io message layer)
+//!                      sip        the SIP federation edge (so far sans-io: message layer,
+//!                                 stateless proxy core)
 //! level 3  runtime     runtime    Runtime (config, store, shield, operate, metrics, logs,
 //!                                 events), services with one drain signal, the shared accept
 //!                                 loop, the listener registry, the front-end control handle

@@ -1,6 +1,9 @@
-//! The SIP federation edge (DESIGN §4), built up in steps. Today: [`message`], the sans-io
-//! message layer every SIP connection will read through — bytes in, framed and validated
-//! messages or a typed refusal out, no I/O. The listeners, the stateless proxy and the
-//! federation policy come next (issue 12); `[[sip.listener]]` is refused at start until then.
+//! The SIP federation edge (DESIGN §4), built up in steps. Today, both sans-io: [`message`],
+//! the message layer every SIP connection will read through (bytes in, framed and validated
+//! messages or a typed refusal out), and [`proxy`], the transaction-stateless proxy core
+//! (Via, branch, Max-Forwards, loops, Record-Route/Route, responses by Via). The listeners,
+//! the transport and the federation policy come next (issue 12); `[[sip.listener]]` is
+//! refused at start until then.
 
 pub mod message;
+pub mod proxy;

@@ -176,13 +176,44 @@ impl SipMessage {
 
     /// The first value of header `name` (full or compact name), unfolded.
     pub fn header(&self, name: &str) -> Option<String> {
-        let name = sipx_sip::name::HeaderName::parse(&Bytes::copy_from_slice(name.as_bytes()));
-        self.0.headers().value(&name).map(|value| String::from_utf8_lossy(&value).into_owned())
+        self.0.headers().value(&header_name(name)).map(|value| String::from_utf8_lossy(&value).into_owned())
     }
 
     /// How many fields named `name` it has.
     pub fn count(&self, name: &str) -> usize {
-        self.0.headers().count(&sipx_sip::name::HeaderName::parse(&Bytes::copy_from_slice(name.as_bytes())))
+        self.0.headers().count(&header_name(name))
+    }
+
+    /// Every field named `name`, in order, each value as written (a field may hold several
+    /// comma-separated values).
+    pub fn fields(&self, name: &str) -> Vec<String> {
+        let name = header_name(name);
+        self.0.headers().get_all(&name).map(|h| String::from_utf8_lossy(&h.value()).into_owned()).collect()
+    }
+
+    /// Puts a field `name: value` first among the headers.
+    pub fn push_front(&mut self, name: &str, value: &str) -> Result<(), Refusal> {
+        let header = sipx_sip::message::Header::build(header_name(name), Bytes::copy_from_slice(value.as_bytes()))
+            .map_err(|e| Refusal::Malformed(e.to_string()))?;
+        self.0.headers_mut().push_front(header);
+        Ok(())
+    }
+
+    /// Removes the first field named `name`; whether there was one.
+    pub fn remove_first(&mut self, name: &str) -> bool {
+        self.0.headers_mut().remove_first(&header_name(name)).is_some()
+    }
+
+    /// Replaces the first field named `name`; the new field goes first among all headers (so
+    /// it stays the first of its name).
+    pub fn replace_first(&mut self, name: &str, value: &str) -> Result<(), Refusal> {
+        self.remove_first(name);
+        self.push_front(name, value)
+    }
+
+    /// The Request-URI as written; `None` for a response.
+    pub fn request_uri(&self) -> Option<String> {
+        self.0.as_request().map(|request| request.uri.to_string())
     }
 
     /// The body.
@@ -194,6 +225,10 @@ impl SipMessage {
     pub fn to_bytes(&self) -> Bytes {
         self.0.to_bytes()
     }
+}
+
+fn header_name(name: &str) -> sipx_sip::name::HeaderName {
+    sipx_sip::name::HeaderName::parse(&Bytes::copy_from_slice(name.as_bytes()))
 }
 
 #[cfg(test)]
