@@ -20,6 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+mod sip;
+
 use crate::admin::{AdminConnections, AdminState, MAX_ADMIN_CONNECTIONS, ReloadRequest};
 use crate::auth::AuthEvents;
 use crate::cluster::StateStore;
@@ -102,13 +104,12 @@ impl Running {
 
 /// Starts everything `config` describes.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    // The configuration accepts the SIP edge's keys (the contract), but nothing serves them
-    // yet: refuse to start rather than run an edge that silently ignores its SIP listeners.
-    if let Some(listener) = config.sip.listeners.first() {
-        anyhow::bail!(
-            "sip.listener {:?}: the SIP federation edge is not served by this version yet; remove the [[sip.listener]] entries to start",
-            listener.name
-        );
+    // What the SIP edge does not serve yet is refused here rather than silently ignored.
+    if let Some(hop) = &config.sip.next_hop
+        && hop.transport == crate::config::sip::SipTransport::Tls
+        && !config.sip.listeners.is_empty()
+    {
+        anyhow::bail!("sip.next_hop: TLS toward the next hop is not served by this version yet; use transport=tcp");
     }
     let config = Arc::new(config);
     let server_cfg = &config.server;
@@ -199,6 +200,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         runtime.listeners.add(entry.clone());
         bound.push((l.clone(), socket, entry));
     }
+    let sip_bound = sip::bind(&config, &runtime)?;
     let admin_socket = match &config.admin {
         Some(a) => {
             let socket = listener::bind(a.address).with_context(|| format!("admin: cannot bind {}", a.address))?;
@@ -226,6 +228,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
 
     let services = Services::new();
+    sip::start(&config, &runtime, sip_bound, &services);
     let mut listeners = Vec::new();
     for (l, socket, entry) in bound {
         let tls = if l.tls { acceptor.clone() } else { None };

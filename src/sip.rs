@@ -5,5 +5,7 @@
 //! the transport and the federation policy come next (issue 12); `[[sip.listener]]` is
 //! refused at start until then.
 
+pub mod edge;
 pub mod message;
+pub mod policy;
 pub mod proxy;

@@ -15,6 +15,10 @@ pub enum Protocol {
     Https,
     /// The admin API (plain or TLS).
     Admin,
+    /// SIP over TCP.
+    SipTcp,
+    /// SIP over TLS.
+    SipTls,
 }
 
 impl Protocol {
@@ -24,6 +28,8 @@ impl Protocol {
             Protocol::Http => "http",
             Protocol::Https => "https",
             Protocol::Admin => "admin",
+            Protocol::SipTcp => "sip-tcp",
+            Protocol::SipTls => "sip-tls",
         }
     }
 }

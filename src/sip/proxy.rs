@@ -59,8 +59,17 @@ pub struct Answer {
     pub reason: &'static str,
 }
 
-/// Prepares a request from the peer at `source` for forwarding (see the module doc).
-pub fn forward_request(message: &mut SipMessage, edge: &Hop, source: std::net::SocketAddr, record_route: bool) -> Result<(), Answer> {
+/// Prepares a request from the peer at `source`, which arrived on the edge's connection
+/// `connection`, for forwarding (see the module doc). The connection's number travels in the
+/// edge's Via (`pc=`), so the response finds the connection it must go back on (RFC 3261
+/// §18.2.2) without any state.
+pub fn forward_request(
+    message: &mut SipMessage,
+    edge: &Hop,
+    source: std::net::SocketAddr,
+    connection: u64,
+    record_route: bool,
+) -> Result<(), Answer> {
     let bad = |_: Refusal| Answer { status: 400, reason: "Bad Request" };
     let method = message.method().ok_or(Answer { status: 400, reason: "Bad Request" })?;
     // Max-Forwards (§16.3 step 3, §16.6 step 3).
@@ -84,7 +93,7 @@ pub fn forward_request(message: &mut SipMessage, edge: &Hop, source: std::net::S
         return Err(Answer { status: 482, reason: "Loop Detected" });
     }
     write_vias(message, &vias).map_err(bad)?;
-    let own = format!("SIP/2.0/{} {}:{};branch={branch}", edge.transport.via_name(), host_for_uri(&edge.host), edge.port);
+    let own = format!("SIP/2.0/{} {}:{};branch={branch};pc={connection:x}", edge.transport.via_name(), host_for_uri(&edge.host), edge.port);
     message.push_front("Via", &own).map_err(bad)?;
     // The edge's own Route entry (a loose router put it there via Record-Route).
     if let Some(route) = message.fields("Route").first()
@@ -108,6 +117,8 @@ pub fn forward_request(message: &mut SipMessage, edge: &Hop, source: std::net::S
 /// Where a response goes back to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseTarget {
+    /// The edge's connection the request came in on (from the edge's own Via).
+    pub connection: Option<u64>,
     pub host: String,
     pub port: u16,
 }
@@ -119,13 +130,14 @@ pub fn return_response(message: &mut SipMessage, edge: &Hop) -> Option<ResponseT
     if vias.is_empty() || !is_own(&vias[0], edge) {
         return None;
     }
-    vias.remove(0);
+    let own = vias.remove(0);
+    let connection = param(&own, "pc").and_then(|id| u64::from_str_radix(&id, 16).ok());
     let next = vias.first()?.clone();
     write_vias(message, &vias).ok()?;
     let (host, port) = sent_by(&next)?;
     let host = param(&next, "received").unwrap_or(host);
     let port = param(&next, "rport").and_then(|p| p.parse().ok()).unwrap_or(port);
-    Some(ResponseTarget { host, port })
+    Some(ResponseTarget { connection, host, port })
 }
 
 /// The branch the edge gives this request (§16.6 step 8, §16.11): the magic cookie, a loop

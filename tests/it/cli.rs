@@ -156,8 +156,8 @@ async fn serve_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
 }
 
 /// `check` accepts the SIP edge's keys (and warns about a domain on both federation lists,
-/// event 14518), but `serve` refuses SIP listeners until the SIP edge serves them — it never
-/// runs an edge that silently ignores part of its configuration.
+/// event 14518), but `serve` refuses what the SIP edge does not serve yet (TLS toward the next
+/// hop) — it never runs an edge that silently ignores part of its configuration.
 #[test]
 fn sip_keys_are_checked_and_warned_about_but_not_silently_ignored_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -167,7 +167,7 @@ fn sip_keys_are_checked_and_warned_about_but_not_silently_ignored_at_start() {
         format!(
             "[server]\nname = \"edge\"\nstate_dir = \"{0}/state\"\nlog_dir = \"{0}/logs\"\n\
              [[sip.listener]]\nname = \"federation\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n\
-             [sip]\nnext_hop = \"sip:127.0.0.1:5060;transport=tcp\"\n\
+             [sip]\nnext_hop = \"sips:127.0.0.1:5061\"\n\
              [[federation.allow]]\ndomain = \"partner.example\"\n[[federation.block]]\ndomain = \"partner.example\"\n",
             dir.path().display()
         ),
@@ -181,5 +181,5 @@ fn sip_keys_are_checked_and_warned_about_but_not_silently_ignored_at_start() {
     let out = portcullis().args(["serve", "--config"]).arg(&file).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("the SIP federation edge is not served by this version yet"), "{stderr}");
+    assert!(stderr.contains("sip.next_hop: TLS toward the next hop is not served by this version yet"), "{stderr}");
 }

@@ -21,6 +21,7 @@ mod protocol_abuse;
 mod proxy_http;
 mod redteam;
 mod shield;
+mod sip;
 mod status_page;
 mod support;
 mod tls_scan;

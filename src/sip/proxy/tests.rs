@@ -47,7 +47,7 @@ fn top_branch(message: &SipMessage) -> String {
 #[test]
 fn a_forwarded_request_gets_the_edges_via_on_top_and_one_less_hop() {
     let mut invite = request("INVITE", "sip:alice@corp.example", "");
-    forward_request(&mut invite, &edge(), peer(), true).unwrap();
+    forward_request(&mut invite, &edge(), peer(), 7, true).unwrap();
     let vias = invite.fields("Via");
     assert!(vias[0].starts_with("SIP/2.0/TLS edge.corp.example:5061;branch=z9hG4bK"), "{vias:?}");
     assert_eq!(
@@ -65,9 +65,9 @@ fn a_forwarded_request_gets_the_edges_via_on_top_and_one_less_hop() {
 fn max_forwards_zero_is_483_and_a_missing_one_is_added() {
     let text = wire(&request("MESSAGE", "sip:alice@corp.example", "")).replace("Max-Forwards: 70", "Max-Forwards: 0");
     let mut message = parse(&text);
-    assert_eq!(forward_request(&mut message, &edge(), peer(), true), Err(Answer { status: 483, reason: "Too Many Hops" }));
+    assert_eq!(forward_request(&mut message, &edge(), peer(), 7, true), Err(Answer { status: 483, reason: "Too Many Hops" }));
     let mut without = parse(&wire(&request("MESSAGE", "sip:alice@corp.example", "")).replace("Max-Forwards: 70\r\n", ""));
-    forward_request(&mut without, &edge(), peer(), true).unwrap();
+    forward_request(&mut without, &edge(), peer(), 7, true).unwrap();
     assert_eq!(without.header("Max-Forwards").as_deref(), Some("69"));
 }
 
@@ -75,31 +75,31 @@ fn max_forwards_zero_is_483_and_a_missing_one_is_added() {
 fn retransmissions_and_cancel_get_the_invites_branch_without_state() {
     let branch = |method: &str| {
         let mut message = request(method, "sip:alice@corp.example", "");
-        forward_request(&mut message, &edge(), peer(), true).unwrap();
+        forward_request(&mut message, &edge(), peer(), 7, true).unwrap();
         top_branch(&message)
     };
     let invite = branch("INVITE");
     assert_eq!(branch("INVITE"), invite, "a retransmission is the same transaction");
     assert_eq!(branch("CANCEL"), invite, "CANCEL matches the INVITE it cancels (§16.11)");
     let mut other_call = request("INVITE", "sip:carol@corp.example", "");
-    forward_request(&mut other_call, &edge(), peer(), true).unwrap();
+    forward_request(&mut other_call, &edge(), peer(), 7, true).unwrap();
     assert_ne!(top_branch(&other_call), invite);
 }
 
 #[test]
 fn a_request_that_comes_back_unchanged_is_a_loop_but_a_spiral_is_not() {
     let mut first = request("MESSAGE", "sip:alice@corp.example", "");
-    forward_request(&mut first, &edge(), peer(), true).unwrap();
+    forward_request(&mut first, &edge(), peer(), 7, true).unwrap();
     // The next hop sends it straight back: the edge's Via with the same loop part → 482.
     let mut looped = parse(&wire(&first));
     assert_eq!(
-        forward_request(&mut looped, &edge(), "10.0.0.5:5060".parse().unwrap(), true),
+        forward_request(&mut looped, &edge(), "10.0.0.5:5060".parse().unwrap(), 8, true),
         Err(Answer { status: 482, reason: "Loop Detected" })
     );
     // Back with another Request-URI (a spiral, e.g. after a forward): allowed.
     let wire = wire(&first).replacen("MESSAGE sip:alice@corp.example", "MESSAGE sip:voicemail@corp.example", 1);
     let mut spiral = parse(&wire);
-    assert!(forward_request(&mut spiral, &edge(), "10.0.0.5:5060".parse().unwrap(), true).is_ok());
+    assert!(forward_request(&mut spiral, &edge(), "10.0.0.5:5060".parse().unwrap(), 8, true).is_ok());
 }
 
 #[test]
@@ -107,25 +107,29 @@ fn in_dialog_requests_lose_the_edges_route_and_get_no_record_route() {
     let bye = request("BYE", "sip:alice@10.0.0.20", "Route: <sip:edge.corp.example:5061;transport=tls;lr>, <sip:cucm.corp.example;lr>\r\n");
     let text = wire(&bye).replace("To: <sip:alice@corp.example>", "To: <sip:alice@corp.example>;tag=t9");
     let mut message = parse(&text);
-    forward_request(&mut message, &edge(), peer(), true).unwrap();
+    forward_request(&mut message, &edge(), peer(), 7, true).unwrap();
     assert_eq!(message.fields("Route"), vec!["<sip:cucm.corp.example;lr>".to_string()], "only the edge's own entry goes");
     assert!(message.fields("Record-Route").is_empty());
     let mut no_rr = request("INVITE", "sip:alice@corp.example", "");
-    forward_request(&mut no_rr, &edge(), peer(), false).unwrap();
+    forward_request(&mut no_rr, &edge(), peer(), 7, false).unwrap();
     assert!(no_rr.fields("Record-Route").is_empty(), "record_route = false");
 }
 
 #[test]
 fn responses_go_back_by_via_and_others_are_dropped() {
     let mut invite = request("INVITE", "sip:alice@corp.example", "");
-    forward_request(&mut invite, &edge(), peer(), true).unwrap();
+    forward_request(&mut invite, &edge(), peer(), 7, true).unwrap();
     let vias = invite.fields("Via").join("\r\nVia: ");
     let response = format!(
         "SIP/2.0 200 OK\r\nVia: {vias}\r\nFrom: <sip:bob@partner.example>;tag=f1\r\nTo: <sip:alice@corp.example>;tag=t9\r\n\
          Call-ID: call-1@partner.example\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
     );
     let mut ok = parse(&response);
-    assert_eq!(return_response(&mut ok, &edge()), Some(ResponseTarget { host: "192.0.2.10".into(), port: 40000 }), "received/rport win");
+    assert_eq!(
+        return_response(&mut ok, &edge()),
+        Some(ResponseTarget { connection: Some(7), host: "192.0.2.10".into(), port: 40000 }),
+        "received/rport win"
+    );
     assert_eq!(ok.fields("Via").len(), 1, "the edge's Via came off");
     assert!(ok.fields("Via")[0].contains("sip.partner.example"));
     // A response whose top Via is not the edge's is not ours.

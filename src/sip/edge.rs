@@ -1,0 +1,345 @@
+//! The SIP front end on the network: partner connections accepted by the shared accept loop
+//! (banned sources closed at accept), read through the message layer, requests prepared by
+//! the stateless proxy core and sent to the internal next hop over one reused connection
+//! (re-opened on failure, the next resolved address tried; 503 + `Retry-After` when none
+//! answers), and responses from the next hop sent back on the partner connection their
+//! request came in on. Malformed input gets its answer (400/505, 513) and counts in the
+//! shield's `sip-protocol-violation`; nothing malformed is forwarded.
+//!
+//! The federation policy ([`super::policy`]) decides on every request from a partner before
+//! anything is forwarded. Not yet here (issue 12): requests from the inside toward partners,
+//! the certificate-name check, the watch list, registrations and maintenance.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use super::message::{Frame, Framer, SipMessage, StreamLimits};
+use super::policy::{self, Decision, Policy};
+use super::proxy::{self, Answer, Hop};
+use crate::config::Category;
+use crate::config::sip::{NextHop, SipTransport};
+use crate::protect::RequestLine;
+use crate::runtime::Runtime;
+use crate::runtime::accept::{Connections, OnBanned};
+use crate::runtime::services::Drain;
+
+/// Messages queued toward one connection before the edge stops reading for it.
+const QUEUE: usize = 256;
+/// How long connecting to the next hop may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// `Retry-After` on a 503 when the next hop cannot be reached.
+const RETRY_AFTER_SECS: u64 = 30;
+
+/// The SIP front end's shared state: partner connections by number, the next hop.
+pub struct SipEdge {
+    runtime: Arc<Runtime>,
+    next_hop: NextHop,
+    record_route: bool,
+    limits: StreamLimits,
+    idle_timeout: Duration,
+    /// The edge's own Via identities (one per listener), to recognise responses.
+    hops: Vec<Hop>,
+    policy: Policy,
+    clients: Mutex<HashMap<u64, mpsc::Sender<Bytes>>>,
+    next_connection: AtomicU64,
+    upstream: tokio::sync::Mutex<Option<mpsc::Sender<Bytes>>>,
+}
+
+impl SipEdge {
+    /// The SIP front end forwarding to `next_hop`; `hops` are its listeners as Via shows them.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        next_hop: NextHop,
+        record_route: bool,
+        max_message_bytes: usize,
+        hops: Vec<Hop>,
+        policy: Policy,
+    ) -> SipEdge {
+        let idle_timeout = runtime.config().server.idle_timeout;
+        SipEdge {
+            runtime,
+            next_hop,
+            record_route,
+            limits: StreamLimits::new(max_message_bytes),
+            idle_timeout,
+            hops,
+            policy,
+            clients: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
+            upstream: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Sends `bytes` to the next hop over the shared connection, opening it when needed.
+    async fn send_upstream(self: &Arc<Self>, bytes: Bytes) -> bool {
+        let mut upstream = self.upstream.lock().await;
+        if let Some(sender) = upstream.as_ref()
+            && sender.send(bytes.clone()).await.is_ok()
+        {
+            return true;
+        }
+        *upstream = None;
+        let Some(stream) = self.connect_next_hop().await else { return false };
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(self.clone().upstream_connection(stream, receiver));
+        let sent = sender.send(bytes).await.is_ok();
+        *upstream = Some(sender);
+        sent
+    }
+
+    /// A TCP connection to the first address of the next hop that answers.
+    async fn connect_next_hop(&self) -> Option<TcpStream> {
+        if self.next_hop.transport == SipTransport::Tls {
+            // TLS toward the inside is not built yet; `check` accepts it, start-up says so.
+            return None;
+        }
+        let addresses = tokio::net::lookup_host((self.next_hop.host.as_str(), self.next_hop.port)).await.ok()?;
+        for address in addresses {
+            if let Ok(Ok(stream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+                let _ = stream.set_nodelay(true);
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// Writes queued requests to the next hop and routes its responses back.
+    async fn upstream_connection(self: Arc<Self>, stream: TcpStream, mut outgoing: mpsc::Receiver<Bytes>) {
+        let (mut reader, mut writer) = stream.into_split();
+        let mut framer = Framer::new(self.limits);
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                queued = outgoing.recv() => match queued {
+                    Some(bytes) => if writer.write_all(&bytes).await.is_err() { return },
+                    None => return,
+                },
+                read = reader.read(&mut buffer) => {
+                    let Ok(n) = read else { return };
+                    if n == 0 { return }
+                    let Ok(frames) = framer.push(&buffer[..n]) else { return };
+                    for frame in frames {
+                        if let Frame::Message(message) = frame {
+                            self.route_response(*message).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a response from the inside back on the partner connection its request used.
+    async fn route_response(&self, mut message: SipMessage) {
+        if message.is_request() {
+            return; // requests from the inside toward partners are not served yet
+        }
+        let Some(target) = self.hops.iter().find_map(|hop| proxy::return_response(&mut message, hop)) else { return };
+        let sender = target.connection.and_then(|id| self.clients.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned());
+        if let Some(sender) = sender {
+            let _ = sender.send(message.to_bytes()).await;
+        }
+    }
+
+    /// Reads one partner connection until it ends or the drain.
+    async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(self: Arc<Self>, stream: S, client: SocketAddr, hop: Hop, mut drain: Drain) {
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let (sender, mut responses) = mpsc::channel::<Bytes>(QUEUE);
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(id, sender);
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let mut framer = Framer::new(self.limits);
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                read = tokio::time::timeout(self.idle_timeout, reader.read(&mut buffer)) => {
+                    let n = match read {
+                        Ok(Ok(n)) if n > 0 => n,
+                        _ => break,
+                    };
+                    let frames = match framer.push(&buffer[..n]) {
+                        Ok(frames) => frames,
+                        Err(refusal) => {
+                            self.violation(client);
+                            let _ = writer.write_all(&bare_answer(refusal.status())).await;
+                            break;
+                        }
+                    };
+                    if framer.take_keepalives() >= 2 {
+                        let _ = writer.write_all(b"\r\n").await; // RFC 5626 pong
+                    }
+                    let mut close = false;
+                    for frame in frames {
+                        if let Some((answer, closes)) = self.handle(frame, client, &hop, id).await {
+                            let written = writer.write_all(&answer).await.is_ok();
+                            close |= closes || !written;
+                            if close {
+                                break;
+                            }
+                        }
+                    }
+                    if close {
+                        break;
+                    }
+                }
+                response = responses.recv() => match response {
+                    Some(bytes) => if writer.write_all(&bytes).await.is_err() { break },
+                    None => break,
+                },
+                () = drain.signalled() => break,
+            }
+        }
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// What to do with one frame from a partner: forward it (`None`), or the answer to write
+    /// back and whether the connection closes after it.
+    async fn handle(self: &Arc<Self>, frame: Frame, client: SocketAddr, hop: &Hop, connection: u64) -> Option<(Bytes, bool)> {
+        let mut message = match frame {
+            Frame::Message(message) => *message,
+            Frame::Refused(refusal) => {
+                self.violation(client);
+                return Some((Bytes::from(bare_answer(refusal.status())), false));
+            }
+        };
+        if !message.is_request() {
+            return None; // responses to requests toward partners: not served yet
+        }
+        // The answer copies the request as it arrived, not as the edge rewrote it.
+        let received = transaction_headers(&message);
+        let domain = message.header("From").and_then(|from| policy::uri_host(&from));
+        let refusal = match self.policy.decide(domain.as_deref(), Instant::now()) {
+            Decision::Local | Decision::Allowed | Decision::Discovered => None,
+            Decision::Blocked => Some((Answer { status: 403, reason: "Forbidden" }, None, true)),
+            Decision::Refused => Some((Answer { status: 403, reason: "Forbidden" }, None, false)),
+            Decision::Throttled { retry_after_secs } => {
+                Some((Answer { status: 503, reason: "Service Unavailable" }, Some(retry_after_secs), false))
+            }
+        };
+        if let Some((answer, retry_after, close)) = refusal {
+            return Some((answer_to(&message, &received, &answer, retry_after).unwrap_or_default(), close));
+        }
+        match proxy::forward_request(&mut message, hop, client, connection, self.record_route) {
+            Ok(()) => {
+                if self.send_upstream(message.to_bytes()).await {
+                    None
+                } else {
+                    answer_to(&message, &received, &Answer { status: 503, reason: "Service Unavailable" }, Some(RETRY_AFTER_SECS))
+                        .map(|answer| (answer, false))
+                }
+            }
+            Err(answer) => answer_to(&message, &received, &answer, None).map(|answer| (answer, false)),
+        }
+    }
+
+    fn violation(&self, client: SocketAddr) {
+        let line = RequestLine { method: "-", path: "-", protocol: "SIP/2.0", host: "-" };
+        self.runtime.shield.record_detached(client.ip(), Category::SipProtocolViolation, line);
+    }
+}
+
+/// The fields a response copies from its request (RFC 3261 §8.2.6): Via, From, To, Call-ID,
+/// CSeq, as header lines.
+fn transaction_headers(request: &SipMessage) -> String {
+    let mut lines = String::new();
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        for value in request.fields(name) {
+            lines.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    lines
+}
+
+/// A response to `request` with its `transaction_headers`; `None` for an ACK, which is
+/// never answered.
+fn answer_to(request: &SipMessage, transaction_headers: &str, answer: &Answer, retry_after: Option<u64>) -> Option<Bytes> {
+    if request.method().as_deref() == Some("ACK") {
+        return None;
+    }
+    let mut text = format!("SIP/2.0 {} {}\r\n{transaction_headers}", answer.status, answer.reason);
+    if let Some(seconds) = retry_after {
+        text.push_str(&format!("Retry-After: {seconds}\r\n"));
+    }
+    text.push_str("Content-Length: 0\r\n\r\n");
+    Some(Bytes::from(text))
+}
+
+/// The answer to input that could not be read as a message (no headers to copy).
+fn bare_answer(status: u16) -> Vec<u8> {
+    let reason = match status {
+        513 => "Message Too Large",
+        505 => "Version Not Supported",
+        _ => "Bad Request",
+    };
+    format!("SIP/2.0 {status} {reason}\r\nContent-Length: 0\r\n\r\n").into_bytes()
+}
+
+/// One SIP listener's connections.
+pub struct SipConnections {
+    edge: Arc<SipEdge>,
+    hop: Hop,
+    tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
+    handshake_timeout: Duration,
+}
+
+impl SipConnections {
+    /// The connections of a listener that Via shows as `hop`; `tls` when it is a TLS one.
+    pub fn new(edge: Arc<SipEdge>, hop: Hop, tls: Option<Arc<ArcSwap<TlsAcceptor>>>, handshake_timeout: Duration) -> SipConnections {
+        SipConnections { edge, hop, tls, handshake_timeout }
+    }
+}
+
+impl Connections for SipConnections {
+    /// DESIGN §4: a banned source's SIP connections are closed at accept.
+    fn on_banned(&self) -> OnBanned {
+        OnBanned::Close
+    }
+
+    fn refuse(&self, tcp: TcpStream, _status: u16) -> impl Future<Output = ()> + Send + 'static {
+        drop(tcp);
+        std::future::ready(())
+    }
+
+    fn serve(&self, tcp: TcpStream, client: SocketAddr, drain: Drain) -> impl Future<Output = ()> + Send + 'static {
+        let (edge, hop, timeout) = (self.edge.clone(), self.hop.clone(), self.handshake_timeout);
+        let acceptor = self.tls.as_ref().map(|t| t.load_full());
+        async move {
+            match acceptor {
+                None => edge.serve_stream(tcp, client, hop, drain).await,
+                Some(acceptor) => {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                        edge.serve_stream(stream, client, hop, drain).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_copy_the_transaction_headers_and_acks_get_none() {
+        let wire = "OPTIONS sip:a@corp.example SIP/2.0\r\nVia: SIP/2.0/TCP p.example;branch=z9hG4bK1\r\nFrom: <sip:b@p.example>;tag=1\r\n\
+                    To: <sip:a@corp.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        let Ok(frames) = Framer::new(StreamLimits::new(4096)).push(wire.as_bytes()) else { panic!() };
+        let Some(Frame::Message(message)) = frames.into_iter().next() else { panic!() };
+        let answer =
+            answer_to(&message, &transaction_headers(&message), &Answer { status: 503, reason: "Service Unavailable" }, Some(30)).unwrap();
+        let text = std::str::from_utf8(&answer).unwrap();
+        assert!(text.starts_with("SIP/2.0 503 Service Unavailable\r\nVia: SIP/2.0/TCP p.example;branch=z9hG4bK1\r\n"), "{text}");
+        assert!(text.contains("Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nRetry-After: 30\r\nContent-Length: 0\r\n\r\n"), "{text}");
+        assert!(std::str::from_utf8(&bare_answer(513)).unwrap().starts_with("SIP/2.0 513 Message Too Large\r\n"));
+    }
+}

@@ -1,0 +1,168 @@
+//! The SIP edge over real sockets with real `sipp` (Debian `sip-tester`): a partner UAC sends
+//! MESSAGEs through the edge to a UAS standing in for the internal next hop, and every one
+//! completes; garbage and oversized messages get their answer and a closed connection; with
+//! the next hop down, 503 + `Retry-After`. Skipped with a message without `sipp`
+//! (`PORTCULLIS_REQUIRE_SIPP=1`, set by `.ci/run`, fails instead).
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use portcullis::runtime::listeners::Protocol;
+
+use crate::support::external::missing;
+use crate::support::{RunningEdge, TestEdge, Upstream, raw_exchange};
+
+const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/sip");
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `sipp` process, killed when dropped.
+struct Sipp(Child);
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sipp_available() -> bool {
+    Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+/// The UAS answering MESSAGE with 200 on `port` (the internal next hop).
+fn start_uas(port: u16) -> Sipp {
+    let child = Command::new("timeout")
+        .args(["60", "sipp", "-sf", &format!("{SCENARIOS}/uas-message.xml"), "-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", "t1", "-nd", "-nostdin", "-timeout", "55s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Sipp(child)
+}
+
+async fn wait_listening(port: u16) {
+    let ready = crate::support::eventually_async(Duration::from_secs(10), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await;
+    assert!(ready, "sipp UAS did not listen on {port}");
+}
+
+async fn sip_edge(next_hop_port: u16) -> (Upstream, RunningEdge, SocketAddr) {
+    sip_edge_with(next_hop_port, "").await
+}
+
+async fn sip_edge_with(next_hop_port: u16, extra: &str) -> (Upstream, RunningEdge, SocketAddr) {
+    let up = Upstream::start("web").await;
+    let edge = TestEdge::new()
+        .proxy("web", "/", &[(up.addr, 1, 0)], "")
+        .raw(&format!(
+            "[[sip.listener]]\nname = \"partners\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n\
+             [sip]\nnext_hop = \"sip:127.0.0.1:{next_hop_port};transport=tcp\"\nmax_message_bytes = 4096\n{extra}"
+        ))
+        .start()
+        .await;
+    let sip =
+        edge.running().runtime.listeners.all().into_iter().find(|b| b.protocol == Protocol::SipTcp).expect("the SIP listener runs").address;
+    (up, edge, sip)
+}
+
+#[tokio::test]
+async fn partner_messages_reach_the_next_hop_and_every_answer_comes_back() {
+    if !sipp_available() {
+        return missing("SIPP", "sipp (Debian's sip-tester) is not installed");
+    }
+    let uas_port = free_port();
+    let _uas = start_uas(uas_port);
+    wait_listening(uas_port).await;
+    // An allow-listed partner: never throttled, so 50 MESSAGEs at 100/s all go through.
+    let (_up, edge, sip) = sip_edge_with(uas_port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
+    let uac = tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .args(["60", "sipp", "-sf", &format!("{SCENARIOS}/uac-message-200.xml"), &sip.to_string(), "-i", "127.0.0.1"])
+            .args(["-p", &free_port().to_string(), "-t", "t1", "-s", "alice", "-key", "fromdom", "partner.example"])
+            .args(["-m", "50", "-r", "100", "-recv_timeout", "5000", "-timeout", "30s", "-nd", "-nostdin"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        uac.status.code(),
+        Some(0),
+        "sipp exit 0 = every MESSAGE got its 200 (only a 200 completes a call) through the edge\n{}",
+        String::from_utf8_lossy(&uac.stdout).lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_messages_get_their_answer_and_a_closed_connection() {
+    let (_up, edge, sip) = sip_edge(free_port()).await;
+    let garbage = raw_exchange(sip, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", Duration::from_secs(3)).await;
+    assert_eq!(garbage, "SIP/2.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "answered and closed");
+    let huge = format!(
+        "MESSAGE sip:a@corp.example SIP/2.0\r\nVia: SIP/2.0/TCP p.example;branch=z9hG4bK1\r\nFrom: <sip:b@p.example>;tag=1\r\n\
+         To: <sip:a@corp.example>\r\nCall-ID: c1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 9000\r\n\r\n{}",
+        "x".repeat(9000)
+    );
+    let answer = raw_exchange(sip, huge.as_bytes(), Duration::from_secs(3)).await;
+    assert_eq!(answer, "SIP/2.0 513 Message Too Large\r\nContent-Length: 0\r\n\r\n");
+    // Each counted as a `sip-protocol-violation`: at the fifth the source is banned, and a
+    // banned source's SIP connections are closed at accept (no answer at all).
+    for _ in 0..3 {
+        raw_exchange(sip, b"\x00\x01garbage\r\n\r\n", Duration::from_secs(3)).await;
+    }
+    assert!(edge.running().runtime.shield.check("127.0.0.1".parse().unwrap()).is_some(), "five violations ban the source");
+    let banned = raw_exchange(sip, b"OPTIONS sip:x SIP/2.0\r\n\r\n", Duration::from_secs(3)).await;
+    assert_eq!(banned, "", "closed at accept");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_next_hop_down_a_request_gets_503_with_retry_after() {
+    let (_up, edge, sip) = sip_edge(crate::support::closed_port().await.port()).await;
+    let message = "MESSAGE sip:a@corp.example SIP/2.0\r\nVia: SIP/2.0/TCP p.example;branch=z9hG4bK1\r\nMax-Forwards: 70\r\n\
+                   From: <sip:b@p.example>;tag=1\r\nTo: <sip:a@corp.example>\r\nCall-ID: c1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    let answer = raw_exchange(sip, message.as_bytes(), Duration::from_secs(5)).await;
+    assert!(
+        answer.starts_with("SIP/2.0 503 Service Unavailable\r\nVia: SIP/2.0/TCP p.example;branch=z9hG4bK1\r\nFrom:"),
+        "the request's own Via, not the edge's: {answer}"
+    );
+    assert!(answer.contains("Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nRetry-After: 30\r\n"), "{answer}");
+    edge.stop().await;
+}
+
+/// A MESSAGE from `domain` (Call-ID `call`).
+fn message_from(domain: &str, call: &str) -> String {
+    format!(
+        "MESSAGE sip:alice@corp.example SIP/2.0\r\nVia: SIP/2.0/TCP {domain};branch=z9hG4bK{call}\r\nMax-Forwards: 70\r\n\
+         From: <sip:bob@{domain}>;tag=1\r\nTo: <sip:alice@corp.example>\r\nCall-ID: {call}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn the_federation_lists_decide_before_anything_is_forwarded() {
+    let policy = "[federation]\ndiscovery = false\n[[federation.allow]]\ndomain = \"partner.example\"\n\
+                  [[federation.block]]\ndomain = \"spam.example\"\n";
+    let (_up, edge, sip) = sip_edge_with(crate::support::closed_port().await.port(), policy).await;
+    let statuses = |answer: &str| answer.lines().filter(|l| l.starts_with("SIP/2.0 ")).map(str::to_string).collect::<Vec<_>>();
+    // Blocked: 403, and the connection is closed (the second request gets no answer).
+    let two = format!("{}{}", message_from("spam.example", "s1"), message_from("spam.example", "s2"));
+    let answer = raw_exchange(sip, two.as_bytes(), Duration::from_secs(3)).await;
+    assert_eq!(statuses(&answer), vec!["SIP/2.0 403 Forbidden"], "{answer}");
+    // Discovery off: a stranger gets 403 for each request, on a connection that stays.
+    let two = format!("{}{}", message_from("stranger.example", "t1"), message_from("stranger.example", "t2"));
+    let answer = raw_exchange(sip, two.as_bytes(), Duration::from_secs(2)).await;
+    assert_eq!(statuses(&answer), vec!["SIP/2.0 403 Forbidden", "SIP/2.0 403 Forbidden"], "{answer}");
+    // The allowed partner is forwarded (the next hop is down here: 503, not 403).
+    let answer = raw_exchange(sip, message_from("partner.example", "p1").as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(statuses(&answer), vec!["SIP/2.0 503 Service Unavailable"], "{answer}");
+    edge.stop().await;
+}
