@@ -131,7 +131,7 @@ impl SipEdge {
                     let Ok(frames) = framer.push(&buffer[..n]) else { return };
                     for frame in frames {
                         if let Frame::Message(message) = frame {
-                            self.route_response(*message).await;
+                            self.route_response(*message);
                         }
                     }
                 }
@@ -140,14 +140,17 @@ impl SipEdge {
     }
 
     /// Sends a response from the inside back on the partner connection its request used.
-    async fn route_response(&self, mut message: SipMessage) {
+    fn route_response(&self, mut message: SipMessage) {
         if message.is_request() {
             return; // requests from the inside toward partners are not served yet
         }
         let Some(target) = self.hops.iter().find_map(|hop| proxy::return_response(&mut message, hop)) else { return };
         let sender = target.connection.and_then(|id| self.clients.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned());
+        // Never wait for one partner: a connection that does not read its responses would stall
+        // every other partner's behind it. Its queue full, the response is dropped (SIP
+        // retransmits; a stateless proxy keeps nothing to resend from).
         if let Some(sender) = sender {
-            let _ = sender.send(message.to_bytes()).await;
+            let _ = sender.try_send(message.to_bytes());
         }
     }
 
