@@ -7,8 +7,10 @@
 //! shield's `sip-protocol-violation`; nothing malformed is forwarded.
 //!
 //! The federation policy ([`super::policy`]) decides on every request from a partner before
-//! anything is forwarded. Not yet here (issue 12): requests from the inside toward partners,
-//! the certificate-name check, the watch list, registrations and maintenance.
+//! anything is forwarded; in maintenance new out-of-dialog work gets 503 + `Retry-After`;
+//! 401/407 finals to REGISTER/INVITE count against the partner in `sip-auth-failure`. Not yet
+//! here (issue 12): requests from the inside toward partners, the certificate-name check, the
+//! watch list and registrations.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -51,7 +53,8 @@ pub struct SipEdge {
     /// The edge's own Via identities (one per listener), to recognise responses.
     hops: Vec<Hop>,
     policy: Policy,
-    clients: Mutex<HashMap<u64, mpsc::Sender<Bytes>>>,
+    /// Partner connections by number: where their responses go, and who they are.
+    clients: Mutex<HashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>>,
     next_connection: AtomicU64,
     upstream: tokio::sync::Mutex<Option<mpsc::Sender<Bytes>>>,
 }
@@ -145,20 +148,29 @@ impl SipEdge {
             return; // requests from the inside toward partners are not served yet
         }
         let Some(target) = self.hops.iter().find_map(|hop| proxy::return_response(&mut message, hop)) else { return };
-        let sender = target.connection.and_then(|id| self.clients.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned());
+        let Some((sender, partner)) =
+            target.connection.and_then(|id| self.clients.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned())
+        else {
+            return;
+        };
+        // Credentials refused to a REGISTER or INVITE count against the partner (DESIGN §3).
+        if matches!(message.status(), Some(401 | 407))
+            && message.header("CSeq").is_some_and(|cseq| matches!(cseq.split_whitespace().nth(1), Some("REGISTER" | "INVITE")))
+        {
+            let line = RequestLine { method: "-", path: "-", protocol: "SIP/2.0", host: "-" };
+            self.runtime.shield.record_detached(partner.ip(), Category::SipAuthFailure, line);
+        }
         // Never wait for one partner: a connection that does not read its responses would stall
         // every other partner's behind it. Its queue full, the response is dropped (SIP
         // retransmits; a stateless proxy keeps nothing to resend from).
-        if let Some(sender) = sender {
-            let _ = sender.try_send(message.to_bytes());
-        }
+        let _ = sender.try_send(message.to_bytes());
     }
 
     /// Reads one partner connection until it ends or the drain.
     async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(self: Arc<Self>, stream: S, client: SocketAddr, hop: Hop, mut drain: Drain) {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let (sender, mut responses) = mpsc::channel::<Bytes>(QUEUE);
-        self.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(id, sender);
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (sender, client));
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut framer = Framer::new(self.limits);
         let mut buffer = vec![0u8; 16 * 1024];
@@ -231,6 +243,11 @@ impl SipEdge {
         if let Some((answer, retry_after, close)) = refusal {
             return Some((answer_to(&message, &received, &answer, retry_after).unwrap_or_default(), close));
         }
+        if self.runtime.operate.in_maintenance() && starts_new_work(&message) {
+            let retry_after = self.runtime.config().maintenance.retry_after.as_secs().max(1);
+            let answer = Answer { status: 503, reason: "Service Unavailable" };
+            return answer_to(&message, &received, &answer, Some(retry_after)).map(|answer| (answer, false));
+        }
         match proxy::forward_request(&mut message, hop, client, connection, self.record_route) {
             Ok(()) => {
                 if self.send_upstream(message.to_bytes()).await {
@@ -247,6 +264,19 @@ impl SipEdge {
     fn violation(&self, client: SocketAddr) {
         let line = RequestLine { method: "-", path: "-", protocol: "SIP/2.0", host: "-" };
         self.runtime.shield.record_detached(client.ip(), Category::SipProtocolViolation, line);
+    }
+}
+
+/// In maintenance (DESIGN §5) new out-of-dialog work — an INVITE, MESSAGE, SUBSCRIBE or a
+/// REGISTER other than a removal (`Expires: 0`) — goes to another peer; in-dialog requests
+/// (a To tag) and calls in progress continue.
+fn starts_new_work(request: &SipMessage) -> bool {
+    let in_dialog = request.header("To").is_some_and(|to| to.to_ascii_lowercase().contains(";tag="));
+    match request.method().as_deref() {
+        _ if in_dialog => false,
+        Some("INVITE" | "MESSAGE" | "SUBSCRIBE") => true,
+        Some("REGISTER") => request.header("Expires").is_none_or(|e| e.trim() != "0"),
+        _ => false,
     }
 }
 

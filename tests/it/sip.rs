@@ -166,3 +166,80 @@ async fn the_federation_lists_decide_before_anything_is_forwarded() {
     assert_eq!(statuses(&answer), vec!["SIP/2.0 503 Service Unavailable"], "{answer}");
     edge.stop().await;
 }
+
+/// A next hop on loopback that answers every request with `status` (copying its Via, From,
+/// To, Call-ID and CSeq) and keeps what it received.
+async fn answering_next_hop(status: &'static str) -> (u16, std::sync::Arc<std::sync::Mutex<String>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let Ok((mut tcp, _)) = listener.accept().await else { return };
+        let mut pending = String::new();
+        let mut buffer = [0u8; 8192];
+        while let Ok(n) = tcp.read(&mut buffer).await {
+            if n == 0 {
+                return;
+            }
+            pending.push_str(&String::from_utf8_lossy(&buffer[..n]));
+            log.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..n]));
+            while let Some(end) = pending.find("\r\n\r\n") {
+                let head: String = pending.drain(..end + 4).collect();
+                let copied: String = head
+                    .lines()
+                    .filter(|l| ["Via:", "From:", "To:", "Call-ID:", "CSeq:"].iter().any(|h| l.starts_with(h)))
+                    .map(|l| format!("{l}\r\n"))
+                    .collect();
+                let response = format!("SIP/2.0 {status}\r\n{copied}Content-Length: 0\r\n\r\n");
+                if tcp.write_all(response.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test]
+async fn in_maintenance_new_requests_get_503_and_dialogs_continue() {
+    let (port, seen) = answering_next_hop("200 OK").await;
+    let (_up, edge, sip) = sip_edge(port).await;
+    let admin = format!("Bearer {}", crate::support::ADMIN_TOKEN);
+    let on =
+        crate::support::client::h1(edge.admin, "POST", "/api/v1/maintenance?enabled=on", &[("authorization", &admin)], bytes::Bytes::new())
+            .await;
+    assert_eq!(on.status, 200);
+    let new = raw_exchange(sip, message_from("partner.example", "m1").as_bytes(), Duration::from_secs(2)).await;
+    assert!(new.starts_with("SIP/2.0 503 Service Unavailable\r\n") && new.contains("Retry-After: 120\r\n"), "{new}");
+    let in_dialog = message_from("partner.example", "m2").replace("To: <sip:alice@corp.example>", "To: <sip:alice@corp.example>;tag=x");
+    let answer = raw_exchange(sip, in_dialog.as_bytes(), Duration::from_secs(2)).await;
+    assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "a request inside a dialog continues: {answer}");
+    let received = seen.lock().unwrap().clone();
+    assert!(
+        received.contains("Call-ID: m2") && !received.contains("Call-ID: m1"),
+        "only the in-dialog request reached the next hop: {received}"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn refused_credentials_from_the_inside_count_against_the_partner() {
+    let (port, _) = answering_next_hop("401 Unauthorized").await;
+    let (_up, edge, sip) = sip_edge(port).await;
+    let register = |n: u32| {
+        message_from("partner.example", &format!("r{n}"))
+            .replacen("MESSAGE sip:alice@corp.example", "REGISTER sip:corp.example", 1)
+            .replace("CSeq: 1 MESSAGE", "CSeq: 1 REGISTER")
+    };
+    for n in 0..5 {
+        let answer = raw_exchange(sip, register(n).as_bytes(), Duration::from_secs(2)).await;
+        assert!(answer.starts_with("SIP/2.0 401 Unauthorized\r\n"), "{answer}");
+    }
+    let banned =
+        crate::support::eventually(Duration::from_secs(5), || edge.running().runtime.shield.check("127.0.0.1".parse().unwrap()).is_some())
+            .await;
+    assert!(banned, "five 401s to REGISTER within the window ban the partner (sip-auth-failure)");
+    edge.stop().await;
+}
