@@ -467,6 +467,10 @@ async fn reload_loop(
                 current = next.clone();
                 runtime.set_config(next);
                 runtime.error_log.warn("configuration reloaded");
+                // Files a reload does not rebuild (the SIP listeners' CA and CRL) are re-read.
+                if let Err(error) = runtime.control.reload_files() {
+                    runtime.error_log.error(&format!("TLS files not reloaded, the running ones stay: {error}"));
+                }
                 if let Some(admin) = &admin {
                     *admin.last_reload_errors.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 }

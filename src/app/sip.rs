@@ -26,7 +26,7 @@ pub(super) struct BoundSip {
     config: SipListenerConfig,
     socket: TcpListener,
     entry: Bound,
-    tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
+    tls: Option<(TlsProfile, Arc<ArcSwap<TlsAcceptor>>)>,
 }
 
 /// Binds every `[[sip.listener]]` and builds the TLS acceptors (a bad CA, CRL or certificate
@@ -40,7 +40,9 @@ pub(super) fn bind(config: &Config, runtime: &Runtime) -> anyhow::Result<Vec<Bou
         let tls = match l.transport {
             SipTransport::Tcp => None,
             SipTransport::Tls => {
-                Some(Arc::new(ArcSwap::from_pointee(profile(config, l)?.acceptor().with_context(|| format!("sip.listener {:?}", l.name))?)))
+                let profile = profile(config, l)?;
+                let acceptor = profile.acceptor().with_context(|| format!("sip.listener {:?}", l.name))?;
+                Some((profile, Arc::new(ArcSwap::from_pointee(acceptor))))
             }
         };
         runtime.listeners.add(entry.clone());
@@ -72,7 +74,9 @@ fn profile(config: &Config, l: &SipListenerConfig) -> anyhow::Result<TlsProfile>
     Ok(TlsProfile::sip(cert, key, client_auth))
 }
 
-/// Serves the bound SIP listeners: one SIP front end, an accept loop per listener.
+/// Serves the bound SIP listeners: one SIP front end (registered with the runtime's control,
+/// so the admin API's refresh and every applied reload re-read its TLS files; its accept
+/// loops keep it alive), an accept loop per listener.
 pub(super) fn start(config: &Config, runtime: &Arc<Runtime>, bound: Vec<BoundSip>, services: &Services) {
     let Some(next_hop) = config.sip.next_hop.clone() else { return };
     if bound.is_empty() {
@@ -85,11 +89,14 @@ pub(super) fn start(config: &Config, runtime: &Arc<Runtime>, bound: Vec<BoundSip
     };
     let hops: Vec<Hop> = bound.iter().map(hop_of).collect();
     let policy = Policy::new(config.federation.clone(), config.sip.local_domains.clone());
-    let edge = Arc::new(SipEdge::new(runtime.clone(), next_hop, config.sip.record_route, config.sip.max_message_bytes, hops, policy));
+    let tls = bound.iter().filter_map(|b| b.tls.clone()).collect();
+    let edge = Arc::new(SipEdge::new(runtime.clone(), next_hop, config.sip.record_route, config.sip.max_message_bytes, hops, policy, tls));
+    let front_end: Arc<dyn crate::runtime::control::FrontEnd> = edge.clone();
+    runtime.control.register(&front_end);
     for b in bound {
         let hop = hop_of(&b);
         tracing::info!("SIP listener {} on {} ({})", b.config.name, b.entry.address, b.entry.protocol.as_str());
-        let connections = SipConnections::new(edge.clone(), hop, b.tls, config.server.header_read_timeout);
+        let connections = SipConnections::new(edge.clone(), hop, b.tls.map(|(_, acceptor)| acceptor), config.server.header_read_timeout);
         let (runtime, cap) = (runtime.clone(), config.server.max_connections);
         services.start(format!("sip listener {}", b.config.name), move |drain| {
             accept::run(runtime, b.entry, b.socket, cap, connections, drain)

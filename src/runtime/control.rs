@@ -56,6 +56,11 @@ pub trait FrontEnd: Send + Sync {
     fn refresh_credentials(&self) -> Pending<'_, ()>;
     /// Revokes every edge token of `user`: how many, or `None` without edge tokens.
     fn revoke_tokens<'a>(&'a self, user: &'a str) -> Pending<'a, Option<Result<usize, StoreError>>>;
+    /// Re-reads the files it serves with that a configuration reload does not rebuild (the
+    /// SIP listeners' certificates, CA and CRL): called after every applied reload.
+    fn reload_files(&self) -> Result<(), RebuildError> {
+        Ok(())
+    }
 }
 
 /// The registered front ends.
@@ -96,6 +101,20 @@ impl Control {
         let mut outcome = Ok(());
         for front_end in self.live() {
             if let Err(error) = front_end.rebuild()
+                && outcome.is_ok()
+            {
+                outcome = Err(error);
+            }
+        }
+        outcome
+    }
+
+    /// After an applied configuration reload: every front end re-reads its files; the first
+    /// error (the others are re-read all the same).
+    pub fn reload_files(&self) -> Result<(), RebuildError> {
+        let mut outcome = Ok(());
+        for front_end in self.live() {
+            if let Err(error) = front_end.reload_files()
                 && outcome.is_ok()
             {
                 outcome = Err(error);

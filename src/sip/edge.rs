@@ -31,9 +31,11 @@ use super::policy::{self, Decision, Policy};
 use super::proxy::{self, Answer, Hop};
 use crate::config::Category;
 use crate::config::sip::{NextHop, SipTransport};
+use crate::net::tls::{TlsError, TlsProfile};
 use crate::protect::RequestLine;
 use crate::runtime::Runtime;
 use crate::runtime::accept::{Connections, OnBanned};
+use crate::runtime::control::{FrontEnd, Pending, RebuildError, ServiceView};
 use crate::runtime::services::Drain;
 
 /// Messages queued toward one connection before the edge stops reading for it.
@@ -53,6 +55,8 @@ pub struct SipEdge {
     /// The edge's own Via identities (one per listener), to recognise responses.
     hops: Vec<Hop>,
     policy: Policy,
+    /// The TLS listeners' profiles and acceptors (a changed CRL is swapped in on reload).
+    tls: Vec<(TlsProfile, Arc<ArcSwap<TlsAcceptor>>)>,
     /// Partner connections by number: where their responses go, and who they are.
     clients: Mutex<HashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>>,
     next_connection: AtomicU64,
@@ -68,6 +72,7 @@ impl SipEdge {
         max_message_bytes: usize,
         hops: Vec<Hop>,
         policy: Policy,
+        tls: Vec<(TlsProfile, Arc<ArcSwap<TlsAcceptor>>)>,
     ) -> SipEdge {
         let idle_timeout = runtime.config().server.idle_timeout;
         SipEdge {
@@ -78,6 +83,7 @@ impl SipEdge {
             idle_timeout,
             hops,
             policy,
+            tls,
             clients: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             upstream: tokio::sync::Mutex::new(None),
@@ -261,6 +267,21 @@ impl SipEdge {
         }
     }
 
+    /// Re-reads every TLS listener's certificate, key, CA and CRL and swaps the acceptors:
+    /// new handshakes see a new CRL, established connections keep running. On an error the
+    /// listener keeps its running acceptor.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        let mut outcome = Ok(());
+        for (profile, acceptor) in &self.tls {
+            if let Err(error) = profile.reload(acceptor)
+                && outcome.is_ok()
+            {
+                outcome = Err(error);
+            }
+        }
+        outcome
+    }
+
     fn violation(&self, client: SocketAddr) {
         let line = RequestLine { method: "-", path: "-", protocol: "SIP/2.0", host: "-" };
         self.runtime.shield.record_detached(client.ip(), Category::SipProtocolViolation, line);
@@ -314,6 +335,38 @@ fn bare_answer(status: u16) -> Vec<u8> {
         _ => "Bad Request",
     };
     format!("SIP/2.0 {status} {reason}\r\nContent-Length: 0\r\n\r\n").into_bytes()
+}
+
+impl FrontEnd for SipEdge {
+    fn role(&self) -> &'static str {
+        "SIP edge"
+    }
+
+    fn services(&self) -> Vec<ServiceView> {
+        Vec::new()
+    }
+
+    /// The SIP edge has no routing generation; a rebuild re-reads its TLS files.
+    fn rebuild(&self) -> Result<(), RebuildError> {
+        self.reload_files()
+    }
+
+    /// `POST /api/v1/refresh`: the partners' CA and CRL are re-read.
+    fn refresh_credentials(&self) -> Pending<'_, ()> {
+        let outcome = self.reload_tls();
+        if let Err(error) = &outcome {
+            self.runtime.error_log.error(&format!("SIP TLS files not reloaded, the running ones stay: {error}"));
+        }
+        Box::pin(std::future::ready(()))
+    }
+
+    fn revoke_tokens<'a>(&'a self, _user: &'a str) -> Pending<'a, Option<Result<usize, crate::cluster::StoreError>>> {
+        Box::pin(std::future::ready(None))
+    }
+
+    fn reload_files(&self) -> Result<(), RebuildError> {
+        self.reload_tls().map_err(|error| RebuildError { front_end: self.role(), reason: error.to_string() })
+    }
 }
 
 /// One SIP listener's connections.

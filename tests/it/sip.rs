@@ -169,7 +169,7 @@ async fn the_federation_lists_decide_before_anything_is_forwarded() {
 
 /// A next hop on loopback that answers every request with `status` (copying its Via, From,
 /// To, Call-ID and CSeq) and keeps what it received.
-async fn answering_next_hop(status: &'static str) -> (u16, std::sync::Arc<std::sync::Mutex<String>>) {
+pub async fn answering_next_hop(status: &'static str) -> (u16, std::sync::Arc<std::sync::Mutex<String>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
