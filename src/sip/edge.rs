@@ -173,7 +173,14 @@ impl SipEdge {
     }
 
     /// Reads one partner connection until it ends or the drain.
-    async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(self: Arc<Self>, stream: S, client: SocketAddr, hop: Hop, mut drain: Drain) {
+    async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+        self: Arc<Self>,
+        stream: S,
+        client: SocketAddr,
+        hop: Hop,
+        peer_names: Option<Vec<String>>,
+        mut drain: Drain,
+    ) {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let (sender, mut responses) = mpsc::channel::<Bytes>(QUEUE);
         self.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (sender, client));
@@ -200,7 +207,7 @@ impl SipEdge {
                     }
                     let mut close = false;
                     for frame in frames {
-                        if let Some((answer, closes)) = self.handle(frame, client, &hop, id).await {
+                        if let Some((answer, closes)) = self.handle(frame, client, &hop, id, peer_names.as_deref()).await {
                             let written = writer.write_all(&answer).await.is_ok();
                             close |= closes || !written;
                             if close {
@@ -224,7 +231,14 @@ impl SipEdge {
 
     /// What to do with one frame from a partner: forward it (`None`), or the answer to write
     /// back and whether the connection closes after it.
-    async fn handle(self: &Arc<Self>, frame: Frame, client: SocketAddr, hop: &Hop, connection: u64) -> Option<(Bytes, bool)> {
+    async fn handle(
+        self: &Arc<Self>,
+        frame: Frame,
+        client: SocketAddr,
+        hop: &Hop,
+        connection: u64,
+        peer_names: Option<&[String]>,
+    ) -> Option<(Bytes, bool)> {
         let mut message = match frame {
             Frame::Message(message) => *message,
             Frame::Refused(refusal) => {
@@ -238,7 +252,15 @@ impl SipEdge {
         // The answer copies the request as it arrived, not as the edge rewrote it.
         let received = transaction_headers(&message);
         let domain = message.header("From").and_then(|from| policy::uri_host(&from));
-        let refusal = match self.policy.decide(domain.as_deref(), Instant::now()) {
+        let decision = self.policy.decide(domain.as_deref(), Instant::now());
+        // Over TLS with a partner certificate, the certificate must speak for the From domain.
+        let impostor = |domain: &Option<String>| {
+            peer_names.zip(domain.as_deref()).is_some_and(|(names, domain)| !self.policy.certificate_speaks_for(names, domain))
+        };
+        let refusal = match decision {
+            Decision::Allowed | Decision::Discovered if impostor(&domain) => {
+                Some((Answer { status: 403, reason: "Forbidden" }, None, false))
+            }
             Decision::Local | Decision::Allowed | Decision::Discovered => None,
             Decision::Blocked => Some((Answer { status: 403, reason: "Forbidden" }, None, true)),
             Decision::Refused => Some((Answer { status: 403, reason: "Forbidden" }, None, false)),
@@ -400,15 +422,42 @@ impl Connections for SipConnections {
         let acceptor = self.tls.as_ref().map(|t| t.load_full());
         async move {
             match acceptor {
-                None => edge.serve_stream(tcp, client, hop, drain).await,
+                None => edge.serve_stream(tcp, client, hop, None, drain).await,
                 Some(acceptor) => {
                     if let Ok(Ok(stream)) = tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                        edge.serve_stream(stream, client, hop, drain).await;
+                        let names =
+                            stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|leaf| certificate_names(leaf));
+                        edge.serve_stream(stream, client, hop, names, drain).await;
                     }
                 }
             }
         }
     }
+}
+
+/// The DNS names a certificate is issued to: its SAN dNSNames, or its CN when it has none
+/// (DESIGN §4); empty when it cannot be read.
+fn certificate_names(der: &rustls_pki_types::CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, certificate)) = x509_parser::parse_x509_certificate(der.as_ref()) else { return Vec::new() };
+    let san: Vec<String> = certificate
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !san.is_empty() {
+        return san;
+    }
+    certificate.subject().iter_common_name().filter_map(|cn| cn.as_str().ok().map(str::to_string)).collect()
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! discovered partners pass throttled to `discovered_rate` per domain (a token bucket with a
 //! burst equal to the rate; 503 + `Retry-After` beyond it), or get 403 when discovery is off.
 //!
-//! Not yet here (issue 12): the certificate-name check on TLS, the watch list, and sharing
+//! Over TLS the partner's certificate must speak for the From domain
+//! ([`Policy::certificate_speaks_for`]). Not yet here (issue 12): the watch list, and sharing
 //! the throttle and lists through the state store (each peer throttles on its own for now).
 
 use std::collections::HashMap;
@@ -88,6 +89,28 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Whether a partner that presented a certificate naming `names` may speak for `domain`:
+    /// a name equal to the domain, a one-label wildcard covering it (`*.example` covers
+    /// `partner.example`, not `a.partner.example`), or the allow entry's `edge` FQDN.
+    pub fn certificate_speaks_for(&self, names: &[String], domain: &str) -> bool {
+        let domain = domain.to_ascii_lowercase();
+        let edge = self.federation.allow.iter().find(|a| a.domain == domain).and_then(|a| a.edge.clone());
+        names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .any(|name| covers(&name, &domain) || edge.as_deref().is_some_and(|edge| covers(&name, edge)))
+    }
+}
+
+/// Whether certificate name `name` covers host `host` (exactly, or by a one-label wildcard).
+fn covers(name: &str, host: &str) -> bool {
+    match name.strip_prefix("*.") {
+        Some(parent) => host.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+        None => name == host,
+    }
+}
+
 /// The host of a From (or To) value's SIP URI, lower case (`"Bob" <sip:bob@Partner.example>;tag=1`
 /// → `partner.example`); `None` when it holds no sip:/sips: URI with a host.
 pub fn uri_host(value: &str) -> Option<String> {
@@ -142,6 +165,21 @@ mod tests {
         assert_eq!(passed, 20);
         // Allow-listed partners are never throttled.
         assert!((0..1000).all(|_| p.decide(Some("partner.example"), start) == Decision::Allowed));
+    }
+
+    #[test]
+    fn a_certificate_speaks_for_its_names_a_one_label_wildcard_and_the_allow_entrys_edge() {
+        let mut federation = FederationConfig::default();
+        federation.allow.push(AllowedPartner { domain: "partner.example".into(), edge: Some("sip.partner.example".into()) });
+        let p = Policy::new(federation, Vec::new());
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(p.certificate_speaks_for(&names(&["Partner.Example"]), "partner.example"));
+        assert!(p.certificate_speaks_for(&names(&["sip.partner.example"]), "partner.example"), "the allow entry's edge FQDN");
+        assert!(p.certificate_speaks_for(&names(&["*.example"]), "other.example"), "one-label wildcard");
+        assert!(!p.certificate_speaks_for(&names(&["*.example"]), "a.other.example"), "only one label");
+        assert!(!p.certificate_speaks_for(&names(&["evil.example"]), "partner.example"));
+        assert!(!p.certificate_speaks_for(&names(&["sip.partner.example"]), "other.example"), "an edge name only for its own domain");
+        assert!(!p.certificate_speaks_for(&[], "partner.example"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The SIP edge over mutual TLS with a revocation list: a partner with a certificate from the
-//! configured CA is served; one without a certificate is refused in the handshake; a CRL
+//! configured CA is served when its certificate speaks for its From domain (403 when it does
+//! not); one without a certificate is refused in the handshake; a CRL
 //! written while the edge runs applies to new handshakes after a reload, and a connection
 //! already established keeps working.
 
@@ -105,7 +106,7 @@ async fn a_partner_certificate_revoked_by_a_new_crl_is_refused_after_a_reload_wh
         .raw(&format!(
             "[[sip.listener]]\nname = \"partners\"\naddress = \"127.0.0.1:0\"\ntransport = \"tls\"\nclient_auth = \"required\"\n\
              ca = \"{d}/ca.pem\"\ncrl = \"{d}/partners.crl.pem\"\ncert = \"{d}/sip.pem\"\nkey = \"{d}/sip.key\"\n\
-             [sip]\nnext_hop = \"sip:127.0.0.1:{next_hop};transport=tcp\"\n[[federation.allow]]\ndomain = \"partner.example\"\n"
+             [sip]\nnext_hop = \"sip:127.0.0.1:{next_hop};transport=tcp\"\n[[federation.allow]]\ndomain = \"partner.example\"\nedge = \"sip.partner.example\"\n"
         ))
         .start()
         .await;
@@ -126,7 +127,15 @@ async fn a_partner_certificate_revoked_by_a_new_crl_is_refused_after_a_reload_wh
 
     // A partner with its certificate is served; one without is refused.
     let mut live = connect(identity()).await.expect("the partner's handshake");
-    assert_eq!(exchange(&mut live, "c1").await.unwrap(), "SIP/2.0 200 OK");
+    assert_eq!(exchange(&mut live, "c1").await.unwrap(), "SIP/2.0 200 OK", "its certificate names the allow entry's edge");
+    // The same certificate claiming another domain in From: 403 (the certificate does not
+    // speak for it).
+    let claim = "MESSAGE sip:alice@corp.example SIP/2.0\r\nVia: SIP/2.0/TLS sip.partner.example;branch=z9hG4bKx1\r\nMax-Forwards: 70\r\n\
+                 From: <sip:ceo@other.example>;tag=1\r\nTo: <sip:alice@corp.example>\r\nCall-ID: x1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    live.write_all(claim.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), live.read(&mut answer)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("SIP/2.0 403 Forbidden\r\n"), "{}", String::from_utf8_lossy(&answer[..n]));
     let anonymous = match connect(None).await {
         Err(_) => true,
         Ok(mut tls) => exchange(&mut tls, "c2").await.is_err(),
