@@ -9,3 +9,4 @@ pub mod edge;
 pub mod message;
 pub mod policy;
 pub mod proxy;
+pub mod registrations;

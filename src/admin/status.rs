@@ -71,8 +71,11 @@ pub struct Counts {
     pub sessions_peak: u64,
     pub websockets: u64,
     pub websockets_peak: u64,
-    /// SIP registrations arrive with the SIP edge; `None` until then.
+    /// Current SIP registrations (unexpired bindings); `None` without a SIP edge.
     pub sip_registrations: Option<u64>,
+    /// Their peak since start; `None` without a SIP edge.
+    #[serde(default)]
+    pub sip_registrations_peak: Option<u64>,
 }
 
 /// One listener in [`Status`].
@@ -242,6 +245,7 @@ pub fn status(state: &AdminState) -> Status {
             }
         })
         .collect();
+    let registrations = state.runtime.control.registrations();
     let sessions_now: u64 = services.iter().map(|s| s.sessions as u64).sum();
     operate.note_sessions_total(sessions_now);
     let mut roles: Vec<String> = state.runtime.control.roles().into_iter().map(str::to_string).collect();
@@ -265,7 +269,8 @@ pub fn status(state: &AdminState) -> Status {
             sessions_peak: operate.sessions_total_peak(),
             websockets: operate.websockets_total().current(),
             websockets_peak: operate.websockets_total().peak(),
-            sip_registrations: None,
+            sip_registrations: registrations.map(|r| r.0),
+            sip_registrations_peak: registrations.map(|r| r.1),
         },
         blocked_sources: state.runtime.shield.list().len(),
         listeners,

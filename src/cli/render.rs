@@ -48,7 +48,11 @@ pub(super) fn status(s: &Status) -> String {
         }
     }
     let c = &s.counts;
-    let sip = c.sip_registrations.map_or_else(|| "-".to_string(), |n| n.to_string());
+    let sip = match (c.sip_registrations, c.sip_registrations_peak) {
+        (Some(n), Some(peak)) => format!("{n} (peak {peak})"),
+        (Some(n), None) => n.to_string(),
+        _ => "-".to_string(),
+    };
     let _ = writeln!(
         out,
         "COUNTS:       sessions {} (peak {}), websockets {} (peak {}), SIP registrations {sip}",

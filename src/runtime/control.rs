@@ -61,6 +61,10 @@ pub trait FrontEnd: Send + Sync {
     fn reload_files(&self) -> Result<(), RebuildError> {
         Ok(())
     }
+    /// SIP registrations it tracks (current, peak since start); `None` when it has none.
+    fn registrations(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// The registered front ends.
@@ -121,6 +125,12 @@ impl Control {
             }
         }
         outcome
+    }
+
+    /// SIP registrations of the front ends that track them (current, peak); `None` when none
+    /// does (no SIP edge).
+    pub fn registrations(&self) -> Option<(u64, u64)> {
+        self.live().iter().filter_map(|f| f.registrations()).reduce(|a, b| (a.0 + b.0, a.1 + b.1))
     }
 
     /// Re-fetches every front end's keys and user lists.

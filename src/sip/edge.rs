@@ -29,6 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use super::message::{Frame, Framer, SipMessage, StreamLimits};
 use super::policy::{self, Decision, Policy};
 use super::proxy::{self, Answer, Hop};
+use super::registrations::Registrations;
 use crate::config::Category;
 use crate::config::sip::{NextHop, SipTransport};
 use crate::net::tls::{TlsError, TlsProfile};
@@ -57,6 +58,7 @@ pub struct SipEdge {
     policy: Policy,
     /// The TLS listeners' profiles and acceptors (a changed CRL is swapped in on reload).
     tls: Vec<(TlsProfile, Arc<ArcSwap<TlsAcceptor>>)>,
+    registrations: Registrations,
     /// Partner connections by number: where their responses go, and who they are.
     clients: Mutex<HashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>>,
     next_connection: AtomicU64,
@@ -84,6 +86,7 @@ impl SipEdge {
             hops,
             policy,
             tls,
+            registrations: Registrations::default(),
             clients: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             upstream: tokio::sync::Mutex::new(None),
@@ -154,6 +157,7 @@ impl SipEdge {
             return; // requests from the inside toward partners are not served yet
         }
         let Some(target) = self.hops.iter().find_map(|hop| proxy::return_response(&mut message, hop)) else { return };
+        self.registrations.note(&message, Instant::now());
         let Some((sender, partner)) =
             target.connection.and_then(|id| self.clients.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned())
         else {
@@ -384,6 +388,10 @@ impl FrontEnd for SipEdge {
 
     fn revoke_tokens<'a>(&'a self, _user: &'a str) -> Pending<'a, Option<Result<usize, crate::cluster::StoreError>>> {
         Box::pin(std::future::ready(None))
+    }
+
+    fn registrations(&self) -> Option<(u64, u64)> {
+        Some(self.registrations.counts(Instant::now()))
     }
 
     fn reload_files(&self) -> Result<(), RebuildError> {

@@ -194,7 +194,7 @@ fn write_vias(message: &mut SipMessage, vias: &[String]) -> Result<(), Refusal> 
 }
 
 /// Splits a field's comma-separated values (commas inside quotes or `<…>` do not split).
-fn split_values(field: &str) -> Vec<String> {
+pub(super) fn split_values(field: &str) -> Vec<String> {
     let (mut values, mut current, mut quoted, mut angle) = (Vec::new(), String::new(), false, false);
     for c in field.chars() {
         match c {
@@ -217,7 +217,7 @@ fn split_values(field: &str) -> Vec<String> {
 }
 
 /// A `;name=value` parameter of a Via or address value (case-insensitive name).
-fn param(value: &str, name: &str) -> Option<String> {
+pub(super) fn param(value: &str, name: &str) -> Option<String> {
     let after_uri = value.rsplit_once('>').map_or(value, |(_, rest)| rest);
     after_uri.split(';').skip(1).find_map(|p| {
         let (key, val) = p.split_once('=').unwrap_or((p, ""));

@@ -168,7 +168,8 @@ async fn the_federation_lists_decide_before_anything_is_forwarded() {
 }
 
 /// A next hop on loopback that answers every request with `status` (copying its Via, From,
-/// To, Call-ID and CSeq) and keeps what it received.
+/// To, Call-ID, CSeq, Contact and Expires, as a registrar confirming bindings does) and keeps
+/// what it received.
 pub async fn answering_next_hop(status: &'static str) -> (u16, std::sync::Arc<std::sync::Mutex<String>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -189,7 +190,7 @@ pub async fn answering_next_hop(status: &'static str) -> (u16, std::sync::Arc<st
                 let head: String = pending.drain(..end + 4).collect();
                 let copied: String = head
                     .lines()
-                    .filter(|l| ["Via:", "From:", "To:", "Call-ID:", "CSeq:"].iter().any(|h| l.starts_with(h)))
+                    .filter(|l| ["Via:", "From:", "To:", "Call-ID:", "CSeq:", "Contact:", "Expires:"].iter().any(|h| l.starts_with(h)))
                     .map(|l| format!("{l}\r\n"))
                     .collect();
                 let response = format!("SIP/2.0 {status}\r\n{copied}Content-Length: 0\r\n\r\n");
@@ -241,5 +242,33 @@ async fn refused_credentials_from_the_inside_count_against_the_partner() {
         crate::support::eventually(Duration::from_secs(5), || edge.running().runtime.shield.check("127.0.0.1".parse().unwrap()).is_some())
             .await;
     assert!(banned, "five 401s to REGISTER within the window ban the partner (sip-auth-failure)");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn registrations_confirmed_by_the_registrar_are_counted_with_their_peak() {
+    let (port, _) = answering_next_hop("200 OK").await;
+    let (_up, edge, sip) = sip_edge(port).await;
+    let register = |call: &str, extra: &str| {
+        message_from("corp.example", call)
+            .replacen("MESSAGE sip:alice@corp.example", "REGISTER sip:corp.example", 1)
+            .replace("CSeq: 1 MESSAGE", "CSeq: 1 REGISTER")
+            .replace("Content-Length: 0", &format!("{extra}Content-Length: 0"))
+    };
+    let counts = || async {
+        let admin = format!("Bearer {}", crate::support::ADMIN_TOKEN);
+        let reply =
+            crate::support::client::h1(edge.admin, "GET", "/api/v1/status", &[("authorization", &admin)], bytes::Bytes::new()).await;
+        let status: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        (status["counts"]["sip_registrations"].clone(), status["counts"]["sip_registrations_peak"].clone())
+    };
+    let answer =
+        raw_exchange(sip, register("g1", "Contact: <sip:alice@192.0.2.7:5060>;expires=600\r\n").as_bytes(), Duration::from_secs(2)).await;
+    assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+    assert_eq!(counts().await, (serde_json::json!(1), serde_json::json!(1)));
+    let answer =
+        raw_exchange(sip, register("g2", "Contact: <sip:alice@192.0.2.7:5060>\r\nExpires: 0\r\n").as_bytes(), Duration::from_secs(2)).await;
+    assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+    assert_eq!(counts().await, (serde_json::json!(0), serde_json::json!(1)), "Expires: 0 removes it; the peak stays");
     edge.stop().await;
 }
