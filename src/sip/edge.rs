@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::message::{Frame, Framer, SipMessage, StreamLimits};
-use super::policy::{self, Decision, Policy};
+use super::policy::{Decision, Policy};
 use super::proxy::{self, Answer, Hop};
 use crate::config::Category;
 use crate::config::sip::{NextHop, SipTransport};
@@ -219,7 +219,7 @@ impl SipEdge {
         }
         // The answer copies the request as it arrived, not as the edge rewrote it.
         let received = transaction_headers(&message);
-        let domain = message.header("From").and_then(|from| policy::uri_host(&from));
+        let domain = message.from_host();
         let refusal = match self.policy.decide(domain.as_deref(), Instant::now()) {
             Decision::Local | Decision::Allowed | Decision::Discovered => None,
             Decision::Blocked => Some((Answer { status: 403, reason: "Forbidden" }, None, true)),

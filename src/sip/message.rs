@@ -211,6 +211,23 @@ impl SipMessage {
         self.push_front(name, value)
     }
 
+    /// The partner domain: the host of the From URI as the URI grammar reads it (the same
+    /// parse the validation passed and the next hop makes — never a search of the text, which a
+    /// display name or a parameter holding `sip:…@other` would fool), lower case, without a
+    /// trailing dot (`example.com.` is `example.com`), an IPv6 address without brackets;
+    /// `None` when From is not a `sip:`/`sips:` URI.
+    pub fn from_host(&self) -> Option<String> {
+        let from = self.0.headers().typed::<sipx_sip::headers::From>()?.ok()?;
+        if !from.uri.scheme().is_sip() {
+            return None;
+        }
+        let host = match from.uri.host()? {
+            sipx_sip::uri::Host::Name(name) => String::from_utf8_lossy(name.as_bytes()).trim_end_matches('.').to_ascii_lowercase(),
+            sipx_sip::uri::Host::Ip(ip) => ip.to_canonical().to_string(),
+        };
+        (!host.is_empty()).then_some(host)
+    }
+
     /// The Request-URI as written; `None` for a response.
     pub fn request_uri(&self) -> Option<String> {
         self.0.as_request().map(|request| request.uri.to_string())

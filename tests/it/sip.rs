@@ -157,6 +157,24 @@ async fn the_federation_lists_decide_before_anything_is_forwarded() {
     let two = format!("{}{}", message_from("spam.example", "s1"), message_from("spam.example", "s2"));
     let answer = raw_exchange(sip, two.as_bytes(), Duration::from_secs(3)).await;
     assert_eq!(statuses(&answer), vec!["SIP/2.0 403 Forbidden"], "{answer}");
+    // The blocked domain dressed up as the allowed one (a display name, a quoted parameter, a
+    // trailing dot, an upper-case scheme): what the next hop reads as the sender is
+    // spam.example, so it is blocked too (403 and closed), never forwarded.
+    for (n, from) in [
+        "\"sip:bob@partner.example (Bob)\" <sip:bob@spam.example>;tag=1",
+        "<sips:bob@spam.example>;tag=1;x=\"sip:a@partner.example\"",
+        "<sip:bob@spam.example.>;tag=1",
+        "<SIP:bob@spam.example>;tag=1;x=\"sip:a@partner.example\"",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let disguised =
+            message_from("spam.example", &format!("d{n}")).replace("From: <sip:bob@spam.example>;tag=1", &format!("From: {from}"));
+        let two = format!("{disguised}{}", message_from("partner.example", &format!("e{n}")));
+        let answer = raw_exchange(sip, two.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(statuses(&answer), vec!["SIP/2.0 403 Forbidden"], "{from}: {answer}");
+    }
     // Discovery off: a stranger gets 403 for each request, on a connection that stays.
     let two = format!("{}{}", message_from("stranger.example", "t1"), message_from("stranger.example", "t2"));
     let answer = raw_exchange(sip, two.as_bytes(), Duration::from_secs(2)).await;
