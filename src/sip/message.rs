@@ -128,7 +128,9 @@ fn refusal_of(error: ParseError) -> Refusal {
 fn checked(message: sipx_sip::message::Message) -> Frame {
     // Control bytes (NUL, CR, ESC, DEL …) have no place in a header value (RFC 3261 §25.1
     // TEXT-UTF8); an internal SIP server may cut a value at a NUL and read the rest differently.
-    if message.headers().iter().any(|h| h.raw_value().iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)) {
+    // Checked on the unfolded value: the CRLF of a fold (RFC 3261 §7.3.1, which the parser
+    // has already checked is followed by whitespace) is line folding, not a control byte.
+    if message.headers().iter().any(|h| h.value().iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)) {
         return Frame::Refused(Refusal::Invalid { status: 400, reason: "control character in a header value".to_string() });
     }
     let findings: Vec<Finding> = validate(&message).into_iter().filter(|f| !f.is_repairable()).collect();

@@ -127,6 +127,13 @@ fn hostile_cases() -> Vec<(&'static str, Vec<u8>, u16, bool)> {
             false,
         ),
         ("big but legal padding", message(&big, "").into(), 0, false),
+        (
+            "a folded header line is legal (RFC 3261 §7.3.1)",
+            message("Subject: I know you're there,\r\n pick up the phone\r\n", "").into(),
+            0,
+            false,
+        ),
+        ("a folded Via is legal", message("", "").replace("Via: SIP/2.0/TLS", "Via:\r\n\tSIP/2.0/TLS").into(), 0, false),
     ]
 }
 
