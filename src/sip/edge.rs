@@ -48,6 +48,9 @@ pub struct SipEdge {
     record_route: bool,
     limits: StreamLimits,
     idle_timeout: Duration,
+    /// How long one message may take to arrive once its first byte has (a slow sender holding
+    /// a connection with a message that never ends: `[server] header_read_timeout`).
+    message_timeout: Duration,
     /// The edge's own Via identities (one per listener), to recognise responses.
     hops: Vec<Hop>,
     policy: Policy,
@@ -67,12 +70,14 @@ impl SipEdge {
         policy: Policy,
     ) -> SipEdge {
         let idle_timeout = runtime.config().server.idle_timeout;
+        let message_timeout = runtime.config().server.header_read_timeout;
         SipEdge {
             runtime,
             next_hop,
             record_route,
             limits: StreamLimits::new(max_message_bytes),
             idle_timeout,
+            message_timeout,
             hops,
             policy,
             clients: Mutex::new(HashMap::new()),
@@ -162,9 +167,15 @@ impl SipEdge {
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut framer = Framer::new(self.limits);
         let mut buffer = vec![0u8; 16 * 1024];
+        // When the unfinished message held by the framer began: it must be complete within
+        // `message_timeout`, however the sender trickles it (each byte would restart an idle
+        // timeout, and the connection would be held for ever).
+        let mut unfinished_since: Option<Instant> = None;
         loop {
+            let idle = Instant::now() + self.idle_timeout;
+            let deadline = unfinished_since.map_or(idle, |since| (since + self.message_timeout).min(idle));
             tokio::select! {
-                read = tokio::time::timeout(self.idle_timeout, reader.read(&mut buffer)) => {
+                read = tokio::time::timeout_at(deadline, reader.read(&mut buffer)) => {
                     let n = match read {
                         Ok(Ok(n)) if n > 0 => n,
                         _ => break,
@@ -176,6 +187,11 @@ impl SipEdge {
                             let _ = writer.write_all(&bare_answer(refusal.status())).await;
                             break;
                         }
+                    };
+                    unfinished_since = match (framer.pending(), unfinished_since) {
+                        (0, _) => None,
+                        (_, Some(since)) if frames.is_empty() => Some(since),
+                        _ => Some(Instant::now()), // a new message began
                     };
                     if framer.take_keepalives() >= 2 {
                         let _ = writer.write_all(b"\r\n").await; // RFC 5626 pong

@@ -59,8 +59,14 @@ async fn sip_edge(next_hop_port: u16) -> (Upstream, RunningEdge, SocketAddr) {
 }
 
 async fn sip_edge_with(next_hop_port: u16, extra: &str) -> (Upstream, RunningEdge, SocketAddr) {
+    sip_edge_server(next_hop_port, "", extra).await
+}
+
+/// [`sip_edge_with`], with `[server]` keys.
+async fn sip_edge_server(next_hop_port: u16, server: &str, extra: &str) -> (Upstream, RunningEdge, SocketAddr) {
     let up = Upstream::start("web").await;
     let edge = TestEdge::new()
+        .server(server)
         .proxy("web", "/", &[(up.addr, 1, 0)], "")
         .raw(&format!(
             "[[sip.listener]]\nname = \"partners\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n\
@@ -182,5 +188,33 @@ async fn the_federation_lists_decide_before_anything_is_forwarded() {
     // The allowed partner is forwarded (the next hop is down here: 503, not 403).
     let answer = raw_exchange(sip, message_from("partner.example", "p1").as_bytes(), Duration::from_secs(5)).await;
     assert_eq!(statuses(&answer), vec!["SIP/2.0 503 Service Unavailable"], "{answer}");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_sender_trickling_a_message_that_never_ends_is_cut_off_after_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // idle_timeout is long; each trickled byte would restart it, so only the message timeout
+    // (header_read_timeout) can end this connection.
+    let (_up, edge, sip) =
+        sip_edge_server(crate::support::closed_port().await.port(), "header_read_timeout = \"2s\"\nidle_timeout = \"60s\"", "").await;
+    let mut tcp = tokio::net::TcpStream::connect(sip).await.unwrap();
+    tcp.write_all(b"MESSAGE sip:alice@corp.example SIP/2.0\r\nX-Pad: ").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if tcp.write_all(b"a").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(10), tcp.read(&mut byte)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "still open after {:?} of a message that never ends", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(5), "closed only after {:?}", started.elapsed());
     edge.stop().await;
 }
