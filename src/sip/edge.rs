@@ -40,6 +40,20 @@ const QUEUE: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// `Retry-After` on a 503 when the next hop cannot be reached.
 const RETRY_AFTER_SECS: u64 = 30;
+/// After a failed connect, requests get 503 at once for this long instead of each waiting
+/// (in turn, behind the one connecting) for another connect to time out.
+const DOWN_HOLD: Duration = Duration::from_secs(1);
+/// How long one write to the next hop may block before its connection is given up.
+const UPSTREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connection to the next hop.
+#[derive(Default)]
+struct Upstream {
+    /// Its queue, while it is open.
+    sender: Option<mpsc::Sender<Bytes>>,
+    /// Until when it counts as down (a connect just failed).
+    down_until: Option<Instant>,
+}
 
 /// The SIP front end's shared state: partner connections by number, the next hop.
 pub struct SipEdge {
@@ -56,7 +70,7 @@ pub struct SipEdge {
     policy: Policy,
     clients: Mutex<HashMap<u64, mpsc::Sender<Bytes>>>,
     next_connection: AtomicU64,
-    upstream: tokio::sync::Mutex<Option<mpsc::Sender<Bytes>>>,
+    upstream: tokio::sync::Mutex<Upstream>,
 }
 
 impl SipEdge {
@@ -82,24 +96,42 @@ impl SipEdge {
             policy,
             clients: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
-            upstream: tokio::sync::Mutex::new(None),
+            upstream: tokio::sync::Mutex::new(Upstream::default()),
         }
     }
 
-    /// Sends `bytes` to the next hop over the shared connection, opening it when needed.
+    /// Sends `bytes` to the next hop over the shared connection, opening it when needed;
+    /// `false` (503) when it is down or not keeping up. Never waits for the next hop to read:
+    /// a partner's request waiting on a full queue would hold the lock every other partner's
+    /// requests need, and the whole edge would stop without a single answer.
     async fn send_upstream(self: &Arc<Self>, bytes: Bytes) -> bool {
         let mut upstream = self.upstream.lock().await;
-        if let Some(sender) = upstream.as_ref()
-            && sender.send(bytes.clone()).await.is_ok()
-        {
-            return true;
+        if let Some(sender) = upstream.sender.as_ref() {
+            match sender.try_send(bytes) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Full(_)) => return false,
+                Err(mpsc::error::TrySendError::Closed(returned)) => {
+                    upstream.sender = None;
+                    return self.reconnect_and_send(&mut upstream, returned).await;
+                }
+            }
         }
-        *upstream = None;
-        let Some(stream) = self.connect_next_hop().await else { return false };
+        self.reconnect_and_send(&mut upstream, bytes).await
+    }
+
+    async fn reconnect_and_send(self: &Arc<Self>, upstream: &mut Upstream, bytes: Bytes) -> bool {
+        if upstream.down_until.is_some_and(|until| Instant::now() < until) {
+            return false;
+        }
+        let Some(stream) = self.connect_next_hop().await else {
+            upstream.down_until = Some(Instant::now() + DOWN_HOLD);
+            return false;
+        };
+        upstream.down_until = None;
         let (sender, receiver) = mpsc::channel(QUEUE);
         tokio::spawn(self.clone().upstream_connection(stream, receiver));
-        let sent = sender.send(bytes).await.is_ok();
-        *upstream = Some(sender);
+        let sent = sender.try_send(bytes).is_ok();
+        upstream.sender = Some(sender);
         sent
     }
 
@@ -127,7 +159,9 @@ impl SipEdge {
         loop {
             tokio::select! {
                 queued = outgoing.recv() => match queued {
-                    Some(bytes) => if writer.write_all(&bytes).await.is_err() { return },
+                    // A next hop that stops reading loses its connection (the next request
+                    // opens another) rather than holding this task, and its responses, for ever.
+                    Some(bytes) => if !matches!(tokio::time::timeout(UPSTREAM_WRITE_TIMEOUT, writer.write_all(&bytes)).await, Ok(Ok(()))) { return },
                     None => return,
                 },
                 read = reader.read(&mut buffer) => {

@@ -218,3 +218,48 @@ async fn a_sender_trickling_a_message_that_never_ends_is_cut_off_after_the_heade
     assert!(started.elapsed() < Duration::from_secs(5), "closed only after {:?}", started.elapsed());
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn a_next_hop_that_stops_reading_gets_partners_503_not_a_stalled_edge() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The next hop accepts and then never reads a byte.
+    let hop = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hop_port = hop.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = hop.accept().await {
+            held.push(tcp);
+        }
+    });
+    let (_up, edge, sip) = sip_edge_with(hop_port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
+    // One partner sends far more than the socket buffers and the edge's queue hold.
+    let body = "x".repeat(3500);
+    let flood: Vec<u8> = (0..6000)
+        .flat_map(|i| {
+            message_from("partner.example", &format!("f{i}"))
+                .replace("Content-Length: 0\r\n\r\n", &format!("Content-Length: {}\r\n\r\n{body}", body.len()))
+                .into_bytes()
+        })
+        .collect();
+    let (mut flood_read, mut flood_write) = tokio::net::TcpStream::connect(sip).await.unwrap().into_split();
+    let flooding = tokio::spawn(async move {
+        let _ = flood_write.write_all(&flood).await;
+        flood_write
+    });
+    let draining = tokio::spawn(async move {
+        let mut sink = vec![0u8; 64 * 1024];
+        while let Ok(n) = flood_read.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Another partner is answered (503: the next hop is not keeping up), not left hanging.
+    let answer = raw_exchange(sip, message_from("partner.example", "other").as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("SIP/2.0 503 Service Unavailable\r\n"), "the other partner got: {answer:?}");
+    flooding.abort();
+    draining.abort();
+    held.abort();
+    edge.stop().await;
+}
