@@ -200,7 +200,7 @@ async fn a_sender_trickling_a_message_that_never_ends_is_cut_off_after_the_heade
         sip_edge_server(crate::support::closed_port().await.port(), "header_read_timeout = \"2s\"\nidle_timeout = \"60s\"", "").await;
     let mut tcp = tokio::net::TcpStream::connect(sip).await.unwrap();
     tcp.write_all(b"MESSAGE sip:alice@corp.example SIP/2.0\r\nX-Pad: ").await.unwrap();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut closed = false;
     while started.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(300)).await;
