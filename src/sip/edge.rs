@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::message::{Frame, Framer, SipMessage, StreamLimits};
-use super::policy::{self, Decision, Policy};
+use super::policy::{Decision, Policy};
 use super::proxy::{self, Answer, Hop};
 use super::registrations::Registrations;
 use crate::config::Category;
@@ -45,6 +45,20 @@ const QUEUE: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// `Retry-After` on a 503 when the next hop cannot be reached.
 const RETRY_AFTER_SECS: u64 = 30;
+/// After a failed connect, requests get 503 at once for this long instead of each waiting
+/// (in turn, behind the one connecting) for another connect to time out.
+const DOWN_HOLD: Duration = Duration::from_secs(1);
+/// How long one write to the next hop may block before its connection is given up.
+const UPSTREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connection to the next hop.
+#[derive(Default)]
+struct Upstream {
+    /// Its queue, while it is open.
+    sender: Option<mpsc::Sender<Bytes>>,
+    /// Until when it counts as down (a connect just failed).
+    down_until: Option<Instant>,
+}
 
 /// The SIP front end's shared state: partner connections by number, the next hop.
 pub struct SipEdge {
@@ -53,6 +67,9 @@ pub struct SipEdge {
     record_route: bool,
     limits: StreamLimits,
     idle_timeout: Duration,
+    /// How long one message may take to arrive once its first byte has (a slow sender holding
+    /// a connection with a message that never ends: `[server] header_read_timeout`).
+    message_timeout: Duration,
     /// The edge's own Via identities (one per listener), to recognise responses.
     hops: Vec<Hop>,
     policy: Policy,
@@ -62,7 +79,7 @@ pub struct SipEdge {
     /// Partner connections by number: where their responses go, and who they are.
     clients: Mutex<HashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>>,
     next_connection: AtomicU64,
-    upstream: tokio::sync::Mutex<Option<mpsc::Sender<Bytes>>>,
+    upstream: tokio::sync::Mutex<Upstream>,
 }
 
 impl SipEdge {
@@ -77,36 +94,56 @@ impl SipEdge {
         tls: Vec<(TlsProfile, Arc<ArcSwap<TlsAcceptor>>)>,
     ) -> SipEdge {
         let idle_timeout = runtime.config().server.idle_timeout;
+        let message_timeout = runtime.config().server.header_read_timeout;
         SipEdge {
             runtime,
             next_hop,
             record_route,
             limits: StreamLimits::new(max_message_bytes),
             idle_timeout,
+            message_timeout,
             hops,
             policy,
             tls,
             registrations: Registrations::default(),
             clients: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
-            upstream: tokio::sync::Mutex::new(None),
+            upstream: tokio::sync::Mutex::new(Upstream::default()),
         }
     }
 
-    /// Sends `bytes` to the next hop over the shared connection, opening it when needed.
+    /// Sends `bytes` to the next hop over the shared connection, opening it when needed;
+    /// `false` (503) when it is down or not keeping up. Never waits for the next hop to read:
+    /// a partner's request waiting on a full queue would hold the lock every other partner's
+    /// requests need, and the whole edge would stop without a single answer.
     async fn send_upstream(self: &Arc<Self>, bytes: Bytes) -> bool {
         let mut upstream = self.upstream.lock().await;
-        if let Some(sender) = upstream.as_ref()
-            && sender.send(bytes.clone()).await.is_ok()
-        {
-            return true;
+        if let Some(sender) = upstream.sender.as_ref() {
+            match sender.try_send(bytes) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Full(_)) => return false,
+                Err(mpsc::error::TrySendError::Closed(returned)) => {
+                    upstream.sender = None;
+                    return self.reconnect_and_send(&mut upstream, returned).await;
+                }
+            }
         }
-        *upstream = None;
-        let Some(stream) = self.connect_next_hop().await else { return false };
+        self.reconnect_and_send(&mut upstream, bytes).await
+    }
+
+    async fn reconnect_and_send(self: &Arc<Self>, upstream: &mut Upstream, bytes: Bytes) -> bool {
+        if upstream.down_until.is_some_and(|until| Instant::now() < until) {
+            return false;
+        }
+        let Some(stream) = self.connect_next_hop().await else {
+            upstream.down_until = Some(Instant::now() + DOWN_HOLD);
+            return false;
+        };
+        upstream.down_until = None;
         let (sender, receiver) = mpsc::channel(QUEUE);
         tokio::spawn(self.clone().upstream_connection(stream, receiver));
-        let sent = sender.send(bytes).await.is_ok();
-        *upstream = Some(sender);
+        let sent = sender.try_send(bytes).is_ok();
+        upstream.sender = Some(sender);
         sent
     }
 
@@ -134,7 +171,9 @@ impl SipEdge {
         loop {
             tokio::select! {
                 queued = outgoing.recv() => match queued {
-                    Some(bytes) => if writer.write_all(&bytes).await.is_err() { return },
+                    // A next hop that stops reading loses its connection (the next request
+                    // opens another) rather than holding this task, and its responses, for ever.
+                    Some(bytes) => if !matches!(tokio::time::timeout(UPSTREAM_WRITE_TIMEOUT, writer.write_all(&bytes)).await, Ok(Ok(()))) { return },
                     None => return,
                 },
                 read = reader.read(&mut buffer) => {
@@ -191,9 +230,15 @@ impl SipEdge {
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut framer = Framer::new(self.limits);
         let mut buffer = vec![0u8; 16 * 1024];
+        // When the unfinished message held by the framer began: it must be complete within
+        // `message_timeout`, however the sender trickles it (each byte would restart an idle
+        // timeout, and the connection would be held for ever).
+        let mut unfinished_since: Option<Instant> = None;
         loop {
+            let idle = Instant::now() + self.idle_timeout;
+            let deadline = unfinished_since.map_or(idle, |since| (since + self.message_timeout).min(idle));
             tokio::select! {
-                read = tokio::time::timeout(self.idle_timeout, reader.read(&mut buffer)) => {
+                read = tokio::time::timeout_at(deadline, reader.read(&mut buffer)) => {
                     let n = match read {
                         Ok(Ok(n)) if n > 0 => n,
                         _ => break,
@@ -205,6 +250,11 @@ impl SipEdge {
                             let _ = writer.write_all(&bare_answer(refusal.status())).await;
                             break;
                         }
+                    };
+                    unfinished_since = match (framer.pending(), unfinished_since) {
+                        (0, _) => None,
+                        (_, Some(since)) if frames.is_empty() => Some(since),
+                        _ => Some(Instant::now()), // a new message began
                     };
                     if framer.take_keepalives() >= 2 {
                         let _ = writer.write_all(b"\r\n").await; // RFC 5626 pong
@@ -255,7 +305,7 @@ impl SipEdge {
         }
         // The answer copies the request as it arrived, not as the edge rewrote it.
         let received = transaction_headers(&message);
-        let domain = message.header("From").and_then(|from| policy::uri_host(&from));
+        let domain = message.from_host();
         let decision = self.policy.decide(domain.as_deref(), Instant::now());
         // Over TLS with a partner certificate, the certificate must speak for the From domain.
         let impostor = |domain: &Option<String>| {

@@ -128,7 +128,9 @@ fn refusal_of(error: ParseError) -> Refusal {
 fn checked(message: sipx_sip::message::Message) -> Frame {
     // Control bytes (NUL, CR, ESC, DEL …) have no place in a header value (RFC 3261 §25.1
     // TEXT-UTF8); an internal SIP server may cut a value at a NUL and read the rest differently.
-    if message.headers().iter().any(|h| h.raw_value().iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)) {
+    // Checked on the unfolded value: the CRLF of a fold (RFC 3261 §7.3.1, which the parser
+    // has already checked is followed by whitespace) is line folding, not a control byte.
+    if message.headers().iter().any(|h| h.value().iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)) {
         return Frame::Refused(Refusal::Invalid { status: 400, reason: "control character in a header value".to_string() });
     }
     let findings: Vec<Finding> = validate(&message).into_iter().filter(|f| !f.is_repairable()).collect();
@@ -209,6 +211,23 @@ impl SipMessage {
     pub fn replace_first(&mut self, name: &str, value: &str) -> Result<(), Refusal> {
         self.remove_first(name);
         self.push_front(name, value)
+    }
+
+    /// The partner domain: the host of the From URI as the URI grammar reads it (the same
+    /// parse the validation passed and the next hop makes — never a search of the text, which a
+    /// display name or a parameter holding `sip:…@other` would fool), lower case, without a
+    /// trailing dot (`example.com.` is `example.com`), an IPv6 address without brackets;
+    /// `None` when From is not a `sip:`/`sips:` URI.
+    pub fn from_host(&self) -> Option<String> {
+        let from = self.0.headers().typed::<sipx_sip::headers::From>()?.ok()?;
+        if !from.uri.scheme().is_sip() {
+            return None;
+        }
+        let host = match from.uri.host()? {
+            sipx_sip::uri::Host::Name(name) => String::from_utf8_lossy(name.as_bytes()).trim_end_matches('.').to_ascii_lowercase(),
+            sipx_sip::uri::Host::Ip(ip) => ip.to_canonical().to_string(),
+        };
+        (!host.is_empty()).then_some(host)
     }
 
     /// The Request-URI as written; `None` for a response.

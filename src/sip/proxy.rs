@@ -162,21 +162,26 @@ fn short_digest(text: &str) -> String {
     digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Adds `received` (and fills an empty `rport`) when the peer is not where its Via says.
+/// Adds `received` (and fills `rport`) when the peer is not where its Via says (RFC 3261
+/// §18.2.1, RFC 3581 §4). Values the peer wrote there itself are replaced, never trusted: they
+/// say where it is, and only the packet's source does.
 fn stamp_received(via: &mut String, source: std::net::SocketAddr) {
     let ip = source.ip().to_canonical().to_string();
-    let wants_rport = via.split(';').skip(1).any(|p| p.trim().eq_ignore_ascii_case("rport"));
+    let key = |p: &str| p.split_once('=').map_or(p, |(k, _)| k).trim().to_ascii_lowercase();
+    let wants_rport = via.split(';').skip(1).any(|p| key(p) == "rport");
     let differs = sent_by(via).is_none_or(|(host, _)| host != ip);
-    if wants_rport {
-        let rebuilt: Vec<String> = via
-            .split(';')
-            .map(|p| if p.trim().eq_ignore_ascii_case("rport") { format!("rport={}", source.port()) } else { p.to_string() })
-            .collect();
-        *via = rebuilt.join(";");
+    let mut parts: Vec<String> = Vec::new();
+    for (i, p) in via.split(';').enumerate() {
+        match key(p).as_str() {
+            "received" if i > 0 => {}
+            "rport" if i > 0 => parts.push(format!("rport={}", source.port())),
+            _ => parts.push(p.to_string()),
+        }
     }
-    if (differs || wants_rport) && param(via, "received").is_none() {
-        via.push_str(&format!(";received={ip}"));
+    if differs || wants_rport {
+        parts.push(format!("received={ip}"));
     }
+    *via = parts.join(";");
 }
 
 /// Every Via value, top first (comma-joined values split).

@@ -59,8 +59,14 @@ async fn sip_edge(next_hop_port: u16) -> (Upstream, RunningEdge, SocketAddr) {
 }
 
 async fn sip_edge_with(next_hop_port: u16, extra: &str) -> (Upstream, RunningEdge, SocketAddr) {
+    sip_edge_server(next_hop_port, "", extra).await
+}
+
+/// [`sip_edge_with`], with `[server]` keys.
+async fn sip_edge_server(next_hop_port: u16, server: &str, extra: &str) -> (Upstream, RunningEdge, SocketAddr) {
     let up = Upstream::start("web").await;
     let edge = TestEdge::new()
+        .server(server)
         .proxy("web", "/", &[(up.addr, 1, 0)], "")
         .raw(&format!(
             "[[sip.listener]]\nname = \"partners\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n\
@@ -157,6 +163,24 @@ async fn the_federation_lists_decide_before_anything_is_forwarded() {
     let two = format!("{}{}", message_from("spam.example", "s1"), message_from("spam.example", "s2"));
     let answer = raw_exchange(sip, two.as_bytes(), Duration::from_secs(3)).await;
     assert_eq!(statuses(&answer), vec!["SIP/2.0 403 Forbidden"], "{answer}");
+    // The blocked domain dressed up as the allowed one (a display name, a quoted parameter, a
+    // trailing dot, an upper-case scheme): what the next hop reads as the sender is
+    // spam.example, so it is blocked too (403 and closed), never forwarded.
+    for (n, from) in [
+        "\"sip:bob@partner.example (Bob)\" <sip:bob@spam.example>;tag=1",
+        "<sips:bob@spam.example>;tag=1;x=\"sip:a@partner.example\"",
+        "<sip:bob@spam.example.>;tag=1",
+        "<SIP:bob@spam.example>;tag=1;x=\"sip:a@partner.example\"",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let disguised =
+            message_from("spam.example", &format!("d{n}")).replace("From: <sip:bob@spam.example>;tag=1", &format!("From: {from}"));
+        let two = format!("{disguised}{}", message_from("partner.example", &format!("e{n}")));
+        let answer = raw_exchange(sip, two.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(statuses(&answer), vec!["SIP/2.0 403 Forbidden"], "{from}: {answer}");
+    }
     // Discovery off: a stranger gets 403 for each request, on a connection that stays.
     let two = format!("{}{}", message_from("stranger.example", "t1"), message_from("stranger.example", "t2"));
     let answer = raw_exchange(sip, two.as_bytes(), Duration::from_secs(2)).await;
@@ -270,5 +294,78 @@ async fn registrations_confirmed_by_the_registrar_are_counted_with_their_peak() 
         raw_exchange(sip, register("g2", "Contact: <sip:alice@192.0.2.7:5060>\r\nExpires: 0\r\n").as_bytes(), Duration::from_secs(2)).await;
     assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
     assert_eq!(counts().await, (serde_json::json!(0), serde_json::json!(1)), "Expires: 0 removes it; the peak stays");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_sender_trickling_a_message_that_never_ends_is_cut_off_after_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // idle_timeout is long; each trickled byte would restart it, so only the message timeout
+    // (header_read_timeout) can end this connection.
+    let (_up, edge, sip) =
+        sip_edge_server(crate::support::closed_port().await.port(), "header_read_timeout = \"2s\"\nidle_timeout = \"60s\"", "").await;
+    let mut tcp = tokio::net::TcpStream::connect(sip).await.unwrap();
+    tcp.write_all(b"MESSAGE sip:alice@corp.example SIP/2.0\r\nX-Pad: ").await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if tcp.write_all(b"a").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(10), tcp.read(&mut byte)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "still open after {:?} of a message that never ends", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(5), "closed only after {:?}", started.elapsed());
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_next_hop_that_stops_reading_gets_partners_503_not_a_stalled_edge() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The next hop accepts and then never reads a byte.
+    let hop = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hop_port = hop.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = hop.accept().await {
+            held.push(tcp);
+        }
+    });
+    let (_up, edge, sip) = sip_edge_with(hop_port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
+    // One partner sends far more than the socket buffers and the edge's queue hold.
+    let body = "x".repeat(3500);
+    let flood: Vec<u8> = (0..6000)
+        .flat_map(|i| {
+            message_from("partner.example", &format!("f{i}"))
+                .replace("Content-Length: 0\r\n\r\n", &format!("Content-Length: {}\r\n\r\n{body}", body.len()))
+                .into_bytes()
+        })
+        .collect();
+    let (mut flood_read, mut flood_write) = tokio::net::TcpStream::connect(sip).await.unwrap().into_split();
+    let flooding = tokio::spawn(async move {
+        let _ = flood_write.write_all(&flood).await;
+        flood_write
+    });
+    let draining = tokio::spawn(async move {
+        let mut sink = vec![0u8; 64 * 1024];
+        while let Ok(n) = flood_read.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Another partner is answered (503: the next hop is not keeping up), not left hanging.
+    let answer = raw_exchange(sip, message_from("partner.example", "other").as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("SIP/2.0 503 Service Unavailable\r\n"), "the other partner got: {answer:?}");
+    flooding.abort();
+    draining.abort();
+    held.abort();
     edge.stop().await;
 }

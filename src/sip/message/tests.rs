@@ -127,6 +127,13 @@ fn hostile_cases() -> Vec<(&'static str, Vec<u8>, u16, bool)> {
             false,
         ),
         ("big but legal padding", message(&big, "").into(), 0, false),
+        (
+            "a folded header line is legal (RFC 3261 §7.3.1)",
+            message("Subject: I know you're there,\r\n pick up the phone\r\n", "").into(),
+            0,
+            false,
+        ),
+        ("a folded Via is legal", message("", "").replace("Via: SIP/2.0/TLS", "Via:\r\n\tSIP/2.0/TLS").into(), 0, false),
     ]
 }
 
@@ -190,6 +197,27 @@ fn an_unfinished_message_is_held_and_counted_as_pending() {
     assert!(framer.pending() > 0);
     let refusal = framer.push(&vec![b'a'; LIMITS.max_message_bytes]).unwrap_err();
     assert_eq!((refusal.status(), refusal.closes_connection()), (513, true));
+}
+
+#[test]
+fn the_partner_domain_is_the_from_uris_host_never_a_lookalike_in_the_display_name_or_a_parameter() {
+    let from_host = |from: &str| {
+        let wire = message("", "").replace("From: <sip:bob@partner.example>;tag=1928301774", &format!("From: {from}"));
+        match frames(wire.as_bytes()).unwrap().as_slice() {
+            [Frame::Message(message)] => message.from_host(),
+            other => panic!("{from}: {other:?}"),
+        }
+    };
+    let spam = Some("spam.example".to_string());
+    // What the next hop reads as the sender is spam.example in every one of these.
+    assert_eq!(from_host("\"sip:x@partner.example (x)\" <sip:bob@spam.example>;tag=1"), spam, "display name");
+    assert_eq!(from_host("<sips:bob@spam.example>;tag=1;x=\"sip:a@partner.example\""), spam, "quoted parameter");
+    assert_eq!(from_host("<SIP:bob@Spam.Example>;tag=1"), spam, "the scheme is case-insensitive");
+    assert_eq!(from_host("<sip:bob@spam.example.>;tag=1"), spam, "a trailing dot names the same domain");
+    assert_eq!(from_host("sip:bob@spam.example;tag=1"), spam, "addr-spec form");
+    assert_eq!(from_host("<sip:spam.example:5061>;tag=1"), spam, "no user part");
+    assert_eq!(from_host("<sips:[2001:DB8::1]:5061>;tag=1").as_deref(), Some("2001:db8::1"));
+    assert_eq!(from_host("<tel:+15551234>;tag=1"), None, "no SIP host");
 }
 
 proptest! {

@@ -144,3 +144,16 @@ fn comma_joined_values_split_but_not_inside_quotes_or_brackets() {
     assert_eq!(sent_by("SIP/2.0/TCP [2001:db8::1]:5070;branch=x"), Some(("2001:db8::1".to_string(), 5070)));
     assert_eq!(sent_by("SIP/2.0/TLS host.example;branch=x"), Some(("host.example".to_string(), 5060)));
 }
+
+#[test]
+fn received_and_rport_a_partner_wrote_itself_are_overwritten_with_where_it_really_is() {
+    let text = wire(&request("MESSAGE", "sip:alice@corp.example", ""))
+        .replace(";branch=z9hG4bKpartner1;rport", ";branch=z9hG4bKpartner1;rport=5999;received=10.0.0.9");
+    let mut message = parse(&text);
+    forward_request(&mut message, &edge(), peer(), 7, true).unwrap();
+    assert_eq!(
+        message.fields("Via")[1],
+        "SIP/2.0/TLS sip.partner.example:5061;branch=z9hG4bKpartner1;rport=40000;received=192.0.2.10",
+        "RFC 3261 §18.2.1, RFC 3581 §4: the server sets them from the packet's source"
+    );
+}
