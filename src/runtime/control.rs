@@ -102,23 +102,20 @@ impl Control {
     /// Rebuilds every front end; the first that could not be rebuilt says why (the others
     /// are rebuilt all the same).
     pub fn rebuild(&self) -> Result<(), RebuildError> {
-        let mut outcome = Ok(());
-        for front_end in self.live() {
-            if let Err(error) = front_end.rebuild()
-                && outcome.is_ok()
-            {
-                outcome = Err(error);
-            }
-        }
-        outcome
+        self.each_front_end(|f| f.rebuild())
     }
 
     /// After an applied configuration reload: every front end re-reads its files; the first
     /// error (the others are re-read all the same).
     pub fn reload_files(&self) -> Result<(), RebuildError> {
+        self.each_front_end(|f| f.reload_files())
+    }
+
+    /// Runs `step` on every front end, all of them even after a failure; the first error.
+    fn each_front_end(&self, step: impl Fn(&dyn FrontEnd) -> Result<(), RebuildError>) -> Result<(), RebuildError> {
         let mut outcome = Ok(());
         for front_end in self.live() {
-            if let Err(error) = front_end.reload_files()
+            if let Err(error) = step(front_end.as_ref())
                 && outcome.is_ok()
             {
                 outcome = Err(error);
