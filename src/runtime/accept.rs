@@ -3,9 +3,10 @@
 //! connections gauge, and the drain — stop accepting, close the port, wait until the last
 //! connection ended. What a connection speaks is the [`Connections`] implementation's part.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -41,10 +42,47 @@ pub trait Connections: Send + Sync + 'static {
     fn beside_the_cap(&self, _client: IpAddr) -> bool {
         false
     }
+    /// Most connections one source address may hold open at once (`None`: only the
+    /// listener's cap applies).
+    fn per_source_limit(&self) -> Option<usize> {
+        None
+    }
     /// Answers a banned source's connection and closes it (bounded in time and bytes).
     fn refuse(&self, tcp: TcpStream, status: u16) -> impl Future<Output = ()> + Send + 'static;
     /// Serves one connection until it ends; on `drain`, finishes the work in hand and ends.
     fn serve(&self, tcp: TcpStream, client: SocketAddr, drain: Drain) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// One open connection of a source, counted while it lives.
+struct SourceCount {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    source: IpAddr,
+}
+
+impl SourceCount {
+    /// Counts a new connection of `source`, unless it already holds `limit`.
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, source: IpAddr, limit: usize) -> Option<SourceCount> {
+        let source = source.to_canonical();
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let open = map.entry(source).or_insert(0);
+        if *open >= limit {
+            return None;
+        }
+        *open += 1;
+        Some(SourceCount { counts: counts.clone(), source })
+    }
+}
+
+impl Drop for SourceCount {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = map.get_mut(&self.source) {
+            *open -= 1;
+            if *open == 0 {
+                map.remove(&self.source);
+            }
+        }
+    }
 }
 
 /// Runs `listener` until the drain: then stops accepting, closes the port and returns once
@@ -59,6 +97,7 @@ pub async fn run<C: Connections>(
 ) {
     let connections = Arc::new(connections);
     let slots = Arc::new(Semaphore::new(max_connections));
+    let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let name = bound.name.clone();
     loop {
         let (tcp, client) = tokio::select! {
@@ -80,6 +119,13 @@ pub async fn run<C: Connections>(
             let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
             Some(slot)
         };
+        let source = match connections.per_source_limit() {
+            None => None,
+            Some(limit) => match SourceCount::take(&per_source, client.ip(), limit) {
+                Some(count) => Some(count),
+                None => continue, // this source holds its share already: closed at once
+            },
+        };
         let on_banned = connections.on_banned();
         if on_banned != OnBanned::Unchecked
             && let Some(status) = runtime.shield.check(client.ip())
@@ -90,7 +136,7 @@ pub async fn run<C: Connections>(
                     let refusal = connections.refuse(tcp, status);
                     tokio::spawn(async move {
                         refusal.await;
-                        drop(slot);
+                        drop((slot, source));
                     });
                     continue;
                 }
@@ -105,7 +151,7 @@ pub async fn run<C: Connections>(
             metrics.connections(&name, 1);
             served.await;
             metrics.connections(&name, -1);
-            drop(slot);
+            drop((slot, source));
         });
     }
     drop(listener);

@@ -39,6 +39,10 @@ use crate::runtime::accept::{Connections, OnBanned};
 use crate::runtime::control::{FrontEnd, Pending, RebuildError, ServiceView};
 use crate::runtime::services::Drain;
 
+/// Most SIP connections one source address holds open at once (a partner edge needs a few;
+/// a NAT of remote users more); further ones are closed at accept.
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 256;
+
 /// Messages queued toward one connection before the edge stops reading for it.
 const QUEUE: usize = 256;
 /// How long connecting to the next hop may take.
@@ -107,7 +111,9 @@ impl SipEdge {
             tls,
             registrations: Registrations::default(),
             clients: Mutex::new(HashMap::new()),
-            next_connection: AtomicU64::new(1),
+            // A random start: a late response to a connection from before a restart never
+            // finds a new connection with the same number.
+            next_connection: AtomicU64::new(rand::random::<u64>() >> 1),
             upstream: tokio::sync::Mutex::new(Upstream::default()),
         }
     }
@@ -468,6 +474,11 @@ impl Connections for SipConnections {
     /// DESIGN §4: a banned source's SIP connections are closed at accept.
     fn on_banned(&self) -> OnBanned {
         OnBanned::Close
+    }
+
+    /// One address cannot take the listener's whole connection budget.
+    fn per_source_limit(&self) -> Option<usize> {
+        Some(MAX_CONNECTIONS_PER_SOURCE)
     }
 
     fn refuse(&self, tcp: TcpStream, _status: u16) -> impl Future<Output = ()> + Send + 'static {

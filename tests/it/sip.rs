@@ -369,3 +369,41 @@ async fn a_next_hop_that_stops_reading_gets_partners_503_not_a_stalled_edge() {
     held.abort();
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn one_source_cannot_take_every_sip_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_up, edge, sip) = sip_edge(crate::support::closed_port().await.port()).await;
+    let connect_from = |source: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source.parse::<std::net::IpAddr>().unwrap(), 0).into()).unwrap();
+        socket.connect(sip).await.unwrap()
+    };
+    let mut held = Vec::new();
+    for _ in 0..portcullis::sip::edge::MAX_CONNECTIONS_PER_SOURCE {
+        held.push(connect_from("127.0.0.2").await);
+    }
+    // The next one from the same address is closed at accept…
+    let mut over = connect_from("127.0.0.2").await;
+    let _ = over.write_all(message_from("partner.example", "o1").as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), over.read_to_end(&mut answer)).await;
+    assert!(answer.is_empty(), "over its share: closed without an answer: {:?}", String::from_utf8_lossy(&answer));
+    // …while another source is served (the next hop is down here: 503).
+    let mut other = connect_from("127.0.0.3").await;
+    other.write_all(message_from("partner.example", "o2").as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(5), other.read(&mut answer)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("SIP/2.0 503 "), "{}", String::from_utf8_lossy(&answer[..n]));
+    // Closing the held connections gives the source its share back.
+    drop(held);
+    let freed = crate::support::eventually_async(Duration::from_secs(5), || async {
+        let mut again = connect_from("127.0.0.2").await;
+        let _ = again.write_all(message_from("partner.example", "o3").as_bytes()).await;
+        let mut answer = vec![0u8; 2048];
+        matches!(tokio::time::timeout(Duration::from_secs(2), again.read(&mut answer)).await, Ok(Ok(n)) if n > 0)
+    })
+    .await;
+    assert!(freed, "the source's connections are counted down as they close");
+    edge.stop().await;
+}
