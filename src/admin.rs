@@ -124,11 +124,6 @@ impl Connections for AdminConnections {
         client == std::net::Ipv4Addr::LOCALHOST || client == std::net::Ipv6Addr::LOCALHOST
     }
 
-    fn refuse(&self, tcp: TcpStream, _status: u16) -> impl Future<Output = ()> + Send + 'static {
-        drop(tcp);
-        std::future::ready(())
-    }
-
     fn serve(&self, tcp: TcpStream, client: SocketAddr, mut drain: Drain) -> impl Future<Output = ()> + Send + 'static {
         let state = self.state.clone();
         let acceptor = self.tls.as_ref().map(|t| t.load_full());

@@ -48,7 +48,11 @@ pub trait Connections: Send + Sync + 'static {
         None
     }
     /// Answers a banned source's connection and closes it (bounded in time and bytes).
-    fn refuse(&self, tcp: TcpStream, status: u16) -> impl Future<Output = ()> + Send + 'static;
+    /// The default closes it at once (no protocol answer).
+    fn refuse(&self, tcp: TcpStream, _status: u16) -> impl Future<Output = ()> + Send + 'static {
+        drop(tcp);
+        std::future::ready(())
+    }
     /// Serves one connection until it ends; on `drain`, finishes the work in hand and ends.
     fn serve(&self, tcp: TcpStream, client: SocketAddr, drain: Drain) -> impl Future<Output = ()> + Send + 'static;
 }

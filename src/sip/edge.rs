@@ -481,11 +481,6 @@ impl Connections for SipConnections {
         Some(MAX_CONNECTIONS_PER_SOURCE)
     }
 
-    fn refuse(&self, tcp: TcpStream, _status: u16) -> impl Future<Output = ()> + Send + 'static {
-        drop(tcp);
-        std::future::ready(())
-    }
-
     fn serve(&self, tcp: TcpStream, client: SocketAddr, drain: Drain) -> impl Future<Output = ()> + Send + 'static {
         let (edge, hop, timeout) = (self.edge.clone(), self.hop.clone(), self.handshake_timeout);
         let acceptor = self.tls.as_ref().map(|t| t.load_full());

@@ -135,11 +135,8 @@ async fn fail2ban_regex_matches_every_ban_line_portcullis_wrote() {
     for _ in 0..5 {
         get(edge.http, "/login", &basic("alice", "guess")).await;
     }
-    let log = edge.dir.path().join("logs/blocking.log");
-    let filter = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/fail2ban/filter.d/portcullis.conf");
-    let out = std::process::Command::new("fail2ban-regex").args(["--print-all-matched", "-v"]).arg(&log).arg(filter).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = fail2ban_regex(&edge);
+    assert!(ok, "{text}");
     assert!(text.contains("Lines: 1 lines, 0 ignored, 1 matched, 0 missed"), "{text}");
     assert!(text.contains("127.0.0.1"), "the banned host is extracted: {text}");
     edge.stop().await;
@@ -423,11 +420,8 @@ async fn injected_user_names_hosts_and_paths_stay_escaped_on_one_log_line() {
         "{bans}"
     );
     if fail2ban_regex_installed() {
-        let log = edge.dir.path().join("logs/blocking.log");
-        let filter = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/fail2ban/filter.d/portcullis.conf");
-        let out = std::process::Command::new("fail2ban-regex").args(["--print-all-matched", "-v"]).arg(&log).arg(filter).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}");
+        let (ok, text) = fail2ban_regex(&edge);
+        assert!(ok, "{text}");
         assert!(text.contains("Lines: 1 lines, 0 ignored, 1 matched, 0 missed"), "{text}");
         assert!(text.contains("127.0.0.1") && !text.contains("9.9.9.9 ("), "only the real client is extracted: {text}");
     }
@@ -470,4 +464,13 @@ async fn a_banned_client_without_host_gets_418_not_400() {
     edge.running().runtime.shield.ban_manually("127.0.0.1".parse().unwrap(), Duration::from_secs(600));
     assert_eq!(status_over_tls(https, &cert, without_host).await, 418, "banned: the ban answers before the missing Host");
     assert_eq!(up.hits(), 0, "neither request reached the upstream");
+}
+
+/// The real `fail2ban-regex` with the shipped filter over the edge's `blocking.log`: whether it
+/// succeeded, and what it printed.
+fn fail2ban_regex(edge: &crate::support::RunningEdge) -> (bool, String) {
+    let log = edge.dir.path().join("logs/blocking.log");
+    let filter = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/fail2ban/filter.d/portcullis.conf");
+    let out = std::process::Command::new("fail2ban-regex").args(["--print-all-matched", "-v"]).arg(&log).arg(filter).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
