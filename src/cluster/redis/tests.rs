@@ -127,9 +127,10 @@ async fn a_dump_moves_between_the_embedded_store_and_redis_both_ways() {
 async fn a_sentinel_failover_is_followed() {
     let Some(mut master) = RedisServer::start() else { return };
     let replica = RedisServer::options().args(&["--replicaof", "127.0.0.1", &master.port.to_string()]).start();
-    // The replica is in sync before Sentinel looks.
+    // The replica is in sync before Sentinel looks (up to 20 s: a loaded machine is slow to
+    // fork the master's snapshot).
     let mut synced = false;
-    for _ in 0..100 {
+    for _ in 0..400 {
         if let Ok(mut c) = replica.connection() {
             let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap_or_default();
             if info.contains("master_link_status:up") {
