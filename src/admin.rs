@@ -19,6 +19,8 @@
 //!   (body); back to configured/self-signed. `GET|PUT /api/v1/cert/fields` (CSR subject),
 //!   `GET|POST /api/v1/cert/csr`, `POST /api/v1/cert/self-signed` (token).
 //! - `POST /api/v1/refresh` — re-fetch keys and user lists, rebuild routing (token).
+//! - `/api/v1/federation/{domains,watch,allow,block}` — the SIP federation's views and
+//!   run-time lists (token; see [`federation`]).
 //!
 //! - `GET /openapi.json` — the OpenAPI 3 description of all of this (no token).
 //! - `/` — the status page (token sign-in, cookie session; see [`page`]).
@@ -57,6 +59,7 @@ use crate::runtime::services::Drain;
 use crate::telemetry::access_log::MAX_LOGGED_PATH;
 use crate::telemetry::logging::escaped;
 
+pub mod federation;
 pub mod operate;
 pub mod page;
 pub mod status;
@@ -255,6 +258,9 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
             for service in state.runtime.control.services() {
                 state.runtime.metrics.sessions(&service.name, service.sessions, service.sessions_peak);
             }
+            if let Some((current, peak)) = state.runtime.control.registrations() {
+                state.runtime.metrics.sip_registrations(current, peak);
+            }
             text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.runtime.metrics.encode())
         }
         (Method::GET, "/api/v1/status") => json(StatusCode::OK, &status::status(state)),
@@ -286,6 +292,13 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         (Method::GET, "/api/v1/exemptions") => json(StatusCode::OK, &exemptions(state)),
         (Method::POST, "/api/v1/exemptions") => add_exemption(state, &query).await,
         (Method::DELETE, "/api/v1/exemptions") => del_exemption(state, &query).await,
+        (method, path) if path.starts_with("/api/v1/federation/") => match federation::respond(state, &method, path, &query).await {
+            Some(response) => response,
+            None => match federation::allowed_methods(path) {
+                Some(allow) => method_not_allowed(allow),
+                None => json(StatusCode::NOT_FOUND, &ErrorBody { error: "no such endpoint" }),
+            },
+        },
         (_, path) => match allowed_methods(path) {
             Some(allow) => method_not_allowed(allow),
             None => json(StatusCode::NOT_FOUND, &ErrorBody { error: "no such endpoint" }),

@@ -28,6 +28,7 @@ use crate::cluster::StateStore;
 use crate::cluster::embedded::EmbeddedStore;
 use crate::config::{Config, StoreKind};
 use crate::event::{Event, EventBus};
+use crate::federation::Federation;
 use crate::http::gateway::{Edge, Gateway, GatewayDeps};
 use crate::http::server::HttpConnections;
 use crate::net::listener;
@@ -173,10 +174,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let shield = Arc::new(Shield::new(config.protection.clone(), store.clone(), events.clone(), error_log.clone(), metrics.clone()));
     shield.load().await;
     shield.spawn_reconciler();
+    let federation = Arc::new(Federation::new(config.federation.clone(), config.sip.local_domains.clone(), store.clone(), events.clone()));
+    if let Err(error) = federation.load().await {
+        error_log
+            .error(&format!("federation: the run-time lists could not be read from the state store ({error}); the file's lists apply"));
+    }
     let runtime = Arc::new(Runtime {
         config: ArcSwap::new(config.clone()),
         store: store.clone(),
         shield,
+        federation,
         operate,
         metrics,
         access_log,
@@ -228,6 +235,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
 
     let services = Services::new();
+    {
+        let (federation, changes) = (runtime.federation.clone(), store.subscribe());
+        services.start("federation follower", move |mut drain| async move {
+            federation.follow(changes, async move { drain.signalled().await }).await
+        });
+    }
     sip::start(&config, &runtime, sip_bound, &services);
     let mut listeners = Vec::new();
     for (l, socket, entry) in bound {
@@ -524,6 +537,7 @@ fn reload_once(
     }
     edge.gateway.store(Arc::new(gateway));
     edge.runtime.shield.reconfigure(next.protection.clone());
+    edge.runtime.federation.reconfigure(next.federation.clone(), next.sip.local_domains.clone());
     if let (Some(admin), Some(admin_cfg)) = (admin, &next.admin) {
         admin.token.store(Arc::new(admin_cfg.token.clone()));
     }

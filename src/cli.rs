@@ -1,5 +1,6 @@
 //! Command line (clap): `serve`, `check`, and thin clients of the admin API (`status`,
-//! `reload`, `blocked`, `exemptions`, `maintenance`, `web cert`, `web weight`, `refresh`). Exit codes: 0 ok, 1 failure, 64 usage or configuration error, 69 edge
+//! `reload`, `blocked`, `exemptions`, `maintenance`, `web cert`, `web weight`, `refresh`,
+//! `federation`). Exit codes: 0 ok, 1 failure, 64 usage or configuration error, 69 edge
 //! unreachable.
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use crate::admin::Status;
 use crate::config::Config;
 
+mod federation;
 mod operate;
 mod render;
 mod state;
@@ -77,6 +79,11 @@ enum Command {
     Web {
         #[command(subcommand)]
         what: operate::WebCommand,
+    },
+    /// The SIP federation: partner domains, watch list, allow and block lists.
+    Federation {
+        #[command(subcommand)]
+        action: federation::FederationAction,
     },
     /// Move durable state between stores (embedded ↔ Redis).
     State {
@@ -329,6 +336,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Maintenance { action } => operate::maintenance(action),
         Command::State { action } => state::run(action),
+        Command::Federation { action } => federation::run(action),
         Command::Web { what } => operate::web(what),
         Command::Refresh { target } => {
             let (url, token) = target.resolve()?;

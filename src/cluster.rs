@@ -105,6 +105,11 @@ pub trait StateStore: Send + Sync + 'static {
     /// Records one event now in the sliding window `key` and returns how many events fall
     /// within the last `window`, this one included (exact, not bucketed).
     fn record_event<'a>(&'a self, key: &'a str, window: Duration) -> StoreFuture<'a, u64>;
+    /// Records one event now in window `key` only while fewer than `limit` (at most
+    /// [`MAX_EVENTS_PER_WINDOW`]) fall within the last `window`; true when it was recorded
+    /// (admitted). A sliding-window rate limit that stays exact across peers: refused events
+    /// are not recorded, so a flood over the limit still lets the limit through.
+    fn admit_event<'a>(&'a self, key: &'a str, window: Duration, limit: u64) -> StoreFuture<'a, bool>;
     /// Events within the last `window`, without recording one.
     fn count_events<'a>(&'a self, key: &'a str, window: Duration) -> StoreFuture<'a, u64>;
     /// Adds an event that happened at `at_ms` (Unix ms) to window `key` — one counted

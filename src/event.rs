@@ -73,6 +73,13 @@ pub enum Event {
     UpstreamHealth { service: String, server: String, up: bool },
     /// The set of alive cluster peers changed.
     PeersChanged { alive: Vec<String> },
+    /// A federation list changed: `list` is `allow`, `block` or `watch` (`added` false: the
+    /// domain was taken off), or `both` when the change left the domain on the allow and the
+    /// block list (warning 14518: it is blocked).
+    FederationListChanged { list: &'static str, domain: String, added: bool },
+    /// A discovered partner domain went on the watch list (`reason`: `distinct-users` or
+    /// `error-share`).
+    WatchListed { domain: String, reason: String },
     /// A configuration reload was refused; the running configuration stays.
     ReloadRefused { errors: Vec<String> },
 }

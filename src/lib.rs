@@ -15,14 +15,16 @@
 //!                                 upstream, forward, body, respond, edge_cache, static_files
 //!                      admin      admin API and status page; reaches front ends only through
 //!                                 the runtime's control handle
-//!                      sip        the SIP federation edge (so far sans-io: message layer,
-//!                                 stateless proxy core)
+//!                      sip        the SIP federation edge: message layer, stateless proxy
+//!                                 core, partner and next-hop connections
 //! level 3  runtime     runtime    Runtime (config, store, shield, operate, metrics, logs,
 //!                                 events), services with one drain signal, the shared accept
 //!                                 loop, the listener registry, the front-end control handle
 //! level 2  services    auth       edge authentication: Basic, JWT, edge tokens, rate control
 //!                      protect    the shield: categories, windows, bans (418), exemptions,
 //!                                 blocking.log for fail2ban, nftables kernel mirror
+//!                      federation the SIP federation policy: lists, watch list, throttles,
+//!                                 domains view, shared through the state store
 //!                      operate    maintenance/drain, counts, peers, weight overrides, the web
 //!                                 certificate's lifecycle (selection, install, CSR, expiry)
 //! level 1  plumbing    net        bind, TLS profiles, idle timeout, h1_guard (smuggling
@@ -45,6 +47,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod event;
+pub mod federation;
 pub mod http;
 pub mod net;
 pub mod operate;

@@ -18,6 +18,7 @@ use crate::auth::AuthEvents;
 use crate::cluster::StateStore;
 use crate::config::Config;
 use crate::event::EventBus;
+use crate::federation::Federation;
 use crate::operate::Operate;
 use crate::protect::Shield;
 use crate::telemetry::access_log::AccessLog;
@@ -35,6 +36,8 @@ pub struct Runtime {
     pub config: ArcSwap<Config>,
     pub store: Arc<dyn StateStore>,
     pub shield: Arc<Shield>,
+    /// The SIP federation policy and its lists (shared through the store).
+    pub federation: Arc<Federation>,
     /// Maintenance, counts, peers and weight overrides.
     pub operate: Arc<Operate>,
     pub metrics: Arc<Metrics>,

@@ -1,6 +1,7 @@
 //! The status web page on the admin listener (`/`): a token login, then a server-rendered
 //! overview — maintenance (with a switch), counts, each service's state with its upstreams'
-//! health and weights, blocked sources (with unblock), the certificate notice, and the last
+//! health and weights, blocked sources (with unblock), the SIP federation views (partner
+//! domains, watch list, allow and block lists, with buttons), the certificate notice, and the last
 //! refused configuration reload with its hints. No JavaScript: plain forms.
 //!
 //! Threat model: the page is reachable by whoever reaches the admin port. The login compares
@@ -76,7 +77,7 @@ impl PageSessions {
 
 /// Whether `path` belongs to the page (served with cookie authentication).
 pub fn is_page(path: &str) -> bool {
-    matches!(path, "/" | "/login" | "/logout" | "/ui/maintenance" | "/ui/unblock")
+    matches!(path, "/" | "/login" | "/logout" | "/ui/maintenance" | "/ui/unblock" | "/ui/federation")
 }
 
 /// Escapes text for HTML content and attribute values.
@@ -147,7 +148,7 @@ fn login_page(message: Option<&str>) -> String {
     )
 }
 
-fn overview(state: &AdminState, csrf: &str) -> String {
+async fn overview(state: &AdminState, csrf: &str) -> String {
     let s = super::status::status(state);
     let mut out = String::new();
     let csrf = escape(csrf);
@@ -203,8 +204,13 @@ fn overview(state: &AdminState, csrf: &str) -> String {
         out,
         "<h2>Counts</h2><table id=\"counts\"><tr><th></th><th>current</th><th>peak</th></tr>\
          <tr><td>sessions</td><td>{}</td><td>{}</td></tr><tr><td>WebSockets</td><td>{}</td><td>{}</td></tr>\
-         <tr><td>SIP registrations</td><td>-</td><td>-</td></tr></table>",
-        c.sessions, c.sessions_peak, c.websockets, c.websockets_peak
+         <tr><td>SIP registrations</td><td>{}</td><td>{}</td></tr></table>",
+        c.sessions,
+        c.sessions_peak,
+        c.websockets,
+        c.websockets_peak,
+        c.sip_registrations.map_or("-".to_string(), |n| n.to_string()),
+        c.sip_registrations_peak.map_or("-".to_string(), |n| n.to_string()),
     );
     let k = &s.cluster;
     let _ = write!(
@@ -284,6 +290,7 @@ fn overview(state: &AdminState, csrf: &str) -> String {
         );
     }
     out.push_str("</table>");
+    out.push_str(&federation(state, &csrf).await);
     if let Some(cert) = &s.certificate
         && let Some(d) = &cert.details
     {
@@ -299,13 +306,105 @@ fn overview(state: &AdminState, csrf: &str) -> String {
     out
 }
 
+/// Most partner domains the page lists (the API and CLI show more).
+const DOMAINS_ON_PAGE: usize = 200;
+
+/// The federation views: partner domains (with allow, block and clear buttons), the watch
+/// list, and the allow and block lists.
+async fn federation(state: &AdminState, csrf: &str) -> String {
+    let federation = &state.runtime.federation;
+    let button = |domain: &str, action: &str, label: &str| {
+        format!(
+            "<form method=\"post\" action=\"/ui/federation\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"action\" value=\"{action}\"><input type=\"hidden\" name=\"domain\" value=\"{}\">\
+             <button class=\"{action}\">{label}</button></form>",
+            escape(domain)
+        )
+    };
+    let domains = federation.domains(DOMAINS_ON_PAGE).await;
+    let mut out = format!(
+        "<h2>Federation: partner domains ({})</h2><table id=\"federation-domains\"><tr><th>domain</th><th>state</th><th>first seen</th>\
+         <th>last seen</th><th>requests</th><th>throttled</th><th>refused</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>6xx</th>\
+         <th>errors</th><th>distinct users</th><th></th></tr>",
+        domains.len()
+    );
+    let at = |ms: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string();
+    for d in &domains {
+        let r = &d.responses;
+        let actions = match d.state {
+            "watched" | "flagged" => format!(
+                "{}{}{}",
+                button(&d.domain, "clear", "Clear"),
+                button(&d.domain, "allow", "Allow"),
+                button(&d.domain, "block", "Block")
+            ),
+            "allowed" | "blocked" => String::new(),
+            _ => format!("{}{}", button(&d.domain, "allow", "Allow"), button(&d.domain, "block", "Block")),
+        };
+        let _ = write!(
+            out,
+            "<tr class=\"domain\" data-domain=\"{name}\"><td>{name}</td><td class=\"state\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"users\">{}</td><td>{actions}</td></tr>",
+            d.state,
+            at(d.first_seen_ms),
+            at(d.last_seen_ms),
+            d.requests,
+            d.throttled,
+            d.refused,
+            r.success,
+            r.redirect,
+            r.client_error,
+            r.server_error,
+            r.global_failure,
+            d.errors,
+            d.distinct_users,
+            name = escape(&d.domain),
+        );
+    }
+    out.push_str("</table>");
+    let watch = federation.watch_list();
+    let _ = write!(
+        out,
+        "<h2>Federation: watch list ({})</h2><table id=\"federation-watch\"><tr><th>domain</th><th>reason</th><th>since</th><th></th></tr>",
+        watch.len()
+    );
+    for w in &watch {
+        let reason = serde_json::to_value(w.reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let _ = write!(
+            out,
+            "<tr class=\"watched\" data-domain=\"{name}\"><td>{name}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&reason),
+            at(w.since_ms),
+            button(&w.domain, "clear", "Clear"),
+            name = escape(&w.domain),
+        );
+    }
+    out.push_str("</table>");
+    for (list, entries, remove) in [("allow", federation.allow_list(), "disallow"), ("block", federation.block_list(), "unblock")] {
+        let _ =
+            write!(out, "<h3>{list} list</h3><table id=\"federation-{list}\"><tr><th>domain</th><th>edge</th><th>from</th><th></th></tr>");
+        for e in &entries {
+            let origin = if e.origin == crate::federation::Origin::File { "file" } else { "run time" };
+            let action = if e.origin == crate::federation::Origin::File { String::new() } else { button(&e.domain, remove, "Remove") };
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{origin}</td><td>{action}</td></tr>",
+                escape(&e.domain),
+                escape(e.edge.as_deref().unwrap_or("-"))
+            );
+        }
+        out.push_str("</table>");
+    }
+    out
+}
+
 /// Answers a page request (`is_page(path)` was true).
 pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<Incoming>) -> Response<AdminBody> {
     let path = request.uri().path().to_string();
     let method = request.method().clone();
     let session = session_cookie(&request).and_then(|id| state.page_sessions.csrf_of(&id).map(|csrf| (id, csrf)));
     match (method, path.as_str(), session) {
-        (Method::GET, "/", Some((_, csrf))) => html(StatusCode::OK, overview(state, &csrf)),
+        (Method::GET, "/", Some((_, csrf))) => html(StatusCode::OK, overview(state, &csrf).await),
         (Method::GET, "/", None) => html(StatusCode::OK, login_page(None)),
         (Method::POST, "/login", _) => {
             let body = read_body(request, MAX_FORM_BYTES).await.unwrap_or_default();
@@ -327,7 +426,7 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
             }
             response
         }
-        (Method::POST, "/logout" | "/ui/maintenance" | "/ui/unblock", Some((id, csrf))) => {
+        (Method::POST, "/logout" | "/ui/maintenance" | "/ui/unblock" | "/ui/federation", Some((id, csrf))) => {
             let body = read_body(request, MAX_FORM_BYTES).await.unwrap_or_default();
             let presented = form_value(&body, "csrf").unwrap_or_default();
             if !bool::from(presented.as_bytes().ct_eq(csrf.as_bytes())) {
@@ -343,6 +442,20 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
                 "/ui/maintenance" => {
                     let query = format!("enabled={}", form_value(&body, "enabled").unwrap_or_default());
                     let _ = super::operate::set_maintenance(state, &query).await;
+                }
+                "/ui/federation" => {
+                    let (action, domain) =
+                        (form_value(&body, "action").unwrap_or_default(), form_value(&body, "domain").unwrap_or_default());
+                    let federation = &state.runtime.federation;
+                    // Errors (already listed, from the file) leave the page as it is.
+                    let _ = match action.as_str() {
+                        "allow" => federation.allow(&domain, None).await.map(|()| true),
+                        "block" => federation.block(&domain).await.map(|()| true),
+                        "clear" => federation.clear(&domain).await,
+                        "disallow" => federation.disallow(&domain).await,
+                        "unblock" => federation.unblock(&domain).await,
+                        _ => Ok(false),
+                    };
                 }
                 _ => {
                     if let Some(ip) = form_value(&body, "ip").and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) {

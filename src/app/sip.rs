@@ -18,7 +18,6 @@ use crate::runtime::listeners::{Bound, Protocol};
 use crate::runtime::services::Services;
 use crate::runtime::{Runtime, accept};
 use crate::sip::edge::{SipConnections, SipEdge};
-use crate::sip::policy::Policy;
 use crate::sip::proxy::{Hop, Transport};
 
 /// A bound SIP listener, not yet served.
@@ -88,9 +87,8 @@ pub(super) fn start(config: &Config, runtime: &Arc<Runtime>, bound: Vec<BoundSip
         transport: if b.config.transport == SipTransport::Tls { Transport::Tls } else { Transport::Tcp },
     };
     let hops: Vec<Hop> = bound.iter().map(hop_of).collect();
-    let policy = Policy::new(config.federation.clone(), config.sip.local_domains.clone());
     let tls = bound.iter().filter_map(|b| b.tls.clone()).collect();
-    let edge = Arc::new(SipEdge::new(runtime.clone(), next_hop, config.sip.record_route, config.sip.max_message_bytes, hops, policy, tls));
+    let edge = Arc::new(SipEdge::new(runtime.clone(), next_hop, config.sip.record_route, config.sip.max_message_bytes, hops, tls));
     let front_end: Arc<dyn crate::runtime::control::FrontEnd> = edge.clone();
     runtime.control.register(&front_end);
     for b in bound {

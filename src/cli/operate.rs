@@ -143,11 +143,11 @@ pub(super) enum WeightAction {
     },
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
+pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
     serde_json::from_slice(body).map_err(|e| Failure::failed(anyhow!("unexpected answer: {e}")))
 }
 
-fn call(target: AdminTarget, method: http::Method, path: &str, body: Bytes) -> Result<Bytes, Failure> {
+pub(super) fn call(target: AdminTarget, method: http::Method, path: &str, body: Bytes) -> Result<Bytes, Failure> {
     let (url, token) = target.resolve()?;
     runtime()?.block_on(admin_send(&url, &token, method, path, body))
 }

@@ -55,6 +55,25 @@ pub(crate) async fn sliding_windows_count_what_is_inside(s: &dyn StateStore, adv
     assert_eq!(s.oldest_event("fail:other", w).await.unwrap(), None);
 }
 
+pub(crate) async fn admitted_events_stop_at_the_limit_and_refusals_are_not_counted(s: Arc<dyn StateStore>, advance: &Advance) {
+    let w = Duration::from_millis(500);
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.admit_event("rate:partner", w, 5).await.unwrap() })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(admitted, 5, "exactly the limit, however the calls interleave");
+    assert_eq!(s.count_events("rate:partner", w).await.unwrap(), 5, "refused events are not recorded");
+    advance(600).await;
+    assert!(s.admit_event("rate:partner", w, 5).await.unwrap(), "the window moved on: admitted again");
+    assert!(!s.admit_event("rate:none", w, 0).await.unwrap(), "a limit of 0 admits nothing");
+}
+
 pub(crate) async fn capped_sets_refuse_members_beyond_the_cap(s: &dyn StateStore) {
     assert_eq!(s.set_add("users:partner", "a", 2).await.unwrap(), SetAdd::Added);
     assert_eq!(s.set_add("users:partner", "a", 2).await.unwrap(), SetAdd::Present);
@@ -160,6 +179,8 @@ where
     sliding_windows_count_what_is_inside(&*s, &advance, &now).await;
     let (s, _, _) = fresh().await;
     capped_sets_refuse_members_beyond_the_cap(&*s).await;
+    let (s, advance, _) = fresh().await;
+    admitted_events_stop_at_the_limit_and_refusals_are_not_counted(s, &advance).await;
     let (s, advance, now) = fresh().await;
     bans_expire_at_their_end_and_notify(&*s, &advance, &now).await;
     let (s, _, _) = fresh().await;

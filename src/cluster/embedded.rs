@@ -202,6 +202,28 @@ impl StateStore for EmbeddedStore {
         Box::pin(async move { self.add_event(key, self.now(), window).await })
     }
 
+    fn admit_event<'a>(&'a self, key: &'a str, window: Duration, limit: u64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            check_key(key)?;
+            let (now, k) = (self.now(), key.to_string());
+            let since = now.saturating_sub(millis(window));
+            let limit = limit.min(MAX_EVENTS_PER_WINDOW as u64) as usize;
+            self.write(false, move |txn| {
+                let mut table = txn.open_table(EVENTS).map_err(backend)?;
+                let mut events = table.get(k.as_str()).map_err(backend)?.map(|v| decode_events(v.value())).unwrap_or_default();
+                events.retain(|&t| t > since);
+                let admitted = events.len() < limit;
+                if admitted {
+                    let position = events.partition_point(|&t| t <= now);
+                    events.insert(position, now);
+                }
+                table.insert(k.as_str(), encode_events(&events).as_slice()).map_err(backend)?;
+                Ok(admitted)
+            })
+            .await
+        })
+    }
+
     fn merge_event<'a>(&'a self, key: &'a str, at_ms: u64, window: Duration) -> StoreFuture<'a, u64> {
         Box::pin(self.add_event(key, at_ms, window))
     }

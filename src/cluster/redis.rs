@@ -66,6 +66,20 @@ end
 return n
 ";
 
+/// `KEYS[1]` window, `KEYS[2]` sequence; `ARGV[1]` window ms, `ARGV[2]` limit → 1 when the
+/// event was admitted (fewer than the limit inside the window), else 0 (not recorded).
+const ADMIT_EVENT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[1], now, now .. '-' .. seq)
+redis.call('PEXPIRE', KEYS[1], window)
+return 1
+";
+
 /// `KEYS[1]` window; `ARGV[1]` window ms → events inside it.
 const COUNT_EVENTS: &str = r"
 local t = redis.call('TIME')
@@ -118,6 +132,7 @@ pub struct RedisStore {
     /// Dropped with the store: ends the subscriber and Sentinel tasks.
     _stop: (oneshot::Sender<()>, oneshot::Sender<()>),
     add_event: redis::Script,
+    admit_event: redis::Script,
     count_events: redis::Script,
     oldest_event: redis::Script,
     set_add: redis::Script,
@@ -200,6 +215,7 @@ impl RedisStore {
             healthy: AtomicBool::new(true),
             _stop: (stop, stop_watch),
             add_event: redis::Script::new(ADD_EVENT),
+            admit_event: redis::Script::new(ADMIT_EVENT),
             count_events: redis::Script::new(COUNT_EVENTS),
             oldest_event: redis::Script::new(OLDEST_EVENT),
             set_add: redis::Script::new(SET_ADD),
@@ -316,6 +332,22 @@ impl StateStore for RedisStore {
 
     fn record_event<'a>(&'a self, k: &'a str, window: Duration) -> StoreFuture<'a, u64> {
         Box::pin(self.add_event(k, None, window))
+    }
+
+    fn admit_event<'a>(&'a self, k: &'a str, window: Duration, limit: u64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            check_key(k)?;
+            let mut c = self.connection()?;
+            let result: redis::RedisResult<i64> = self
+                .admit_event
+                .key(key("w", k))
+                .key(format!("{PREFIX}seq"))
+                .arg(millis(window).max(1))
+                .arg(limit.min(MAX_EVENTS_PER_WINDOW as u64))
+                .invoke_async(&mut c)
+                .await;
+            Ok(self.outcome(result)? == 1)
+        })
     }
 
     fn count_events<'a>(&'a self, k: &'a str, window: Duration) -> StoreFuture<'a, u64> {

@@ -216,7 +216,7 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
 
 /// A DNS host name: dot-separated labels of letters, digits and `-` (not leading), each at
 /// most 63 characters, 253 in all.
-fn valid_host_name(name: &str) -> bool {
+pub(crate) fn valid_host_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {

@@ -117,7 +117,24 @@ impl Default for FederationConfig {
     }
 }
 
+/// `text` as a partner domain of the lists (lower case, one trailing dot dropped), or `None`
+/// when it is not a DNS name of at most [`MAX_PARTNER_DOMAIN`] characters.
+pub fn partner_domain(text: &str) -> Option<String> {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    (text.len() <= MAX_PARTNER_DOMAIN && super::resolve::valid_host_name(text)).then(|| text.to_ascii_lowercase())
+}
+
 impl FederationConfig {
+    /// Whether `domain` (lower case) is on the file's block list.
+    pub fn blocks(&self, domain: &str) -> bool {
+        self.block.iter().any(|d| d == domain)
+    }
+
+    /// The file's allow entry of `domain` (lower case).
+    pub fn allowed(&self, domain: &str) -> Option<&AllowedPartner> {
+        self.allow.iter().find(|a| a.domain == domain)
+    }
+
     /// Domains on both lists (they are blocked; event 14518 says so).
     pub fn on_both_lists(&self) -> Vec<&str> {
         self.allow.iter().filter(|a| self.block.contains(&a.domain)).map(|a| a.domain.as_str()).collect()

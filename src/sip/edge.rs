@@ -6,11 +6,13 @@
 //! request came in on. Malformed input gets its answer (400/505, 513) and counts in the
 //! shield's `sip-protocol-violation`; nothing malformed is forwarded.
 //!
-//! The federation policy ([`super::policy`]) decides on every request from a partner before
-//! anything is forwarded; in maintenance new out-of-dialog work gets 503 + `Retry-After`;
-//! 401/407 finals to REGISTER/INVITE count against the partner in `sip-auth-failure`. Not yet
-//! here (issue 12): requests from the inside toward partners, the certificate-name check, the
-//! watch list and registrations.
+//! The federation policy ([`crate::federation`]) decides on every request from a partner
+//! before anything is forwarded (over TLS the partner's certificate must speak for its From
+//! domain); in maintenance new out-of-dialog work gets 503 + `Retry-After` while calls in
+//! progress continue (the service shows `Draining (N calls)`, then `Inactive`); 401/407
+//! finals to REGISTER/INVITE count against the partner in `sip-auth-failure`; finals feed the
+//! watch list's error share, the registrations count and the calls in progress; every final
+//! sent to a partner is a line in `access.log` (protocol `SIP/2.0`, service `sip`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,18 +28,20 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use super::dialogs::Dialogs;
 use super::message::{Frame, Framer, SipMessage, StreamLimits};
-use super::policy::{Decision, Policy};
 use super::proxy::{self, Answer, Hop};
 use super::registrations::Registrations;
-use crate::config::Category;
 use crate::config::sip::{NextHop, SipTransport};
+use crate::config::{AuthMode, Category};
+use crate::federation::Decision;
 use crate::net::tls::{TlsError, TlsProfile};
 use crate::protect::RequestLine;
 use crate::runtime::Runtime;
 use crate::runtime::accept::{Connections, OnBanned};
-use crate::runtime::control::{FrontEnd, Pending, RebuildError, ServiceView};
+use crate::runtime::control::{FrontEnd, Pending, RebuildError, ServerView, ServiceView};
 use crate::runtime::services::Drain;
+use crate::telemetry::access_log::AccessEntry;
 
 /// Most SIP connections one source address holds open at once (a partner edge needs a few;
 /// a NAT of remote users more); further ones are closed at accept.
@@ -76,10 +80,10 @@ pub struct SipEdge {
     message_timeout: Duration,
     /// The edge's own Via identities (one per listener), to recognise responses.
     hops: Vec<Hop>,
-    policy: Policy,
     /// The TLS listeners' profiles and acceptors (a changed CRL is swapped in on reload).
     tls: Vec<(TlsProfile, Arc<ArcSwap<TlsAcceptor>>)>,
     registrations: Registrations,
+    dialogs: Dialogs,
     /// Partner connections by number: where their responses go, and who they are.
     clients: Mutex<HashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>>,
     next_connection: AtomicU64,
@@ -94,7 +98,6 @@ impl SipEdge {
         record_route: bool,
         max_message_bytes: usize,
         hops: Vec<Hop>,
-        policy: Policy,
         tls: Vec<(TlsProfile, Arc<ArcSwap<TlsAcceptor>>)>,
     ) -> SipEdge {
         let idle_timeout = runtime.config().server.idle_timeout;
@@ -107,9 +110,9 @@ impl SipEdge {
             idle_timeout,
             message_timeout,
             hops,
-            policy,
             tls,
             registrations: Registrations::default(),
+            dialogs: Dialogs::default(),
             clients: Mutex::new(HashMap::new()),
             // A random start: a late response to a connection from before a restart never
             // finds a new connection with the same number.
@@ -202,23 +205,51 @@ impl SipEdge {
             return; // requests from the inside toward partners are not served yet
         }
         let Some(target) = self.hops.iter().find_map(|hop| proxy::return_response(&mut message, hop)) else { return };
-        self.registrations.note(&message, Instant::now());
+        let now = Instant::now();
+        self.registrations.note(&message, now);
+        self.dialogs.note(&message, now);
         let Some((sender, partner)) =
             target.connection.and_then(|id| self.clients.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned())
         else {
             return;
         };
+        let status = message.status().unwrap_or(0);
+        let method = message.header("CSeq").and_then(|cseq| cseq.split_whitespace().nth(1).map(str::to_string));
         // Credentials refused to a REGISTER or INVITE count against the partner (DESIGN §3).
-        if matches!(message.status(), Some(401 | 407))
-            && message.header("CSeq").is_some_and(|cseq| matches!(cseq.split_whitespace().nth(1), Some("REGISTER" | "INVITE")))
-        {
+        if matches!(status, 401 | 407) && matches!(method.as_deref(), Some("REGISTER" | "INVITE")) {
             let line = RequestLine { method: "-", path: "-", protocol: "SIP/2.0", host: "-" };
             self.runtime.shield.record_detached(partner.ip(), Category::SipAuthFailure, line);
+        }
+        if status >= 200 {
+            let domain = message.from_host();
+            self.runtime.federation.note_final(domain.as_deref(), status);
+            let upstream = format!("{}:{}", self.next_hop.host, self.next_hop.port);
+            let target = message.header("To").map(|to| uri_of(&to).to_string());
+            self.log_final(partner, &message, method.as_deref(), target.as_deref(), Some(&upstream));
         }
         // Never wait for one partner: a connection that does not read its responses would stall
         // every other partner's behind it. Its queue full, the response is dropped (SIP
         // retransmits; a stateless proxy keeps nothing to resend from).
         let _ = sender.try_send(message.to_bytes());
+    }
+
+    /// One `access.log` line and the response metric for a final answer sent to `partner`.
+    fn log_final(&self, partner: SocketAddr, response: &SipMessage, method: Option<&str>, target: Option<&str>, upstream: Option<&str>) {
+        let status = response.status().unwrap_or(0);
+        self.runtime.metrics.sip_response(status);
+        let domain = response.from_host().unwrap_or_default();
+        self.runtime.access_log.write(&AccessEntry {
+            client: partner.ip(),
+            host: &domain,
+            method: method.unwrap_or("-"),
+            path: target.unwrap_or("-"),
+            protocol: "SIP/2.0",
+            status,
+            bytes: response.body().len() as u64,
+            upstream,
+            service: Some("sip"),
+            duration: Duration::ZERO,
+        });
     }
 
     /// Reads one partner connection until it ends or the drain.
@@ -312,41 +343,65 @@ impl SipEdge {
         // The answer copies the request as it arrived, not as the edge rewrote it.
         let received = transaction_headers(&message);
         let domain = message.from_host();
-        let decision = self.policy.decide(domain.as_deref(), Instant::now());
+        let user = message.request_uri();
+        let decision = self.runtime.federation.decide(domain.as_deref(), user.as_deref()).await;
+        self.runtime.metrics.sip_request(decision.as_str());
         // Over TLS with a partner certificate, the certificate must speak for the From domain.
         let impostor = |domain: &Option<String>| {
-            peer_names.zip(domain.as_deref()).is_some_and(|(names, domain)| !self.policy.certificate_speaks_for(names, domain))
+            peer_names.zip(domain.as_deref()).is_some_and(|(names, domain)| !self.runtime.federation.certificate_speaks_for(names, domain))
         };
+        let forbidden = Answer { status: 403, reason: "Forbidden" };
         let refusal = match decision {
-            Decision::Allowed | Decision::Discovered if impostor(&domain) => {
-                Some((Answer { status: 403, reason: "Forbidden" }, None, false))
-            }
+            Decision::Allowed | Decision::Discovered if impostor(&domain) => Some((forbidden, None, false)),
             Decision::Local | Decision::Allowed | Decision::Discovered => None,
-            Decision::Blocked => Some((Answer { status: 403, reason: "Forbidden" }, None, true)),
-            Decision::Refused => Some((Answer { status: 403, reason: "Forbidden" }, None, false)),
+            Decision::Blocked => Some((forbidden, None, true)),
+            Decision::Refused | Decision::Watched => Some((forbidden, None, false)),
             Decision::Throttled { retry_after_secs } => {
                 Some((Answer { status: 503, reason: "Service Unavailable" }, Some(retry_after_secs), false))
             }
         };
         if let Some((answer, retry_after, close)) = refusal {
-            return Some((answer_to(&message, &received, &answer, retry_after).unwrap_or_default(), close));
+            return self.answer(client, &message, &received, &answer, retry_after).map(|answer| (answer, close));
         }
+        self.dialogs.note(&message, Instant::now());
         if self.runtime.operate.in_maintenance() && starts_new_work(&message) {
             let retry_after = self.runtime.config().maintenance.retry_after.as_secs().max(1);
             let answer = Answer { status: 503, reason: "Service Unavailable" };
-            return answer_to(&message, &received, &answer, Some(retry_after)).map(|answer| (answer, false));
+            return self.answer(client, &message, &received, &answer, Some(retry_after)).map(|answer| (answer, false));
         }
         match proxy::forward_request(&mut message, hop, client, connection, self.record_route) {
             Ok(()) => {
                 if self.send_upstream(message.to_bytes()).await {
                     None
                 } else {
-                    answer_to(&message, &received, &Answer { status: 503, reason: "Service Unavailable" }, Some(RETRY_AFTER_SECS))
-                        .map(|answer| (answer, false))
+                    let unavailable = Answer { status: 503, reason: "Service Unavailable" };
+                    self.answer(client, &message, &received, &unavailable, Some(RETRY_AFTER_SECS)).map(|answer| (answer, false))
                 }
             }
-            Err(answer) => answer_to(&message, &received, &answer, None).map(|answer| (answer, false)),
+            Err(answer) => self.answer(client, &message, &received, &answer, None).map(|answer| (answer, false)),
         }
+    }
+
+    /// The edge's own answer to `request` (see [`answer_to`]), counted and logged as a final
+    /// sent to the partner.
+    fn answer(&self, client: SocketAddr, request: &SipMessage, received: &str, answer: &Answer, retry_after: Option<u64>) -> Option<Bytes> {
+        let bytes = answer_to(request, received, answer, retry_after)?;
+        self.runtime.metrics.sip_response(answer.status);
+        let domain = request.from_host().unwrap_or_default();
+        let (method, target) = (request.method(), request.request_uri());
+        self.runtime.access_log.write(&AccessEntry {
+            client: client.ip(),
+            host: &domain,
+            method: method.as_deref().unwrap_or("-"),
+            path: target.as_deref().map_or("-", |t| t.split([';', '?']).next().unwrap_or(t)),
+            protocol: "SIP/2.0",
+            status: answer.status,
+            bytes: 0,
+            upstream: None,
+            service: Some("sip"),
+            duration: Duration::ZERO,
+        });
+        Some(bytes)
     }
 
     /// Re-reads every TLS listener's certificate, key, CA and CRL and swaps the acceptors:
@@ -409,6 +464,15 @@ fn answer_to(request: &SipMessage, transaction_headers: &str, answer: &Answer, r
     Some(Bytes::from(text))
 }
 
+/// The URI inside a name-addr (`"Bob" <sip:bob@x>;tag=1` → `sip:bob@x`), without parameters.
+fn uri_of(name_addr: &str) -> &str {
+    let inner = match (name_addr.find('<'), name_addr.find('>')) {
+        (Some(open), Some(close)) if open < close => &name_addr[open + 1..close],
+        _ => name_addr.trim(),
+    };
+    inner.split([';', '?']).next().unwrap_or(inner)
+}
+
 /// The answer to input that could not be read as a message (no headers to copy).
 fn bare_answer(status: u16) -> Vec<u8> {
     let reason = match status {
@@ -424,8 +488,25 @@ impl FrontEnd for SipEdge {
         "SIP edge"
     }
 
+    /// The SIP service: its "sessions" are the calls in progress (maintenance shows it
+    /// `Draining (N)` while they last), its server the next hop.
     fn services(&self) -> Vec<ServiceView> {
-        Vec::new()
+        let (calls, peak) = self.dialogs.counts(Instant::now());
+        let up = self.upstream.try_lock().map_or(true, |u| u.down_until.is_none_or(|until| Instant::now() >= until));
+        vec![ServiceView {
+            name: std::sync::Arc::from("sip"),
+            auth: AuthMode::None,
+            kind: "sip",
+            sessions: calls,
+            sessions_peak: peak,
+            servers: vec![ServerView {
+                address: std::sync::Arc::from(format!("{}:{}", self.next_hop.host, self.next_hop.port).as_str()),
+                weight: 1,
+                max_conns: 0,
+                up,
+                in_flight: 0,
+            }],
+        }]
     }
 
     /// The SIP edge has no routing generation; a rebuild re-reads its TLS files.

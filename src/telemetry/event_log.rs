@@ -46,6 +46,19 @@ fn write_one(event: &Event, error_log: &ErrorLog) {
         Event::ReloadRefused { errors } => {
             error_log.error(&format!("configuration reload refused, keeping the running configuration: {}", errors.join("; ")))
         }
+        Event::FederationListChanged { list: "both", domain, .. } => error_log.warn(&format!(
+            "warning {}: partner domain {domain} is on both the allow and the block list; it is blocked",
+            crate::config::sip::BOTH_LISTS_EVENT
+        )),
+        Event::FederationListChanged { list, domain, added: true } => {
+            error_log.warn(&format!("federation: {domain} added to the {list} list"))
+        }
+        Event::FederationListChanged { list, domain, added: false } => {
+            error_log.warn(&format!("federation: {domain} taken off the {list} list"))
+        }
+        Event::WatchListed { domain, reason } => error_log.warn(&format!(
+            "federation: discovered partner {domain} put on the watch list ({reason}); `portcullis federation watch` lists it"
+        )),
         Event::BanInForce { .. } | Event::BanLifted { .. } => {}
     }
 }

@@ -47,6 +47,8 @@ label_set!(ServerLabels { service: Label, server: Label });
 label_set!(ResultLabels { result: Label });
 label_set!(ReasonLabels { reason: Label });
 label_set!(CategoryLabels { category: Label });
+label_set!(DecisionLabels { decision: &'static str });
+label_set!(ClassLabels { class: &'static str });
 
 fn duration_histogram() -> Histogram {
     Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
@@ -68,6 +70,10 @@ pub struct Metrics {
     bans: Family<CategoryLabels, Counter>,
     banned_sources: Gauge,
     certificate_expiry: Gauge,
+    sip_requests: Family<DecisionLabels, Counter>,
+    sip_responses: Family<ClassLabels, Counter>,
+    sip_registrations: Gauge,
+    sip_registrations_peak: Gauge,
 }
 
 impl fmt::Debug for Metrics {
@@ -116,8 +122,20 @@ impl Metrics {
             "Seconds until the web certificate expires (negative: expired)",
             certificate_expiry.clone(),
         );
+        let sip_requests = Family::default();
+        let sip_responses = Family::default();
+        let sip_registrations = Gauge::default();
+        let sip_registrations_peak = Gauge::default();
+        registry.register(names::SIP_REQUESTS, "SIP requests from partners, by federation decision", sip_requests.clone());
+        registry.register(names::SIP_RESPONSES, "SIP final responses sent to partners, by class", sip_responses.clone());
+        registry.register(names::SIP_REGISTRATIONS, "Current SIP registrations (unexpired bindings)", sip_registrations.clone());
+        registry.register(names::SIP_REGISTRATIONS_PEAK, "Peak SIP registrations since start", sip_registrations_peak.clone());
         Metrics {
             registry,
+            sip_requests,
+            sip_responses,
+            sip_registrations,
+            sip_registrations_peak,
             requests,
             durations,
             connections,
@@ -193,6 +211,29 @@ impl Metrics {
     /// Counts a refused authentication.
     pub fn auth_failure(&self, reason: &'static str) {
         self.auth_failures.get_or_create(&ReasonLabels { reason: Label(Arc::from(reason)) }).inc();
+    }
+
+    /// Counts a SIP request from a partner with the federation's decision on it.
+    pub fn sip_request(&self, decision: &'static str) {
+        self.sip_requests.get_or_create(&DecisionLabels { decision }).inc();
+    }
+
+    /// Counts a final SIP response sent to a partner.
+    pub fn sip_response(&self, status: u16) {
+        let class = match status / 100 {
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            5 => "5xx",
+            _ => "6xx",
+        };
+        self.sip_responses.get_or_create(&ClassLabels { class }).inc();
+    }
+
+    /// Sets the SIP registration counts (refreshed when metrics are scraped).
+    pub fn sip_registrations(&self, current: u64, peak: u64) {
+        self.sip_registrations.set(i64::try_from(current).unwrap_or(i64::MAX));
+        self.sip_registrations_peak.set(i64::try_from(peak).unwrap_or(i64::MAX));
     }
 
     /// Open connections of one listener (for the status API).

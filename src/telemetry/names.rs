@@ -29,3 +29,12 @@ pub const AUTH_FAILURES: &str = "auth_failures";
 pub const RELOADS: &str = "config_reloads";
 /// Seconds until the web certificate expires (negative once expired).
 pub const CERTIFICATE_EXPIRY: &str = "certificate_expiry_seconds";
+/// SIP requests from partners, by federation decision (`local`, `allowed`, `discovered`,
+/// `blocked`, `refused`, `watched`, `throttled`) (`portcullis_sip_requests_total`).
+pub const SIP_REQUESTS: &str = "sip_requests";
+/// SIP final responses sent to partners, by class (`2xx` … `6xx`), the edge's own included.
+pub const SIP_RESPONSES: &str = "sip_responses";
+/// Current SIP registrations (unexpired bindings).
+pub const SIP_REGISTRATIONS: &str = "sip_registrations";
+/// Peak of `sip_registrations` since start.
+pub const SIP_REGISTRATIONS_PEAK: &str = "sip_registrations_peak";

@@ -1,0 +1,102 @@
+//! Calls in progress through the edge, for the SIP service's maintenance state (`Draining
+//! (N)` while calls last, then `Inactive`): a dialog begins with a 2xx to an INVITE and ends
+//! with a BYE (or its 2xx) or after [`MAX_DIALOG_AGE`]. Not a transaction table — the proxy
+//! stays stateless; this is a count keyed by Call-ID, bounded in size.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::message::SipMessage;
+
+/// Most dialogs counted; beyond it new ones are not (the count is a floor).
+pub const MAX_DIALOGS: usize = 100_000;
+/// A dialog without a BYE seen stops counting after this long (a lost BYE must not keep the
+/// service `Draining` for ever).
+pub const MAX_DIALOG_AGE: Duration = Duration::from_secs(12 * 3600);
+/// Longest Call-ID kept.
+const MAX_CALL_ID: usize = 256;
+
+/// The dialogs in progress, by Call-ID, with when they began.
+#[derive(Debug, Default)]
+pub struct Dialogs {
+    open: Mutex<HashMap<String, Instant>>,
+    peak: Mutex<usize>,
+}
+
+impl Dialogs {
+    /// Notes a message passing through the edge (either direction).
+    pub fn note(&self, message: &SipMessage, now: Instant) {
+        let Some(call_id) = message.header("Call-ID").filter(|c| !c.is_empty() && c.len() <= MAX_CALL_ID) else { return };
+        let cseq_method = message.header("CSeq").and_then(|c| c.split_whitespace().nth(1).map(str::to_ascii_uppercase));
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if message.method().as_deref() == Some("BYE") {
+            open.remove(&call_id);
+            return;
+        }
+        match (message.status(), cseq_method.as_deref()) {
+            (Some(200..=299), Some("INVITE")) => {
+                if open.len() >= MAX_DIALOGS {
+                    open.retain(|_, began| now.saturating_duration_since(*began) < MAX_DIALOG_AGE);
+                }
+                if open.len() < MAX_DIALOGS {
+                    open.entry(call_id).or_insert(now);
+                }
+                let mut peak = self.peak.lock().unwrap_or_else(|p| p.into_inner());
+                *peak = (*peak).max(open.len());
+            }
+            (Some(200..=299), Some("BYE")) => {
+                open.remove(&call_id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Calls in progress at `now`, and the peak since start.
+    pub fn counts(&self, now: Instant) -> (usize, usize) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|_, began| now.saturating_duration_since(*began) < MAX_DIALOG_AGE);
+        (open.len(), *self.peak.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{Frame, Framer, StreamLimits};
+
+    fn message(wire: &str) -> SipMessage {
+        let Ok(frames) = Framer::new(StreamLimits::new(4096)).push(wire.as_bytes()) else { panic!("{wire}") };
+        let Some(Frame::Message(message)) = frames.into_iter().next() else { panic!("{wire}") };
+        *message
+    }
+
+    fn response(status: u16, call_id: &str, method: &str) -> SipMessage {
+        message(&format!(
+            "SIP/2.0 {status} X\r\nVia: SIP/2.0/TCP a.example;branch=z9hG4bK1\r\nFrom: <sip:a@p.example>;tag=1\r\n\
+             To: <sip:b@corp.example>;tag=2\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        ))
+    }
+
+    #[test]
+    fn a_call_counts_from_its_2xx_until_its_bye_and_old_ones_expire() {
+        let dialogs = Dialogs::default();
+        let start = Instant::now();
+        dialogs.note(&response(180, "c1", "INVITE"), start);
+        assert_eq!(dialogs.counts(start).0, 0, "ringing is not a call yet");
+        dialogs.note(&response(200, "c1", "INVITE"), start);
+        dialogs.note(&response(200, "c1", "INVITE"), start);
+        dialogs.note(&response(486, "c2", "INVITE"), start);
+        dialogs.note(&response(200, "c3", "INVITE"), start);
+        assert_eq!(dialogs.counts(start), (2, 2), "a retransmitted 2xx is the same call; a 486 is none");
+        let bye = message(
+            "BYE sip:b@corp.example SIP/2.0\r\nVia: SIP/2.0/TCP a.example;branch=z9hG4bK2\r\nFrom: <sip:a@p.example>;tag=1\r\n\
+             To: <sip:b@corp.example>;tag=2\r\nCall-ID: c1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        );
+        dialogs.note(&bye, start);
+        assert_eq!(dialogs.counts(start), (1, 2), "the BYE ends it; the peak stays");
+        assert_eq!(dialogs.counts(start + MAX_DIALOG_AGE).0, 0, "a call whose BYE was lost stops counting");
+    }
+}
