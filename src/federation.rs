@@ -413,7 +413,7 @@ impl Federation {
         if self.known_users.lock().unwrap_or_else(|p| p.into_inner()).contains(&pair) {
             return true;
         }
-        match self.store.set_add(&users_key(domain), &pair.1, cap as usize).await {
+        match self.store.count_member(&users_key(domain), &pair.1, cap as usize).await {
             Ok(SetAdd::Added | SetAdd::Present) => {
                 let mut known = self.known_users.lock().unwrap_or_else(|p| p.into_inner());
                 if known.len() >= MAX_CACHED_USERS {
@@ -438,7 +438,7 @@ impl Federation {
     /// store the cluster's counts are taken in a task of its own.
     pub fn note_final(self: &Arc<Self>, from_host: Option<&str>, status: u16) {
         let Some(domain) = from_host.and_then(partner_domain) else { return };
-        if status < 200 || self.local_domains.load().iter().any(|d| *d == domain) {
+        if status < 200 || self.local_domains.load().contains(&domain) {
             return;
         }
         let is_error = matches!(status, 404 | 480 | 484 | 604);

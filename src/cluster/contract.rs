@@ -85,6 +85,12 @@ pub(crate) async fn capped_sets_refuse_members_beyond_the_cap(s: &dyn StateStore
     assert!(!s.set_remove("users:partner", "a").await.unwrap());
     assert_eq!(s.set_add("users:partner", "c", 2).await.unwrap(), SetAdd::Added);
     assert!(s.set_members("nobody").await.unwrap().is_empty());
+    // A counting set keeps the same rules.
+    assert_eq!(s.count_member("federation:users:p", "sip:a@x", 2).await.unwrap(), SetAdd::Added);
+    assert_eq!(s.count_member("federation:users:p", "sip:a@x", 2).await.unwrap(), SetAdd::Present);
+    assert_eq!(s.count_member("federation:users:p", "sip:b@x", 2).await.unwrap(), SetAdd::Added);
+    assert_eq!(s.count_member("federation:users:p", "sip:c@x", 2).await.unwrap(), SetAdd::Full);
+    assert_eq!(s.set_members("federation:users:p").await.unwrap(), vec!["sip:a@x", "sip:b@x"]);
 }
 
 pub(crate) async fn bans_expire_at_their_end_and_notify(s: &dyn StateStore, advance: &Advance, now: &Now) {

@@ -119,6 +119,35 @@ impl EmbeddedStore {
         .await
     }
 
+    /// Adds `member` to set `key` unless it holds `cap` members (`durable`: fsync'd).
+    async fn add_member(&self, key: &str, member: &str, cap: usize, durable: bool) -> Result<SetAdd, StoreError> {
+        check_key(key)?;
+        check_key(member)?;
+        let (k, m) = (key.to_string(), member.to_string());
+        let outcome = self
+            .write(durable, move |txn| {
+                let mut table = txn.open_table(SETS).map_err(backend)?;
+                if table.get((k.as_str(), m.as_str())).map_err(backend)?.is_some() {
+                    return Ok(SetAdd::Present);
+                }
+                let len = table
+                    .range((k.as_str(), "")..)
+                    .map_err(backend)?
+                    .take_while(|e| e.as_ref().is_ok_and(|(key, _)| key.value().0 == k))
+                    .count();
+                if len >= cap {
+                    return Ok(SetAdd::Full);
+                }
+                table.insert((k.as_str(), m.as_str()), ()).map_err(backend)?;
+                Ok(SetAdd::Added)
+            })
+            .await?;
+        if outcome == SetAdd::Added {
+            self.notify(Change::SetChanged(key.to_string()));
+        }
+        Ok(outcome)
+    }
+
     fn now(&self) -> u64 {
         (self.clock)()
     }
@@ -263,33 +292,12 @@ impl StateStore for EmbeddedStore {
     }
 
     fn set_add<'a>(&'a self, key: &'a str, member: &'a str, cap: usize) -> StoreFuture<'a, SetAdd> {
-        Box::pin(async move {
-            check_key(key)?;
-            check_key(member)?;
-            let (k, m) = (key.to_string(), member.to_string());
-            let outcome = self
-                .write(true, move |txn| {
-                    let mut table = txn.open_table(SETS).map_err(backend)?;
-                    if table.get((k.as_str(), m.as_str())).map_err(backend)?.is_some() {
-                        return Ok(SetAdd::Present);
-                    }
-                    let len = table
-                        .range((k.as_str(), "")..)
-                        .map_err(backend)?
-                        .take_while(|e| e.as_ref().is_ok_and(|(key, _)| key.value().0 == k))
-                        .count();
-                    if len >= cap {
-                        return Ok(SetAdd::Full);
-                    }
-                    table.insert((k.as_str(), m.as_str()), ()).map_err(backend)?;
-                    Ok(SetAdd::Added)
-                })
-                .await?;
-            if outcome == SetAdd::Added {
-                self.notify(Change::SetChanged(key.to_string()));
-            }
-            Ok(outcome)
-        })
+        Box::pin(self.add_member(key, member, cap, true))
+    }
+
+    /// Without an fsync: a crash may lose the last members, which only counting sets accept.
+    fn count_member<'a>(&'a self, key: &'a str, member: &'a str, cap: usize) -> StoreFuture<'a, SetAdd> {
+        Box::pin(self.add_member(key, member, cap, false))
     }
 
     fn set_remove<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, bool> {

@@ -571,4 +571,4 @@ impl StateStore for RedisStore {
 mod follow;
 use follow::{decode_change, follow_sentinel, listen, manager};
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,10 +8,7 @@ use super::*;
 use crate::cluster::embedded::EmbeddedStore;
 use crate::config::sip::AllowedPartner;
 
-/// The `redis-server` fixture, shared with the integration tests.
-#[allow(dead_code, unreachable_pub, reason = "shared with the integration tests, which use more of it")]
-#[path = "../../tests/it/support/external.rs"]
-mod external;
+use crate::cluster::redis::tests::external;
 
 fn config(discovery: bool) -> FederationConfig {
     FederationConfig {

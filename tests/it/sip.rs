@@ -13,15 +13,15 @@ use portcullis::runtime::listeners::Protocol;
 use crate::support::external::missing;
 use crate::support::{RunningEdge, TestEdge, Upstream, raw_exchange};
 
-const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/sip");
+pub(crate) const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/sip");
 
 /// A free loopback port (bound, then released).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A `sipp` process, killed when dropped.
-struct Sipp(Child);
+pub(crate) struct Sipp(Child);
 
 impl Drop for Sipp {
     fn drop(&mut self) {
@@ -30,12 +30,12 @@ impl Drop for Sipp {
     }
 }
 
-fn sipp_available() -> bool {
+pub(crate) fn sipp_available() -> bool {
     Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
 /// The UAS answering MESSAGE with 200 on `port` (the internal next hop).
-fn start_uas(port: u16) -> Sipp {
+pub(crate) fn start_uas(port: u16) -> Sipp {
     let child = Command::new("timeout")
         .args(["60", "sipp", "-sf", &format!("{SCENARIOS}/uas-message.xml"), "-i", "127.0.0.1", "-p", &port.to_string()])
         .args(["-t", "t1", "-nd", "-nostdin", "-timeout", "55s"])
@@ -46,7 +46,7 @@ fn start_uas(port: u16) -> Sipp {
     Sipp(child)
 }
 
-async fn wait_listening(port: u16) {
+pub(crate) async fn wait_listening(port: u16) {
     let ready = crate::support::eventually_async(Duration::from_secs(10), || async move {
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
     })
@@ -58,7 +58,7 @@ async fn sip_edge(next_hop_port: u16) -> (Upstream, RunningEdge, SocketAddr) {
     sip_edge_with(next_hop_port, "").await
 }
 
-async fn sip_edge_with(next_hop_port: u16, extra: &str) -> (Upstream, RunningEdge, SocketAddr) {
+pub(crate) async fn sip_edge_with(next_hop_port: u16, extra: &str) -> (Upstream, RunningEdge, SocketAddr) {
     sip_edge_server(next_hop_port, "", extra).await
 }
 
@@ -146,7 +146,7 @@ async fn with_the_next_hop_down_a_request_gets_503_with_retry_after() {
 }
 
 /// A MESSAGE from `domain` (Call-ID `call`).
-fn message_from(domain: &str, call: &str) -> String {
+pub(crate) fn message_from(domain: &str, call: &str) -> String {
     format!(
         "MESSAGE sip:alice@corp.example SIP/2.0\r\nVia: SIP/2.0/TCP {domain};branch=z9hG4bK{call}\r\nMax-Forwards: 70\r\n\
          From: <sip:bob@{domain}>;tag=1\r\nTo: <sip:alice@corp.example>\r\nCall-ID: {call}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"

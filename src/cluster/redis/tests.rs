@@ -12,7 +12,7 @@ use crate::cluster::contract::{self, Advance, Now};
 /// The `redis-server` fixture and `PORTCULLIS_REQUIRE_*`, shared with the integration tests.
 #[allow(dead_code, unreachable_pub, reason = "shared with the integration tests, which use more of it")]
 #[path = "../../../tests/it/support/external.rs"]
-mod external;
+pub(crate) mod external;
 
 use external::RedisServer;
 
