@@ -141,6 +141,10 @@ fn time(ms: &serde_json::Value) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.as_u64().unwrap_or(0))).to_string()
 }
 
+fn count(value: &serde_json::Value) -> u64 {
+    value.as_u64().unwrap_or(0)
+}
+
 fn domains(rows: &[serde_json::Value]) -> String {
     let mut out = format!(
         "{:<32} {:<10} {:<20} {:<20} {:>8} {:>9} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}\n",
@@ -168,16 +172,16 @@ fn domains(rows: &[serde_json::Value]) -> String {
             d["state"].as_str().unwrap_or("?"),
             time(&d["first_seen_ms"]),
             time(&d["last_seen_ms"]),
-            d["requests"],
-            d["throttled"],
-            d["refused"],
-            r["2xx"],
-            r["3xx"],
-            r["4xx"],
-            r["5xx"],
-            r["6xx"],
-            d["errors"],
-            d["distinct_users"]
+            count(&d["requests"]),
+            count(&d["throttled"]),
+            count(&d["refused"]),
+            count(&r["2xx"]),
+            count(&r["3xx"]),
+            count(&r["4xx"]),
+            count(&r["5xx"]),
+            count(&r["6xx"]),
+            count(&d["errors"]),
+            count(&d["distinct_users"])
         );
     }
     let _ = writeln!(out, "{} domain(s)", rows.len());
