@@ -405,3 +405,16 @@ impl Config {
         self.services.iter().find(|s| s.name == name)
     }
 }
+
+/// A DNS host name: dot-separated labels of letters, digits and `-` (not leading), each at
+/// most 63 characters, 253 in all.
+pub(crate) fn valid_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+        })
+}

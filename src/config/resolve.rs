@@ -10,6 +10,7 @@
 //! listeners, TLS, admin), `services` (services, pools, routes), `auth` (Basic, JWT, edge
 //! tokens, rate control), `protection` (the shield) and `cluster` (the state store).
 
+pub(super) use super::valid_host_name;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -212,19 +213,6 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         return Err(ConfigErrors(c.errors));
     }
     Ok(Config { source: None, server, listeners, tls, admin, services, routes, auth, cluster, maintenance, protection, sip, federation })
-}
-
-/// A DNS host name: dot-separated labels of letters, digits and `-` (not leading), each at
-/// most 63 characters, 253 in all.
-pub(crate) fn valid_host_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-        })
 }
 
 #[cfg(test)]

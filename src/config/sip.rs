@@ -121,7 +121,7 @@ impl Default for FederationConfig {
 /// when it is not a DNS name of at most [`MAX_PARTNER_DOMAIN`] characters.
 pub fn partner_domain(text: &str) -> Option<String> {
     let text = text.strip_suffix('.').unwrap_or(text);
-    (text.len() <= MAX_PARTNER_DOMAIN && super::resolve::valid_host_name(text)).then(|| text.to_ascii_lowercase())
+    (text.len() <= MAX_PARTNER_DOMAIN && super::valid_host_name(text)).then(|| text.to_ascii_lowercase())
 }
 
 impl FederationConfig {
