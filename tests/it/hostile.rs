@@ -720,13 +720,10 @@ pub struct Deployment {
     pub tomcat: Upstream,
     pub cuic: Upstream,
     pub hosted: Upstream,
-    /// Keeps memory-measuring tests from running beside the suite's bursts.
-    _busy: tokio::sync::RwLockReadGuard<'static, ()>,
 }
 
 impl Deployment {
     pub async fn start(options: &Options) -> Result<Deployment, String> {
-        let busy = crate::support::MEMORY_QUIET.read().await;
         let tomcat = Upstream::start("tomcat").await;
         let cuic = Upstream::start("cuic").await;
         let hosted = Upstream::start("hosted").await;
@@ -779,7 +776,7 @@ impl Deployment {
         }
         toml.push_str(&options.top);
         match builder.raw(&toml).try_start().await {
-            Ok(edge) => Ok(Deployment { edge, tomcat, cuic, hosted, _busy: busy }),
+            Ok(edge) => Ok(Deployment { edge, tomcat, cuic, hosted }),
             Err(e) => {
                 for up in [&tomcat, &cuic, &hosted] {
                     up.stop();

@@ -288,9 +288,9 @@ fn rss_kib() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spray_from_100000_distinct_sources_stays_under_the_memory_cap() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _quiet = crate::support::MEMORY_QUIET.write().await;
+    let _quiet = crate::support::MEMORY_QUIET.quiet().await;
     let up = Upstream::start("desk").await;
-    let edge = edge(&up, "").await;
+    let edge = crate::support::users_file_edge_on(crate::support::TestEdge::new().measuring_memory(), &up, "").await;
     let victim_auth = basic("alice", "guess");
     for _ in 0..5 {
         get(edge.http, "/x", &victim_auth).await;

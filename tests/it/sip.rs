@@ -85,10 +85,11 @@ async fn partner_messages_reach_the_next_hop_and_every_answer_comes_back() {
         return missing("SIPP", "sipp (Debian's sip-tester) is not installed");
     }
     let uas_port = free_port();
+    // An allow-listed partner: never throttled, so 50 MESSAGEs at 100/s all go through. The
+    // edge starts first (its start may wait for a memory measurement; the UAS lives 60 s).
+    let (_up, edge, sip) = sip_edge_with(uas_port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
     let _uas = start_uas(uas_port);
     wait_listening(uas_port).await;
-    // An allow-listed partner: never throttled, so 50 MESSAGEs at 100/s all go through.
-    let (_up, edge, sip) = sip_edge_with(uas_port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
     let uac = tokio::task::spawn_blocking(move || {
         Command::new("timeout")
             .args(["60", "sipp", "-sf", &format!("{SCENARIOS}/uac-message-200.xml"), &sip.to_string(), "-i", "127.0.0.1"])

@@ -23,9 +23,63 @@ pub mod client;
 #[allow(dead_code, reason = "shared with the Redis store's unit tests, which use other parts")]
 pub mod external;
 
-/// Tests that measure the process's memory hold this for writing; tests that make large
-/// bursts (the hostile suite) hold it for reading, so the two never overlap.
-pub static MEMORY_QUIET: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+/// Tests that measure the process's memory wait until no other test edge runs and keep new
+/// ones from starting while they measure ([`MemoryQuiet::quiet`]); every other running test
+/// edge counts itself busy from its start until it is stopped or dropped
+/// ([`MemoryQuiet::busy`]). A waiting measurement never blocks an edge from starting (a
+/// test starting its second edge while holding its first could otherwise wait for ever).
+pub static MEMORY_QUIET: MemoryQuiet = MemoryQuiet(std::sync::Mutex::new((0, false)));
+
+/// Running edges, and whether a memory measurement is on.
+pub struct MemoryQuiet(std::sync::Mutex<(usize, bool)>);
+
+/// One running edge, counted.
+pub struct Busy(&'static MemoryQuiet);
+
+/// A memory measurement in progress.
+pub struct Quiet(&'static MemoryQuiet);
+
+impl MemoryQuiet {
+    /// Counts one more running edge (waits while a measurement is on).
+    pub async fn busy(&'static self) -> Busy {
+        loop {
+            {
+                let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                if !state.1 {
+                    state.0 += 1;
+                    return Busy(self);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until no edge runs, then keeps new ones from starting until dropped.
+    pub async fn quiet(&'static self) -> Quiet {
+        loop {
+            {
+                let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                if state.0 == 0 && !state.1 {
+                    state.1 = true;
+                    return Quiet(self);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.0.lock().unwrap_or_else(|p| p.into_inner()).0 -= 1;
+    }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        self.0.0.lock().unwrap_or_else(|p| p.into_inner()).1 = false;
+    }
+}
 
 /// What an upstream saw.
 #[derive(Debug, Clone)]
@@ -270,6 +324,8 @@ pub struct TestEdge {
     server_extra: String,
     sections: Vec<String>,
     listeners: Vec<String>,
+    /// This edge's test measures memory (it holds [`MEMORY_QUIET`]'s quiet itself).
+    measuring_memory: bool,
 }
 
 /// A running test edge.
@@ -280,6 +336,8 @@ pub struct RunningEdge {
     pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub config_path: PathBuf,
+    /// Keeps memory-measuring tests from running beside this edge.
+    _busy: Option<Busy>,
 }
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-123";
@@ -291,7 +349,14 @@ impl TestEdge {
             server_extra: String::new(),
             sections: Vec::new(),
             listeners: vec!["[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\ntls = false\n".into()],
+            measuring_memory: false,
         }
+    }
+
+    /// For a test that measures the process's memory (and holds [`MEMORY_QUIET`]'s quiet).
+    pub fn measuring_memory(mut self) -> Self {
+        self.measuring_memory = true;
+        self
     }
 
     /// Adds `[server]` keys (e.g. `header_read_timeout = "1s"`).
@@ -343,6 +408,7 @@ impl TestEdge {
     /// Like [`TestEdge::start`], but a configuration the edge refuses (or a failed start) is
     /// an error, not a panic: for tests of settings the edge may not know yet.
     pub async fn try_start(self) -> Result<RunningEdge, String> {
+        let busy = if self.measuring_memory { None } else { Some(MEMORY_QUIET.busy().await) };
         let config_path = self.dir.path().join("portcullis.toml");
         std::fs::write(&config_path, self.config_text()).unwrap();
         let config = portcullis::config::Config::load(&config_path).map_err(|e| format!("test config invalid:\n{e}"))?;
@@ -355,6 +421,7 @@ impl TestEdge {
             running: Some(running),
             dir: self.dir,
             config_path,
+            _busy: busy,
         })
     }
 }
@@ -444,7 +511,11 @@ pub fn argon2_hash(password: &str) -> String {
 /// An edge whose service `desk` (routed at `/`) needs Basic auth checked against a local
 /// users file holding alice / pw; `extra` is appended to `[auth.basic]`.
 pub async fn users_file_edge(up: &Upstream, extra: &str) -> RunningEdge {
-    let builder = TestEdge::new();
+    users_file_edge_on(TestEdge::new(), up, extra).await
+}
+
+/// [`users_file_edge`] from `builder`.
+pub async fn users_file_edge_on(builder: TestEdge, up: &Upstream, extra: &str) -> RunningEdge {
     let file = builder.dir.path().join("users.toml");
     std::fs::write(&file, format!("[users]\nalice = \"{}\"\n", argon2_hash("pw"))).unwrap();
     builder
