@@ -85,7 +85,9 @@ async fn a_partner_addressing_more_than_1000_users_goes_on_the_watch_list_and_is
         Command::new("timeout")
             .args(["120", "sipp", "-sf", &format!("{SCENARIOS}/uac-message-users.xml"), &sip.to_string(), "-i", "127.0.0.1"])
             .args(["-p", &free_port().to_string(), "-t", "t1", "-key", "fromdom", "spray.example", "-inf", users.to_str().unwrap()])
-            .args(["-m", "1000", "-r", "200", "-recv_timeout", "20000", "-timeout", "110s", "-nd", "-nostdin"])
+            // A loaded CI machine with a debug build takes tens of ms per new user (a store
+            // write each): a modest rate and a generous answer timeout.
+            .args(["-m", "1000", "-r", "100", "-recv_timeout", "60000", "-timeout", "110s", "-nd", "-nostdin"])
             .output()
             .unwrap()
     })
