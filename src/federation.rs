@@ -315,7 +315,21 @@ impl Federation {
     /// The decision on a request whose From host is `from_host` and whose Request-URI is
     /// `user` (the local URI it addresses), counted in the domains view.
     pub async fn decide(&self, from_host: Option<&str>, user: Option<&str>) -> Decision {
+        self.decide_presented(from_host, user, None).await
+    }
+
+    /// [`Federation::decide`] for a partner that presented a certificate naming
+    /// `peer_names` (over TLS): unless the domain is blocked, a certificate that does not
+    /// speak for the From domain — a local one included — is refused before anything is
+    /// counted against the domain it claims (throttle, distinct users, domains view).
+    pub async fn decide_presented(&self, from_host: Option<&str>, user: Option<&str>, peer_names: Option<&[String]>) -> Decision {
         let Some(domain) = from_host.and_then(partner_domain) else { return Decision::Refused };
+        if let Some(names) = peer_names
+            && !self.blocked(&domain)
+            && !self.certificate_speaks_for(names, &domain)
+        {
+            return Decision::Refused;
+        }
         let decision = self.decide_domain(&domain, user).await;
         if decision != Decision::Local {
             self.with_stats(&domain, |s| {
@@ -328,6 +342,11 @@ impl Federation {
             });
         }
         decision
+    }
+
+    /// Whether `domain` is on the file's or the run-time block list.
+    fn blocked(&self, domain: &str) -> bool {
+        self.config.load().blocks(domain) || self.lists.load().block.contains(domain)
     }
 
     async fn decide_domain(&self, domain: &str, user: Option<&str>) -> Decision {

@@ -266,3 +266,32 @@ async fn two_peers_on_redis_share_lists_throttle_and_distinct_users() {
         follower.await.unwrap();
     }
 }
+
+/// A partner whose certificate names another domain claims a victim's From: it is refused
+/// before anything is counted against the victim (its throttle, its distinct users, its row),
+/// and a local From does not let a certificate holder (even a blocked one) past the lists.
+#[tokio::test(start_paused = true)]
+async fn an_impostors_requests_count_nothing_against_the_domain_it_claims() {
+    let (store, _dir) = embedded();
+    let (f, _) = federation_on(store, true);
+    let evil = ["evil.example".to_string()];
+    for i in 0..50 {
+        let user = format!("sip:u{i}@corp.example");
+        assert_eq!(f.decide_presented(Some("victim.example"), Some(&user), Some(&evil)).await, Decision::Refused, "{user}");
+    }
+    assert!(f.watch_list().is_empty(), "the victim is not watch-listed by an impostor");
+    assert!(f.domains(10).await.iter().all(|d| d.domain != "victim.example"), "nor shown with the impostor's requests");
+    let genuine = ["victim.example".to_string()];
+    for _ in 0..20 {
+        assert_eq!(
+            f.decide_presented(Some("victim.example"), Some("sip:a@corp.example"), Some(&genuine)).await,
+            Decision::Discovered,
+            "the victim's own throttle is untouched"
+        );
+    }
+    assert_eq!(f.decide_presented(Some("corp.example"), None, Some(&evil)).await, Decision::Refused, "a partner is no local user");
+    let spam = ["spam.example".to_string()];
+    assert_eq!(f.decide_presented(Some("corp.example"), None, Some(&spam)).await, Decision::Refused, "nor a blocked one");
+    assert_eq!(f.decide_presented(Some("corp.example"), None, None).await, Decision::Local, "a remote user without a certificate");
+    assert_eq!(f.decide_presented(Some("spam.example"), None, Some(&evil)).await, Decision::Blocked, "the block list still wins");
+}

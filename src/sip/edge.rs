@@ -344,15 +344,12 @@ impl SipEdge {
         let received = transaction_headers(&message);
         let domain = message.from_host();
         let user = message.request_uri();
-        let decision = self.runtime.federation.decide(domain.as_deref(), user.as_deref()).await;
+        // Over TLS with a partner certificate, the certificate must speak for the From domain
+        // (checked first: an impostor's requests count nothing against the domain it claims).
+        let decision = self.runtime.federation.decide_presented(domain.as_deref(), user.as_deref(), peer_names).await;
         self.runtime.metrics.sip_request(decision.as_str());
-        // Over TLS with a partner certificate, the certificate must speak for the From domain.
-        let impostor = |domain: &Option<String>| {
-            peer_names.zip(domain.as_deref()).is_some_and(|(names, domain)| !self.runtime.federation.certificate_speaks_for(names, domain))
-        };
         let forbidden = Answer { status: 403, reason: "Forbidden" };
         let refusal = match decision {
-            Decision::Allowed | Decision::Discovered if impostor(&domain) => Some((forbidden, None, false)),
             Decision::Local | Decision::Allowed | Decision::Discovered => None,
             Decision::Blocked => Some((forbidden, None, true)),
             Decision::Refused | Decision::Watched => Some((forbidden, None, false)),
