@@ -284,7 +284,11 @@ impl Federation {
         lists.block = self.store.set_members(BLOCK_KEY).await?.into_iter().collect();
         for member in self.store.set_members(WATCH_KEY).await? {
             if let Some(entry) = WatchEntry::parse(&member) {
-                lists.watch.insert(entry.domain.clone(), entry);
+                // Listed for both reasons (a flagged domain then over the user cap, on
+                // another peer): the stricter one applies.
+                if lists.watch.get(&entry.domain).is_none_or(|w| w.reason == WatchReason::ErrorShare) {
+                    lists.watch.insert(entry.domain.clone(), entry);
+                }
             }
         }
         self.lists.store(Arc::new(lists));
@@ -528,9 +532,19 @@ impl Federation {
         tokio::spawn(async move { federation.store_watch_entry(&domain, reason).await });
     }
 
+    /// Puts `domain` on the watch list; a domain flagged for its error share that then
+    /// addresses too many users is moved to the stricter reason (refused, not throttled).
     async fn put_on_watch(&self, domain: &str, reason: WatchReason) {
-        if self.lists.load().watch.contains_key(domain) {
-            return;
+        match self.lists.load().watch.get(domain) {
+            Some(entry) if entry.reason == reason || reason == WatchReason::ErrorShare => return,
+            Some(_) => {
+                for member in self.store.set_members(WATCH_KEY).await.unwrap_or_default() {
+                    if WatchEntry::parse(&member).is_some_and(|e| e.domain == domain && e.reason == WatchReason::ErrorShare) {
+                        let _ = self.store.set_remove(WATCH_KEY, &member).await;
+                    }
+                }
+            }
+            None => {}
         }
         self.store_watch_entry(domain, reason).await;
     }
@@ -551,7 +565,7 @@ impl Federation {
             self.events.publish(Event::WatchListed { domain: domain.to_string(), reason: reason.as_str().to_string() });
         }
         let _ = self.load().await;
-        if !self.lists.load().watch.contains_key(domain) {
+        if self.lists.load().watch.get(domain).map(|w| w.reason) != Some(reason) {
             // The store refused the entry (full or away): this peer applies it all the same.
             self.apply_watch_entry(entry);
         }

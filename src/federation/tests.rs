@@ -295,3 +295,28 @@ async fn an_impostors_requests_count_nothing_against_the_domain_it_claims() {
     assert_eq!(f.decide_presented(Some("corp.example"), None, None).await, Decision::Local, "a remote user without a certificate");
     assert_eq!(f.decide_presented(Some("spam.example"), None, Some(&evil)).await, Decision::Blocked, "the block list still wins");
 }
+
+/// A domain flagged for its error share that then addresses more distinct users than the cap
+/// is refused like any other (to already-seen users too), not left flagged at 1 request/s.
+#[tokio::test(start_paused = true)]
+async fn a_flagged_domain_over_the_user_cap_is_watched_for_its_users() {
+    let (store, _dir) = embedded();
+    let (f, _) = federation_on(store, true);
+    let f = Arc::new(f);
+    for status in [404, 404, 404, 404] {
+        f.note_final(Some("scanner.example"), status);
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(f.watch_list().iter().map(|w| w.reason).collect::<Vec<_>>(), [WatchReason::ErrorShare]);
+    for user in ["a", "b", "c"] {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(f.decide(Some("scanner.example"), Some(&format!("sip:{user}@corp.example"))).await, Decision::Discovered);
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(f.decide(Some("scanner.example"), Some("sip:d@corp.example")).await, Decision::Watched, "the fourth user");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(f.decide(Some("scanner.example"), Some("sip:a@corp.example")).await, Decision::Watched, "already-seen users too");
+    assert_eq!(f.watch_list().iter().map(|w| w.reason).collect::<Vec<_>>(), [WatchReason::DistinctUsers]);
+    f.load().await.unwrap();
+    assert_eq!(f.watch_list().iter().map(|w| w.reason).collect::<Vec<_>>(), [WatchReason::DistinctUsers], "in the store too");
+}
