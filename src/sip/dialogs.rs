@@ -1,6 +1,6 @@
 //! Calls in progress through the edge, for the SIP service's maintenance state (`Draining
 //! (N)` while calls last, then `Inactive`): a dialog begins with a 2xx to an INVITE and ends
-//! with a BYE (or its 2xx) or after [`MAX_DIALOG_AGE`]. Not a transaction table — the proxy
+//! with the 2xx to its BYE or after [`MAX_DIALOG_AGE`]. Not a transaction table — the proxy
 //! stays stateless; this is a count keyed by Call-ID, bounded in size.
 
 use std::collections::HashMap;
@@ -32,10 +32,9 @@ impl Dialogs {
         let Some(call_id) = message.header("Call-ID").filter(|c| !c.is_empty() && c.len() <= MAX_CALL_ID) else { return };
         let cseq_method = message.header("CSeq").and_then(|c| c.split_whitespace().nth(1).map(str::to_ascii_uppercase));
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if message.method().as_deref() == Some("BYE") {
-            open.remove(&call_id);
-            return;
-        }
+        // Only the inside's 2xx to a BYE ends a call: a BYE itself may be forged (another
+        // dialog's Call-ID, wrong tags) or never reach the inside (483, 482, 503), and a
+        // partner must not make the service look drained while calls go on.
         match (message.status(), cseq_method.as_deref()) {
             (Some(200..=299), Some("INVITE")) => {
                 if open.len() >= MAX_DIALOGS {
@@ -96,7 +95,11 @@ mod tests {
              To: <sip:b@corp.example>;tag=2\r\nCall-ID: c1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         );
         dialogs.note(&bye, start);
-        assert_eq!(dialogs.counts(start), (1, 2), "the BYE ends it; the peak stays");
+        assert_eq!(dialogs.counts(start), (2, 2), "a BYE alone (forged, or refused on its way) ends nothing");
+        dialogs.note(&response(481, "c1", "BYE"), start);
+        assert_eq!(dialogs.counts(start), (2, 2), "nor a BYE the inside did not know");
+        dialogs.note(&response(200, "c1", "BYE"), start);
+        assert_eq!(dialogs.counts(start), (1, 2), "the 2xx to the BYE ends it; the peak stays");
         assert_eq!(dialogs.counts(start + MAX_DIALOG_AGE).0, 0, "a call whose BYE was lost stops counting");
     }
 }

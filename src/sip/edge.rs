@@ -360,7 +360,6 @@ impl SipEdge {
         if let Some((answer, retry_after, close)) = refusal {
             return self.answer(client, &message, &received, &answer, retry_after).map(|answer| (answer, close));
         }
-        self.dialogs.note(&message, Instant::now());
         if self.runtime.operate.in_maintenance() && starts_new_work(&message) {
             let retry_after = self.runtime.config().maintenance.retry_after.as_secs().max(1);
             let answer = Answer { status: 503, reason: "Service Unavailable" };
