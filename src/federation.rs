@@ -24,7 +24,7 @@
 //!
 //! Keys: `federation:allow` (set of `domain` or `domain edge`), `federation:block` (set),
 //! `federation:watch` (set of `domain reason since_ms`), `federation:users:<domain>` (capped
-//! set), windows `federation:rate:<domain>`, `federation:finals:<domain>`,
+//! counting set, forgotten after [`USERS_IDLE`] without a request), windows `federation:rate:<domain>`, `federation:finals:<domain>`,
 //! `federation:errors:<domain>`.
 
 use std::collections::{HashMap, HashSet};
@@ -55,6 +55,12 @@ pub const MAX_RUNTIME_ENTRIES: usize = 10_000;
 pub const ERROR_WINDOW: Duration = Duration::from_secs(3600);
 /// Requests per second a domain flagged for its error share may still send.
 pub const FLAGGED_RATE: u32 = 1;
+/// A discovered domain's distinct-user count is forgotten after this long without a request
+/// counted (its watch-list entry stays): a spray of invented From domains must not leave a
+/// set in the store for each of them for ever.
+pub const USERS_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often a peer with an embedded store purges what expired.
+pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// User URIs longer than this are counted by their SHA-256 (a long URI must neither be
 /// refused by the store nor escape the count).
 const MAX_USER_KEY: usize = 128;
@@ -297,11 +303,20 @@ impl Federation {
 
     /// Follows the store's changes — this peer's and, with a shared store, every other
     /// peer's — and re-reads the lists when one of them changed, until `stop` completes.
+    /// With a store of its own (embedded), it also purges expired records every
+    /// [`PURGE_EVERY`] (idle distinct-user sets among them); Redis expires them itself.
     pub async fn follow(self: Arc<Self>, mut changes: broadcast::Receiver<Change>, stop: impl Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
+        let mut purge = tokio::time::interval_at(Instant::now() + PURGE_EVERY, PURGE_EVERY);
         loop {
             let change = tokio::select! {
                 change = changes.recv() => change,
+                _ = purge.tick() => {
+                    if !self.store.shared() {
+                        let _ = self.store.purge_expired().await;
+                    }
+                    continue;
+                }
                 () = &mut stop => return,
             };
             let reread = match change {
@@ -436,7 +451,7 @@ impl Federation {
         if self.known_users.lock().unwrap_or_else(|p| p.into_inner()).contains(&pair) {
             return true;
         }
-        match self.store.count_member(&users_key(domain), &pair.1, cap as usize).await {
+        match self.store.count_member(&users_key(domain), &pair.1, cap as usize, USERS_IDLE).await {
             Ok(SetAdd::Added | SetAdd::Present) => {
                 let mut known = self.known_users.lock().unwrap_or_else(|p| p.into_inner());
                 if known.len() >= MAX_CACHED_USERS {
