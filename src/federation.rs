@@ -815,10 +815,13 @@ fn users_key(domain: &str) -> String {
     format!("federation:users:{domain}")
 }
 
-/// The form a user URI is counted in: without parameters and headers, lower case; a long one
-/// by its SHA-256.
-fn user_key(uri: &str) -> String {
-    let bare = uri.split([';', '?']).next().unwrap_or(uri).to_ascii_lowercase();
+/// The form a user URI is counted in: without the parameters and headers after its host (the
+/// user part keeps its own, e.g. `;phone-context=`: they select another user), lower case;
+/// a long one by its SHA-256.
+pub(crate) fn user_key(uri: &str) -> String {
+    let host_from = uri.find('@').map_or(0, |at| at + 1);
+    let end = uri[host_from..].find([';', '?']).map_or(uri.len(), |i| host_from + i);
+    let bare = uri[..end].to_ascii_lowercase();
     if bare.len() <= MAX_USER_KEY {
         return bare;
     }

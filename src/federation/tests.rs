@@ -320,3 +320,14 @@ async fn a_flagged_domain_over_the_user_cap_is_watched_for_its_users() {
     f.load().await.unwrap();
     assert_eq!(f.watch_list().iter().map(|w| w.reason).collect::<Vec<_>>(), [WatchReason::DistinctUsers], "in the store too");
 }
+
+/// Parameters inside the user part (a telephone-subscriber's `phone-context`, or any
+/// `;x=` before the `@`) select different users: they must not collapse into one count.
+#[test]
+fn user_part_parameters_are_part_of_the_user() {
+    let site = |s: &str| user_key(&format!("sip:1234;phone-context={s}@corp.example;user=phone"));
+    assert_ne!(site("site-a"), site("site-b"), "two sites' extension 1234 are two users");
+    assert_eq!(site("site-a"), "sip:1234;phone-context=site-a@corp.example");
+    assert_ne!(user_key("sip:0;ext=1@corp.example"), user_key("sip:0;ext=2@corp.example"));
+    assert_eq!(user_key("sip:corp.example;transport=tcp"), "sip:corp.example", "no user part: the host's parameters go");
+}
