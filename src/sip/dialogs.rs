@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::edge::uri_of;
 use super::message::SipMessage;
+use crate::federation::user_key;
 
 /// Most dialogs counted; beyond it new ones are not (the count is a floor).
 pub const MAX_DIALOGS: usize = 100_000;
@@ -19,10 +21,11 @@ pub const MAX_DIALOG_AGE: Duration = Duration::from_secs(12 * 3600);
 /// Longest Call-ID kept.
 const MAX_CALL_ID: usize = 256;
 
-/// The dialogs in progress, by Call-ID, with when they began.
+/// The dialogs in progress, by Call-ID, with when they began and the inside's remote target
+/// (the 2xx's Contact, in the form [`crate::federation::user_key`] counts).
 #[derive(Debug, Default)]
 pub struct Dialogs {
-    open: Mutex<HashMap<String, Instant>>,
+    open: Mutex<HashMap<String, (Instant, Option<String>)>>,
     peak: Mutex<usize>,
 }
 
@@ -38,10 +41,13 @@ impl Dialogs {
         match (message.status(), cseq_method.as_deref()) {
             (Some(200..=299), Some("INVITE")) => {
                 if open.len() >= MAX_DIALOGS {
-                    open.retain(|_, began| now.saturating_duration_since(*began) < MAX_DIALOG_AGE);
+                    open.retain(|_, (began, _)| now.saturating_duration_since(*began) < MAX_DIALOG_AGE);
                 }
-                if open.len() < MAX_DIALOGS {
-                    open.entry(call_id).or_insert(now);
+                let target = message.header("Contact").map(|contact| user_key(uri_of(&contact)));
+                if let Some(dialog) = open.get_mut(&call_id) {
+                    dialog.1 = target.or(dialog.1.take()); // a re-INVITE may refresh the target
+                } else if open.len() < MAX_DIALOGS {
+                    open.insert(call_id, (now, target));
                 }
                 let mut peak = self.peak.lock().unwrap_or_else(|p| p.into_inner());
                 *peak = (*peak).max(open.len());
@@ -53,10 +59,18 @@ impl Dialogs {
         }
     }
 
+    /// Whether `request` goes to the remote target of a call in progress (its Call-ID's 2xx
+    /// Contact): an in-dialog request to a device, not a user the partner addresses.
+    pub fn to_call_target(&self, request: &SipMessage) -> bool {
+        let (Some(call_id), Some(uri)) = (request.header("Call-ID"), request.request_uri()) else { return false };
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&call_id).and_then(|(_, target)| target.as_deref()).is_some_and(|target| target == user_key(&uri))
+    }
+
     /// Calls in progress at `now`, and the peak since start.
     pub fn counts(&self, now: Instant) -> (usize, usize) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.retain(|_, began| now.saturating_duration_since(*began) < MAX_DIALOG_AGE);
+        open.retain(|_, (began, _)| now.saturating_duration_since(*began) < MAX_DIALOG_AGE);
         (open.len(), *self.peak.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
@@ -77,6 +91,36 @@ mod tests {
             "SIP/2.0 {status} X\r\nVia: SIP/2.0/TCP a.example;branch=z9hG4bK1\r\nFrom: <sip:a@p.example>;tag=1\r\n\
              To: <sip:b@corp.example>;tag=2\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
         ))
+    }
+
+    fn request(method: &str, uri: &str, call_id: &str) -> SipMessage {
+        message(&format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/TCP a.example;branch=z9hG4bK2\r\nFrom: <sip:a@p.example>;tag=1\r\n\
+             To: <sip:b@corp.example>;tag=2\r\nCall-ID: {call_id}\r\nCSeq: 2 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ))
+    }
+
+    /// In-dialog requests go to the device the inside's 2xx named (its Contact): they are not
+    /// users the partner addresses; anything else, or another call's target, is.
+    #[test]
+    fn requests_to_a_calls_contact_are_recognised() {
+        let dialogs = Dialogs::default();
+        let now = Instant::now();
+        let answered = |contact: &str| {
+            message(&format!(
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP a.example;branch=z9hG4bK1\r\nFrom: <sip:a@p.example>;tag=1\r\n\
+                 To: <sip:b@corp.example>;tag=2\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContact: {contact}\r\nContent-Length: 0\r\n\r\n"
+            ))
+        };
+        assert!(!dialogs.to_call_target(&request("ACK", "sip:b@10.0.0.5:5061", "c1")), "no call yet");
+        dialogs.note(&answered("<sip:b@10.0.0.5:5061;transport=tls>;expires=3600"), now);
+        assert!(dialogs.to_call_target(&request("ACK", "sip:b@10.0.0.5:5061;transport=tls", "c1")));
+        assert!(dialogs.to_call_target(&request("BYE", "sip:B@10.0.0.5:5061", "c1")));
+        assert!(!dialogs.to_call_target(&request("BYE", "sip:c@10.0.0.5:5061", "c1")), "another target on this Call-ID");
+        assert!(!dialogs.to_call_target(&request("BYE", "sip:b@10.0.0.5:5061", "c2")), "another call");
+        dialogs.note(&answered("<sip:b@10.0.0.6>"), now);
+        assert!(dialogs.to_call_target(&request("INVITE", "sip:b@10.0.0.6", "c1")), "a re-INVITE's 2xx refreshes the target");
+        assert!(!dialogs.to_call_target(&request("INVITE", "sip:b@10.0.0.5:5061", "c1")));
     }
 
     #[test]

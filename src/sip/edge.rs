@@ -343,7 +343,8 @@ impl SipEdge {
         // The answer copies the request as it arrived, not as the edge rewrote it.
         let received = transaction_headers(&message);
         let domain = message.from_host();
-        let user = message.request_uri();
+        // In-dialog requests to a call's device (the inside's 2xx Contact) address no new user.
+        let user = message.request_uri().filter(|_| !self.dialogs.to_call_target(&message));
         // Over TLS with a partner certificate, the certificate must speak for the From domain
         // (checked first: an impostor's requests count nothing against the domain it claims).
         let decision = self.runtime.federation.decide_presented(domain.as_deref(), user.as_deref(), peer_names).await;
@@ -461,7 +462,7 @@ fn answer_to(request: &SipMessage, transaction_headers: &str, answer: &Answer, r
 }
 
 /// The URI inside a name-addr (`"Bob" <sip:bob@x>;tag=1` → `sip:bob@x`), without parameters.
-fn uri_of(name_addr: &str) -> &str {
+pub(super) fn uri_of(name_addr: &str) -> &str {
     let inner = match (name_addr.find('<'), name_addr.find('>')) {
         (Some(open), Some(close)) if open < close => &name_addr[open + 1..close],
         _ => name_addr.trim(),
