@@ -37,7 +37,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::clock::unix_ms;
-use crate::cluster::{Change, SetAdd, StateStore, StoreError};
+use crate::cluster::{Change, MAX_EVENTS_PER_WINDOW, SetAdd, StateStore, StoreError};
 use crate::config::sip::{FederationConfig, partner_domain};
 use crate::event::{Event, EventBus};
 
@@ -527,14 +527,23 @@ impl Federation {
     }
 
     /// The cluster's finals and errors for `domain` within [`ERROR_WINDOW`], this one counted.
+    /// Both windows keep at most [`MAX_EVENTS_PER_WINDOW`] events: once the finals fill
+    /// theirs, the errors are counted over the span its oldest kept final still covers (else a
+    /// busy partner's errors of the whole hour would be weighed against its last few minutes).
     async fn shared_finals(&self, domain: &str, is_error: bool) -> Result<(u64, u64), StoreError> {
-        let finals = self.store.record_event(&format!("federation:finals:{domain}"), ERROR_WINDOW).await?;
+        let finals_key = format!("federation:finals:{domain}");
+        let finals = self.store.record_event(&finals_key, ERROR_WINDOW).await?;
         let errors_key = format!("federation:errors:{domain}");
-        let errors = if is_error {
-            self.store.record_event(&errors_key, ERROR_WINDOW).await?
-        } else {
-            self.store.count_events(&errors_key, ERROR_WINDOW).await?
-        };
+        if is_error {
+            self.store.record_event(&errors_key, ERROR_WINDOW).await?;
+        }
+        let mut span = ERROR_WINDOW;
+        if finals >= MAX_EVENTS_PER_WINDOW as u64
+            && let Some(oldest) = self.store.oldest_event(&finals_key, ERROR_WINDOW).await?
+        {
+            span = span.min(Duration::from_millis(unix_ms().saturating_sub(oldest).saturating_add(1)));
+        }
+        let errors = self.store.count_events(&errors_key, span).await?;
         Ok((finals, errors))
     }
 

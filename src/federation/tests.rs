@@ -331,3 +331,25 @@ fn user_part_parameters_are_part_of_the_user() {
     assert_ne!(user_key("sip:0;ext=1@corp.example"), user_key("sip:0;ext=2@corp.example"));
     assert_eq!(user_key("sip:corp.example;transport=tcp"), "sip:corp.example", "no user part: the host's parameters go");
 }
+
+/// With a shared store both windows keep at most `MAX_EVENTS_PER_WINDOW` events: a busy
+/// partner's finals window is cut to its newest 10,000 while its errors reach back the whole
+/// hour. The share must be taken over the same span, or a partner with a modest share of
+/// not-found answers is flagged once it is busy.
+#[tokio::test]
+async fn a_busy_partners_error_share_is_taken_over_one_span() {
+    let Some(server) = external::RedisServer::start() else { return };
+    let store: Arc<dyn StateStore> = Arc::new(crate::cluster::redis::RedisStore::open(&server.url(), "a").unwrap());
+    let (f, _) = federation_on(store, true);
+    for _ in 0..6_000 {
+        f.shared_finals("busy.example", true).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut last = (0, 0);
+    for _ in 0..10_000 {
+        last = f.shared_finals("busy.example", false).await.unwrap();
+    }
+    let (finals, errors) = last;
+    assert_eq!(finals, 10_000);
+    assert!(errors as f64 <= 0.5 * finals as f64, "the last 10,000 finals hold no error, yet {errors} were counted against them");
+}
