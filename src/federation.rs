@@ -584,8 +584,22 @@ impl Federation {
     /// Writes a watch-list entry to the store, announces it, and re-reads the lists.
     async fn store_watch_entry(&self, domain: &str, reason: WatchReason) {
         let entry = WatchEntry { domain: domain.to_string(), reason, since_ms: unix_ms() };
-        let stored = self.store.set_add(WATCH_KEY, &entry.member(), MAX_RUNTIME_ENTRIES).await;
-        if matches!(stored, Ok(SetAdd::Added) | Err(_)) {
+        let mut stored = self.store.set_add(WATCH_KEY, &entry.member(), MAX_RUNTIME_ENTRIES).await;
+        if matches!(stored, Ok(SetAdd::Full)) {
+            // Full (e.g. a spray of invented domains flagged for their errors): the oldest
+            // flagged entry makes room — a domain it concerns is flagged again by its next
+            // finals — else every peer would forget this one at its next read of the lists.
+            let members = self.store.set_members(WATCH_KEY).await.unwrap_or_default();
+            let oldest = members
+                .iter()
+                .filter_map(|m| WatchEntry::parse(m).filter(|e| e.reason == WatchReason::ErrorShare).map(|e| (e.since_ms, m)))
+                .min();
+            if let Some((_, oldest)) = oldest {
+                let _ = self.store.set_remove(WATCH_KEY, oldest).await;
+                stored = self.store.set_add(WATCH_KEY, &entry.member(), MAX_RUNTIME_ENTRIES).await;
+            }
+        }
+        if !matches!(stored, Ok(SetAdd::Present)) {
             self.events.publish(Event::WatchListed { domain: domain.to_string(), reason: reason.as_str().to_string() });
         }
         let _ = self.load().await;

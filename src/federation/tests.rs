@@ -353,3 +353,30 @@ async fn a_busy_partners_error_share_is_taken_over_one_span() {
     assert_eq!(finals, 10_000);
     assert!(errors as f64 <= 0.5 * finals as f64, "the last 10,000 finals hold no error, yet {errors} were counted against them");
 }
+
+/// A spray of invented domains flagged for their errors fills the watch list to its cap; a
+/// domain then over the distinct-user cap must still get on it (in the store, announced, every
+/// further request refused), the oldest flagged entry making room.
+#[tokio::test]
+async fn a_full_watch_list_still_takes_a_domain_over_the_user_cap() {
+    let Some(server) = external::RedisServer::start() else { return };
+    let store: Arc<dyn StateStore> = Arc::new(crate::cluster::redis::RedisStore::open(&server.url(), "a").unwrap());
+    for i in 0..MAX_RUNTIME_ENTRIES {
+        let junk = WatchEntry { domain: format!("junk{i}.example"), reason: WatchReason::ErrorShare, since_ms: 1_000 + i as u64 };
+        store.set_add(WATCH_KEY, &junk.member(), MAX_RUNTIME_ENTRIES).await.unwrap();
+    }
+    let (f, events) = federation_on(store, true);
+    f.load().await.unwrap();
+    let mut seen = events.subscribe();
+    for user in ["a", "b", "c"] {
+        assert_eq!(f.decide(Some("harvest.example"), Some(&format!("sip:{user}@corp.example"))).await, Decision::Discovered);
+    }
+    assert_eq!(f.decide(Some("harvest.example"), Some("sip:d@corp.example")).await, Decision::Watched);
+    assert_eq!(events_so_far(&mut seen).await, [Event::WatchListed { domain: "harvest.example".into(), reason: "distinct-users".into() }]);
+    f.load().await.unwrap();
+    let watch = f.watch_list();
+    assert_eq!(watch.len(), MAX_RUNTIME_ENTRIES);
+    assert!(watch.iter().any(|w| w.domain == "harvest.example" && w.reason == WatchReason::DistinctUsers), "kept in the store");
+    assert!(watch.iter().all(|w| w.domain != "junk0.example"), "the oldest flagged entry made room");
+    assert_eq!(f.decide(Some("harvest.example"), Some("sip:a@corp.example")).await, Decision::Watched, "already-seen users too");
+}
