@@ -30,9 +30,11 @@ pub struct Dialogs {
 }
 
 impl Dialogs {
-    /// Notes a message passing through the edge (either direction).
-    pub fn note(&self, message: &SipMessage, now: Instant) {
-        let Some(call_id) = message.header("Call-ID").filter(|c| !c.is_empty() && c.len() <= MAX_CALL_ID) else { return };
+    /// Notes a message passing through the edge (either direction); true for a 2xx to an
+    /// INVITE of a call already in progress — a retransmission (the UAS repeats its 2xx until
+    /// the ACK, over TCP too) or a re-INVITE's: not one more final of the partner's requests.
+    pub fn note(&self, message: &SipMessage, now: Instant) -> bool {
+        let Some(call_id) = message.header("Call-ID").filter(|c| !c.is_empty() && c.len() <= MAX_CALL_ID) else { return false };
         let cseq_method = message.header("CSeq").and_then(|c| c.split_whitespace().nth(1).map(str::to_ascii_uppercase));
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         // Only the inside's 2xx to a BYE ends a call: a BYE itself may be forged (another
@@ -44,18 +46,24 @@ impl Dialogs {
                     open.retain(|_, (began, _)| now.saturating_duration_since(*began) < MAX_DIALOG_AGE);
                 }
                 let target = message.header("Contact").map(|contact| user_key(uri_of(&contact)));
-                if let Some(dialog) = open.get_mut(&call_id) {
+                let repeated = if let Some(dialog) = open.get_mut(&call_id) {
                     dialog.1 = target.or(dialog.1.take()); // a re-INVITE may refresh the target
-                } else if open.len() < MAX_DIALOGS {
-                    open.insert(call_id, (now, target));
-                }
+                    true
+                } else {
+                    if open.len() < MAX_DIALOGS {
+                        open.insert(call_id, (now, target));
+                    }
+                    false
+                };
                 let mut peak = self.peak.lock().unwrap_or_else(|p| p.into_inner());
                 *peak = (*peak).max(open.len());
+                repeated
             }
             (Some(200..=299), Some("BYE")) => {
                 open.remove(&call_id);
+                false
             }
-            _ => {}
+            _ => false,
         }
     }
 
@@ -129,8 +137,8 @@ mod tests {
         let start = Instant::now();
         dialogs.note(&response(180, "c1", "INVITE"), start);
         assert_eq!(dialogs.counts(start).0, 0, "ringing is not a call yet");
-        dialogs.note(&response(200, "c1", "INVITE"), start);
-        dialogs.note(&response(200, "c1", "INVITE"), start);
+        assert!(!dialogs.note(&response(200, "c1", "INVITE"), start), "a new call");
+        assert!(dialogs.note(&response(200, "c1", "INVITE"), start), "its 2xx again: a repeat, not another final");
         dialogs.note(&response(486, "c2", "INVITE"), start);
         dialogs.note(&response(200, "c3", "INVITE"), start);
         assert_eq!(dialogs.counts(start), (2, 2), "a retransmitted 2xx is the same call; a 486 is none");

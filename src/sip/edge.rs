@@ -207,7 +207,7 @@ impl SipEdge {
         let Some(target) = self.hops.iter().find_map(|hop| proxy::return_response(&mut message, hop)) else { return };
         let now = Instant::now();
         self.registrations.note(&message, now);
-        self.dialogs.note(&message, now);
+        let repeated = self.dialogs.note(&message, now);
         let Some((sender, partner)) =
             target.connection.and_then(|id| self.clients.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned())
         else {
@@ -221,8 +221,11 @@ impl SipEdge {
             self.runtime.shield.record_detached(partner.ip(), Category::SipAuthFailure, line);
         }
         if status >= 200 {
-            let domain = message.from_host();
-            self.runtime.federation.note_final(domain.as_deref(), status);
+            // A repeated 2xx to an INVITE is not one more answer to the partner's requests (a
+            // partner that never ACKs would otherwise dilute its error share with them).
+            if !repeated {
+                self.runtime.federation.note_final(message.from_host().as_deref(), status);
+            }
             let upstream = format!("{}:{}", self.next_hop.host, self.next_hop.port);
             let target = message.header("To").map(|to| uri_of(&to).to_string());
             self.log_final(partner, &message, method.as_deref(), target.as_deref(), Some(&upstream));
