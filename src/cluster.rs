@@ -122,11 +122,11 @@ pub trait StateStore: Send + Sync + 'static {
     fn oldest_event<'a>(&'a self, key: &'a str, window: Duration) -> StoreFuture<'a, Option<u64>>;
     /// Adds `member` to set `key` unless it already holds `cap` members.
     fn set_add<'a>(&'a self, key: &'a str, member: &'a str, cap: usize) -> StoreFuture<'a, SetAdd>;
-    /// [`StateStore::set_add`] for a set that only counts (distinct users): a single-node
-    /// store may skip the sync to disk, so a crash can lose its last members.
-    fn count_member<'a>(&'a self, key: &'a str, member: &'a str, cap: usize) -> StoreFuture<'a, SetAdd> {
-        self.set_add(key, member, cap)
-    }
+    /// [`StateStore::set_add`] for a set that only counts (distinct users) and is named by
+    /// network input: a single-node store may skip the sync to disk (a crash can lose its
+    /// last members), no change is announced, and the whole set is forgotten once `idle` has
+    /// passed since its last call (sets of invented names must not pile up for ever).
+    fn count_member<'a>(&'a self, key: &'a str, member: &'a str, cap: usize, idle: Duration) -> StoreFuture<'a, SetAdd>;
     /// Removes `member`; true when it was present.
     fn set_remove<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, bool>;
     /// Members of set `key`.

@@ -24,7 +24,7 @@
 //!
 //! Keys: `federation:allow` (set of `domain` or `domain edge`), `federation:block` (set),
 //! `federation:watch` (set of `domain reason since_ms`), `federation:users:<domain>` (capped
-//! set), windows `federation:rate:<domain>`, `federation:finals:<domain>`,
+//! counting set, forgotten after [`USERS_IDLE`] without a request), windows `federation:rate:<domain>`, `federation:finals:<domain>`,
 //! `federation:errors:<domain>`.
 
 use std::collections::{HashMap, HashSet};
@@ -37,7 +37,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::clock::unix_ms;
-use crate::cluster::{Change, SetAdd, StateStore, StoreError};
+use crate::cluster::{Change, MAX_EVENTS_PER_WINDOW, SetAdd, StateStore, StoreError};
 use crate::config::sip::{FederationConfig, partner_domain};
 use crate::event::{Event, EventBus};
 
@@ -55,6 +55,12 @@ pub const MAX_RUNTIME_ENTRIES: usize = 10_000;
 pub const ERROR_WINDOW: Duration = Duration::from_secs(3600);
 /// Requests per second a domain flagged for its error share may still send.
 pub const FLAGGED_RATE: u32 = 1;
+/// A discovered domain's distinct-user count is forgotten after this long without a request
+/// counted (its watch-list entry stays): a spray of invented From domains must not leave a
+/// set in the store for each of them for ever.
+pub const USERS_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often a peer with an embedded store purges what expired.
+pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// User URIs longer than this are counted by their SHA-256 (a long URI must neither be
 /// refused by the store nor escape the count).
 const MAX_USER_KEY: usize = 128;
@@ -284,7 +290,11 @@ impl Federation {
         lists.block = self.store.set_members(BLOCK_KEY).await?.into_iter().collect();
         for member in self.store.set_members(WATCH_KEY).await? {
             if let Some(entry) = WatchEntry::parse(&member) {
-                lists.watch.insert(entry.domain.clone(), entry);
+                // Listed for both reasons (a flagged domain then over the user cap, on
+                // another peer): the stricter one applies.
+                if lists.watch.get(&entry.domain).is_none_or(|w| w.reason == WatchReason::ErrorShare) {
+                    lists.watch.insert(entry.domain.clone(), entry);
+                }
             }
         }
         self.lists.store(Arc::new(lists));
@@ -293,11 +303,20 @@ impl Federation {
 
     /// Follows the store's changes — this peer's and, with a shared store, every other
     /// peer's — and re-reads the lists when one of them changed, until `stop` completes.
+    /// With a store of its own (embedded), it also purges expired records every
+    /// [`PURGE_EVERY`] (idle distinct-user sets among them); Redis expires them itself.
     pub async fn follow(self: Arc<Self>, mut changes: broadcast::Receiver<Change>, stop: impl Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
+        let mut purge = tokio::time::interval_at(Instant::now() + PURGE_EVERY, PURGE_EVERY);
         loop {
             let change = tokio::select! {
                 change = changes.recv() => change,
+                _ = purge.tick() => {
+                    if !self.store.shared() {
+                        let _ = self.store.purge_expired().await;
+                    }
+                    continue;
+                }
                 () = &mut stop => return,
             };
             let reread = match change {
@@ -315,7 +334,21 @@ impl Federation {
     /// The decision on a request whose From host is `from_host` and whose Request-URI is
     /// `user` (the local URI it addresses), counted in the domains view.
     pub async fn decide(&self, from_host: Option<&str>, user: Option<&str>) -> Decision {
+        self.decide_presented(from_host, user, None).await
+    }
+
+    /// [`Federation::decide`] for a partner that presented a certificate naming
+    /// `peer_names` (over TLS): unless the domain is blocked, a certificate that does not
+    /// speak for the From domain — a local one included — is refused before anything is
+    /// counted against the domain it claims (throttle, distinct users, domains view).
+    pub async fn decide_presented(&self, from_host: Option<&str>, user: Option<&str>, peer_names: Option<&[String]>) -> Decision {
         let Some(domain) = from_host.and_then(partner_domain) else { return Decision::Refused };
+        if let Some(names) = peer_names
+            && !self.blocked(&domain)
+            && !self.certificate_speaks_for(names, &domain)
+        {
+            return Decision::Refused;
+        }
         let decision = self.decide_domain(&domain, user).await;
         if decision != Decision::Local {
             self.with_stats(&domain, |s| {
@@ -328,6 +361,11 @@ impl Federation {
             });
         }
         decision
+    }
+
+    /// Whether `domain` is on the file's or the run-time block list.
+    fn blocked(&self, domain: &str) -> bool {
+        self.config.load().blocks(domain) || self.lists.load().block.contains(domain)
     }
 
     async fn decide_domain(&self, domain: &str, user: Option<&str>) -> Decision {
@@ -413,7 +451,7 @@ impl Federation {
         if self.known_users.lock().unwrap_or_else(|p| p.into_inner()).contains(&pair) {
             return true;
         }
-        match self.store.count_member(&users_key(domain), &pair.1, cap as usize).await {
+        match self.store.count_member(&users_key(domain), &pair.1, cap as usize, USERS_IDLE).await {
             Ok(SetAdd::Added | SetAdd::Present) => {
                 let mut known = self.known_users.lock().unwrap_or_else(|p| p.into_inner());
                 if known.len() >= MAX_CACHED_USERS {
@@ -489,14 +527,23 @@ impl Federation {
     }
 
     /// The cluster's finals and errors for `domain` within [`ERROR_WINDOW`], this one counted.
+    /// Both windows keep at most [`MAX_EVENTS_PER_WINDOW`] events: once the finals fill
+    /// theirs, the errors are counted over the span its oldest kept final still covers (else a
+    /// busy partner's errors of the whole hour would be weighed against its last few minutes).
     async fn shared_finals(&self, domain: &str, is_error: bool) -> Result<(u64, u64), StoreError> {
-        let finals = self.store.record_event(&format!("federation:finals:{domain}"), ERROR_WINDOW).await?;
+        let finals_key = format!("federation:finals:{domain}");
+        let finals = self.store.record_event(&finals_key, ERROR_WINDOW).await?;
         let errors_key = format!("federation:errors:{domain}");
-        let errors = if is_error {
-            self.store.record_event(&errors_key, ERROR_WINDOW).await?
-        } else {
-            self.store.count_events(&errors_key, ERROR_WINDOW).await?
-        };
+        if is_error {
+            self.store.record_event(&errors_key, ERROR_WINDOW).await?;
+        }
+        let mut span = ERROR_WINDOW;
+        if finals >= MAX_EVENTS_PER_WINDOW as u64
+            && let Some(oldest) = self.store.oldest_event(&finals_key, ERROR_WINDOW).await?
+        {
+            span = span.min(Duration::from_millis(unix_ms().saturating_sub(oldest).saturating_add(1)));
+        }
+        let errors = self.store.count_events(&errors_key, span).await?;
         Ok((finals, errors))
     }
 
@@ -509,9 +556,19 @@ impl Federation {
         tokio::spawn(async move { federation.store_watch_entry(&domain, reason).await });
     }
 
+    /// Puts `domain` on the watch list; a domain flagged for its error share that then
+    /// addresses too many users is moved to the stricter reason (refused, not throttled).
     async fn put_on_watch(&self, domain: &str, reason: WatchReason) {
-        if self.lists.load().watch.contains_key(domain) {
-            return;
+        match self.lists.load().watch.get(domain) {
+            Some(entry) if entry.reason == reason || reason == WatchReason::ErrorShare => return,
+            Some(_) => {
+                for member in self.store.set_members(WATCH_KEY).await.unwrap_or_default() {
+                    if WatchEntry::parse(&member).is_some_and(|e| e.domain == domain && e.reason == WatchReason::ErrorShare) {
+                        let _ = self.store.set_remove(WATCH_KEY, &member).await;
+                    }
+                }
+            }
+            None => {}
         }
         self.store_watch_entry(domain, reason).await;
     }
@@ -527,12 +584,26 @@ impl Federation {
     /// Writes a watch-list entry to the store, announces it, and re-reads the lists.
     async fn store_watch_entry(&self, domain: &str, reason: WatchReason) {
         let entry = WatchEntry { domain: domain.to_string(), reason, since_ms: unix_ms() };
-        let stored = self.store.set_add(WATCH_KEY, &entry.member(), MAX_RUNTIME_ENTRIES).await;
-        if matches!(stored, Ok(SetAdd::Added) | Err(_)) {
+        let mut stored = self.store.set_add(WATCH_KEY, &entry.member(), MAX_RUNTIME_ENTRIES).await;
+        if matches!(stored, Ok(SetAdd::Full)) {
+            // Full (e.g. a spray of invented domains flagged for their errors): the oldest
+            // flagged entry makes room — a domain it concerns is flagged again by its next
+            // finals — else every peer would forget this one at its next read of the lists.
+            let members = self.store.set_members(WATCH_KEY).await.unwrap_or_default();
+            let oldest = members
+                .iter()
+                .filter_map(|m| WatchEntry::parse(m).filter(|e| e.reason == WatchReason::ErrorShare).map(|e| (e.since_ms, m)))
+                .min();
+            if let Some((_, oldest)) = oldest {
+                let _ = self.store.set_remove(WATCH_KEY, oldest).await;
+                stored = self.store.set_add(WATCH_KEY, &entry.member(), MAX_RUNTIME_ENTRIES).await;
+            }
+        }
+        if !matches!(stored, Ok(SetAdd::Present)) {
             self.events.publish(Event::WatchListed { domain: domain.to_string(), reason: reason.as_str().to_string() });
         }
         let _ = self.load().await;
-        if !self.lists.load().watch.contains_key(domain) {
+        if self.lists.load().watch.get(domain).map(|w| w.reason) != Some(reason) {
             // The store refused the entry (full or away): this peer applies it all the same.
             self.apply_watch_entry(entry);
         }
@@ -767,10 +838,13 @@ fn users_key(domain: &str) -> String {
     format!("federation:users:{domain}")
 }
 
-/// The form a user URI is counted in: without parameters and headers, lower case; a long one
-/// by its SHA-256.
-fn user_key(uri: &str) -> String {
-    let bare = uri.split([';', '?']).next().unwrap_or(uri).to_ascii_lowercase();
+/// The form a user URI is counted in: without the parameters and headers after its host (the
+/// user part keeps its own, e.g. `;phone-context=`: they select another user), lower case;
+/// a long one by its SHA-256.
+pub(crate) fn user_key(uri: &str) -> String {
+    let host_from = uri.find('@').map_or(0, |at| at + 1);
+    let end = uri[host_from..].find([';', '?']).map_or(uri.len(), |i| host_from + i);
+    let bare = uri[..end].to_ascii_lowercase();
     if bare.len() <= MAX_USER_KEY {
         return bare;
     }

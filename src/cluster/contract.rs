@@ -86,11 +86,37 @@ pub(crate) async fn capped_sets_refuse_members_beyond_the_cap(s: &dyn StateStore
     assert_eq!(s.set_add("users:partner", "c", 2).await.unwrap(), SetAdd::Added);
     assert!(s.set_members("nobody").await.unwrap().is_empty());
     // A counting set keeps the same rules.
-    assert_eq!(s.count_member("federation:users:p", "sip:a@x", 2).await.unwrap(), SetAdd::Added);
-    assert_eq!(s.count_member("federation:users:p", "sip:a@x", 2).await.unwrap(), SetAdd::Present);
-    assert_eq!(s.count_member("federation:users:p", "sip:b@x", 2).await.unwrap(), SetAdd::Added);
-    assert_eq!(s.count_member("federation:users:p", "sip:c@x", 2).await.unwrap(), SetAdd::Full);
+    let idle = Duration::from_secs(3600);
+    assert_eq!(s.count_member("federation:users:p", "sip:a@x", 2, idle).await.unwrap(), SetAdd::Added);
+    assert_eq!(s.count_member("federation:users:p", "sip:a@x", 2, idle).await.unwrap(), SetAdd::Present);
+    assert_eq!(s.count_member("federation:users:p", "sip:b@x", 2, idle).await.unwrap(), SetAdd::Added);
+    assert_eq!(s.count_member("federation:users:p", "sip:c@x", 2, idle).await.unwrap(), SetAdd::Full);
     assert_eq!(s.set_members("federation:users:p").await.unwrap(), vec!["sip:a@x", "sip:b@x"]);
+}
+
+/// Counting sets are named by network input (a partner's invented domain): each is forgotten
+/// once idle, and counting announces nothing (a flood of new users must not flood the peers).
+pub(crate) async fn counting_sets_are_forgotten_once_idle(s: &dyn StateStore, advance: &Advance) {
+    let idle = Duration::from_millis(400);
+    let mut changes = s.subscribe();
+    assert_eq!(s.count_member("federation:users:q", "sip:a@x", 5, idle).await.unwrap(), SetAdd::Added);
+    s.set_add("kept", "m", 5).await.unwrap();
+    advance(250).await;
+    assert_eq!(s.count_member("federation:users:q", "sip:b@x", 5, idle).await.unwrap(), SetAdd::Added, "counting again…");
+    advance(250).await;
+    s.purge_expired().await.unwrap();
+    assert_eq!(s.set_members("federation:users:q").await.unwrap(), vec!["sip:a@x", "sip:b@x"], "…keeps the set");
+    advance(500).await;
+    s.purge_expired().await.unwrap();
+    assert!(s.set_members("federation:users:q").await.unwrap().is_empty(), "idle for longer than its time: forgotten");
+    assert_eq!(s.set_members("kept").await.unwrap(), vec!["m"], "other sets stay");
+    assert_eq!(s.count_member("federation:users:q", "sip:c@x", 1, idle).await.unwrap(), SetAdd::Added, "a fresh count");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut seen = Vec::new();
+    while let Ok(change) = changes.try_recv() {
+        seen.push(change);
+    }
+    assert!(!seen.iter().any(|c| matches!(c, Change::SetChanged(k) if k.starts_with("federation:users:"))), "{seen:?}");
 }
 
 pub(crate) async fn bans_expire_at_their_end_and_notify(s: &dyn StateStore, advance: &Advance, now: &Now) {
@@ -185,6 +211,8 @@ where
     sliding_windows_count_what_is_inside(&*s, &advance, &now).await;
     let (s, _, _) = fresh().await;
     capped_sets_refuse_members_beyond_the_cap(&*s).await;
+    let (s, advance, _) = fresh().await;
+    counting_sets_are_forgotten_once_idle(&*s, &advance).await;
     let (s, advance, _) = fresh().await;
     admitted_events_stop_at_the_limit_and_refusals_are_not_counted(s, &advance).await;
     let (s, advance, now) = fresh().await;

@@ -28,6 +28,8 @@ const KV: TableDefinition<'_, &str, (u64, &[u8])> = TableDefinition::new("kv");
 const EVENTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("events");
 /// (set key, member) → ().
 const SETS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("sets");
+/// counting set key → when it is forgotten (ms; see [`StateStore::count_member`]).
+const COUNTING: TableDefinition<'_, &str, u64> = TableDefinition::new("counting");
 /// subject → JSON [`BanRecord`].
 const BANS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("bans");
 
@@ -69,6 +71,7 @@ impl EmbeddedStore {
             txn.open_table(KV).map_err(backend)?;
             txn.open_table(EVENTS).map_err(backend)?;
             txn.open_table(SETS).map_err(backend)?;
+            txn.open_table(COUNTING).map_err(backend)?;
             txn.open_table(BANS).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
@@ -119,13 +122,18 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Adds `member` to set `key` unless it holds `cap` members (`durable`: fsync'd).
-    async fn add_member(&self, key: &str, member: &str, cap: usize, durable: bool) -> Result<SetAdd, StoreError> {
+    /// Adds `member` to set `key` unless it holds `cap` members: a list (fsync'd, announced)
+    /// or, with `idle`, a counting set (forgotten once idle that long).
+    async fn add_member(&self, key: &str, member: &str, cap: usize, idle: Option<Duration>) -> Result<SetAdd, StoreError> {
         check_key(key)?;
         check_key(member)?;
         let (k, m) = (key.to_string(), member.to_string());
+        let forget_at = idle.map(|idle| self.now().saturating_add(millis(idle)));
         let outcome = self
-            .write(durable, move |txn| {
+            .write(idle.is_none(), move |txn| {
+                if let Some(at) = forget_at {
+                    txn.open_table(COUNTING).map_err(backend)?.insert(k.as_str(), at).map_err(backend)?;
+                }
                 let mut table = txn.open_table(SETS).map_err(backend)?;
                 if table.get((k.as_str(), m.as_str())).map_err(backend)?.is_some() {
                     return Ok(SetAdd::Present);
@@ -142,7 +150,7 @@ impl EmbeddedStore {
                 Ok(SetAdd::Added)
             })
             .await?;
-        if outcome == SetAdd::Added {
+        if outcome == SetAdd::Added && idle.is_none() {
             self.notify(Change::SetChanged(key.to_string()));
         }
         Ok(outcome)
@@ -292,12 +300,12 @@ impl StateStore for EmbeddedStore {
     }
 
     fn set_add<'a>(&'a self, key: &'a str, member: &'a str, cap: usize) -> StoreFuture<'a, SetAdd> {
-        Box::pin(self.add_member(key, member, cap, true))
+        Box::pin(self.add_member(key, member, cap, None))
     }
 
     /// Without an fsync: a crash may lose the last members, which only counting sets accept.
-    fn count_member<'a>(&'a self, key: &'a str, member: &'a str, cap: usize) -> StoreFuture<'a, SetAdd> {
-        Box::pin(self.add_member(key, member, cap, false))
+    fn count_member<'a>(&'a self, key: &'a str, member: &'a str, cap: usize, idle: Duration) -> StoreFuture<'a, SetAdd> {
+        Box::pin(self.add_member(key, member, cap, Some(idle)))
     }
 
     fn set_remove<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, bool> {
@@ -410,6 +418,32 @@ impl StateStore for EmbeddedStore {
                     keep
                 })
                 .map_err(backend)?;
+                // Counting sets idle past their time.
+                let mut counting = txn.open_table(COUNTING).map_err(backend)?;
+                let mut idle = Vec::new();
+                for entry in counting.iter().map_err(backend)? {
+                    let (key, at) = entry.map_err(backend)?;
+                    if at.value() <= now {
+                        idle.push(key.value().to_string());
+                    }
+                }
+                let mut sets = txn.open_table(SETS).map_err(backend)?;
+                for key in idle {
+                    counting.remove(key.as_str()).map_err(backend)?;
+                    let mut members = Vec::new();
+                    for entry in sets.range((key.as_str(), "")..).map_err(backend)? {
+                        let (k, _) = entry.map_err(backend)?;
+                        let (set, member) = k.value();
+                        if set != key {
+                            break;
+                        }
+                        members.push(member.to_string());
+                    }
+                    for member in members {
+                        sets.remove((key.as_str(), member.as_str())).map_err(backend)?;
+                    }
+                    purged += 1;
+                }
                 // Windows longer than a day are not used; anything older is dead weight.
                 let horizon = now.saturating_sub(86_400_000);
                 let mut events = txn.open_table(EVENTS).map_err(backend)?;

@@ -104,6 +104,17 @@ redis.call('SADD', KEYS[1], ARGV[1])
 return 0
 ";
 
+/// `KEYS[1]` set; `ARGV[1]` member, `ARGV[2]` cap, `ARGV[3]` idle ms → like [`SET_ADD`], and
+/// the set expires once idle that long.
+const COUNT_MEMBER: &str = r"
+local r = 0
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then r = 1
+elseif redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then r = 2
+else redis.call('SADD', KEYS[1], ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return r
+";
+
 /// `KEYS[1]` ban index, `ARGV[1]` ban key prefix → flat list of subject, category, since,
 /// until, reason for every ban in force (expired index entries are dropped).
 const LIST_BANS: &str = r"
@@ -136,6 +147,7 @@ pub struct RedisStore {
     count_events: redis::Script,
     oldest_event: redis::Script,
     set_add: redis::Script,
+    count_member: redis::Script,
     list_bans: redis::Script,
 }
 
@@ -219,6 +231,7 @@ impl RedisStore {
             count_events: redis::Script::new(COUNT_EVENTS),
             oldest_event: redis::Script::new(OLDEST_EVENT),
             set_add: redis::Script::new(SET_ADD),
+            count_member: redis::Script::new(COUNT_MEMBER),
             list_bans: redis::Script::new(LIST_BANS),
         })
     }
@@ -395,6 +408,20 @@ impl StateStore for RedisStore {
                 self.publish("set", k).await;
             }
             Ok(outcome)
+        })
+    }
+
+    fn count_member<'a>(&'a self, k: &'a str, member: &'a str, cap: usize, idle: Duration) -> StoreFuture<'a, SetAdd> {
+        Box::pin(async move {
+            check_key(k)?;
+            let mut c = self.connection()?;
+            let result: redis::RedisResult<i64> =
+                self.count_member.key(key("s", k)).arg(member).arg(cap).arg(millis(idle).max(1)).invoke_async(&mut c).await;
+            Ok(match self.outcome(result)? {
+                0 => SetAdd::Added,
+                1 => SetAdd::Present,
+                _ => SetAdd::Full,
+            })
         })
     }
 

@@ -266,3 +266,117 @@ async fn two_peers_on_redis_share_lists_throttle_and_distinct_users() {
         follower.await.unwrap();
     }
 }
+
+/// A partner whose certificate names another domain claims a victim's From: it is refused
+/// before anything is counted against the victim (its throttle, its distinct users, its row),
+/// and a local From does not let a certificate holder (even a blocked one) past the lists.
+#[tokio::test(start_paused = true)]
+async fn an_impostors_requests_count_nothing_against_the_domain_it_claims() {
+    let (store, _dir) = embedded();
+    let (f, _) = federation_on(store, true);
+    let evil = ["evil.example".to_string()];
+    for i in 0..50 {
+        let user = format!("sip:u{i}@corp.example");
+        assert_eq!(f.decide_presented(Some("victim.example"), Some(&user), Some(&evil)).await, Decision::Refused, "{user}");
+    }
+    assert!(f.watch_list().is_empty(), "the victim is not watch-listed by an impostor");
+    assert!(f.domains(10).await.iter().all(|d| d.domain != "victim.example"), "nor shown with the impostor's requests");
+    let genuine = ["victim.example".to_string()];
+    for _ in 0..20 {
+        assert_eq!(
+            f.decide_presented(Some("victim.example"), Some("sip:a@corp.example"), Some(&genuine)).await,
+            Decision::Discovered,
+            "the victim's own throttle is untouched"
+        );
+    }
+    assert_eq!(f.decide_presented(Some("corp.example"), None, Some(&evil)).await, Decision::Refused, "a partner is no local user");
+    let spam = ["spam.example".to_string()];
+    assert_eq!(f.decide_presented(Some("corp.example"), None, Some(&spam)).await, Decision::Refused, "nor a blocked one");
+    assert_eq!(f.decide_presented(Some("corp.example"), None, None).await, Decision::Local, "a remote user without a certificate");
+    assert_eq!(f.decide_presented(Some("spam.example"), None, Some(&evil)).await, Decision::Blocked, "the block list still wins");
+}
+
+/// A domain flagged for its error share that then addresses more distinct users than the cap
+/// is refused like any other (to already-seen users too), not left flagged at 1 request/s.
+#[tokio::test(start_paused = true)]
+async fn a_flagged_domain_over_the_user_cap_is_watched_for_its_users() {
+    let (store, _dir) = embedded();
+    let (f, _) = federation_on(store, true);
+    let f = Arc::new(f);
+    for status in [404, 404, 404, 404] {
+        f.note_final(Some("scanner.example"), status);
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(f.watch_list().iter().map(|w| w.reason).collect::<Vec<_>>(), [WatchReason::ErrorShare]);
+    for user in ["a", "b", "c"] {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(f.decide(Some("scanner.example"), Some(&format!("sip:{user}@corp.example"))).await, Decision::Discovered);
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(f.decide(Some("scanner.example"), Some("sip:d@corp.example")).await, Decision::Watched, "the fourth user");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(f.decide(Some("scanner.example"), Some("sip:a@corp.example")).await, Decision::Watched, "already-seen users too");
+    assert_eq!(f.watch_list().iter().map(|w| w.reason).collect::<Vec<_>>(), [WatchReason::DistinctUsers]);
+    f.load().await.unwrap();
+    assert_eq!(f.watch_list().iter().map(|w| w.reason).collect::<Vec<_>>(), [WatchReason::DistinctUsers], "in the store too");
+}
+
+/// Parameters inside the user part (a telephone-subscriber's `phone-context`, or any
+/// `;x=` before the `@`) select different users: they must not collapse into one count.
+#[test]
+fn user_part_parameters_are_part_of_the_user() {
+    let site = |s: &str| user_key(&format!("sip:1234;phone-context={s}@corp.example;user=phone"));
+    assert_ne!(site("site-a"), site("site-b"), "two sites' extension 1234 are two users");
+    assert_eq!(site("site-a"), "sip:1234;phone-context=site-a@corp.example");
+    assert_ne!(user_key("sip:0;ext=1@corp.example"), user_key("sip:0;ext=2@corp.example"));
+    assert_eq!(user_key("sip:corp.example;transport=tcp"), "sip:corp.example", "no user part: the host's parameters go");
+}
+
+/// With a shared store both windows keep at most `MAX_EVENTS_PER_WINDOW` events: a busy
+/// partner's finals window is cut to its newest 10,000 while its errors reach back the whole
+/// hour. The share must be taken over the same span, or a partner with a modest share of
+/// not-found answers is flagged once it is busy.
+#[tokio::test]
+async fn a_busy_partners_error_share_is_taken_over_one_span() {
+    let Some(server) = external::RedisServer::start() else { return };
+    let store: Arc<dyn StateStore> = Arc::new(crate::cluster::redis::RedisStore::open(&server.url(), "a").unwrap());
+    let (f, _) = federation_on(store, true);
+    for _ in 0..6_000 {
+        f.shared_finals("busy.example", true).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut last = (0, 0);
+    for _ in 0..10_000 {
+        last = f.shared_finals("busy.example", false).await.unwrap();
+    }
+    let (finals, errors) = last;
+    assert_eq!(finals, 10_000);
+    assert!(errors as f64 <= 0.5 * finals as f64, "the last 10,000 finals hold no error, yet {errors} were counted against them");
+}
+
+/// A spray of invented domains flagged for their errors fills the watch list to its cap; a
+/// domain then over the distinct-user cap must still get on it (in the store, announced, every
+/// further request refused), the oldest flagged entry making room.
+#[tokio::test]
+async fn a_full_watch_list_still_takes_a_domain_over_the_user_cap() {
+    let Some(server) = external::RedisServer::start() else { return };
+    let store: Arc<dyn StateStore> = Arc::new(crate::cluster::redis::RedisStore::open(&server.url(), "a").unwrap());
+    for i in 0..MAX_RUNTIME_ENTRIES {
+        let junk = WatchEntry { domain: format!("junk{i}.example"), reason: WatchReason::ErrorShare, since_ms: 1_000 + i as u64 };
+        store.set_add(WATCH_KEY, &junk.member(), MAX_RUNTIME_ENTRIES).await.unwrap();
+    }
+    let (f, events) = federation_on(store, true);
+    f.load().await.unwrap();
+    let mut seen = events.subscribe();
+    for user in ["a", "b", "c"] {
+        assert_eq!(f.decide(Some("harvest.example"), Some(&format!("sip:{user}@corp.example"))).await, Decision::Discovered);
+    }
+    assert_eq!(f.decide(Some("harvest.example"), Some("sip:d@corp.example")).await, Decision::Watched);
+    assert_eq!(events_so_far(&mut seen).await, [Event::WatchListed { domain: "harvest.example".into(), reason: "distinct-users".into() }]);
+    f.load().await.unwrap();
+    let watch = f.watch_list();
+    assert_eq!(watch.len(), MAX_RUNTIME_ENTRIES);
+    assert!(watch.iter().any(|w| w.domain == "harvest.example" && w.reason == WatchReason::DistinctUsers), "kept in the store");
+    assert!(watch.iter().all(|w| w.domain != "junk0.example"), "the oldest flagged entry made room");
+    assert_eq!(f.decide(Some("harvest.example"), Some("sip:a@corp.example")).await, Decision::Watched, "already-seen users too");
+}

@@ -207,7 +207,7 @@ impl SipEdge {
         let Some(target) = self.hops.iter().find_map(|hop| proxy::return_response(&mut message, hop)) else { return };
         let now = Instant::now();
         self.registrations.note(&message, now);
-        self.dialogs.note(&message, now);
+        let repeated = self.dialogs.note(&message, now);
         let Some((sender, partner)) =
             target.connection.and_then(|id| self.clients.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned())
         else {
@@ -221,8 +221,11 @@ impl SipEdge {
             self.runtime.shield.record_detached(partner.ip(), Category::SipAuthFailure, line);
         }
         if status >= 200 {
-            let domain = message.from_host();
-            self.runtime.federation.note_final(domain.as_deref(), status);
+            // A repeated 2xx to an INVITE is not one more answer to the partner's requests (a
+            // partner that never ACKs would otherwise dilute its error share with them).
+            if !repeated {
+                self.runtime.federation.note_final(message.from_host().as_deref(), status);
+            }
             let upstream = format!("{}:{}", self.next_hop.host, self.next_hop.port);
             let target = message.header("To").map(|to| uri_of(&to).to_string());
             self.log_final(partner, &message, method.as_deref(), target.as_deref(), Some(&upstream));
@@ -343,16 +346,14 @@ impl SipEdge {
         // The answer copies the request as it arrived, not as the edge rewrote it.
         let received = transaction_headers(&message);
         let domain = message.from_host();
-        let user = message.request_uri();
-        let decision = self.runtime.federation.decide(domain.as_deref(), user.as_deref()).await;
+        // In-dialog requests to a call's device (the inside's 2xx Contact) address no new user.
+        let user = message.request_uri().filter(|_| !self.dialogs.to_call_target(&message));
+        // Over TLS with a partner certificate, the certificate must speak for the From domain
+        // (checked first: an impostor's requests count nothing against the domain it claims).
+        let decision = self.runtime.federation.decide_presented(domain.as_deref(), user.as_deref(), peer_names).await;
         self.runtime.metrics.sip_request(decision.as_str());
-        // Over TLS with a partner certificate, the certificate must speak for the From domain.
-        let impostor = |domain: &Option<String>| {
-            peer_names.zip(domain.as_deref()).is_some_and(|(names, domain)| !self.runtime.federation.certificate_speaks_for(names, domain))
-        };
         let forbidden = Answer { status: 403, reason: "Forbidden" };
         let refusal = match decision {
-            Decision::Allowed | Decision::Discovered if impostor(&domain) => Some((forbidden, None, false)),
             Decision::Local | Decision::Allowed | Decision::Discovered => None,
             Decision::Blocked => Some((forbidden, None, true)),
             Decision::Refused | Decision::Watched => Some((forbidden, None, false)),
@@ -363,7 +364,6 @@ impl SipEdge {
         if let Some((answer, retry_after, close)) = refusal {
             return self.answer(client, &message, &received, &answer, retry_after).map(|answer| (answer, close));
         }
-        self.dialogs.note(&message, Instant::now());
         if self.runtime.operate.in_maintenance() && starts_new_work(&message) {
             let retry_after = self.runtime.config().maintenance.retry_after.as_secs().max(1);
             let answer = Answer { status: 503, reason: "Service Unavailable" };
@@ -465,7 +465,7 @@ fn answer_to(request: &SipMessage, transaction_headers: &str, answer: &Answer, r
 }
 
 /// The URI inside a name-addr (`"Bob" <sip:bob@x>;tag=1` → `sip:bob@x`), without parameters.
-fn uri_of(name_addr: &str) -> &str {
+pub(super) fn uri_of(name_addr: &str) -> &str {
     let inner = match (name_addr.find('<'), name_addr.find('>')) {
         (Some(open), Some(close)) if open < close => &name_addr[open + 1..close],
         _ => name_addr.trim(),

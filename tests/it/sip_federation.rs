@@ -324,3 +324,34 @@ async fn two_peers_on_one_redis_share_lists_watch_list_and_throttle() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A discovered partner's in-dialog requests go to the devices the inside's 2xx named (their
+/// Contact): they are not more users, so a partner calling a few people is not watch-listed
+/// for its ACKs, re-INVITEs and BYEs; a request to any other URI still counts.
+#[tokio::test]
+async fn in_dialog_requests_to_a_calls_device_are_not_counted_as_more_users() {
+    let (port, _seen) = answering_next_hop("200 OK").await;
+    let (_up, edge, sip) = sip_edge_with(port, "[federation]\nmax_distinct_users = 2\n").await;
+    let invite = |user: &str, device: &str, call: &str| {
+        message_to("partner.example", user, call)
+            .replacen("MESSAGE sip:", "INVITE sip:", 1)
+            .replace("CSeq: 1 MESSAGE", &format!("CSeq: 1 INVITE\r\nContact: <sip:{user}@{device};transport=tcp>"))
+    };
+    let in_dialog = |method: &str, user: &str, device: &str, call: &str, cseq: u32| {
+        message_to("partner.example", user, call)
+            .replacen(&format!("MESSAGE sip:{user}@corp.example"), &format!("{method} sip:{user}@{device};transport=tcp"), 1)
+            .replace(&format!("To: <sip:{user}@corp.example>"), &format!("To: <sip:{user}@corp.example>;tag=t{call}"))
+            .replace("CSeq: 1 MESSAGE", &format!("CSeq: {cseq} {method}"))
+    };
+    let mut partner = Partner::connect(sip).await;
+    assert_eq!(partner.ask(&invite("alice", "10.9.9.1:5070", "d1")).await, Some(200));
+    assert_eq!(partner.ask(&invite("carol", "10.9.9.2:5070", "d2")).await, Some(200));
+    for (cseq, method) in [(2, "INFO"), (3, "INVITE")] {
+        assert_eq!(partner.ask(&in_dialog(method, "alice", "10.9.9.1:5070", "d1", cseq)).await, Some(200), "{method} to alice's device");
+        assert_eq!(partner.ask(&in_dialog(method, "carol", "10.9.9.2:5070", "d2", cseq)).await, Some(200), "{method} to carol's device");
+    }
+    assert!(admin_json(&edge, "/api/v1/federation/watch").await.as_array().unwrap().is_empty(), "two users, not six");
+    // Another URI on a call's Call-ID is a third user.
+    assert_eq!(partner.ask(&in_dialog("INFO", "dave", "10.9.9.3:5070", "d1", 4)).await, Some(403));
+    edge.stop().await;
+}
