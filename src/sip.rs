@@ -10,3 +10,4 @@ pub mod message;
 pub mod policy;
 pub mod proxy;
 pub mod registrations;
+pub mod route;
