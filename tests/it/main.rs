@@ -22,6 +22,7 @@ mod proxy_http;
 mod redteam;
 mod shield;
 mod sip;
+mod sip_outward;
 mod sip_tls;
 mod status_page;
 mod support;

@@ -13,15 +13,15 @@ use portcullis::runtime::listeners::Protocol;
 use crate::support::external::missing;
 use crate::support::{RunningEdge, TestEdge, Upstream, raw_exchange};
 
-const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/sip");
+pub const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/sip");
 
 /// A free loopback port (bound, then released).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A `sipp` process, killed when dropped.
-struct Sipp(Child);
+pub struct Sipp(pub Child);
 
 impl Drop for Sipp {
     fn drop(&mut self) {
@@ -30,7 +30,7 @@ impl Drop for Sipp {
     }
 }
 
-fn sipp_available() -> bool {
+pub fn sipp_available() -> bool {
     Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
@@ -46,7 +46,7 @@ fn start_uas(port: u16) -> Sipp {
     Sipp(child)
 }
 
-async fn wait_listening(port: u16) {
+pub async fn wait_listening(port: u16) {
     let ready = crate::support::eventually_async(Duration::from_secs(10), || async move {
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
     })
