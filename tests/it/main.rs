@@ -24,6 +24,7 @@ mod shield;
 mod sip;
 mod sip_outward;
 mod sip_tls;
+mod sip_tls_hops;
 mod status_page;
 mod support;
 mod tls_scan;

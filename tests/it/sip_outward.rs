@@ -116,7 +116,7 @@ async fn the_inside_sends_a_message_and_a_call_to_a_partner_and_a_blocked_domain
 }
 
 /// A next hop on loopback the edge connects to; the accepted connection (the inside's end).
-async fn inside() -> (u16, tokio::sync::oneshot::Receiver<TcpStream>) {
+pub async fn inside() -> (u16, tokio::sync::oneshot::Receiver<TcpStream>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -130,7 +130,7 @@ async fn inside() -> (u16, tokio::sync::oneshot::Receiver<TcpStream>) {
 
 /// Sends `request` on the inside's connection and returns the status line of the first
 /// response to Call-ID `call` (answers to others skipped).
-async fn ask(tcp: &mut TcpStream, request: &str, call: &str) -> String {
+pub async fn ask(tcp: &mut TcpStream, request: &str, call: &str) -> String {
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut seen = String::new();
     let mut buffer = [0u8; 4096];
@@ -145,7 +145,7 @@ async fn ask(tcp: &mut TcpStream, request: &str, call: &str) -> String {
     }
 }
 
-fn outward(uri: &str, call: &str, extra: &str) -> String {
+pub fn outward(uri: &str, call: &str, extra: &str) -> String {
     format!(
         "MESSAGE {uri} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK{call}\r\n{extra}\
          From: <sip:alice@corp.example>;tag=a\r\nTo: <sip:bob@partner.example>\r\nCall-ID: {call}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
