@@ -1,9 +1,10 @@
-//! The SIP federation edge (DESIGN §4), built up in steps. Today, both sans-io: [`message`],
-//! the message layer every SIP connection will read through (bytes in, framed and validated
-//! messages or a typed refusal out), and [`proxy`], the transaction-stateless proxy core
-//! (Via, branch, Max-Forwards, loops, Record-Route/Route, responses by Via). The listeners,
-//! the transport and the federation policy come next (issue 12); `[[sip.listener]]` is
-//! refused at start until then.
+//! The SIP federation edge (DESIGN §4), built up in steps (issue 12): [`message`], the
+//! message layer every SIP connection reads through (bytes in, framed and validated messages
+//! or a typed refusal out); [`proxy`], the transaction-stateless proxy core (Via, branch,
+//! Max-Forwards, loops, Record-Route/Route, responses by Via); [`route`], where a request from
+//! the inside goes (Route, Request-URI, partner domain); [`policy`], the federation lists and
+//! throttle; [`registrations`]; and [`edge`], the front end on the network (partner
+//! connections, the next hop over TCP or TLS, requests from the inside toward partners).
 
 pub mod edge;
 pub mod message;

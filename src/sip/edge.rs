@@ -10,7 +10,7 @@
 //! anything is forwarded; in maintenance new out-of-dialog work gets 503 + `Retry-After`;
 //! 401/407 finals to REGISTER/INVITE count against the partner in `sip-auth-failure`.
 //! Requests from the inside toward partners, their responses, and TLS toward the next hop are
-//! [`outward`]'s; the connections the edge opens itself, [`connect`]'s.
+//! `outward`'s; the connections the edge opens itself, `connect`'s.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

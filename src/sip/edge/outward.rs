@@ -148,7 +148,7 @@ impl SipEdge {
     }
 
     /// Keeps the connection to the next hop open (opening it now, and again within
-    /// [`KEEP_OPEN_EVERY`] after it closed), until the drain: the inside can send toward
+    /// 5 s after it closed), until the drain: the inside can send toward
     /// partners only on it.
     pub fn keep_next_hop_open(self: &Arc<Self>) {
         let (edge, mut drain) = (Arc::downgrade(self), self.outward.drain.clone());
@@ -252,12 +252,13 @@ impl SipEdge {
         Ok((destination, hop, name))
     }
 
-    /// Replaces the `pc` of the edge's Via (the proxy core wrote `pc=0`) with the seal.
+    /// Replaces the `pc` of the edge's Via (the proxy core's first field) with the seal.
     fn seal_top_via(&self, message: &mut SipMessage) -> Result<(), crate::sip::message::Refusal> {
         let top = message.fields("Via").into_iter().next().unwrap_or_default();
         let branch = param(&top, "branch").unwrap_or_default();
-        let unsealed = top.strip_suffix(";pc=0").unwrap_or(&top);
-        message.replace_first("Via", &format!("{unsealed};pc={}", self.outward.seal_of(&branch)))
+        let kept: Vec<&str> =
+            top.split(';').filter(|p| !p.split('=').next().unwrap_or_default().trim().eq_ignore_ascii_case("pc")).collect();
+        message.replace_first("Via", &format!("{};pc={}", kept.join(";"), self.outward.seal_of(&branch)))
     }
 
     /// Sends an outward request on the destination's pooled connection, opening it when
