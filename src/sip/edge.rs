@@ -241,7 +241,7 @@ impl SipEdge {
     }
 
     /// Reads partner connection `id` (accepted, or opened toward the partner) until it ends
-    /// or the drain, writing what `queue` holds for it.
+    /// or the drain, writing what is queued for it.
     async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         self: Arc<Self>,
         stream: S,

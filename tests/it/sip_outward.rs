@@ -157,7 +157,8 @@ async fn the_edge_answers_the_inside_itself_when_a_request_may_or_can_not_go_out
     let (port, accepted) = inside().await;
     let (_up, edge, sip) = edge(
         port,
-        "local_domains = [\"corp.example\"]\n[federation]\ndiscovery = false\n[[federation.allow]]\ndomain = \"partner.example\"\n",
+        "local_domains = [\"corp.example\"]\n[federation]\ndiscovery = false\n[[federation.allow]]\ndomain = \"partner.example\"\n\
+         [[federation.allow]]\ndomain = \"localhost\"\n",
     )
     .await;
     let mut tcp = tokio::time::timeout(Duration::from_secs(10), accepted).await.expect("the edge opens its next-hop connection").unwrap();
@@ -184,7 +185,14 @@ async fn the_edge_answers_the_inside_itself_when_a_request_may_or_can_not_go_out
     );
     // Sent to the edge itself, the request comes back in with the edge's Via: a loop, and the
     // 482 comes back to the inside.
+    // Addressed to the edge itself: 482, and an OPTIONS keep-alive is answered by the edge.
     assert_eq!(ask(&mut tcp, &outward(&format!("sip:bob@{sip}"), "z6", ""), "z6").await, "SIP/2.0 482 Loop Detected");
+    let options = outward(&format!("sip:{sip}"), "z7", "").replace("MESSAGE sip:", "OPTIONS sip:").replace("1 MESSAGE", "1 OPTIONS");
+    assert_eq!(ask(&mut tcp, &options, "z7").await, "SIP/2.0 200 OK");
+    // Sent to the edge under another name, the request comes back in with the edge's Via:
+    // the loop is caught on its way in, and the 482 reaches the inside.
+    let loop_back = outward(&format!("sip:bob@localhost:{}", sip.port()), "z8", "");
+    assert_eq!(ask(&mut tcp, &loop_back, "z8").await, "SIP/2.0 482 Loop Detected");
     edge.stop().await;
 }
 

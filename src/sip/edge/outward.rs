@@ -226,19 +226,24 @@ impl SipEdge {
         });
     }
 
-    /// The policy, the routing decision and the proxy core on an outward request: where it
+    /// The routing decision, the policy and the proxy core on an outward request: where it
     /// goes, the edge's listener it leaves as, and the name the partner's certificate must
     /// carry; or the answer for the inside.
     fn prepare_outward(&self, message: &mut SipMessage, source: SocketAddr) -> Result<(Destination, Hop, String), Answer> {
-        let forbidden = Answer { status: 403, reason: "Forbidden" };
+        route::strip_own_routes(message, &self.hops).map_err(|_| Answer { status: 400, reason: "Bad Request" })?;
+        let destination = route::destination(message)?;
+        // Addressed to the edge itself: an OPTIONS keep-alive (call control checking its trunk)
+        // is answered; anything else would only come back in.
+        if self.hops.iter().any(|hop| hop.host.eq_ignore_ascii_case(&destination.host) && hop.port == destination.port) {
+            let options = message.method().as_deref() == Some("OPTIONS");
+            return Err(if options { Answer { status: 200, reason: "OK" } } else { Answer { status: 482, reason: "Loop Detected" } });
+        }
         let domain = route::partner_domain(message);
         // Blocked and refused domains get nothing; a discovered partner is not throttled on
         // the way out (the decision takes one of its inbound tokens, though).
         if matches!(self.policy.decide(domain.as_deref(), Instant::now()), Decision::Blocked | Decision::Refused) {
-            return Err(forbidden);
+            return Err(Answer { status: 403, reason: "Forbidden" });
         }
-        route::strip_own_routes(message, &self.hops).map_err(|_| Answer { status: 400, reason: "Bad Request" })?;
-        let destination = route::destination(message)?;
         let unavailable = Answer { status: 503, reason: "Service Unavailable" };
         if destination.transport == Transport::Tls && self.outward.partner_tls.is_none() {
             return Err(unavailable); // no TLS listener: no certificate to present
