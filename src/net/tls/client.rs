@@ -95,3 +95,35 @@ fn load_server_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, Tl
     }
     Ok(roots)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_builds_from_the_web_pki_or_a_ca_bundle_and_says_which_file_is_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let identity = rcgen::generate_simple_self_signed(vec!["edge.example".to_string()]).unwrap();
+        std::fs::write(d.join("ca.pem"), identity.cert.pem()).unwrap();
+        std::fs::write(d.join("edge.pem"), identity.cert.pem()).unwrap();
+        std::fs::write(d.join("edge.key"), identity.signing_key.serialize_pem()).unwrap();
+        std::fs::write(d.join("key-only.pem"), identity.signing_key.serialize_pem()).unwrap();
+        let profile = |trust: ServerTrust, identity: bool| ClientProfile {
+            trust,
+            crl: None,
+            identity: identity.then(|| (d.join("edge.pem"), d.join("edge.key"))),
+        };
+        assert!(profile(ServerTrust::WebPki, false).connector().is_ok());
+        assert!(profile(ServerTrust::Ca(d.join("ca.pem")), true).connector().is_ok(), "a CA bundle and a client certificate");
+        let missing = d.join("missing.pem");
+        let err = profile(ServerTrust::Ca(missing.clone()), false).client_config().unwrap_err();
+        assert!(matches!(&err, TlsError::ServerCa { path, problem: PemProblem::Unreadable(_) } if *path == missing), "{err:?}");
+        let err = profile(ServerTrust::Ca(d.join("key-only.pem")), false).client_config().unwrap_err();
+        assert!(matches!(&err, TlsError::ServerCa { problem: PemProblem::Empty("CERTIFICATE"), .. }), "{err:?}");
+        assert!(err.to_string().starts_with("CA bundle "), "{err}");
+        let mut no_key = profile(ServerTrust::WebPki, true);
+        no_key.identity = Some((d.join("edge.pem"), missing));
+        assert!(matches!(no_key.client_config(), Err(TlsError::Load { .. })));
+    }
+}
