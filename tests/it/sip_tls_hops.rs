@@ -43,12 +43,13 @@ fn leaf(dir: &Path, file: &str, ca: &Issuer<'static, KeyPair>, names: &[&str]) -
     (vec![cert.der().clone()], PrivateKeyDer::try_from(key.serialize_der()).unwrap())
 }
 
-/// A child process (under `timeout`), killed when dropped.
+/// A child process under `timeout`, stopped when dropped: SIGTERM to `timeout`, which passes
+/// it on to the program (a SIGKILL would leave the program running without its timeout).
 struct Process(Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
         let _ = self.0.wait();
     }
 }
