@@ -332,3 +332,38 @@ impl SipEdge {
         self.send_upstream(message.to_bytes()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn destination(n: usize) -> Destination {
+        Destination { host: format!("p{n}.example"), port: 5061, transport: Transport::Tls }
+    }
+
+    #[test]
+    fn the_pool_holds_at_most_max_outward_destinations_and_forgets_ended_ones_first() {
+        let outward = Outward::default();
+        let held: Vec<_> = (0..MAX_OUTWARD).map(|n| outward.slot(&destination(n)).unwrap()).collect();
+        assert!(outward.slot(&destination(0)).is_some(), "a known destination is always found");
+        assert!(outward.slot(&destination(MAX_OUTWARD)).is_none(), "full of connections in use: no new destination");
+        // One open connection stays; the others' ended (never opened here) and nobody uses them.
+        let (sender, _receiver) = mpsc::channel(1);
+        held[7].try_lock().unwrap().sender = Some(sender);
+        drop(held);
+        assert!(outward.slot(&destination(MAX_OUTWARD)).is_some());
+        let pool = outward.pool.lock().unwrap();
+        assert_eq!(pool.len(), 2, "the open one and the new one");
+        assert!(pool.contains_key(&destination(7)));
+    }
+
+    #[test]
+    fn a_seal_is_the_branchs_and_no_other() {
+        let (one, other) = (Outward::default(), Outward::default());
+        let seal = one.seal_of("z9hG4bK.pc.1.2");
+        assert!(seal.starts_with('o') && seal.len() == 21, "{seal}");
+        assert_eq!(seal, one.seal_of("z9hG4bK.pc.1.2"), "the same branch, the same seal");
+        assert_ne!(seal, one.seal_of("z9hG4bK.pc.1.3"));
+        assert_ne!(seal, other.seal_of("z9hG4bK.pc.1.2"), "another process, another key");
+    }
+}
