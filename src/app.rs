@@ -105,13 +105,6 @@ impl Running {
 
 /// Starts everything `config` describes.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    // What the SIP edge does not serve yet is refused here rather than silently ignored.
-    if let Some(hop) = &config.sip.next_hop
-        && hop.transport == crate::config::sip::SipTransport::Tls
-        && !config.sip.listeners.is_empty()
-    {
-        anyhow::bail!("sip.next_hop: TLS toward the next hop is not served by this version yet; use transport=tcp");
-    }
     let config = Arc::new(config);
     let server_cfg = &config.server;
     for dir in [&server_cfg.state_dir, &server_cfg.log_dir] {
@@ -241,7 +234,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             federation.follow(changes, async move { drain.signalled().await }).await
         });
     }
-    sip::start(&config, &runtime, sip_bound, &services);
+    sip::start(&config, &runtime, sip_bound, &services)?;
     let mut listeners = Vec::new();
     for (l, socket, entry) in bound {
         let tls = if l.tls { acceptor.clone() } else { None };

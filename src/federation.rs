@@ -399,6 +399,21 @@ impl Federation {
         Decision::Discovered
     }
 
+    /// Whether a request from the inside may go to partner domain `domain` (the Request-URI's
+    /// host): not when it is blocked, nor when discovery is off and it is not allowed (or
+    /// local). Takes no throttle token and counts nothing: the inside decides what it sends.
+    pub fn accepts_outward(&self, domain: Option<&str>) -> bool {
+        let Some(domain) = domain.and_then(partner_domain) else { return false };
+        let (config, lists) = (self.config.load(), self.lists.load());
+        if config.blocks(&domain) || lists.block.contains(&domain) {
+            return false;
+        }
+        config.discovery
+            || self.local_domains.load().contains(&domain)
+            || config.allowed(&domain).is_some()
+            || lists.allow.contains_key(&domain)
+    }
+
     /// Whether a partner that presented a certificate naming `names` may speak for `domain`:
     /// a name equal to the domain, a one-label wildcard covering it (`*.example` covers
     /// `partner.example`, not `a.partner.example`), or the allow entry's `edge` FQDN.

@@ -260,6 +260,7 @@ pub struct SipListenerFile {
 pub struct SipFile {
     pub local_domains: Option<Vec<String>>,
     pub next_hop: Option<String>,
+    pub next_hop_ca: Option<String>,
     pub record_route: Option<bool>,
     pub max_message_bytes: Option<u64>,
 }

@@ -60,6 +60,9 @@ pub struct SipConfig {
     pub local_domains: Vec<String>,
     /// Required when there is a SIP listener.
     pub next_hop: Option<NextHop>,
+    /// PEM bundle of the CAs a TLS next hop's certificate must chain to; `None`: the public
+    /// web PKI roots (webpki-roots).
+    pub next_hop_ca: Option<PathBuf>,
     pub record_route: bool,
     pub max_message_bytes: usize,
 }
@@ -97,6 +100,7 @@ impl Default for SipConfig {
             listeners: Vec::new(),
             local_domains: Vec::new(),
             next_hop: None,
+            next_hop_ca: None,
             record_route: true,
             max_message_bytes: DEFAULT_MAX_SIP_MESSAGE_BYTES,
         }

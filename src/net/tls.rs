@@ -29,6 +29,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
+pub mod client;
+
 /// The ALPN protocols of the HTTP listeners, in the server's order of preference.
 pub const ALPN_HTTP: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
@@ -41,6 +43,9 @@ pub enum TlsError {
     /// The client CA bundle of a profile cannot be used.
     #[error("client CA bundle {path}: {problem}")]
     ClientCa { path: PathBuf, problem: PemProblem },
+    /// The CA bundle a server's certificate must chain to cannot be used (client side).
+    #[error("CA bundle {path}: {problem}")]
+    ServerCa { path: PathBuf, problem: PemProblem },
     /// The CRL file of a profile cannot be used.
     #[error("CRL file {path}: {problem}")]
     Crl { path: PathBuf, problem: PemProblem },

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::edge::uri_of;
 use super::message::SipMessage;
 use crate::federation::user_key;
 
@@ -81,6 +80,15 @@ impl Dialogs {
         open.retain(|_, (began, _)| now.saturating_duration_since(*began) < MAX_DIALOG_AGE);
         (open.len(), *self.peak.lock().unwrap_or_else(|p| p.into_inner()))
     }
+}
+
+/// The URI inside a name-addr (`"Bob" <sip:bob@x>;tag=1` → `sip:bob@x`), without parameters.
+pub(super) fn uri_of(name_addr: &str) -> &str {
+    let inner = match (name_addr.find('<'), name_addr.find('>')) {
+        (Some(open), Some(close)) if open < close => &name_addr[open + 1..close],
+        _ => name_addr.trim(),
+    };
+    inner.split([';', '?']).next().unwrap_or(inner)
 }
 
 #[cfg(test)]

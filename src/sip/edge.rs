@@ -13,6 +13,8 @@
 //! finals to REGISTER/INVITE count against the partner in `sip-auth-failure`; finals feed the
 //! watch list's error share, the registrations count and the calls in progress; every final
 //! sent to a partner is a line in `access.log` (protocol `SIP/2.0`, service `sip`).
+//! Requests from the inside toward partners, their responses, and TLS toward the next hop are
+//! `outward`'s; the connections the edge opens itself, `connect`'s.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,11 +30,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::dialogs::Dialogs;
+use super::dialogs::{Dialogs, uri_of};
 use super::message::{Frame, Framer, SipMessage, StreamLimits};
 use super::proxy::{self, Answer, Hop};
 use super::registrations::Registrations;
-use crate::config::sip::{NextHop, SipTransport};
+use crate::config::sip::NextHop;
 use crate::config::{AuthMode, Category};
 use crate::federation::Decision;
 use crate::net::tls::{TlsError, TlsProfile};
@@ -42,6 +44,9 @@ use crate::runtime::accept::{Connections, OnBanned};
 use crate::runtime::control::{FrontEnd, Pending, RebuildError, ServerView, ServiceView};
 use crate::runtime::services::Drain;
 use crate::telemetry::access_log::AccessEntry;
+
+mod connect;
+mod outward;
 
 /// Most SIP connections one source address holds open at once (a partner edge needs a few;
 /// a NAT of remote users more); further ones are closed at accept.
@@ -88,6 +93,8 @@ pub struct SipEdge {
     clients: Mutex<HashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>>,
     next_connection: AtomicU64,
     upstream: tokio::sync::Mutex<Upstream>,
+    /// Toward partners, and TLS toward the next hop.
+    outward: outward::Outward,
 }
 
 impl SipEdge {
@@ -118,6 +125,7 @@ impl SipEdge {
             // finds a new connection with the same number.
             next_connection: AtomicU64::new(rand::random::<u64>() >> 1),
             upstream: tokio::sync::Mutex::new(Upstream::default()),
+            outward: outward::Outward::default(),
         }
     }
 
@@ -144,37 +152,27 @@ impl SipEdge {
         if upstream.down_until.is_some_and(|until| Instant::now() < until) {
             return false;
         }
-        let Some(stream) = self.connect_next_hop().await else {
+        let Some(connected) = self.open_next_hop().await else {
             upstream.down_until = Some(Instant::now() + DOWN_HOLD);
             return false;
         };
         upstream.down_until = None;
         let (sender, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(self.clone().upstream_connection(stream, receiver));
+        tokio::spawn(self.clone().upstream_connection(connected.stream, connected.peer, receiver));
         let sent = sender.try_send(bytes).is_ok();
         upstream.sender = Some(sender);
         sent
     }
 
-    /// A TCP connection to the first address of the next hop that answers.
-    async fn connect_next_hop(&self) -> Option<TcpStream> {
-        if self.next_hop.transport == SipTransport::Tls {
-            // TLS toward the inside is not built yet; `check` accepts it, start-up says so.
-            return None;
-        }
-        let addresses = tokio::net::lookup_host((self.next_hop.host.as_str(), self.next_hop.port)).await.ok()?;
-        for address in addresses {
-            if let Ok(Ok(stream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
-                let _ = stream.set_nodelay(true);
-                return Some(stream);
-            }
-        }
-        None
-    }
-
-    /// Writes queued requests to the next hop and routes its responses back.
-    async fn upstream_connection(self: Arc<Self>, stream: TcpStream, mut outgoing: mpsc::Receiver<Bytes>) {
-        let (mut reader, mut writer) = stream.into_split();
+    /// Writes queued requests to the next hop and routes its responses back; its requests go
+    /// toward partners.
+    async fn upstream_connection(
+        self: Arc<Self>,
+        stream: Box<dyn connect::SipStream>,
+        peer: SocketAddr,
+        mut outgoing: mpsc::Receiver<Bytes>,
+    ) {
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let mut framer = Framer::new(self.limits);
         let mut buffer = vec![0u8; 16 * 1024];
         loop {
@@ -190,8 +188,10 @@ impl SipEdge {
                     if n == 0 { return }
                     let Ok(frames) = framer.push(&buffer[..n]) else { return };
                     for frame in frames {
-                        if let Frame::Message(message) = frame {
-                            self.route_response(*message);
+                        match frame {
+                            Frame::Message(message) if message.is_request() => self.from_inside(*message, peer),
+                            Frame::Message(message) => self.route_response(*message),
+                            Frame::Refused(_) => {}
                         }
                     }
                 }
@@ -202,7 +202,7 @@ impl SipEdge {
     /// Sends a response from the inside back on the partner connection its request used.
     fn route_response(&self, mut message: SipMessage) {
         if message.is_request() {
-            return; // requests from the inside toward partners are not served yet
+            return; // requests from the inside go to `from_inside`
         }
         let Some(target) = self.hops.iter().find_map(|hop| proxy::return_response(&mut message, hop)) else { return };
         let now = Instant::now();
@@ -262,11 +262,31 @@ impl SipEdge {
         client: SocketAddr,
         hop: Hop,
         peer_names: Option<Vec<String>>,
+        drain: Drain,
+    ) {
+        let (sender, responses) = mpsc::channel::<Bytes>(QUEUE);
+        let id = self.register(sender, client);
+        self.serve_connection(stream, client, hop, peer_names, (id, responses), drain).await;
+    }
+
+    /// Numbers a partner connection and records where its messages are queued.
+    fn register(&self, sender: mpsc::Sender<Bytes>, client: SocketAddr) -> u64 {
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (sender, client));
+        id
+    }
+
+    /// Reads partner connection `id` (accepted, or opened toward the partner) until it ends
+    /// or the drain, writing what is queued for it.
+    async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+        self: Arc<Self>,
+        stream: S,
+        client: SocketAddr,
+        hop: Hop,
+        peer_names: Option<Vec<String>>,
+        (id, mut responses): (u64, mpsc::Receiver<Bytes>),
         mut drain: Drain,
     ) {
-        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        let (sender, mut responses) = mpsc::channel::<Bytes>(QUEUE);
-        self.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (sender, client));
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut framer = Framer::new(self.limits);
         let mut buffer = vec![0u8; 16 * 1024];
@@ -341,7 +361,8 @@ impl SipEdge {
             }
         };
         if !message.is_request() {
-            return None; // responses to requests toward partners: not served yet
+            self.response_from_partner(message).await;
+            return None;
         }
         // The answer copies the request as it arrived, not as the edge rewrote it.
         let received = transaction_headers(&message);
@@ -416,6 +437,11 @@ impl SipEdge {
                 outcome = Err(error);
             }
         }
+        if let Err(error) = self.outward.reload_tls()
+            && outcome.is_ok()
+        {
+            outcome = Err(error);
+        }
         outcome
     }
 
@@ -462,15 +488,6 @@ fn answer_to(request: &SipMessage, transaction_headers: &str, answer: &Answer, r
     }
     text.push_str("Content-Length: 0\r\n\r\n");
     Some(Bytes::from(text))
-}
-
-/// The URI inside a name-addr (`"Bob" <sip:bob@x>;tag=1` → `sip:bob@x`), without parameters.
-pub(super) fn uri_of(name_addr: &str) -> &str {
-    let inner = match (name_addr.find('<'), name_addr.find('>')) {
-        (Some(open), Some(close)) if open < close => &name_addr[open + 1..close],
-        _ => name_addr.trim(),
-    };
-    inner.split([';', '?']).next().unwrap_or(inner)
 }
 
 /// The answer to input that could not be read as a message (no headers to copy).

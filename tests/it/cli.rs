@@ -156,30 +156,45 @@ async fn serve_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
 }
 
 /// `check` accepts the SIP edge's keys (and warns about a domain on both federation lists,
-/// event 14518), but `serve` refuses what the SIP edge does not serve yet (TLS toward the next
-/// hop) — it never runs an edge that silently ignores part of its configuration.
+/// event 14518); a TLS next hop's CA bundle (`next_hop_ca`) that is missing or not PEM
+/// certificates is an error with its key path, and so is one on a TCP next hop.
 #[test]
-fn sip_keys_are_checked_and_warned_about_but_not_silently_ignored_at_start() {
+fn sip_keys_are_checked_and_warned_about_and_a_bad_next_hop_ca_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sip.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[server]\nname = \"edge\"\nstate_dir = \"{0}/state\"\nlog_dir = \"{0}/logs\"\n\
-             [[sip.listener]]\nname = \"federation\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n\
-             [sip]\nnext_hop = \"sips:127.0.0.1:5061\"\n\
-             [[federation.allow]]\ndomain = \"partner.example\"\n[[federation.block]]\ndomain = \"partner.example\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let write = |next_hop: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[server]\nname = \"edge\"\nstate_dir = \"{0}/state\"\nlog_dir = \"{0}/logs\"\n\
+                 [[sip.listener]]\nname = \"federation\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n\
+                 [sip]\n{next_hop}\n\
+                 [[federation.allow]]\ndomain = \"partner.example\"\n[[federation.block]]\ndomain = \"partner.example\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+    };
+    write("next_hop = \"sips:127.0.0.1:5061\"");
     let out = portcullis().args(["check", "--config"]).arg(&file).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "a warning is not an error: {stdout}");
     assert!(stdout.contains("ok (1 listener(s), 0 service(s), 0 route(s))"), "{stdout}");
     assert!(stdout.contains("warning 14518: partner domain \"partner.example\" is on both the allow and the block list"), "{stdout}");
-    let out = portcullis().args(["serve", "--config"]).arg(&file).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("sip.next_hop: TLS toward the next hop is not served by this version yet"), "{stderr}");
+    // A CA bundle that is not PEM certificates, one that does not exist, one on a TCP next hop.
+    let not_pem = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, rcgen::generate_simple_self_signed(vec!["ca.example".to_string()]).unwrap().cert.pem()).unwrap();
+    for (next_hop, expected) in [
+        (format!("next_hop = \"sips:127.0.0.1:5061\"\nnext_hop_ca = \"{}\"", not_pem.display()), "holds no CERTIFICATE block"),
+        ("next_hop = \"sips:127.0.0.1:5061\"\nnext_hop_ca = \"/nonexistent/ca.pem\"".to_string(), "\"/nonexistent/ca.pem\" not found"),
+        (format!("next_hop = \"sip:127.0.0.1:5060\"\nnext_hop_ca = \"{}\"", ca.display()), "has no effect on a TCP next hop"),
+    ] {
+        write(&next_hop);
+        let out = portcullis().args(["check", "--config"]).arg(&file).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{stderr}");
+        assert!(stderr.contains("sip.next_hop_ca:") && stderr.contains(expected), "{expected}: {stderr}");
+    }
 }

@@ -13,15 +13,15 @@ use portcullis::runtime::listeners::Protocol;
 use crate::support::external::missing;
 use crate::support::{RunningEdge, TestEdge, Upstream, raw_exchange};
 
-pub(crate) const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/sip");
+pub const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/sip");
 
 /// A free loopback port (bound, then released).
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A `sipp` process, killed when dropped.
-pub(crate) struct Sipp(Child);
+pub struct Sipp(pub Child);
 
 impl Drop for Sipp {
     fn drop(&mut self) {
@@ -30,15 +30,16 @@ impl Drop for Sipp {
     }
 }
 
-pub(crate) fn sipp_available() -> bool {
+pub fn sipp_available() -> bool {
     Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
-/// The UAS answering MESSAGE with 200 on `port` (the internal next hop).
+/// The UAS answering MESSAGE with 200 on `port` (the internal next hop); it lives at most
+/// 180 s (an edge's start may wait for a memory-measuring test), and is killed when dropped.
 pub(crate) fn start_uas(port: u16) -> Sipp {
     let child = Command::new("timeout")
-        .args(["60", "sipp", "-sf", &format!("{SCENARIOS}/uas-message.xml"), "-i", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-t", "t1", "-nd", "-nostdin", "-timeout", "55s"])
+        .args(["180", "sipp", "-sf", &format!("{SCENARIOS}/uas-message.xml"), "-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", "t1", "-nd", "-nostdin", "-timeout", "170s"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -46,7 +47,7 @@ pub(crate) fn start_uas(port: u16) -> Sipp {
     Sipp(child)
 }
 
-pub(crate) async fn wait_listening(port: u16) {
+pub async fn wait_listening(port: u16) {
     let ready = crate::support::eventually_async(Duration::from_secs(10), || async move {
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
     })
@@ -85,11 +86,10 @@ async fn partner_messages_reach_the_next_hop_and_every_answer_comes_back() {
         return missing("SIPP", "sipp (Debian's sip-tester) is not installed");
     }
     let uas_port = free_port();
-    // An allow-listed partner: never throttled, so 50 MESSAGEs at 100/s all go through. The
-    // edge starts first (its start may wait for a memory measurement; the UAS lives 60 s).
-    let (_up, edge, sip) = sip_edge_with(uas_port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
     let _uas = start_uas(uas_port);
     wait_listening(uas_port).await;
+    // An allow-listed partner: never throttled, so 50 MESSAGEs at 100/s all go through.
+    let (_up, edge, sip) = sip_edge_with(uas_port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
     let uac = tokio::task::spawn_blocking(move || {
         Command::new("timeout")
             .args(["60", "sipp", "-sf", &format!("{SCENARIOS}/uac-message-200.xml"), &sip.to_string(), "-i", "127.0.0.1"])

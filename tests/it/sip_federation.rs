@@ -73,11 +73,9 @@ async fn a_partner_addressing_more_than_1000_users_goes_on_the_watch_list_and_is
         return missing("SIPP", "sipp (Debian's sip-tester) is not installed");
     }
     let uas_port = free_port();
-    // The edge first: its start may wait for a memory-measuring test to finish, and the UAS
-    // lives a bounded time.
-    let (_up, edge, sip) = sip_edge_with(uas_port, "[federation]\ndiscovered_rate = 100000\n").await;
     let _uas = start_uas(uas_port);
     wait_listening(uas_port).await;
+    let (_up, edge, sip) = sip_edge_with(uas_port, "[federation]\ndiscovered_rate = 100000\n").await;
     let users = edge.dir.path().join("users.csv");
     let rows: String = (1..=1000).map(|n| format!("user{n};\n")).collect();
     std::fs::write(&users, format!("SEQUENTIAL\n{rows}")).unwrap();

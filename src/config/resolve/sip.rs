@@ -38,9 +38,20 @@ pub(super) fn resolve_sip(c: &mut Checker<'_>, listeners: Vec<Option<SipListener
         }
         None => None,
     };
+    let next_hop_ca = raw.next_hop_ca.as_deref().and_then(|text| ca_bundle(c, "sip.next_hop_ca", text));
+    if next_hop_ca.is_some() && next_hop.as_ref().is_some_and(|hop| hop.transport != SipTransport::Tls) {
+        c.err("sip.next_hop_ca", "has no effect on a TCP next hop", "set transport=tls (or sips:) in next_hop, or remove next_hop_ca");
+    }
     let max_message_bytes =
         c.bounded("sip.max_message_bytes", raw.max_message_bytes, DEFAULT_MAX_SIP_MESSAGE_BYTES as u64, 1024, 1 << 20) as usize;
-    SipConfig { listeners: resolved, local_domains, next_hop, record_route: raw.record_route.unwrap_or(true), max_message_bytes }
+    SipConfig {
+        listeners: resolved,
+        local_domains,
+        next_hop,
+        next_hop_ca,
+        record_route: raw.record_route.unwrap_or(true),
+        max_message_bytes,
+    }
 }
 
 fn resolve_listener(c: &mut Checker<'_>, path: &str, raw: SipListenerFile, names: &mut BTreeSet<String>) -> Option<SipListenerConfig> {
@@ -164,6 +175,37 @@ fn next_hop(c: &mut Checker<'_>, text: &str) -> Option<NextHop> {
         return None;
     }
     Some(NextHop { host: bare.to_ascii_lowercase(), port, transport })
+}
+
+/// A PEM bundle of CA certificates: it must exist and hold at least one `CERTIFICATE` block,
+/// each a readable X.509 certificate (the trust of a TLS next hop is checked at `check`, not
+/// discovered when the first request fails).
+fn ca_bundle(c: &mut Checker<'_>, path: &str, text: &str) -> Option<std::path::PathBuf> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let file = c.existing_file(path, text, "CA bundle (PEM)");
+    if !file.is_file() {
+        return None;
+    }
+    let hint = "name a PEM file of CA certificates (-----BEGIN CERTIFICATE----- blocks)";
+    let certificates = match CertificateDer::pem_file_iter(&file).and_then(Iterator::collect::<Result<Vec<_>, _>>) {
+        Ok(certificates) => certificates,
+        Err(error) => {
+            c.err(path, format!("{text:?} cannot be read as PEM: {error}"), hint);
+            return None;
+        }
+    };
+    if certificates.is_empty() {
+        c.err(path, format!("{text:?} holds no CERTIFICATE block"), hint);
+        return None;
+    }
+    for (i, certificate) in certificates.iter().enumerate() {
+        if x509_parser::parse_x509_certificate(certificate.as_ref()).is_err() {
+            c.err(path, format!("{text:?}: certificate {} is not a valid X.509 certificate", i + 1), hint);
+            return None;
+        }
+    }
+    Some(file)
 }
 
 /// A domain name of the lists or `local_domains`, lower-cased.
