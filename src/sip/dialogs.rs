@@ -74,6 +74,11 @@ impl Dialogs {
         open.get(&call_id).and_then(|(_, target)| target.as_deref()).is_some_and(|target| target == user_key(&uri))
     }
 
+    /// Whether `call_id` is a call in progress.
+    pub fn in_progress(&self, call_id: &str) -> bool {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).contains_key(call_id)
+    }
+
     /// Calls in progress at `now`, and the peak since start.
     pub fn counts(&self, now: Instant) -> (usize, usize) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());

@@ -385,7 +385,7 @@ impl SipEdge {
         if let Some((answer, retry_after, close)) = refusal {
             return self.answer(client, &message, &received, &answer, retry_after).map(|answer| (answer, close));
         }
-        if self.runtime.operate.in_maintenance() && starts_new_work(&message) {
+        if self.runtime.operate.in_maintenance() && starts_new_work(&message, &self.dialogs) {
             let retry_after = self.runtime.config().maintenance.retry_after.as_secs().max(1);
             let answer = Answer { status: 503, reason: "Service Unavailable" };
             return self.answer(client, &message, &received, &answer, Some(retry_after)).map(|answer| (answer, false));
@@ -453,10 +453,12 @@ impl SipEdge {
 
 /// In maintenance (DESIGN §5) new out-of-dialog work — an INVITE, MESSAGE, SUBSCRIBE or a
 /// REGISTER other than a removal (`Expires: 0`) — goes to another peer; in-dialog requests
-/// (a To tag) and calls in progress continue.
-fn starts_new_work(request: &SipMessage) -> bool {
+/// (a To tag) and calls in progress continue. An INVITE with a To tag is a re-INVITE only
+/// for a call in progress (a made-up tag does not start a new call past maintenance).
+fn starts_new_work(request: &SipMessage, dialogs: &Dialogs) -> bool {
     let in_dialog = request.header("To").is_some_and(|to| to.to_ascii_lowercase().contains(";tag="));
     match request.method().as_deref() {
+        Some("INVITE") if in_dialog => !request.header("Call-ID").is_some_and(|call_id| dialogs.in_progress(&call_id)),
         _ if in_dialog => false,
         Some("INVITE" | "MESSAGE" | "SUBSCRIBE") => true,
         Some("REGISTER") => request.header("Expires").is_none_or(|e| e.trim() != "0"),

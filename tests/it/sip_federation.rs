@@ -241,6 +241,9 @@ async fn in_maintenance_a_call_in_progress_keeps_the_sip_service_draining_until_
     assert_eq!(admin(&edge, "POST", "/api/v1/maintenance?enabled=on").await.status, 200);
     assert_eq!(sip_state().await, "Draining (1)", "the call in progress");
     assert_eq!(partner.ask(&invite("call2")).await, Some(503), "no new call");
+    let tagged = |call: &str| invite(call).replace("To: <sip:alice@corp.example>", "To: <sip:alice@corp.example>;tag=b1");
+    assert_eq!(partner.ask(&tagged("call3")).await, Some(503), "a made-up To tag does not make a new call a re-INVITE");
+    assert_eq!(partner.ask(&tagged("call1").replace("CSeq: 1 INVITE", "CSeq: 3 INVITE")).await, Some(200), "a re-INVITE of the call");
     let bye = message_from("partner.example", "call1")
         .replacen("MESSAGE sip:alice@corp.example", "BYE sip:alice@corp.example", 1)
         .replace("To: <sip:alice@corp.example>", "To: <sip:alice@corp.example>;tag=b1")
@@ -248,7 +251,10 @@ async fn in_maintenance_a_call_in_progress_keeps_the_sip_service_draining_until_
     assert_eq!(partner.ask(&bye).await, Some(200), "the call in progress ends normally");
     assert_eq!(sip_state().await, "Inactive (Maintenance mode)");
     let received = seen.lock().unwrap().clone();
-    assert!(received.contains("BYE sip:alice@corp.example") && !received.contains("Call-ID: call2"), "{received}");
+    assert!(
+        received.contains("BYE sip:alice@corp.example") && !received.contains("Call-ID: call2") && !received.contains("Call-ID: call3"),
+        "{received}"
+    );
     // One access-log line per final sent to the partner, the edge's own 503 included.
     let logged = eventually_async(Duration::from_secs(3), || async {
         let log = std::fs::read_to_string(edge.dir.path().join("logs/access.log")).unwrap_or_default();

@@ -327,6 +327,8 @@ impl SipEdge {
         if !sealed || !self.hops.iter().any(|hop| proxy::return_response(&mut message, hop).is_some()) {
             return;
         }
+        // A call the inside placed (or ended) counts among the calls in progress.
+        self.dialogs.note(&message, Instant::now());
         self.send_upstream(message.to_bytes()).await;
     }
 }
