@@ -28,6 +28,7 @@
 //! `federation:errors:<domain>`.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +54,14 @@ pub const MAX_CACHED_USERS: usize = 200_000;
 pub const MAX_RUNTIME_ENTRIES: usize = 10_000;
 /// The window over which the error share of a domain is measured.
 pub const ERROR_WINDOW: Duration = Duration::from_secs(3600);
+/// Most distinct discovered domains one source address (an IPv6 /64) may speak for within
+/// [`SOURCE_WINDOW`]: an unauthenticated sender rotating invented From domains would
+/// otherwise get a fresh throttle and user cap with each one.
+pub const MAX_DISCOVERED_DOMAINS_PER_SOURCE: usize = 16;
+/// The window of [`MAX_DISCOVERED_DOMAINS_PER_SOURCE`].
+pub const SOURCE_WINDOW: Duration = Duration::from_secs(3600);
+/// Most source addresses tracked for it; the stalest tenth goes beyond.
+pub const MAX_TRACKED_SOURCES: usize = 100_000;
 /// Requests per second a domain flagged for its error share may still send.
 pub const FLAGGED_RATE: u32 = 1;
 /// A discovered domain's distinct-user count is forgotten after this long without a request
@@ -253,6 +262,9 @@ pub struct Federation {
     events: EventBus,
     lists: ArcSwap<Lists>,
     stats: Mutex<HashMap<String, DomainStats>>,
+    /// Per source address (IPv6: its /64): when its window began, the discovered domains it
+    /// spoke for within it.
+    sources: Mutex<HashMap<IpAddr, (Instant, HashSet<String>)>>,
     known_users: Mutex<HashSet<(String, String)>>,
 }
 
@@ -267,6 +279,7 @@ impl Federation {
             events,
             lists: ArcSwap::from_pointee(Lists::default()),
             stats: Mutex::new(HashMap::new()),
+            sources: Mutex::new(HashMap::new()),
             known_users: Mutex::new(HashSet::new()),
         }
     }
@@ -397,6 +410,45 @@ impl Federation {
             return Decision::Watched;
         }
         Decision::Discovered
+    }
+
+    /// Whether `source` may speak for `from_host`: always for a domain that is not
+    /// discovered (blocked, local, allowed: the decision handles those); for a discovered one
+    /// while the source has spoken for at most [`MAX_DISCOVERED_DOMAINS_PER_SOURCE`] distinct
+    /// discovered domains within [`SOURCE_WINDOW`] (this peer's count).
+    pub fn source_may_speak_for(&self, source: IpAddr, from_host: Option<&str>) -> bool {
+        let Some(domain) = from_host.and_then(partner_domain) else { return true };
+        if self.state_of(&domain) != "discovered" && self.state_of(&domain) != "flagged" {
+            return true;
+        }
+        if self.local_domains.load().contains(&domain) {
+            return true;
+        }
+        let source = match source {
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+            v4 => v4,
+        };
+        let now = Instant::now();
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if !sources.contains_key(&source) && sources.len() >= MAX_TRACKED_SOURCES {
+            let mut ages: Vec<(Instant, IpAddr)> = sources.iter().map(|(s, (began, _))| (*began, *s)).collect();
+            ages.sort();
+            for (_, stale) in ages.into_iter().take(MAX_TRACKED_SOURCES / 10) {
+                sources.remove(&stale);
+            }
+        }
+        let (began, domains) = sources.entry(source).or_insert_with(|| (now, HashSet::new()));
+        if now.saturating_duration_since(*began) >= SOURCE_WINDOW {
+            (*began, *domains) = (now, HashSet::new());
+        }
+        if domains.contains(&domain) {
+            return true;
+        }
+        if domains.len() >= MAX_DISCOVERED_DOMAINS_PER_SOURCE {
+            return false;
+        }
+        domains.insert(domain);
+        true
     }
 
     /// Whether a request from the inside may go to partner domain `domain` (the Request-URI's

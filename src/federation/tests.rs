@@ -380,3 +380,23 @@ async fn a_full_watch_list_still_takes_a_domain_over_the_user_cap() {
     assert!(watch.iter().all(|w| w.domain != "junk0.example"), "the oldest flagged entry made room");
     assert_eq!(f.decide(Some("harvest.example"), Some("sip:a@corp.example")).await, Decision::Watched, "already-seen users too");
 }
+
+#[test]
+fn one_source_speaks_for_at_most_16_discovered_domains_an_hour() {
+    let (store, _dir) = embedded();
+    let (f, _) = federation_on(store, true);
+    let source: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    for n in 0..MAX_DISCOVERED_DOMAINS_PER_SOURCE {
+        assert!(f.source_may_speak_for(source, Some(&format!("d{n}.example"))), "{n}");
+    }
+    assert!(f.source_may_speak_for(source, Some("d0.example")), "a domain it already spoke for");
+    assert!(!f.source_may_speak_for(source, Some("d99.example")), "the 17th discovered domain");
+    assert!(f.source_may_speak_for(source, Some("partner.example")), "allowed domains are not counted");
+    assert!(f.source_may_speak_for(source, Some("corp.example")), "nor local ones");
+    assert!(f.source_may_speak_for("203.0.113.10".parse().unwrap(), Some("d99.example")), "another source");
+    let v6 = |a: &str| a.parse::<std::net::IpAddr>().unwrap();
+    for n in 0..MAX_DISCOVERED_DOMAINS_PER_SOURCE {
+        assert!(f.source_may_speak_for(v6(&format!("2001:db8::{n:x}")), Some(&format!("v{n}.example"))));
+    }
+    assert!(!f.source_may_speak_for(v6("2001:db8::ffff"), Some("v99.example")), "one IPv6 /64 is one source");
+}

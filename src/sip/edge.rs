@@ -371,7 +371,11 @@ impl SipEdge {
         let user = message.request_uri().filter(|_| !self.dialogs.to_call_target(&message));
         // Over TLS with a partner certificate, the certificate must speak for the From domain
         // (checked first: an impostor's requests count nothing against the domain it claims).
-        let decision = self.runtime.federation.decide_presented(domain.as_deref(), user.as_deref(), peer_names).await;
+        let decision = if self.runtime.federation.source_may_speak_for(client.ip(), domain.as_deref()) {
+            self.runtime.federation.decide_presented(domain.as_deref(), user.as_deref(), peer_names).await
+        } else {
+            Decision::Refused // one address rotating through invented domains
+        };
         self.runtime.metrics.sip_request(decision.as_str());
         let forbidden = Answer { status: 403, reason: "Forbidden" };
         let refusal = match decision {
