@@ -140,11 +140,12 @@ pub struct ResponseTarget {
 /// Prepares a response for its way back: removes the edge's Via and says where it goes;
 /// `None` when the top Via is not the edge's (not a response to anything it forwarded).
 pub fn return_response(message: &mut SipMessage, edge: &Hop) -> Option<ResponseTarget> {
-    let field = message.header_value("Via")?.into_owned();
-    let (own, rest) = first_value(&field)?;
-    if !is_own(own, edge) {
+    let field = message.header_value("Via")?;
+    if !is_own(first_value(&field)?.0, edge) {
         return None;
     }
+    let field = field.into_owned();
+    let (own, rest) = first_value(&field)?;
     let connection = param(own, "pc").and_then(|id| u64::from_str_radix(id, 16).ok());
     // The next Via: the rest of this field, else the next Via field.
     let next = if rest.is_empty() {
@@ -253,13 +254,14 @@ pub(super) fn values(field: &str) -> impl Iterator<Item = &str> {
 /// The first comma-separated value of a field and the rest after its comma, both trimmed;
 /// `None` when the field holds no value at all.
 fn first_value(field: &str) -> Option<(&str, &str)> {
+    // Bytes, not chars: every delimiter is ASCII, so each index found is a char boundary.
     let (mut quoted, mut angle) = (false, false);
-    for (i, c) in field.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            '<' if !quoted => angle = true,
-            '>' if !quoted => angle = false,
-            ',' if !quoted && !angle => return Some((field[..i].trim(), field[i + 1..].trim())),
+    for (i, &b) in field.as_bytes().iter().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b'<' if !quoted => angle = true,
+            b'>' if !quoted => angle = false,
+            b',' if !quoted && !angle => return Some((field[..i].trim(), field[i + 1..].trim())),
             _ => {}
         }
     }
