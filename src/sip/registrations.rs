@@ -143,4 +143,16 @@ mod tests {
         r.note(&ok("Contact: *\r\n", Some(0)), now);
         assert_eq!(r.counts(now).0, 0, "Contact: * with Expires: 0 removes every binding of the AOR");
     }
+
+    #[test]
+    fn a_refreshed_binding_outlives_its_first_expiry_and_a_huge_expires_is_capped() {
+        let r = Registrations::default();
+        let now = Instant::now();
+        r.note(&ok("Contact: <sip:alice@10.0.0.1>;expires=60\r\n", None), now);
+        r.note(&ok("Contact: <sip:alice@10.0.0.1>;expires=600\r\n", None), now + Duration::from_secs(30));
+        assert_eq!(r.counts(now + Duration::from_secs(100)).0, 1, "the first expiry is stale after the refresh");
+        assert_eq!(r.counts(now + Duration::from_secs(700)).0, 0);
+        r.note(&ok("Contact: <sip:alice@10.0.0.2>;expires=18446744073709551615\r\n", None), now);
+        assert_eq!(r.counts(now).0, 1, "no overflow of the clock");
+    }
 }
