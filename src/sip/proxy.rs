@@ -254,6 +254,10 @@ pub(super) fn values(field: &str) -> impl Iterator<Item = &str> {
 /// The first comma-separated value of a field and the rest after its comma, both trimmed;
 /// `None` when the field holds no value at all.
 fn first_value(field: &str) -> Option<(&str, &str)> {
+    if !field.as_bytes().contains(&b',') {
+        let value = field.trim(); // one value, the common case: a vectorised search, no walk
+        return (!value.is_empty()).then_some((value, ""));
+    }
     // Bytes, not chars: every delimiter is ASCII, so each index found is a char boundary.
     let (mut quoted, mut angle) = (false, false);
     for (i, &b) in field.as_bytes().iter().enumerate() {
