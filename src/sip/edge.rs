@@ -473,10 +473,12 @@ fn starts_new_work(request: &SipMessage, dialogs: &Dialogs) -> bool {
 /// The fields a response copies from its request (RFC 3261 §8.2.6): Via, From, To, Call-ID,
 /// CSeq, as header lines.
 fn transaction_headers(request: &SipMessage) -> String {
-    let mut lines = String::new();
+    let mut lines = String::with_capacity(512);
     for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-        for value in request.fields(name) {
-            lines.push_str(&format!("{name}: {value}\r\n"));
+        for value in request.field_values(name) {
+            for part in [name, ": ", &value, "\r\n"] {
+                lines.push_str(part);
+            }
         }
     }
     lines

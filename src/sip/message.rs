@@ -16,8 +16,11 @@
 //! - CRLF keep-alives between messages (RFC 5626 §4.4.1: CRLFCRLF ping, CRLF pong) are
 //!   reported so the transport can answer a ping.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use sipx_sip::error::{LimitKind, ParseError};
+use sipx_sip::name::HeaderName;
 use sipx_sip::parser::{Limits, StreamParser};
 use sipx_sip::validate::{Finding, validate};
 
@@ -130,7 +133,7 @@ fn checked(message: sipx_sip::message::Message) -> Frame {
     // TEXT-UTF8); an internal SIP server may cut a value at a NUL and read the rest differently.
     // Checked on the unfolded value: the CRLF of a fold (RFC 3261 §7.3.1, which the parser
     // has already checked is followed by whitespace) is line folding, not a control byte.
-    if message.headers().iter().any(|h| h.value().iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)) {
+    if message.headers().iter().any(|h| has_control_byte(h.raw_value())) {
         return Frame::Refused(Refusal::Invalid { status: 400, reason: "control character in a header value".to_string() });
     }
     let findings: Vec<Finding> = validate(&message).into_iter().filter(|f| !f.is_repairable()).collect();
@@ -138,6 +141,24 @@ fn checked(message: sipx_sip::message::Message) -> Frame {
         None => Frame::Message(Box::new(SipMessage(message))),
         Some(first) => Frame::Refused(Refusal::Invalid { status: first.status(), reason: describe(&findings) }),
     }
+}
+
+/// Whether a header value as written holds a control byte other than HT, the CRLF of a fold
+/// (CRLF followed by SP or HT) excepted — the same verdict as on the unfolded value, in one pass
+/// and without unfolding.
+fn has_control_byte(raw: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        if b == b'\r' && raw.get(i + 1) == Some(&b'\n') && matches!(raw.get(i + 2), Some(b' ' | b'\t')) {
+            i += 3;
+            continue;
+        }
+        if (b < 0x20 && b != b'\t') || b == 0x7f {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 fn describe(findings: &[Finding]) -> String {
@@ -156,7 +177,9 @@ fn describe(findings: &[Finding]) -> String {
         .join(", ")
 }
 
-/// One framed, validated SIP message (the parser's model stays behind this type).
+/// One framed, validated SIP message (the parser's model stays behind this type). Header
+/// fields read from the wire keep their exact bytes; an edit replaces one field where it stands
+/// and the rest goes out as it came in.
 #[derive(Debug)]
 pub struct SipMessage(sipx_sip::message::Message);
 
@@ -168,7 +191,12 @@ impl SipMessage {
 
     /// The request's method (`INVITE`, `MESSAGE`, …); `None` for a response.
     pub fn method(&self) -> Option<String> {
-        self.0.as_request().map(|request| request.method.to_string())
+        self.method_name().map(str::to_string)
+    }
+
+    /// The request's method, borrowed; `None` for a response.
+    pub fn method_name(&self) -> Option<&str> {
+        self.0.as_request().and_then(|request| std::str::from_utf8(request.method.as_bytes()).ok())
     }
 
     /// The response's status code; `None` for a request.
@@ -178,7 +206,12 @@ impl SipMessage {
 
     /// The first value of header `name` (full or compact name), unfolded.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.0.headers().value(&header_name(name)).map(|value| String::from_utf8_lossy(&value).into_owned())
+        self.header_value(name).map(Cow::into_owned)
+    }
+
+    /// The first value of header `name`, unfolded and trimmed, borrowed when it was not folded.
+    pub fn header_value(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.0.headers().get(&header_name(name)).map(|h| text(h.value()))
     }
 
     /// How many fields named `name` it has.
@@ -189,14 +222,18 @@ impl SipMessage {
     /// Every field named `name`, in order, each value as written (a field may hold several
     /// comma-separated values).
     pub fn fields(&self, name: &str) -> Vec<String> {
+        self.field_values(name).map(Cow::into_owned).collect()
+    }
+
+    /// [`SipMessage::fields`], borrowed.
+    pub fn field_values(&self, name: &str) -> impl Iterator<Item = Cow<'_, str>> {
         let name = header_name(name);
-        self.0.headers().get_all(&name).map(|h| String::from_utf8_lossy(&h.value()).into_owned()).collect()
+        self.0.headers().iter().filter(move |h| *h.name() == name).map(|h| text(h.value()))
     }
 
     /// Puts a field `name: value` first among the headers.
-    pub fn push_front(&mut self, name: &str, value: &str) -> Result<(), Refusal> {
-        let header = sipx_sip::message::Header::build(header_name(name), Bytes::copy_from_slice(value.as_bytes()))
-            .map_err(|e| Refusal::Malformed(e.to_string()))?;
+    pub fn push_front(&mut self, name: &str, value: impl Into<String>) -> Result<(), Refusal> {
+        let header = build(name, value.into())?;
         self.0.headers_mut().push_front(header);
         Ok(())
     }
@@ -206,11 +243,29 @@ impl SipMessage {
         self.0.headers_mut().remove_first(&header_name(name)).is_some()
     }
 
-    /// Replaces the first field named `name`; the new field goes first among all headers (so
-    /// it stays the first of its name).
-    pub fn replace_first(&mut self, name: &str, value: &str) -> Result<(), Refusal> {
-        self.remove_first(name);
-        self.push_front(name, value)
+    /// Replaces the first field named `name` where it stands (put first among all headers when
+    /// there is none).
+    pub fn replace_first(&mut self, name: &str, value: impl Into<String>) -> Result<(), Refusal> {
+        let header = build(name, value.into())?;
+        let headers = self.0.headers_mut();
+        let index = headers.iter().position(|h| h.name() == header.name());
+        match index {
+            Some(index) => {
+                headers.remove_first(header.name());
+                headers.insert(index, header);
+            }
+            None => headers.push_front(header),
+        }
+        Ok(())
+    }
+
+    /// Puts a field `name: value` right after the first field named `name`.
+    pub fn insert_after_first(&mut self, name: &str, value: impl Into<String>) -> Result<(), Refusal> {
+        let header = build(name, value.into())?;
+        let headers = self.0.headers_mut();
+        let index = headers.iter().position(|h| h.name() == header.name()).map_or(0, |i| i + 1);
+        headers.insert(index, header);
+        Ok(())
     }
 
     /// The partner domain: the host of the From URI as the URI grammar reads it (the same
@@ -230,9 +285,11 @@ impl SipMessage {
         (!host.is_empty()).then_some(host)
     }
 
-    /// The Request-URI as written; `None` for a response.
-    pub fn request_uri(&self) -> Option<String> {
-        self.0.as_request().map(|request| request.uri.to_string())
+    /// Appends the Request-URI as written to `out` (nothing for a response).
+    pub fn write_request_uri(&self, out: &mut Vec<u8>) {
+        if let Some(request) = self.0.as_request() {
+            request.uri.write_to(out);
+        }
     }
 
     /// The body.
@@ -240,14 +297,48 @@ impl SipMessage {
         self.0.body()
     }
 
-    /// Its bytes as they go on the wire.
+    /// Its bytes as they go on the wire (one allocation of the right size).
     pub fn to_bytes(&self) -> Bytes {
-        self.0.to_bytes()
+        let headers: usize = self.0.headers().iter().map(|h| h.name().canonical().len() + h.raw_value().len() + 8).sum();
+        let mut out = Vec::with_capacity(START_LINE_ROOM + headers + self.0.body().len());
+        self.0.write_to(&mut out);
+        Bytes::from(out)
     }
 }
 
-fn header_name(name: &str) -> sipx_sip::name::HeaderName {
-    sipx_sip::name::HeaderName::parse(&Bytes::copy_from_slice(name.as_bytes()))
+/// Room for a start line in [`SipMessage::to_bytes`]'s first guess (more is a reallocation).
+const START_LINE_ROOM: usize = 256;
+
+/// A header value as text (a value is `TEXT-UTF8`, RFC 3261 §25.1; anything else is shown
+/// lossily, never trusted).
+fn text(value: Cow<'_, [u8]>) -> Cow<'_, str> {
+    match value {
+        // The strict check first: it is the common case, and much faster than the lossy one.
+        Cow::Borrowed(bytes) => std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed),
+        Cow::Owned(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
+    }
+}
+
+fn build(name: &str, value: String) -> Result<sipx_sip::message::Header, Refusal> {
+    sipx_sip::message::Header::build(header_name(name), Bytes::from(value)).map_err(|e| Refusal::Malformed(e.to_string()))
+}
+
+/// The parser's name for `name`: the ones the edge asks for on every message without an
+/// allocation, any other through the parser's own lookup (full or compact, any case).
+fn header_name(name: &str) -> HeaderName {
+    match name {
+        "Via" => HeaderName::Via,
+        "From" => HeaderName::From,
+        "To" => HeaderName::To,
+        "Call-ID" => HeaderName::CallId,
+        "CSeq" => HeaderName::CSeq,
+        "Max-Forwards" => HeaderName::MaxForwards,
+        "Route" => HeaderName::Route,
+        "Record-Route" => HeaderName::RecordRoute,
+        "Contact" => HeaderName::Contact,
+        "Expires" => HeaderName::Expires,
+        other => HeaderName::parse(&Bytes::copy_from_slice(other.as_bytes())),
+    }
 }
 
 #[cfg(test)]

@@ -3,17 +3,20 @@
 //! while unexpired; `expires=0` (or `Contact: *` with `Expires: 0`) removes them. Current and
 //! peak since start, for `status` and the status page.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::message::SipMessage;
-use super::proxy::{param, split_values};
+use super::proxy::{param, values};
 
 /// Most bindings counted (a registrar that confirms more is still served; the count stops).
 pub const MAX_BINDINGS: usize = 1_000_000;
+/// The longest binding lifetime counted (RFC 3261 §20.19: at most 2^32-1 seconds).
+const MAX_EXPIRES: u64 = u32::MAX as u64;
 /// A binding's lifetime when neither the Contact nor the response says.
 const DEFAULT_EXPIRES: u64 = 3600;
 
@@ -27,33 +30,61 @@ pub struct Registrations {
 struct Inner {
     /// `AOR contact` → when the binding expires.
     bindings: HashMap<String, Instant>,
+    /// When each binding expires, soonest first, so that expiring costs nothing per response
+    /// (an entry whose binding was refreshed or removed since is skipped when it comes up).
+    expiries: BinaryHeap<Reverse<(Instant, String)>>,
     peak: u64,
+}
+
+impl Inner {
+    /// Drops the bindings expired at `now`.
+    fn expire(&mut self, now: Instant) {
+        while let Some(Reverse((until, _))) = self.expiries.peek()
+            && *until <= now
+        {
+            let Some(Reverse((until, key))) = self.expiries.pop() else { break };
+            if self.bindings.get(&key) == Some(&until) {
+                self.bindings.remove(&key);
+            }
+        }
+    }
+
+    fn insert(&mut self, key: String, until: Instant) {
+        self.expiries.push(Reverse((until, key.clone())));
+        self.bindings.insert(key, until);
+        // Refreshes leave stale entries behind; past twice the bindings, start again from them.
+        if self.expiries.len() > 2 * self.bindings.len() + 1024 {
+            self.expiries = self.bindings.iter().map(|(key, until)| Reverse((*until, key.clone()))).collect();
+        }
+    }
 }
 
 impl Registrations {
     /// Takes note of a response from the registrar (only 200s to REGISTER change anything).
     pub fn note(&self, response: &SipMessage, now: Instant) {
         let is_register_ok = response.status() == Some(200)
-            && response.header("CSeq").is_some_and(|cseq| cseq.split_whitespace().nth(1) == Some("REGISTER"));
-        let Some(to) = response.header("To").filter(|_| is_register_ok) else { return };
+            && response.header_value("CSeq").is_some_and(|cseq| cseq.split_whitespace().nth(1) == Some("REGISTER"));
+        let Some(to) = response.header_value("To").filter(|_| is_register_ok) else { return };
         let aor = uri_of(&to);
-        let default_expires = response.header("Expires").and_then(|e| e.trim().parse::<u64>().ok()).unwrap_or(DEFAULT_EXPIRES);
+        let default_expires = response.header_value("Expires").and_then(|e| e.trim().parse::<u64>().ok()).unwrap_or(DEFAULT_EXPIRES);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.bindings.retain(|_, until| *until > now);
-        for field in response.fields("Contact") {
-            for contact in split_values(&field) {
+        inner.expire(now);
+        for field in response.field_values("Contact") {
+            for contact in values(&field) {
                 if contact.trim() == "*" {
                     if default_expires == 0 {
-                        inner.bindings.retain(|key, _| !key.starts_with(&format!("{aor} ")));
+                        let prefix = format!("{aor} ");
+                        inner.bindings.retain(|key, _| !key.starts_with(&prefix));
                     }
                     continue;
                 }
-                let expires = param(&contact, "expires").and_then(|e| e.parse::<u64>().ok()).unwrap_or(default_expires);
-                let key = format!("{aor} {}", uri_of(&contact));
+                // At most 2^32-1 s (RFC 3261 §20.19): a bigger value must not overflow the clock.
+                let expires = param(contact, "expires").and_then(|e| e.parse::<u64>().ok()).unwrap_or(default_expires).min(MAX_EXPIRES);
+                let key = format!("{aor} {}", uri_of(contact));
                 if expires == 0 {
                     inner.bindings.remove(&key);
                 } else if inner.bindings.len() < MAX_BINDINGS || inner.bindings.contains_key(&key) {
-                    inner.bindings.insert(key, now + Duration::from_secs(expires));
+                    inner.insert(key, now + Duration::from_secs(expires));
                 }
             }
         }
@@ -64,7 +95,7 @@ impl Registrations {
     /// (current unexpired bindings, peak since start).
     pub fn counts(&self, now: Instant) -> (u64, u64) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.bindings.retain(|_, until| *until > now);
+        inner.expire(now);
         (inner.bindings.len() as u64, inner.peak)
     }
 }
@@ -111,5 +142,17 @@ mod tests {
         r.note(&ok("Contact: <sip:alice@10.0.0.3>\r\n", None), now);
         r.note(&ok("Contact: *\r\n", Some(0)), now);
         assert_eq!(r.counts(now).0, 0, "Contact: * with Expires: 0 removes every binding of the AOR");
+    }
+
+    #[test]
+    fn a_refreshed_binding_outlives_its_first_expiry_and_a_huge_expires_is_capped() {
+        let r = Registrations::default();
+        let now = Instant::now();
+        r.note(&ok("Contact: <sip:alice@10.0.0.1>;expires=60\r\n", None), now);
+        r.note(&ok("Contact: <sip:alice@10.0.0.1>;expires=600\r\n", None), now + Duration::from_secs(30));
+        assert_eq!(r.counts(now + Duration::from_secs(100)).0, 1, "the first expiry is stale after the refresh");
+        assert_eq!(r.counts(now + Duration::from_secs(700)).0, 0);
+        r.note(&ok("Contact: <sip:alice@10.0.0.2>;expires=18446744073709551615\r\n", None), now);
+        assert_eq!(r.counts(now).0, 1, "no overflow of the clock");
     }
 }

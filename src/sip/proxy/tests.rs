@@ -41,7 +41,7 @@ fn peer() -> SocketAddr {
 
 fn top_branch(message: &SipMessage) -> String {
     let via = message.fields("Via")[0].clone();
-    param(&via, "branch").unwrap()
+    param(&via, "branch").unwrap().to_string()
 }
 
 #[test]
@@ -139,10 +139,12 @@ fn responses_go_back_by_via_and_others_are_dropped() {
 
 #[test]
 fn comma_joined_values_split_but_not_inside_quotes_or_brackets() {
-    assert_eq!(split_values("a, b ,c"), vec!["a", "b", "c"]);
-    assert_eq!(split_values("\"Smith, J\" <sip:j@x>, <sip:k@y;p=a,b>"), vec!["\"Smith, J\" <sip:j@x>", "<sip:k@y;p=a,b>"]);
-    assert_eq!(sent_by("SIP/2.0/TCP [2001:db8::1]:5070;branch=x"), Some(("2001:db8::1".to_string(), 5070)));
-    assert_eq!(sent_by("SIP/2.0/TLS host.example;branch=x"), Some(("host.example".to_string(), 5060)));
+    let split = |field| values(field).collect::<Vec<_>>();
+    assert_eq!(split("a, b ,c"), vec!["a", "b", "c"]);
+    assert_eq!(split(" a,, b,"), vec!["a", "b"], "empty values are skipped");
+    assert_eq!(split("\"Smith, J\" <sip:j@x>, <sip:k@y;p=a,b>"), vec!["\"Smith, J\" <sip:j@x>", "<sip:k@y;p=a,b>"]);
+    assert_eq!(sent_by("SIP/2.0/TCP [2001:db8::1]:5070;branch=x"), Some(("2001:db8::1", 5070)));
+    assert_eq!(sent_by("SIP/2.0/TLS host.example;branch=x"), Some(("host.example", 5060)));
 }
 
 #[test]
@@ -156,4 +158,46 @@ fn received_and_rport_a_partner_wrote_itself_are_overwritten_with_where_it_reall
         "SIP/2.0/TLS sip.partner.example:5061;branch=z9hG4bKpartner1;rport=40000;received=192.0.2.10",
         "RFC 3261 §18.2.1, RFC 3581 §4: the server sets them from the packet's source"
     );
+}
+
+#[test]
+fn only_the_changed_fields_are_rewritten_and_every_other_byte_goes_on_as_it_came() {
+    // The peer is where its Via says: nothing to stamp, so its Via line stays byte for byte
+    // (odd spacing and case included), Max-Forwards changes where it stands.
+    let text = "MESSAGE sip:alice@corp.example SIP/2.0\r\nvia:  SIP/2.0/TCP 192.0.2.10:40000 ;branch=z9hG4bKx\r\n\
+                Max-Forwards: 70\r\nFrom: <sip:bob@partner.example>;tag=f1\r\nTo: <sip:alice@corp.example>\r\n\
+                Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nX-Custom:   kept  as is\r\nContent-Length: 2\r\n\r\nhi";
+    let mut message = parse(text);
+    forward_request(&mut message, &edge(), peer(), 7, true).unwrap();
+    let out = wire(&message);
+    let (own, rest) = out.split_once("\r\n").map(|(line, rest)| (line.to_string(), rest)).unwrap();
+    assert_eq!(own, "MESSAGE sip:alice@corp.example SIP/2.0");
+    let (own_via, rest) = rest.split_once("\r\n").unwrap();
+    assert!(own_via.starts_with("Via: SIP/2.0/TLS edge.corp.example:5061;branch=z9hG4bK.pc."), "{own_via}");
+    assert_eq!(format!("MESSAGE sip:alice@corp.example SIP/2.0\r\n{rest}"), text.replace("Max-Forwards: 70", "Max-Forwards: 69"));
+}
+
+#[test]
+fn comma_joined_vias_keep_their_order_both_ways() {
+    let text = wire(&request("INVITE", "sip:alice@corp.example", "")).replace(
+        "Via: SIP/2.0/TLS sip.partner.example:5061;branch=z9hG4bKpartner1;rport\r\n",
+        "Via: SIP/2.0/TLS sip.partner.example:5061;branch=z9hG4bKpartner1;rport, SIP/2.0/TCP ua.example;branch=z9hG4bKua\r\n",
+    );
+    let mut invite = parse(&text);
+    forward_request(&mut invite, &edge(), peer(), 7, true).unwrap();
+    let vias = invite.fields("Via");
+    assert_eq!(vias.len(), 3, "{vias:?}");
+    assert!(vias[0].starts_with("SIP/2.0/TLS edge.corp.example:5061;"), "{vias:?}");
+    assert_eq!(vias[1], "SIP/2.0/TLS sip.partner.example:5061;branch=z9hG4bKpartner1;rport=40000;received=192.0.2.10");
+    assert_eq!(vias[2], "SIP/2.0/TCP ua.example;branch=z9hG4bKua");
+    // The response comes back with the edge's Via comma-joined to the others.
+    let response = format!(
+        "SIP/2.0 180 Ringing\r\nVia: {}\r\nFrom: <sip:bob@partner.example>;tag=f1\r\nTo: <sip:alice@corp.example>;tag=t9\r\n\
+         Call-ID: call-1@partner.example\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n",
+        vias.join(", ")
+    );
+    let mut ringing = parse(&response);
+    let target = return_response(&mut ringing, &edge()).unwrap();
+    assert_eq!((target.connection, target.host.as_str(), target.port), (Some(7), "192.0.2.10", 40000));
+    assert_eq!(ringing.fields("Via"), vec![format!("{}, {}", vias[1], vias[2])]);
 }
