@@ -285,6 +285,11 @@ impl SipMessage {
         (!host.is_empty()).then_some(host)
     }
 
+    /// The Request-URI as written (requests only).
+    pub fn request_uri(&self) -> Option<String> {
+        self.0.as_request().map(|request| request.uri.to_string())
+    }
+
     /// Appends the Request-URI as written to `out` (nothing for a response).
     pub fn write_request_uri(&self, out: &mut Vec<u8>) {
         if let Some(request) = self.0.as_request() {

@@ -11,7 +11,7 @@
 //! NAPTR/SRV records (RFC 3263): a host name is resolved to A/AAAA by the caller.
 
 use super::message::{Refusal, SipMessage};
-use super::proxy::{Answer, Hop, Transport, split_values};
+use super::proxy::{Answer, Hop, Transport, values};
 
 /// Where an outward request is sent (the key of the edge's connections toward partners).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +110,7 @@ fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
 /// Takes the edge's own entries (naming any of its listeners) off the top of the Route set
 /// (RFC 3261 §16.4): the rest of the set is left as it was, one field per remaining entry.
 pub fn strip_own_routes(message: &mut SipMessage, hops: &[Hop]) -> Result<(), Refusal> {
-    let routes: Vec<String> = message.fields("Route").iter().flat_map(|field| split_values(field)).collect();
+    let routes: Vec<String> = message.fields("Route").iter().flat_map(|field| values(field).map(str::to_string)).collect();
     let own = routes.iter().take_while(|route| SipUri::parse(route).is_some_and(|uri| hops.iter().any(|hop| uri.names(hop)))).count();
     if own == 0 {
         return Ok(());
@@ -126,7 +126,7 @@ pub fn strip_own_routes(message: &mut SipMessage, hops: &[Hop]) -> Result<(), Re
 /// [`strip_own_routes`]). 416 when that is not a `sip:`/`sips:` URI the edge can reach.
 pub fn destination(message: &SipMessage) -> Result<Destination, Answer> {
     let unsupported = Answer { status: 416, reason: "Unsupported URI Scheme" };
-    let target = match message.fields("Route").first().and_then(|field| split_values(field).into_iter().next()) {
+    let target = match message.fields("Route").first().and_then(|field| values(field).next().map(str::to_string)) {
         Some(route) => route,
         None => message.request_uri().ok_or(unsupported.clone())?,
     };

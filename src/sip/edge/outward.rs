@@ -40,7 +40,7 @@ use crate::net::tls::TlsError;
 use crate::net::tls::client::ClientProfile;
 use crate::runtime::services::Drain;
 use crate::sip::message::SipMessage;
-use crate::sip::proxy::{self, Answer, Hop, Transport, param, split_values};
+use crate::sip::proxy::{self, Answer, Hop, Transport, param, values};
 use crate::sip::route::{self, Destination};
 
 /// Most connections toward partners open at once.
@@ -261,7 +261,7 @@ impl SipEdge {
         let branch = param(&top, "branch").unwrap_or_default();
         let kept: Vec<&str> =
             top.split(';').filter(|p| !p.split('=').next().unwrap_or_default().trim().eq_ignore_ascii_case("pc")).collect();
-        message.replace_first("Via", &format!("{};pc={}", kept.join(";"), self.outward.seal_of(&branch)))
+        message.replace_first("Via", format!("{};pc={}", kept.join(";"), self.outward.seal_of(branch)))
     }
 
     /// Sends an outward request on the destination's pooled connection, opening it when
@@ -322,8 +322,8 @@ impl SipEdge {
     /// A response read from a partner connection: relayed to the next hop when its top Via
     /// is one the edge sealed for an outward request (that Via comes off); else dropped.
     pub(super) async fn response_from_partner(self: &Arc<Self>, mut message: SipMessage) {
-        let top = message.fields("Via").into_iter().next().and_then(|field| split_values(&field).into_iter().next()).unwrap_or_default();
-        let sealed = param(&top, "branch").is_some_and(|branch| param(&top, "pc") == Some(self.outward.seal_of(&branch)));
+        let top = message.fields("Via").into_iter().next().and_then(|field| values(&field).next().map(str::to_string)).unwrap_or_default();
+        let sealed = param(&top, "branch").is_some_and(|branch| param(&top, "pc") == Some(self.outward.seal_of(branch).as_str()));
         if !sealed || !self.hops.iter().any(|hop| proxy::return_response(&mut message, hop).is_some()) {
             return;
         }
