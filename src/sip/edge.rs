@@ -61,6 +61,9 @@ const RETRY_AFTER_SECS: u64 = 30;
 /// After a failed connect, requests get 503 at once for this long instead of each waiting
 /// (in turn, behind the one connecting) for another connect to time out.
 const DOWN_HOLD: Duration = Duration::from_secs(1);
+/// How far a partner connection's idle deadline may lag behind (it is moved only when it
+/// moved by this much: one timer reset per second, not per message).
+const TIMER_SLACK: Duration = Duration::from_secs(1);
 /// How long one write to the next hop may block before its connection is given up.
 const UPSTREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -294,13 +297,22 @@ impl SipEdge {
         // `message_timeout`, however the sender trickles it (each byte would restart an idle
         // timeout, and the connection would be held for ever).
         let mut unfinished_since: Option<Instant> = None;
+        // One timer and one drain future for the connection's life, not one per message: the
+        // idle deadline moves only when it moved by a second or more (or came closer).
+        let timer = tokio::time::sleep(self.idle_timeout);
+        tokio::pin!(timer);
+        let drained = drain.signalled();
+        tokio::pin!(drained);
         loop {
             let idle = Instant::now() + self.idle_timeout;
             let deadline = unfinished_since.map_or(idle, |since| (since + self.message_timeout).min(idle));
+            if deadline < timer.deadline() || deadline >= timer.deadline() + TIMER_SLACK {
+                timer.as_mut().reset(deadline);
+            }
             tokio::select! {
-                read = tokio::time::timeout_at(deadline, reader.read(&mut buffer)) => {
+                read = reader.read(&mut buffer) => {
                     let n = match read {
-                        Ok(Ok(n)) if n > 0 => n,
+                        Ok(n) if n > 0 => n,
                         _ => break,
                     };
                     let frames = match framer.push(&buffer[..n]) {
@@ -337,7 +349,8 @@ impl SipEdge {
                     Some(bytes) => if writer.write_all(&bytes).await.is_err() { break },
                     None => break,
                 },
-                () = drain.signalled() => break,
+                () = &mut timer => break,
+                () = &mut drained => break,
             }
         }
         self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -364,8 +377,6 @@ impl SipEdge {
             self.response_from_partner(message).await;
             return None;
         }
-        // The answer copies the request as it arrived, not as the edge rewrote it.
-        let received = transaction_headers(&message);
         let domain = message.from_host();
         // In-dialog requests to a call's device (the inside's 2xx Contact) address no new user.
         let user = message.request_uri().filter(|_| !self.dialogs.to_call_target(&message));
@@ -386,12 +397,16 @@ impl SipEdge {
                 Some((Answer { status: 503, reason: "Service Unavailable" }, Some(retry_after_secs), false))
             }
         };
+        // An answer copies the request's transaction fields as they arrived (built only when
+        // one is sent: most requests are forwarded).
         if let Some((answer, retry_after, close)) = refusal {
+            let received = transaction_headers(&message, false);
             return self.answer(client, &message, &received, &answer, retry_after).map(|answer| (answer, close));
         }
         if self.runtime.operate.in_maintenance() && starts_new_work(&message, &self.dialogs) {
             let retry_after = self.runtime.config().maintenance.retry_after.as_secs().max(1);
             let answer = Answer { status: 503, reason: "Service Unavailable" };
+            let received = transaction_headers(&message, false);
             return self.answer(client, &message, &received, &answer, Some(retry_after)).map(|answer| (answer, false));
         }
         match proxy::forward_request(&mut message, hop, client, connection, self.record_route) {
@@ -399,11 +414,18 @@ impl SipEdge {
                 if self.send_upstream(message.to_bytes()).await {
                     None
                 } else {
+                    // Prepared for forwarding: the edge's own Via (a field of its own, on top)
+                    // is left out; the partner's carries `received`/`rport`, as a server's may.
+                    let received = transaction_headers(&message, true);
                     let unavailable = Answer { status: 503, reason: "Service Unavailable" };
                     self.answer(client, &message, &received, &unavailable, Some(RETRY_AFTER_SECS)).map(|answer| (answer, false))
                 }
             }
-            Err(answer) => self.answer(client, &message, &received, &answer, None).map(|answer| (answer, false)),
+            // Refused before the Via was touched (483, 482, a malformed field).
+            Err(answer) => {
+                let received = transaction_headers(&message, false);
+                self.answer(client, &message, &received, &answer, None).map(|answer| (answer, false))
+            }
         }
     }
 
@@ -472,10 +494,11 @@ fn starts_new_work(request: &SipMessage, dialogs: &Dialogs) -> bool {
 
 /// The fields a response copies from its request (RFC 3261 §8.2.6): Via, From, To, Call-ID,
 /// CSeq, as header lines.
-fn transaction_headers(request: &SipMessage) -> String {
+fn transaction_headers(request: &SipMessage, skip_own_via: bool) -> String {
     let mut lines = String::with_capacity(512);
     for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-        for value in request.field_values(name) {
+        let skip = usize::from(skip_own_via && name == "Via");
+        for value in request.field_values(name).skip(skip) {
             for part in [name, ": ", &value, "\r\n"] {
                 lines.push_str(part);
             }
@@ -641,7 +664,8 @@ mod tests {
         let Ok(frames) = Framer::new(StreamLimits::new(4096)).push(wire.as_bytes()) else { panic!() };
         let Some(Frame::Message(message)) = frames.into_iter().next() else { panic!() };
         let answer =
-            answer_to(&message, &transaction_headers(&message), &Answer { status: 503, reason: "Service Unavailable" }, Some(30)).unwrap();
+            answer_to(&message, &transaction_headers(&message, false), &Answer { status: 503, reason: "Service Unavailable" }, Some(30))
+                .unwrap();
         let text = std::str::from_utf8(&answer).unwrap();
         assert!(text.starts_with("SIP/2.0 503 Service Unavailable\r\nVia: SIP/2.0/TCP p.example;branch=z9hG4bK1\r\n"), "{text}");
         assert!(text.contains("Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nRetry-After: 30\r\nContent-Length: 0\r\n\r\n"), "{text}");

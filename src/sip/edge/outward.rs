@@ -195,7 +195,7 @@ impl SipEdge {
     /// above [`MAX_IN_FLIGHT`] answered 503 at once.
     pub(super) fn from_inside(self: &Arc<Self>, message: SipMessage, source: SocketAddr) {
         let Ok(permit) = self.outward.in_flight.clone().try_acquire_owned() else {
-            let received = transaction_headers(&message);
+            let received = transaction_headers(&message, false);
             if let Some(answer) = answer_to(&message, &received, &Answer { status: 503, reason: "Service Unavailable" }, None)
                 && let Ok(upstream) = self.upstream.try_lock()
                 && let Some(sender) = upstream.sender.as_ref()
@@ -206,7 +206,7 @@ impl SipEdge {
         };
         let edge = self.clone();
         tokio::spawn(async move {
-            let received = transaction_headers(&message);
+            let received = transaction_headers(&message, false);
             let mut message = message;
             let answer = match edge.prepare_outward(&mut message, source) {
                 Ok((destination, hop, name)) => {
