@@ -418,10 +418,7 @@ impl Federation {
     /// discovered domains within [`SOURCE_WINDOW`] (this peer's count).
     pub fn source_may_speak_for(&self, source: IpAddr, from_host: Option<&str>) -> bool {
         let Some(domain) = from_host.and_then(partner_domain) else { return true };
-        if self.state_of(&domain) != "discovered" && self.state_of(&domain) != "flagged" {
-            return true;
-        }
-        if self.local_domains.load().contains(&domain) {
+        if self.local_domains.load().contains(&domain) || !matches!(self.state_of(&domain), "discovered" | "flagged") {
             return true;
         }
         let source = match source {
@@ -687,6 +684,10 @@ impl Federation {
             }
         }
         let now_ms = unix_ms();
+        if let Some(entry) = stats.get_mut(domain) {
+            entry.last_seen_ms = now_ms; // the common case: no key to allocate
+            return f(entry);
+        }
         let rate = f64::from(self.config.load().discovered_rate.max(1));
         let entry = stats.entry(domain.to_string()).or_insert_with(|| DomainStats {
             first_seen_ms: now_ms,

@@ -92,6 +92,7 @@ pub struct SipEdge {
     tls: Vec<(TlsProfile, Arc<ArcSwap<TlsAcceptor>>)>,
     registrations: Registrations,
     dialogs: Dialogs,
+    counters: SipCounters,
     /// Partner connections by number: where their responses go, and who they are.
     clients: Mutex<HashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>>,
     next_connection: AtomicU64,
@@ -113,6 +114,7 @@ impl SipEdge {
         let idle_timeout = runtime.config().server.idle_timeout;
         let message_timeout = runtime.config().server.header_read_timeout;
         SipEdge {
+            counters: SipCounters::new(&runtime.metrics),
             runtime,
             next_hop,
             record_route,
@@ -242,7 +244,7 @@ impl SipEdge {
     /// One `access.log` line and the response metric for a final answer sent to `partner`.
     fn log_final(&self, partner: SocketAddr, response: &SipMessage, method: Option<&str>, target: Option<&str>, upstream: Option<&str>) {
         let status = response.status().unwrap_or(0);
-        self.runtime.metrics.sip_response(status);
+        self.counters.response(status);
         let domain = response.from_host().unwrap_or_default();
         self.runtime.access_log.write(&AccessEntry {
             client: partner.ip(),
@@ -387,7 +389,7 @@ impl SipEdge {
         } else {
             Decision::Refused // one address rotating through invented domains
         };
-        self.runtime.metrics.sip_request(decision.as_str());
+        self.counters.request(decision);
         let forbidden = Answer { status: 403, reason: "Forbidden" };
         let refusal = match decision {
             Decision::Local | Decision::Allowed | Decision::Discovered => None,
@@ -433,7 +435,7 @@ impl SipEdge {
     /// sent to the partner.
     fn answer(&self, client: SocketAddr, request: &SipMessage, received: &str, answer: &Answer, retry_after: Option<u64>) -> Option<Bytes> {
         let bytes = answer_to(request, received, answer, retry_after)?;
-        self.runtime.metrics.sip_response(answer.status);
+        self.counters.response(answer.status);
         let domain = request.from_host().unwrap_or_default();
         let (method, target) = (request.method(), request.request_uri());
         self.runtime.access_log.write(&AccessEntry {
@@ -519,6 +521,38 @@ fn answer_to(request: &SipMessage, transaction_headers: &str, answer: &Answer, r
     }
     text.push_str("Content-Length: 0\r\n\r\n");
     Some(Bytes::from(text))
+}
+
+/// The SIP metrics' counters, looked up once (counting is one atomic add per message).
+struct SipCounters {
+    /// By [`Decision`], in [`DECISIONS`] order.
+    requests: Vec<prometheus_client::metrics::counter::Counter>,
+    /// By class: 2xx … 6xx.
+    responses: Vec<prometheus_client::metrics::counter::Counter>,
+}
+
+const DECISIONS: [&str; 7] = ["local", "allowed", "discovered", "blocked", "refused", "watched", "throttled"];
+
+impl SipCounters {
+    fn new(metrics: &crate::telemetry::metrics::Metrics) -> SipCounters {
+        SipCounters {
+            requests: DECISIONS.iter().map(|d| metrics.sip_request_counter(d)).collect(),
+            responses: ["2xx", "3xx", "4xx", "5xx", "6xx"].iter().map(|c| metrics.sip_response_counter(c)).collect(),
+        }
+    }
+
+    fn request(&self, decision: Decision) {
+        if let Some(counter) = DECISIONS.iter().position(|d| *d == decision.as_str()).and_then(|i| self.requests.get(i)) {
+            counter.inc();
+        }
+    }
+
+    fn response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(2, 6) - 2;
+        if let Some(counter) = self.responses.get(class) {
+            counter.inc();
+        }
+    }
 }
 
 /// The answer to input that could not be read as a message (no headers to copy).

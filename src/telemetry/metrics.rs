@@ -213,21 +213,15 @@ impl Metrics {
         self.auth_failures.get_or_create(&ReasonLabels { reason: Label(Arc::from(reason)) }).inc();
     }
 
-    /// Counts a SIP request from a partner with the federation's decision on it.
-    pub fn sip_request(&self, decision: &'static str) {
-        self.sip_requests.get_or_create(&DecisionLabels { decision }).inc();
+    /// The counter of SIP requests from partners with federation decision `decision` (kept by
+    /// the SIP edge: counting is then one atomic add, no label lookup).
+    pub fn sip_request_counter(&self, decision: &'static str) -> Counter {
+        self.sip_requests.get_or_create(&DecisionLabels { decision }).clone()
     }
 
-    /// Counts a final SIP response sent to a partner.
-    pub fn sip_response(&self, status: u16) {
-        let class = match status / 100 {
-            2 => "2xx",
-            3 => "3xx",
-            4 => "4xx",
-            5 => "5xx",
-            _ => "6xx",
-        };
-        self.sip_responses.get_or_create(&ClassLabels { class }).inc();
+    /// The counter of final SIP responses of class `class` (`2xx` … `6xx`) sent to partners.
+    pub fn sip_response_counter(&self, class: &'static str) -> Counter {
+        self.sip_responses.get_or_create(&ClassLabels { class }).clone()
     }
 
     /// Sets the SIP registration counts (refreshed when metrics are scraped).
