@@ -21,7 +21,7 @@ pub const MAX_DIALOG_AGE: Duration = Duration::from_secs(12 * 3600);
 const MAX_CALL_ID: usize = 256;
 
 /// The dialogs in progress, by Call-ID, with when they began and the inside's remote target
-/// (the 2xx's Contact, in the form [`crate::federation::user_key`] counts).
+/// (the 2xx's Contact, in the form the federation counts users in).
 #[derive(Debug, Default)]
 pub struct Dialogs {
     open: Mutex<HashMap<String, (Instant, Option<String>)>>,
