@@ -25,8 +25,11 @@ use tokio::net::{TcpListener, TcpStream};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
-const REQUESTS: u64 = 20_000;
-const WARM_UP: u64 = 2_000;
+/// Requests measured per case (`ALLOC_BENCH_REQUESTS` overrides, e.g. a few hundred under a
+/// malloc uprobe to see where each allocation comes from); the warm-up is a tenth of it.
+fn measured_requests() -> u64 {
+    std::env::var("ALLOC_BENCH_REQUESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(20_000)
+}
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok";
 
 /// An upstream answering every request on a connection with [`RESPONSE`] (reads until the
@@ -88,14 +91,15 @@ async fn requests(target: SocketAddr, authorization: &str, count: u64) {
 
 /// Allocations per request and µs per request (wall clock, one client) against `target`.
 async fn measure(target: SocketAddr, authorization: &str) -> (f64, f64) {
-    requests(target, authorization, WARM_UP).await;
+    let count = measured_requests();
+    requests(target, authorization, (count / 10).max(1)).await;
     let region = Region::new(GLOBAL);
     let started = Instant::now();
-    requests(target, authorization, REQUESTS).await;
+    requests(target, authorization, count).await;
     let elapsed = started.elapsed();
     let change = region.change();
     let allocations = change.allocations + change.reallocations;
-    (allocations as f64 / REQUESTS as f64, elapsed.as_secs_f64() * 1e6 / REQUESTS as f64)
+    (allocations as f64 / count as f64, elapsed.as_secs_f64() * 1e6 / count as f64)
 }
 
 fn argon2_hash(password: &str) -> String {

@@ -7,8 +7,10 @@
 //! path overrides `X-Original-URL` / `X-Rewrite-URL` and the client-address fields IP
 //! allow-lists read (`True-Client-IP`, `X-Client-IP`, …) are removed.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Fields that describe one connection and never cross the proxy.
@@ -137,21 +139,22 @@ pub fn request_headers(headers: &mut HeaderMap, origin: Origin<'_>, websocket: b
     headers.insert(X_FORWARDED_FOR, HeaderValue::from(IpValue(client)));
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(origin.proto));
     let host_ok = !origin.host.is_empty() && origin.host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
-    let for_param = match client {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    // One string, handed to the header without a copy.
+    let mut forwarded = String::with_capacity(48 + origin.host.len());
+    let _ = match client {
+        IpAddr::V4(v4) => write!(forwarded, "for={v4};proto={}", origin.proto),
+        IpAddr::V6(v6) => write!(forwarded, "for=\"[{v6}]\";proto={}", origin.proto),
     };
-    let forwarded = if host_ok {
+    if host_ok {
         // `host_ok` checked the bytes, so these are valid header values.
         if let Ok(value) = HeaderValue::from_str(origin.host) {
             headers.insert(X_FORWARDED_HOST, value);
         }
-        format!("for={for_param};proto={};host=\"{}\"", origin.proto, origin.host)
+        let _ = write!(forwarded, ";host=\"{}\"", origin.host);
     } else {
         headers.remove(X_FORWARDED_HOST);
-        format!("for={for_param};proto={}", origin.proto)
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+    }
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded)) {
         headers.insert(header::FORWARDED, value);
     }
 }
@@ -170,8 +173,9 @@ struct IpValue(IpAddr);
 
 impl From<IpValue> for HeaderValue {
     fn from(ip: IpValue) -> HeaderValue {
-        // An IP address prints as ASCII digits, dots, colons and hex letters only.
-        HeaderValue::from_str(&ip.0.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        // An IP address prints as ASCII digits, dots, colons and hex letters only; the string
+        // becomes the value without a copy.
+        HeaderValue::from_maybe_shared(Bytes::from(ip.0.to_string())).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
     }
 }
 

@@ -13,6 +13,7 @@
 //! refused (RFC 9110 §7.2, RFC 3986 §3.2).
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::net::Ipv6Addr;
 
 pub use crate::config::path::{MAX_PATH_BYTES, PathRefusal, has_prefix, normalize_path, without_parameters};
@@ -23,16 +24,17 @@ pub const MAX_HOST_BYTES: usize = 255;
 /// A canonical authority: lower-case host (no trailing dot; IPv6 in brackets) and port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authority {
-    host: String,
     port: Option<u16>,
-    /// `host[:port]`, as forwarded in `Host`.
+    /// `host[:port]`, as forwarded in `Host` (one allocation per request).
     text: String,
+    /// Where the host ends in `text`.
+    host_len: usize,
 }
 
 impl Authority {
     /// The host without the port (`example.com`, `192.0.2.1`, `[::1]`).
     pub fn host(&self) -> &str {
-        &self.host
+        &self.text[..self.host_len]
     }
 
     pub fn port(&self) -> Option<u16> {
@@ -101,14 +103,16 @@ pub fn parse_authority(raw: &str) -> Result<Authority, AuthorityRefusal> {
     if raw.contains('@') {
         return Err(AuthorityRefusal::Userinfo);
     }
-    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+    let mut text = String::with_capacity(raw.len() + 2);
+    let port = if let Some(rest) = raw.strip_prefix('[') {
         let (literal, after) = rest.split_once(']').ok_or(AuthorityRefusal::InvalidIpv6)?;
         let address: Ipv6Addr = literal.parse().map_err(|_| AuthorityRefusal::InvalidIpv6)?;
         let port = match after {
             "" => None,
             _ => Some(parse_port(after.strip_prefix(':').ok_or(AuthorityRefusal::InvalidPort)?)?),
         };
-        (format!("[{address}]"), port)
+        let _ = write!(text, "[{address}]");
+        port
     } else {
         let (name, port) = match raw.split_once(':') {
             Some((name, port)) => (name, Some(parse_port(port)?)),
@@ -126,13 +130,14 @@ pub fn parse_authority(raw: &str) -> Result<Authority, AuthorityRefusal> {
         if !valid {
             return Err(AuthorityRefusal::InvalidHost);
         }
-        (name.to_ascii_lowercase(), port)
+        text.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+        port
     };
-    let text = match port {
-        Some(port) => format!("{host}:{port}"),
-        None => host.clone(),
-    };
-    Ok(Authority { host, port, text })
+    let host_len = text.len();
+    if let Some(port) = port {
+        let _ = write!(text, ":{port}");
+    }
+    Ok(Authority { port, text, host_len })
 }
 
 #[cfg(test)]

@@ -58,10 +58,15 @@ impl AccessLog {
     /// Appends one line.
     pub fn write(&self, entry: &AccessEntry<'_>) {
         let Some(out) = &self.out else { return };
-        let line = format_line(entry, SystemTime::now());
-        if let Ok(mut out) = out.lock() {
-            let _ = out.write_all(line.as_bytes());
-        }
+        // Formatted into this worker thread's reusable line (no allocation per request once
+        // it has grown), then copied into the shared buffer the flusher writes out each second.
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            format_into(line, entry, SystemTime::now());
+            if let Ok(mut out) = out.lock() {
+                let _ = out.write_all(line.as_bytes());
+            }
+        });
     }
 
     /// Writes buffered lines to the file.
@@ -101,20 +106,31 @@ fn push_field(line: &mut String, value: &str, max: usize) {
     let _ = write!(line, "{}", logging::escaped(value).max(max).spaces());
 }
 
+thread_local! {
+    /// Each worker thread's line under construction.
+    static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
+}
+
+#[cfg(test)]
 fn format_line(e: &AccessEntry<'_>, now: SystemTime) -> String {
     let mut line = String::with_capacity(160);
-    let _ = write!(line, "{} {} ", humantime::format_rfc3339_millis(now), e.client);
-    push_field(&mut line, e.host, 256);
-    line.push(' ');
-    push_field(&mut line, e.method, 32);
-    line.push(' ');
-    push_field(&mut line, e.path, MAX_LOGGED_PATH);
-    let _ = write!(line, " {} {} {} ", e.protocol, e.status, e.bytes);
-    push_field(&mut line, e.upstream.unwrap_or(""), 256);
-    line.push(' ');
-    push_field(&mut line, e.service.unwrap_or(""), 64);
-    let _ = writeln!(line, " {:.3}", e.duration.as_secs_f64());
+    format_into(&mut line, e, now);
     line
+}
+
+/// Appends the line of `e` at `now` to `line`.
+fn format_into(line: &mut String, e: &AccessEntry<'_>, now: SystemTime) {
+    let _ = write!(line, "{} {} ", humantime::format_rfc3339_millis(now), e.client);
+    push_field(line, e.host, 256);
+    line.push(' ');
+    push_field(line, e.method, 32);
+    line.push(' ');
+    push_field(line, e.path, MAX_LOGGED_PATH);
+    let _ = write!(line, " {} {} {} ", e.protocol, e.status, e.bytes);
+    push_field(line, e.upstream.unwrap_or(""), 256);
+    line.push(' ');
+    push_field(line, e.service.unwrap_or(""), 64);
+    let _ = writeln!(line, " {:.3}", e.duration.as_secs_f64());
 }
 
 #[cfg(test)]
