@@ -347,15 +347,27 @@ impl Federation {
     /// The decision on a request whose From host is `from_host` and whose Request-URI is
     /// `user` (the local URI it addresses), counted in the domains view.
     pub async fn decide(&self, from_host: Option<&str>, user: Option<&str>) -> Decision {
-        self.decide_presented(from_host, user, None).await
+        self.decide_presented(from_host, user, None, None).await
     }
 
     /// [`Federation::decide`] for a partner that presented a certificate naming
     /// `peer_names` (over TLS): unless the domain is blocked, a certificate that does not
     /// speak for the From domain — a local one included — is refused before anything is
     /// counted against the domain it claims (throttle, distinct users, domains view).
-    pub async fn decide_presented(&self, from_host: Option<&str>, user: Option<&str>, peer_names: Option<&[String]>) -> Decision {
+    ///
+    /// From `source` (the connection's peer), a discovered domain is refused once the source
+    /// spoke for [`MAX_DISCOVERED_DOMAINS_PER_SOURCE`] others ([`Federation::source_may_speak_for`]).
+    pub async fn decide_presented(
+        &self,
+        from_host: Option<&str>,
+        user: Option<&str>,
+        peer_names: Option<&[String]>,
+        source: Option<IpAddr>,
+    ) -> Decision {
         let Some(domain) = from_host.and_then(partner_domain) else { return Decision::Refused };
+        if source.is_some_and(|source| !self.source_may_speak_for_domain(source, &domain)) {
+            return Decision::Refused; // one address rotating through invented domains
+        }
         if let Some(names) = peer_names
             && !self.blocked(&domain)
             && !self.certificate_speaks_for(names, &domain)
@@ -417,8 +429,12 @@ impl Federation {
     /// while the source has spoken for at most [`MAX_DISCOVERED_DOMAINS_PER_SOURCE`] distinct
     /// discovered domains within [`SOURCE_WINDOW`] (this peer's count).
     pub fn source_may_speak_for(&self, source: IpAddr, from_host: Option<&str>) -> bool {
-        let Some(domain) = from_host.and_then(partner_domain) else { return true };
-        if self.local_domains.load().contains(&domain) || !matches!(self.state_of(&domain), "discovered" | "flagged") {
+        from_host.and_then(partner_domain).is_none_or(|domain| self.source_may_speak_for_domain(source, &domain))
+    }
+
+    /// [`Federation::source_may_speak_for`] for a domain already in its canonical form.
+    fn source_may_speak_for_domain(&self, source: IpAddr, domain: &str) -> bool {
+        if self.local_domains.load().iter().any(|d| d == domain) || !matches!(self.state_of(domain), "discovered" | "flagged") {
             return true;
         }
         let source = match source {
@@ -427,24 +443,20 @@ impl Federation {
         };
         let now = Instant::now();
         let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        if !sources.contains_key(&source) && sources.len() >= MAX_TRACKED_SOURCES {
-            let mut ages: Vec<(Instant, IpAddr)> = sources.iter().map(|(s, (began, _))| (*began, *s)).collect();
-            ages.sort();
-            for (_, stale) in ages.into_iter().take(MAX_TRACKED_SOURCES / 10) {
-                sources.remove(&stale);
-            }
+        if !sources.contains_key(&source) {
+            drop_stalest_tenth(&mut sources, MAX_TRACKED_SOURCES, |(began, _)| *began);
         }
         let (began, domains) = sources.entry(source).or_insert_with(|| (now, HashSet::new()));
         if now.saturating_duration_since(*began) >= SOURCE_WINDOW {
             (*began, *domains) = (now, HashSet::new());
         }
-        if domains.contains(&domain) {
+        if domains.contains(domain) {
             return true;
         }
         if domains.len() >= MAX_DISCOVERED_DOMAINS_PER_SOURCE {
             return false;
         }
-        domains.insert(domain);
+        domains.insert(domain.to_string());
         true
     }
 
@@ -675,13 +687,8 @@ impl Federation {
 
     fn with_stats<T>(&self, domain: &str, f: impl FnOnce(&mut DomainStats) -> T) -> T {
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        if !stats.contains_key(domain) && stats.len() >= MAX_TRACKED_DOMAINS {
-            // A spray of invented domains must not grow the table: drop the stalest tenth.
-            let mut ages: Vec<(u64, String)> = stats.iter().map(|(d, s)| (s.last_seen_ms, d.clone())).collect();
-            ages.sort();
-            for (_, stale) in ages.into_iter().take(MAX_TRACKED_DOMAINS / 10) {
-                stats.remove(&stale);
-            }
+        if !stats.contains_key(domain) {
+            drop_stalest_tenth(&mut stats, MAX_TRACKED_DOMAINS, |s| s.last_seen_ms);
         }
         let now_ms = unix_ms();
         if let Some(entry) = stats.get_mut(domain) {
@@ -894,6 +901,19 @@ impl Federation {
     fn warn_both_lists(&self, domain: &str) {
         // error.log says "warning 14518 …" (the event log writes it).
         self.events.publish(Event::FederationListChanged { list: "both", domain: domain.to_string(), added: true });
+    }
+}
+
+/// A spray of invented keys must not grow `map` past `cap`: at the cap, the tenth with the
+/// oldest `age` goes.
+fn drop_stalest_tenth<K: Clone + std::hash::Hash + Eq, V, A: Ord>(map: &mut HashMap<K, V>, cap: usize, age: impl Fn(&V) -> A) {
+    if map.len() < cap {
+        return;
+    }
+    let mut ages: Vec<(A, K)> = map.iter().map(|(key, value)| (age(value), key.clone())).collect();
+    ages.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, stale) in ages.into_iter().take(cap / 10) {
+        map.remove(&stale);
     }
 }
 

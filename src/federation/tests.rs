@@ -277,23 +277,23 @@ async fn an_impostors_requests_count_nothing_against_the_domain_it_claims() {
     let evil = ["evil.example".to_string()];
     for i in 0..50 {
         let user = format!("sip:u{i}@corp.example");
-        assert_eq!(f.decide_presented(Some("victim.example"), Some(&user), Some(&evil)).await, Decision::Refused, "{user}");
+        assert_eq!(f.decide_presented(Some("victim.example"), Some(&user), Some(&evil), None).await, Decision::Refused, "{user}");
     }
     assert!(f.watch_list().is_empty(), "the victim is not watch-listed by an impostor");
     assert!(f.domains(10).await.iter().all(|d| d.domain != "victim.example"), "nor shown with the impostor's requests");
     let genuine = ["victim.example".to_string()];
     for _ in 0..20 {
         assert_eq!(
-            f.decide_presented(Some("victim.example"), Some("sip:a@corp.example"), Some(&genuine)).await,
+            f.decide_presented(Some("victim.example"), Some("sip:a@corp.example"), Some(&genuine), None).await,
             Decision::Discovered,
             "the victim's own throttle is untouched"
         );
     }
-    assert_eq!(f.decide_presented(Some("corp.example"), None, Some(&evil)).await, Decision::Refused, "a partner is no local user");
+    assert_eq!(f.decide_presented(Some("corp.example"), None, Some(&evil), None).await, Decision::Refused, "a partner is no local user");
     let spam = ["spam.example".to_string()];
-    assert_eq!(f.decide_presented(Some("corp.example"), None, Some(&spam)).await, Decision::Refused, "nor a blocked one");
-    assert_eq!(f.decide_presented(Some("corp.example"), None, None).await, Decision::Local, "a remote user without a certificate");
-    assert_eq!(f.decide_presented(Some("spam.example"), None, Some(&evil)).await, Decision::Blocked, "the block list still wins");
+    assert_eq!(f.decide_presented(Some("corp.example"), None, Some(&spam), None).await, Decision::Refused, "nor a blocked one");
+    assert_eq!(f.decide_presented(Some("corp.example"), None, None, None).await, Decision::Local, "a remote user without a certificate");
+    assert_eq!(f.decide_presented(Some("spam.example"), None, Some(&evil), None).await, Decision::Blocked, "the block list still wins");
 }
 
 /// A domain flagged for its error share that then addresses more distinct users than the cap

@@ -384,11 +384,7 @@ impl SipEdge {
         let user = message.request_uri().filter(|_| !self.dialogs.to_call_target(&message));
         // Over TLS with a partner certificate, the certificate must speak for the From domain
         // (checked first: an impostor's requests count nothing against the domain it claims).
-        let decision = if self.runtime.federation.source_may_speak_for(client.ip(), domain.as_deref()) {
-            self.runtime.federation.decide_presented(domain.as_deref(), user.as_deref(), peer_names).await
-        } else {
-            Decision::Refused // one address rotating through invented domains
-        };
+        let decision = self.runtime.federation.decide_presented(domain.as_deref(), user.as_deref(), peer_names, Some(client.ip())).await;
         self.counters.request(decision);
         let forbidden = Answer { status: 403, reason: "Forbidden" };
         let refusal = match decision {
