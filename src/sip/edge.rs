@@ -80,6 +80,8 @@ struct Upstream {
 pub struct SipEdge {
     runtime: Arc<Runtime>,
     next_hop: NextHop,
+    /// `host:port` of the next hop, as the access log and the status show it.
+    next_hop_address: Arc<str>,
     record_route: bool,
     limits: StreamLimits,
     idle_timeout: Duration,
@@ -116,6 +118,7 @@ impl SipEdge {
         SipEdge {
             counters: SipCounters::new(&runtime.metrics),
             runtime,
+            next_hop_address: Arc::from(format!("{}:{}", next_hop.host, next_hop.port).as_str()),
             next_hop,
             record_route,
             limits: StreamLimits::new(max_message_bytes),
@@ -231,9 +234,9 @@ impl SipEdge {
             if !repeated {
                 self.runtime.federation.note_final(message.from_host().as_deref(), status);
             }
-            let upstream = format!("{}:{}", self.next_hop.host, self.next_hop.port);
             let target = message.header("To").map(|to| uri_of(&to).to_string());
-            self.log_final(partner, &message, method.as_deref(), target.as_deref(), Some(&upstream));
+            let final_ = Final { status, bytes: message.body().len() as u64, upstream: Some(&self.next_hop_address) };
+            self.log_final(partner, &message, method.as_deref(), target.as_deref(), final_);
         }
         // Never wait for one partner: a connection that does not read its responses would stall
         // every other partner's behind it. Its queue full, the response is dropped (SIP
@@ -241,20 +244,20 @@ impl SipEdge {
         let _ = sender.try_send(message.to_bytes());
     }
 
-    /// One `access.log` line and the response metric for a final answer sent to `partner`.
-    fn log_final(&self, partner: SocketAddr, response: &SipMessage, method: Option<&str>, target: Option<&str>, upstream: Option<&str>) {
-        let status = response.status().unwrap_or(0);
-        self.counters.response(status);
-        let domain = response.from_host().unwrap_or_default();
+    /// One `access.log` line and the response metric for a final answer sent to `partner` in
+    /// the transaction of `message` (the request, or the response itself: the same From).
+    fn log_final(&self, partner: SocketAddr, message: &SipMessage, method: Option<&str>, target: Option<&str>, sent: Final<'_>) {
+        self.counters.response(sent.status);
+        let domain = message.from_host().unwrap_or_default();
         self.runtime.access_log.write(&AccessEntry {
             client: partner.ip(),
             host: &domain,
             method: method.unwrap_or("-"),
             path: target.unwrap_or("-"),
             protocol: "SIP/2.0",
-            status,
-            bytes: response.body().len() as u64,
-            upstream,
+            status: sent.status,
+            bytes: sent.bytes,
+            upstream: sent.upstream,
             service: Some("sip"),
             duration: Duration::ZERO,
         });
@@ -431,21 +434,9 @@ impl SipEdge {
     /// sent to the partner.
     fn answer(&self, client: SocketAddr, request: &SipMessage, received: &str, answer: &Answer, retry_after: Option<u64>) -> Option<Bytes> {
         let bytes = answer_to(request, received, answer, retry_after)?;
-        self.counters.response(answer.status);
-        let domain = request.from_host().unwrap_or_default();
         let (method, target) = (request.method(), request.request_uri());
-        self.runtime.access_log.write(&AccessEntry {
-            client: client.ip(),
-            host: &domain,
-            method: method.as_deref().unwrap_or("-"),
-            path: target.as_deref().map_or("-", |t| t.split([';', '?']).next().unwrap_or(t)),
-            protocol: "SIP/2.0",
-            status: answer.status,
-            bytes: 0,
-            upstream: None,
-            service: Some("sip"),
-            duration: Duration::ZERO,
-        });
+        let target = target.as_deref().map(|t| t.split([';', '?']).next().unwrap_or(t));
+        self.log_final(client, request, method.as_deref(), target, Final { status: answer.status, bytes: 0, upstream: None });
         Some(bytes)
     }
 
@@ -519,6 +510,15 @@ fn answer_to(request: &SipMessage, transaction_headers: &str, answer: &Answer, r
     Some(Bytes::from(text))
 }
 
+/// A final sent to a partner, as the access log records it.
+struct Final<'a> {
+    status: u16,
+    /// Its body's length.
+    bytes: u64,
+    /// The next hop it came from (`None`: the edge's own answer).
+    upstream: Option<&'a str>,
+}
+
 /// The SIP metrics' counters, looked up once (counting is one atomic add per message).
 struct SipCounters {
     /// By [`Decision`], in [`DECISIONS`] order.
@@ -577,13 +577,7 @@ impl FrontEnd for SipEdge {
             kind: "sip",
             sessions: calls,
             sessions_peak: peak,
-            servers: vec![ServerView {
-                address: std::sync::Arc::from(format!("{}:{}", self.next_hop.host, self.next_hop.port).as_str()),
-                weight: 1,
-                max_conns: 0,
-                up,
-                in_flight: 0,
-            }],
+            servers: vec![ServerView { address: self.next_hop_address.clone(), weight: 1, max_conns: 0, up, in_flight: 0 }],
         }]
     }
 
