@@ -47,6 +47,22 @@ pub(crate) fn start_uas(port: u16) -> Sipp {
     Sipp(child)
 }
 
+/// Runs a sipp UAC (scenario `scenario` under `tests/it/sip/`) against `target` from a fresh
+/// loopback port, for at most `seconds`, with `args` (calls, rate, timeouts, keys), and
+/// asserts it exits 0 — every call completed — with `what` and sipp's last screen otherwise.
+pub async fn run_uac(scenario: &str, target: SocketAddr, seconds: u64, args: &[&str], what: &str) {
+    let mut command = Command::new("timeout");
+    command.args([&seconds.to_string(), "sipp", "-sf", &format!("{SCENARIOS}/{scenario}"), &target.to_string(), "-i", "127.0.0.1"]);
+    command.args(["-p", &free_port().to_string(), "-t", "t1", "-nd", "-nostdin"]).args(args);
+    let uac = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    assert_eq!(
+        uac.status.code(),
+        Some(0),
+        "{what}\n{}",
+        String::from_utf8_lossy(&uac.stdout).lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+}
+
 pub async fn wait_listening(port: u16) {
     let ready = crate::support::eventually_async(Duration::from_secs(10), || async move {
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
@@ -90,22 +106,9 @@ async fn partner_messages_reach_the_next_hop_and_every_answer_comes_back() {
     wait_listening(uas_port).await;
     // An allow-listed partner: never throttled, so 50 MESSAGEs at 100/s all go through.
     let (_up, edge, sip) = sip_edge_with(uas_port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
-    let uac = tokio::task::spawn_blocking(move || {
-        Command::new("timeout")
-            .args(["60", "sipp", "-sf", &format!("{SCENARIOS}/uac-message-200.xml"), &sip.to_string(), "-i", "127.0.0.1"])
-            .args(["-p", &free_port().to_string(), "-t", "t1", "-s", "alice", "-key", "fromdom", "partner.example"])
-            .args(["-m", "50", "-r", "100", "-recv_timeout", "5000", "-timeout", "30s", "-nd", "-nostdin"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        uac.status.code(),
-        Some(0),
-        "sipp exit 0 = every MESSAGE got its 200 (only a 200 completes a call) through the edge\n{}",
-        String::from_utf8_lossy(&uac.stdout).lines().rev().take(30).collect::<Vec<_>>().join("\n")
-    );
+    let args = ["-s", "alice", "-key", "fromdom", "partner.example", "-m", "50", "-r", "100", "-recv_timeout", "5000", "-timeout", "30s"];
+    let what = "sipp exit 0 = every MESSAGE got its 200 (only a 200 completes a call) through the edge";
+    run_uac("uac-message-200.xml", sip, 60, &args, what).await;
     edge.stop().await;
 }
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::sip::{SCENARIOS, answering_next_hop, free_port, message_from, sip_edge_with, sipp_available, start_uas, wait_listening};
+use crate::sip::{answering_next_hop, free_port, message_from, run_uac, sip_edge_with, sipp_available, start_uas, wait_listening};
 use crate::support::client::h1;
 use crate::support::external::{RedisServer, missing};
 use crate::support::{ADMIN_TOKEN, RunningEdge, eventually_async};
@@ -79,24 +79,12 @@ async fn a_partner_addressing_more_than_1000_users_goes_on_the_watch_list_and_is
     let users = edge.dir.path().join("users.csv");
     let rows: String = (1..=1000).map(|n| format!("user{n};\n")).collect();
     std::fs::write(&users, format!("SEQUENTIAL\n{rows}")).unwrap();
-    let uac = tokio::task::spawn_blocking(move || {
-        Command::new("timeout")
-            .args(["120", "sipp", "-sf", &format!("{SCENARIOS}/uac-message-users.xml"), &sip.to_string(), "-i", "127.0.0.1"])
-            .args(["-p", &free_port().to_string(), "-t", "t1", "-key", "fromdom", "spray.example", "-inf", users.to_str().unwrap()])
-            // A loaded CI machine with a debug build takes tens of ms per new user (a store
-            // write each): a modest rate and a generous answer timeout.
-            .args(["-m", "1000", "-r", "100", "-recv_timeout", "60000", "-timeout", "110s", "-nd", "-nostdin"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        uac.status.code(),
-        Some(0),
-        "all 1,000 distinct users are served\n{}",
-        String::from_utf8_lossy(&uac.stdout).lines().rev().take(30).collect::<Vec<_>>().join("\n")
-    );
+    let users = users.to_str().unwrap().to_string();
+    // A loaded CI machine with a debug build takes tens of ms per new user (a store write
+    // each): a modest rate and a generous answer timeout.
+    let args =
+        ["-key", "fromdom", "spray.example", "-inf", &users, "-m", "1000", "-r", "100", "-recv_timeout", "60000", "-timeout", "110s"];
+    run_uac("uac-message-users.xml", sip, 120, &args, "all 1,000 distinct users are served").await;
     let domains = admin_json(&edge, "/api/v1/federation/domains").await;
     let row = domains.as_array().unwrap().iter().find(|d| d["domain"] == "spray.example").expect("the domain is in the view").clone();
     assert_eq!(

@@ -16,7 +16,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::sip::{SCENARIOS, free_port, sipp_available, wait_listening};
+use crate::sip::{SCENARIOS, free_port, run_uac, sipp_available, wait_listening};
 use crate::sip_outward::{ask, inside, outward};
 use crate::support::external::missing;
 use crate::support::{TestEdge, Upstream, raw_exchange};
@@ -143,22 +143,8 @@ async fn partner_requests_reach_a_tls_next_hop_whose_certificate_chains_to_next_
     let (_up, edge, sip) =
         tcp_edge(&format!("next_hop = \"sip:localhost:{tls_port};transport=tls\"\nnext_hop_ca = \"{}/next-hop-ca.pem\"", d.display()))
             .await;
-    let uac = tokio::task::spawn_blocking(move || {
-        Command::new("timeout")
-            .args(["60", "sipp", "-sf", &format!("{SCENARIOS}/uac-message-200.xml"), &sip.to_string(), "-i", "127.0.0.1"])
-            .args(["-p", &free_port().to_string(), "-t", "t1", "-s", "alice", "-key", "fromdom", "partner.example"])
-            .args(["-m", "10", "-r", "20", "-recv_timeout", "5000", "-timeout", "30s", "-nd", "-nostdin"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        uac.status.code(),
-        Some(0),
-        "every MESSAGE got its 200 over TLS to the next hop\n{}",
-        String::from_utf8_lossy(&uac.stdout).lines().rev().take(30).collect::<Vec<_>>().join("\n")
-    );
+    let args = ["-s", "alice", "-key", "fromdom", "partner.example", "-m", "10", "-r", "20", "-recv_timeout", "5000", "-timeout", "30s"];
+    run_uac("uac-message-200.xml", sip, 60, &args, "every MESSAGE got its 200 over TLS to the next hop").await;
     let delivered = std::fs::read_to_string(&uas_log).unwrap();
     assert_eq!(delivered.matches("MESSAGE sip:alice@corp.example SIP/2.0").count(), 10, "{delivered}");
     assert!(delivered.contains(&format!("Via: SIP/2.0/TCP {sip};branch=z9hG4bK.pc.")), "through the edge: {delivered}");
