@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::message::SipMessage;
+use super::message::{SipMessage, addr_spec};
 use crate::federation::user_key;
 
 /// Most dialogs counted; beyond it new ones are not (the count is a floor).
@@ -89,11 +89,8 @@ impl Dialogs {
 
 /// The URI inside a name-addr (`"Bob" <sip:bob@x>;tag=1` → `sip:bob@x`), without parameters.
 pub(super) fn uri_of(name_addr: &str) -> &str {
-    let inner = match (name_addr.find('<'), name_addr.find('>')) {
-        (Some(open), Some(close)) if open < close => &name_addr[open + 1..close],
-        _ => name_addr.trim(),
-    };
-    inner.split([';', '?']).next().unwrap_or(inner)
+    let uri = addr_spec(name_addr);
+    uri.split([';', '?']).next().unwrap_or(uri)
 }
 
 #[cfg(test)]

@@ -346,5 +346,15 @@ fn header_name(name: &str) -> HeaderName {
     }
 }
 
+/// The URI of a name-addr or addr-spec field value (`"Bob" <sip:bob@x;transport=tcp>;tag=1`
+/// → `sip:bob@x;transport=tcp`; `sip:bob@x;tag=1` → `sip:bob@x`), trimmed.
+pub fn addr_spec(value: &str) -> &str {
+    let value = value.trim();
+    match (value.find('<'), value.find('>')) {
+        (Some(open), Some(close)) if open < close => value[open + 1..close].trim(),
+        _ => value.split(';').next().unwrap_or_default().trim(),
+    }
+}
+
 #[cfg(test)]
 mod tests;

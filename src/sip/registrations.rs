@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::message::SipMessage;
+use super::message::{SipMessage, addr_spec};
 use super::proxy::{param, values};
 
 /// Most bindings counted (a registrar that confirms more is still served; the count stops).
@@ -102,12 +102,7 @@ impl Registrations {
 
 /// The URI of an address value (`"A" <sip:a@b>;tag=1` → `sip:a@b`), lower case.
 fn uri_of(value: &str) -> String {
-    let value = value.trim();
-    let uri = match (value.find('<'), value.find('>')) {
-        (Some(start), Some(end)) if start < end => &value[start + 1..end],
-        _ => value.split(';').next().unwrap_or_default(),
-    };
-    uri.trim().to_ascii_lowercase()
+    addr_spec(value).to_ascii_lowercase()
 }
 
 #[cfg(test)]
