@@ -393,16 +393,21 @@ impl Federation {
         self.config.load().blocks(domain) || self.lists.load().block.contains(domain)
     }
 
+    /// Whether `domain` is on the file's or the run-time allow list.
+    fn allowed(&self, domain: &str) -> bool {
+        self.config.load().allowed(domain).is_some() || self.lists.load().allow.contains_key(domain)
+    }
+
     async fn decide_domain(&self, domain: &str, user: Option<&str>) -> Decision {
         let config = self.config.load();
         let lists = self.lists.load();
-        if config.blocks(domain) || lists.block.contains(domain) {
+        if self.blocked(domain) {
             return Decision::Blocked;
         }
         if self.local_domains.load().iter().any(|d| d == domain) {
             return Decision::Local;
         }
-        if config.allowed(domain).is_some() || lists.allow.contains_key(domain) {
+        if self.allowed(domain) {
             return Decision::Allowed;
         }
         if !config.discovery {
@@ -465,14 +470,7 @@ impl Federation {
     /// local). Takes no throttle token and counts nothing: the inside decides what it sends.
     pub fn accepts_outward(&self, domain: Option<&str>) -> bool {
         let Some(domain) = domain.and_then(partner_domain) else { return false };
-        let (config, lists) = (self.config.load(), self.lists.load());
-        if config.blocks(&domain) || lists.block.contains(&domain) {
-            return false;
-        }
-        config.discovery
-            || self.local_domains.load().contains(&domain)
-            || config.allowed(&domain).is_some()
-            || lists.allow.contains_key(&domain)
+        !self.blocked(&domain) && (self.config.load().discovery || self.local_domains.load().contains(&domain) || self.allowed(&domain))
     }
 
     /// Whether a partner that presented a certificate naming `names` may speak for `domain`:
@@ -574,16 +572,10 @@ impl Federation {
             s.window_errors += u64::from(is_error);
             (s.window_finals, s.window_errors)
         });
-        let config = self.config.load();
-        let lists = self.lists.load();
-        if config.blocks(&domain)
-            || lists.block.contains(&domain)
-            || config.allowed(&domain).is_some()
-            || lists.allow.contains_key(&domain)
-            || lists.watch.contains_key(&domain)
-        {
+        if self.blocked(&domain) || self.allowed(&domain) || self.lists.load().watch.contains_key(&domain) {
             return;
         }
+        let config = self.config.load();
         let over = move |(finals, errors): (u64, u64)| {
             finals >= u64::from(config.error_min_sample) && errors as f64 > config.error_share * finals as f64
         };
@@ -719,15 +711,14 @@ impl Federation {
 impl Federation {
     /// The state a domain is in now.
     fn state_of(&self, domain: &str) -> &'static str {
-        let (config, lists) = (self.config.load(), self.lists.load());
-        if config.blocks(domain) || lists.block.contains(domain) {
+        if self.blocked(domain) {
             "blocked"
-        } else if config.allowed(domain).is_some() || lists.allow.contains_key(domain) {
+        } else if self.allowed(domain) {
             "allowed"
-        } else if !config.discovery {
+        } else if !self.config.load().discovery {
             "refused"
         } else {
-            match lists.watch.get(domain).map(|w| w.reason) {
+            match self.lists.load().watch.get(domain).map(|w| w.reason) {
                 Some(WatchReason::DistinctUsers) => "watched",
                 Some(WatchReason::ErrorShare) => "flagged",
                 None => "discovered",
