@@ -347,3 +347,39 @@ async fn in_dialog_requests_to_a_calls_device_are_not_counted_as_more_users() {
     assert_eq!(partner.ask(&in_dialog("INFO", "dave", "10.9.9.3:5070", "d1", 4)).await, Some(403));
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn a_partner_over_ipv6_is_served_and_answered_on_its_connection() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        return missing("IPV6", "no IPv6 loopback on this machine");
+    }
+    let (port, seen) = answering_next_hop("200 OK").await;
+    let up = crate::support::Upstream::start("web").await;
+    let edge = crate::support::TestEdge::new()
+        .proxy("web", "/", &[(up.addr, 1, 0)], "")
+        .raw(&format!(
+            "[[sip.listener]]\nname = \"partners6\"\naddress = \"[::1]:0\"\ntransport = \"tcp\"\n\
+             [sip]\nnext_hop = \"sip:127.0.0.1:{port};transport=tcp\"\n[[federation.allow]]\ndomain = \"partner.example\"\n"
+        ))
+        .start()
+        .await;
+    let sip = edge
+        .running()
+        .runtime
+        .listeners
+        .all()
+        .into_iter()
+        .find(|b| b.protocol == portcullis::runtime::listeners::Protocol::SipTcp)
+        .expect("the SIP listener runs")
+        .address;
+    assert!(sip.is_ipv6(), "{sip}");
+    let mut partner = Partner::connect(sip).await;
+    assert_eq!(partner.ask(&message_from("partner.example", "v6")).await, Some(200), "the answer comes back over IPv6");
+    let received = seen.lock().unwrap().clone();
+    assert!(
+        received.contains(&format!("Via: SIP/2.0/TCP [::1]:{};branch=z9hG4bK", sip.port())),
+        "the edge's Via brackets its IPv6 host: {received}"
+    );
+    assert!(received.contains("received=::1"), "the partner's address stamped on its Via: {received}");
+    edge.stop().await;
+}
