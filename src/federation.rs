@@ -910,7 +910,7 @@ fn drop_stalest_tenth<K: Clone + std::hash::Hash + Eq, V, A: Ord>(map: &mut Hash
 
 /// A domain from the admin API, or why it is not one.
 fn checked(text: &str) -> Result<String, ListError> {
-    partner_domain(text.trim()).ok_or_else(|| ListError::InvalidDomain(text.chars().take(300).collect()))
+    partner_domain(text).ok_or_else(|| ListError::InvalidDomain(text.chars().take(300).collect()))
 }
 
 fn users_key(domain: &str) -> String {

@@ -56,7 +56,7 @@ pub(super) async fn respond(state: &AdminState, method: &Method, path: &str, que
         }
         (&Method::GET, "/api/v1/federation/allow") => json(StatusCode::OK, &federation.allow_list()),
         (&Method::POST, "/api/v1/federation/allow") => {
-            let edge = query_param(query, "edge").filter(|e| !e.is_empty());
+            let edge = query_param(query, "edge");
             match federation.allow(&domain(), edge.as_deref()).await {
                 Ok(()) => json(StatusCode::OK, &federation.allow_list()),
                 Err(error) => refused(&error),

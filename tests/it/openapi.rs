@@ -86,17 +86,19 @@ async fn schemathesis_finds_nothing_wrong_with_any_operation() {
     let (edge, _up) = edge().await;
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/schemathesis.toml");
     let url = format!("http://{}/openapi.json", edge.admin);
+    // More examples for a deeper run by hand (`PORTCULLIS_SCHEMATHESIS_EXAMPLES=500`).
+    let examples = std::env::var("PORTCULLIS_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "25".into());
     let run = tokio::task::spawn_blocking(move || {
         std::process::Command::new(tool)
             .args(["--no-color", "--config-file", config, "run", &url])
             .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
-            .args(["--max-examples", "25", "--phases", "examples,coverage,fuzzing", "-w", "1"])
+            .args(["--max-examples", &examples, "--phases", "examples,coverage,fuzzing", "-w", "1"])
             .env("SCHEMATHESIS_HOOKS", "")
             .current_dir(std::env::temp_dir())
             .output()
             .unwrap()
     });
-    let out = tokio::time::timeout(Duration::from_secs(240), run).await.expect("schemathesis finished in time").unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(900), run).await.expect("schemathesis finished in time").unwrap();
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "schemathesis found problems:\n{report}");
     assert!(report.contains("passed"), "{report}");

@@ -192,6 +192,10 @@ async fn run_time_lists_from_the_api_and_the_cli_apply_at_once_and_are_validated
     assert_eq!(bad.status, 400, "{}", bad.body);
     let long = admin(&edge, "POST", &format!("/api/v1/federation/block?domain={}.example", "a".repeat(250))).await;
     assert_eq!(long.status, 400, "longer than 256 characters: {}", long.body);
+    for query in ["domain=other.example&edge=", "domain=%20other.example", "domain=other.example&edge=sip.other.example%20"] {
+        let refused = admin(&edge, "POST", &format!("/api/v1/federation/allow?{query}")).await;
+        assert_eq!(refused.status, 400, "an empty edge or a name with spaces is not a name ({query}): {}", refused.body);
+    }
     let in_file = admin(&edge, "DELETE", "/api/v1/federation/block?domain=file-blocked.example").await;
     assert_eq!(in_file.status, 409, "the file's entries change by reload: {}", in_file.body);
 
