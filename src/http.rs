@@ -22,3 +22,4 @@ pub mod tokens;
 pub mod tracked;
 pub mod upstream;
 pub mod view;
+pub mod wire;

@@ -1,5 +1,6 @@
-//! [`ProxyBody`]: what the edge sends, both directions — a body streamed from a peer, or
-//! held in memory (and the small-body buffering that makes a request replayable).
+//! [`ProxyBody`]: what the edge sends, both directions — a body streamed from a client, read
+//! from an upstream connection, or held in memory (and the small-body buffering that makes a
+//! request replayable).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,10 +10,15 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+pub use super::wire::BodyError;
+use super::wire::UpstreamBody;
+
 /// A body streamed from a peer, or held in memory.
 #[derive(Debug)]
 pub enum ProxyBody {
     Stream(Incoming),
+    /// A response read from an upstream connection in the task that polls it.
+    Upstream(UpstreamBody),
     /// A client's request body on its way upstream: `prefix` holds bytes already read from
     /// it (sent first); `broken` turns true when the client's framing failed (so the edge
     /// answers 400, not 502).
@@ -41,7 +47,7 @@ impl ProxyBody {
         match self {
             ProxyBody::Stream(incoming) => ProxyBody::Client { prefix: None, incoming, broken },
             ProxyBody::Client { prefix, incoming, .. } => ProxyBody::Client { prefix, incoming, broken },
-            full => full,
+            other => other,
         }
     }
 
@@ -53,7 +59,7 @@ impl ProxyBody {
     pub async fn buffer_small(self, limit: u64) -> Result<Result<Bytes, ProxyBody>, hyper::Error> {
         let mut incoming = match self {
             ProxyBody::Full(bytes) => return Ok(Ok(bytes.unwrap_or_default())),
-            ProxyBody::Client { prefix: Some(_), .. } => return Ok(Err(self)),
+            ProxyBody::Client { prefix: Some(_), .. } | ProxyBody::Upstream(_) => return Ok(Err(self)),
             ProxyBody::Stream(incoming) | ProxyBody::Client { incoming, .. } => incoming,
         };
         if incoming.is_end_stream() {
@@ -79,11 +85,13 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let from_client = |polled: Poll<Option<Result<Frame<Bytes>, hyper::Error>>>| polled.map(|f| f.map(|f| f.map_err(BodyError::from)));
         match self.get_mut() {
-            ProxyBody::Stream(incoming) => Pin::new(incoming).poll_frame(cx),
+            ProxyBody::Stream(incoming) => from_client(Pin::new(incoming).poll_frame(cx)),
+            ProxyBody::Upstream(upstream) => Pin::new(upstream).poll_frame(cx),
             ProxyBody::Client { prefix, incoming, broken } => {
                 if let Some(prefix) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(prefix))));
@@ -92,7 +100,7 @@ impl Body for ProxyBody {
                 if let Poll::Ready(Some(Err(_))) = &polled {
                     broken.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
-                polled
+                from_client(polled)
             }
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
@@ -101,6 +109,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Stream(incoming) => incoming.is_end_stream(),
+            ProxyBody::Upstream(upstream) => upstream.is_end_stream(),
             ProxyBody::Client { prefix, incoming, .. } => prefix.is_none() && incoming.is_end_stream(),
             ProxyBody::Full(bytes) => bytes.is_none(),
         }
@@ -109,6 +118,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Stream(incoming) => incoming.size_hint(),
+            ProxyBody::Upstream(upstream) => upstream.size_hint(),
             ProxyBody::Client { prefix: None, incoming, .. } => incoming.size_hint(),
             // A length unknown before (the prefix was read because it was unknown).
             ProxyBody::Client { .. } => SizeHint::default(),

@@ -89,7 +89,7 @@ struct Store {
 
 /// A cached answer, or nothing.
 pub enum Lookup {
-    Hit(Response<ProxyBody>),
+    Hit(Box<Response<ProxyBody>>),
     Miss,
 }
 
@@ -151,7 +151,7 @@ impl PublicCache {
         *response.headers_mut() = entry.headers.clone();
         response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
         response.headers_mut().insert(HeaderName::from_static("x-portcullis-cache"), HeaderValue::from_static("hit"));
-        Lookup::Hit(response)
+        Lookup::Hit(Box::new(response))
     }
 
     /// Remembers a 2xx response (when cacheable) or a 404 for `key`; `request` holds the

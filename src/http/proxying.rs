@@ -18,6 +18,7 @@ use super::record::RequestRecord;
 use super::respond::{ProxyError, text_response};
 use super::upstream::{Lease, Outgoing, OutgoingBody, Pool};
 use super::view::{View, strip_credentials};
+use super::wire::Conn;
 use crate::auth::websocket;
 use crate::net::canonical::Authority;
 use crate::runtime::Runtime;
@@ -59,7 +60,7 @@ pub async fn edge_cached(
     request.headers_mut().remove(header::ACCEPT_ENCODING);
     strip_credentials(request.headers_mut());
     if let Lookup::Hit(cached) = service.public_cache.lookup(&key, &method, request.headers()) {
-        return Ok(CacheStep::Answered((cached, None)));
+        return Ok(CacheStep::Answered((*cached, None)));
     }
     let sent = request.headers().clone();
     let (response, lease) = forward_to_pool(edge, pool, service, conn, request, record).await?;
@@ -182,36 +183,35 @@ pub async fn forward_to_pool(
     }
     match client_upgrade {
         Some(client_upgrade) if switching => {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            spawn_tunnel(edge.runtime.clone(), service.name.clone(), client_upgrade, upstream_upgrade, lease);
-            let (parts, _) = response.into_parts();
+            let (parts, body) = response.into_parts();
+            let ProxyBody::Upstream(body) = body else { return Err(ProxyError::UpstreamFailed) };
+            let upstream = body.into_upgraded().ok_or(ProxyError::UpstreamFailed)?;
+            spawn_tunnel(edge.runtime.clone(), service.name.clone(), client_upgrade, upstream, lease);
             Ok((Response::from_parts(parts, ProxyBody::empty()), None))
         }
         Some(_) => {
             // Upgrade refused upstream: close afterwards so no unscanned bytes follow.
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            Ok((response.map(ProxyBody::Stream), Some(lease)))
+            Ok((response, Some(lease)))
         }
         None if switching => Err(ProxyError::UpstreamFailed),
-        None => Ok((response.map(ProxyBody::Stream), Some(lease))),
+        None => Ok((response, Some(lease))),
     }
 }
 
-/// Joins the client and upstream halves of an upgraded connection into a byte tunnel.
-fn spawn_tunnel(
-    runtime: Arc<Runtime>,
-    service: Arc<str>,
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    lease: Lease,
-) {
+/// Joins the client's upgraded connection and the upstream connection that answered `101`
+/// into a byte tunnel (bytes the upstream sent right after its `101` go to the client first).
+fn spawn_tunnel(runtime: Arc<Runtime>, service: Arc<str>, client: hyper::upgrade::OnUpgrade, upstream: Conn, lease: Lease) {
     tokio::spawn(async move {
-        let (client, upstream) = tokio::join!(client, upstream);
-        let (Ok(client), Ok(upstream)) = (client, upstream) else { return };
+        use tokio::io::AsyncWriteExt;
+        let Ok(client) = client.await else { return };
+        let mut client = TokioIo::new(client);
+        let (mut upstream, early) = upstream.into_parts();
+        if client.write_all(&early).await.is_err() {
+            return;
+        }
         runtime.metrics.websockets(&service, 1);
         runtime.operate.websocket(&service, 1);
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         runtime.metrics.websockets(&service, -1);
         runtime.operate.websocket(&service, -1);

@@ -8,12 +8,14 @@
 //! candidate, as long as its body can be replayed. When every server is at `max_conns` the
 //! request waits up to `queue_timeout` for a slot, then gets 503.
 //!
-//! Connections are pooled per server: idle HTTP/1.1 keep-alive connections (hyper's
-//! connection API, optional TLS with tokio-rustls) wait in a short stack; a [`Lease`] holds
-//! the server's connection slot and its connection until the response body has been
-//! forwarded, then gives the connection back. A request that meets a pooled connection the
-//! upstream closed in the meantime is retried once on a fresh connection when it was never
-//! sent, or is idempotent with a replayable body.
+//! Connections are pooled per server: idle HTTP/1.1 keep-alive connections (our own client
+//! in [`wire`], optional TLS with tokio-rustls) wait in a short stack. The request's task
+//! writes the request and reads the response on the connection itself; the response body
+//! ([`UpstreamBody`]) gives the connection back when it ends cleanly. A [`Lease`] holds the
+//! server's connection slot until the response body has been forwarded. A pooled connection
+//! the upstream closed is noticed before use; one that closes under a request is retried
+//! once on a fresh connection when the request was never sent, or is idempotent with a
+//! replayable body.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -21,9 +23,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -45,7 +44,8 @@ pub const STALE_RISK_AFTER: Duration = Duration::from_millis(500);
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle upstream connections kept per server.
 pub const MAX_IDLE_PER_SERVER: usize = 256;
-type Sender = SendRequest<ProxyBody>;
+
+use super::wire::{self, Conn, RequestBody, SendError, UpstreamBody};
 
 /// One upstream server.
 #[derive(Debug)]
@@ -55,7 +55,7 @@ pub struct Server {
     /// Host part of the address (TLS server name).
     host: String,
     /// Idle keep-alive connections with the time they went idle, most recent last.
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    idle: Mutex<Vec<(Conn, Instant)>>,
     /// 0 = backup.
     pub weight: u32,
     /// Connection slots (`None` = unlimited).
@@ -92,8 +92,6 @@ impl Server {
 pub struct Lease {
     server: Arc<Server>,
     _permit: Option<OwnedSemaphorePermit>,
-    /// The connection the request went out on; pooled again when the lease ends.
-    conn: Option<Sender>,
 }
 
 impl Lease {
@@ -106,32 +104,31 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.server.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if let Some(conn) = self.conn.take() {
-            self.server.put_idle(conn);
-        }
     }
 }
 
 impl Server {
-    /// A pooled connection that can take a request now, and how long it sat idle.
-    fn take_idle(&self) -> Option<(Sender, Duration)> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|(c, _)| !c.is_closed());
-        let pos = idle.iter().rposition(|(c, _)| c.is_ready())?;
-        let (conn, since) = idle.swap_remove(pos);
-        Some((conn, since.elapsed()))
+    /// The most recently pooled connection the upstream has not closed, and how long it sat
+    /// idle (closed ones met on the way are dropped).
+    fn take_idle(&self) -> Option<(Conn, Duration)> {
+        loop {
+            let (mut conn, since) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+            if !conn.is_closed() {
+                return Some((conn, since.elapsed()));
+            }
+        }
     }
 
-    /// Closes pooled connections idle longer than [`IDLE_CONNECTION_TIMEOUT`].
+    /// Closes pooled connections idle longer than [`IDLE_CONNECTION_TIMEOUT`] or closed by
+    /// the upstream.
     fn prune_idle(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|(c, since)| !c.is_closed() && since.elapsed() < IDLE_CONNECTION_TIMEOUT);
+        idle.retain_mut(|(conn, since)| since.elapsed() < IDLE_CONNECTION_TIMEOUT && !conn.is_closed());
     }
+}
 
-    fn put_idle(&self, conn: Sender) {
-        if conn.is_closed() {
-            return;
-        }
+impl wire::Recycle for Server {
+    fn recycle(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() >= MAX_IDLE_PER_SERVER {
             idle.remove(0);
@@ -300,7 +297,7 @@ impl Pool {
             Some(slots) => Some(slots.clone().try_acquire_owned().ok()?),
         };
         server.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(Lease { server: server.clone(), _permit: permit, conn: None })
+        Some(Lease { server: server.clone(), _permit: permit })
     }
 
     /// A lease on the first candidate with a free slot, waiting up to `queue_timeout`.
@@ -317,23 +314,23 @@ impl Pool {
         match tokio::time::timeout(self.config.queue_timeout, slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => {
                 server.in_flight.fetch_add(1, Ordering::Relaxed);
-                Ok((Lease { server: server.clone(), _permit: Some(permit), conn: None }, 0))
+                Ok((Lease { server: server.clone(), _permit: Some(permit) }, 0))
             }
             _ => Err(ProxyError::Overloaded),
         }
     }
 
-    /// Opens a new connection to `server` (TCP, optional TLS, HTTP/1.1 handshake).
-    async fn connect(&self, server: &Server) -> Result<Sender, ConnectError> {
+    /// Opens a new connection to `server` (TCP, optional TLS).
+    async fn connect(&self, server: &Server) -> Result<Conn, ConnectError> {
         let attempt = async {
             let tcp = TcpStream::connect(server.address.as_ref()).await.map_err(ConnectError::Tcp)?;
             let _ = tcp.set_nodelay(true);
             match &self.tls {
-                None => handshake(tcp).await,
+                None => Ok(Conn::new(wire::Stream::Plain(tcp))),
                 Some(connector) => {
                     let name = ServerName::try_from(server.host.clone()).map_err(|e| ConnectError::ServerName(e.to_string()))?;
                     let stream = connector.connect(name, tcp).await.map_err(ConnectError::Tls)?;
-                    handshake(stream).await
+                    Ok(Conn::new(wire::Stream::Tls(Box::new(stream))))
                 }
             }
         };
@@ -341,9 +338,9 @@ impl Pool {
     }
 
     /// Sends a request, failing over on connect errors while the body allows it.
-    pub async fn send(&self, outgoing: Outgoing) -> Result<(Response<Incoming>, Lease), ProxyError> {
+    pub async fn send(&self, outgoing: Outgoing) -> Result<(Response<ProxyBody>, Lease), ProxyError> {
         let candidates = self.candidates();
-        let Outgoing { mut parts, body } = outgoing;
+        let Outgoing { parts, body } = outgoing;
         let (mut lease, mut pos) = self.lease(&candidates).await?;
         let (replayable, mut streaming) = match body {
             OutgoingBody::Replayable(bytes) => (Some(bytes), None),
@@ -372,23 +369,27 @@ impl Pool {
                 },
             };
             let body = match (&replayable, streaming.take()) {
-                (Some(bytes), _) => ProxyBody::full(bytes.clone()),
-                (None, Some(stream)) => stream,
+                (Some(bytes), _) => RequestBody::Full(bytes.clone()),
+                (None, Some(stream)) => RequestBody::Stream(stream),
                 (None, None) => return Err(ProxyError::UpstreamFailed),
             };
-            // Keep a copy of the head only when a retry is possible: the connection sat idle
-            // long enough for the upstream to have closed it, and the body can be replayed.
+            // A retry is possible when the connection sat idle long enough for the upstream
+            // to have closed it, and the body can be replayed.
             let may_retry = stale_risk && stale_retry_left && replayable.is_some();
-            let head = if may_retry { clone_parts(&parts) } else { std::mem::replace(&mut parts, Request::new(()).into_parts().0) };
-            match tokio::time::timeout(self.config.response_timeout, conn.send_request(Request::from_parts(head, body))).await {
-                Ok(Ok(response)) => {
-                    lease.conn = Some(conn);
+            match tokio::time::timeout(self.config.response_timeout, conn.send(&parts, body)).await {
+                Ok(Ok(head)) => {
+                    let recycle: Arc<dyn wire::Recycle> = lease.server.clone();
+                    let body = UpstreamBody::new(conn, &head, recycle);
+                    let mut response = Response::new(ProxyBody::Upstream(body));
+                    *response.status_mut() = head.status;
+                    *response.headers_mut() = head.headers;
                     return Ok((response, lease));
                 }
                 Ok(Err(error)) => {
                     // A pooled connection the upstream closed meanwhile: retry once on a fresh
                     // one when the request was never sent, or is idempotent.
-                    if may_retry && (error.is_canceled() || (idempotent && error.is_incomplete_message())) {
+                    let never_sent = matches!(error, SendError::NotSent(_));
+                    if may_retry && (never_sent || (idempotent && matches!(error, SendError::Closed))) {
                         stale_retry_left = false;
                         continue;
                     }
@@ -447,10 +448,10 @@ impl Pool {
                         .header(http::header::HOST, server.address.as_ref())
                         .header(http::header::USER_AGENT, "portcullis-health-check")
                         .header(http::header::CONNECTION, "close")
-                        .body(ProxyBody::empty());
+                        .body(());
                     let Ok(request) = request else { return false };
-                    match conn.send_request(request).await {
-                        Ok(response) => response.status().is_success() || response.status().is_redirection(),
+                    match conn.send(&request.into_parts().0, RequestBody::<ProxyBody>::Full(Bytes::new())).await {
+                        Ok(head) => head.status.is_success() || head.status.is_redirection(),
                         Err(_) => false,
                     }
                 }
@@ -484,33 +485,8 @@ enum ConnectError {
     ServerName(String),
     #[error("tls: {0}")]
     Tls(std::io::Error),
-    #[error("handshake: {0}")]
-    Handshake(hyper::Error),
     #[error("connect timed out")]
     Timeout,
-}
-
-/// HTTP/1.1 handshake on a connected stream; the connection task runs until it closes.
-async fn handshake<S>(stream: S) -> Result<Sender, ConnectError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, connection) =
-        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(ConnectError::Handshake)?;
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
-    Ok(sender)
-}
-
-/// A copy of a request head for a retry.
-fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
-    let mut request = Request::new(());
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = parts.uri.clone();
-    *request.version_mut() = parts.version;
-    *request.headers_mut() = parts.headers.clone();
-    request.into_parts().0
 }
 
 fn spawn_health_checks(pool: Weak<Pool>, check: HealthCheckConfig) {
