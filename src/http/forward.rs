@@ -101,22 +101,29 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
 
 /// Removes hop-by-hop fields, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
+    remove_where(headers, |name| HOP_BY_HOP.contains(name));
+}
+
+/// Removes every field `unwanted` names, and the fields `Connection` names (hop-by-hop by
+/// declaration; never `Host` or `Content-Length`). One pass over the names, and no
+/// allocation when nothing is removed — the common case.
+fn remove_where(headers: &mut HeaderMap, unwanted: impl Fn(&HeaderName) -> bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if *name == header::CONNECTION {
+            let named = headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
             // Never let `Connection: host` style tricks remove end-to-end essentials.
-            if name != header::HOST && name != header::CONTENT_LENGTH {
-                headers.remove(name);
-            }
+            doomed.extend(
+                named
+                    .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                    .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH),
+            );
+        }
+        if unwanted(name) {
+            doomed.push(name.clone());
         }
     }
-    for name in &HOP_BY_HOP {
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -124,16 +131,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Rewrites a client request's headers for the upstream.
 pub fn request_headers(headers: &mut HeaderMap, origin: Origin<'_>, websocket: bool) {
     let upgrade = if websocket { headers.get(header::UPGRADE).cloned() } else { None };
-    strip_hop_by_hop(headers);
+    // Hop-by-hop fields go, and client-set forwarding fields are never trusted: every
+    // `X-Forwarded-*` goes (the edge writes its own below), and so does every field naming
+    // another path, host or client.
+    remove_where(headers, |name| HOP_BY_HOP.contains(name) || SPOOFABLE.contains(name) || name.as_str().starts_with("x-forwarded-"));
     if let Some(upgrade) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, upgrade);
-    }
-    // Client-set forwarding fields are never trusted: every `X-Forwarded-*` goes (the edge
-    // writes its own below), and so does every field naming another path, host or client.
-    let forwarded: Vec<HeaderName> = headers.keys().filter(|name| name.as_str().starts_with("x-forwarded-")).cloned().collect();
-    for name in forwarded.iter().chain(SPOOFABLE.iter()) {
-        headers.remove(name);
     }
     let client = origin.client.to_canonical();
     headers.insert(X_FORWARDED_FOR, HeaderValue::from(IpValue(client)));
