@@ -109,6 +109,8 @@ fn push_field(line: &mut String, value: &str, max: usize) {
 thread_local! {
     /// Each worker thread's line under construction.
     static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
+    /// The last timestamp this thread formatted, and the millisecond it is for.
+    static STAMP: std::cell::RefCell<(u128, String)> = const { std::cell::RefCell::new((0, String::new())) };
 }
 
 #[cfg(test)]
@@ -120,7 +122,8 @@ fn format_line(e: &AccessEntry<'_>, now: SystemTime) -> String {
 
 /// Appends the line of `e` at `now` to `line`.
 fn format_into(line: &mut String, e: &AccessEntry<'_>, now: SystemTime) {
-    let _ = write!(line, "{} {} ", humantime::format_rfc3339_millis(now), e.client);
+    push_time(line, now);
+    let _ = write!(line, " {} ", e.client);
     push_field(line, e.host, 256);
     line.push(' ');
     push_field(line, e.method, 32);
@@ -130,7 +133,23 @@ fn format_into(line: &mut String, e: &AccessEntry<'_>, now: SystemTime) {
     push_field(line, e.upstream.unwrap_or(""), 256);
     line.push(' ');
     push_field(line, e.service.unwrap_or(""), 64);
-    let _ = writeln!(line, " {:.3}", e.duration.as_secs_f64());
+    // Seconds with three decimals, rounded to the millisecond (integer formatting).
+    let millis = e.duration.as_micros().saturating_add(500) / 1000;
+    let _ = writeln!(line, " {}.{:03}", millis / 1000, millis % 1000);
+}
+
+/// Appends `now` in RFC 3339 with milliseconds, formatted once per millisecond per thread
+/// (a busy edge writes many lines within one).
+fn push_time(line: &mut String, now: SystemTime) {
+    let millis = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    STAMP.with_borrow_mut(|(formatted_at, text)| {
+        if *formatted_at != millis || text.is_empty() {
+            text.clear();
+            let _ = write!(text, "{}", humantime::format_rfc3339_millis(now));
+            *formatted_at = millis;
+        }
+        line.push_str(text);
+    });
 }
 
 #[cfg(test)]
@@ -153,6 +172,29 @@ mod tests {
         };
         let line = format_line(&entry, SystemTime::UNIX_EPOCH);
         assert_eq!(line, "1970-01-01T00:00:00.000Z 203.0.113.7 desk\\x20top GET /a\\x20b\\x22c HTTP/1.1 200 512 10.0.0.5:8082 - 0.004\n");
+    }
+
+    #[test]
+    fn durations_round_to_the_millisecond_and_each_line_has_its_own_time() {
+        let entry = |duration| AccessEntry {
+            client: "203.0.113.7".parse().unwrap(),
+            host: "h",
+            method: "GET",
+            path: "/",
+            protocol: "HTTP/1.1",
+            status: 200,
+            bytes: 0,
+            upstream: None,
+            service: None,
+            duration,
+        };
+        let at = |ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        let first = format_line(&entry(Duration::from_micros(1_234_500)), at(1_000));
+        let same_ms = format_line(&entry(Duration::from_micros(400)), at(1_000));
+        let next_ms = format_line(&entry(Duration::from_micros(61_999_600)), at(1_001));
+        assert!(first.starts_with("1970-01-01T00:00:01.000Z ") && first.ends_with(" 1.235\n"), "{first}");
+        assert!(same_ms.starts_with("1970-01-01T00:00:01.000Z ") && same_ms.ends_with(" 0.000\n"), "{same_ms}");
+        assert!(next_ms.starts_with("1970-01-01T00:00:01.001Z ") && next_ms.ends_with(" 62.000\n"), "{next_ms}");
     }
 
     #[test]
