@@ -109,7 +109,9 @@ pub async fn check_credential(
         return Ok(verdict);
     }
     let check = gateway.auth.authenticate(mode, headers, record.client());
-    shielded(edge, record, headers, check, is_challenge).await
+    // Boxed: the credential check (validation over HTTP, the store) is a large future, and
+    // the request's future — an h2 stream's whole task — should not carry its size.
+    Box::pin(shielded(edge, record, headers, check, is_challenge)).await
 }
 
 /// Runs one check of a credential that is not already cached under the shield (DESIGN §3):

@@ -42,7 +42,7 @@ use super::body::ProxyBody;
 use super::facts::{Connection, Facts, raw_host};
 use super::gateway::{Backend, Edge, Gateway};
 use super::maintenance::NewWork;
-use super::proxying::{Answer, CacheStep, edge_cached, forward_to_pool};
+use super::proxying::{Answer, CacheStep, edge_cache_applies, edge_cached, forward_to_pool};
 use super::record::RequestRecord;
 use super::respond::{ProxyError, text_response};
 use super::static_files;
@@ -135,7 +135,7 @@ async fn pipeline(
         record.service = Some(edge.token_service().clone());
         // No new login in maintenance: a refresh continues an existing session.
         new_work.admit(|| endpoint == TokenEndpoint::Refresh)?;
-        return Ok((token_endpoint(edge, gateway, record, request, endpoint).await?, None));
+        return Ok((Box::pin(token_endpoint(edge, gateway, record, request, endpoint)).await?, None));
     }
     let host = view.authority.as_ref().map(Authority::host);
     let service_index = gateway.router.find(host, &view.path);
@@ -150,8 +150,12 @@ async fn pipeline(
     record.service = Some(service.name.clone());
     // Established WebSockets keep running; new ones go to another peer.
     new_work.admit(|| !record.facts.websocket)?;
-    if let Backend::Pool(pool) = &service.backend {
-        request = match edge_cached(edge, pool, service, conn, &view, request, record).await? {
+    if let Backend::Pool(pool) = &service.backend
+        && edge_cache_applies(service, &view, &request)
+    {
+        // Boxed: the request's future stays small (an h2 stream is spawned as its own task,
+        // and a spawn copies the whole future).
+        request = match Box::pin(edge_cached(edge, pool, service, conn, &view, request, record)).await? {
             CacheStep::Answered(answer) => return Ok(answer),
             CacheStep::Continue(request) => request,
         };

@@ -36,7 +36,8 @@ pub type Answer = (Response<ProxyBody>, Option<Lease>);
 ///   credential: 2xx bodies are kept while `Cache-Control` allows, a 404 is remembered;
 ///   entries are keyed by the canonical authority, path and query, and honour `Vary`.
 ///
-/// `Continue`: not for the caches; the request goes on to authentication.
+/// `Continue`: not for the caches; the request goes on to authentication
+/// ([`edge_cache_applies`] says beforehand whether it can be anything else).
 pub async fn edge_cached(
     edge: &Arc<Edge>,
     pool: &Arc<Pool>,
@@ -46,12 +47,11 @@ pub async fn edge_cached(
     mut request: Request<Incoming>,
     record: &mut RequestRecord,
 ) -> Result<CacheStep, ProxyError> {
-    // Only a bodiless OPTIONS is a preflight; anything else is authenticated as usual.
-    if edge_cache::is_preflight(request.method(), request.headers()) && hyper::body::Body::is_end_stream(request.body()) {
+    if is_preflight(&request) {
         return preflight(edge, pool, service, conn, request, record).await.map(CacheStep::Answered);
     }
     let method = request.method().clone();
-    if !(method == http::Method::GET || method == http::Method::HEAD) || !service.is_public(view) {
+    if !edge_cache_applies(service, view, &request) {
         return Ok(CacheStep::Continue(request));
     }
     let key = format!("{}{}", view.authority.as_ref().map_or("", Authority::as_str), view.target());
@@ -83,6 +83,17 @@ pub async fn edge_cached(
     drop(lease);
     service.public_cache.store(&key, parts.status, &parts.headers, &sent, bytes.clone());
     Ok(CacheStep::Answered((Response::from_parts(parts, ProxyBody::full(bytes)), None)))
+}
+
+/// Whether the edge caches may answer `request`: a preflight, or a GET/HEAD on a public path.
+pub fn edge_cache_applies(service: &Service, view: &View, request: &Request<Incoming>) -> bool {
+    let method = request.method();
+    is_preflight(request) || ((method == http::Method::GET || method == http::Method::HEAD) && service.is_public(view))
+}
+
+/// Only a bodiless OPTIONS is a preflight; anything else is authenticated as usual.
+fn is_preflight(request: &Request<Incoming>) -> bool {
+    edge_cache::is_preflight(request.method(), request.headers()) && hyper::body::Body::is_end_stream(request.body())
 }
 
 /// A CORS preflight (OPTIONS + `Origin` + `Access-Control-Request-Method`, no body): answered

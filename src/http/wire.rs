@@ -194,7 +194,6 @@ impl Conn {
         }
         encode_head(&mut self.head, parts, framing);
         let head_request = parts.method == Method::HEAD;
-        let mut early = false;
         match body {
             RequestBody::Full(bytes) => {
                 if bytes.len() <= COALESCE_BODY {
@@ -206,26 +205,34 @@ impl Conn {
                 }
                 self.stream.flush().await?;
             }
-            RequestBody::Stream(body) => {
-                let (mut reader, mut writer) = tokio::io::split(&mut self.stream);
-                let sending = write_streamed(&mut writer, &self.head, body, framing);
-                let reading = read_head(&mut reader, &mut self.read, head_request);
-                tokio::pin!(sending, reading);
-                let head = tokio::select! {
-                    head = &mut reading => { early = true; head }
-                    sent = &mut sending => match sent {
-                        Ok(()) | Err(SendError::Io(_)) => reading.await,
-                        Err(error) => Err(error),
-                    },
-                };
-                let mut head = head?;
-                if early {
-                    head.keep_alive = false;
-                }
-                return Ok(head);
-            }
+            // Boxed: a streamed upload is rare, and its state should not size every request.
+            RequestBody::Stream(body) => return Box::pin(self.send_streamed(body, framing, head_request)).await,
         }
         read_head(&mut self.stream, &mut self.read, head_request).await
+    }
+
+    /// Sends the head and a streamed body while listening for an early response.
+    async fn send_streamed<B>(&mut self, body: B, framing: RequestFraming, head_request: bool) -> Result<ResponseHead, SendError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+    {
+        let (mut reader, mut writer) = tokio::io::split(&mut self.stream);
+        let sending = write_streamed(&mut writer, &self.head, body, framing);
+        let reading = read_head(&mut reader, &mut self.read, head_request);
+        tokio::pin!(sending, reading);
+        let mut early = false;
+        let head = tokio::select! {
+            head = &mut reading => { early = true; head }
+            sent = &mut sending => match sent {
+                Ok(()) | Err(SendError::Io(_)) => reading.await,
+                Err(error) => Err(error),
+            },
+        };
+        let mut head = head?;
+        if early {
+            head.keep_alive = false;
+        }
+        Ok(head)
     }
 
     /// Fills the read buffer; `Ok(0)` is the end of the stream.

@@ -66,7 +66,7 @@ impl Fetcher {
 
     /// GET `url` with `headers`.
     pub async fn get(&self, url: &str, headers: HeaderMap) -> Result<Fetched, FetchError> {
-        tokio::time::timeout(self.timeout, self.exchange(url, headers)).await.map_err(|_| FetchError::Timeout)?
+        tokio::time::timeout(self.timeout, Box::pin(self.exchange(url, headers))).await.map_err(|_| FetchError::Timeout)?
     }
 
     async fn exchange(&self, url: &str, headers: HeaderMap) -> Result<Fetched, FetchError> {
