@@ -380,9 +380,10 @@ async fn read_head<R: AsyncRead + Unpin>(reader: &mut R, read: &mut BytesMut, he
 
 /// Parses a complete response head off the front of `read` (`None`: not complete yet).
 fn parse_head(read: &mut BytesMut, head_request: bool) -> Result<Option<ResponseHead>, SendError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let length = match response.parse(read) {
+    // Uninitialised field slots: nothing to clear per response.
+    let mut fields = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let length = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, read, &mut fields) {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(SendError::Invalid("too many response header fields")),
@@ -390,21 +391,22 @@ fn parse_head(read: &mut BytesMut, head_request: bool) -> Result<Option<Response
     };
     let status = response.code.and_then(|code| StatusCode::from_u16(code).ok()).ok_or(SendError::Invalid("bad status code"))?;
     let version = if response.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
-    // Field positions, so the values can share the head's bytes once it is split off.
+    // Field positions (offsets into the head, which is at most a few hundred KiB), so the
+    // values can share the head's bytes once it is split off.
     let base = read.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_RESPONSE_HEADERS];
+    let offset = |field: &[u8]| u32::try_from(field.as_ptr() as usize - base).unwrap_or(u32::MAX);
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_RESPONSE_HEADERS];
     let count = response.headers.len();
     for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-        let name = field.name.as_ptr() as usize - base;
-        let value = field.value.as_ptr() as usize - base;
-        *span = (name, name + field.name.len(), value, value + field.value.len());
+        let (name, value) = (offset(field.name.as_bytes()), offset(field.value));
+        *span = (name, name + field.name.len() as u32, value, value + field.value.len() as u32);
     }
     let head = read.split_to(length).freeze();
     let mut headers = HeaderMap::with_capacity(count);
     for &(name_start, name_end, value_start, value_end) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[name_start..name_end]).map_err(|_| SendError::Invalid("bad field name"))?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(value_start..value_end)).map_err(|_| SendError::Invalid("bad field value"))?;
+        let (name_at, value_at) = (name_start as usize..name_end as usize, value_start as usize..value_end as usize);
+        let name = head.get(name_at).and_then(|name| HeaderName::from_bytes(name).ok()).ok_or(SendError::Invalid("bad field name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_at)).map_err(|_| SendError::Invalid("bad field value"))?;
         headers.append(name, value);
     }
     let framing = framing(status, &headers, head_request)?;
