@@ -21,7 +21,7 @@ PORTCULLIS_BIN="${PORTCULLIS_BIN:-$PWD/target/release/portcullis}"
 PRELOAD_BIN="${PRELOAD_BIN:-$PWD/target/release/examples/preload_bans}"
 POOL_BASE=18300          # the origin also listens on POOL_BASE .. POOL_BASE+99 (pool axis)
 PROXY_PORT=18400
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"   # 10,000 connections need more than the default 1,024
 
 # ---- origin: 200 "ok" for anything (any method, bodies up to 2 MiB read and dropped),
 # /auth accepts every Basic credential of the bench users u<N> (credential axis).
@@ -109,10 +109,10 @@ measure() {
   done
   echo "$(printf '%s\n' "${cpus[@]}" | median) $(printf '%s\n' "${p99s[@]}" | median)"
 }
-row() { # LABEL PORTCULLIS_RESULT NGINX_RESULT
-  local p=($2) n=(${3:-- -}) ratio=-
-  [ "${n[0]}" != - ] && ratio=$(awk -v a="${p[0]}" -v b="${n[0]}" 'BEGIN {printf "%.2f", a / b}')
-  echo "| $1 | ${p[0]} | ${p[1]} | ${n[0]} | ${n[1]} | $ratio |"
+row() { # LABEL PORTCULLIS_RESULT NGINX_RESULT (stop_pid clobbers $p: names kept apart)
+  local ours=($2) peer=(${3:-- -}) ratio=-
+  [ "${peer[0]}" != - ] && ratio=$(awk -v a="${ours[0]}" -v b="${peer[0]}" 'BEGIN {printf "%.2f", a / b}')
+  echo "| $1 | ${ours[0]} | ${ours[1]} | ${peer[0]} | ${peer[1]} | $ratio |"
 }
 header() {
   echo; echo "#### $1"; echo
@@ -134,10 +134,10 @@ axis_routes() {
 path = \"/\"
 service = \"origin\"
 $extra" none 1
-    local p; p=$(measure "$path"); stop_target
+    local mine; mine=$(measure "$path"); stop_target
     nginx_start "nginx-routes-$n" "" "$nextra" 1
-    local g; g=$(measure "$path"); stop_target
-    row "$n" "$p" "$g"
+    local theirs; theirs=$(measure "$path"); stop_target
+    row "$n" "$mine" "$theirs"
   done
 }
 
@@ -191,10 +191,10 @@ axis_body() {
     portcullis_start "body-$n" "" '[[route]]
 path = "/"
 service = "origin"' none 1
-    local p; p=$(measure / -s "$RUN/body-$n.lua"); stop_target
+    local mine; mine=$(measure / -s "$RUN/body-$n.lua"); stop_target
     nginx_start "nginx-body-$n" "" "" 1
-    local g; g=$(measure / -s "$RUN/body-$n.lua"); stop_target
-    row "$n B" "$p" "$g"
+    local theirs; theirs=$(measure / -s "$RUN/body-$n.lua"); stop_target
+    row "$n B" "$mine" "$theirs"
   done
 }
 
@@ -205,10 +205,10 @@ axis_pool() {
     portcullis_start "pool-$n" "" '[[route]]
 path = "/"
 service = "origin"' none "$n"
-    local p; p=$(measure /); stop_target
+    local mine; mine=$(measure /); stop_target
     nginx_start "nginx-pool-$n" "" "" "$n"
-    local g; g=$(measure /); stop_target
-    row "$n" "$p" "$g"
+    local theirs; theirs=$(measure /); stop_target
+    row "$n" "$mine" "$theirs"
   done
 }
 
@@ -219,14 +219,14 @@ axis_conns() {
     portcullis_start "conns-$n" "" '[[route]]
 path = "/"
 service = "origin"' none 1
-    local p g
+    local mine theirs
     idle_pid=""
     if [ "$n" -gt 64 ]; then
       taskset -c "$LOAD_CPUS" python3 "$BENCH/lib/idle_conns.py" "$HOST" "$PROXY_PORT" $((n - 64)) 600 >"$RUN/idle-$n.log" 2>&1 &
       idle_pid=$!; PIDS+=("$idle_pid")
       grep -q ready <(timeout 120 tail -f "$RUN/idle-$n.log") || die "idle connections not ready: $(cat "$RUN/idle-$n.log")"
     fi
-    p=$(measure /)
+    mine=$(measure /)
     [ -n "$idle_pid" ] && stop_pid "$idle_pid"
     stop_target
     nginx_start "nginx-conns-$n" "" "" 1
@@ -235,10 +235,10 @@ service = "origin"' none 1
       idle_pid=$!; PIDS+=("$idle_pid")
       grep -q ready <(timeout 120 tail -f "$RUN/idle-nginx-$n.log") || die "idle connections not ready"
     fi
-    g=$(measure /)
+    theirs=$(measure /)
     [ -n "$idle_pid" ] && stop_pid "$idle_pid"
     stop_target
-    row "$n" "$p" "$g"
+    row "$n" "$mine" "$theirs"
   done
 }
 
