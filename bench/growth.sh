@@ -100,8 +100,17 @@ measure() {
   taskset -c "$LOAD_CPUS" wrk -t1 -c64 -d2s "$@" "http://$HOST:$PROXY_PORT$path" >/dev/null
   for rep in $(seq "$REPS"); do
     t0=$(cpu_ticks "$TPID")
+    # PERF_DIR=dir: a perf profile of each measured row's first rep (folded stacks).
+    if [ -n "${PERF_DIR:-}" ] && [ "$rep" = 1 ]; then
+      mkdir -p "$PERF_DIR"
+      perf record -F 999 -g --call-graph dwarf,16384 -p "$TPID" -o "$RUN/perf-$TPID.data" -- sleep "$DURATION" 2>/dev/null &
+    fi
     out=$(nice -n "$NICE" taskset -c "$LOAD_CPUS" wrk -t1 -c64 -d"${DURATION}s" --latency --timeout 5s "$@" "http://$HOST:$PROXY_PORT$path")
     t1=$(cpu_ticks "$TPID")
+    if [ -n "${PERF_DIR:-}" ] && [ "$rep" = 1 ]; then
+      wait
+      perf script -i "$RUN/perf-$TPID.data" 2>/dev/null | inferno-collapse-perf > "$PERF_DIR/$(basename "$(readlink -f /proc/"$TPID"/cwd)")-$TPID.folded" || true
+    fi
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
     if grep -q "Non-2xx" <<<"$out"; then log "non-2xx answers: $(grep Non-2xx <<<"$out")"; fi
     cpus+=("$(awk -v t=$((t1 - t0)) -v r="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz * 1e6 / r}')")
@@ -171,7 +180,7 @@ request = function()
   return wrk.format("GET", "/", { ["Authorization"] = "Basic " .. b64("u" .. i .. ":pw") })
 end
 EOF
-  for n in 1000 100000 1000000; do
+  for n in ${CREDENTIALS:-1000 100000 1000000}; do
     portcullis_start "cred-$n" "" '[[route]]
 path = "/"
 service = "origin"' basic 1

@@ -14,7 +14,9 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-/// Most credentials cached at once; beyond it new validations are not cached.
+/// Most credentials cached at once; a full cache drops its expired entries, then replaces an
+/// arbitrary live one, so the credentials in use keep being cached (an entry replaced early
+/// costs its user one more validation, never a validation per request).
 pub const MAX_CACHED_CREDENTIALS: usize = 100_000;
 /// A full cache drops its expired entries at most this often (a scan of the whole map per
 /// insert would make every new credential cost O(entries) once the cache is full).
@@ -84,8 +86,12 @@ impl CredentialCache {
                 entries.retain(|_, e| e.expires > now);
                 *last_sweep = Some(now);
             }
-            if entries.len() >= MAX_CACHED_CREDENTIALS {
-                return;
+            // Still full of live entries: one makes room (the map's order is random per
+            // process, so no client can choose which).
+            if entries.len() >= MAX_CACHED_CREDENTIALS
+                && let Some(victim) = entries.keys().next().copied()
+            {
+                entries.remove(&victim);
             }
         }
         entries.insert(digest, Entry { user, expires: now + ttl.min(self.ttl) });
@@ -141,6 +147,18 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(cache.lookup(&d), None);
         assert_eq!(cache.live_entries(), 0);
+    }
+
+    #[test]
+    fn a_full_cache_of_live_entries_still_caches_the_newest_credential() {
+        let cache = CredentialCache::new(Duration::from_secs(900));
+        for i in 0..MAX_CACHED_CREDENTIALS {
+            cache.insert(cache.digest(format!("user{i}:pw").as_bytes()), Arc::from("u"));
+        }
+        let newest = cache.digest(b"latecomer:pw");
+        cache.insert(newest, Arc::from("latecomer"));
+        assert_eq!(cache.lookup(&newest).as_deref(), Some("latecomer"), "cached, not validated on every request");
+        assert_eq!(cache.entries.read().unwrap().len(), MAX_CACHED_CREDENTIALS, "still capped");
     }
 
     #[test]

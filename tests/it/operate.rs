@@ -337,9 +337,14 @@ async fn shutdown_stops_accepting_and_lets_a_request_in_flight_finish() {
 
 /// Starts the real binary on `config` and waits until `/health` answers.
 async fn serve(config: &std::path::Path, admin: SocketAddr) -> std::process::Child {
+    serve_with(config, admin, &[]).await
+}
+
+async fn serve_with(config: &std::path::Path, admin: SocketAddr, env: &[(&str, &str)]) -> std::process::Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["serve", "--config"])
         .arg(config)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -359,6 +364,38 @@ async fn terminate(mut child: std::process::Child) {
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// The variables of a running process.
+fn environment_of(child: &std::process::Child) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+    raw.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
+}
+
+#[tokio::test]
+async fn the_edge_re_executes_itself_once_for_commit_on_demand_memory_and_keeps_its_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = dir.path().join("edge.toml");
+    let (http, admin) = (port(), port());
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nname = \"localhost\"\nstate_dir = \"state\"\nlog_dir = \"logs\"\n[[listener]]\nname = \"http\"\naddress = \"{http}\"\n\
+             [admin]\naddress = \"{admin}\"\ntoken = \"{ADMIN_TOKEN}\"\n[[service]]\nname = \"site\"\nstatic_dir = \"{}\"\n[[route]]\npath = \"/\"\nservice = \"site\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    // The PID the parent spawned serves (the re-execution replaced its image), with the
+    // allocator option set; SIGTERM reaches it and it exits cleanly.
+    let child = serve(&config, admin).await;
+    assert!(environment_of(&child).contains(&"MIMALLOC_ARENA_EAGER_COMMIT=0".to_string()), "{:?}", environment_of(&child));
+    terminate(child).await;
+    // An operator's own setting is kept.
+    let child = serve_with(&config, admin, &[("MIMALLOC_ARENA_EAGER_COMMIT", "1")]).await;
+    assert!(environment_of(&child).contains(&"MIMALLOC_ARENA_EAGER_COMMIT=1".to_string()));
+    terminate(child).await;
 }
 
 #[tokio::test]
