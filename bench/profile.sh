@@ -54,5 +54,5 @@ PERF=$!
 taskset -c "$LOAD_CPUS" "${LOAD[@]}" > "$RUN/load.txt"
 wait "$PERF"
 perf script -i "$RUN/perf.data" 2>/dev/null | inferno-collapse-perf > "$OUT.folded"
-inferno-flamegraph --title "$TARGET, $SCENARIO ($(git -C "$BENCH/.." rev-parse --short HEAD))" --width 1600 < "$OUT.folded" > "$OUT.svg"
+inferno-flamegraph --title "$TARGET, $SCENARIO ($(git -C "$BENCH/.." rev-parse --short HEAD))" --width 1600 --minwidth 2 < "$OUT.folded" > "$OUT.svg"
 log "wrote $OUT.svg ($(wc -l < "$OUT.folded") stacks); load: $(grep -E 'Requests/sec|finished in' "$RUN/load.txt" | head -1)"

@@ -218,9 +218,11 @@ fn spawn_tunnel(runtime: Arc<Runtime>, service: Arc<str>, client: hyper::upgrade
         let Ok(client) = client.await else { return };
         let mut client = TokioIo::new(client);
         let (mut upstream, early) = upstream.into_parts();
-        if client.write_all(&early).await.is_err() {
+        if !early.is_empty() && client.write_all(&early).await.is_err() {
             return;
         }
+        // The read buffer these bytes share (16 KiB) is not held for the tunnel's life.
+        drop(early);
         runtime.metrics.websockets(&service, 1);
         runtime.operate.websocket(&service, 1);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
