@@ -206,9 +206,11 @@ impl Conn {
                 self.stream.flush().await?;
             }
             // Boxed: a streamed upload is rare, and its state should not size every request.
-            RequestBody::Stream(body) => return Box::pin(self.send_streamed(body, framing, head_request)).await,
+            RequestBody::Stream(body) => {
+                return Box::pin(self.send_streamed(body, framing, head_request)).await.map(|head| tunnel_ends(parts, head));
+            }
         }
-        read_head(&mut self.stream, &mut self.read, head_request).await
+        read_head(&mut self.stream, &mut self.read, head_request).await.map(|head| tunnel_ends(parts, head))
     }
 
     /// Sends the head and a streamed body while listening for an early response.
@@ -249,6 +251,16 @@ impl Conn {
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read)
     }
+}
+
+/// After a 2xx to CONNECT the connection is a tunnel (RFC 9112 §6.3), whatever the fields
+/// say: no body, and never another request on it.
+fn tunnel_ends(parts: &http::request::Parts, mut head: ResponseHead) -> ResponseHead {
+    if parts.method == Method::CONNECT && head.status.is_success() {
+        head.framing = Framing::Empty;
+        head.keep_alive = false;
+    }
+    head
 }
 
 /// Methods whose empty body is still announced (`Content-Length: 0`), as user agents do.

@@ -336,3 +336,23 @@ async fn an_expectation_is_never_forwarded_because_the_body_goes_out_at_once() {
     let seen = String::from_utf8(seen.await.unwrap()).unwrap();
     assert!(!seen.to_ascii_lowercase().contains("expect:"), "{seen}");
 }
+
+#[tokio::test]
+async fn a_2xx_answer_to_connect_is_a_tunnel_and_its_connection_never_comes_back() {
+    // RFC 9112 §6.3: after a 2xx to CONNECT the connection is a tunnel, whatever the fields
+    // say. Pooled, the next client's request would go down that tunnel.
+    for response in [&b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"[..], b"HTTP/1.1 200 Connection established\r\n\r\n"] {
+        let (mut conn, _) = upstream(response.to_vec(), false).await;
+        let pool = Arc::new(Pool::default());
+        let head = conn.send(&request(Method::CONNECT, "/x"), NO_BODY).await.unwrap();
+        let body = UpstreamBody::new(conn, &head, pool.clone());
+        assert!(body.is_end_stream(), "no body follows a 2xx to CONNECT");
+        drop(body);
+        assert_eq!(pool.count(), 0, "{}", String::from_utf8_lossy(response));
+    }
+    // A refusal (4xx) is an ordinary response.
+    let (outcome, reused) =
+        exchange(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 2\r\n\r\nno", request(Method::CONNECT, "/x")).await;
+    assert_eq!(outcome.unwrap(), (StatusCode::METHOD_NOT_ALLOWED, b"no".to_vec()));
+    assert!(reused);
+}
