@@ -206,9 +206,11 @@ impl Conn {
                 self.stream.flush().await?;
             }
             // Boxed: a streamed upload is rare, and its state should not size every request.
-            RequestBody::Stream(body) => return Box::pin(self.send_streamed(body, framing, head_request)).await,
+            RequestBody::Stream(body) => {
+                return Box::pin(self.send_streamed(body, framing, head_request)).await.map(|head| tunnel_ends(parts, head));
+            }
         }
-        read_head(&mut self.stream, &mut self.read, head_request).await
+        read_head(&mut self.stream, &mut self.read, head_request).await.map(|head| tunnel_ends(parts, head))
     }
 
     /// Sends the head and a streamed body while listening for an early response.
@@ -221,15 +223,22 @@ impl Conn {
         let reading = read_head(&mut reader, &mut self.read, head_request);
         tokio::pin!(sending, reading);
         let mut early = false;
+        // A write that failed left part of the body unsent: the response may still be read,
+        // but the connection cannot carry another request.
+        let mut sent_whole = true;
         let head = tokio::select! {
             head = &mut reading => { early = true; head }
             sent = &mut sending => match sent {
-                Ok(()) | Err(SendError::Io(_)) => reading.await,
+                Ok(()) => reading.await,
+                Err(SendError::Io(_)) => {
+                    sent_whole = false;
+                    reading.await
+                }
                 Err(error) => Err(error),
             },
         };
         let mut head = head?;
-        if early {
+        if early || !sent_whole {
             head.keep_alive = false;
         }
         Ok(head)
@@ -244,13 +253,25 @@ impl Conn {
     }
 }
 
+/// After a 2xx to CONNECT the connection is a tunnel (RFC 9112 §6.3), whatever the fields
+/// say: no body, and never another request on it.
+fn tunnel_ends(parts: &http::request::Parts, mut head: ResponseHead) -> ResponseHead {
+    if parts.method == Method::CONNECT && head.status.is_success() {
+        head.framing = Framing::Empty;
+        head.keep_alive = false;
+    }
+    head
+}
+
 /// Methods whose empty body is still announced (`Content-Length: 0`), as user agents do.
 fn expects_body(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE | Method::CONNECT)
 }
 
 /// Writes the request line and fields; the client's framing fields never pass, the edge's
-/// own framing field is the only one.
+/// own framing field is the only one. Nor does `Expect`: the body goes out right behind the
+/// head, so the upstream must not be told it may not follow (an upstream that answers early
+/// and then reads on would take the body for another request).
 fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, framing: RequestFraming) {
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
@@ -258,7 +279,7 @@ fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, framing: Request
     out.extend_from_slice(parts.uri.path_and_query().map_or("/", |target| target.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::EXPECT {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());

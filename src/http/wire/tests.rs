@@ -315,3 +315,44 @@ fn numbers_are_written_as_framing_needs_them() {
     assert_eq!(chunk_size(b"ff;name=value").unwrap(), 255);
     assert!(chunk_size(b"").is_err() && chunk_size(b"-1").is_err() && chunk_size(b"1 ").is_err());
 }
+
+#[tokio::test]
+async fn an_expectation_is_never_forwarded_because_the_body_goes_out_at_once() {
+    // The edge answers the client's `Expect: 100-continue` itself (hyper sends the 100) and
+    // writes the body right behind the head. Forwarding the field would tell the upstream the
+    // body may not follow: one that answers a final status early (401, 417) and then reads
+    // the next request at once takes the client's body as a request of its own, and its
+    // answer is queued for the next client on the pooled connection.
+    let mut parts = request(Method::POST, "/upload");
+    parts.headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+    let smuggled = Bytes::from_static(b"GET /admin HTTP/1.1\r\nhost: app.internal\r\n\r\n");
+    let (mut conn, seen) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(), false).await;
+    conn.send(&parts, RequestBody::<Full<Bytes>>::Full(smuggled.clone())).await.unwrap();
+    let seen = String::from_utf8(seen.await.unwrap()).unwrap();
+    assert!(!seen.to_ascii_lowercase().contains("expect:"), "{seen}");
+    // The same for a streamed body.
+    let (mut conn, seen) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(), false).await;
+    conn.send(&parts, RequestBody::Stream(Full::new(smuggled))).await.unwrap();
+    let seen = String::from_utf8(seen.await.unwrap()).unwrap();
+    assert!(!seen.to_ascii_lowercase().contains("expect:"), "{seen}");
+}
+
+#[tokio::test]
+async fn a_2xx_answer_to_connect_is_a_tunnel_and_its_connection_never_comes_back() {
+    // RFC 9112 §6.3: after a 2xx to CONNECT the connection is a tunnel, whatever the fields
+    // say. Pooled, the next client's request would go down that tunnel.
+    for response in [&b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"[..], b"HTTP/1.1 200 Connection established\r\n\r\n"] {
+        let (mut conn, _) = upstream(response.to_vec(), false).await;
+        let pool = Arc::new(Pool::default());
+        let head = conn.send(&request(Method::CONNECT, "/x"), NO_BODY).await.unwrap();
+        let body = UpstreamBody::new(conn, &head, pool.clone());
+        assert!(body.is_end_stream(), "no body follows a 2xx to CONNECT");
+        drop(body);
+        assert_eq!(pool.count(), 0, "{}", String::from_utf8_lossy(response));
+    }
+    // A refusal (4xx) is an ordinary response.
+    let (outcome, reused) =
+        exchange(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 2\r\n\r\nno", request(Method::CONNECT, "/x")).await;
+    assert_eq!(outcome.unwrap(), (StatusCode::METHOD_NOT_ALLOWED, b"no".to_vec()));
+    assert!(reused);
+}
