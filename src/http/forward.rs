@@ -134,7 +134,12 @@ pub fn request_headers(headers: &mut HeaderMap, origin: Origin<'_>, websocket: b
     // Hop-by-hop fields go, and client-set forwarding fields are never trusted: every
     // `X-Forwarded-*` goes (the edge writes its own below), and so does every field naming
     // another path, host or client.
-    remove_where(headers, |name| HOP_BY_HOP.contains(name) || SPOOFABLE.contains(name) || name.as_str().starts_with("x-forwarded-"));
+    // So does every field with an underscore (as nginx drops them): CGI/WSGI upstreams map
+    // `-` and `_` alike, so `X_Forwarded_For` or `Content_Length` would read there as the
+    // field the edge controls.
+    remove_where(headers, |name| {
+        HOP_BY_HOP.contains(name) || SPOOFABLE.contains(name) || name.as_str().starts_with("x-forwarded-") || name.as_str().contains('_')
+    });
     if let Some(upgrade) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, upgrade);
@@ -249,6 +254,15 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "edge.example.com");
         assert_eq!(h["forwarded"], "for=203.0.113.9;proto=https;host=\"edge.example.com\"");
         assert!(!h.contains_key("x-real-ip"));
+    }
+
+    #[test]
+    fn fields_with_underscores_never_reach_the_upstream() {
+        let mut h = headers(&[("x_forwarded_for", "1.2.3.4"), ("content_length", "5"), ("x_user", "admin"), ("x-user", "ok")]);
+        request_headers(&mut h, Origin { client: "203.0.113.9".parse().unwrap(), proto: "https", host: "a" }, false);
+        assert!(h.keys().all(|name| !name.as_str().contains('_')), "{h:?}");
+        assert_eq!(h["x-user"], "ok");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
     }
 
     #[test]
