@@ -128,6 +128,11 @@ async fn pipeline(
     if let Some(status) = edge.runtime.shield.check(record.client()) {
         return Err(ProxyError::Blocked { status });
     }
+    // A reverse proxy opens no tunnels: a 2xx to CONNECT would turn the pooled upstream
+    // connection into one (RFC 9112 §6.3).
+    if request.method() == http::Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed);
+    }
     let view = view.map_err(ProxyError::BadRequest)?;
     apply_view(&mut request, &view)?;
     let new_work = NewWork::of(edge, gateway);

@@ -170,3 +170,27 @@ async fn a_refused_smuggling_attempt_logs_its_request_escaped_on_one_line() {
     assert!(access.contains(" evil\\x22\\x20will\\x20be\\x20blocked"), "{access}");
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn connect_and_underscore_fields_never_reach_the_upstream() {
+    let (edge, up) = edge_with_upstream("").await;
+    // CONNECT in any form: the edge is no tunnel (a 2xx would make the pooled connection one).
+    for target in ["/x", "a:443"] {
+        let request = format!("CONNECT {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+        let reply = raw_exchange(edge.http, request.as_bytes(), Duration::from_secs(3)).await;
+        assert!(reply.starts_with("HTTP/1.1 405") || reply.starts_with("HTTP/1.1 400"), "{target}: {reply}");
+    }
+    assert_eq!(up.hits(), 0, "no CONNECT reached the upstream");
+    // Fields a CGI/WSGI upstream would read as the edge's own (X-Forwarded-For, Content-Length).
+    let reply = raw_exchange(
+        edge.http,
+        b"GET /u HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 10.9.9.9\r\nContent_Length: 5\r\nX-Kept: yes\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let seen = up.last_seen();
+    assert!(seen.headers.iter().all(|(name, _)| !name.contains('_')), "{:?}", seen.headers);
+    assert_eq!(seen.headers.get("x-kept").map(String::as_str), Some("yes"));
+    edge.stop().await;
+}
