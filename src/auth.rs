@@ -105,7 +105,8 @@ impl Authenticator {
     ) -> Arc<Authenticator> {
         let rate = settings.rate_control.clone().map(|r| rate::RateControl::new(r, store.clone()));
         let shared = store.shared().then(|| store.clone());
-        let basic = settings.basic.as_ref().map(|b| basic::BasicAuth::new(b.clone(), rate.clone(), shared));
+        let session_keys = cache::CredentialCache::new(std::time::Duration::ZERO);
+        let basic = settings.basic.as_ref().map(|b| basic::BasicAuth::new(b.clone(), rate.clone(), shared, &session_keys));
         let tokens = settings.tokens.clone().map(|t| tokens::TokenService::new(t, store.clone()));
         let realm = settings.basic.as_ref().map_or("portcullis", |b| b.realm.as_str()).replace('"', "");
         let jwt = settings.jwt.as_ref().map(|j| jwt::JwtAuth::new(j.clone()));
@@ -118,7 +119,7 @@ impl Authenticator {
             events,
             realm_challenge: Arc::from(format!("Basic realm=\"{realm}\"")),
             bearer_challenge: Arc::from("Bearer realm=\"portcullis\""),
-            session_keys: cache::CredentialCache::new(std::time::Duration::ZERO),
+            session_keys,
             recent_ips: std::sync::Mutex::new(std::collections::HashMap::new()),
             store,
             primary,
@@ -269,7 +270,10 @@ impl Authenticator {
             }
             (Some(token), _) if matches!(mode, AuthMode::Jwt | AuthMode::BasicOrJwt) => self.jwt.as_ref()?.cached_user(token)?,
             (None, _) if matches!(mode, AuthMode::Basic | AuthMode::BasicOrJwt) && basic::is_basic(value) => {
-                self.basic.as_ref()?.cached_user(value)?
+                // One HMAC: the Basic cache is keyed like the session table.
+                let session = self.session_keys.digest(value);
+                let user = self.basic.as_ref()?.cached_user(value.len(), &session)?;
+                return Some(Verdict::Allow { user, session });
             }
             _ => return None,
         };

@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use http::{HeaderMap, HeaderValue};
 
-use super::cache::CredentialCache;
+use super::cache::{CredentialCache, Digest};
 use super::rate::{RateControl, RateDecision};
 use crate::cluster::StateStore;
 use crate::config::BasicSettings;
@@ -122,10 +122,17 @@ impl SharedCredentials {
 impl BasicAuth {
     /// Builds Basic auth; `users_file` was checked by the configuration. With `shared` (a
     /// cluster's store), validated credentials are shared with the other peers.
-    pub fn new(settings: BasicSettings, rate: Option<RateControl>, shared: Option<Arc<dyn StateStore>>) -> BasicAuth {
+    /// The cache is keyed like `keys` (the authenticator's session keys): a cached request's
+    /// one digest serves both.
+    pub fn new(
+        settings: BasicSettings,
+        rate: Option<RateControl>,
+        shared: Option<Arc<dyn StateStore>>,
+        keys: &CredentialCache,
+    ) -> BasicAuth {
         let local_users = settings.users_file.as_ref().map(|path| load_users_file(path).unwrap_or_default());
         BasicAuth {
-            cache: CredentialCache::new(settings.credential_ttl),
+            cache: keys.sharing_key(settings.credential_ttl),
             settings,
             users: RwLock::new(None),
             local_users,
@@ -140,9 +147,10 @@ impl BasicAuth {
         self.cache.live_entries()
     }
 
-    /// The user of this `Authorization: Basic …` value when it is cached as valid.
-    pub fn cached_user(&self, value: &[u8]) -> Option<Arc<str>> {
-        (value.len() <= MAX_CREDENTIAL_BYTES).then(|| self.cache.lookup(&self.cache.digest(value)))?
+    /// The user of an `Authorization: Basic …` value of `length` bytes whose digest (under
+    /// the shared key) is `digest`, when it is cached as valid.
+    pub fn cached_user(&self, length: usize, digest: &Digest) -> Option<Arc<str>> {
+        (length <= MAX_CREDENTIAL_BYTES).then(|| self.cache.lookup(digest))?
     }
 
     /// Authenticates one `Authorization: Basic …` value.

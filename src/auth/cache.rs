@@ -56,6 +56,18 @@ impl CredentialCache {
         }
     }
 
+    /// An empty cache keyed like `self` (the same digest for the same credential), so one
+    /// HMAC can serve two tables (the Basic cache and the session table).
+    pub fn sharing_key(&self, ttl: Duration) -> CredentialCache {
+        CredentialCache {
+            key: self.key.clone(),
+            ttl,
+            entries: RwLock::new(HashMap::new()),
+            last_sweep: Mutex::new(None),
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// The cache key of a credential.
     pub fn digest(&self, credential: &[u8]) -> Digest {
         let tag = aws_lc_rs::hmac::sign(&self.key, credential);
@@ -159,6 +171,18 @@ mod tests {
         cache.insert(newest, Arc::from("latecomer"));
         assert_eq!(cache.lookup(&newest).as_deref(), Some("latecomer"), "cached, not validated on every request");
         assert_eq!(cache.entries.read().unwrap().len(), MAX_CACHED_CREDENTIALS, "still capped");
+    }
+
+    #[test]
+    fn a_cache_sharing_a_key_gives_the_same_digest_and_keeps_its_own_entries() {
+        let sessions = CredentialCache::new(Duration::ZERO);
+        let basic = sessions.sharing_key(Duration::from_secs(60));
+        let other = CredentialCache::new(Duration::ZERO);
+        assert_eq!(sessions.digest(b"Basic dTpw"), basic.digest(b"Basic dTpw"), "one HMAC serves both tables");
+        assert_ne!(other.digest(b"Basic dTpw"), basic.digest(b"Basic dTpw"), "another cache has its own key");
+        basic.insert(basic.digest(b"Basic dTpw"), Arc::from("u"));
+        assert!(sessions.lookup(&sessions.digest(b"Basic dTpw")).is_none(), "entries are not shared");
+        assert_eq!(basic.lookup(&sessions.digest(b"Basic dTpw")).as_deref(), Some("u"));
     }
 
     #[test]
