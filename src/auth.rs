@@ -109,7 +109,7 @@ impl Authenticator {
         let basic = settings.basic.as_ref().map(|b| basic::BasicAuth::new(b.clone(), rate.clone(), shared, &session_keys));
         let tokens = settings.tokens.clone().map(|t| tokens::TokenService::new(t, store.clone()));
         let realm = settings.basic.as_ref().map_or("portcullis", |b| b.realm.as_str()).replace('"', "");
-        let jwt = settings.jwt.as_ref().map(|j| jwt::JwtAuth::new(j.clone()));
+        let jwt = settings.jwt.as_ref().map(|j| jwt::JwtAuth::new(j.clone(), &session_keys));
         let authenticator = Arc::new(Authenticator {
             settings: settings.clone(),
             basic,
@@ -252,10 +252,19 @@ impl Authenticator {
         }
     }
 
+    /// The session key of an `Authorization` value: the digest of a bearer's token (so the
+    /// JWT cache's digest is the same one), of the whole value otherwise (the Basic cache's).
+    fn session_key(&self, value: &[u8]) -> cache::Digest {
+        match is_bearer(value) {
+            true => self.session_keys.digest(value[7..].trim_ascii()),
+            false => self.session_keys.digest(value),
+        }
+    }
+
     /// The session key of a request's credential (as [`Verdict::Allow`] would give it),
     /// without validating it: used in maintenance to let only existing sessions through.
     pub fn session_of(&self, headers: &HeaderMap) -> Option<cache::Digest> {
-        headers.get(http::header::AUTHORIZATION).map(|value| self.session_keys.digest(value.as_bytes()))
+        headers.get(http::header::AUTHORIZATION).map(|value| self.session_key(value.as_bytes()))
     }
 
     /// The verdict for a credential already known valid (cached) for `mode`, without any
@@ -268,16 +277,21 @@ impl Authenticator {
             (Some(token), Some(tokens)) if token.starts_with(tokens::ACCESS_PREFIX.as_bytes()) => {
                 tokens.cached_user(std::str::from_utf8(token).ok()?)?
             }
-            (Some(token), _) if matches!(mode, AuthMode::Jwt | AuthMode::BasicOrJwt) => self.jwt.as_ref()?.cached_user(token)?,
+            (Some(token), _) if matches!(mode, AuthMode::Jwt | AuthMode::BasicOrJwt) => {
+                // One HMAC: the token cache is keyed like the session table.
+                let session = self.session_key(value);
+                let user = self.jwt.as_ref()?.cached_user(token.len(), &session)?;
+                return Some(Verdict::Allow { user, session });
+            }
             (None, _) if matches!(mode, AuthMode::Basic | AuthMode::BasicOrJwt) && basic::is_basic(value) => {
                 // One HMAC: the Basic cache is keyed like the session table.
-                let session = self.session_keys.digest(value);
+                let session = self.session_key(value);
                 let user = self.basic.as_ref()?.cached_user(value.len(), &session)?;
                 return Some(Verdict::Allow { user, session });
             }
             _ => return None,
         };
-        Some(Verdict::Allow { user, session: self.session_keys.digest(value) })
+        Some(Verdict::Allow { user, session: self.session_key(value) })
     }
 
     /// Authenticates a request for a service using `mode`.
@@ -293,7 +307,7 @@ impl Authenticator {
             && token.starts_with(tokens::ACCESS_PREFIX.as_bytes())
         {
             return match tokens.validate(std::str::from_utf8(token).unwrap_or("")).await {
-                Some(user) => Verdict::Allow { user: Arc::from(user), session: self.session_keys.digest(value) },
+                Some(user) => Verdict::Allow { user: Arc::from(user), session: self.session_key(value) },
                 None => {
                     self.events.auth_failed(client, None, "invalid or expired edge token");
                     Verdict::Challenge { challenge: self.bearer_challenge.clone() }
@@ -306,7 +320,7 @@ impl Authenticator {
             _ => basic::Outcome::Refused { user: None, reason: "unsupported credential" },
         };
         match verdict {
-            basic::Outcome::Allowed(user) => Verdict::Allow { user, session: self.session_keys.digest(value) },
+            basic::Outcome::Allowed(user) => Verdict::Allow { user, session: self.session_key(value) },
             basic::Outcome::Refused { user, reason } => {
                 self.events.auth_failed(client, user.as_deref(), reason);
                 Verdict::Challenge { challenge: self.challenge(mode) }

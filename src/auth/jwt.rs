@@ -30,7 +30,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio::time::Instant;
 
 use super::basic::Outcome;
-use super::cache::CredentialCache;
+use super::cache::{CredentialCache, Digest};
 use crate::config::JwtSettings;
 use crate::net::fetch::Fetcher;
 
@@ -165,13 +165,15 @@ pub struct JwtAuth {
 
 impl JwtAuth {
     /// JWT validation for `settings`.
-    pub fn new(settings: JwtSettings) -> JwtAuth {
+    /// The token cache is keyed like `keys` (the authenticator's session keys): a cached
+    /// request's one digest serves both.
+    pub fn new(settings: JwtSettings, keys: &CredentialCache) -> JwtAuth {
         JwtAuth {
             secret: settings.secret.as_ref().map(|s| DecodingKey::from_secret(s.as_bytes())),
             settings,
             keys: RwLock::new(Arc::new(HashMap::new())),
             fetcher: Fetcher::new(Duration::from_secs(5)),
-            cache: CredentialCache::new(MAX_TOKEN_CACHE),
+            cache: keys.sharing_key(MAX_TOKEN_CACHE),
             last_unknown_refresh: std::sync::Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
             fetches: AtomicUsize::new(0),
@@ -257,8 +259,8 @@ impl JwtAuth {
     }
 
     /// The user of this bearer token when it is cached as valid.
-    pub fn cached_user(&self, token: &[u8]) -> Option<Arc<str>> {
-        (token.len() <= MAX_TOKEN_BYTES).then(|| self.cache.lookup(&self.cache.digest(token)))?
+    pub fn cached_user(&self, length: usize, digest: &Digest) -> Option<Arc<str>> {
+        (length <= MAX_TOKEN_BYTES).then(|| self.cache.lookup(digest))?
     }
 
     /// Authenticates one bearer token.
