@@ -246,10 +246,16 @@ impl Conn {
 
     /// Fills the read buffer; `Ok(0)` is the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < MIN_READ_SPACE {
-            self.read.reserve(READ_CHUNK);
-        }
+        make_room(&mut self.read);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read)
+    }
+}
+
+/// Grows `read` before a read when little space is left (one allocation per 16 KiB read, not
+/// per read).
+fn make_room(read: &mut BytesMut) {
+    if read.capacity() - read.len() < MIN_READ_SPACE {
+        read.reserve(READ_CHUNK);
     }
 }
 
@@ -383,9 +389,7 @@ async fn read_head<R: AsyncRead + Unpin>(reader: &mut R, read: &mut BytesMut, he
                 None => {}
             }
         }
-        if read.capacity() - read.len() < MIN_READ_SPACE {
-            read.reserve(READ_CHUNK);
-        }
+        make_room(read);
         match reader.read_buf(read).await {
             Ok(0) if got_any => return Err(SendError::Invalid("connection closed inside a response head")),
             Ok(0) => return Err(SendError::Closed),
@@ -474,13 +478,6 @@ fn has_close(headers: &HeaderMap) -> bool {
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
-}
-
-impl ResponseHead {
-    /// Whether the upstream switched protocols (the connection is the tunnel now).
-    pub fn is_upgrade(&self) -> bool {
-        self.framing == Framing::Upgrade
-    }
 }
 
 /// A response body read from an upstream connection, in the task that polls it.

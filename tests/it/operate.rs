@@ -366,6 +366,24 @@ async fn terminate(mut child: std::process::Child) {
     assert_eq!(status.code(), Some(0));
 }
 
+/// A config file in `dir` for a process of its own: an HTTP listener serving `dir` as a
+/// static site and the admin API, on free ports (config path, HTTP, admin).
+fn static_site_config(dir: &std::path::Path) -> (std::path::PathBuf, SocketAddr, SocketAddr) {
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (http, admin) = (port(), port());
+    let config = dir.join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nname = \"localhost\"\nstate_dir = \"state\"\nlog_dir = \"logs\"\n[[listener]]\nname = \"http\"\naddress = \"{http}\"\n\
+             [admin]\naddress = \"{admin}\"\ntoken = \"{ADMIN_TOKEN}\"\n[[service]]\nname = \"site\"\nstatic_dir = \"{}\"\n[[route]]\npath = \"/\"\nservice = \"site\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    (config, http, admin)
+}
+
 /// The variables of a running process.
 fn environment_of(child: &std::process::Child) -> Vec<String> {
     let raw = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
@@ -375,18 +393,7 @@ fn environment_of(child: &std::process::Child) -> Vec<String> {
 #[tokio::test]
 async fn the_edge_re_executes_itself_once_for_commit_on_demand_memory_and_keeps_its_pid() {
     let dir = tempfile::tempdir().unwrap();
-    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let config = dir.path().join("edge.toml");
-    let (http, admin) = (port(), port());
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nname = \"localhost\"\nstate_dir = \"state\"\nlog_dir = \"logs\"\n[[listener]]\nname = \"http\"\naddress = \"{http}\"\n\
-             [admin]\naddress = \"{admin}\"\ntoken = \"{ADMIN_TOKEN}\"\n[[service]]\nname = \"site\"\nstatic_dir = \"{}\"\n[[route]]\npath = \"/\"\nservice = \"site\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let (config, _http, admin) = static_site_config(dir.path());
     // The PID the parent spawned serves (the re-execution replaced its image), with the
     // allocator option set; SIGTERM reaches it and it exits cleanly.
     let child = serve(&config, admin).await;
@@ -401,18 +408,7 @@ async fn the_edge_re_executes_itself_once_for_commit_on_demand_memory_and_keeps_
 #[tokio::test]
 async fn maintenance_survives_a_restart_of_the_process() {
     let dir = tempfile::tempdir().unwrap();
-    let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (http, admin): (SocketAddr, SocketAddr) = (port(0), port(1));
-    let config = dir.path().join("edge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nname = \"localhost\"\nstate_dir = \"state\"\nlog_dir = \"logs\"\n[[listener]]\nname = \"http\"\naddress = \"{http}\"\n\
-             [admin]\naddress = \"{admin}\"\ntoken = \"{ADMIN_TOKEN}\"\n[[service]]\nname = \"site\"\nstatic_dir = \"{}\"\n[[route]]\npath = \"/\"\nservice = \"site\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let (config, _http, admin) = static_site_config(dir.path());
     let health = || async move { h1(admin, "GET", "/health", &[], Bytes::new()).await.status };
     let maintenance = |state: &'static str| {
         let config = config.clone();

@@ -100,6 +100,13 @@ async fn exchange(response: &[u8], parts: http::request::Parts) -> (Result<(Stat
     (outcome, pool.count() == 1)
 }
 
+/// `response` is an error for the request, and its connection does not come back.
+async fn assert_refused(response: &[u8]) {
+    let (outcome, reused) = exchange(response, get("/")).await;
+    assert!(outcome.is_err(), "{}: {outcome:?}", String::from_utf8_lossy(response));
+    assert!(!reused);
+}
+
 #[tokio::test]
 async fn a_length_framed_response_is_read_whole_and_its_connection_comes_back() {
     let (outcome, reused) = exchange(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\n\r\nhello", get("/a?b=c")).await;
@@ -124,9 +131,7 @@ async fn broken_chunked_framing_is_an_error_and_the_connection_is_not_reused() {
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nx\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
     ] {
-        let (outcome, reused) = exchange(response, get("/")).await;
-        assert!(outcome.is_err(), "{}: {outcome:?}", String::from_utf8_lossy(response));
-        assert!(!reused);
+        assert_refused(response).await;
     }
 }
 
@@ -144,9 +149,7 @@ async fn ambiguous_response_framing_is_refused_not_guessed() {
         b"HTTP/1.1 2000 OK\r\ncontent-length: 0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nbad header: x\r\n\r\n",
     ] {
-        let (outcome, reused) = exchange(response, get("/")).await;
-        assert!(outcome.is_err(), "{}: {outcome:?}", String::from_utf8_lossy(response));
-        assert!(!reused);
+        assert_refused(response).await;
     }
 }
 
