@@ -180,6 +180,14 @@ async fn connect_and_underscore_fields_never_reach_the_upstream() {
         let reply = raw_exchange(edge.http, request.as_bytes(), Duration::from_secs(3)).await;
         assert!(reply.starts_with("HTTP/1.1 405") || reply.starts_with("HTTP/1.1 400"), "{target}: {reply}");
     }
+    // The same over HTTP/2 (prior knowledge on the same port).
+    let tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let connect = http::Request::builder().method("CONNECT").uri("a:443").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+    let status = send.send_request(connect).await.map(|r| r.status().as_u16());
+    assert_eq!(status.ok(), Some(405), "h2 CONNECT is refused, not tunnelled");
     assert_eq!(up.hits(), 0, "no CONNECT reached the upstream");
     // Fields a CGI/WSGI upstream would read as the edge's own (X-Forwarded-For, Content-Length).
     let reply = raw_exchange(
