@@ -39,6 +39,7 @@ use crate::protect::blocking_log::BlockingLog;
 use crate::protect::nft::NftMirror;
 use crate::runtime::listeners::{Bound, Protocol};
 use crate::runtime::services::{Drain, Services};
+use crate::runtime::workers::Placement;
 use crate::runtime::{Runtime, accept};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::logging::{ErrorLog, LineBudget, quoted};
@@ -191,14 +192,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     runtime.control.register(&front_end);
 
     // Bind everything before serving anything: a port conflict fails the whole start.
+    let placement = if config.listeners.is_empty() {
+        Placement::Shared
+    } else {
+        Placement::for_server(&config.server).context("cannot start the HTTP workers")?
+    };
     let mut bound = Vec::new();
     for l in &config.listeners {
-        let socket = listener::bind(l.address).with_context(|| format!("listener {:?}: cannot bind {}", l.name, l.address))?;
-        let local = socket.local_addr()?;
+        let sockets = listener::bind_group(l.address, placement.sockets())
+            .with_context(|| format!("listener {:?}: cannot bind {}", l.name, l.address))?;
+        let local = sockets.first().map(std::net::TcpListener::local_addr).transpose()?.unwrap_or(l.address);
         let protocol = if l.tls { Protocol::Https } else { Protocol::Http };
         let entry = Bound { name: Arc::from(l.name.as_str()), address: local, protocol };
         runtime.listeners.add(entry.clone());
-        bound.push((l.clone(), socket, entry));
+        bound.push((l.clone(), sockets, entry));
     }
     let sip_bound = sip::bind(&config, &runtime)?;
     let admin_socket = match &config.admin {
@@ -236,7 +243,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     sip::start(&config, &runtime, sip_bound, &services)?;
     let mut listeners = Vec::new();
-    for (l, socket, entry) in bound {
+    for (l, sockets, entry) in bound {
         let tls = if l.tls { acceptor.clone() } else { None };
         tracing::info!(
             "listener {} on {}{}",
@@ -252,7 +259,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let connections = HttpConnections::new(edge.clone(), l.clone(), config.server.clone(), tls);
         let runtime = runtime.clone();
         let cap = config.server.max_connections;
-        services.start(format!("listener {}", l.name), move |drain| accept::run(runtime, entry, socket, cap, connections, drain));
+        let placement = placement.clone();
+        services.start(format!("listener {}", l.name), move |drain| async move {
+            accept::run_placed(&placement, runtime, entry, sockets, cap, connections, drain).await
+        });
     }
 
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(8);

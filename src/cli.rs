@@ -209,12 +209,31 @@ fn load(path: &Path) -> Result<Config, Failure> {
     })
 }
 
-/// The async runtime. With one usable core (the edge pinned to a CPU, or a 1-vCPU VM) a
-/// current-thread runtime avoids the work-stealing scheduler's cross-thread bookkeeping;
-/// otherwise one worker per core.
+/// The async runtime of the commands that call an edge: one worker per core.
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut builder = if cores == 1 { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() };
+    runtime_with(std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// The runtime `serve` runs on: one worker per core, or `server.workers` of them when the
+/// HTTP listeners run on it (`server.runtime = "work-stealing"`). With `"per-core"` the HTTP
+/// listeners have threads of their own (`runtime::workers`) and this runtime serves the rest.
+fn serving_runtime(server: &crate::config::ServerConfig) -> Result<tokio::runtime::Runtime, Failure> {
+    match server.workers {
+        n if n > 0 && server.runtime == crate::config::RuntimeLayout::WorkStealing => runtime_with(n),
+        _ => runtime(),
+    }
+}
+
+/// With one thread a current-thread runtime (the edge pinned to a CPU, or a 1-vCPU VM: no
+/// work-stealing bookkeeping); else tokio's multi-thread runtime with `threads` workers.
+fn runtime_with(threads: usize) -> Result<tokio::runtime::Runtime, Failure> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
     builder.enable_all().build().map_err(|e| Failure::failed(anyhow!(e).context("cannot start the async runtime")))
 }
 
@@ -239,7 +258,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve { config } => {
             let loaded = load(&config)?;
             crate::telemetry::logging::init_console();
-            runtime()?.block_on(serve(loaded)).map_err(Failure::failed)
+            serving_runtime(&loaded.server)?.block_on(serve(loaded)).map_err(Failure::failed)
         }
         Command::Status { target, json } => {
             let (url, token) = target.resolve()?;

@@ -91,6 +91,38 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_connections: usize,
+    /// How the HTTP listeners are scheduled.
+    pub runtime: RuntimeLayout,
+    /// Threads serving the HTTP listeners (0: one per available core).
+    pub workers: usize,
+}
+
+/// `server.runtime`: how the HTTP listeners are scheduled (used by `runtime::workers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuntimeLayout {
+    /// One current-thread runtime per worker thread, one `SO_REUSEPORT` socket per worker.
+    #[default]
+    PerCore,
+    /// The process's runtime (tokio's work-stealing multi-thread runtime on more than one core).
+    WorkStealing,
+}
+
+impl RuntimeLayout {
+    /// Every layout, in the order the documentation lists them.
+    pub const ALL: [RuntimeLayout; 2] = [RuntimeLayout::PerCore, RuntimeLayout::WorkStealing];
+
+    /// The configuration word for this layout.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeLayout::PerCore => "per-core",
+            RuntimeLayout::WorkStealing => "work-stealing",
+        }
+    }
+
+    /// Parses a configuration word.
+    pub fn parse(word: &str) -> Option<RuntimeLayout> {
+        RuntimeLayout::ALL.into_iter().find(|layout| layout.as_str() == word)
+    }
 }
 
 /// One `[[listener]]` (used by `net::listener`).

@@ -9,6 +9,7 @@
 //! - [`accept`]: the accept loop every listener runs (ban refusal, connection cap, backoff).
 //! - [`listeners`]: the registry of running listeners.
 //! - [`control`]: the handle through which the admin API sees and steers front ends.
+//! - [`workers`]: per-core worker runtimes for the HTTP listeners.
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub mod accept;
 pub mod control;
 pub mod listeners;
 pub mod services;
+pub mod workers;
 
 /// The process-wide state shared by every front end and background loop.
 pub struct Runtime {

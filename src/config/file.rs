@@ -26,6 +26,10 @@ pub struct ServerFile {
     pub max_headers: Option<u64>,
     /// Most concurrent client connections per listener.
     pub max_connections: Option<u64>,
+    /// How HTTP listeners are scheduled: "per-core" or "work-stealing".
+    pub runtime: Option<String>,
+    /// Threads serving the HTTP listeners (0: one per available core).
+    pub workers: Option<u64>,
 }
 
 /// One `[[listener]]`.

@@ -1,5 +1,7 @@
 //! Binding listening sockets: address reuse (fast restarts), `IPV6_V6ONLY` on IPv6 sockets
-//! (so `0.0.0.0:8445` and `[::]:8445` can both be configured), and a deep accept backlog.
+//! (so `0.0.0.0:8445` and `[::]:8445` can both be configured), a deep accept backlog, and
+//! groups of `SO_REUSEPORT` sockets on one address for per-core accept loops — guarded so a
+//! second edge on the same port still fails to start instead of silently sharing it.
 
 use std::net::SocketAddr;
 
@@ -11,15 +13,49 @@ pub const BACKLOG: i32 = 4096;
 
 /// Binds a TCP listener on `address`.
 pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket(address)?;
+    socket.bind(&address.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Binds `count` listening sockets on `address` that share its connections (`SO_REUSEPORT`:
+/// the kernel hashes each new connection to one of them). Returned unregistered, so each can
+/// be registered with the runtime that accepts on it. One socket needs no port sharing.
+///
+/// `SO_REUSEPORT` would let a second process of the same user join the group unnoticed, so
+/// the port is first claimed by a socket without it: that bind fails when anything (another
+/// edge's group included) holds the port, and anyone binding later without the option fails
+/// against our group. It also turns port 0 into the concrete port the group shares.
+pub fn bind_group(address: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let claim = socket(address)?;
+    claim.bind(&address.into())?;
+    if count <= 1 {
+        claim.listen(BACKLOG)?;
+        return Ok(vec![claim.into()]);
+    }
+    let address = claim.local_addr()?.as_socket().unwrap_or(address);
+    drop(claim);
+    (0..count)
+        .map(|_| {
+            let socket = socket(address)?;
+            socket.set_reuse_port(true)?;
+            socket.bind(&address.into())?;
+            socket.listen(BACKLOG)?;
+            Ok(socket.into())
+        })
+        .collect()
+}
+
+/// A non-blocking TCP socket for `address`'s family, with address reuse and `IPV6_V6ONLY`.
+fn socket(address: SocketAddr) -> std::io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if address.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket)
 }
 
 #[cfg(test)]
@@ -35,5 +71,31 @@ mod tests {
             assert_eq!(v6.local_addr().unwrap().port(), port);
         }
         assert!(bind(format!("127.0.0.1:{port}").parse().unwrap()).is_err(), "second bind on the same v4 address must fail");
+    }
+
+    #[test]
+    fn a_group_shares_one_port_and_still_refuses_a_second_edge() {
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        assert_eq!(group.len(), 3);
+        let port = group[0].local_addr().unwrap().port();
+        assert!(group.iter().all(|l| l.local_addr().unwrap().port() == port), "port 0 became one port for the whole group");
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        assert!(bind_group(address, 3).is_err(), "a second group on a held port must fail, not join");
+        assert!(bind_group(address, 1).is_err(), "a single socket on a held port must fail");
+        // Every socket of the group takes connections.
+        let mut accepted = [false; 3];
+        for _ in 0..200 {
+            let _client = std::net::TcpStream::connect(address).unwrap();
+            for (i, l) in group.iter().enumerate() {
+                l.set_nonblocking(true).unwrap();
+                if l.accept().is_ok() {
+                    accepted[i] = true;
+                }
+            }
+            if accepted.iter().all(|a| *a) {
+                break;
+            }
+        }
+        assert_eq!(accepted, [true; 3], "the kernel spreads connections over the group");
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use super::Runtime;
 use super::listeners::Bound;
 use super::services::Drain;
+use super::workers::Placement;
 
 /// Pause after a failed `accept` (EMFILE and friends) instead of spinning.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -89,6 +90,37 @@ impl Drop for SourceCount {
     }
 }
 
+/// What every accept loop of one listener shares: the connection cap, the per-source
+/// counts and what its connections speak.
+struct Gate<C> {
+    runtime: Arc<Runtime>,
+    name: Arc<str>,
+    connections: C,
+    max_connections: usize,
+    slots: Arc<Semaphore>,
+    per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl<C: Connections> Gate<C> {
+    fn new(runtime: Arc<Runtime>, bound: &Bound, max_connections: usize, connections: C) -> Arc<Gate<C>> {
+        Arc::new(Gate {
+            runtime,
+            name: bound.name.clone(),
+            connections,
+            max_connections,
+            slots: Arc::new(Semaphore::new(max_connections)),
+            per_source: Arc::default(),
+        })
+    }
+
+    /// Takes the listener out of the registry and waits until every connection ended.
+    async fn close(&self, bound: &Bound) {
+        self.runtime.listeners.remove(bound);
+        // Every slot back = every connection ended (each finishes its requests on the drain).
+        let _ = self.slots.acquire_many(u32::try_from(self.max_connections).unwrap_or(u32::MAX)).await;
+    }
+}
+
 /// Runs `listener` until the drain: then stops accepting, closes the port and returns once
 /// every connection (refusals included) ended.
 pub async fn run<C: Connections>(
@@ -97,18 +129,67 @@ pub async fn run<C: Connections>(
     listener: TcpListener,
     max_connections: usize,
     connections: C,
-    mut drain: Drain,
+    drain: Drain,
 ) {
-    let connections = Arc::new(connections);
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
-    let name = bound.name.clone();
+    let gate = Gate::new(runtime, &bound, max_connections, connections);
+    accept_until_drained(&gate, listener, drain).await;
+    gate.close(&bound).await;
+}
+
+/// Runs one accept loop per socket of `sockets` (bound by [`crate::net::listener::bind_group`]
+/// for `placement`), all under one connection cap: on the workers when there are workers
+/// (each socket's loop and connections on its own worker), else here. Returns like [`run`].
+pub async fn run_placed<C: Connections>(
+    placement: &Placement,
+    runtime: Arc<Runtime>,
+    bound: Bound,
+    sockets: Vec<std::net::TcpListener>,
+    max_connections: usize,
+    connections: C,
+    drain: Drain,
+) {
+    let gate = Gate::new(runtime, &bound, max_connections, connections);
+    let handles: Vec<tokio::runtime::Handle> = match placement {
+        Placement::Workers(workers) => workers.handles().to_vec(),
+        Placement::Shared => vec![tokio::runtime::Handle::current()],
+    };
+    let mut loops: Vec<AbortOnDrop> = sockets
+        .into_iter()
+        .zip(handles.iter().cycle())
+        .map(|(socket, handle)| {
+            let (gate, drain) = (gate.clone(), drain.clone());
+            AbortOnDrop(handle.spawn(async move {
+                match TcpListener::from_std(socket) {
+                    Ok(listener) => accept_until_drained(&gate, listener, drain).await,
+                    Err(error) => tracing::error!(listener = %gate.name, "cannot register a listening socket: {error}"),
+                }
+            }))
+        })
+        .collect();
+    for accept_loop in &mut loops {
+        let _ = (&mut accept_loop.0).await;
+    }
+    gate.close(&bound).await;
+}
+
+/// A spawned accept loop, stopped if its owner is (a drain past its deadline).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Accepts on `listener` until the drain, then closes it.
+async fn accept_until_drained<C: Connections>(gate: &Arc<Gate<C>>, listener: TcpListener, mut drain: Drain) {
+    let connections = &gate.connections;
     loop {
         let (tcp, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
-                    tracing::warn!(listener = %name, "accept failed: {error}");
+                    tracing::warn!(listener = %gate.name, "accept failed: {error}");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
@@ -120,19 +201,19 @@ pub async fn run<C: Connections>(
         let slot = if connections.beside_the_cap(client.ip()) {
             None
         } else {
-            let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+            let Ok(slot) = gate.slots.clone().try_acquire_owned() else { continue };
             Some(slot)
         };
         let source = match connections.per_source_limit() {
             None => None,
-            Some(limit) => match SourceCount::take(&per_source, client.ip(), limit) {
+            Some(limit) => match SourceCount::take(&gate.per_source, client.ip(), limit) {
                 Some(count) => Some(count),
                 None => continue, // this source holds its share already: closed at once
             },
         };
         let on_banned = connections.on_banned();
         if on_banned != OnBanned::Unchecked
-            && let Some(status) = runtime.shield.check(client.ip())
+            && let Some(status) = gate.runtime.shield.check(client.ip())
         {
             match on_banned {
                 OnBanned::Close => continue,
@@ -149,8 +230,8 @@ pub async fn run<C: Connections>(
         }
         let _ = tcp.set_nodelay(true);
         let served = connections.serve(tcp, client, drain.clone());
-        let metrics = runtime.metrics.clone();
-        let name = name.clone();
+        let metrics = gate.runtime.metrics.clone();
+        let name = gate.name.clone();
         tokio::spawn(async move {
             metrics.connections(&name, 1);
             served.await;
@@ -158,8 +239,4 @@ pub async fn run<C: Connections>(
             drop((slot, source));
         });
     }
-    drop(listener);
-    runtime.listeners.remove(&bound);
-    // Every slot back = every connection ended (each finishes its requests on the drain).
-    let _ = slots.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX)).await;
 }

@@ -9,7 +9,7 @@ use super::super::file::{AdminFile, ListenerFile, ServerFile, TlsFile};
 use super::super::{
     AdminConfig, AdminToken, BackslashPolicy, DEFAULT_ADMIN_ADDRESS, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, EscapedSlashPolicy, ListenerConfig, PathPolicy, RedirectTarget,
-    ServerConfig, TlsFiles,
+    RuntimeLayout, ServerConfig, TlsFiles,
 };
 use super::{Checker, valid_host_name};
 
@@ -43,6 +43,14 @@ pub(super) fn resolve_server(c: &mut Checker<'_>, raw: Option<ServerFile>) -> Se
             as usize,
         max_headers: c.bounded("server.max_headers", raw.max_headers, DEFAULT_MAX_HEADERS as u64, 8, 1000) as usize,
         max_connections: c.bounded("server.max_connections", raw.max_connections, DEFAULT_MAX_CONNECTIONS as u64, 1, 1_000_000) as usize,
+        runtime: match raw.runtime.as_deref() {
+            None => RuntimeLayout::default(),
+            Some(word) => RuntimeLayout::parse(word).unwrap_or_else(|| {
+                c.err("server.runtime", format!("{word:?} is not a runtime layout"), "use \"per-core\" or \"work-stealing\"");
+                RuntimeLayout::default()
+            }),
+        },
+        workers: c.bounded("server.workers", raw.workers, 0, 0, 1024) as usize,
     }
 }
 
