@@ -13,6 +13,54 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 pub use super::wire::BodyError;
 use super::wire::UpstreamBody;
 
+/// How a client's request body failed, seen by whoever polled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFailure {
+    /// The client broke the framing (bad chunk, length mismatch, a protocol error): a
+    /// protocol violation, answered 400.
+    Malformed,
+    /// The client left: it cancelled the HTTP/2 stream or closed the connection. Normal (a
+    /// browser navigating away), never counted against the source.
+    Gone,
+}
+
+impl BodyFailure {
+    /// What `error`, from reading a client's body, says about the client.
+    pub fn of(error: &hyper::Error) -> BodyFailure {
+        if error.is_canceled() {
+            return BodyFailure::Gone;
+        }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+        while let Some(cause) = source {
+            if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+                let cancelled = h2.is_remote() && matches!(h2.reason(), Some(h2::Reason::CANCEL | h2::Reason::NO_ERROR));
+                return if cancelled || h2.is_io() || (h2.is_go_away() && h2.is_remote()) {
+                    BodyFailure::Gone
+                } else {
+                    BodyFailure::Malformed
+                };
+            }
+            source = cause.source();
+        }
+        BodyFailure::Malformed
+    }
+}
+
+/// Where a watched client body records its failure (the first one).
+#[derive(Debug, Default)]
+pub struct ClientFault(std::sync::OnceLock<BodyFailure>);
+
+impl ClientFault {
+    fn record(&self, error: &hyper::Error) {
+        let _ = self.0.set(BodyFailure::of(error));
+    }
+
+    /// The failure, if the body failed.
+    pub fn failure(&self) -> Option<BodyFailure> {
+        self.0.get().copied()
+    }
+}
+
 /// A body streamed from a peer, or held in memory.
 #[derive(Debug)]
 pub enum ProxyBody {
@@ -20,12 +68,12 @@ pub enum ProxyBody {
     /// A response read from an upstream connection in the task that polls it.
     Upstream(UpstreamBody),
     /// A client's request body on its way upstream: `prefix` holds bytes already read from
-    /// it (sent first); `broken` turns true when the client's framing failed (so the edge
-    /// answers 400, not 502).
+    /// it (sent first); `broken` records how the client's side failed (so the edge answers
+    /// 400, or nothing to a client that left, not 502).
     Client {
         prefix: Option<Bytes>,
         incoming: Incoming,
-        broken: Arc<std::sync::atomic::AtomicBool>,
+        broken: Arc<ClientFault>,
     },
     Full(Option<Bytes>),
 }
@@ -43,7 +91,7 @@ impl ProxyBody {
     }
 
     /// This body, watched for a client-side failure that sets `broken`.
-    pub fn watched(self, broken: Arc<std::sync::atomic::AtomicBool>) -> ProxyBody {
+    pub fn watched(self, broken: Arc<ClientFault>) -> ProxyBody {
         match self {
             ProxyBody::Stream(incoming) => ProxyBody::Client { prefix: None, incoming, broken },
             ProxyBody::Client { prefix, incoming, .. } => ProxyBody::Client { prefix, incoming, broken },
@@ -97,8 +145,8 @@ impl Body for ProxyBody {
                     return Poll::Ready(Some(Ok(Frame::data(prefix))));
                 }
                 let polled = Pin::new(incoming).poll_frame(cx);
-                if let Poll::Ready(Some(Err(_))) = &polled {
-                    broken.store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Poll::Ready(Some(Err(error))) = &polled {
+                    broken.record(error);
                 }
                 from_client(polled)
             }

@@ -3,13 +3,12 @@
 //! body, and WebSocket tunnels.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::body::ProxyBody;
+use super::body::{BodyFailure, ClientFault, ProxyBody};
 use super::edge_cache::{self, Lookup};
 use super::facts::Connection;
 use super::forward::{self, Origin};
@@ -166,17 +165,17 @@ pub async fn forward_to_pool(
     {
         parts.headers.insert(header::HOST, host);
     }
-    let broken = Arc::new(AtomicBool::new(false));
+    let broken = Arc::new(ClientFault::default());
     let body = match ProxyBody::Stream(body).buffer_small(MAX_REPLAY_BODY).await {
         Ok(Ok(bytes)) => OutgoingBody::Replayable(bytes),
         Ok(Err(stream)) => OutgoingBody::Streaming(stream.watched(broken.clone())),
-        Err(_) => return Err(ProxyError::BadRequest("malformed request body")),
+        Err(error) => return Err(client_body_failed(BodyFailure::of(&error))),
     };
     // What a real WebSocket server must answer a switch with (checked below).
     let sent_headers = websocket.then(|| parts.headers.clone());
     let (mut response, lease) = match pool.send(Outgoing { parts, body }).await {
         // The client broke its own body framing: its fault, not the upstream's.
-        Err(_) if broken.load(Ordering::Relaxed) => return Err(ProxyError::BadRequest("malformed request body")),
+        Err(_) if let Some(failure) = broken.failure() => return Err(client_body_failed(failure)),
         sent => sent?,
     };
     record.upstream = Some(lease.server().clone());
@@ -230,4 +229,12 @@ fn spawn_tunnel(runtime: Arc<Runtime>, service: Arc<str>, client: hyper::upgrade
         runtime.operate.websocket(&service, -1);
         drop(lease);
     });
+}
+
+/// The answer to a request whose body the client broke or abandoned.
+fn client_body_failed(failure: BodyFailure) -> ProxyError {
+    match failure {
+        BodyFailure::Malformed => ProxyError::BadRequest("malformed request body"),
+        BodyFailure::Gone => ProxyError::ClientGone,
+    }
 }

@@ -21,6 +21,9 @@ pub enum Blame {
 pub enum ProxyError {
     /// Malformed or ambiguous request (400).
     BadRequest(&'static str),
+    /// The client cancelled the request or closed its connection before its body was read
+    /// (logged as 499, as nginx does; the answer reaches no one; not a protocol violation).
+    ClientGone,
     /// No route for host + path (404).
     NoRoute,
     /// A static file that does not exist (404).
@@ -57,6 +60,7 @@ impl ProxyError {
     pub fn blame(&self) -> Blame {
         match self {
             ProxyError::BadRequest(_)
+            | ProxyError::ClientGone
             | ProxyError::NoRoute
             | ProxyError::NotFound
             | ProxyError::MethodNotAllowed
@@ -74,6 +78,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientGone => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ProxyError::NoRoute | ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
@@ -91,6 +96,7 @@ impl ProxyError {
     pub fn into_response(self) -> Response<ProxyBody> {
         let text: &str = match &self {
             ProxyError::BadRequest(why) => why,
+            ProxyError::ClientGone => "client closed request",
             ProxyError::NoRoute | ProxyError::NotFound => "not found",
             ProxyError::MethodNotAllowed => "method not allowed",
             ProxyError::Unauthorized { .. } => "authentication required",

@@ -110,9 +110,17 @@ impl Drop for Lease {
 impl Server {
     /// The most recently pooled connection the upstream has not closed, and how long it sat
     /// idle (closed ones met on the way are dropped).
+    ///
+    /// A connection opened on this thread comes first: with per-core workers each thread has
+    /// its own event loop, and a socket another thread opened is woken through that thread.
     fn take_idle(&self) -> Option<(Conn, Duration)> {
         loop {
-            let (mut conn, since) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+            let (mut conn, since) = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let newest = idle.len().checked_sub(1)?;
+                let at = idle.iter().rposition(|(conn, _)| conn.is_at_home()).unwrap_or(newest);
+                idle.remove(at)
+            };
             if !conn.is_closed() {
                 return Some((conn, since.elapsed()));
             }

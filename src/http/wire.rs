@@ -96,6 +96,9 @@ pub struct Conn {
     read: BytesMut,
     /// The request head being written (kept for the next request).
     head: Vec<u8>,
+    /// The thread that opened the connection: its runtime's event loop reports the socket's
+    /// readiness, so the pool hands it back to requests on that thread first.
+    home: std::thread::ThreadId,
 }
 
 /// The body of a request on its way out.
@@ -158,7 +161,12 @@ enum RequestFraming {
 
 impl Conn {
     pub fn new(stream: Stream) -> Conn {
-        Conn { stream, read: BytesMut::new(), head: Vec::new() }
+        Conn { stream, read: BytesMut::new(), head: Vec::new(), home: std::thread::current().id() }
+    }
+
+    /// Whether the connection was opened on the calling thread.
+    pub fn is_at_home(&self) -> bool {
+        self.home == std::thread::current().id()
     }
 
     /// Whether this idle connection is unusable: the upstream closed it, or sent bytes no

@@ -474,3 +474,59 @@ fn fail2ban_regex(edge: &crate::support::RunningEdge) -> (bool, String) {
     let out = std::process::Command::new("fail2ban-regex").args(["--print-all-matched", "-v"]).arg(&log).arg(filter).output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// An HTTP/2 client that cancels a request while its body is on the way (a browser leaving
+/// a page: RST_STREAM CANCEL) has done nothing wrong: it is not a protocol violation, even
+/// with a trigger of 1, and nothing reaches the upstream. A body that breaks its own
+/// `content-length` still is one (the control that proves the counting works).
+#[tokio::test]
+async fn a_cancelled_http2_upload_is_not_a_protocol_violation_but_a_broken_one_is() {
+    let up = Upstream::start("desk").await;
+    let edge = crate::support::TestEdge::new()
+        .proxy("desk", "/", &[(up.addr, 1, 0)], "")
+        .raw("[protection.categories.http-protocol-violation]\ntrigger = 1\n")
+        .start()
+        .await;
+    let client: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    let (h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let upload = |length: Option<&str>| {
+        let mut request = http::Request::post(format!("http://localhost:{}/upload", edge.http.port()));
+        if let Some(length) = length {
+            request = request.header("content-length", length);
+        }
+        request.body(()).unwrap()
+    };
+    for _ in 0..3 {
+        let (answer, mut body) = h2.clone().ready().await.unwrap().send_request(upload(None), false).unwrap();
+        body.send_data(Bytes::from_static(b"first part of a form"), false).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        body.send_reset(h2::Reason::CANCEL);
+        drop(answer);
+    }
+    // The edge has read the resets once a later stream on the same connection is answered.
+    let (answer, _) = h2
+        .clone()
+        .ready()
+        .await
+        .unwrap()
+        .send_request(http::Request::get(format!("http://localhost:{}/x", edge.http.port())).body(()).unwrap(), true)
+        .unwrap();
+    assert_eq!(answer.await.unwrap().status(), 200);
+    assert_eq!(edge.running().runtime.shield.check(client), None, "a cancelled upload does not count against the source");
+    assert_eq!(up.hits(), 1, "only the complete GET reached the upstream");
+
+    // Five bytes of a declared ten, then the end of the stream: a broken body.
+    let (answer, mut body) = h2.clone().ready().await.unwrap().send_request(upload(Some("10")), false).unwrap();
+    body.send_data(Bytes::from_static(b"12345"), true).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), answer).await;
+    let banned = async {
+        while edge.running().runtime.shield.check(client).is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), banned).await.expect("a body shorter than its content-length is a protocol violation");
+    assert_eq!(up.hits(), 1, "the broken upload did not reach the upstream");
+    edge.stop().await;
+}

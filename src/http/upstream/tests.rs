@@ -68,3 +68,56 @@ async fn passive_failure_skips_a_server_for_a_while() {
         assert_eq!(p.candidates(), vec![1]);
     }
 }
+
+/// With per-core workers each thread runs its own event loop: an idle connection goes back
+/// to a request on the thread that opened it, and to another thread only when that thread
+/// has none of its own.
+#[test]
+fn idle_connections_go_back_to_the_thread_that_opened_them_first() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = PoolConfig {
+        servers: vec![UpstreamConfig { address: upstream.local_addr().unwrap().to_string(), weight: 1, max_conns: 0 }],
+        tls: false,
+        ca_file: None,
+        connect_timeout: Duration::from_secs(5),
+        response_timeout: Duration::from_secs(5),
+        queue_timeout: Duration::from_millis(10),
+        health_check: None,
+    };
+    let pool = Pool::new(Arc::from("svc"), &config, Arc::new(Metrics::new()), EventBus::new()).unwrap();
+    let server = pool.servers[0].clone();
+    let (pool, server) = (&pool, &server);
+    let one_thread = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (opened_a, a_opened) = std::sync::mpsc::channel();
+    let (opened_b, b_opened) = std::sync::mpsc::channel();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let a = scope.spawn(move || {
+            let runtime = one_thread();
+            runtime.block_on(async {
+                let conn = pool.connect(server).await.unwrap();
+                wire::Recycle::recycle(&**server, conn);
+            });
+            opened_a.send(()).unwrap();
+            b_opened.recv().unwrap();
+            // The newest idle connection is B's; A still gets its own first.
+            let first = runtime.block_on(async { server.take_idle() }).map(|(conn, _)| conn.is_at_home());
+            let second = runtime.block_on(async { server.take_idle() }).map(|(conn, _)| conn.is_at_home());
+            let third = runtime.block_on(async { server.take_idle() }).map(|(conn, _)| conn.is_at_home());
+            done.send(()).unwrap();
+            (first, second, third)
+        });
+        scope.spawn(move || {
+            a_opened.recv().unwrap();
+            let runtime = one_thread();
+            runtime.block_on(async {
+                let conn = pool.connect(server).await.unwrap();
+                wire::Recycle::recycle(&**server, conn);
+            });
+            opened_b.send(()).unwrap();
+            // B's event loop stays alive until A is done with B's connection.
+            finished.recv().unwrap();
+        });
+        assert_eq!(a.join().unwrap(), (Some(true), Some(false), None), "own connection first, then another thread's, then none");
+    });
+}
