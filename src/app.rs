@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+pub mod kernel;
 mod sip;
 
 use crate::admin::{AdminConnections, AdminState, MAX_ADMIN_CONNECTIONS, ReloadRequest};
@@ -65,7 +66,7 @@ pub struct Running {
     reload: mpsc::Sender<ReloadRequest>,
     /// Every listener and background loop; dropping it drains them too.
     services: Services,
-    /// The nftables kernel mirror of the bans, when it runs.
+    /// The nftables table (firewall, or the kernel mirror of the bans alone), when it runs.
     mirror: Option<Arc<NftMirror>>,
 }
 
@@ -96,10 +97,18 @@ impl Running {
         let peer = runtime.config().cluster.peer.clone();
         runtime.operate.leave();
         let _ = crate::operate::peers::leave(&runtime.store, &peer).await;
-        if let Some(mirror) = &self.mirror
-            && let Err(error) = mirror.remove().await
-        {
-            runtime.error_log.error(&format!("nftables mirror: cannot delete the table at shutdown: {error}"));
+        if let Some(mirror) = &self.mirror {
+            let outcome = mirror.remove().await;
+            if let Some(firewall) = &runtime.config().firewall {
+                let log = kernel::FirewallLog::new(&runtime.config().server.log_dir);
+                match &outcome {
+                    Ok(()) => log.record(&format!("removed table={} reason=shutdown", firewall.table)),
+                    Err(error) => log.record(&format!("failed table={} reason=shutdown error={error}", firewall.table)),
+                }
+            }
+            if let Err(error) = outcome {
+                runtime.error_log.error(&format!("nftables: cannot delete the table at shutdown: {error}"));
+            }
         }
     }
 }
@@ -217,22 +226,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         None => None,
     };
-    let mut mirror = None;
-    if let Some(table) = &config.protection.nftables_table {
-        let ports = runtime.listeners.public_ports();
-        let bans = runtime.events.subscribe();
-        match NftMirror::start(table, &ports, &runtime.shield.mirrored_bans(), runtime.error_log.clone()).await {
-            Ok(started) => {
-                tracing::info!("bans mirrored into nftables table inet {table} (ports {ports:?})");
-                let started = Arc::new(started);
-                tokio::spawn(started.clone().follow(bans, Arc::downgrade(&runtime.shield)));
-                mirror = Some(started);
-            }
-            Err(error) => runtime.error_log.error(&format!(
-                "protection.nftables_set: kernel mirror disabled ({error}); it needs root (CAP_NET_ADMIN) and the nft tool; bans still apply in Portcullis"
-            )),
-        }
-    }
+    // The firewall comes up before the first listener accepts (they are bound, not serving).
+    let mirror = kernel::start(&config, &runtime).await;
 
     let services = Services::new();
     {
@@ -515,6 +510,9 @@ fn reload_once(
     let next = Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     if next.listeners != current.listeners {
         edge.runtime.error_log.warn("listener changes need a restart; the running listeners stay as they are");
+    }
+    if next.firewall != current.firewall {
+        edge.runtime.error_log.warn("[firewall] changes need a restart; the firewall stays as it is");
     }
     if next.protection.nftables_table != current.protection.nftables_table {
         edge.runtime.error_log.warn("protection.nftables_set/nftables_table changes need a restart; the kernel mirror stays as it is");

@@ -95,6 +95,22 @@ enum Command {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// The dynamic firewall (`[firewall]`): the nftables ruleset Portcullis owns.
+    Firewall {
+        #[command(subcommand)]
+        action: FirewallAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FirewallAction {
+    /// Print the ruleset the configuration makes (the listeners it names open, no bans);
+    /// applies nothing and needs no privileges (`nft -c -f -` checks it).
+    Show {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,6 +255,13 @@ fn runtime_with(threads: usize) -> Result<tokio::runtime::Runtime, Failure> {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Firewall { action: FirewallAction::Show { config } } => {
+            let loaded = load(&config)?;
+            let ruleset = crate::app::kernel::show(&loaded)
+                .ok_or_else(|| Failure::usage(anyhow!("{}: [firewall] is not enabled (set enabled = true)", config.display())))?;
+            write_stdout(&ruleset);
+            Ok(())
+        }
         Command::Check { config } => {
             let loaded = load(&config)?;
             let mut summary = format!(

@@ -78,6 +78,57 @@ pub struct Config {
     pub sip: sip::SipConfig,
     /// `[federation]`: the partner policy of the SIP edge.
     pub federation: sip::FederationConfig,
+    /// `[firewall]` when `enabled = true` (used by `protect::firewall`).
+    pub firewall: Option<FirewallConfig>,
+}
+
+/// A packet rate for nftables `limit rate`: `count` per `unit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketRate {
+    pub count: u32,
+    pub unit: RateUnit,
+}
+
+/// The unit of a [`PacketRate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateUnit {
+    Second,
+    Minute,
+}
+
+impl std::fmt::Display for PacketRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.unit {
+            RateUnit::Second => "second",
+            RateUnit::Minute => "minute",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+/// `[firewall]`: the nftables table Portcullis owns (opt-in, Linux, root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallConfig {
+    /// The external interface the rules apply to.
+    pub interface: String,
+    /// The `inet` table's name (the shield's ban sets live in it too).
+    pub table: String,
+    /// New connections per source (IPv6: per `protection.ipv6_prefix`) and port.
+    pub new_connections: PacketRate,
+    /// Bucket size of `new_connections`.
+    pub burst: u32,
+    /// New connections per port from all non-exempt sources together: the budget behind the
+    /// per-source meter, so a meter filled by a random-source flood never fails open.
+    pub global_new_connections: PacketRate,
+    /// Never rate-limited (network, prefix length).
+    pub exempt: Vec<(std::net::IpAddr, u8)>,
+    /// The load balancers (network, prefix length): never rate-limited, and with
+    /// `load_balancers_only` the only sources admitted.
+    pub load_balancers: Vec<(std::net::IpAddr, u8)>,
+    pub load_balancers_only: bool,
+    /// Invalid state, new without SYN, uncommon MSS, bad flags, spoofed sources, fragments,
+    /// RST rate, ICMP echo, UDP.
+    pub hardening: bool,
 }
 
 /// `[server]`: identity, directories and client-side limits (used by `net` and `app`).

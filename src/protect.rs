@@ -523,6 +523,7 @@ fn decode_exemption(text: &str) -> Option<Exemption> {
 }
 
 pub mod blocking_log;
+pub mod firewall;
 pub mod nft;
 mod sync;
 #[cfg(test)]

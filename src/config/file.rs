@@ -166,6 +166,25 @@ pub struct JwtAuthFile {
     pub jwks_refresh: Option<String>,
 }
 
+/// `[firewall]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallFile {
+    pub enabled: Option<bool>,
+    pub interface: Option<String>,
+    pub table: Option<String>,
+    /// "50/second": new connections per source and port.
+    pub new_connections: Option<String>,
+    pub burst: Option<u64>,
+    pub global_new_connections: Option<String>,
+    #[serde(default)]
+    pub exempt: Vec<String>,
+    #[serde(default)]
+    pub load_balancers: Vec<String>,
+    pub load_balancers_only: Option<bool>,
+    pub hardening: Option<bool>,
+}
+
 /// `[auth.tokens]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

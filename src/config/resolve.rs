@@ -17,13 +17,14 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::file::{
-    AdminFile, AuthFile, ClusterFile, FederationFile, ListenerFile, MaintenanceFile, PartnerFile, ProtectionFile, RateControlFile,
-    RouteFile, ServerFile, ServiceFile, SipFile, SipListenerFile, TlsFile,
+    AdminFile, AuthFile, ClusterFile, FederationFile, FirewallFile, ListenerFile, MaintenanceFile, PartnerFile, ProtectionFile,
+    RateControlFile, RouteFile, ServerFile, ServiceFile, SipFile, SipListenerFile, TlsFile,
 };
 use super::{Config, ConfigError, ConfigErrors, DEFAULT_SESSION_IDLE, MaintenanceConfig};
 
 mod auth;
 mod cluster;
+mod firewall;
 mod protection;
 mod server;
 mod services;
@@ -181,11 +182,12 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         let block = c.array("federation.block", federation.remove("block"));
         (c.section("federation", Some(toml::Value::Table(federation))).unwrap_or_default(), allow, block)
     };
+    let firewall_raw: Option<FirewallFile> = c.section("firewall", table.remove("firewall"));
     for key in table.keys() {
         c.err(
             key.clone(),
             "unknown section",
-            "known sections: server, listener, tls, admin, service, route, auth, rate_control, protection, maintenance, cluster, sip, federation",
+            "known sections: server, listener, tls, admin, service, route, auth, rate_control, protection, maintenance, cluster, sip, federation, firewall",
         );
     }
 
@@ -208,11 +210,27 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         shutdown_drain: c.duration("maintenance.shutdown_drain", maintenance_raw.shutdown_drain.as_ref(), Duration::from_secs(10)),
     };
     let cluster = cluster::resolve_cluster(&mut c, cluster_raw, &server.name);
+    let firewall = firewall_raw.and_then(|raw| firewall::resolve_firewall(&mut c, raw, &protection));
 
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
-    Ok(Config { source: None, server, listeners, tls, admin, services, routes, auth, cluster, maintenance, protection, sip, federation })
+    Ok(Config {
+        source: None,
+        server,
+        listeners,
+        tls,
+        admin,
+        services,
+        routes,
+        auth,
+        cluster,
+        maintenance,
+        protection,
+        sip,
+        federation,
+        firewall,
+    })
 }
 
 #[cfg(test)]

@@ -2,14 +2,18 @@
 //! added, in batches, to sets with per-element timeouts in one nftables table Portcullis owns,
 //! so the kernel drops their packets to our listener ports before any socket work.
 //!
-//! The table (`inet <protection.nftables_table>`, default `portcullis`) is replaced as a whole
-//! at start (with every ban in force) and deleted at a clean shutdown; Portcullis never touches
-//! another table. It holds `ports` (the listeners' ports), `banned4` (IPv4 addresses) and
-//! `banned6` (IPv6 prefixes of `ipv6_prefix` bits) and one `input` chain at priority
+//! The table (`inet <protection.nftables_table>`, default `portcullis`; with `[firewall]` on,
+//! the firewall's table, see [`super::firewall`]) is replaced as a whole at start (with every
+//! ban in force), again whenever its owner asks ([`NftMirror::replace`]: the firewall when a
+//! listener starts or stops), and deleted at a clean shutdown; Portcullis never touches
+//! another table. The mirror's own table holds `ports` (the listeners' ports), `banned4`
+//! (IPv4 addresses) and `banned6` (IPv6 prefixes of `ipv6_prefix` bits, stored as their first
+//! address and matched as `ip6 saddr & mask` — a plain set, because adding and deleting one
+//! element in the same transaction fails on interval sets) and one `input` chain at priority
 //! `filter - 10` that drops new TCP connections (SYN without ACK) and UDP datagrams from
 //! `@banned*` sources to `@ports`. Only a SYN pays for the set lookup, so established
 //! traffic costs one flags test per packet; a connection opened before its ban is answered by
-//! the shield itself. Changes are applied by `nft -f -`
+//! the shield itself. One task writes to the kernel, in order: changes are applied by `nft -f -`
 //! in one atomic transaction per batch (at most [`MAX_BATCH`] changes, collected for
 //! [`BATCH_DELAY`]). The mirror is best effort: the shield's own check stays authoritative, so
 //! a failed `nft` run is logged to `error.log` and costs nothing but kernel-level dropping.
@@ -21,7 +25,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::Shield;
 use crate::event::{Event, Received, Subscriber};
@@ -44,32 +48,56 @@ enum Change {
     Unban { source: IpAddr, prefix: u8 },
 }
 
+/// Work for the task that writes to the kernel.
+enum Job {
+    Change(Change),
+    /// Replace the whole table with the script `render` makes when the job's turn comes (so
+    /// it sees every ban applied before it), and say how it went.
+    Replace {
+        render: Box<dyn FnOnce() -> String + Send>,
+        done: oneshot::Sender<Result<(), NftError>>,
+    },
+}
+
 /// A running mirror; changes are queued and applied by a background task.
 #[derive(Debug, Clone)]
 pub struct NftMirror {
-    changes: mpsc::Sender<Change>,
+    jobs: mpsc::Sender<Job>,
     /// Changes refused because the queue was full (reported by the next batch).
     dropped: Arc<AtomicU64>,
     table: String,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Change(change) => write!(f, "{change:?}"),
+            Job::Replace { .. } => f.write_str("Replace"),
+        }
+    }
 }
 
 /// A ban to mirror: the banned source, its prefix length and the time it has left.
 pub type MirroredBan = (IpAddr, u8, Duration);
 
 impl NftMirror {
-    /// Replaces the table with a fresh one holding `ports` and `bans`; an error (no `nft`, not
-    /// root…) says why and leaves no mirror.
-    pub async fn start(table: &str, ports: &[u16], bans: &[MirroredBan], error_log: ErrorLog) -> Result<NftMirror, NftError> {
-        let mut script = table_script(table, ports);
-        let changes: Vec<Change> = bans.iter().map(|&(source, prefix, remaining)| Change::Ban { source, prefix, remaining }).collect();
-        for chunk in changes.chunks(MAX_BATCH) {
-            script.push_str(&changes_script(table, chunk));
-        }
-        run_nft(&script).await?;
+    /// Applies `script` (which must create `table` with the `banned4`/`banned6` sets and
+    /// hold the bans in force) and starts the writer; an error (no `nft`, not root…) says why
+    /// and leaves no mirror.
+    pub async fn start(table: &str, script: &str, error_log: ErrorLog) -> Result<NftMirror, NftError> {
+        run_nft(script).await?;
         let (sender, receiver) = mpsc::channel(MAX_QUEUED);
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(apply_batches(table.to_string(), receiver, dropped.clone(), error_log));
-        Ok(NftMirror { changes: sender, dropped, table: table.to_string() })
+        tokio::spawn(apply_jobs(table.to_string(), receiver, dropped.clone(), error_log));
+        Ok(NftMirror { jobs: sender, dropped, table: table.to_string() })
+    }
+
+    /// Replaces the whole table with what `render` makes once every change queued before
+    /// this call has been applied; waits for the outcome.
+    pub async fn replace(&self, render: impl FnOnce() -> String + Send + 'static) -> Result<(), NftError> {
+        let (done, outcome) = oneshot::channel();
+        self.jobs.send(Job::Replace { render: Box::new(render), done }).await.map_err(|_| NftError::Stopped)?;
+        outcome.await.map_err(|_| NftError::Stopped)?
     }
 
     /// Queues a ban of `source/prefix` for `remaining`.
@@ -83,7 +111,7 @@ impl NftMirror {
     }
 
     fn queue(&self, change: Change) {
-        if self.changes.try_send(change).is_err() {
+        if self.jobs.try_send(Job::Change(change)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -119,13 +147,33 @@ impl NftMirror {
     }
 }
 
-async fn apply_batches(table: String, mut receiver: mpsc::Receiver<Change>, dropped: Arc<AtomicU64>, error_log: ErrorLog) {
-    while let Some(first) = receiver.recv().await {
+async fn apply_jobs(table: String, mut receiver: mpsc::Receiver<Job>, dropped: Arc<AtomicU64>, error_log: ErrorLog) {
+    let mut next = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match receiver.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let first = match job {
+            Job::Replace { render, done } => {
+                let _ = done.send(run_nft(&render()).await);
+                continue;
+            }
+            Job::Change(change) => change,
+        };
         tokio::time::sleep(BATCH_DELAY).await;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
-                Ok(change) => batch.push(change),
+                Ok(Job::Change(change)) => batch.push(change),
+                // A replacement waits for the changes queued before it.
+                Ok(replace) => {
+                    next = Some(replace);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -139,22 +187,32 @@ async fn apply_batches(table: String, mut receiver: mpsc::Receiver<Change>, drop
     }
 }
 
-/// The script that (re)creates the table; `table … {}` then `delete` makes the first run and
-/// every later one alike (nft 1.0 has no `destroy`).
-fn table_script(table: &str, ports: &[u16]) -> String {
-    format!(
+/// The mirror's own table (no `[firewall]`): `ports`, the ban sets with `bans` in them, and
+/// the rules that drop banned sources' new connections to `ports`. `table … {}` then
+/// `delete` makes the first run and every later one alike (nft 1.0 has no `destroy`).
+pub fn mirror_table(table: &str, ports: &[u16], ipv6_prefix: u8, bans: &[MirroredBan]) -> String {
+    let mask = super::firewall::ipv6_mask(ipv6_prefix);
+    let mut script = format!(
         "table inet {table} {{}}\ndelete table inet {table}\ntable inet {table} {{\n\
          \tset ports {{ type inet_service; }}\n\
          \tset banned4 {{ type ipv4_addr; flags timeout; size {size}; }}\n\
-         \tset banned6 {{ type ipv6_addr; flags interval, timeout; size {size}; }}\n\
+         \tset banned6 {{ type ipv6_addr; flags timeout; size {size}; }}\n\
          \tchain input {{\n\t\ttype filter hook input priority filter - 10; policy accept;\n\
          \t\ttcp flags & (syn | ack) == syn tcp dport @ports ip saddr @banned4 drop\n\
-         \t\ttcp flags & (syn | ack) == syn tcp dport @ports ip6 saddr @banned6 drop\n\
+         \t\ttcp flags & (syn | ack) == syn tcp dport @ports ip6 saddr & {mask} @banned6 drop\n\
          \t\tudp dport @ports ip saddr @banned4 drop\n\
-         \t\tudp dport @ports ip6 saddr @banned6 drop\n\t}}\n}}\n{}",
+         \t\tudp dport @ports ip6 saddr & {mask} @banned6 drop\n\t}}\n}}\n{}",
         ports_script(table, ports),
         size = crate::protect::MAX_BANS,
-    )
+    );
+    script.push_str(&bans_script(table, bans));
+    script
+}
+
+/// Statements that add `bans` to the table's ban sets.
+pub fn bans_script(table: &str, bans: &[MirroredBan]) -> String {
+    let changes: Vec<Change> = bans.iter().map(|&(source, prefix, remaining)| Change::Ban { source, prefix, remaining }).collect();
+    changes.chunks(MAX_BATCH).map(|chunk| changes_script(table, chunk)).collect()
 }
 
 fn ports_script(table: &str, ports: &[u16]) -> String {
@@ -165,10 +223,12 @@ fn ports_script(table: &str, ports: &[u16]) -> String {
     format!("add element inet {table} ports {{ {} }}\n", list.join(", "))
 }
 
+/// The set and element of a banned source: an IPv4 address, or the first address of an IPv6
+/// prefix (the rules mask the source the same way).
 fn element(source: IpAddr, prefix: u8) -> (&'static str, String) {
-    match source.to_canonical() {
+    match crate::protect::source_of(source, prefix) {
         IpAddr::V4(v4) => ("banned4", v4.to_string()),
-        IpAddr::V6(v6) => ("banned6", format!("{v6}/{}", prefix.min(128))),
+        IpAddr::V6(v6) => ("banned6", v6.to_string()),
     }
 }
 
@@ -203,6 +263,8 @@ pub enum NftError {
     Timeout,
     #[error("nft failed: {0}")]
     Wait(std::io::Error),
+    #[error("the nftables writer stopped")]
+    Stopped,
     #[error("nft exited with {status}: {stderr}")]
     Refused { status: std::process::ExitStatus, stderr: String },
 }
@@ -247,7 +309,7 @@ mod tests {
             script,
             "add element inet pc banned4 { 192.0.2.7 }\ndelete element inet pc banned4 { 192.0.2.7 }\n\
              add element inet pc banned4 { 192.0.2.7 timeout 1s }\n\
-             add element inet pc banned6 { 2001:db8::/64 }\ndelete element inet pc banned6 { 2001:db8::/64 }\n"
+             add element inet pc banned6 { 2001:db8:: }\ndelete element inet pc banned6 { 2001:db8:: }\n"
         );
     }
 

@@ -1,10 +1,12 @@
 //! The registry of running listeners: name, bound address and protocol of every socket the
 //! edge accepts on right now. A listener is added when it is bound and removed when its
-//! accept loop stops; the nftables code (and later the firewall) reads it to know which
-//! ports are open.
+//! accept loop stops; the ban mirror reads it to know which ports are open, and the
+//! firewall follows its changes to open and close ports.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
 
 /// What a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,20 +45,35 @@ pub struct Bound {
 }
 
 /// The running listeners.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Listeners {
     bound: RwLock<Vec<Bound>>,
+    /// Bumped on every change (the firewall follows it).
+    version: watch::Sender<u64>,
+}
+
+impl Default for Listeners {
+    fn default() -> Listeners {
+        Listeners { bound: RwLock::default(), version: watch::channel(0).0 }
+    }
 }
 
 impl Listeners {
     /// Records a bound listener.
     pub fn add(&self, bound: Bound) {
         self.bound.write().unwrap_or_else(|p| p.into_inner()).push(bound);
+        self.version.send_modify(|v| *v += 1);
     }
 
     /// Forgets a listener that stopped.
     pub fn remove(&self, bound: &Bound) {
         self.bound.write().unwrap_or_else(|p| p.into_inner()).retain(|b| b != bound);
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Wakes on every later [`Listeners::add`] or [`Listeners::remove`].
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// Every running listener, in the order they were bound.

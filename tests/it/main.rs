@@ -12,6 +12,7 @@ mod certs;
 mod cli;
 mod cluster;
 mod edge_cache;
+mod firewall;
 mod hostile;
 mod jwt;
 mod nft_mirror;

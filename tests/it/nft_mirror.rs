@@ -181,7 +181,8 @@ fn bans_reach_the_kernel_set_and_unbans_and_restarts_keep_it_in_step() {
     for _ in 0..3 {
         assert_eq!(ns.status_from("2001:db8::5", &v6, "mallory:guess"), "401");
     }
-    ns.wait_for_set("banned6", |s| s.contains("2001:db8::/64"));
+    // Stored as the prefix's first address; the rule masks the source to its /64.
+    ns.wait_for_set("banned6", |s| s.contains("{ 2001:db8:: "));
     assert_eq!(ns.status_within("2001:db8::6", &v6, "alice:pw", 2), "000");
     assert_eq!(ns.status_from("2001:db8:1::7", &v6, "alice:pw"), "502");
 
@@ -190,6 +191,15 @@ fn bans_reach_the_kernel_set_and_unbans_and_restarts_keep_it_in_step() {
     assert!(unblock.status.success(), "{}", String::from_utf8_lossy(&unblock.stderr));
     ns.wait_for_set("banned4", |s| !s.contains("127.0.0.2"));
     assert_eq!(ns.status_from("127.0.0.2", &v4, "alice:pw"), "502");
+    // An IPv6 ban is lifted in the kernel too (once refused by nft on an interval set).
+    let unblock = ns.exec(&[env!("CARGO_BIN_EXE_portcullis"), "blocked", "unblock", "2001:db8::", "--config", config.to_str().unwrap()]);
+    assert!(unblock.status.success(), "{}", String::from_utf8_lossy(&unblock.stderr));
+    ns.wait_for_set("banned6", |s| !s.contains("2001:db8::"));
+    assert_eq!(ns.status_from("2001:db8::6", &v6, "alice:pw"), "502", "the lifted /64 reaches the edge again");
+    for _ in 0..3 {
+        assert_eq!(ns.status_from("2001:db8::5", &v6, "mallory:guess"), "401");
+    }
+    ns.wait_for_set("banned6", |s| s.contains("{ 2001:db8:: "));
 
     // A clean stop deletes the table; a restart rebuilds it from the persisted bans.
     ns.stop_edge();
@@ -197,7 +207,7 @@ fn bans_reach_the_kernel_set_and_unbans_and_restarts_keep_it_in_step() {
     assert!(!gone.status.success(), "table left behind after shutdown");
     ns.start_edge(&config);
     let restored = ns.set("banned6");
-    assert!(restored.contains("2001:db8::/64"), "{restored}");
+    assert!(restored.contains("{ 2001:db8:: "), "{restored}");
     assert!(!ns.set("banned4").contains("127.0.0.2"), "an unbanned source stays unbanned");
     // Tables Portcullis does not own are never touched.
     ns.run(&["nft", "add", "table", "inet", "operator"]);

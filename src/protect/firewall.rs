@@ -1,0 +1,203 @@
+//! The dynamic firewall (`[firewall]`): the nftables table Portcullis owns, rendered by one
+//! pure function from the configuration, the ports of the running listeners and the bans in
+//! force, and applied as one `nft -f` transaction that replaces the whole table (tables it
+//! does not own are never named). The shield's kernel ban sets (`banned4`, `banned6`) live
+//! in it, so [`super::nft::NftMirror`] keeps adding and removing ban elements in the same
+//! table between replacements.
+//!
+//! On the external interface only: new connections are admitted to running listeners' ports
+//! alone (everything else is dropped silently: no RST, no ICMP error), per source and port
+//! through a token bucket, behind it a global budget so a per-source meter filled by a
+//! random-source flood never fails open; exempt prefixes and load balancers are never
+//! limited, and `load_balancers_only` admits no one else. Hardening drops fragments (before
+//! conntrack reassembles them, priority -450), spoofed private sources, impossible TCP flag
+//! combinations and uncommon MSS values, and limits RSTs (before conntrack: an RST without a
+//! connection is "invalid" and would never reach a limit after it), then drops invalid
+//! conntrack state and new connections that do not start with a SYN. IPv4 echo is dropped;
+//! ICMPv6 neighbour discovery and packet-too-big always pass (IPv6 breaks without them).
+//!
+//! Every drop has a named counter (`nft list counters`), read by status.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv6Addr};
+
+use super::nft::{MirroredBan, bans_script};
+use crate::config::{FirewallConfig, PacketRate};
+
+/// IPv4 sources that never arrive from the internet (RFC 6890 and friends).
+pub const SPOOFED_V4: [&str; 9] = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
+/// IPv6 sources that never arrive from the internet (link-local only outside neighbour
+/// discovery, which is ICMPv6 and exempt from this rule).
+pub const SPOOFED_V6: [&str; 4] = ["::1/128", "fc00::/7", "fe80::/10", "ff00::/8"];
+
+/// The named counters, one per reason a packet is dropped, plus `accepted`.
+pub const COUNTERS: [&str; 15] = [
+    "fragments",
+    "spoofed",
+    "tcp_null",
+    "tcp_syn_fin",
+    "tcp_syn_rst",
+    "tcp_xmas",
+    "tcp_fin_no_ack",
+    "mss",
+    "rst_rate",
+    "icmp_echo",
+    "invalid",
+    "new_without_syn",
+    "banned",
+    "not_load_balancer",
+    "rate_per_source",
+];
+/// Counters beside [`COUNTERS`]: the global budget, the closed ports, what was admitted.
+pub const MORE_COUNTERS: [&str; 3] = ["rate_global", "closed", "accepted"];
+
+/// Entries of each per-source meter (`meter4`, `meter6`); a full meter adds no entry, which
+/// is why the global budget stands behind it.
+pub const METER_SIZE: u32 = 65_536;
+
+/// The whole script that replaces `config.table` with the rules for `ports` and `bans`
+/// (IPv6 bans are prefixes of `ipv6_prefix` bits).
+pub fn render(config: &FirewallConfig, ipv6_prefix: u8, ports: &[u16], bans: &[MirroredBan]) -> String {
+    let table = &config.table;
+    let interface = &config.interface;
+    let mask = ipv6_mask(ipv6_prefix);
+    let (exempt4, exempt6) = split(config.exempt.iter().chain(&config.load_balancers));
+    let (lb4, lb6) = split(config.load_balancers.iter());
+    let mut s = String::new();
+    // `table … {}` then `delete` makes the first run and every later one alike (nft 1.0 has
+    // no `destroy`); everything below is one transaction.
+    let _ = writeln!(s, "table inet {table} {{}}\ndelete table inet {table}\ntable inet {table} {{");
+    for counter in COUNTERS.iter().chain(&MORE_COUNTERS) {
+        let _ = writeln!(s, "\tcounter {counter} {{}}");
+    }
+    let _ = writeln!(s, "\tset ports {{ type inet_service; {}}}", elements(ports.iter().map(u16::to_string)));
+    let _ = writeln!(s, "\tset banned4 {{ type ipv4_addr; flags timeout; size {}; }}", super::MAX_BANS);
+    let _ = writeln!(s, "\tset banned6 {{ type ipv6_addr; flags timeout; size {}; }}", super::MAX_BANS);
+    for (name, kind, networks) in
+        [("exempt4", "ipv4_addr", &exempt4), ("exempt6", "ipv6_addr", &exempt6), ("lb4", "ipv4_addr", &lb4), ("lb6", "ipv6_addr", &lb6)]
+    {
+        let _ = writeln!(s, "\tset {name} {{ type {kind}; flags interval; auto-merge; {}}}", elements(networks.iter().cloned()));
+    }
+    let _ = writeln!(
+        s,
+        "\tset spoofed4 {{ type ipv4_addr; flags interval; auto-merge; {}}}",
+        elements(SPOOFED_V4.iter().map(|n| n.to_string()))
+    );
+    let _ = writeln!(
+        s,
+        "\tset spoofed6 {{ type ipv6_addr; flags interval; auto-merge; {}}}",
+        elements(SPOOFED_V6.iter().map(|n| n.to_string()))
+    );
+    let _ = writeln!(s, "\tset meter4 {{ type ipv4_addr . inet_service; flags dynamic, timeout; timeout 60s; size {METER_SIZE}; }}");
+    let _ = writeln!(s, "\tset meter6 {{ type ipv6_addr . inet_service; flags dynamic, timeout; timeout 60s; size {METER_SIZE}; }}");
+
+    if config.hardening {
+        // Conntrack reassembles fragments at -400: only before it are they visible.
+        let _ = writeln!(s, "\tchain fragments {{\n\t\ttype filter hook prerouting priority -450; policy accept;");
+        let _ = writeln!(s, "\t\tiifname \"{interface}\" ip frag-off & 0x3fff != 0 counter name fragments drop");
+        let _ = writeln!(s, "\t\tiifname \"{interface}\" exthdr frag exists counter name fragments drop\n\t}}");
+        let _ = writeln!(s, "\tchain packets {{\n\t\ttype filter hook prerouting priority raw; policy accept;");
+        let _ = writeln!(s, "\t\tiifname != \"{interface}\" accept");
+        let _ = writeln!(s, "\t\tip saddr != @exempt4 ip saddr @spoofed4 counter name spoofed drop");
+        let _ = writeln!(s, "\t\tmeta l4proto != ipv6-icmp ip6 saddr != @exempt6 ip6 saddr @spoofed6 counter name spoofed drop");
+        for (rule, counter) in [
+            ("tcp flags & (fin|syn|rst|psh|ack|urg) == 0x0", "tcp_null"),
+            ("tcp flags & (fin|syn) == (fin|syn)", "tcp_syn_fin"),
+            ("tcp flags & (syn|rst) == (syn|rst)", "tcp_syn_rst"),
+            ("tcp flags & (fin|psh|urg) == (fin|psh|urg)", "tcp_xmas"),
+            ("tcp flags & (fin|ack) == fin", "tcp_fin_no_ack"),
+            ("tcp flags & (syn|ack) == syn tcp option maxseg size 1-535", "mss"),
+            ("tcp flags & (syn|ack) == syn tcp option maxseg size 65496-65535", "mss"),
+            ("tcp flags & rst == rst limit rate over 10/second burst 20 packets", "rst_rate"),
+            ("icmp type echo-request", "icmp_echo"),
+        ] {
+            let _ = writeln!(s, "\t\t{rule} counter name {counter} drop");
+        }
+        let _ = writeln!(s, "\t}}");
+    }
+
+    let _ = writeln!(s, "\tchain input {{\n\t\ttype filter hook input priority filter - 10; policy accept;");
+    let _ = writeln!(s, "\t\tiifname != \"{interface}\" accept");
+    let _ = writeln!(
+        s,
+        "\t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, nd-router-solicit, packet-too-big, destination-unreachable, time-exceeded, parameter-problem }} accept"
+    );
+    if config.hardening {
+        let _ = writeln!(s, "\t\tct state invalid counter name invalid drop");
+    }
+    let _ = writeln!(s, "\t\tct state established,related accept");
+    if config.hardening {
+        let _ = writeln!(s, "\t\ttcp flags & (fin|syn|rst|ack) != syn ct state new counter name new_without_syn drop");
+    }
+    let _ = writeln!(s, "\t\ttcp dport @ports ip saddr @banned4 counter name banned drop");
+    let _ = writeln!(s, "\t\ttcp dport @ports ip6 saddr & {mask} @banned6 counter name banned drop");
+    if config.load_balancers_only {
+        let _ = writeln!(s, "\t\ttcp dport @ports ip saddr != @lb4 counter name not_load_balancer drop");
+        let _ = writeln!(s, "\t\ttcp dport @ports ip6 saddr != @lb6 counter name not_load_balancer drop");
+    }
+    let _ = writeln!(s, "\t\ttcp dport @ports ip saddr @exempt4 counter name accepted accept");
+    let _ = writeln!(s, "\t\ttcp dport @ports ip6 saddr @exempt6 counter name accepted accept");
+    let (rate, burst, global) = (limit(config.new_connections), config.burst, limit(config.global_new_connections));
+    let _ = writeln!(
+        s,
+        "\t\ttcp dport @ports ct state new add @meter4 {{ ip saddr . tcp dport limit rate over {rate} burst {burst} packets }} counter name rate_per_source drop"
+    );
+    let _ = writeln!(
+        s,
+        "\t\ttcp dport @ports ct state new add @meter6 {{ ip6 saddr & {mask} . tcp dport limit rate over {rate} burst {burst} packets }} counter name rate_per_source drop"
+    );
+    let _ = writeln!(
+        s,
+        "\t\ttcp dport @ports ct state new limit rate over {global} burst {} packets counter name rate_global drop",
+        config.global_new_connections.count
+    );
+    let _ = writeln!(s, "\t\ttcp dport @ports counter name accepted accept");
+    if !config.hardening {
+        let _ = writeln!(s, "\t\tmeta l4proto icmp accept");
+    }
+    let _ = writeln!(s, "\t\tcounter name closed drop\n\t}}\n}}");
+    s.push_str(&bans_script(table, bans));
+    s
+}
+
+/// `count/unit` as nft writes a rate.
+fn limit(rate: PacketRate) -> String {
+    rate.to_string()
+}
+
+/// `elements = { a, b }; ` or nothing for an empty set.
+fn elements(items: impl Iterator<Item = String>) -> String {
+    let list: Vec<String> = items.collect();
+    if list.is_empty() { String::new() } else { format!("elements = {{ {} }}; ", list.join(", ")) }
+}
+
+/// IPv4 and IPv6 networks as nft writes them.
+fn split<'a>(networks: impl Iterator<Item = &'a (IpAddr, u8)>) -> (Vec<String>, Vec<String>) {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for (address, prefix) in networks {
+        match address {
+            IpAddr::V4(_) => v4.push(format!("{address}/{prefix}")),
+            IpAddr::V6(_) => v6.push(format!("{address}/{prefix}")),
+        }
+    }
+    (v4, v6)
+}
+
+/// The mask of an IPv6 prefix of `bits` bits, as an address (`ffff:ffff:ffff:ffff::` for 64).
+pub fn ipv6_mask(bits: u8) -> Ipv6Addr {
+    let bits = u32::from(bits.min(128));
+    Ipv6Addr::from(if bits == 0 { 0 } else { u128::MAX << (128 - bits) })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+//! The firewall's ruleset: its shape (what is opened, exempt, limited, dropped, in which
+//! order), and `nft -c` (the real parser, nothing applied) accepting every variant.
+
+use std::time::Duration;
+
+use super::*;
+use crate::config::RateUnit;
+
+/// `PORTCULLIS_REQUIRE_*`, shared with the integration tests.
+use crate::cluster::redis::tests::external;
+
+fn firewall() -> FirewallConfig {
+    FirewallConfig {
+        interface: "veth-e".to_string(),
+        table: "pc_test".to_string(),
+        new_connections: PacketRate { count: 50, unit: RateUnit::Second },
+        burst: 100,
+        global_new_connections: PacketRate { count: 5000, unit: RateUnit::Second },
+        exempt: vec![("10.0.0.0".parse().unwrap(), 24)],
+        load_balancers: vec![("10.0.0.10".parse().unwrap(), 32), ("2001:db8::10".parse().unwrap(), 128)],
+        load_balancers_only: false,
+        hardening: true,
+    }
+}
+
+fn bans() -> Vec<MirroredBan> {
+    vec![("203.0.113.7".parse().unwrap(), 32, Duration::from_secs(600)), ("2001:db8:1::".parse().unwrap(), 64, Duration::from_secs(60))]
+}
+
+/// The line of `ruleset` that contains `needle` (its index), or a failure naming it.
+fn line_of(ruleset: &str, needle: &str) -> usize {
+    ruleset.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no line with {needle:?} in\n{ruleset}"))
+}
+
+#[test]
+fn only_the_running_listeners_ports_open_and_everything_else_new_is_dropped() {
+    let ruleset = render(&firewall(), 64, &[443, 5061, 8443], &[]);
+    assert!(ruleset.contains("set ports { type inet_service; elements = { 443, 5061, 8443 }; }"), "{ruleset}");
+    let closed = line_of(&ruleset, "counter name closed drop");
+    let accepted = line_of(&ruleset, "tcp dport @ports counter name accepted accept");
+    assert!(accepted < closed, "the ports are admitted before the default drop");
+    assert!(ruleset.contains("iifname != \"veth-e\" accept"), "only the external interface is filtered");
+    let none = render(&firewall(), 64, &[], &[]);
+    assert!(none.contains("set ports { type inet_service; }"), "no listener, no port: {none}");
+}
+
+#[test]
+fn the_table_is_replaced_as_a_whole_and_no_other_table_is_named() {
+    let ruleset = render(&firewall(), 64, &[443], &bans());
+    assert!(ruleset.starts_with("table inet pc_test {}\ndelete table inet pc_test\ntable inet pc_test {"), "{ruleset}");
+    for line in ruleset.lines().filter(|l| l.contains("table ") || l.contains(" inet ")) {
+        assert!(line.contains("inet pc_test"), "a statement outside our table: {line}");
+    }
+}
+
+#[test]
+fn limits_run_in_order_exempt_then_per_source_then_the_global_budget() {
+    let ruleset = render(&firewall(), 64, &[443], &[]);
+    let banned = line_of(&ruleset, "ip saddr @banned4 counter name banned drop");
+    let exempt = line_of(&ruleset, "ip saddr @exempt4 counter name accepted accept");
+    let per_source = line_of(&ruleset, "add @meter4 { ip saddr . tcp dport limit rate over 50/second burst 100 packets }");
+    let per_prefix = line_of(&ruleset, "add @meter6 { ip6 saddr & ffff:ffff:ffff:ffff:: . tcp dport limit rate over 50/second");
+    let global = line_of(&ruleset, "limit rate over 5000/second burst 5000 packets counter name rate_global drop");
+    assert!(banned < exempt && exempt < per_source && per_source < per_prefix && per_prefix < global, "{ruleset}");
+    // The load balancers are exempt too.
+    assert!(
+        ruleset.contains("set exempt4 { type ipv4_addr; flags interval; auto-merge; elements = { 10.0.0.0/24, 10.0.0.10/32 }; }"),
+        "{ruleset}"
+    );
+    assert!(ruleset.contains("set exempt6 { type ipv6_addr; flags interval; auto-merge; elements = { 2001:db8::10/128 }; }"), "{ruleset}");
+    assert!(!ruleset.contains("not_load_balancer drop"), "load_balancers_only is off");
+}
+
+#[test]
+fn load_balancers_only_drops_every_other_source_before_any_accept() {
+    let ruleset = render(&FirewallConfig { load_balancers_only: true, ..firewall() }, 64, &[443], &[]);
+    let only4 = line_of(&ruleset, "tcp dport @ports ip saddr != @lb4 counter name not_load_balancer drop");
+    let only6 = line_of(&ruleset, "tcp dport @ports ip6 saddr != @lb6 counter name not_load_balancer drop");
+    let first_accept = line_of(&ruleset, "counter name accepted accept");
+    assert!(only4 < first_accept && only6 < first_accept, "{ruleset}");
+}
+
+#[test]
+fn hardening_sits_where_it_can_see_the_packets() {
+    let ruleset = render(&firewall(), 64, &[443], &[]);
+    // Fragments before conntrack reassembles them (-400).
+    let fragments = line_of(&ruleset, "type filter hook prerouting priority -450;");
+    assert!(line_of(&ruleset, "ip frag-off & 0x3fff != 0 counter name fragments drop") > fragments);
+    // RST and ICMP limits before the conntrack accept: in the raw prerouting chain.
+    let raw = line_of(&ruleset, "type filter hook prerouting priority raw;");
+    let input = line_of(&ruleset, "type filter hook input priority filter - 10;");
+    for rule in ["counter name rst_rate drop", "counter name icmp_echo drop", "counter name mss drop", "counter name tcp_syn_fin drop"] {
+        let at = line_of(&ruleset, rule);
+        assert!(raw < at && at < input, "{rule} belongs in the raw chain");
+    }
+    // Neighbour discovery and PMTU pass before anything can drop them.
+    let nd = line_of(&ruleset, "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert");
+    assert!(nd < line_of(&ruleset, "ct state invalid counter name invalid drop"));
+    assert!(ruleset.contains("packet-too-big"));
+    // Spoofed sources, except what the operator exempted.
+    assert!(ruleset.contains("ip saddr != @exempt4 ip saddr @spoofed4 counter name spoofed drop"));
+    assert!(ruleset.contains("10.0.0.0/8") && ruleset.contains("fc00::/7"));
+
+    let soft = render(&FirewallConfig { hardening: false, ..firewall() }, 64, &[443], &[]);
+    for gone in ["priority -450", "priority raw", "counter name invalid drop", "new_without_syn drop"] {
+        assert!(!soft.contains(gone), "hardening = false keeps no {gone}");
+    }
+    assert!(soft.contains("counter name closed drop"), "default deny stays without hardening");
+}
+
+#[test]
+fn bans_are_elements_of_the_tables_own_sets() {
+    let ruleset = render(&firewall(), 64, &[443], &bans());
+    assert!(ruleset.contains("add element inet pc_test banned4 { 203.0.113.7 timeout 600s }"), "{ruleset}");
+    assert!(ruleset.contains("add element inet pc_test banned6 { 2001:db8:1:: timeout 60s }"), "{ruleset}");
+    assert!(ruleset.contains("tcp dport @ports ip6 saddr & ffff:ffff:ffff:ffff:: @banned6 counter name banned drop"), "{ruleset}");
+}
+
+/// `nft -c` (check only, applies nothing) on every variant, and on the ban mirror's own
+/// table. Needs `nft` and CAP_NET_ADMIN (CI is root); skipped otherwise unless
+/// `PORTCULLIS_REQUIRE_NFT` is set.
+#[test]
+fn nft_accepts_every_variant() {
+    let probe = std::process::Command::new("nft").args(["-c", "-f", "-"]).stdin(std::process::Stdio::piped()).output();
+    let usable = probe.as_ref().is_ok_and(|o| o.status.success());
+    if !usable {
+        external::missing("NFT", "nft -c is not usable here (not installed, or no CAP_NET_ADMIN)");
+        return;
+    }
+    let variants = [
+        render(&firewall(), 64, &[443, 5061], &bans()),
+        render(&FirewallConfig { load_balancers_only: true, ..firewall() }, 48, &[443], &bans()),
+        render(&FirewallConfig { hardening: false, exempt: vec![], load_balancers: vec![], ..firewall() }, 128, &[], &[]),
+        render(&FirewallConfig { new_connections: PacketRate { count: 600, unit: RateUnit::Minute }, ..firewall() }, 64, &[80], &[]),
+        crate::protect::nft::mirror_table("pc_test", &[443], 64, &bans()),
+    ];
+    for ruleset in variants {
+        let mut child = std::process::Command::new("nft")
+            .args(["-c", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(ruleset.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "nft -c refused:\n{}\n---\n{ruleset}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -1,0 +1,330 @@
+//! The dynamic firewall for real: two network namespaces this test creates joined by a veth
+//! pair (the edge's `veth-e` is the external interface, 198.51.100.1 and 2001:db8:f::1; the
+//! client side has 198.51.100.2, the load balancer 198.51.100.10 and 2001:db8:f::2), the real
+//! binary inside the edge's namespace, real `nft`, and real packets from Debian's
+//! python3-scapy (`firewall/probe.py`). Verdicts are read from the answers and from the
+//! table's named counters. Needs root, `nft`, `ip` and scapy; skipped with a message otherwise
+//! (`PORTCULLIS_REQUIRE_FIREWALL=1`, set by `.ci/run`, turns the skip into a failure).
+
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::Duration;
+
+use crate::support::ADMIN_TOKEN;
+
+const EDGE4: &str = "198.51.100.1";
+const EDGE6: &str = "2001:db8:f::1";
+const CLIENT4: &str = "198.51.100.2";
+const LB4: &str = "198.51.100.10";
+const CLIENT6: &str = "2001:db8:f::2";
+const PORT: u16 = 8080;
+/// Listening in the edge's namespace, but not a Portcullis listener: must stay closed.
+const OTHER_PORT: u16 = 9000;
+const TABLE: &str = "pc_fw_test";
+const PYTHON: &str = "/usr/bin/python3";
+
+/// One lab at a time: each test's veth pair is created through the root namespace under the
+/// same names.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The two namespaces (and what runs in them), removed on drop even when an assertion fails.
+struct Lab {
+    _one: std::sync::MutexGuard<'static, ()>,
+    edge_ns: String,
+    client_ns: String,
+    edge: Option<Child>,
+    other: Option<Child>,
+}
+
+impl Lab {
+    fn create() -> Lab {
+        let one = ONE_LAB.lock().unwrap_or_else(|p| p.into_inner());
+        let id = std::process::id();
+        let lab = Lab { _one: one, edge_ns: format!("pc-fwe-{id}"), client_ns: format!("pc-fwc-{id}"), edge: None, other: None };
+        for ns in [&lab.edge_ns, &lab.client_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            run(Command::new("ip").args(["netns", "add", ns]));
+        }
+        let (e, c) = (&lab.edge_ns, &lab.client_ns);
+        run(Command::new("ip").args(["link", "add", "veth-e", "netns", e, "type", "veth", "peer", "name", "veth-a", "netns", c]));
+        lab.edge(&["ip", "addr", "add", &format!("{EDGE4}/24"), "dev", "veth-e"]);
+        lab.edge(&["ip", "-6", "addr", "add", &format!("{EDGE6}/64"), "dev", "veth-e", "nodad"]);
+        lab.client(&["ip", "addr", "add", &format!("{CLIENT4}/24"), "dev", "veth-a"]);
+        lab.client(&["ip", "addr", "add", &format!("{LB4}/24"), "dev", "veth-a"]);
+        lab.client(&["ip", "-6", "addr", "add", &format!("{CLIENT6}/64"), "dev", "veth-a", "nodad"]);
+        for (ns, dev) in [(e, "veth-e"), (c, "veth-a")] {
+            run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
+            run(Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]));
+        }
+        // The client's kernel must not answer the edge's SYN-ACKs to scapy's probes with RSTs.
+        lab.client(&["nft", "add", "table", "ip", "probe"]);
+        lab.client(&["nft", "add", "chain", "ip", "probe", "out", "{ type filter hook output priority 0; }"]);
+        lab.client(&["nft", "add", "rule", "ip", "probe", "out", "tcp", "flags", "&", "(rst|syn|ack)", "==", "rst", "drop"]);
+        lab
+    }
+
+    fn exec(ns: &str, args: &[&str]) -> Output {
+        Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap()
+    }
+
+    fn edge(&self, args: &[&str]) -> String {
+        checked(Lab::exec(&self.edge_ns, args), args)
+    }
+
+    fn client(&self, args: &[&str]) -> String {
+        checked(Lab::exec(&self.client_ns, args), args)
+    }
+
+    /// What `probe.py` prints for `args` (a count of answers).
+    fn probe(&self, args: &[&str]) -> u32 {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/firewall/probe.py");
+        let out = self.client(&[&[PYTHON, script][..], args].concat());
+        out.trim().parse().unwrap_or_else(|_| panic!("probe {args:?} printed {out:?}"))
+    }
+
+    /// Whether a TCP connection from `source` to `address:port` opens within 2 s.
+    fn connects(&self, source: &str, address: &str, port: u16) -> bool {
+        let code = format!(
+            "import socket,sys\ns=socket.socket(socket.AF_INET6 if ':' in '{address}' else socket.AF_INET)\ns.settimeout(2)\n\
+             s.bind(('{source}',0))\ntry:\n  s.connect(('{address}',{port})); print('open')\nexcept OSError: print('closed')\n"
+        );
+        self.client(&[PYTHON, "-c", &code]).trim() == "open"
+    }
+
+    /// The table's named counters (packets).
+    fn counters(&self) -> std::collections::HashMap<String, u64> {
+        let json = self.edge(&["nft", "-j", "list", "counters", "table", "inet", TABLE]);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        value["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o.get("counter"))
+            .map(|c| (c["name"].as_str().unwrap().to_string(), c["packets"].as_u64().unwrap()))
+            .collect()
+    }
+
+    /// How much `counter` grew while `probe` ran, and what `probe` returned.
+    fn counted<T>(&self, counter: &str, probe: impl FnOnce() -> T) -> (T, u64) {
+        let before = self.counters().get(counter).copied().unwrap_or_else(|| panic!("no counter {counter}"));
+        let result = probe();
+        std::thread::sleep(Duration::from_millis(200));
+        (result, self.counters()[counter] - before)
+    }
+
+    fn start_edge(&mut self, config: &Path) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.edge_ns, env!("CARGO_BIN_EXE_portcullis"), "serve", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.edge = Some(child);
+        for _ in 0..600 {
+            if Lab::exec(&self.edge_ns, &["nft", "list", "set", "inet", TABLE, "ports"]).status.success()
+                && Lab::exec(&self.edge_ns, &["curl", "-s", "-o", "/dev/null", &format!("http://127.0.0.1:{PORT}/")]).status.success()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("edge did not start with its firewall within 30 s");
+    }
+
+    /// SIGTERM and wait (a clean shutdown deletes the table).
+    fn stop_edge(&mut self) {
+        if let Some(mut child) = self.edge.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            for _ in 0..200 {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("edge did not stop on SIGTERM");
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in [self.edge.take(), self.other.take()].into_iter().flatten() {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in [&self.edge_ns, &self.client_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn run(command: &mut Command) {
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{command:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn checked(out: Output, args: &[&str]) -> String {
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn can_run() -> bool {
+    let ok = |program: &str, args: &[&str]| Command::new(program).args(args).output().is_ok_and(|o| o.status.success());
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let tools = ok("nft", &["--version"]) && ok("ip", &["-V"]) && ok("curl", &["--version"]);
+    let scapy = ok(PYTHON, &["-c", "import scapy.all"]);
+    if root && tools && scapy {
+        return true;
+    }
+    let why = format!("firewall test needs root, nft, ip, curl and {PYTHON} with scapy (root: {root}, tools: {tools}, scapy: {scapy})");
+    crate::support::external::missing("FIREWALL", &why);
+    false
+}
+
+fn write_config(dir: &Path, firewall_extra: &str) -> std::path::PathBuf {
+    let config = dir.join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nname = \"localhost\"\nstate_dir = \"{d}/state\"\nlog_dir = \"{d}/logs\"\n\
+             [[listener]]\nname = \"web\"\naddress = \"0.0.0.0:{PORT}\"\n[[listener]]\nname = \"web6\"\naddress = \"[::]:{PORT}\"\n\
+             [admin]\naddress = \"127.0.0.1:18181\"\ntoken = \"{ADMIN_TOKEN}\"\n\
+             [[service]]\nname = \"site\"\nstatic_dir = \"{d}\"\n[[route]]\npath = \"/\"\nservice = \"site\"\n\
+             [firewall]\nenabled = true\ninterface = \"veth-e\"\ntable = \"{TABLE}\"\nnew_connections = \"5/second\"\nburst = 5\n\
+             load_balancers = [\"{LB4}\"]\n{firewall_extra}\n",
+            d = dir.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("index.html"), "hello\n").unwrap();
+    config
+}
+
+#[test]
+fn the_firewall_opens_only_running_listeners_limits_new_connections_and_drops_hostile_packets() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut lab = Lab::create();
+    // A port someone else listens on inside the edge's namespace: the firewall keeps it closed.
+    let other = Command::new("ip")
+        .args(["netns", "exec", &lab.edge_ns, PYTHON, "-m", "http.server", &OTHER_PORT.to_string(), "--bind", "0.0.0.0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.other = Some(other);
+    lab.start_edge(&config);
+
+    // Open: the running listener, over IPv4 and IPv6 (neighbour discovery passes). Closed:
+    // the other program's port, silently (no RST: the connect times out).
+    assert!(lab.connects(CLIENT4, EDGE4, PORT), "the listener's port is open");
+    assert!(lab.connects(CLIENT6, EDGE6, PORT), "the listener's port is open over IPv6");
+    let (open, closed) = lab.counted("closed", || lab.connects(CLIENT4, EDGE4, OTHER_PORT));
+    assert!(!open, "a port no listener owns is closed");
+    assert!(closed >= 1, "dropped by the default deny");
+
+    // Hardening: each hostile shape is dropped by its own rule; a normal SYN is answered.
+    assert_eq!(lab.probe(&["flags", CLIENT4, EDGE4, &PORT.to_string(), "S", "1460"]), 1, "a normal SYN gets a SYN-ACK");
+    std::thread::sleep(Duration::from_millis(1200)); // the per-source bucket refills
+    for (flags, mss, counter) in [
+        ("", None, "tcp_null"),
+        ("SF", None, "tcp_syn_fin"),
+        ("SR", None, "tcp_syn_rst"),
+        ("FPU", None, "tcp_xmas"),
+        ("F", None, "tcp_fin_no_ack"),
+        ("S", Some("500"), "mss"),
+    ] {
+        let port = PORT.to_string();
+        let mut args = vec!["flags", CLIENT4, EDGE4, port.as_str(), flags];
+        args.extend(mss);
+        let (answers, dropped) = lab.counted(counter, || lab.probe(&args));
+        assert_eq!((answers, dropped), (0, 1), "flags {flags:?} mss {mss:?}: no answer, one drop on {counter}");
+    }
+    let (answers, dropped) = lab.counted("tcp_null", || lab.probe(&["flags", CLIENT6, EDGE6, &PORT.to_string(), ""]));
+    assert_eq!((answers, dropped), (0, 1), "a NULL scan over IPv6 too");
+    let (answers, dropped) = lab.counted("spoofed", || lab.probe(&["flags", "10.9.9.9", EDGE4, &PORT.to_string(), "S", "1460"]));
+    assert_eq!((answers, dropped), (0, 1), "a private source on the external interface is spoofed");
+    let (_, dropped) = lab.counted("fragments", || lab.probe(&["fragments", CLIENT4, EDGE4, &PORT.to_string()]));
+    assert!(dropped >= 2, "fragments are dropped before reassembly ({dropped})");
+    let (answers, dropped) = lab.counted("icmp_echo", || lab.probe(&["ping", CLIENT4, EDGE4]));
+    assert_eq!((answers, dropped), (0, 1), "IPv4 echo is dropped");
+
+    // Per-source rate: a burst of 30 SYNs gets about the bucket's 5 through; the load
+    // balancer is never limited.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (passed, limited) = lab.counted("rate_per_source", || lab.probe(&["synburst", CLIENT4, EDGE4, &PORT.to_string(), "30"]));
+    assert!((4..=7).contains(&passed), "about the burst of 5 passes ({passed})");
+    assert!(limited >= 23, "the rest is limited ({limited})");
+    let passed = lab.probe(&["synburst", LB4, EDGE4, &PORT.to_string(), "30"]);
+    assert_eq!(passed, 30, "the load balancer is exempt");
+
+    // A ban reaches the same table: the banned source is dropped, others pass; an IPv6 /64
+    // ban is added and lifted.
+    std::thread::sleep(Duration::from_millis(1200));
+    let admin = |method: &str, query: &str| {
+        lab.edge(&[
+            "curl",
+            "-sf",
+            "-X",
+            method,
+            "-H",
+            &format!("Authorization: Bearer {ADMIN_TOKEN}"),
+            &format!("http://127.0.0.1:18181/api/v1/blocked?{query}"),
+        ])
+    };
+    admin("POST", &format!("ip={CLIENT6}&minutes=10"));
+    let mut dropped = false;
+    for _ in 0..50 {
+        if !lab.connects(CLIENT6, EDGE6, PORT) {
+            dropped = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(dropped, "the banned /64 is dropped by the kernel");
+    assert!(lab.counters()["banned"] >= 1);
+    assert!(lab.connects(CLIENT4, EDGE4, PORT), "other sources still pass");
+    admin("DELETE", &format!("ip={CLIENT6}"));
+    let mut back = false;
+    for _ in 0..50 {
+        if lab.connects(CLIENT6, EDGE6, PORT) {
+            back = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(back, "the lifted IPv6 ban leaves the kernel too");
+
+    // A clean stop closes the listener and removes the table: the other port opens (proof the
+    // firewall was what kept it closed), and firewall.log says what happened.
+    lab.stop_edge();
+    assert!(!Lab::exec(&lab.edge_ns, &["nft", "list", "table", "inet", TABLE]).status.success(), "table removed at shutdown");
+    assert!(lab.connects(CLIENT4, EDGE4, OTHER_PORT), "without the firewall the other port is reachable");
+    let log = std::fs::read_to_string(dir.path().join("logs/firewall.log")).unwrap();
+    assert!(log.contains(&format!("applied table={TABLE} reason=start ports={PORT}")), "{log}");
+    assert!(log.contains(&format!("reason=listeners opened=none closed={PORT} ports=none")), "the listeners' stop closed the port: {log}");
+    assert!(log.contains(&format!("removed table={TABLE} reason=shutdown")), "{log}");
+}
+
+#[test]
+fn load_balancers_only_admits_no_one_else() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "load_balancers_only = true");
+    let mut lab = Lab::create();
+    lab.start_edge(&config);
+    let (open, dropped) = lab.counted("not_load_balancer", || lab.connects(CLIENT4, EDGE4, PORT));
+    assert!(!open && dropped >= 1, "a client that is not a load balancer is dropped");
+    assert!(!lab.connects(CLIENT6, EDGE6, PORT), "no IPv6 load balancer: no IPv6 client");
+    assert!(lab.connects(LB4, EDGE4, PORT), "the load balancer connects");
+    lab.stop_edge();
+}
