@@ -88,13 +88,20 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<NftMir
     };
     let events = runtime.events.subscribe();
     let log = FirewallLog::new(&config.server.log_dir);
-    match NftMirror::start(&table, &script, runtime.error_log.clone()).await {
+    let began = tokio::time::Instant::now();
+    let outcome = NftMirror::start(&table, &script, runtime.error_log.clone()).await;
+    let took_ms = began.elapsed().as_millis();
+    match outcome {
         Ok(started) => {
             let started = Arc::new(started);
             tokio::spawn(started.clone().follow(events, Arc::downgrade(&runtime.shield)));
             if let Some(firewall) = &config.firewall {
                 tracing::info!("firewall applied: table inet {table} on {} (ports {ports:?})", firewall.interface);
-                log.record(&format!("applied table={table} reason=start ports={} bans={}", ports_text(&ports), bans.len()));
+                log.record(&format!(
+                    "applied table={table} reason=start ports={} bans={} took_ms={took_ms}",
+                    ports_text(&ports),
+                    bans.len()
+                ));
                 tokio::spawn(follow_listeners(started.clone(), firewall.clone(), ipv6_prefix, runtime.clone(), ports, log));
             } else {
                 tracing::info!("bans mirrored into nftables table inet {table} (ports {ports:?})");
@@ -138,16 +145,22 @@ async fn follow_listeners(
         let closed: Vec<u16> = applied.iter().copied().filter(|p| !ports.contains(p)).collect();
         let shield = Arc::downgrade(&current.shield);
         let (rendered_ports, rendered_firewall) = (ports.clone(), firewall.clone());
+        let began = tokio::time::Instant::now();
         let outcome = table
             .replace(move || {
                 let bans = shield.upgrade().map(|s| s.mirrored_bans()).unwrap_or_default();
                 firewall::render(&rendered_firewall, ipv6_prefix, &rendered_ports, &bans)
             })
             .await;
+        let took_ms = began.elapsed().as_millis();
         let reason = format!("opened={} closed={}", ports_text(&opened), ports_text(&closed));
         match outcome {
             Ok(()) => {
-                log.record(&format!("applied table={} reason=listeners {reason} ports={}", firewall.table, ports_text(&ports)));
+                log.record(&format!(
+                    "applied table={} reason=listeners {reason} ports={} took_ms={took_ms}",
+                    firewall.table,
+                    ports_text(&ports)
+                ));
                 applied = ports;
             }
             Err(error) => {

@@ -19,9 +19,9 @@
 //! Every drop has a named counter (`nft list counters`), read by status.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
-use super::nft::{MirroredBan, bans_script};
+use super::nft::{MirroredBan, bans_script, ipv6_mask};
 use crate::config::{FirewallConfig, PacketRate};
 
 /// IPv4 sources that never arrive from the internet (RFC 6890 and friends).
@@ -191,12 +191,6 @@ fn split<'a>(networks: impl Iterator<Item = &'a (IpAddr, u8)>) -> (Vec<String>, 
         }
     }
     (v4, v6)
-}
-
-/// The mask of an IPv6 prefix of `bits` bits, as an address (`ffff:ffff:ffff:ffff::` for 64).
-pub fn ipv6_mask(bits: u8) -> Ipv6Addr {
-    let bits = u32::from(bits.min(128));
-    Ipv6Addr::from(if bits == 0 { 0 } else { u128::MAX << (128 - bits) })
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //! a failed `nft` run is logged to `error.log` and costs nothing but kernel-level dropping.
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -191,7 +191,7 @@ async fn apply_jobs(table: String, mut receiver: mpsc::Receiver<Job>, dropped: A
 /// the rules that drop banned sources' new connections to `ports`. `table … {}` then
 /// `delete` makes the first run and every later one alike (nft 1.0 has no `destroy`).
 pub fn mirror_table(table: &str, ports: &[u16], ipv6_prefix: u8, bans: &[MirroredBan]) -> String {
-    let mask = super::firewall::ipv6_mask(ipv6_prefix);
+    let mask = ipv6_mask(ipv6_prefix);
     let mut script = format!(
         "table inet {table} {{}}\ndelete table inet {table}\ntable inet {table} {{\n\
          \tset ports {{ type inet_service; }}\n\
@@ -209,10 +209,34 @@ pub fn mirror_table(table: &str, ports: &[u16], ipv6_prefix: u8, bans: &[Mirrore
     script
 }
 
-/// Statements that add `bans` to the table's ban sets.
+/// The mask of an IPv6 prefix of `bits` bits, as an address (`ffff:ffff:ffff:ffff::` for 64).
+pub fn ipv6_mask(bits: u8) -> Ipv6Addr {
+    let bits = u32::from(bits.min(128));
+    Ipv6Addr::from(if bits == 0 { 0 } else { u128::MAX << (128 - bits) })
+}
+
+/// Statements that add `bans` to the ban sets of a table just created (so no element exists
+/// yet): one `add element` per set and [`MAX_BATCH`] bans, which keeps a replacement with
+/// 100,000 bans to a few statements.
 pub fn bans_script(table: &str, bans: &[MirroredBan]) -> String {
-    let changes: Vec<Change> = bans.iter().map(|&(source, prefix, remaining)| Change::Ban { source, prefix, remaining }).collect();
-    changes.chunks(MAX_BATCH).map(|chunk| changes_script(table, chunk)).collect()
+    let mut script = String::new();
+    for set in ["banned4", "banned6"] {
+        let elements: Vec<String> = bans
+            .iter()
+            .map(|&(source, prefix, remaining)| (element(source, prefix), remaining))
+            .filter(|((in_set, _), _)| *in_set == set)
+            .map(|((_, element), remaining)| format!("{element} timeout {}s", timeout_secs(remaining)))
+            .collect();
+        for chunk in elements.chunks(MAX_BATCH) {
+            let _ = writeln!(script, "add element inet {table} {set} {{ {} }}", chunk.join(", "));
+        }
+    }
+    script
+}
+
+/// A ban's kernel timeout: whole seconds, at least one, at most [`MAX_ELEMENT_TIMEOUT`].
+fn timeout_secs(remaining: Duration) -> u64 {
+    remaining.min(MAX_ELEMENT_TIMEOUT).as_secs().max(1)
 }
 
 fn ports_script(table: &str, ports: &[u16]) -> String {
@@ -245,8 +269,7 @@ fn changes_script(table: &str, changes: &[Change]) -> String {
         let _ = writeln!(script, "add element inet {table} {set} {{ {element} }}");
         let _ = writeln!(script, "delete element inet {table} {set} {{ {element} }}");
         if let Change::Ban { remaining, .. } = change {
-            let seconds = remaining.min(&MAX_ELEMENT_TIMEOUT).as_secs().max(1);
-            let _ = writeln!(script, "add element inet {table} {set} {{ {element} timeout {seconds}s }}");
+            let _ = writeln!(script, "add element inet {table} {set} {{ {element} timeout {}s }}", timeout_secs(*remaining));
         }
     }
     script

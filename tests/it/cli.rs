@@ -198,3 +198,31 @@ fn sip_keys_are_checked_and_warned_about_and_a_bad_next_hop_ca_is_refused() {
         assert!(stderr.contains("sip.next_hop_ca:") && stderr.contains(expected), "{expected}: {stderr}");
     }
 }
+
+/// `firewall show` renders from the configuration alone: no edge, no privileges, nothing
+/// applied. It names only its own table and the ports its listeners would open (the admin API
+/// on loopback is not reachable from outside, so not opened).
+#[test]
+fn firewall_show_prints_the_ruleset_without_applying_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    let base = format!(
+        "[server]\nname = \"edge\"\nstate_dir = \"{d}/state\"\nlog_dir = \"{d}/logs\"\n\
+         [[listener]]\nname = \"web\"\naddress = \"0.0.0.0:8443\"\n[admin]\naddress = \"127.0.0.1:9443\"\ntoken = \"{ADMIN_TOKEN}\"\n\
+         [[service]]\nname = \"s\"\n[[service.upstream]]\naddress = \"127.0.0.1:9\"\n[[route]]\npath = \"/\"\nservice = \"s\"\n",
+        d = dir.path().display()
+    );
+    std::fs::write(&config, format!("{base}[firewall]\nenabled = true\ninterface = \"eth1\"\ntable = \"edge_fw\"\n")).unwrap();
+    let out = portcullis().args(["firewall", "show", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let ruleset = String::from_utf8_lossy(&out.stdout);
+    assert!(ruleset.starts_with("table inet edge_fw {}\ndelete table inet edge_fw\n"), "{ruleset}");
+    assert!(ruleset.contains("set ports { type inet_service; elements = { 8443 }; }"), "{ruleset}");
+    assert!(ruleset.contains("iifname != \"eth1\" accept"), "{ruleset}");
+    assert!(!dir.path().join("logs/firewall.log").exists(), "show applies and records nothing");
+
+    std::fs::write(&config, &base).unwrap();
+    let out = portcullis().args(["firewall", "show", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[firewall] is not enabled"), "{}", String::from_utf8_lossy(&out.stderr));
+}

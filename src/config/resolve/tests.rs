@@ -126,7 +126,7 @@ fn unknown_keys_and_sections_are_errors_with_their_section() {
     assert_eq!(
         errors_of(&text),
         vec![
-            "serverz: unknown section; known sections: server, listener, tls, admin, service, route, auth, rate_control, protection, maintenance, cluster, sip, federation"
+            "serverz: unknown section; known sections: server, listener, tls, admin, service, route, auth, rate_control, protection, maintenance, cluster, sip, federation, firewall"
         ]
     );
     let text = MINIMAL.replace("address = \"127.0.0.1:9000\"", "address = \"127.0.0.1:9000\"\nmax_con = 5");
@@ -307,4 +307,48 @@ fn nftables_table_names_are_restricted_to_safe_identifiers() {
     for bad in ["", "a b", "x;flush ruleset", "t{", &"a".repeat(33)] {
         assert!(!valid_table_name(bad), "{bad:?}");
     }
+}
+
+#[test]
+fn the_firewall_is_off_unless_enabled_and_takes_its_defaults() {
+    assert_eq!(resolve_ok(MINIMAL).firewall, None);
+    assert_eq!(resolve_ok(&format!("{MINIMAL}[firewall]\ninterface = \"eth1\"\n")).firewall, None, "enabled defaults to false");
+    let on = resolve_ok(&format!(
+        "{MINIMAL}[firewall]\nenabled = true\ninterface = \"eth1\"\nload_balancers = [\"10.0.0.10\", \"2001:db8::/64\"]\n"
+    ))
+    .firewall
+    .unwrap();
+    assert_eq!((on.interface.as_str(), on.table.as_str()), ("eth1", "portcullis"));
+    assert_eq!(
+        (on.new_connections.to_string(), on.burst, on.global_new_connections.to_string()),
+        ("50/second".into(), 100, "5000/second".into())
+    );
+    assert_eq!(on.load_balancers, vec![("10.0.0.10".parse().unwrap(), 32), ("2001:db8::".parse().unwrap(), 64)]);
+    assert!(on.hardening && !on.load_balancers_only);
+}
+
+#[test]
+fn firewall_mistakes_are_errors_with_their_key() {
+    let text = format!(
+        "{MINIMAL}[protection]\nnftables_set = true\nnftables_table = \"other\"\n\
+         [firewall]\nenabled = true\ninterface = \"eth 1; drop\"\ntable = \"a-b\"\nnew_connections = \"50 per second\"\n\
+         global_new_connections = \"0/second\"\nburst = 0\nexempt = [\"10.0.0.1/24\", \"nowhere\"]\nload_balancers_only = true\n"
+    );
+    let errors = errors_of(&text);
+    for key in [
+        "firewall.interface: \"eth 1; drop\" is not an interface name",
+        "firewall.table: \"a-b\" is not a usable table name",
+        "protection.nftables_table: \"other\" differs from firewall.table",
+        "firewall.new_connections: \"50 per second\" is not a rate",
+        "firewall.global_new_connections: \"0/second\" is not a rate",
+        "firewall.burst: 0 is out of range",
+        "firewall.exempt[0]: \"10.0.0.1/24\" is not an address or a network",
+        "firewall.exempt[1]: \"nowhere\" is not an address or a network",
+        "firewall.load_balancers_only: true without load_balancers would admit no one",
+    ] {
+        assert!(errors.iter().any(|e| e.starts_with(key)), "missing {key:?} in\n{}", errors.join("\n"));
+    }
+    assert_eq!(errors.len(), 9, "{}", errors.join("\n"));
+    let missing = errors_of(&format!("{MINIMAL}[firewall]\nenabled = true\n"));
+    assert!(missing[0].starts_with("firewall.interface: missing"), "{missing:?}");
 }

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The dynamic firewall's costs (issue 14), in a network namespace this script creates:
+#  - apply at start (listeners bound -> table in the kernel; their ports open) and the full
+#    replacement when the listeners stop, with BANS bans in the sets (read from firewall.log's
+#    took_ms, which times the `nft -f` transaction);
+#  - the same transaction timed by hand with `nft -f` on the rendered ruleset (`firewall show`
+#    plus the ban elements), REPS times.
+#
+#   cargo build --release --example preload_bans && bench/firewall.sh
+#   BANS [100000]  REPS [5]
+# Needs root, nft and ip. Everything it starts is stopped and the namespace deleted on exit.
+set -euo pipefail
+BENCH="$(cd "$(dirname "$0")" && pwd)"
+BIN="${PORTCULLIS_BIN:-$PWD/target/release/portcullis}"
+PRELOAD_BIN="${PRELOAD_BIN:-$PWD/target/release/examples/preload_bans}"
+BANS="${BANS:-100000}"; REPS="${REPS:-5}"
+NS="pc-fwbench-$$"
+DIR=$(mktemp -d)
+EDGE_PID=""
+cleanup() {
+  [ -n "$EDGE_PID" ] && kill "$EDGE_PID" 2>/dev/null && wait "$EDGE_PID" 2>/dev/null || true
+  ip netns del "$NS" 2>/dev/null || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+[ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
+[ -x "$BIN" ] && [ -x "$PRELOAD_BIN" ] || { echo "build first: cargo build --release --example preload_bans" >&2; exit 1; }
+
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip -n "$NS" link add veth-e type dummy
+ip -n "$NS" link set veth-e up
+mkdir -p "$DIR/state" "$DIR/logs" "$DIR/www"
+cat > "$DIR/edge.toml" <<EOC
+[server]
+name = "localhost"
+state_dir = "$DIR/state"
+log_dir = "$DIR/logs"
+[[listener]]
+name = "web"
+address = "0.0.0.0:18443"
+[[listener]]
+name = "web6"
+address = "[::]:18443"
+[[service]]
+name = "site"
+static_dir = "$DIR/www"
+[[route]]
+path = "/"
+service = "site"
+[firewall]
+enabled = true
+interface = "veth-e"
+table = "pc_bench"
+EOC
+"$PRELOAD_BIN" "$DIR/state" "$BANS" 11.0.0.0 >/dev/null
+
+echo "## Firewall: ruleset replacement with $BANS bans ($(nft --version))"
+echo
+echo "| rep | start: bind -> ports open (ms) | listeners stop: replace (ms) | nft -f of the same ruleset (ms) |"
+echo "|---:|---:|---:|---:|"
+for rep in $(seq 1 "$REPS"); do
+  : > "$DIR/logs/firewall.log"
+  ip netns exec "$NS" "$BIN" serve --config "$DIR/edge.toml" >/dev/null 2>&1 &
+  EDGE_PID=$!
+  for _ in $(seq 1 600); do grep -q "reason=start" "$DIR/logs/firewall.log" 2>/dev/null && break; sleep 0.05; done
+  start_ms=$(grep -o "reason=start .*took_ms=[0-9]*" "$DIR/logs/firewall.log" | grep -o "took_ms=[0-9]*" | cut -d= -f2)
+  bans_in=$(grep -o "reason=start .*bans=[0-9]*" "$DIR/logs/firewall.log" | grep -o "bans=[0-9]*" | cut -d= -f2)
+  # The same transaction by hand: the table as it is now (rules + every ban element).
+  ip netns exec "$NS" nft list table inet pc_bench > "$DIR/listed.nft"
+  { echo "table inet pc_bench {}"; echo "delete table inet pc_bench"; cat "$DIR/listed.nft"; } > "$DIR/replace.nft"
+  t0=$(date +%s%N); ip netns exec "$NS" nft -f "$DIR/replace.nft"; t1=$(date +%s%N)
+  kill -TERM "$EDGE_PID"; wait "$EDGE_PID" 2>/dev/null || true; EDGE_PID=""
+  stop_ms=$(grep -o "reason=listeners .*took_ms=[0-9]*" "$DIR/logs/firewall.log" | tail -1 | grep -o "took_ms=[0-9]*" | cut -d= -f2)
+  echo "| $rep | ${start_ms:-?} (bans=${bans_in:-?}) | ${stop_ms:-?} | $(( (t1 - t0) / 1000000 )) |"
+done
