@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The dynamic firewall's costs (issue 14), in a network namespace this script creates:
-#  - apply at start (listeners bound -> table in the kernel; their ports open) and the full
-#    replacement when the listeners stop, with BANS bans in the sets (read from firewall.log's
-#    took_ms, which times the `nft -f` transaction);
-#  - the same transaction timed by hand with `nft -f` on the rendered ruleset (`firewall show`
-#    plus the ban elements), REPS times.
+#  - apply at start (listeners bound -> rules table in the kernel: their ports open), the ban
+#    table with BANS bans loaded after it, and the full replacement of the rules table when
+#    the listeners stop while the BANS bans are in their sets (firewall.log's took_ms times
+#    each `nft -f` transaction);
+#  - the same two replacements timed by hand with `nft -f` on what the kernel holds, REPS times.
 #
 #   cargo build --release --example preload_bans && bench/firewall.sh
 #   BANS [100000]  REPS [5]
@@ -28,7 +28,7 @@ trap cleanup EXIT
 
 ip netns add "$NS"
 ip -n "$NS" link set lo up
-ip -n "$NS" link add veth-e type dummy
+ip -n "$NS" link add veth-e type veth peer name veth-a
 ip -n "$NS" link set veth-e up
 mkdir -p "$DIR/state" "$DIR/logs" "$DIR/www"
 cat > "$DIR/edge.toml" <<EOC
@@ -57,13 +57,27 @@ EOC
 
 echo "## Firewall: ruleset replacement with $BANS bans ($(nft --version))"
 echo
-echo "| rep | start: bind -> ports open (ms) | listeners stop: replace (ms) | nft -f of the same ruleset (ms) |"
-echo "|---:|---:|---:|---:|"
+echo "| rep | start: bind -> ports open (ms) | start: ban table loaded (ms) | listeners stop: rules replaced, bans in place (ms) | nft -f rules table (ms) | nft -f ban table (ms) |"
+echo "|---:|---:|---:|---:|---:|---:|"
+took() { grep "$1" "$DIR/logs/firewall.log" | tail -1 | grep -o "took_ms=[0-9]*" | cut -d= -f2; }
+replace_by_hand() { # $1 = table: replace it with what it holds now, timed
+  ip netns exec "$NS" nft list table inet "$1" > "$DIR/listed.nft"
+  { echo "table inet $1 {}"; echo "delete table inet $1"; cat "$DIR/listed.nft"; } > "$DIR/replace.nft"
+  local t0 t1; t0=$(date +%s%N); ip netns exec "$NS" nft -f "$DIR/replace.nft"; t1=$(date +%s%N)
+  echo $(( (t1 - t0) / 1000000 ))
+}
 for rep in $(seq 1 "$REPS"); do
   : > "$DIR/logs/firewall.log"
   ip netns exec "$NS" "$BIN" serve --config "$DIR/edge.toml" >/dev/null 2>&1 &
   EDGE_PID=$!
-  for _ in $(seq 1 600); do grep -q "reason=start" "$DIR/logs/firewall.log" 2>/dev/null && break; sleep 0.05; done
+  for _ in $(seq 1 600); do grep -q "pc_bench_bans reason=start" "$DIR/logs/firewall.log" 2>/dev/null && break; sleep 0.05; done
+  ports_ms=$(took "table=pc_bench reason=start"); bans_ms=$(took "pc_bench_bans reason=start")
+  bans_in=$(grep -o "pc_bench_bans reason=start bans=[0-9]*" "$DIR/logs/firewall.log" | grep -o "bans=[0-9]*" | cut -d= -f2)
+  rules_hand=$(replace_by_hand pc_bench); bans_hand=$(replace_by_hand pc_bench_bans)
+  kill -TERM "$EDGE_PID"; wait "$EDGE_PID" 2>/dev/null || true; EDGE_PID=""
+  stop_ms=$(took "reason=listeners-stopped")
+  echo "| $rep | ${ports_ms:-?} | ${bans_ms:-?} (bans=${bans_in:-?}) | ${stop_ms:-?} | $rules_hand | $bans_hand |"
+done
   start_ms=$(grep -o "reason=start .*took_ms=[0-9]*" "$DIR/logs/firewall.log" | grep -o "took_ms=[0-9]*" | cut -d= -f2)
   bans_in=$(grep -o "reason=start .*bans=[0-9]*" "$DIR/logs/firewall.log" | grep -o "bans=[0-9]*" | cut -d= -f2)
   # The same transaction by hand: the table as it is now (rules + every ban element).
@@ -71,6 +85,6 @@ for rep in $(seq 1 "$REPS"); do
   { echo "table inet pc_bench {}"; echo "delete table inet pc_bench"; cat "$DIR/listed.nft"; } > "$DIR/replace.nft"
   t0=$(date +%s%N); ip netns exec "$NS" nft -f "$DIR/replace.nft"; t1=$(date +%s%N)
   kill -TERM "$EDGE_PID"; wait "$EDGE_PID" 2>/dev/null || true; EDGE_PID=""
-  stop_ms=$(grep -o "reason=listeners .*took_ms=[0-9]*" "$DIR/logs/firewall.log" | tail -1 | grep -o "took_ms=[0-9]*" | cut -d= -f2)
+  stop_ms=$(grep -o "reason=listeners.*took_ms=[0-9]*" "$DIR/logs/firewall.log" | tail -1 | grep -o "took_ms=[0-9]*" | cut -d= -f2)
   echo "| $rep | ${start_ms:-?} (bans=${bans_in:-?}) | ${stop_ms:-?} | $(( (t1 - t0) / 1000000 )) |"
 done

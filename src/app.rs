@@ -37,7 +37,6 @@ use crate::operate::Operate;
 use crate::operate::cert;
 use crate::protect::Shield;
 use crate::protect::blocking_log::BlockingLog;
-use crate::protect::nft::NftMirror;
 use crate::runtime::listeners::{Bound, Protocol};
 use crate::runtime::services::{Drain, Services};
 use crate::runtime::workers::Placement;
@@ -67,7 +66,7 @@ pub struct Running {
     /// Every listener and background loop; dropping it drains them too.
     services: Services,
     /// The nftables table (firewall, or the kernel mirror of the bans alone), when it runs.
-    mirror: Option<Arc<NftMirror>>,
+    mirror: Option<Arc<kernel::KernelTable>>,
 }
 
 impl Running {
@@ -97,18 +96,8 @@ impl Running {
         let peer = runtime.config().cluster.peer.clone();
         runtime.operate.leave();
         let _ = crate::operate::peers::leave(&runtime.store, &peer).await;
-        if let Some(mirror) = &self.mirror {
-            let outcome = mirror.remove().await;
-            if let Some(firewall) = &runtime.config().firewall {
-                let log = kernel::FirewallLog::new(&runtime.config().server.log_dir);
-                match &outcome {
-                    Ok(()) => log.record(&format!("removed table={} reason=shutdown", firewall.table)),
-                    Err(error) => log.record(&format!("failed table={} reason=shutdown error={error}", firewall.table)),
-                }
-            }
-            if let Err(error) = outcome {
-                runtime.error_log.error(&format!("nftables: cannot delete the table at shutdown: {error}"));
-            }
+        if let Some(kernel) = &self.mirror {
+            kernel.remove(runtime).await;
         }
     }
 }

@@ -1,8 +1,9 @@
-//! The kernel table at start and while running: the dynamic firewall (`[firewall]`) or, without
-//! it, the shield's ban mirror alone (`protection.nftables_set`). Both are one nftables table
-//! written by one [`NftMirror`]; with the firewall, this module also follows the registry of
-//! running listeners and replaces the table when the set of open ports changes (a listener
-//! bound or stopped), and records every applied ruleset in `firewall.log`.
+//! The kernel tables at start and while running: the dynamic firewall (`[firewall]`: its rules
+//! table and the sibling ban table) or, without it, the shield's ban mirror alone
+//! (`protection.nftables_set`). The ban sets are written by one [`NftMirror`]; with the
+//! firewall, this module also follows the registry of running listeners, replaces the rules
+//! table when the set of open ports changes (a listener bound or stopped), and records every
+//! applied ruleset in `firewall.log`.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -41,7 +42,8 @@ fn running_ports(bound: &[Bound]) -> Vec<u16> {
 /// The ruleset `firewall show` prints: the configuration's listeners, no bans.
 pub fn show(config: &Config) -> Option<String> {
     let firewall = config.firewall.as_ref()?;
-    Some(firewall::render(firewall, config.protection.ipv6_prefix, &configured_ports(config), &[]))
+    let prefix = config.protection.ipv6_prefix;
+    Some(format!("{}{}", firewall::render(firewall, prefix, &configured_ports(config)), firewall::render_bans(firewall, prefix, &[])))
 }
 
 /// `firewall.log` under the log directory: one line per applied ruleset and why.
@@ -69,104 +71,157 @@ fn ports_text(ports: &[u16]) -> String {
     if ports.is_empty() { "none".to_string() } else { ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",") }
 }
 
-/// Puts the kernel table in place (firewall or ban mirror) with the listeners bound so far
+/// The kernel table while it runs: the writer, and with the firewall the ports it opened.
+pub struct KernelTable {
+    mirror: Arc<NftMirror>,
+    firewall: Option<Ports>,
+}
+
+/// The firewall's view of the ports it opened, kept in step with the running listeners.
+struct Ports {
+    config: FirewallConfig,
+    ipv6_prefix: u8,
+    log: FirewallLog,
+    /// What the table in the kernel opens now (one update at a time).
+    applied: tokio::sync::Mutex<Vec<u16>>,
+    /// The task that follows the listeners (stopped at shutdown).
+    follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Puts the kernel tables in place (firewall or ban mirror) with the listeners bound so far
 /// and the bans in force; `None` when neither is configured or `nft` refused (said in
 /// `error.log`: the edge keeps serving, the shield still refuses banned sources itself).
-pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<NftMirror>> {
+pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<KernelTable>> {
     let ipv6_prefix = config.protection.ipv6_prefix;
+    let log = FirewallLog::new(&config.server.log_dir);
+    let refused = |what: &str, error: &nft::NftError| {
+        runtime.error_log.error(&format!(
+            "{what} ({error}); it needs root (CAP_NET_ADMIN) and the nft tool; the edge keeps serving and the shield still refuses banned sources"
+        ));
+    };
+    // The rules first: the listeners' ports open (the accept loops start after this).
+    let mut opened = None;
+    if let Some(firewall) = &config.firewall {
+        let ports = running_ports(&runtime.listeners.all());
+        let began = tokio::time::Instant::now();
+        if let Err(error) = nft::run_nft(&firewall::render(firewall, ipv6_prefix, &ports)).await {
+            log.record(&format!("failed table={} reason=start error={error}", firewall.table));
+            refused("firewall: not applied", &error);
+            return None;
+        }
+        opened = Some((ports, began.elapsed().as_millis()));
+    }
     let bans = runtime.shield.mirrored_bans();
-    let (table, script, ports) = match (&config.firewall, &config.protection.nftables_table) {
-        (Some(firewall), _) => {
-            let ports = running_ports(&runtime.listeners.all());
-            (firewall.table.clone(), firewall::render(firewall, ipv6_prefix, &ports, &bans), ports)
-        }
-        (None, Some(table)) => {
-            let ports = runtime.listeners.public_ports();
-            (table.clone(), nft::mirror_table(table, &ports, ipv6_prefix, &bans), ports)
-        }
+    let (table, script) = match (&config.firewall, &config.protection.nftables_table) {
+        (Some(firewall), _) => (firewall::bans_table(&firewall.table), firewall::render_bans(firewall, ipv6_prefix, &bans)),
+        (None, Some(table)) => (table.clone(), nft::mirror_table(table, &runtime.listeners.public_ports(), ipv6_prefix, &bans)),
         (None, None) => return None,
     };
     let events = runtime.events.subscribe();
-    let log = FirewallLog::new(&config.server.log_dir);
     let began = tokio::time::Instant::now();
-    let outcome = NftMirror::start(&table, &script, runtime.error_log.clone()).await;
-    let took_ms = began.elapsed().as_millis();
-    match outcome {
-        Ok(started) => {
-            let started = Arc::new(started);
-            tokio::spawn(started.clone().follow(events, Arc::downgrade(&runtime.shield)));
-            if let Some(firewall) = &config.firewall {
-                tracing::info!("firewall applied: table inet {table} on {} (ports {ports:?})", firewall.interface);
-                log.record(&format!(
-                    "applied table={table} reason=start ports={} bans={} took_ms={took_ms}",
-                    ports_text(&ports),
-                    bans.len()
-                ));
-                tokio::spawn(follow_listeners(started.clone(), firewall.clone(), ipv6_prefix, runtime.clone(), ports, log));
-            } else {
-                tracing::info!("bans mirrored into nftables table inet {table} (ports {ports:?})");
-            }
-            Some(started)
-        }
+    let mirror = match NftMirror::start(&table, &script, runtime.error_log.clone()).await {
+        Ok(started) => Arc::new(started),
         Err(error) => {
-            let what = if config.firewall.is_some() {
+            if let Some(firewall) = &config.firewall {
                 log.record(&format!("failed table={table} reason=start error={error}"));
-                "firewall: not applied"
-            } else {
-                "protection.nftables_set: kernel mirror disabled"
-            };
-            runtime.error_log.error(&format!(
-                "{what} ({error}); it needs root (CAP_NET_ADMIN) and the nft tool; the edge keeps serving and the shield still refuses banned sources"
-            ));
-            None
+                let _ = nft::run_nft(&format!("delete table inet {}\n", firewall.table)).await;
+            }
+            refused(
+                if config.firewall.is_some() { "firewall: not applied" } else { "protection.nftables_set: kernel mirror disabled" },
+                &error,
+            );
+            return None;
+        }
+    };
+    let bans_ms = began.elapsed().as_millis();
+    tokio::spawn(mirror.clone().follow(events, Arc::downgrade(&runtime.shield)));
+    let (Some(firewall), Some((ports, ports_ms))) = (&config.firewall, opened) else {
+        tracing::info!("bans mirrored into nftables table inet {table}");
+        return Some(Arc::new(KernelTable { mirror, firewall: None }));
+    };
+    tracing::info!("firewall applied: table inet {} on {} (ports {ports:?})", firewall.table, firewall.interface);
+    log.record(&format!("applied table={} reason=start ports={} took_ms={ports_ms}", firewall.table, ports_text(&ports)));
+    log.record(&format!("applied table={table} reason=start bans={} took_ms={bans_ms}", bans.len()));
+    let kernel = Arc::new(KernelTable {
+        mirror,
+        firewall: Some(Ports {
+            config: firewall.clone(),
+            ipv6_prefix,
+            log,
+            applied: tokio::sync::Mutex::new(ports),
+            follower: std::sync::Mutex::new(None),
+        }),
+    });
+    let follower = tokio::spawn(follow_listeners(Arc::downgrade(&kernel), runtime.clone()));
+    if let Some(ports) = &kernel.firewall {
+        *ports.follower.lock().unwrap_or_else(|p| p.into_inner()) = Some(follower);
+    }
+    Some(kernel)
+}
+
+impl KernelTable {
+    /// Brings the open ports in line with the running listeners (`why` goes to
+    /// `firewall.log`); nothing happens when they already are, or without the firewall.
+    async fn update_ports(&self, runtime: &Runtime, why: &str) {
+        let Some(firewall) = &self.firewall else { return };
+        let mut applied = firewall.applied.lock().await;
+        let ports = running_ports(&runtime.listeners.all());
+        if ports == *applied {
+            return;
+        }
+        let opened: Vec<u16> = ports.iter().copied().filter(|p| !applied.contains(p)).collect();
+        let closed: Vec<u16> = applied.iter().copied().filter(|p| !ports.contains(p)).collect();
+        let began = tokio::time::Instant::now();
+        let outcome = nft::run_nft(&firewall::render(&firewall.config, firewall.ipv6_prefix, &ports)).await;
+        let took_ms = began.elapsed().as_millis();
+        let table = &firewall.config.table;
+        let reason = format!("reason={why} opened={} closed={}", ports_text(&opened), ports_text(&closed));
+        match outcome {
+            Ok(()) => {
+                firewall.log.record(&format!("applied table={table} {reason} ports={} took_ms={took_ms}", ports_text(&ports)));
+                *applied = ports;
+            }
+            Err(error) => {
+                firewall.log.record(&format!("failed table={table} {reason} error={error}"));
+                runtime.error_log.error(&format!("firewall: ports not updated ({reason}): {error}"));
+            }
+        }
+    }
+
+    /// At shutdown, once every listener stopped: closes their ports (recorded), then deletes
+    /// the table.
+    pub async fn remove(&self, runtime: &Runtime) {
+        if let Some(firewall) = &self.firewall {
+            if let Some(follower) = firewall.follower.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                follower.abort();
+            }
+            self.update_ports(runtime, "listeners-stopped").await;
+        }
+        let outcome = self.mirror.remove().await;
+        if let Some(firewall) = &self.firewall {
+            let table = &firewall.config.table;
+            let rules = nft::run_nft(&format!("delete table inet {table}\n")).await;
+            match rules.as_ref().and(outcome.as_ref()) {
+                Ok(()) => firewall.log.record(&format!("removed table={table} reason=shutdown")),
+                Err(error) => firewall.log.record(&format!("failed table={table} reason=shutdown error={error}")),
+            }
+            if let Err(error) = rules {
+                runtime.error_log.error(&format!("firewall: cannot delete the table at shutdown: {error}"));
+            }
+        }
+        if let Err(error) = outcome {
+            runtime.error_log.error(&format!("nftables: cannot delete the ban table at shutdown: {error}"));
         }
     }
 }
 
-/// Replaces the firewall's table whenever the running listeners' ports change, until the
-/// runtime is gone.
-async fn follow_listeners(
-    table: Arc<NftMirror>,
-    firewall: FirewallConfig,
-    ipv6_prefix: u8,
-    runtime: Arc<Runtime>,
-    mut applied: Vec<u16>,
-    log: FirewallLog,
-) {
+/// Replaces the firewall's table whenever the running listeners' ports change, while the
+/// table and the runtime live.
+async fn follow_listeners(kernel: std::sync::Weak<KernelTable>, runtime: Arc<Runtime>) {
     let mut changes = runtime.listeners.changes();
     let runtime = Arc::downgrade(&runtime);
     while changes.changed().await.is_ok() {
-        let Some(current) = runtime.upgrade() else { return };
-        let ports = running_ports(&current.listeners.all());
-        if ports == applied {
-            continue;
-        }
-        let opened: Vec<u16> = ports.iter().copied().filter(|p| !applied.contains(p)).collect();
-        let closed: Vec<u16> = applied.iter().copied().filter(|p| !ports.contains(p)).collect();
-        let shield = Arc::downgrade(&current.shield);
-        let (rendered_ports, rendered_firewall) = (ports.clone(), firewall.clone());
-        let began = tokio::time::Instant::now();
-        let outcome = table
-            .replace(move || {
-                let bans = shield.upgrade().map(|s| s.mirrored_bans()).unwrap_or_default();
-                firewall::render(&rendered_firewall, ipv6_prefix, &rendered_ports, &bans)
-            })
-            .await;
-        let took_ms = began.elapsed().as_millis();
-        let reason = format!("opened={} closed={}", ports_text(&opened), ports_text(&closed));
-        match outcome {
-            Ok(()) => {
-                log.record(&format!(
-                    "applied table={} reason=listeners {reason} ports={} took_ms={took_ms}",
-                    firewall.table,
-                    ports_text(&ports)
-                ));
-                applied = ports;
-            }
-            Err(error) => {
-                log.record(&format!("failed table={} reason=listeners {reason} error={error}", firewall.table));
-                current.error_log.error(&format!("firewall: ports not updated ({reason}): {error}"));
-            }
-        }
+        let (Some(kernel), Some(runtime)) = (kernel.upgrade(), runtime.upgrade()) else { return };
+        kernel.update_ports(&runtime, "listeners").await;
     }
 }

@@ -292,7 +292,8 @@ pub enum NftError {
     Refused { status: std::process::ExitStatus, stderr: String },
 }
 
-async fn run_nft(script: &str) -> Result<(), NftError> {
+/// Runs `script` as one `nft -f -` transaction.
+pub async fn run_nft(script: &str) -> Result<(), NftError> {
     let mut child = tokio::process::Command::new("nft")
         .args(["-f", "-"])
         .stdin(std::process::Stdio::piped())

@@ -91,9 +91,10 @@ impl Lab {
         self.client(&[PYTHON, "-c", &code]).trim() == "open"
     }
 
-    /// The table's named counters (packets).
+    /// The named counters of the edge's namespace (packets): the rules table's and the ban
+    /// table's.
     fn counters(&self) -> std::collections::HashMap<String, u64> {
-        let json = self.edge(&["nft", "-j", "list", "counters", "table", "inet", TABLE]);
+        let json = self.edge(&["nft", "-j", "list", "counters"]);
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         value["nftables"]
             .as_array()
@@ -306,10 +307,15 @@ fn the_firewall_opens_only_running_listeners_limits_new_connections_and_drops_ho
     // firewall was what kept it closed), and firewall.log says what happened.
     lab.stop_edge();
     assert!(!Lab::exec(&lab.edge_ns, &["nft", "list", "table", "inet", TABLE]).status.success(), "table removed at shutdown");
+    let tables = lab.edge(&["nft", "list", "tables"]);
+    assert!(!tables.contains(TABLE), "the ban table is removed too: {tables}");
     assert!(lab.connects(CLIENT4, EDGE4, OTHER_PORT), "without the firewall the other port is reachable");
     let log = std::fs::read_to_string(dir.path().join("logs/firewall.log")).unwrap();
     assert!(log.contains(&format!("applied table={TABLE} reason=start ports={PORT}")), "{log}");
-    assert!(log.contains(&format!("reason=listeners opened=none closed={PORT} ports=none")), "the listeners' stop closed the port: {log}");
+    assert!(
+        log.contains(&format!("reason=listeners-stopped opened=none closed={PORT} ports=none")),
+        "the listeners' stop closed the port: {log}"
+    );
     assert!(log.contains(&format!("removed table={TABLE} reason=shutdown")), "{log}");
 }
 

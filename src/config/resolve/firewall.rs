@@ -33,8 +33,9 @@ pub(super) fn resolve_firewall(c: &mut Checker<'_>, raw: FirewallFile, protectio
         }
     };
     let table = raw.table.unwrap_or_else(|| "portcullis".to_string());
-    if !valid_table_name(&table) {
-        c.err("firewall.table", format!("{table:?} is not a usable table name"), "use letters, digits and _ (at most 32)");
+    // `<table>_bans` is its sibling: both must be valid names.
+    if !valid_table_name(&table) || table.len() > 27 {
+        c.err("firewall.table", format!("{table:?} is not a usable table name"), "use letters, digits and _ (at most 27)");
     }
     if let Some(mirror) = &protection.nftables_table
         && *mirror != table

@@ -34,19 +34,19 @@ fn line_of(ruleset: &str, needle: &str) -> usize {
 
 #[test]
 fn only_the_running_listeners_ports_open_and_everything_else_new_is_dropped() {
-    let ruleset = render(&firewall(), 64, &[443, 5061, 8443], &[]);
+    let ruleset = render(&firewall(), 64, &[443, 5061, 8443]);
     assert!(ruleset.contains("set ports { type inet_service; elements = { 443, 5061, 8443 }; }"), "{ruleset}");
     let closed = line_of(&ruleset, "counter name closed drop");
     let accepted = line_of(&ruleset, "tcp dport @ports counter name accepted accept");
     assert!(accepted < closed, "the ports are admitted before the default drop");
     assert!(ruleset.contains("iifname != \"veth-e\" accept"), "only the external interface is filtered");
-    let none = render(&firewall(), 64, &[], &[]);
+    let none = render(&firewall(), 64, &[]);
     assert!(none.contains("set ports { type inet_service; }"), "no listener, no port: {none}");
 }
 
 #[test]
 fn the_table_is_replaced_as_a_whole_and_no_other_table_is_named() {
-    let ruleset = render(&firewall(), 64, &[443], &bans());
+    let ruleset = render(&firewall(), 64, &[443]);
     assert!(ruleset.starts_with("table inet pc_test {}\ndelete table inet pc_test\ntable inet pc_test {"), "{ruleset}");
     for line in ruleset.lines().filter(|l| l.contains("table ") || l.contains(" inet ")) {
         assert!(line.contains("inet pc_test"), "a statement outside our table: {line}");
@@ -55,13 +55,12 @@ fn the_table_is_replaced_as_a_whole_and_no_other_table_is_named() {
 
 #[test]
 fn limits_run_in_order_exempt_then_per_source_then_the_global_budget() {
-    let ruleset = render(&firewall(), 64, &[443], &[]);
-    let banned = line_of(&ruleset, "ip saddr @banned4 counter name banned drop");
+    let ruleset = render(&firewall(), 64, &[443]);
     let exempt = line_of(&ruleset, "ip saddr @exempt4 counter name accepted accept");
     let per_source = line_of(&ruleset, "add @meter4 { ip saddr . tcp dport limit rate over 50/second burst 100 packets }");
     let per_prefix = line_of(&ruleset, "add @meter6 { ip6 saddr & ffff:ffff:ffff:ffff:: . tcp dport limit rate over 50/second");
     let global = line_of(&ruleset, "limit rate over 5000/second burst 5000 packets counter name rate_global drop");
-    assert!(banned < exempt && exempt < per_source && per_source < per_prefix && per_prefix < global, "{ruleset}");
+    assert!(exempt < per_source && per_source < per_prefix && per_prefix < global, "{ruleset}");
     // The load balancers are exempt too.
     assert!(
         ruleset.contains("set exempt4 { type ipv4_addr; flags interval; auto-merge; elements = { 10.0.0.0/24, 10.0.0.10/32 }; }"),
@@ -73,7 +72,7 @@ fn limits_run_in_order_exempt_then_per_source_then_the_global_budget() {
 
 #[test]
 fn load_balancers_only_drops_every_other_source_before_any_accept() {
-    let ruleset = render(&FirewallConfig { load_balancers_only: true, ..firewall() }, 64, &[443], &[]);
+    let ruleset = render(&FirewallConfig { load_balancers_only: true, ..firewall() }, 64, &[443]);
     let only4 = line_of(&ruleset, "tcp dport @ports ip saddr != @lb4 counter name not_load_balancer drop");
     let only6 = line_of(&ruleset, "tcp dport @ports ip6 saddr != @lb6 counter name not_load_balancer drop");
     let first_accept = line_of(&ruleset, "counter name accepted accept");
@@ -82,7 +81,7 @@ fn load_balancers_only_drops_every_other_source_before_any_accept() {
 
 #[test]
 fn hardening_sits_where_it_can_see_the_packets() {
-    let ruleset = render(&firewall(), 64, &[443], &[]);
+    let ruleset = render(&firewall(), 64, &[443]);
     // Fragments before conntrack reassembles them (-400).
     let fragments = line_of(&ruleset, "type filter hook prerouting priority -450;");
     assert!(line_of(&ruleset, "ip frag-off & 0x3fff != 0 counter name fragments drop") > fragments);
@@ -101,7 +100,7 @@ fn hardening_sits_where_it_can_see_the_packets() {
     assert!(ruleset.contains("ip saddr != @exempt4 ip saddr @spoofed4 counter name spoofed drop"));
     assert!(ruleset.contains("10.0.0.0/8") && ruleset.contains("fc00::/7"));
 
-    let soft = render(&FirewallConfig { hardening: false, ..firewall() }, 64, &[443], &[]);
+    let soft = render(&FirewallConfig { hardening: false, ..firewall() }, 64, &[443]);
     for gone in ["priority -450", "priority raw", "counter name invalid drop", "new_without_syn drop"] {
         assert!(!soft.contains(gone), "hardening = false keeps no {gone}");
     }
@@ -109,11 +108,19 @@ fn hardening_sits_where_it_can_see_the_packets() {
 }
 
 #[test]
-fn bans_are_elements_of_the_tables_own_sets() {
-    let ruleset = render(&firewall(), 64, &[443], &bans());
-    assert!(ruleset.contains("add element inet pc_test banned4 { 203.0.113.7 timeout 600s }"), "{ruleset}");
-    assert!(ruleset.contains("add element inet pc_test banned6 { 2001:db8:1:: timeout 60s }"), "{ruleset}");
-    assert!(ruleset.contains("tcp dport @ports ip6 saddr & ffff:ffff:ffff:ffff:: @banned6 counter name banned drop"), "{ruleset}");
+fn bans_live_in_the_sibling_table_and_are_dropped_before_the_rules() {
+    let rules = render(&firewall(), 64, &[443]);
+    assert!(!rules.contains("banned"), "a replacement of the rules never re-sends the bans: {rules}");
+    let bans = render_bans(&firewall(), 64, &bans());
+    assert!(bans.starts_with("table inet pc_test_bans {}\ndelete table inet pc_test_bans\ntable inet pc_test_bans {"), "{bans}");
+    assert!(bans.contains("type filter hook input priority filter - 20;"), "before the rules' filter - 10: {bans}");
+    assert!(bans.contains("iifname != \"veth-e\" accept"), "{bans}");
+    assert!(bans.contains("add element inet pc_test_bans banned4 { 203.0.113.7 timeout 600s }"), "{bans}");
+    assert!(bans.contains("add element inet pc_test_bans banned6 { 2001:db8:1:: timeout 60s }"), "{bans}");
+    assert!(bans.contains("ip6 saddr & ffff:ffff:ffff:ffff:: @banned6 counter name banned drop"), "{bans}");
+    for line in bans.lines().filter(|l| l.contains(" inet ")) {
+        assert!(line.contains("inet pc_test_bans"), "a statement outside the ban table: {line}");
+    }
 }
 
 /// `nft -c` (check only, applies nothing) on every variant, and on the ban mirror's own
@@ -128,10 +135,12 @@ fn nft_accepts_every_variant() {
         return;
     }
     let variants = [
-        render(&firewall(), 64, &[443, 5061], &bans()),
-        render(&FirewallConfig { load_balancers_only: true, ..firewall() }, 48, &[443], &bans()),
-        render(&FirewallConfig { hardening: false, exempt: vec![], load_balancers: vec![], ..firewall() }, 128, &[], &[]),
-        render(&FirewallConfig { new_connections: PacketRate { count: 600, unit: RateUnit::Minute }, ..firewall() }, 64, &[80], &[]),
+        render(&firewall(), 64, &[443, 5061]),
+        render(&FirewallConfig { load_balancers_only: true, ..firewall() }, 48, &[443]),
+        render(&FirewallConfig { hardening: false, exempt: vec![], load_balancers: vec![], ..firewall() }, 128, &[]),
+        render(&FirewallConfig { new_connections: PacketRate { count: 600, unit: RateUnit::Minute }, ..firewall() }, 64, &[80]),
+        render_bans(&firewall(), 64, &bans()),
+        render_bans(&firewall(), 48, &[]),
         crate::protect::nft::mirror_table("pc_test", &[443], 64, &bans()),
     ];
     for ruleset in variants {
