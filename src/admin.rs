@@ -263,7 +263,7 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
             }
             text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.runtime.metrics.encode())
         }
-        (Method::GET, "/api/v1/status") => json(StatusCode::OK, &status::status(state)),
+        (Method::GET, "/api/v1/status") => json(StatusCode::OK, &status::status_with_firewall(state).await),
         (Method::GET, "/api/v1/maintenance") => operate::get_maintenance(state),
         (Method::POST, "/api/v1/maintenance") => operate::set_maintenance(state, &query).await,
         (Method::GET, "/api/v1/weights") => operate::get_weights(state),
@@ -289,6 +289,9 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         (Method::GET, "/api/v1/blocked") => json(StatusCode::OK, &state.runtime.shield.list()),
         (Method::DELETE, "/api/v1/blocked") => unblock(state, &query).await,
         (Method::POST, "/api/v1/blocked") => block(state, &query),
+        (Method::GET, "/api/v1/firewall") => firewall(state, None).await,
+        (Method::POST, "/api/v1/firewall/apply") => firewall(state, Some(true)).await,
+        (Method::POST, "/api/v1/firewall/remove") => firewall(state, Some(false)).await,
         (Method::GET, "/api/v1/exemptions") => json(StatusCode::OK, &exemptions(state)),
         (Method::POST, "/api/v1/exemptions") => add_exemption(state, &query).await,
         (Method::DELETE, "/api/v1/exemptions") => del_exemption(state, &query).await,
@@ -313,7 +316,8 @@ pub const OPENAPI: &str = include_str!("admin/openapi.json");
 fn allowed_methods(path: &str) -> Option<&'static str> {
     Some(match path {
         "/health" | "/openapi.json" | "/metrics" | "/api/v1/status" => "GET",
-        "/api/v1/reload" | "/api/v1/refresh" | "/api/v1/cert/self-signed" => "POST",
+        "/api/v1/reload" | "/api/v1/refresh" | "/api/v1/cert/self-signed" | "/api/v1/firewall/apply" | "/api/v1/firewall/remove" => "POST",
+        "/api/v1/firewall" => "GET",
         "/api/v1/tokens" => "DELETE",
         "/api/v1/blocked" => "GET, POST, DELETE",
         "/api/v1/maintenance" | "/api/v1/cert/csr" => "GET, POST",
@@ -471,5 +475,26 @@ async fn reload(state: &AdminState) -> Response<AdminBody> {
         Ok(Ok(())) => json(StatusCode::OK, &ReloadBody { ok: true, errors: Vec::new() }),
         Ok(Err(errors)) => json(StatusCode::BAD_REQUEST, &ReloadBody { ok: false, errors }),
         Err(_) => json(StatusCode::INTERNAL_SERVER_ERROR, &ErrorBody { error: "reload task stopped" }),
+    }
+}
+
+/// `GET /api/v1/firewall` (`apply`: `None`), `POST …/apply` (`Some(true)`), `POST …/remove`
+/// (`Some(false)`): the firewall's view after the action. 409 when `[firewall]` is off or
+/// was not applied at start, 500 with nft's complaint when the action failed.
+async fn firewall(state: &AdminState, apply: Option<bool>) -> Response<AdminBody> {
+    let Some(firewall) = state.runtime.firewall.get() else {
+        return json(
+            StatusCode::CONFLICT,
+            &ErrorBody { error: "the firewall is not running: [firewall] is off or was not applied at start (see error.log)" },
+        );
+    };
+    let outcome = match apply {
+        None => Ok(()),
+        Some(true) => firewall.apply().await,
+        Some(false) => firewall.remove().await,
+    };
+    match outcome {
+        Ok(()) => json(StatusCode::OK, &firewall.view().await),
+        Err(error) => json(StatusCode::INTERNAL_SERVER_ERROR, &ErrorBody { error: &error }),
     }
 }

@@ -97,7 +97,7 @@ impl Running {
         runtime.operate.leave();
         let _ = crate::operate::peers::leave(&runtime.store, &peer).await;
         if let Some(kernel) = &self.mirror {
-            kernel.remove(runtime).await;
+            kernel.shut_down(runtime).await;
         }
     }
 }
@@ -184,6 +184,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         auth_events,
         listeners: Default::default(),
         control: Default::default(),
+        firewall: Default::default(),
     });
     let edge = Arc::new(Edge::new(gateway, runtime.clone()));
     let front_end: Arc<dyn crate::runtime::control::FrontEnd> = edge.clone();

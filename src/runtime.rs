@@ -52,6 +52,8 @@ pub struct Runtime {
     pub listeners: listeners::Listeners,
     /// The registered front ends (none at first).
     pub control: control::Control,
+    /// The dynamic firewall, once applied at start (`[firewall]`).
+    pub firewall: std::sync::OnceLock<Arc<dyn control::FirewallControl>>,
 }
 
 impl Runtime {

@@ -149,7 +149,7 @@ fn login_page(message: Option<&str>) -> String {
 }
 
 async fn overview(state: &AdminState, csrf: &str) -> String {
-    let s = super::status::status(state);
+    let s = super::status::status_with_firewall(state).await;
     let mut out = String::new();
     let csrf = escape(csrf);
     let _ = write!(
@@ -199,6 +199,25 @@ async fn overview(state: &AdminState, csrf: &str) -> String {
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"enabled\" value=\"{action}\">\
          <button id=\"maintenance-toggle\">{button}</button></form>"
     );
+    if let Some(f) = &s.firewall {
+        let ports: Vec<String> = f.ports.iter().map(u16::to_string).collect();
+        let _ = write!(
+            out,
+            "<h2>Firewall: <span id=\"firewall\">{}</span></h2><p>table inet {} on {}, open ports <span id=\"firewall-ports\">{}</span></p>\
+             <table id=\"firewall-counters\"><tr><th>counter</th><th>packets</th></tr>",
+            if f.applied { "applied" } else { "NOT APPLIED" },
+            escape(&f.table),
+            escape(&f.interface),
+            if ports.is_empty() { "none".to_string() } else { ports.join(", ") },
+        );
+        for (name, packets) in &f.counters {
+            let _ = write!(out, "<tr><td>{}</td><td>{packets}</td></tr>", escape(name));
+        }
+        out.push_str("</table>");
+        if let Some(error) = &f.error {
+            let _ = write!(out, "<p class=\"error\">last apply/remove failed: {}</p>", escape(error));
+        }
+    }
     let c = &s.counts;
     let _ = write!(
         out,

@@ -33,6 +33,9 @@ pub struct Status {
     pub listeners: Vec<ListenerStatus>,
     pub services: Vec<ServiceStatus>,
     pub certificate: Option<CertificateStatus>,
+    /// The dynamic firewall, when it runs (`GET /api/v1/firewall` has the same).
+    #[serde(default)]
+    pub firewall: Option<crate::runtime::control::FirewallView>,
 }
 
 /// The state store this peer uses.
@@ -189,6 +192,15 @@ fn cluster_status(state: &AdminState, peer: &str) -> ClusterStatus {
 }
 
 /// The snapshot.
+/// [`status`] with the firewall's view (which asks `nft` for its counters).
+pub async fn status_with_firewall(state: &AdminState) -> Status {
+    let mut status = status(state);
+    if let Some(firewall) = state.runtime.firewall.get() {
+        status.firewall = Some(firewall.view().await);
+    }
+    status
+}
+
 pub fn status(state: &AdminState) -> Status {
     let operate = &state.runtime.operate;
     let listeners: Vec<ListenerStatus> = state
@@ -276,5 +288,6 @@ pub fn status(state: &AdminState) -> Status {
         listeners,
         services,
         certificate: certificate(state),
+        firewall: None,
     }
 }

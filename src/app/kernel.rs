@@ -9,11 +9,13 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::config::{Config, FirewallConfig};
 use crate::protect::firewall;
 use crate::protect::nft::{self, NftMirror};
 use crate::runtime::Runtime;
+use crate::runtime::control::{FirewallControl, FirewallView, Pending};
 use crate::runtime::listeners::{Bound, Protocol};
 
 /// The ports the firewall opens for `listeners`: every listener's, the admin API's only when
@@ -86,6 +88,11 @@ struct Ports {
     applied: tokio::sync::Mutex<Vec<u16>>,
     /// The task that follows the listeners (stopped at shutdown).
     follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Whether both tables are in the kernel (false after `firewall remove`).
+    in_kernel: std::sync::atomic::AtomicBool,
+    /// Why the last apply or remove failed.
+    error: std::sync::Mutex<Option<String>>,
+    runtime: std::sync::Weak<Runtime>,
 }
 
 /// Puts the kernel tables in place (firewall or ban mirror) with the listeners bound so far
@@ -150,8 +157,13 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<Kernel
             log,
             applied: tokio::sync::Mutex::new(ports),
             follower: std::sync::Mutex::new(None),
+            in_kernel: std::sync::atomic::AtomicBool::new(true),
+            error: std::sync::Mutex::new(None),
+            runtime: Arc::downgrade(runtime),
         }),
     });
+    let control: Arc<dyn FirewallControl> = kernel.clone();
+    let _ = runtime.firewall.set(control);
     let follower = tokio::spawn(follow_listeners(Arc::downgrade(&kernel), runtime.clone()));
     if let Some(ports) = &kernel.firewall {
         *ports.follower.lock().unwrap_or_else(|p| p.into_inner()) = Some(follower);
@@ -167,6 +179,10 @@ impl KernelTable {
         let mut applied = firewall.applied.lock().await;
         let ports = running_ports(&runtime.listeners.all());
         if ports == *applied {
+            return;
+        }
+        if !firewall.in_kernel.load(Ordering::SeqCst) {
+            *applied = ports; // taken down by the operator: the next apply opens these
             return;
         }
         let opened: Vec<u16> = ports.iter().copied().filter(|p| !applied.contains(p)).collect();
@@ -190,27 +206,29 @@ impl KernelTable {
 
     /// At shutdown, once every listener stopped: closes their ports (recorded), then deletes
     /// the table.
-    pub async fn remove(&self, runtime: &Runtime) {
-        if let Some(firewall) = &self.firewall {
-            if let Some(follower) = firewall.follower.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                follower.abort();
+    pub async fn shut_down(&self, runtime: &Runtime) {
+        let Some(firewall) = &self.firewall else {
+            if let Err(error) = self.mirror.remove().await {
+                runtime.error_log.error(&format!("nftables: cannot delete the ban table at shutdown: {error}"));
             }
-            self.update_ports(runtime, "listeners-stopped").await;
+            return;
+        };
+        if let Some(follower) = firewall.follower.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            follower.abort();
         }
-        let outcome = self.mirror.remove().await;
-        if let Some(firewall) = &self.firewall {
-            let table = &firewall.config.table;
-            let rules = nft::run_nft(&format!("delete table inet {table}\n")).await;
-            match rules.as_ref().and(outcome.as_ref()) {
-                Ok(()) => firewall.log.record(&format!("removed table={table} reason=shutdown")),
-                Err(error) => firewall.log.record(&format!("failed table={table} reason=shutdown error={error}")),
-            }
-            if let Err(error) = rules {
-                runtime.error_log.error(&format!("firewall: cannot delete the table at shutdown: {error}"));
-            }
+        self.update_ports(runtime, "listeners-stopped").await;
+        if !firewall.in_kernel.swap(false, Ordering::SeqCst) {
+            return; // the operator took it down already
         }
-        if let Err(error) = outcome {
-            runtime.error_log.error(&format!("nftables: cannot delete the ban table at shutdown: {error}"));
+        let table = &firewall.config.table;
+        let bans = self.mirror.remove().await;
+        let rules = nft::run_nft(&format!("delete table inet {table}\n")).await;
+        match rules.as_ref().and(bans.as_ref()) {
+            Ok(()) => firewall.log.record(&format!("removed table={table} reason=shutdown")),
+            Err(error) => {
+                firewall.log.record(&format!("failed table={table} reason=shutdown error={error}"));
+                runtime.error_log.error(&format!("firewall: cannot delete its tables at shutdown: {error}"));
+            }
         }
     }
 }
@@ -224,4 +242,114 @@ async fn follow_listeners(kernel: std::sync::Weak<KernelTable>, runtime: Arc<Run
         let (Some(kernel), Some(runtime)) = (kernel.upgrade(), runtime.upgrade()) else { return };
         kernel.update_ports(&runtime, "listeners").await;
     }
+}
+
+impl FirewallControl for KernelTable {
+    fn view(&self) -> Pending<'_, FirewallView> {
+        Box::pin(async move {
+            let Some(firewall) = &self.firewall else {
+                return FirewallView {
+                    applied: false,
+                    table: String::new(),
+                    interface: String::new(),
+                    ports: Vec::new(),
+                    counters: Default::default(),
+                    error: None,
+                };
+            };
+            let applied = firewall.in_kernel.load(Ordering::SeqCst);
+            let mut counters = std::collections::BTreeMap::new();
+            if applied {
+                for table in [firewall.config.table.clone(), firewall::bans_table(&firewall.config.table)] {
+                    counters.extend(read_counters(&table).await);
+                }
+            }
+            FirewallView {
+                applied,
+                table: firewall.config.table.clone(),
+                interface: firewall.config.interface.clone(),
+                ports: firewall.applied.lock().await.clone(),
+                counters,
+                error: firewall.error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            }
+        })
+    }
+
+    fn apply(&self) -> Pending<'_, Result<(), String>> {
+        Box::pin(async move {
+            let Some(firewall) = &self.firewall else { return Err("the firewall is not enabled".to_string()) };
+            let Some(runtime) = firewall.runtime.upgrade() else { return Err("the edge is stopping".to_string()) };
+            let mut applied = firewall.applied.lock().await;
+            let ports = running_ports(&runtime.listeners.all());
+            let began = tokio::time::Instant::now();
+            let mut outcome = nft::run_nft(&firewall::render(&firewall.config, firewall.ipv6_prefix, &ports)).await;
+            if outcome.is_ok() {
+                let (config, prefix, shield) = (firewall.config.clone(), firewall.ipv6_prefix, Arc::downgrade(&runtime.shield));
+                outcome = self
+                    .mirror
+                    .replace(move || {
+                        let bans = shield.upgrade().map(|s| s.mirrored_bans()).unwrap_or_default();
+                        firewall::render_bans(&config, prefix, &bans)
+                    })
+                    .await;
+            }
+            let took_ms = began.elapsed().as_millis();
+            let table = &firewall.config.table;
+            let result = match outcome {
+                Ok(()) => {
+                    firewall.in_kernel.store(true, Ordering::SeqCst);
+                    firewall
+                        .log
+                        .record(&format!("applied table={table} reason=admin-apply ports={} took_ms={took_ms}", ports_text(&ports)));
+                    *applied = ports;
+                    Ok(())
+                }
+                Err(error) => {
+                    firewall.log.record(&format!("failed table={table} reason=admin-apply error={error}"));
+                    Err(error.to_string())
+                }
+            };
+            *firewall.error.lock().unwrap_or_else(|p| p.into_inner()) = result.clone().err();
+            result
+        })
+    }
+
+    fn remove(&self) -> Pending<'_, Result<(), String>> {
+        Box::pin(async move {
+            let Some(firewall) = &self.firewall else { return Err("the firewall is not enabled".to_string()) };
+            let _applied = firewall.applied.lock().await;
+            let bans = self.mirror.remove().await;
+            let rules = nft::run_nft(&format!("delete table inet {}\n", firewall.config.table)).await;
+            firewall.in_kernel.store(false, Ordering::SeqCst);
+            let table = &firewall.config.table;
+            // A table already gone is what the operator asked for.
+            let failure = [rules, bans].into_iter().filter_map(Result::err).map(|e| e.to_string()).find(|e| !e.contains("No such file"));
+            let result = match failure {
+                None => {
+                    firewall.log.record(&format!("removed table={table} reason=admin-remove"));
+                    Ok(())
+                }
+                Some(error) => {
+                    firewall.log.record(&format!("failed table={table} reason=admin-remove error={error}"));
+                    Err(error)
+                }
+            };
+            *firewall.error.lock().unwrap_or_else(|p| p.into_inner()) = result.clone().err();
+            result
+        })
+    }
+}
+
+/// The named counters of `table` (packets), empty when `nft` cannot list them.
+async fn read_counters(table: &str) -> Vec<(String, u64)> {
+    let listed = tokio::process::Command::new("nft").args(["-j", "list", "counters", "table", "inet", table]).kill_on_drop(true).output();
+    let Ok(Ok(output)) = tokio::time::timeout(std::time::Duration::from_secs(10), listed).await else { return Vec::new() };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&output.stdout) else { return Vec::new() };
+    value["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("counter"))
+        .filter_map(|c| Some((c["name"].as_str()?.to_string(), c["packets"].as_u64()?)))
+        .collect()
 }

@@ -20,6 +20,21 @@ pub(super) fn status(s: &Status) -> String {
         let _ = writeln!(out, "CONFIG:       {file}");
     }
     let _ = writeln!(out, "MAINTENANCE:  {}", if s.maintenance { "ON (new sessions refused)" } else { "off" });
+    if let Some(f) = &s.firewall {
+        let ports: Vec<String> = f.ports.iter().map(u16::to_string).collect();
+        let drops: Vec<String> =
+            f.counters.iter().filter(|(name, n)| **n > 0 && *name != "accepted").map(|(name, n)| format!("{name} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "FIREWALL:     {} (table inet {} on {}), ports {}; dropped: {}{}",
+            if f.applied { "applied" } else { "NOT APPLIED" },
+            f.table,
+            f.interface,
+            if ports.is_empty() { "none".to_string() } else { ports.join(", ") },
+            if drops.is_empty() { "nothing".to_string() } else { drops.join(", ") },
+            f.error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+        );
+    }
     let k = &s.cluster;
     let _ = writeln!(
         out,

@@ -20,7 +20,7 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -65,6 +65,9 @@ pub struct NftMirror {
     jobs: mpsc::Sender<Job>,
     /// Changes refused because the queue was full (reported by the next batch).
     dropped: Arc<AtomicU64>,
+    /// The table was taken down on purpose: changes are dropped until a replacement succeeds
+    /// (it re-adds every ban in force).
+    suspended: Arc<AtomicBool>,
     table: String,
 }
 
@@ -88,8 +91,9 @@ impl NftMirror {
         run_nft(script).await?;
         let (sender, receiver) = mpsc::channel(MAX_QUEUED);
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(apply_jobs(table.to_string(), receiver, dropped.clone(), error_log));
-        Ok(NftMirror { jobs: sender, dropped, table: table.to_string() })
+        let suspended = Arc::new(AtomicBool::new(false));
+        tokio::spawn(apply_jobs(table.to_string(), receiver, dropped.clone(), suspended.clone(), error_log));
+        Ok(NftMirror { jobs: sender, dropped, suspended, table: table.to_string() })
     }
 
     /// Replaces the whole table with what `render` makes once every change queued before
@@ -141,13 +145,21 @@ impl NftMirror {
         }
     }
 
-    /// Deletes the table (clean shutdown).
+    /// Deletes the table (clean shutdown, or the operator's `firewall remove`); ban changes
+    /// are dropped from then on, until a [`NftMirror::replace`] puts the table back.
     pub async fn remove(&self) -> Result<(), NftError> {
+        self.suspended.store(true, Ordering::SeqCst);
         run_nft(&format!("delete table inet {}\n", self.table)).await
     }
 }
 
-async fn apply_jobs(table: String, mut receiver: mpsc::Receiver<Job>, dropped: Arc<AtomicU64>, error_log: ErrorLog) {
+async fn apply_jobs(
+    table: String,
+    mut receiver: mpsc::Receiver<Job>,
+    dropped: Arc<AtomicU64>,
+    suspended: Arc<AtomicBool>,
+    error_log: ErrorLog,
+) {
     let mut next = None;
     loop {
         let job = match next.take() {
@@ -159,7 +171,11 @@ async fn apply_jobs(table: String, mut receiver: mpsc::Receiver<Job>, dropped: A
         };
         let first = match job {
             Job::Replace { render, done } => {
-                let _ = done.send(run_nft(&render()).await);
+                let outcome = run_nft(&render()).await;
+                if outcome.is_ok() {
+                    suspended.store(false, Ordering::SeqCst);
+                }
+                let _ = done.send(outcome);
                 continue;
             }
             Job::Change(change) => change,
@@ -176,6 +192,9 @@ async fn apply_jobs(table: String, mut receiver: mpsc::Receiver<Job>, dropped: A
                 }
                 Err(_) => break,
             }
+        }
+        if suspended.load(Ordering::SeqCst) {
+            continue; // the table is down on purpose; a replacement re-adds the bans in force
         }
         if let Err(error) = run_nft(&changes_script(&table, &batch)).await {
             error_log.error(&format!("nftables mirror: {} change(s) not applied: {error}", batch.len()));

@@ -152,3 +152,27 @@ impl Control {
         outcome
     }
 }
+
+/// The dynamic firewall as the admin API sees it (`GET /api/v1/firewall`, `status`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FirewallView {
+    /// Whether its tables are in the kernel now.
+    pub applied: bool,
+    pub table: String,
+    pub interface: String,
+    /// The ports it opens (the running listeners').
+    pub ports: Vec<u16>,
+    /// Packets per named counter (drops per rule, and `accepted`), from `nft list counters`.
+    pub counters: std::collections::BTreeMap<String, u64>,
+    /// Why the last apply or remove failed, if it did.
+    pub error: Option<String>,
+}
+
+/// What the admin API may do with the firewall: see it, apply it again, take it down.
+pub trait FirewallControl: Send + Sync {
+    fn view(&self) -> Pending<'_, FirewallView>;
+    /// Replaces both tables from the configuration, the running listeners and the bans.
+    fn apply(&self) -> Pending<'_, Result<(), String>>;
+    /// Deletes both tables (the edge keeps serving; the shield still refuses banned sources).
+    fn remove(&self) -> Pending<'_, Result<(), String>>;
+}
