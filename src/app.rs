@@ -7,8 +7,8 @@
 //! Reloads (SIGHUP or `POST /api/v1/reload`) re-read the file, build a complete new routing
 //! generation off to the side and swap it in atomically; in-flight requests finish on the
 //! generation they started with. An invalid file changes nothing and is reported in
-//! `error.log`. Listener addresses are bound once: changing them needs a restart (said in
-//! `error.log` when a reload sees it).
+//! `error.log`. A reload adds and removes HTTP listeners by name (`app::listeners`); one whose
+//! settings changed under the same name needs a restart (said in `error.log`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 pub mod kernel;
+mod listeners;
 mod sip;
 
 use crate::admin::{AdminConnections, AdminState, MAX_ADMIN_CONNECTIONS, ReloadRequest};
@@ -31,7 +32,6 @@ use crate::config::{Config, StoreKind};
 use crate::event::{Event, EventBus};
 use crate::federation::Federation;
 use crate::http::gateway::{Edge, Gateway, GatewayDeps};
-use crate::http::server::HttpConnections;
 use crate::net::listener;
 use crate::operate::Operate;
 use crate::operate::cert;
@@ -64,7 +64,7 @@ pub struct Running {
     pub store: Arc<dyn StateStore>,
     reload: mpsc::Sender<ReloadRequest>,
     /// Every listener and background loop; dropping it drains them too.
-    services: Services,
+    services: Arc<Services>,
     /// The nftables table (firewall, or the kernel mirror of the bans alone), when it runs.
     mirror: Option<Arc<kernel::KernelTable>>,
 }
@@ -196,15 +196,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         Placement::for_server(&config.server).context("cannot start the HTTP workers")?
     };
+    let services = Arc::new(Services::new());
+    let http_listeners = Arc::new(listeners::HttpListeners::new(edge.clone(), placement, acceptor.clone(), services.clone()));
     let mut bound = Vec::new();
     for l in &config.listeners {
-        let sockets = listener::bind_group(l.address, placement.sockets())
-            .with_context(|| format!("listener {:?}: cannot bind {}", l.name, l.address))?;
-        let local = sockets.first().map(std::net::TcpListener::local_addr).transpose()?.unwrap_or(l.address);
-        let protocol = if l.tls { Protocol::Https } else { Protocol::Http };
-        let entry = Bound { name: Arc::from(l.name.as_str()), address: local, protocol };
-        runtime.listeners.add(entry.clone());
-        bound.push((l.clone(), sockets, entry));
+        bound.push(http_listeners.bind(l)?);
     }
     let sip_bound = sip::bind(&config, &runtime)?;
     let admin_socket = match &config.admin {
@@ -219,7 +215,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // The firewall comes up before the first listener accepts (they are bound, not serving).
     let mirror = kernel::start(&config, &runtime).await;
 
-    let services = Services::new();
     {
         let (federation, changes) = (runtime.federation.clone(), store.subscribe());
         services.start("federation follower", move |mut drain| async move {
@@ -228,26 +223,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     sip::start(&config, &runtime, sip_bound, &services)?;
     let mut listeners = Vec::new();
-    for (l, sockets, entry) in bound {
-        let tls = if l.tls { acceptor.clone() } else { None };
-        tracing::info!(
-            "listener {} on {}{}",
-            l.name,
-            entry.address,
-            match (&l.redirect_to, l.tls) {
-                (Some(r), _) => format!(" (plain HTTP, redirects to {})", r.listener),
-                (None, true) => " (HTTPS, HTTP/2 + HTTP/1.1)".to_string(),
-                (None, false) => " (plain HTTP/1.1 and HTTP/2 prior knowledge)".to_string(),
-            }
-        );
-        listeners.push((l.name.clone(), entry.address));
-        let connections = HttpConnections::new(edge.clone(), l.clone(), config.server.clone(), tls);
-        let runtime = runtime.clone();
-        let cap = config.server.max_connections;
-        let placement = placement.clone();
-        services.start(format!("listener {}", l.name), move |drain| async move {
-            accept::run_placed(&placement, runtime, entry, sockets, cap, connections, drain).await
-        });
+    for bound in bound {
+        listeners.push((bound.entry.name.to_string(), bound.entry.address));
+        http_listeners.start(bound, &config.server);
     }
 
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(8);
@@ -275,8 +253,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_state = Some(state);
     }
     {
-        let (config, edge, acceptor) = (config.clone(), edge.clone(), acceptor.clone());
-        services.start("reload", move |drain| reload_loop(reload_rx, config, edge, acceptor, admin_state, drain));
+        let (config, edge, acceptor, http_listeners) = (config.clone(), edge.clone(), acceptor.clone(), http_listeners.clone());
+        services.start("reload", move |drain| reload_loop(reload_rx, config, edge, acceptor, admin_state, http_listeners, drain));
     }
     if let Some(paths) = &certificate {
         if paths.origin == cert::CertOrigin::SelfSigned {
@@ -450,6 +428,7 @@ async fn reload_loop(
     edge: Arc<Edge>,
     acceptor: Option<Arc<ArcSwap<TlsAcceptor>>>,
     admin: Option<Arc<AdminState>>,
+    http_listeners: Arc<listeners::HttpListeners>,
     mut drain: Drain,
 ) {
     let runtime = edge.runtime.clone();
@@ -461,7 +440,7 @@ async fn reload_loop(
             },
             () = drain.signalled() => return,
         };
-        let outcome = reload_once(&current, &edge, acceptor.as_deref(), admin.as_deref());
+        let outcome = reload_once(&current, &edge, acceptor.as_deref(), admin.as_deref(), &http_listeners);
         runtime.metrics.reload(outcome.is_ok());
         let answer = match outcome {
             Ok(next) => {
@@ -495,12 +474,10 @@ fn reload_once(
     edge: &Edge,
     acceptor: Option<&ArcSwap<TlsAcceptor>>,
     admin: Option<&AdminState>,
+    http_listeners: &listeners::HttpListeners,
 ) -> Result<Arc<Config>, Vec<String>> {
     let Some(path) = &current.source else { return Err(vec!["configuration was not read from a file".to_string()]) };
     let next = Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    if next.listeners != current.listeners {
-        edge.runtime.error_log.warn("listener changes need a restart; the running listeners stay as they are");
-    }
     if next.firewall != current.firewall {
         edge.runtime.error_log.warn("[firewall] changes need a restart; the firewall stays as it is");
     }
@@ -523,6 +500,9 @@ fn reload_once(
     };
     let next = Arc::new(next);
     let gateway = edge.build_gateway(next.clone()).map_err(|e| vec![e.to_string()])?;
+    // Last of the fallible steps: new listeners are bound (their ports registered), so nothing
+    // may fail after this.
+    let listener_change = http_listeners.prepare(&next)?;
     if let (Some(acceptor), Some(tls_config)) = (acceptor, tls_config) {
         acceptor.store(Arc::new(TlsAcceptor::from(tls_config)));
     }
@@ -532,6 +512,7 @@ fn reload_once(
     if let (Some(admin), Some(admin_cfg)) = (admin, &next.admin) {
         admin.token.store(Arc::new(admin_cfg.token.clone()));
     }
+    http_listeners.commit(listener_change, &next.server);
     Ok(next)
 }
 

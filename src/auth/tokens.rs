@@ -56,7 +56,9 @@ struct Record {
 }
 
 /// Access-token hash → (user, trusted until).
-type TokenCache = HashMap<String, (String, Instant)>;
+/// Live tokens by their hash: the user (shared, so a cached check allocates nothing) and until
+/// when the entry is trusted.
+type TokenCache = HashMap<String, (std::sync::Arc<str>, Instant)>;
 
 /// Issues, checks, refreshes and revokes edge tokens.
 #[derive(Clone)]
@@ -149,9 +151,11 @@ impl TokenService {
         if !access.starts_with(ACCESS_PREFIX) || access.len() > 128 {
             return None;
         }
+        let hashed = hash(access); // before the lock: the lock guards only the lookup
+        let now = Instant::now();
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let (user, until) = cache.get(&hash(access))?;
-        (*until > Instant::now()).then(|| std::sync::Arc::from(user.as_str()))
+        let (user, until) = cache.get(&hashed)?;
+        (*until > now).then(|| user.clone())
     }
 
     /// The user of a live access token.
@@ -164,7 +168,7 @@ impl TokenService {
         if let Some((user, until)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&hashed)
             && *until > now
         {
-            return Some(user.clone());
+            return Some(user.to_string());
         }
         let bytes = self.store.get(&access_key(&hashed)).await.ok()??;
         let record = serde_json::from_slice::<Record>(&bytes).ok()?;
@@ -175,7 +179,7 @@ impl TokenService {
             if cache.len() >= MAX_CACHED_TOKENS {
                 cache.clear();
             }
-            cache.insert(hashed, (record.user.clone(), now + trust));
+            cache.insert(hashed, (std::sync::Arc::from(record.user.as_str()), now + trust));
         }
         Some(record.user)
     }

@@ -53,6 +53,23 @@ impl Services {
         Drain(self.signal.subscribe())
     }
 
+    /// A drain signal of its own, for a part that may stop before the others (a listener a
+    /// reload removed): signalled by the returned sender, and by the services' drain too.
+    pub fn stoppable(&self) -> (watch::Sender<bool>, Drain) {
+        let (stop, stopped) = watch::channel(false);
+        let mut everything = self.drain_signal();
+        let forward = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = everything.signalled() => {
+                    let _ = forward.send(true);
+                }
+                () = forward.closed() => {}
+            }
+        });
+        (stop, Drain(stopped))
+    }
+
     /// Starts `service` (named for the shutdown report) with its drain signal.
     pub fn start<F, Fut>(&self, name: impl Into<String>, service: F)
     where

@@ -423,3 +423,84 @@ fn a_random_source_flood_that_fills_the_meter_does_not_make_it_fail_open() {
     assert!(grew("rate_global") > 5_000, "the rest was dropped by the global budget ({})", grew("rate_global"));
     lab.stop_edge();
 }
+
+/// A reload that adds a listener opens its port within a second (firewall.log says so), one
+/// that removes it closes it again; a listener that cannot bind fails the whole reload, and
+/// its port never opens.
+#[test]
+fn a_reload_adds_and_removes_a_listener_and_its_port_follows() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let base = std::fs::read_to_string(&config).unwrap();
+    let mut lab = Lab::create();
+    lab.start_edge(&config);
+    let reload = |lab: &Lab| -> String {
+        let out = Lab::exec(
+            &lab.edge_ns,
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "POST",
+                "-H",
+                &format!("Authorization: Bearer {ADMIN_TOKEN}"),
+                "http://127.0.0.1:18181/api/v1/reload",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let within_a_second = |lab: &Lab, open: bool| {
+        (0..10).any(|_| {
+            lab.connects(CLIENT4, EDGE4, 8081) == open || {
+                std::thread::sleep(Duration::from_millis(100));
+                false
+            }
+        })
+    };
+    assert!(!lab.connects(CLIENT4, EDGE4, 8081), "no listener on 8081 yet");
+
+    let extra = "[[listener]]\nname = \"extra\"\naddress = \"0.0.0.0:8081\"\n";
+    std::fs::write(&config, base.replace("[admin]", &format!("{extra}[admin]"))).unwrap();
+    assert_eq!(reload(&lab), "200");
+    assert!(within_a_second(&lab, true), "the added listener's port opens");
+    let page = lab.client(&["curl", "-s", "--interface", CLIENT4, &format!("http://{EDGE4}:8081/index.html")]);
+    assert_eq!(page, "hello\n", "and it serves");
+
+    std::fs::write(&config, &base).unwrap();
+    assert_eq!(reload(&lab), "200");
+    assert!(within_a_second(&lab, false), "the removed listener's port closes");
+    assert!(lab.connects(CLIENT4, EDGE4, PORT), "the others stay open");
+
+    // A port something else holds: the reload is refused as a whole.
+    let held = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.edge_ns,
+            PYTHON,
+            "-c",
+            "import socket,time\ns=socket.socket()\ns.bind(('0.0.0.0',8082))\ns.listen()\ntime.sleep(30)",
+        ])
+        .spawn()
+        .unwrap();
+    lab.other = Some(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let clash = "[[listener]]\nname = \"clash\"\naddress = \"0.0.0.0:8082\"\n";
+    std::fs::write(&config, base.replace("[admin]", &format!("{extra}{clash}[admin]"))).unwrap();
+    assert_eq!(reload(&lab), "400", "a listener that cannot bind fails the reload");
+    assert!(!lab.connects(CLIENT4, EDGE4, 8081), "nothing of the refused reload was applied");
+    assert!(!lab.connects(CLIENT4, EDGE4, 8082), "the firewall did not open the port it could not bind");
+
+    lab.stop_edge();
+    let log = std::fs::read_to_string(dir.path().join("logs/firewall.log")).unwrap();
+    assert!(log.contains("reason=listeners opened=8081 closed=none"), "{log}");
+    assert!(log.contains("reason=listeners opened=none closed=8081"), "{log}");
+    assert!(!log.contains("8082"), "{log}");
+}
