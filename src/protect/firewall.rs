@@ -64,8 +64,9 @@ pub const COUNTERS: [&str; 14] = [
     "not_load_balancer",
     "rate_per_source",
 ];
-/// Counters beside [`COUNTERS`]: the global budget, the closed ports, what was admitted.
-pub const MORE_COUNTERS: [&str; 3] = ["rate_global", "closed", "accepted"];
+/// Counters beside [`COUNTERS`]: the global budget, the closed ports, what was admitted, and
+/// the ICMPv6 that always passes (neighbour discovery, packet-too-big and other errors).
+pub const MORE_COUNTERS: [&str; 4] = ["rate_global", "closed", "accepted", "icmpv6_kept"];
 
 /// Entries of each per-source meter (`meter4`, `meter6`); a full meter adds no entry, which
 /// is why the global budget stands behind it.
@@ -134,7 +135,7 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, ports: &[u16]) -> String
     let _ = writeln!(s, "\t\tiifname != \"{interface}\" accept");
     let _ = writeln!(
         s,
-        "\t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, nd-router-solicit, packet-too-big, destination-unreachable, time-exceeded, parameter-problem }} accept"
+        "\t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, nd-router-solicit, packet-too-big, destination-unreachable, time-exceeded, parameter-problem }} counter name icmpv6_kept accept"
     );
     if config.hardening {
         let _ = writeln!(s, "\t\tct state invalid counter name invalid drop");

@@ -248,8 +248,22 @@ fn the_firewall_opens_only_running_listeners_limits_new_connections_and_drops_ho
         let (answers, dropped) = lab.counted(counter, || lab.probe(&args));
         assert_eq!((answers, dropped), (0, 1), "flags {flags:?} mss {mss:?}: no answer, one drop on {counter}");
     }
-    let (answers, dropped) = lab.counted("tcp_null", || lab.probe(&["flags", CLIENT6, EDGE6, &PORT.to_string(), ""]));
-    assert_eq!((answers, dropped), (0, 1), "a NULL scan over IPv6 too");
+    // IPv6 alike: the same shapes, a spoofed unique-local source, fragments; path MTU
+    // discovery passes.
+    for (flags, mss, counter) in [("", None, "tcp_null"), ("SF", None, "tcp_syn_fin"), ("FPU", None, "tcp_xmas"), ("S", Some("500"), "mss")]
+    {
+        let port = PORT.to_string();
+        let mut args = vec!["flags", CLIENT6, EDGE6, port.as_str(), flags];
+        args.extend(mss);
+        let (answers, dropped) = lab.counted(counter, || lab.probe(&args));
+        assert_eq!((answers, dropped), (0, 1), "IPv6 flags {flags:?} mss {mss:?}: no answer, one drop on {counter}");
+    }
+    let (answers, dropped) = lab.counted("spoofed", || lab.probe(&["flags", "fd00::66", EDGE6, &PORT.to_string(), "S", "1460"]));
+    assert_eq!((answers, dropped), (0, 1), "a unique-local source on the external interface is spoofed");
+    let (_, dropped) = lab.counted("fragments", || lab.probe(&["fragments", CLIENT6, EDGE6, &PORT.to_string()]));
+    assert!(dropped >= 2, "IPv6 fragments are dropped before reassembly ({dropped})");
+    let (_, kept) = lab.counted("icmpv6_kept", || lab.probe(&["too-big", CLIENT6, EDGE6]));
+    assert!(kept >= 1, "packet-too-big passes");
     let (answers, dropped) = lab.counted("spoofed", || lab.probe(&["flags", "10.9.9.9", EDGE4, &PORT.to_string(), "S", "1460"]));
     assert_eq!((answers, dropped), (0, 1), "a private source on the external interface is spoofed");
     let (_, dropped) = lab.counted("fragments", || lab.probe(&["fragments", CLIENT4, EDGE4, &PORT.to_string()]));

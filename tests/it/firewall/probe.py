@@ -4,11 +4,13 @@ namespace. Each case prints one line: how many answers came back (SYN-ACKs, echo
   probe.py flags SRC DST PORT FLAGS [MSS]   one TCP packet with FLAGS ("S", "SF", "", ...)
   probe.py synburst SRC DST PORT N          N SYNs (MSS 1460) from N source ports
   probe.py ping SRC DST                     one ICMP(v6) echo request
-  probe.py fragments SRC DST PORT           a SYN split into IPv4 fragments
+  probe.py fragments SRC DST PORT           a SYN split into fragments (IPv4 or IPv6)
+  probe.py too-big SRC DST                  an ICMPv6 packet-too-big (path MTU discovery)
 """
+import random
 import sys
 
-from scapy.all import ICMP, IP, TCP, IPv6, ICMPv6EchoRequest, conf, fragment, send, sr
+from scapy.all import ICMP, IP, TCP, IPv6, ICMPv6EchoRequest, ICMPv6PacketTooBig, IPv6ExtHdrFragment, conf, fragment, fragment6, send, sr
 
 conf.verb = 0
 
@@ -26,7 +28,9 @@ def main(argv):
     if case == "flags":
         port, flags = int(argv[4]), argv[5]
         options = [("MSS", int(argv[6]))] if len(argv) > 6 else []
-        answers, _ = sr(layer3(src, dst) / TCP(sport=40000, dport=port, flags=flags, options=options), timeout=1)
+        # A port of its own: the edge retransmits SYN-ACKs to an earlier probe's port.
+        sport = random.randint(20000, 39999)
+        answers, _ = sr(layer3(src, dst) / TCP(sport=sport, dport=port, flags=flags, options=options), timeout=1)
         print(len(answers))
     elif case == "synburst":
         port, n = int(argv[4]), int(argv[5])
@@ -39,10 +43,16 @@ def main(argv):
         print(len(answers))
     elif case == "fragments":
         port = int(argv[4])
-        packet = IP(src=src, dst=dst) / TCP(sport=42000, dport=port, flags="S", options=[("MSS", 1460)]) / (b"x" * 64)
-        send(fragment(packet, fragsize=16))
-        answers, _ = sr(IP(src=src, dst=dst, flags="MF", frag=0) / TCP(sport=42001, dport=port, flags="S"), timeout=1)
-        print(len(answers))
+        syn = TCP(sport=42000, dport=port, flags="S", options=[("MSS", 1460)]) / (b"x" * 64)
+        if ":" in dst:
+            send(fragment6(IPv6(src=src, dst=dst) / IPv6ExtHdrFragment() / syn, 80))
+        else:
+            send(fragment(IP(src=src, dst=dst) / syn, fragsize=16))
+        print(0)
+    elif case == "too-big":
+        inner = IPv6(src=dst, dst=src) / TCP(sport=8080, dport=40000, flags="A")
+        send(IPv6(src=src, dst=dst) / ICMPv6PacketTooBig(mtu=1280) / inner)
+        print(0)
     else:
         raise SystemExit(f"unknown case {case}")
 
