@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# A random-source SYN flood against the edge, with Portcullis's own firewall ([firewall]) and,
+# in the same run and namespaces, with the seed's iptables hardening written for iptables-nft
+# (lib/seed_iptables.sh: the reverse proxy installer's basic hardening and per-port hashlimit)
+# in front of the same edge without [firewall]. Per mode and rep, during FLOOD_SECONDS:
+#   - softirq and system CPU of the machine (/proc/stat; the flood's packets are handled there),
+#   - TCP handshakes per second completed from the load balancer (exempt in both) and from an
+#     ordinary client (rate-limited in both) while the flood runs,
+#   - SYNs the flood got answered (SYN-ACKs seen: what reached the listener).
+# Everything runs in two network namespaces this script creates (veth pair); the flood is
+# hping3 --rand-source at FLOOD_INTERVAL (hping3 -i), pinned to core 1, the edge to core 0.
+#
+#   cargo build --release && bench/firewall_flood.sh
+#   FLOOD_SECONDS [8]  FLOOD_INTERVAL [u20]  REPS [3]
+set -euo pipefail
+BENCH="$(cd "$(dirname "$0")" && pwd)"
+BIN="${PORTCULLIS_BIN:-$PWD/target/release/portcullis}"
+FLOOD_SECONDS="${FLOOD_SECONDS:-8}"; FLOOD_INTERVAL="${FLOOD_INTERVAL:-u20}"; REPS="${REPS:-3}"
+E="pc-ffe-$$"; C="pc-ffc-$$"
+EDGE4=198.51.100.1; CLIENT4=198.51.100.2; LB4=198.51.100.10; PORT=8080
+DIR=$(mktemp -d)
+EDGE_PID=""
+cleanup() {
+  [ -n "$EDGE_PID" ] && kill "$EDGE_PID" 2>/dev/null && wait "$EDGE_PID" 2>/dev/null || true
+  ip netns del "$E" 2>/dev/null || true; ip netns del "$C" 2>/dev/null || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+[ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
+for tool in hping3 iptables-nft nft nstat python3; do command -v "$tool" >/dev/null || { echo "$tool missing" >&2; exit 1; }; done
+
+mkdir -p "$DIR/www" && echo hello > "$DIR/www/index.html"
+
+config() { # $1 = name, $2 = extra sections
+  mkdir -p "$DIR/$1/state" "$DIR/$1/logs"
+  cat > "$DIR/$1/edge.toml" <<EOC
+[server]
+name = "localhost"
+state_dir = "$DIR/$1/state"
+log_dir = "$DIR/$1/logs"
+[[listener]]
+name = "web"
+address = "0.0.0.0:$PORT"
+[[service]]
+name = "site"
+static_dir = "$DIR/www"
+[[route]]
+path = "/"
+service = "site"
+$2
+EOC
+}
+config portcullis "[firewall]
+enabled = true
+interface = \"veth-e\"
+load_balancers = [\"$LB4\"]"
+config iptables ""
+
+# Handshakes per second from one source address while the flood runs (connect, close).
+handshakes() { # $1 = source
+  ip netns exec "$C" taskset -c 1 python3 - "$1" "$EDGE4" "$PORT" "$FLOOD_SECONDS" <<'PY'
+import socket, sys, time
+src, dst, port, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+done = 0
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    s = socket.socket(); s.settimeout(0.2)
+    try:
+        s.bind((src, 0)); s.connect((dst, port)); done += 1
+    except OSError:
+        pass
+    finally:
+        s.close()
+print(f"{done / seconds:.0f}")
+PY
+}
+
+# system, irq+softirq and total jiffies of the machine (/proc/stat: user nice system idle
+# iowait irq softirq steal).
+cpu_ticks() { awk '/^cpu /{print $4, $7+$8, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+# SYNs that reached a listener in the edge's namespace (request sockets or cookies made).
+passive_opens() { ip netns exec "$E" nstat -az TcpPassiveOpens TcpExtSyncookiesSent 2>/dev/null | awk 'NR>1{n+=$2} END{print n+0}'; }
+
+echo "## Random-source SYN flood ($FLOOD_SECONDS s, hping3 -i $FLOOD_INTERVAL --rand-source): Portcullis [firewall] vs the seed's iptables hardening"
+echo
+echo "| mode | rep | flood SYNs sent | SYNs that reached the listener | softirq+irq % of 2 cores | system % | LB handshakes/s | client handshakes/s |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+# Fresh namespaces for every run: a flood leaves conntrack entries behind (half-open
+# connections to random sources) that would starve the next run's handshakes.
+lab() {
+  ip netns del "$E" 2>/dev/null || true; ip netns del "$C" 2>/dev/null || true
+  ip netns add "$E"; ip netns add "$C"
+  ip link add veth-e netns "$E" type veth peer name veth-a netns "$C"
+  ip -n "$E" addr add "$EDGE4/24" dev veth-e
+  ip -n "$C" addr add "$CLIENT4/24" dev veth-a; ip -n "$C" addr add "$LB4/24" dev veth-a
+  for ns in "$E" "$C"; do ip -n "$ns" link set lo up; done
+  ip -n "$E" link set veth-e up; ip -n "$C" link set veth-a up
+}
+for rep in $(seq 1 "$REPS"); do
+  for mode in portcullis iptables; do
+    lab
+    [ "$mode" = iptables ] && ip netns exec "$E" bash "$BENCH/lib/seed_iptables.sh" veth-e "$PORT" "$LB4"
+    ip netns exec "$E" taskset -c 0 "$BIN" serve --config "$DIR/$mode/edge.toml" >/dev/null 2>&1 &
+    EDGE_PID=$!
+    for _ in $(seq 1 200); do ip netns exec "$E" bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null && break; sleep 0.05; done
+    sleep 0.5
+    opens0=$(passive_opens)
+    read -r s0 q0 t0 < <(cpu_ticks)
+    ip netns exec "$C" taskset -c 1 timeout -s INT "$FLOOD_SECONDS" hping3 -S -p "$PORT" -i "$FLOOD_INTERVAL" --rand-source "$EDGE4" >"$DIR/flood.txt" 2>&1 &
+    FLOOD=$!
+    handshakes "$LB4" > "$DIR/lb.txt" &
+    LBJ=$!
+    client=$(handshakes "$CLIENT4")
+    wait "$LBJ" || true
+    wait "$FLOOD" 2>/dev/null || true
+    read -r s1 q1 t1 < <(cpu_ticks)
+    opens=$(( $(passive_opens) - opens0 ))
+    sent=$(grep -o "[0-9]* packets tramitted\|[0-9]* packets transmitted" "$DIR/flood.txt" | head -1 | cut -d' ' -f1)
+    kill -TERM "$EDGE_PID"; wait "$EDGE_PID" 2>/dev/null || true; EDGE_PID=""
+    echo "| $mode | $rep | ${sent:-?} | $opens | $(( 100 * (q1 - q0) / (t1 - t0) )) | $(( 100 * (s1 - s0) / (t1 - t0) )) | $(cat "$DIR/lb.txt") | $client |"
+  done
+done
