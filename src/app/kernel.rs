@@ -235,14 +235,31 @@ impl KernelTable {
 
 /// Replaces the firewall's table whenever the running listeners' ports change, while the
 /// table and the runtime live.
+///
+/// Every [`REASSERT_EVERY`] it also checks that both tables are still in the kernel and puts
+/// them back when something else removed them (`nft flush ruleset`, a restarted nftables
+/// service) while the firewall is meant to be applied.
 async fn follow_listeners(kernel: std::sync::Weak<KernelTable>, runtime: Arc<Runtime>) {
     let mut changes = runtime.listeners.changes();
     let runtime = Arc::downgrade(&runtime);
-    while changes.changed().await.is_ok() {
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + REASSERT_EVERY, REASSERT_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let changed = tokio::select! {
+            changed = changes.changed() => changed.is_ok(),
+            _ = check.tick() => false,
+        };
         let (Some(kernel), Some(runtime)) = (kernel.upgrade(), runtime.upgrade()) else { return };
-        kernel.update_ports(&runtime, "listeners").await;
+        if changed {
+            kernel.update_ports(&runtime, "listeners").await;
+        } else {
+            kernel.reassert().await;
+        }
     }
 }
+
+/// How often the firewall checks that its tables are still in the kernel.
+pub const REASSERT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl FirewallControl for KernelTable {
     fn view(&self) -> Pending<'_, FirewallView> {
@@ -276,7 +293,37 @@ impl FirewallControl for KernelTable {
     }
 
     fn apply(&self) -> Pending<'_, Result<(), String>> {
-        Box::pin(async move {
+        Box::pin(self.apply_because("admin-apply"))
+    }
+
+    fn remove(&self) -> Pending<'_, Result<(), String>> {
+        Box::pin(self.remove_because("admin-remove"))
+    }
+}
+
+impl KernelTable {
+    /// Puts both tables back when the firewall is meant to be applied and either is gone.
+    async fn reassert(&self) {
+        let Some(firewall) = &self.firewall else { return };
+        if !firewall.in_kernel.load(Ordering::SeqCst) {
+            return;
+        }
+        let listed = tokio::process::Command::new("nft").args(["list", "tables"]).kill_on_drop(true).output();
+        let Ok(Ok(output)) = tokio::time::timeout(std::time::Duration::from_secs(10), listed).await else { return };
+        let tables = String::from_utf8_lossy(&output.stdout);
+        let present = |name: &str| tables.lines().any(|line| line.trim() == format!("table inet {name}"));
+        if !output.status.success() || (present(&firewall.config.table) && present(&firewall::bans_table(&firewall.config.table))) {
+            return;
+        }
+        if let (Err(error), Some(runtime)) = (self.apply_because("reassert").await, firewall.runtime.upgrade()) {
+            runtime.error_log.error(&format!("firewall: its tables were removed from outside and cannot be put back: {error}"));
+        } else if let Some(runtime) = firewall.runtime.upgrade() {
+            runtime.error_log.warn("firewall: its tables were removed from outside (nft flush ruleset?); put back");
+        }
+    }
+
+    async fn apply_because(&self, reason: &str) -> Result<(), String> {
+        {
             let Some(firewall) = &self.firewall else { return Err("the firewall is not enabled".to_string()) };
             let Some(runtime) = firewall.runtime.upgrade() else { return Err("the edge is stopping".to_string()) };
             let mut applied = firewall.applied.lock().await;
@@ -298,24 +345,22 @@ impl FirewallControl for KernelTable {
             let result = match outcome {
                 Ok(()) => {
                     firewall.in_kernel.store(true, Ordering::SeqCst);
-                    firewall
-                        .log
-                        .record(&format!("applied table={table} reason=admin-apply ports={} took_ms={took_ms}", ports_text(&ports)));
+                    firewall.log.record(&format!("applied table={table} reason={reason} ports={} took_ms={took_ms}", ports_text(&ports)));
                     *applied = ports;
                     Ok(())
                 }
                 Err(error) => {
-                    firewall.log.record(&format!("failed table={table} reason=admin-apply error={error}"));
+                    firewall.log.record(&format!("failed table={table} reason={reason} error={error}"));
                     Err(error.to_string())
                 }
             };
             *firewall.error.lock().unwrap_or_else(|p| p.into_inner()) = result.clone().err();
             result
-        })
+        }
     }
 
-    fn remove(&self) -> Pending<'_, Result<(), String>> {
-        Box::pin(async move {
+    async fn remove_because(&self, reason: &str) -> Result<(), String> {
+        {
             let Some(firewall) = &self.firewall else { return Err("the firewall is not enabled".to_string()) };
             let _applied = firewall.applied.lock().await;
             let bans = self.mirror.remove().await;
@@ -326,17 +371,17 @@ impl FirewallControl for KernelTable {
             let failure = [rules, bans].into_iter().filter_map(Result::err).map(|e| e.to_string()).find(|e| !e.contains("No such file"));
             let result = match failure {
                 None => {
-                    firewall.log.record(&format!("removed table={table} reason=admin-remove"));
+                    firewall.log.record(&format!("removed table={table} reason={reason}"));
                     Ok(())
                 }
                 Some(error) => {
-                    firewall.log.record(&format!("failed table={table} reason=admin-remove error={error}"));
+                    firewall.log.record(&format!("failed table={table} reason={reason} error={error}"));
                     Err(error)
                 }
             };
             *firewall.error.lock().unwrap_or_else(|p| p.into_inner()) = result.clone().err();
             result
-        })
+        }
     }
 }
 

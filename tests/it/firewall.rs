@@ -366,7 +366,20 @@ fn load_balancers_only_admits_no_one_else() {
     assert!(!open && dropped >= 1, "a client that is not a load balancer is dropped");
     assert!(!lab.connects(CLIENT6, EDGE6, PORT), "no IPv6 load balancer: no IPv6 client");
     assert!(lab.connects(LB4, EDGE4, PORT), "the load balancer connects");
+
+    // Something else flushes the ruleset (a restarted nftables service): the edge puts its
+    // tables back within its check interval (10 s), and client traffic is dropped again.
+    lab.edge(&["nft", "flush", "ruleset"]);
+    assert!(lab.connects(CLIENT4, EDGE4, PORT), "flushed: nothing filters");
+    let back = (0..150).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        Lab::exec(&lab.edge_ns, &["nft", "list", "table", "inet", &format!("{TABLE}_bans")]).status.success()
+    });
+    assert!(back, "the tables come back");
+    assert!(!lab.connects(CLIENT4, EDGE4, PORT), "and drop the client again");
     lab.stop_edge();
+    let log = std::fs::read_to_string(dir.path().join("logs/firewall.log")).unwrap();
+    assert!(log.contains(&format!("applied table={TABLE} reason=reassert")), "{log}");
 }
 
 /// The trap capabilities §B measured here: a random-source SYN flood fills the per-source
