@@ -117,8 +117,9 @@ pub struct FirewallConfig {
     pub new_connections: PacketRate,
     /// Bucket size of `new_connections`.
     pub burst: u32,
-    /// New connections per port from all non-exempt sources together: the budget behind the
-    /// per-source meter, so a meter filled by a random-source flood never fails open.
+    /// New connections, all ports together, from the sources the per-source meter has no
+    /// room for: so a meter filled by a random-source flood never fails open, while the
+    /// sources it tracks keep their own buckets.
     pub global_new_connections: PacketRate,
     /// Never rate-limited (network, prefix length).
     pub exempt: Vec<(std::net::IpAddr, u8)>,

@@ -90,6 +90,8 @@ struct Ports {
     follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Whether both tables are in the kernel (false after `firewall remove`).
     in_kernel: std::sync::atomic::AtomicBool,
+    /// Set at shutdown (under `applied`): nothing may put the tables back after that.
+    stopping: std::sync::atomic::AtomicBool,
     /// Why the last apply or remove failed.
     error: std::sync::Mutex<Option<String>>,
     runtime: std::sync::Weak<Runtime>,
@@ -118,13 +120,14 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<Kernel
         }
         opened = Some((ports, began.elapsed().as_millis()));
     }
+    // Subscribed before the snapshot: a ban lifted in between is not missed.
+    let events = runtime.events.subscribe();
     let bans = runtime.shield.mirrored_bans();
     let (table, script) = match (&config.firewall, &config.protection.nftables_table) {
         (Some(firewall), _) => (firewall::bans_table(&firewall.table), firewall::render_bans(firewall, ipv6_prefix, &bans)),
         (None, Some(table)) => (table.clone(), nft::mirror_table(table, &runtime.listeners.public_ports(), ipv6_prefix, &bans)),
         (None, None) => return None,
     };
-    let events = runtime.events.subscribe();
     let began = tokio::time::Instant::now();
     let mirror = match NftMirror::start(&table, &script, runtime.error_log.clone()).await {
         Ok(started) => Arc::new(started),
@@ -158,6 +161,7 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<Kernel
             applied: tokio::sync::Mutex::new(ports),
             follower: std::sync::Mutex::new(None),
             in_kernel: std::sync::atomic::AtomicBool::new(true),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             error: std::sync::Mutex::new(None),
             runtime: Arc::downgrade(runtime),
         }),
@@ -178,7 +182,7 @@ impl KernelTable {
         let Some(firewall) = &self.firewall else { return };
         let mut applied = firewall.applied.lock().await;
         let ports = running_ports(&runtime.listeners.all());
-        if ports == *applied {
+        if ports == *applied || firewall.stopping.load(Ordering::SeqCst) {
             return;
         }
         if !firewall.in_kernel.load(Ordering::SeqCst) {
@@ -217,6 +221,9 @@ impl KernelTable {
             follower.abort();
         }
         self.update_ports(runtime, "listeners-stopped").await;
+        // From here on nothing puts the tables back (an admin `apply` racing the shutdown).
+        let _applied = firewall.applied.lock().await;
+        firewall.stopping.store(true, Ordering::SeqCst);
         if !firewall.in_kernel.swap(false, Ordering::SeqCst) {
             return; // the operator took it down already
         }
@@ -327,6 +334,9 @@ impl KernelTable {
             let Some(firewall) = &self.firewall else { return Err("the firewall is not enabled".to_string()) };
             let Some(runtime) = firewall.runtime.upgrade() else { return Err("the edge is stopping".to_string()) };
             let mut applied = firewall.applied.lock().await;
+            if firewall.stopping.load(Ordering::SeqCst) {
+                return Err("the edge is stopping".to_string());
+            }
             let ports = running_ports(&runtime.listeners.all());
             let began = tokio::time::Instant::now();
             let mut outcome = nft::run_nft(&firewall::render(&firewall.config, firewall.ipv6_prefix, &ports)).await;

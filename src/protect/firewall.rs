@@ -105,6 +105,8 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, ports: &[u16]) -> String
     );
     let _ = writeln!(s, "\tset meter4 {{ type ipv4_addr . inet_service; flags dynamic, timeout; timeout 60s; size {METER_SIZE}; }}");
     let _ = writeln!(s, "\tset meter6 {{ type ipv6_addr . inet_service; flags dynamic, timeout; timeout 60s; size {METER_SIZE}; }}");
+    let _ = writeln!(s, "\tset rst4 {{ type ipv4_addr; flags dynamic, timeout; timeout 60s; size {METER_SIZE}; }}");
+    let _ = writeln!(s, "\tset rst6 {{ type ipv6_addr; flags dynamic, timeout; timeout 60s; size {METER_SIZE}; }}");
 
     if config.hardening {
         // Conntrack reassembles fragments at -400: only before it are they visible.
@@ -123,7 +125,9 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, ports: &[u16]) -> String
             ("tcp flags & (fin|ack) == fin", "tcp_fin_no_ack"),
             ("tcp flags & (syn|ack) == syn tcp option maxseg size 1-535", "mss"),
             ("tcp flags & (syn|ack) == syn tcp option maxseg size 65496-65535", "mss"),
-            ("tcp flags & rst == rst limit rate over 10/second burst 20 packets", "rst_rate"),
+            // Per source: one budget for everyone would drop real connections' RSTs on a busy edge.
+            ("tcp flags & rst == rst add @rst4 { ip saddr limit rate over 10/second burst 20 packets }", "rst_rate"),
+            ("tcp flags & rst == rst add @rst6 { ip6 saddr limit rate over 10/second burst 20 packets }", "rst_rate"),
             ("icmp type echo-request", "icmp_echo"),
         ] {
             let _ = writeln!(s, "\t\t{rule} counter name {counter} drop");
@@ -135,7 +139,7 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, ports: &[u16]) -> String
     let _ = writeln!(s, "\t\tiifname != \"{interface}\" accept");
     let _ = writeln!(
         s,
-        "\t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, nd-router-solicit, packet-too-big, destination-unreachable, time-exceeded, parameter-problem }} counter name icmpv6_kept accept"
+        "\t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, nd-router-solicit, mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report, packet-too-big, destination-unreachable, time-exceeded, parameter-problem }} counter name icmpv6_kept accept"
     );
     if config.hardening {
         let _ = writeln!(s, "\t\tct state invalid counter name invalid drop");
@@ -151,14 +155,19 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, ports: &[u16]) -> String
     let _ = writeln!(s, "\t\ttcp dport @ports ip saddr @exempt4 counter name accepted accept");
     let _ = writeln!(s, "\t\ttcp dport @ports ip6 saddr @exempt6 counter name accepted accept");
     let (rate, burst, global) = (limit(config.new_connections), config.burst, limit(config.global_new_connections));
+    // A source the meter tracks is judged by its own bucket alone; only sources the meter
+    // has no room for (a random-source flood filled it) share the global budget. So a small
+    // spoofed flood costs real users nothing, and a full meter still never fails open.
     let _ = writeln!(
         s,
         "\t\ttcp dport @ports ct state new add @meter4 {{ ip saddr . tcp dport limit rate over {rate} burst {burst} packets }} counter name rate_per_source drop"
     );
+    let _ = writeln!(s, "\t\ttcp dport @ports ct state new ip saddr . tcp dport @meter4 counter name accepted accept");
     let _ = writeln!(
         s,
         "\t\ttcp dport @ports ct state new add @meter6 {{ ip6 saddr & {mask} . tcp dport limit rate over {rate} burst {burst} packets }} counter name rate_per_source drop"
     );
+    let _ = writeln!(s, "\t\ttcp dport @ports ct state new ip6 saddr & {mask} . tcp dport @meter6 counter name accepted accept");
     let _ = writeln!(
         s,
         "\t\ttcp dport @ports ct state new limit rate over {global} burst {} packets counter name rate_global drop",

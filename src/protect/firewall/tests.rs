@@ -60,7 +60,10 @@ fn limits_run_in_order_exempt_then_per_source_then_the_global_budget() {
     let per_source = line_of(&ruleset, "add @meter4 { ip saddr . tcp dport limit rate over 50/second burst 100 packets }");
     let per_prefix = line_of(&ruleset, "add @meter6 { ip6 saddr & ffff:ffff:ffff:ffff:: . tcp dport limit rate over 50/second");
     let global = line_of(&ruleset, "limit rate over 5000/second burst 5000 packets counter name rate_global drop");
-    assert!(exempt < per_source && per_source < per_prefix && per_prefix < global, "{ruleset}");
+    let tracked = line_of(&ruleset, "ip saddr . tcp dport @meter4 counter name accepted accept");
+    assert!(exempt < per_source && per_source < tracked && tracked < per_prefix && per_prefix < global, "{ruleset}");
+    // RSTs are limited per source, not with one budget for everyone.
+    assert!(ruleset.contains("tcp flags & rst == rst add @rst4 { ip saddr limit rate over 10/second burst 20 packets }"), "{ruleset}");
     // The load balancers are exempt too.
     assert!(
         ruleset.contains("set exempt4 { type ipv4_addr; flags interval; auto-merge; elements = { 10.0.0.0/24, 10.0.0.10/32 }; }"),
