@@ -111,6 +111,13 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<Kernel
     // The rules first: the listeners' ports open (the accept loops start after this).
     let mut opened = None;
     if let Some(firewall) = &config.firewall {
+        if let Err(foreign) = check_ownership(&[firewall.table.clone(), firewall::bans_table(&firewall.table)]).await {
+            log.record(&format!("refused table={} reason=start error={foreign}", firewall.table));
+            runtime.error_log.error(&format!(
+                "firewall: not applied: {foreign}; choose another firewall.table (the edge keeps serving; the shield still refuses banned sources)"
+            ));
+            return None;
+        }
         let ports = running_ports(&runtime.listeners.all());
         let began = tokio::time::Instant::now();
         if let Err(error) = nft::run_nft(&firewall::render(firewall, ipv6_prefix, &ports)).await {
@@ -393,6 +400,24 @@ impl KernelTable {
             result
         }
     }
+}
+
+/// Fails when one of `tables` exists and was not made by Portcullis (no [`firewall::OWNER_MARK`]
+/// counter): replacing it would wipe an operator's rules. A table of ours left by a crash is
+/// replaced as usual.
+async fn check_ownership(tables: &[String]) -> Result<(), String> {
+    let listed = tokio::process::Command::new("nft").args(["list", "tables"]).kill_on_drop(true).output();
+    let Ok(Ok(output)) = tokio::time::timeout(std::time::Duration::from_secs(10), listed).await else { return Ok(()) };
+    let existing = String::from_utf8_lossy(&output.stdout).into_owned();
+    for table in tables {
+        if !existing.lines().any(|line| line.trim() == format!("table inet {table}")) {
+            continue;
+        }
+        if !read_counters(table).await.iter().any(|(name, _)| name == firewall::OWNER_MARK) {
+            return Err(format!("table inet {table} exists and was not made by Portcullis"));
+        }
+    }
+    Ok(())
 }
 
 /// The named counters of `table` (packets), empty when `nft` cannot list them.

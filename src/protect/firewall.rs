@@ -68,6 +68,10 @@ pub const COUNTERS: [&str; 14] = [
 /// the ICMPv6 that always passes (neighbour discovery, packet-too-big and other errors).
 pub const MORE_COUNTERS: [&str; 4] = ["rate_global", "closed", "accepted", "icmpv6_kept"];
 
+/// A counter both tables carry so a start can tell its own tables from an operator's table of
+/// the same name (which it must never replace).
+pub const OWNER_MARK: &str = "portcullis_owned";
+
 /// Entries of each per-source meter (`meter4`, `meter6`); a full meter adds no entry, which
 /// is why the global budget stands behind it.
 pub const METER_SIZE: u32 = 65_536;
@@ -84,7 +88,7 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, ports: &[u16]) -> String
     // `table … {}` then `delete` makes the first run and every later one alike (nft 1.0 has
     // no `destroy`); everything below is one transaction.
     let _ = writeln!(s, "table inet {table} {{}}\ndelete table inet {table}\ntable inet {table} {{");
-    for counter in COUNTERS.iter().chain(&MORE_COUNTERS) {
+    for counter in COUNTERS.iter().chain(&MORE_COUNTERS).chain(&[OWNER_MARK]) {
         let _ = writeln!(s, "\tcounter {counter} {{}}");
     }
     let _ = writeln!(s, "\tset ports {{ type inet_service; {}}}", elements(ports.iter().map(u16::to_string)));
@@ -115,6 +119,10 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, ports: &[u16]) -> String
         let _ = writeln!(s, "\t\tiifname \"{interface}\" exthdr frag exists counter name fragments drop\n\t}}");
         let _ = writeln!(s, "\tchain packets {{\n\t\ttype filter hook prerouting priority raw; policy accept;");
         let _ = writeln!(s, "\t\tiifname != \"{interface}\" accept");
+        // An exempt source (a load balancer) must arrive where the routes say it lives: a
+        // forged one on the external interface would skip every limit.
+        let _ = writeln!(s, "\t\tip saddr @exempt4 fib saddr . iif oif missing counter name spoofed drop");
+        let _ = writeln!(s, "\t\tip6 saddr @exempt6 fib saddr . iif oif missing counter name spoofed drop");
         let _ = writeln!(s, "\t\tip saddr != @exempt4 ip saddr @spoofed4 counter name spoofed drop");
         let _ = writeln!(s, "\t\tmeta l4proto != ipv6-icmp ip6 saddr != @exempt6 ip6 saddr @spoofed6 counter name spoofed drop");
         for (rule, counter) in [
@@ -191,7 +199,7 @@ pub fn render_bans(config: &FirewallConfig, ipv6_prefix: u8, bans: &[MirroredBan
     let size = super::MAX_BANS;
     let mut s = format!(
         "table inet {table} {{}}\ndelete table inet {table}\ntable inet {table} {{\n\
-         \tcounter banned {{}}\n\
+         \tcounter banned {{}}\n\tcounter {OWNER_MARK} {{}}\n\
          \tset banned4 {{ type ipv4_addr; flags timeout; size {size}; }}\n\
          \tset banned6 {{ type ipv6_addr; flags timeout; size {size}; }}\n\
          \tchain input {{\n\t\ttype filter hook input priority filter - 20; policy accept;\n\

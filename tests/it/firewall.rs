@@ -114,6 +114,11 @@ impl Lab {
     }
 
     fn start_edge(&mut self, config: &Path) {
+        self.start_edge_until(config, true);
+    }
+
+    /// Starts the edge; waits until it serves, and (`with_firewall`) its table is in place.
+    fn start_edge_until(&mut self, config: &Path, with_firewall: bool) {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.edge_ns, env!("CARGO_BIN_EXE_portcullis"), "serve", "--config"])
             .arg(config)
@@ -123,7 +128,7 @@ impl Lab {
             .unwrap();
         self.edge = Some(child);
         for _ in 0..600 {
-            if Lab::exec(&self.edge_ns, &["nft", "list", "set", "inet", TABLE, "ports"]).status.success()
+            if (!with_firewall || Lab::exec(&self.edge_ns, &["nft", "list", "set", "inet", TABLE, "ports"]).status.success())
                 && Lab::exec(&self.edge_ns, &["curl", "-s", "-o", "/dev/null", &format!("http://127.0.0.1:{PORT}/")]).status.success()
             {
                 return;
@@ -531,4 +536,32 @@ fn a_reload_adds_and_removes_a_listener_and_its_port_follows() {
     assert!(log.contains("reason=listeners opened=8081 closed=none"), "{log}");
     assert!(log.contains("reason=listeners opened=none closed=8081"), "{log}");
     assert!(!log.contains("8082"), "{log}");
+}
+
+/// An operator's table that happens to have the configured name is never replaced: the edge
+/// serves without its firewall and says why.
+#[test]
+fn an_operators_table_of_the_same_name_is_never_replaced() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut lab = Lab::create();
+    lab.edge(&["nft", "add", "table", "inet", TABLE]);
+    lab.edge(&["nft", "add", "chain", "inet", TABLE, "operators_own"]);
+    lab.start_edge_until(&config, false);
+    let table = lab.edge(&["nft", "list", "table", "inet", TABLE]);
+    assert!(table.contains("chain operators_own"), "the operator's table is untouched: {table}");
+    assert!(!table.contains("portcullis_owned"), "{table}");
+    assert!(lab.connects(CLIENT4, EDGE4, PORT), "the edge serves, unfiltered");
+    lab.stop_edge();
+    assert!(lab.edge(&["nft", "list", "tables"]).contains(&format!("table inet {TABLE}")), "and not deleted at shutdown");
+    let log = std::fs::read_to_string(dir.path().join("logs/firewall.log")).unwrap();
+    assert!(
+        log.contains(&format!("refused table={TABLE} reason=start error=table inet {TABLE} exists and was not made by Portcullis")),
+        "{log}"
+    );
+    let errors = std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap();
+    assert!(errors.contains("firewall: not applied"), "{errors}");
 }

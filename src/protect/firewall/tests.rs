@@ -99,6 +99,11 @@ fn hardening_sits_where_it_can_see_the_packets() {
     let nd = line_of(&ruleset, "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert");
     assert!(nd < line_of(&ruleset, "ct state invalid counter name invalid drop"));
     assert!(ruleset.contains("packet-too-big"));
+    // An exempt source must arrive where its route is (a forged load balancer skips limits).
+    assert!(ruleset.contains("ip saddr @exempt4 fib saddr . iif oif missing counter name spoofed drop"), "{ruleset}");
+    // Both tables carry the mark that tells them from an operator's table of the same name.
+    assert!(ruleset.contains(&format!("counter {OWNER_MARK} {{}}")), "{ruleset}");
+    assert!(render_bans(&firewall(), 64, &[]).contains(&format!("counter {OWNER_MARK} {{}}")));
     // Spoofed sources, except what the operator exempted.
     assert!(ruleset.contains("ip saddr != @exempt4 ip saddr @spoofed4 counter name spoofed drop"));
     assert!(ruleset.contains("10.0.0.0/8") && ruleset.contains("fc00::/7"));
