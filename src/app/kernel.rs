@@ -16,36 +16,45 @@ use crate::protect::firewall;
 use crate::protect::nft::{self, NftMirror};
 use crate::runtime::Runtime;
 use crate::runtime::control::{FirewallControl, FirewallView, Pending};
-use crate::runtime::listeners::{Bound, Protocol};
+use crate::runtime::listeners::Bound;
 
-/// The ports the firewall opens for `listeners`: every listener's, the admin API's only when
-/// it is not bound to loopback (then it is reachable from outside).
-pub fn exposed_ports(listeners: impl IntoIterator<Item = (SocketAddr, bool)>) -> Vec<u16> {
-    let mut ports: Vec<u16> =
-        listeners.into_iter().filter(|(address, admin)| !admin || !address.ip().is_loopback()).map(|(address, _)| address.port()).collect();
+/// The addresses and ports the firewall opens for listeners bound to `addresses`: all but
+/// loopback ones (not reachable from outside; the admin API on 127.0.0.1 stays closed). An
+/// unspecified address opens its port on every address of its family, a specific one only
+/// there (an admin API on an internal address is not opened on the external ones).
+pub fn exposed_endpoints(addresses: impl IntoIterator<Item = SocketAddr>) -> Vec<SocketAddr> {
+    let mut endpoints: Vec<SocketAddr> = addresses.into_iter().filter(|address| !address.ip().is_loopback()).collect();
+    endpoints.sort_unstable();
+    endpoints.dedup();
+    endpoints
+}
+
+/// What the configuration's listeners would open (for `firewall show`, which runs without an
+/// edge).
+pub fn configured_endpoints(config: &Config) -> Vec<SocketAddr> {
+    let http = config.listeners.iter().map(|l| l.address);
+    let sip = config.sip.listeners.iter().map(|l| l.address);
+    let admin = config.admin.iter().map(|a| a.address);
+    exposed_endpoints(http.chain(sip).chain(admin))
+}
+
+fn running_endpoints(bound: &[Bound]) -> Vec<SocketAddr> {
+    exposed_endpoints(bound.iter().map(|b| b.address))
+}
+
+/// The distinct ports of `endpoints`, in order.
+fn ports_of(endpoints: &[SocketAddr]) -> Vec<u16> {
+    let mut ports: Vec<u16> = endpoints.iter().map(SocketAddr::port).collect();
     ports.sort_unstable();
     ports.dedup();
     ports
-}
-
-/// The ports the configuration's listeners would open (for `firewall show`, which runs
-/// without an edge).
-pub fn configured_ports(config: &Config) -> Vec<u16> {
-    let http = config.listeners.iter().map(|l| (l.address, false));
-    let sip = config.sip.listeners.iter().map(|l| (l.address, false));
-    let admin = config.admin.iter().map(|a| (a.address, true));
-    exposed_ports(http.chain(sip).chain(admin))
-}
-
-fn running_ports(bound: &[Bound]) -> Vec<u16> {
-    exposed_ports(bound.iter().map(|b| (b.address, b.protocol == Protocol::Admin)))
 }
 
 /// The ruleset `firewall show` prints: the configuration's listeners, no bans.
 pub fn show(config: &Config) -> Option<String> {
     let firewall = config.firewall.as_ref()?;
     let prefix = config.protection.ipv6_prefix;
-    Some(format!("{}{}", firewall::render(firewall, prefix, &configured_ports(config)), firewall::render_bans(firewall, prefix, &[])))
+    Some(format!("{}{}", firewall::render(firewall, prefix, &configured_endpoints(config)), firewall::render_bans(firewall, prefix, &[])))
 }
 
 /// `firewall.log` under the log directory: one line per applied ruleset and why.
@@ -69,7 +78,8 @@ impl FirewallLog {
     }
 }
 
-fn ports_text(ports: &[u16]) -> String {
+fn ports_text(endpoints: &[SocketAddr]) -> String {
+    let ports = ports_of(endpoints);
     if ports.is_empty() { "none".to_string() } else { ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",") }
 }
 
@@ -85,7 +95,7 @@ struct Ports {
     ipv6_prefix: u8,
     log: FirewallLog,
     /// What the table in the kernel opens now (one update at a time).
-    applied: tokio::sync::Mutex<Vec<u16>>,
+    applied: tokio::sync::Mutex<Vec<SocketAddr>>,
     /// The task that follows the listeners (stopped at shutdown).
     follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Whether both tables are in the kernel (false after `firewall remove`).
@@ -118,7 +128,7 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<Kernel
             ));
             return None;
         }
-        let ports = running_ports(&runtime.listeners.all());
+        let ports = running_endpoints(&runtime.listeners.all());
         let began = tokio::time::Instant::now();
         if let Err(error) = nft::run_nft(&firewall::render(firewall, ipv6_prefix, &ports)).await {
             log.record(&format!("failed table={} reason=start error={error}", firewall.table));
@@ -156,7 +166,7 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<Kernel
         tracing::info!("bans mirrored into nftables table inet {table}");
         return Some(Arc::new(KernelTable { mirror, firewall: None }));
     };
-    tracing::info!("firewall applied: table inet {} on {} (ports {ports:?})", firewall.table, firewall.interface);
+    tracing::info!("firewall applied: table inet {} on {} (open: {ports:?})", firewall.table, firewall.interface);
     log.record(&format!("applied table={} reason=start ports={} took_ms={ports_ms}", firewall.table, ports_text(&ports)));
     log.record(&format!("applied table={table} reason=start bans={} took_ms={bans_ms}", bans.len()));
     let kernel = Arc::new(KernelTable {
@@ -188,7 +198,7 @@ impl KernelTable {
     async fn update_ports(&self, runtime: &Runtime, why: &str) {
         let Some(firewall) = &self.firewall else { return };
         let mut applied = firewall.applied.lock().await;
-        let ports = running_ports(&runtime.listeners.all());
+        let ports = running_endpoints(&runtime.listeners.all());
         if ports == *applied || firewall.stopping.load(Ordering::SeqCst) {
             return;
         }
@@ -196,8 +206,8 @@ impl KernelTable {
             *applied = ports; // taken down by the operator: the next apply opens these
             return;
         }
-        let opened: Vec<u16> = ports.iter().copied().filter(|p| !applied.contains(p)).collect();
-        let closed: Vec<u16> = applied.iter().copied().filter(|p| !ports.contains(p)).collect();
+        let opened: Vec<SocketAddr> = ports.iter().copied().filter(|p| !applied.contains(p)).collect();
+        let closed: Vec<SocketAddr> = applied.iter().copied().filter(|p| !ports.contains(p)).collect();
         let began = tokio::time::Instant::now();
         let outcome = nft::run_nft(&firewall::render(&firewall.config, firewall.ipv6_prefix, &ports)).await;
         let took_ms = began.elapsed().as_millis();
@@ -299,7 +309,7 @@ impl FirewallControl for KernelTable {
                 applied,
                 table: firewall.config.table.clone(),
                 interface: firewall.config.interface.clone(),
-                ports: firewall.applied.lock().await.clone(),
+                ports: ports_of(&firewall.applied.lock().await),
                 counters,
                 error: firewall.error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             }
@@ -344,7 +354,7 @@ impl KernelTable {
             if firewall.stopping.load(Ordering::SeqCst) {
                 return Err("the edge is stopping".to_string());
             }
-            let ports = running_ports(&runtime.listeners.all());
+            let ports = running_endpoints(&runtime.listeners.all());
             let began = tokio::time::Instant::now();
             let mut outcome = nft::run_nft(&firewall::render(&firewall.config, firewall.ipv6_prefix, &ports)).await;
             if outcome.is_ok() {

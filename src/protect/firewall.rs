@@ -21,7 +21,7 @@
 //! Every drop has a named counter (`nft list counters`), read by status.
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::nft::{MirroredBan, bans_script, ipv6_mask};
 
@@ -76,9 +76,11 @@ pub const OWNER_MARK: &str = "portcullis_owned";
 /// is why the global budget stands behind it.
 pub const METER_SIZE: u32 = 65_536;
 
-/// The whole script that replaces `config.table` with the rules for `ports` (IPv6 sources
-/// are limited per prefix of `ipv6_prefix` bits).
-pub fn render(config: &FirewallConfig, ipv6_prefix: u8, ports: &[u16]) -> String {
+/// The whole script that replaces `config.table` with the rules that open `endpoints` (the
+/// running listeners' bound addresses: an unspecified address opens the port on every
+/// address of its family, a specific one on that address only; IPv6 sources are limited per
+/// prefix of `ipv6_prefix` bits).
+pub fn render(config: &FirewallConfig, ipv6_prefix: u8, endpoints: &[SocketAddr]) -> String {
     let table = &config.table;
     let interface = &config.interface;
     let mask = ipv6_mask(ipv6_prefix);
@@ -91,7 +93,16 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, ports: &[u16]) -> String
     for counter in COUNTERS.iter().chain(&MORE_COUNTERS).chain(&[OWNER_MARK]) {
         let _ = writeln!(s, "\tcounter {counter} {{}}");
     }
-    let _ = writeln!(s, "\tset ports {{ type inet_service; {}}}", elements(ports.iter().map(u16::to_string)));
+    let open = |v4: bool| {
+        endpoints.iter().filter(move |e| e.is_ipv4() == v4).map(move |e| match e.ip() {
+            ip if ip.is_unspecified() => format!("{ip}/0 . {}", e.port()),
+            ip => format!("{ip}/{} . {}", if v4 { 32 } else { 128 }, e.port()),
+        })
+    };
+    let _ = writeln!(s, "\tset open4 {{ type ipv4_addr . inet_service; flags interval; auto-merge; {}}}", elements(open(true)));
+    let _ = writeln!(s, "\tset open6 {{ type ipv6_addr . inet_service; flags interval; auto-merge; {}}}", elements(open(false)));
+    let global = limit(config.global_new_connections);
+    let _ = writeln!(s, "\tlimit global_new {{ rate over {global} burst {} packets }}", config.global_new_connections.count);
     for (name, kind, networks) in
         [("exempt4", "ipv4_addr", &exempt4), ("exempt6", "ipv6_addr", &exempt6), ("lb4", "ipv4_addr", &lb4), ("lb6", "ipv6_addr", &lb6)]
     {
@@ -156,32 +167,34 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, ports: &[u16]) -> String
     if config.hardening {
         let _ = writeln!(s, "\t\ttcp flags & (fin|syn|rst|ack) != syn ct state new counter name new_without_syn drop");
     }
+    // Every rule below is for new connections to an open address and port, per family.
+    let (open4, open6) = ("ip daddr . tcp dport @open4", "ip6 daddr . tcp dport @open6");
     if config.load_balancers_only {
-        let _ = writeln!(s, "\t\ttcp dport @ports ip saddr != @lb4 counter name not_load_balancer drop");
-        let _ = writeln!(s, "\t\ttcp dport @ports ip6 saddr != @lb6 counter name not_load_balancer drop");
+        let _ = writeln!(s, "\t\t{open4} ip saddr != @lb4 counter name not_load_balancer drop");
+        let _ = writeln!(s, "\t\t{open6} ip6 saddr != @lb6 counter name not_load_balancer drop");
     }
-    let _ = writeln!(s, "\t\ttcp dport @ports ip saddr @exempt4 counter name accepted accept");
-    let _ = writeln!(s, "\t\ttcp dport @ports ip6 saddr @exempt6 counter name accepted accept");
-    let (rate, burst, global) = (limit(config.new_connections), config.burst, limit(config.global_new_connections));
+    let _ = writeln!(s, "\t\t{open4} ip saddr @exempt4 counter name accepted accept");
+    let _ = writeln!(s, "\t\t{open6} ip6 saddr @exempt6 counter name accepted accept");
+    let (rate, burst) = (limit(config.new_connections), config.burst);
     // A source the meter tracks is judged by its own bucket alone; only sources the meter
     // has no room for (a random-source flood filled it) share the global budget. So a small
     // spoofed flood costs real users nothing, and a full meter still never fails open.
     let _ = writeln!(
         s,
-        "\t\ttcp dport @ports ct state new add @meter4 {{ ip saddr . tcp dport limit rate over {rate} burst {burst} packets }} counter name rate_per_source drop"
+        "\t\t{open4} ct state new add @meter4 {{ ip saddr . tcp dport limit rate over {rate} burst {burst} packets }} counter name rate_per_source drop"
     );
-    let _ = writeln!(s, "\t\ttcp dport @ports ct state new ip saddr . tcp dport @meter4 counter name accepted accept");
+    let _ = writeln!(s, "\t\t{open4} ct state new ip saddr . tcp dport @meter4 counter name accepted accept");
     let _ = writeln!(
         s,
-        "\t\ttcp dport @ports ct state new add @meter6 {{ ip6 saddr & {mask} . tcp dport limit rate over {rate} burst {burst} packets }} counter name rate_per_source drop"
+        "\t\t{open6} ct state new add @meter6 {{ ip6 saddr & {mask} . tcp dport limit rate over {rate} burst {burst} packets }} counter name rate_per_source drop"
     );
-    let _ = writeln!(s, "\t\ttcp dport @ports ct state new ip6 saddr & {mask} . tcp dport @meter6 counter name accepted accept");
-    let _ = writeln!(
-        s,
-        "\t\ttcp dport @ports ct state new limit rate over {global} burst {} packets counter name rate_global drop",
-        config.global_new_connections.count
-    );
-    let _ = writeln!(s, "\t\ttcp dport @ports counter name accepted accept");
+    let _ = writeln!(s, "\t\t{open6} ct state new ip6 saddr & {mask} . tcp dport @meter6 counter name accepted accept");
+    for open in [open4, open6] {
+        let _ = writeln!(s, "\t\t{open} ct state new limit name global_new counter name rate_global drop");
+    }
+    for open in [open4, open6] {
+        let _ = writeln!(s, "\t\t{open} counter name accepted accept");
+    }
     if !config.hardening {
         let _ = writeln!(s, "\t\tmeta l4proto icmp accept");
     }

@@ -217,7 +217,8 @@ fn firewall_show_prints_the_ruleset_without_applying_it() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let ruleset = String::from_utf8_lossy(&out.stdout);
     assert!(ruleset.starts_with("table inet edge_fw {}\ndelete table inet edge_fw\n"), "{ruleset}");
-    assert!(ruleset.contains("set ports { type inet_service; elements = { 8443 }; }"), "{ruleset}");
+    assert!(ruleset.contains("elements = { 0.0.0.0/0 . 8443 }"), "the listener's port on every IPv4 address: {ruleset}");
+    assert!(!ruleset.contains("9443"), "the admin API on loopback is not opened: {ruleset}");
     assert!(ruleset.contains("iifname != \"eth1\" accept"), "{ruleset}");
     assert!(!dir.path().join("logs/firewall.log").exists(), "show applies and records nothing");
 

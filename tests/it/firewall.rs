@@ -128,7 +128,7 @@ impl Lab {
             .unwrap();
         self.edge = Some(child);
         for _ in 0..600 {
-            if (!with_firewall || Lab::exec(&self.edge_ns, &["nft", "list", "set", "inet", TABLE, "ports"]).status.success())
+            if (!with_firewall || Lab::exec(&self.edge_ns, &["nft", "list", "set", "inet", TABLE, "open4"]).status.success())
                 && Lab::exec(&self.edge_ns, &["curl", "-s", "-o", "/dev/null", &format!("http://127.0.0.1:{PORT}/")]).status.success()
             {
                 return;

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use super::*;
 use crate::config::RateUnit;
 
@@ -23,6 +25,11 @@ fn firewall() -> FirewallConfig {
     }
 }
 
+/// Listeners on every IPv4 and IPv6 address at `ports`.
+fn everywhere(ports: &[u16]) -> Vec<SocketAddr> {
+    ports.iter().flat_map(|p| [format!("0.0.0.0:{p}").parse().unwrap(), format!("[::]:{p}").parse().unwrap()]).collect()
+}
+
 fn bans() -> Vec<MirroredBan> {
     vec![("203.0.113.7".parse().unwrap(), 32, Duration::from_secs(600)), ("2001:db8:1::".parse().unwrap(), 64, Duration::from_secs(60))]
 }
@@ -34,19 +41,33 @@ fn line_of(ruleset: &str, needle: &str) -> usize {
 
 #[test]
 fn only_the_running_listeners_ports_open_and_everything_else_new_is_dropped() {
-    let ruleset = render(&firewall(), 64, &[443, 5061, 8443]);
-    assert!(ruleset.contains("set ports { type inet_service; elements = { 443, 5061, 8443 }; }"), "{ruleset}");
+    let ruleset = render(&firewall(), 64, &everywhere(&[443, 5061]));
+    assert!(
+        ruleset.contains(
+            "set open4 { type ipv4_addr . inet_service; flags interval; auto-merge; elements = { 0.0.0.0/0 . 443, 0.0.0.0/0 . 5061 }; }"
+        ),
+        "{ruleset}"
+    );
+    assert!(
+        ruleset
+            .contains("set open6 { type ipv6_addr . inet_service; flags interval; auto-merge; elements = { ::/0 . 443, ::/0 . 5061 }; }"),
+        "{ruleset}"
+    );
     let closed = line_of(&ruleset, "counter name closed drop");
-    let accepted = line_of(&ruleset, "tcp dport @ports counter name accepted accept");
+    let accepted = line_of(&ruleset, "ip daddr . tcp dport @open4 counter name accepted accept");
     assert!(accepted < closed, "the ports are admitted before the default drop");
-    assert!(ruleset.contains("iifname != \"veth-e\" accept"), "only the external interface is filtered");
     let none = render(&firewall(), 64, &[]);
-    assert!(none.contains("set ports { type inet_service; }"), "no listener, no port: {none}");
+    assert!(none.contains("set open4 { type ipv4_addr . inet_service; flags interval; auto-merge; }"), "no listener, no port: {none}");
+    // A listener on one address opens its port there only (an admin API on an internal
+    // address is not reachable through the external ones); IPv4 opens nothing for IPv6.
+    let one = render(&firewall(), 64, &["10.0.0.1:9443".parse().unwrap()]);
+    assert!(one.contains("elements = { 10.0.0.1/32 . 9443 }"), "{one}");
+    assert!(one.contains("set open6 { type ipv6_addr . inet_service; flags interval; auto-merge; }"), "{one}");
 }
 
 #[test]
 fn the_table_is_replaced_as_a_whole_and_no_other_table_is_named() {
-    let ruleset = render(&firewall(), 64, &[443]);
+    let ruleset = render(&firewall(), 64, &everywhere(&[443]));
     assert!(ruleset.starts_with("table inet pc_test {}\ndelete table inet pc_test\ntable inet pc_test {"), "{ruleset}");
     for line in ruleset.lines().filter(|l| l.contains("table ") || l.contains(" inet ")) {
         assert!(line.contains("inet pc_test"), "a statement outside our table: {line}");
@@ -55,11 +76,12 @@ fn the_table_is_replaced_as_a_whole_and_no_other_table_is_named() {
 
 #[test]
 fn limits_run_in_order_exempt_then_per_source_then_the_global_budget() {
-    let ruleset = render(&firewall(), 64, &[443]);
+    let ruleset = render(&firewall(), 64, &everywhere(&[443]));
     let exempt = line_of(&ruleset, "ip saddr @exempt4 counter name accepted accept");
     let per_source = line_of(&ruleset, "add @meter4 { ip saddr . tcp dport limit rate over 50/second burst 100 packets }");
     let per_prefix = line_of(&ruleset, "add @meter6 { ip6 saddr & ffff:ffff:ffff:ffff:: . tcp dport limit rate over 50/second");
-    let global = line_of(&ruleset, "limit rate over 5000/second burst 5000 packets counter name rate_global drop");
+    let global = line_of(&ruleset, "limit name global_new counter name rate_global drop");
+    assert!(ruleset.contains("limit global_new { rate over 5000/second burst 5000 packets }"), "one budget for both families: {ruleset}");
     let tracked = line_of(&ruleset, "ip saddr . tcp dport @meter4 counter name accepted accept");
     assert!(exempt < per_source && per_source < tracked && tracked < per_prefix && per_prefix < global, "{ruleset}");
     // RSTs are limited per source, not with one budget for everyone.
@@ -75,16 +97,16 @@ fn limits_run_in_order_exempt_then_per_source_then_the_global_budget() {
 
 #[test]
 fn load_balancers_only_drops_every_other_source_before_any_accept() {
-    let ruleset = render(&FirewallConfig { load_balancers_only: true, ..firewall() }, 64, &[443]);
-    let only4 = line_of(&ruleset, "tcp dport @ports ip saddr != @lb4 counter name not_load_balancer drop");
-    let only6 = line_of(&ruleset, "tcp dport @ports ip6 saddr != @lb6 counter name not_load_balancer drop");
+    let ruleset = render(&FirewallConfig { load_balancers_only: true, ..firewall() }, 64, &everywhere(&[443]));
+    let only4 = line_of(&ruleset, "ip daddr . tcp dport @open4 ip saddr != @lb4 counter name not_load_balancer drop");
+    let only6 = line_of(&ruleset, "ip6 daddr . tcp dport @open6 ip6 saddr != @lb6 counter name not_load_balancer drop");
     let first_accept = line_of(&ruleset, "counter name accepted accept");
     assert!(only4 < first_accept && only6 < first_accept, "{ruleset}");
 }
 
 #[test]
 fn hardening_sits_where_it_can_see_the_packets() {
-    let ruleset = render(&firewall(), 64, &[443]);
+    let ruleset = render(&firewall(), 64, &everywhere(&[443]));
     // Fragments before conntrack reassembles them (-400).
     let fragments = line_of(&ruleset, "type filter hook prerouting priority -450;");
     assert!(line_of(&ruleset, "ip frag-off & 0x3fff != 0 counter name fragments drop") > fragments);
@@ -108,7 +130,7 @@ fn hardening_sits_where_it_can_see_the_packets() {
     assert!(ruleset.contains("ip saddr != @exempt4 ip saddr @spoofed4 counter name spoofed drop"));
     assert!(ruleset.contains("10.0.0.0/8") && ruleset.contains("fc00::/7"));
 
-    let soft = render(&FirewallConfig { hardening: false, ..firewall() }, 64, &[443]);
+    let soft = render(&FirewallConfig { hardening: false, ..firewall() }, 64, &everywhere(&[443]));
     for gone in ["priority -450", "priority raw", "counter name invalid drop", "new_without_syn drop"] {
         assert!(!soft.contains(gone), "hardening = false keeps no {gone}");
     }
@@ -117,7 +139,7 @@ fn hardening_sits_where_it_can_see_the_packets() {
 
 #[test]
 fn bans_live_in_the_sibling_table_and_are_dropped_before_the_rules() {
-    let rules = render(&firewall(), 64, &[443]);
+    let rules = render(&firewall(), 64, &everywhere(&[443]));
     assert!(!rules.contains("banned"), "a replacement of the rules never re-sends the bans: {rules}");
     let bans = render_bans(&firewall(), 64, &bans());
     assert!(bans.starts_with("table inet pc_test_bans {}\ndelete table inet pc_test_bans\ntable inet pc_test_bans {"), "{bans}");
@@ -143,10 +165,14 @@ fn nft_accepts_every_variant() {
         return;
     }
     let variants = [
-        render(&firewall(), 64, &[443, 5061]),
-        render(&FirewallConfig { load_balancers_only: true, ..firewall() }, 48, &[443]),
-        render(&FirewallConfig { hardening: false, exempt: vec![], load_balancers: vec![], ..firewall() }, 128, &[]),
-        render(&FirewallConfig { new_connections: PacketRate { count: 600, unit: RateUnit::Minute }, ..firewall() }, 64, &[80]),
+        render(&firewall(), 64, &everywhere(&[443, 5061])),
+        render(&FirewallConfig { load_balancers_only: true, ..firewall() }, 48, &everywhere(&[443])),
+        render(&FirewallConfig { hardening: false, exempt: vec![], load_balancers: vec![], ..firewall() }, 128, &everywhere(&[])),
+        render(
+            &FirewallConfig { new_connections: PacketRate { count: 600, unit: RateUnit::Minute }, ..firewall() },
+            64,
+            &everywhere(&[80]),
+        ),
         render_bans(&firewall(), 64, &bans()),
         render_bans(&firewall(), 48, &[]),
         crate::protect::nft::mirror_table("pc_test", &[443], 64, &bans()),
