@@ -115,6 +115,7 @@ for rep in $(seq 1 "$REPS"); do
     wait "$FLOOD" 2>/dev/null || true
     read -r s1 q1 t1 < <(cpu_ticks)
     opens=$(( $(passive_opens) - opens0 ))
+    [ -n "${COUNTERS_DIR:-}" ] && ip netns exec "$E" nft list counters > "$COUNTERS_DIR/$mode.$rep.txt" 2>/dev/null
     sent=$(grep -o "[0-9]* packets tramitted\|[0-9]* packets transmitted" "$DIR/flood.txt" | head -1 | cut -d' ' -f1)
     kill -TERM "$EDGE_PID"; wait "$EDGE_PID" 2>/dev/null || true; EDGE_PID=""
     echo "| $mode | $rep | ${sent:-?} | $opens | $(( 100 * (q1 - q0) / (t1 - t0) )) | $(( 100 * (s1 - s0) / (t1 - t0) )) | $(cat "$DIR/lb.txt") | $client |"
