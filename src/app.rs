@@ -481,6 +481,13 @@ fn reload_once(
     if next.firewall != current.firewall {
         edge.runtime.error_log.warn("[firewall] changes need a restart; the firewall stays as it is");
     }
+    if next.protection.ipv6_prefix != current.protection.ipv6_prefix
+        && (current.firewall.is_some() || current.protection.nftables_table.is_some())
+    {
+        edge.runtime.error_log.warn(
+            "protection.ipv6_prefix changes reach the kernel ban sets at the next restart; they keep masking IPv6 sources as at start",
+        );
+    }
     if next.protection.nftables_table != current.protection.nftables_table {
         edge.runtime.error_log.warn("protection.nftables_set/nftables_table changes need a restart; the kernel mirror stays as it is");
     }

@@ -146,7 +146,7 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<Kernel
         (None, None) => return None,
     };
     let began = tokio::time::Instant::now();
-    let mirror = match NftMirror::start(&table, &script, runtime.error_log.clone()).await {
+    let mirror = match NftMirror::start(&table, ipv6_prefix, &script, runtime.error_log.clone()).await {
         Ok(started) => Arc::new(started),
         Err(error) => {
             if let Some(firewall) = &config.firewall {

@@ -220,7 +220,7 @@ pub fn render_bans(config: &FirewallConfig, ipv6_prefix: u8, bans: &[MirroredBan
          \t\ttcp flags & (syn | ack) == syn ip saddr @banned4 counter name banned drop\n\
          \t\ttcp flags & (syn | ack) == syn ip6 saddr & {mask} @banned6 counter name banned drop\n\t}}\n}}\n"
     );
-    s.push_str(&bans_script(&table, bans));
+    s.push_str(&bans_script(&table, ipv6_prefix, bans));
     s
 }
 

@@ -69,6 +69,9 @@ pub struct NftMirror {
     /// (it re-adds every ban in force).
     suspended: Arc<AtomicBool>,
     table: String,
+    /// The IPv6 prefix the table's rules mask sources with (fixed for the table's life): every
+    /// IPv6 element is masked the same way, whatever a later reload sets.
+    ipv6_prefix: u8,
 }
 
 impl std::fmt::Debug for Job {
@@ -87,13 +90,13 @@ impl NftMirror {
     /// Applies `script` (which must create `table` with the `banned4`/`banned6` sets and
     /// hold the bans in force) and starts the writer; an error (no `nft`, not root…) says why
     /// and leaves no mirror.
-    pub async fn start(table: &str, script: &str, error_log: ErrorLog) -> Result<NftMirror, NftError> {
+    pub async fn start(table: &str, ipv6_prefix: u8, script: &str, error_log: ErrorLog) -> Result<NftMirror, NftError> {
         run_nft(script).await?;
         let (sender, receiver) = mpsc::channel(MAX_QUEUED);
         let dropped = Arc::new(AtomicU64::new(0));
         let suspended = Arc::new(AtomicBool::new(false));
         tokio::spawn(apply_jobs(table.to_string(), receiver, dropped.clone(), suspended.clone(), error_log));
-        Ok(NftMirror { jobs: sender, dropped, suspended, table: table.to_string() })
+        Ok(NftMirror { jobs: sender, dropped, suspended, table: table.to_string(), ipv6_prefix })
     }
 
     /// Replaces the whole table with what `render` makes once every change queued before
@@ -104,14 +107,14 @@ impl NftMirror {
         outcome.await.map_err(|_| NftError::Stopped)?
     }
 
-    /// Queues a ban of `source/prefix` for `remaining`.
-    pub fn ban(&self, source: IpAddr, prefix: u8, remaining: Duration) {
-        self.queue(Change::Ban { source, prefix, remaining });
+    /// Queues a ban of `source` for `remaining` (IPv6: its prefix of the table's length).
+    pub fn ban(&self, source: IpAddr, remaining: Duration) {
+        self.queue(Change::Ban { source, prefix: self.ipv6_prefix, remaining });
     }
 
-    /// Queues the removal of `source/prefix`.
-    pub fn unban(&self, source: IpAddr, prefix: u8) {
-        self.queue(Change::Unban { source, prefix });
+    /// Queues the removal of `source` (IPv6: its prefix of the table's length).
+    pub fn unban(&self, source: IpAddr) {
+        self.queue(Change::Unban { source, prefix: self.ipv6_prefix });
     }
 
     fn queue(&self, change: Change) {
@@ -127,18 +130,18 @@ impl NftMirror {
         while let Some(received) = events.next().await {
             match received {
                 Received::Event(event) => match &*event {
-                    Event::BanInForce { source, prefix, until_ms } | Event::Banned { source, prefix, until_ms, .. } => {
+                    Event::BanInForce { source, until_ms, .. } | Event::Banned { source, until_ms, .. } => {
                         // Whole seconds, rounded up: the kernel's timeout granularity.
                         let remaining_ms = until_ms.saturating_sub(crate::clock::unix_ms());
-                        self.ban(*source, *prefix, Duration::from_secs(remaining_ms.div_ceil(1000)));
+                        self.ban(*source, Duration::from_secs(remaining_ms.div_ceil(1000)));
                     }
-                    Event::BanLifted { source, prefix, .. } => self.unban(*source, *prefix),
+                    Event::BanLifted { source, .. } => self.unban(*source),
                     _ => {}
                 },
                 Received::Missed(_) => {
                     let Some(shield) = shield.upgrade() else { return };
-                    for (source, prefix, remaining) in shield.mirrored_bans() {
-                        self.ban(source, prefix, remaining);
+                    for (source, _, remaining) in shield.mirrored_bans() {
+                        self.ban(source, remaining);
                     }
                 }
             }
@@ -224,7 +227,7 @@ pub fn mirror_table(table: &str, ports: &[u16], ipv6_prefix: u8, bans: &[Mirrore
         ports_script(table, ports),
         size = crate::protect::MAX_BANS,
     );
-    script.push_str(&bans_script(table, bans));
+    script.push_str(&bans_script(table, ipv6_prefix, bans));
     script
 }
 
@@ -237,12 +240,12 @@ pub fn ipv6_mask(bits: u8) -> Ipv6Addr {
 /// Statements that add `bans` to the ban sets of a table just created (so no element exists
 /// yet): one `add element` per set and [`MAX_BATCH`] bans, which keeps a replacement with
 /// 100,000 bans to a few statements.
-pub fn bans_script(table: &str, bans: &[MirroredBan]) -> String {
+pub fn bans_script(table: &str, ipv6_prefix: u8, bans: &[MirroredBan]) -> String {
     let mut script = String::new();
     for set in ["banned4", "banned6"] {
         let elements: Vec<String> = bans
             .iter()
-            .map(|&(source, prefix, remaining)| (element(source, prefix), remaining))
+            .map(|&(source, _, remaining)| (element(source, ipv6_prefix), remaining))
             .filter(|((in_set, _), _)| *in_set == set)
             .map(|((_, element), remaining)| format!("{element} timeout {}s", timeout_secs(remaining)))
             .collect();
