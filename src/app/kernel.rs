@@ -87,6 +87,19 @@ fn ports_text(endpoints: &[SocketAddr]) -> String {
 pub struct KernelTable {
     mirror: Arc<NftMirror>,
     firewall: Option<Ports>,
+    /// Without the firewall: the ban mirror's own table and the ports it guards.
+    mirror_only: Option<MirrorPorts>,
+}
+
+/// The ban mirror's table (no `[firewall]`): the listener ports its rules guard, kept in step
+/// with the running listeners (a reload may add or remove one).
+struct MirrorPorts {
+    table: String,
+    ipv6_prefix: u8,
+    applied: tokio::sync::Mutex<Vec<u16>>,
+    /// Set at shutdown (under `applied`): the table is not put back after that.
+    stopping: std::sync::atomic::AtomicBool,
+    follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The firewall's view of the ports it opened, kept in step with the running listeners.
@@ -164,13 +177,29 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<Kernel
     tokio::spawn(mirror.clone().follow(events, Arc::downgrade(&runtime.shield)));
     let (Some(firewall), Some((ports, ports_ms))) = (&config.firewall, opened) else {
         tracing::info!("bans mirrored into nftables table inet {table}");
-        return Some(Arc::new(KernelTable { mirror, firewall: None }));
+        let kernel = Arc::new(KernelTable {
+            mirror,
+            firewall: None,
+            mirror_only: Some(MirrorPorts {
+                table,
+                ipv6_prefix,
+                applied: tokio::sync::Mutex::new(runtime.listeners.public_ports()),
+                stopping: std::sync::atomic::AtomicBool::new(false),
+                follower: std::sync::Mutex::new(None),
+            }),
+        });
+        let follower = tokio::spawn(follow_listeners(Arc::downgrade(&kernel), runtime.clone()));
+        if let Some(mirror) = &kernel.mirror_only {
+            *mirror.follower.lock().unwrap_or_else(|p| p.into_inner()) = Some(follower);
+        }
+        return Some(kernel);
     };
     tracing::info!("firewall applied: table inet {} on {} (open: {ports:?})", firewall.table, firewall.interface);
     log.record(&format!("applied table={} reason=start ports={} took_ms={ports_ms}", firewall.table, ports_text(&ports)));
     log.record(&format!("applied table={table} reason=start bans={} took_ms={bans_ms}", bans.len()));
     let kernel = Arc::new(KernelTable {
         mirror,
+        mirror_only: None,
         firewall: Some(Ports {
             config: firewall.clone(),
             ipv6_prefix,
@@ -196,6 +225,9 @@ impl KernelTable {
     /// Brings the open ports in line with the running listeners (`why` goes to
     /// `firewall.log`); nothing happens when they already are, or without the firewall.
     async fn update_ports(&self, runtime: &Runtime, why: &str) {
+        if let Some(mirror) = &self.mirror_only {
+            self.update_mirror_ports(mirror, runtime).await;
+        }
         let Some(firewall) = &self.firewall else { return };
         let mut applied = firewall.applied.lock().await;
         let ports = running_endpoints(&runtime.listeners.all());
@@ -225,10 +257,39 @@ impl KernelTable {
         }
     }
 
+    /// The ban mirror's table guards the ports of the listeners running now (its bans are
+    /// rendered in with it, in order with the ban changes).
+    async fn update_mirror_ports(&self, mirror: &MirrorPorts, runtime: &Runtime) {
+        let mut applied = mirror.applied.lock().await;
+        let ports = runtime.listeners.public_ports();
+        if ports == *applied || mirror.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let (table, prefix, shield, guarded) = (mirror.table.clone(), mirror.ipv6_prefix, Arc::downgrade(&runtime.shield), ports.clone());
+        let outcome = self
+            .mirror
+            .replace(move || {
+                let bans = shield.upgrade().map(|s| s.mirrored_bans()).unwrap_or_default();
+                nft::mirror_table(&table, &guarded, prefix, &bans)
+            })
+            .await;
+        match outcome {
+            Ok(()) => *applied = ports,
+            Err(error) => runtime.error_log.error(&format!("nftables mirror: listener ports not updated: {error}")),
+        }
+    }
+
     /// At shutdown, once every listener stopped: closes their ports (recorded), then deletes
     /// the table.
     pub async fn shut_down(&self, runtime: &Runtime) {
         let Some(firewall) = &self.firewall else {
+            if let Some(mirror) = &self.mirror_only {
+                if let Some(follower) = mirror.follower.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    follower.abort();
+                }
+                let _applied = mirror.applied.lock().await;
+                mirror.stopping.store(true, Ordering::SeqCst);
+            }
             if let Err(error) = self.mirror.remove().await {
                 runtime.error_log.error(&format!("nftables: cannot delete the ban table at shutdown: {error}"));
             }

@@ -57,6 +57,10 @@ enum Job {
         render: Box<dyn FnOnce() -> String + Send>,
         done: oneshot::Sender<Result<(), NftError>>,
     },
+    /// Delete the table (after everything queued before) and drop changes until a replacement.
+    Remove {
+        done: oneshot::Sender<Result<(), NftError>>,
+    },
 }
 
 /// A running mirror; changes are queued and applied by a background task.
@@ -68,7 +72,6 @@ pub struct NftMirror {
     /// The table was taken down on purpose: changes are dropped until a replacement succeeds
     /// (it re-adds every ban in force).
     suspended: Arc<AtomicBool>,
-    table: String,
     /// The IPv6 prefix the table's rules mask sources with (fixed for the table's life): every
     /// IPv6 element is masked the same way, whatever a later reload sets.
     ipv6_prefix: u8,
@@ -79,6 +82,7 @@ impl std::fmt::Debug for Job {
         match self {
             Job::Change(change) => write!(f, "{change:?}"),
             Job::Replace { .. } => f.write_str("Replace"),
+            Job::Remove { .. } => f.write_str("Remove"),
         }
     }
 }
@@ -96,7 +100,7 @@ impl NftMirror {
         let dropped = Arc::new(AtomicU64::new(0));
         let suspended = Arc::new(AtomicBool::new(false));
         tokio::spawn(apply_jobs(table.to_string(), receiver, dropped.clone(), suspended.clone(), error_log));
-        Ok(NftMirror { jobs: sender, dropped, suspended, table: table.to_string(), ipv6_prefix })
+        Ok(NftMirror { jobs: sender, dropped, suspended, ipv6_prefix })
     }
 
     /// Replaces the whole table with what `render` makes once every change queued before
@@ -152,7 +156,9 @@ impl NftMirror {
     /// are dropped from then on, until a [`NftMirror::replace`] puts the table back.
     pub async fn remove(&self) -> Result<(), NftError> {
         self.suspended.store(true, Ordering::SeqCst);
-        run_nft(&format!("delete table inet {}\n", self.table)).await
+        let (done, outcome) = oneshot::channel();
+        self.jobs.send(Job::Remove { done }).await.map_err(|_| NftError::Stopped)?;
+        outcome.await.map_err(|_| NftError::Stopped)?
     }
 }
 
@@ -179,6 +185,12 @@ async fn apply_jobs(
                     suspended.store(false, Ordering::SeqCst);
                 }
                 let _ = done.send(outcome);
+                continue;
+            }
+            // Everything queued before it has run: the table stays gone.
+            Job::Remove { done } => {
+                suspended.store(true, Ordering::SeqCst);
+                let _ = done.send(run_nft(&format!("delete table inet {table}\n")).await);
                 continue;
             }
             Job::Change(change) => change,

@@ -165,6 +165,16 @@ fn bans_reach_the_kernel_set_and_unbans_and_restarts_keep_it_in_step() {
     let table = ns.run(&["nft", "list", "table", "inet", "portcullis"]);
     assert!(table.contains("elements = { 18080, 18082 }"), "{table}");
     assert!(!ns.set("banned4").contains("elements"), "{}", ns.set("banned4"));
+    // A listener a reload adds is guarded too (and one it removes no longer is).
+    let original = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, original.replace("[admin]", "[[listener]]\nname = \"extra\"\naddress = \"127.0.0.1:18083\"\n[admin]")).unwrap();
+    let reload = ns.exec(&[env!("CARGO_BIN_EXE_portcullis"), "reload", "--config", config.to_str().unwrap()]);
+    assert!(reload.status.success(), "{}", String::from_utf8_lossy(&reload.stderr));
+    ns.wait_for_set("ports", |s| s.contains("18083"));
+    std::fs::write(&config, &original).unwrap();
+    let reload = ns.exec(&[env!("CARGO_BIN_EXE_portcullis"), "reload", "--config", config.to_str().unwrap()]);
+    assert!(reload.status.success(), "{}", String::from_utf8_lossy(&reload.stderr));
+    ns.wait_for_set("ports", |s| !s.contains("18083") && s.contains("18080"));
 
     // Three failures from 127.0.0.2 ban it; the kernel then drops its packets (no answer at
     // all), while a neighbour still reaches the edge.
