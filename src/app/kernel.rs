@@ -89,6 +89,10 @@ pub struct KernelTable {
     firewall: Option<Ports>,
     /// Without the firewall: the ban mirror's own table and the ports it guards.
     mirror_only: Option<MirrorPorts>,
+    /// The task that follows the listeners (stopped at shutdown).
+    follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set at shutdown (under the ports' lock): nothing may put the tables back after that.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The ban mirror's table (no `[firewall]`): the listener ports its rules guard, kept in step
@@ -97,9 +101,6 @@ struct MirrorPorts {
     table: String,
     ipv6_prefix: u8,
     applied: tokio::sync::Mutex<Vec<u16>>,
-    /// Set at shutdown (under `applied`): the table is not put back after that.
-    stopping: std::sync::atomic::AtomicBool,
-    follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The firewall's view of the ports it opened, kept in step with the running listeners.
@@ -109,12 +110,8 @@ struct Ports {
     log: FirewallLog,
     /// What the table in the kernel opens now (one update at a time).
     applied: tokio::sync::Mutex<Vec<SocketAddr>>,
-    /// The task that follows the listeners (stopped at shutdown).
-    follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Whether both tables are in the kernel (false after `firewall remove`).
     in_kernel: std::sync::atomic::AtomicBool,
-    /// Set at shutdown (under `applied`): nothing may put the tables back after that.
-    stopping: std::sync::atomic::AtomicBool,
     /// Why the last apply or remove failed.
     error: std::sync::Mutex<Option<String>>,
     runtime: std::sync::Weak<Runtime>,
@@ -175,49 +172,41 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<Kernel
     };
     let bans_ms = began.elapsed().as_millis();
     tokio::spawn(mirror.clone().follow(events, Arc::downgrade(&runtime.shield)));
-    let (Some(firewall), Some((ports, ports_ms))) = (&config.firewall, opened) else {
-        tracing::info!("bans mirrored into nftables table inet {table}");
-        let kernel = Arc::new(KernelTable {
-            mirror,
-            firewall: None,
-            mirror_only: Some(MirrorPorts {
-                table,
+    let (firewall, mirror_only) = match (&config.firewall, opened) {
+        (Some(firewall), Some((ports, ports_ms))) => {
+            tracing::info!("firewall applied: table inet {} on {} (open: {ports:?})", firewall.table, firewall.interface);
+            log.record(&format!("applied table={} reason=start ports={} took_ms={ports_ms}", firewall.table, ports_text(&ports)));
+            log.record(&format!("applied table={table} reason=start bans={} took_ms={bans_ms}", bans.len()));
+            let ports = Ports {
+                config: firewall.clone(),
                 ipv6_prefix,
-                applied: tokio::sync::Mutex::new(runtime.listeners.public_ports()),
-                stopping: std::sync::atomic::AtomicBool::new(false),
-                follower: std::sync::Mutex::new(None),
-            }),
-        });
-        let follower = tokio::spawn(follow_listeners(Arc::downgrade(&kernel), runtime.clone()));
-        if let Some(mirror) = &kernel.mirror_only {
-            *mirror.follower.lock().unwrap_or_else(|p| p.into_inner()) = Some(follower);
+                log,
+                applied: tokio::sync::Mutex::new(ports),
+                in_kernel: std::sync::atomic::AtomicBool::new(true),
+                error: std::sync::Mutex::new(None),
+                runtime: Arc::downgrade(runtime),
+            };
+            (Some(ports), None)
         }
-        return Some(kernel);
+        _ => {
+            tracing::info!("bans mirrored into nftables table inet {table}");
+            let guarded = tokio::sync::Mutex::new(runtime.listeners.public_ports());
+            (None, Some(MirrorPorts { table, ipv6_prefix, applied: guarded }))
+        }
     };
-    tracing::info!("firewall applied: table inet {} on {} (open: {ports:?})", firewall.table, firewall.interface);
-    log.record(&format!("applied table={} reason=start ports={} took_ms={ports_ms}", firewall.table, ports_text(&ports)));
-    log.record(&format!("applied table={table} reason=start bans={} took_ms={bans_ms}", bans.len()));
     let kernel = Arc::new(KernelTable {
         mirror,
-        mirror_only: None,
-        firewall: Some(Ports {
-            config: firewall.clone(),
-            ipv6_prefix,
-            log,
-            applied: tokio::sync::Mutex::new(ports),
-            follower: std::sync::Mutex::new(None),
-            in_kernel: std::sync::atomic::AtomicBool::new(true),
-            stopping: std::sync::atomic::AtomicBool::new(false),
-            error: std::sync::Mutex::new(None),
-            runtime: Arc::downgrade(runtime),
-        }),
+        firewall,
+        mirror_only,
+        follower: std::sync::Mutex::new(None),
+        stopping: std::sync::atomic::AtomicBool::new(false),
     });
-    let control: Arc<dyn FirewallControl> = kernel.clone();
-    let _ = runtime.firewall.set(control);
-    let follower = tokio::spawn(follow_listeners(Arc::downgrade(&kernel), runtime.clone()));
-    if let Some(ports) = &kernel.firewall {
-        *ports.follower.lock().unwrap_or_else(|p| p.into_inner()) = Some(follower);
+    if kernel.firewall.is_some() {
+        let control: Arc<dyn FirewallControl> = kernel.clone();
+        let _ = runtime.firewall.set(control);
     }
+    let follower = tokio::spawn(follow_listeners(Arc::downgrade(&kernel), runtime.clone()));
+    *kernel.follower.lock().unwrap_or_else(|p| p.into_inner()) = Some(follower);
     Some(kernel)
 }
 
@@ -231,7 +220,7 @@ impl KernelTable {
         let Some(firewall) = &self.firewall else { return };
         let mut applied = firewall.applied.lock().await;
         let ports = running_endpoints(&runtime.listeners.all());
-        if ports == *applied || firewall.stopping.load(Ordering::SeqCst) {
+        if ports == *applied || self.stopping.load(Ordering::SeqCst) {
             return;
         }
         if !firewall.in_kernel.load(Ordering::SeqCst) {
@@ -262,7 +251,7 @@ impl KernelTable {
     async fn update_mirror_ports(&self, mirror: &MirrorPorts, runtime: &Runtime) {
         let mut applied = mirror.applied.lock().await;
         let ports = runtime.listeners.public_ports();
-        if ports == *applied || mirror.stopping.load(Ordering::SeqCst) {
+        if ports == *applied || self.stopping.load(Ordering::SeqCst) {
             return;
         }
         let (table, prefix, shield, guarded) = (mirror.table.clone(), mirror.ipv6_prefix, Arc::downgrade(&runtime.shield), ports.clone());
@@ -282,26 +271,23 @@ impl KernelTable {
     /// At shutdown, once every listener stopped: closes their ports (recorded), then deletes
     /// the table.
     pub async fn shut_down(&self, runtime: &Runtime) {
+        if let Some(follower) = self.follower.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            follower.abort();
+        }
         let Some(firewall) = &self.firewall else {
             if let Some(mirror) = &self.mirror_only {
-                if let Some(follower) = mirror.follower.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    follower.abort();
-                }
                 let _applied = mirror.applied.lock().await;
-                mirror.stopping.store(true, Ordering::SeqCst);
+                self.stopping.store(true, Ordering::SeqCst);
             }
             if let Err(error) = self.mirror.remove().await {
                 runtime.error_log.error(&format!("nftables: cannot delete the ban table at shutdown: {error}"));
             }
             return;
         };
-        if let Some(follower) = firewall.follower.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            follower.abort();
-        }
         self.update_ports(runtime, "listeners-stopped").await;
         // From here on nothing puts the tables back (an admin `apply` racing the shutdown).
         let _applied = firewall.applied.lock().await;
-        firewall.stopping.store(true, Ordering::SeqCst);
+        self.stopping.store(true, Ordering::SeqCst);
         if !firewall.in_kernel.swap(false, Ordering::SeqCst) {
             return; // the operator took it down already
         }
@@ -393,11 +379,8 @@ impl KernelTable {
         if !firewall.in_kernel.load(Ordering::SeqCst) {
             return;
         }
-        let listed = tokio::process::Command::new("nft").args(["list", "tables"]).kill_on_drop(true).output();
-        let Ok(Ok(output)) = tokio::time::timeout(std::time::Duration::from_secs(10), listed).await else { return };
-        let tables = String::from_utf8_lossy(&output.stdout);
-        let present = |name: &str| tables.lines().any(|line| line.trim() == format!("table inet {name}"));
-        if !output.status.success() || (present(&firewall.config.table) && present(&firewall::bans_table(&firewall.config.table))) {
+        let Some(tables) = nft::list(&["list", "tables"]).await else { return };
+        if has_table(&tables, &firewall.config.table) && has_table(&tables, &firewall::bans_table(&firewall.config.table)) {
             return;
         }
         if let (Err(error), Some(runtime)) = (self.apply_because("reassert").await, firewall.runtime.upgrade()) {
@@ -408,68 +391,64 @@ impl KernelTable {
     }
 
     async fn apply_because(&self, reason: &str) -> Result<(), String> {
-        {
-            let Some(firewall) = &self.firewall else { return Err("the firewall is not enabled".to_string()) };
-            let Some(runtime) = firewall.runtime.upgrade() else { return Err("the edge is stopping".to_string()) };
-            let mut applied = firewall.applied.lock().await;
-            if firewall.stopping.load(Ordering::SeqCst) {
-                return Err("the edge is stopping".to_string());
-            }
-            let ports = running_endpoints(&runtime.listeners.all());
-            let began = tokio::time::Instant::now();
-            let mut outcome = nft::run_nft(&firewall::render(&firewall.config, firewall.ipv6_prefix, &ports)).await;
-            if outcome.is_ok() {
-                let (config, prefix, shield) = (firewall.config.clone(), firewall.ipv6_prefix, Arc::downgrade(&runtime.shield));
-                outcome = self
-                    .mirror
-                    .replace(move || {
-                        let bans = shield.upgrade().map(|s| s.mirrored_bans()).unwrap_or_default();
-                        firewall::render_bans(&config, prefix, &bans)
-                    })
-                    .await;
-            }
-            let took_ms = began.elapsed().as_millis();
-            let table = &firewall.config.table;
-            let result = match outcome {
-                Ok(()) => {
-                    firewall.in_kernel.store(true, Ordering::SeqCst);
-                    firewall.log.record(&format!("applied table={table} reason={reason} ports={} took_ms={took_ms}", ports_text(&ports)));
-                    *applied = ports;
-                    Ok(())
-                }
-                Err(error) => {
-                    firewall.log.record(&format!("failed table={table} reason={reason} error={error}"));
-                    Err(error.to_string())
-                }
-            };
-            *firewall.error.lock().unwrap_or_else(|p| p.into_inner()) = result.clone().err();
-            result
+        let Some(firewall) = &self.firewall else { return Err("the firewall is not enabled".to_string()) };
+        let Some(runtime) = firewall.runtime.upgrade() else { return Err("the edge is stopping".to_string()) };
+        let mut applied = firewall.applied.lock().await;
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err("the edge is stopping".to_string());
         }
+        let ports = running_endpoints(&runtime.listeners.all());
+        let began = tokio::time::Instant::now();
+        let mut outcome = nft::run_nft(&firewall::render(&firewall.config, firewall.ipv6_prefix, &ports)).await;
+        if outcome.is_ok() {
+            let (config, prefix, shield) = (firewall.config.clone(), firewall.ipv6_prefix, Arc::downgrade(&runtime.shield));
+            outcome = self
+                .mirror
+                .replace(move || {
+                    let bans = shield.upgrade().map(|s| s.mirrored_bans()).unwrap_or_default();
+                    firewall::render_bans(&config, prefix, &bans)
+                })
+                .await;
+        }
+        let took_ms = began.elapsed().as_millis();
+        let table = &firewall.config.table;
+        let result = match outcome {
+            Ok(()) => {
+                firewall.in_kernel.store(true, Ordering::SeqCst);
+                firewall.log.record(&format!("applied table={table} reason={reason} ports={} took_ms={took_ms}", ports_text(&ports)));
+                *applied = ports;
+                Ok(())
+            }
+            Err(error) => {
+                firewall.log.record(&format!("failed table={table} reason={reason} error={error}"));
+                Err(error.to_string())
+            }
+        };
+        *firewall.error.lock().unwrap_or_else(|p| p.into_inner()) = result.clone().err();
+        result
     }
 
     async fn remove_because(&self, reason: &str) -> Result<(), String> {
-        {
-            let Some(firewall) = &self.firewall else { return Err("the firewall is not enabled".to_string()) };
-            let _applied = firewall.applied.lock().await;
-            let bans = self.mirror.remove().await;
-            let rules = nft::run_nft(&format!("delete table inet {}\n", firewall.config.table)).await;
-            firewall.in_kernel.store(false, Ordering::SeqCst);
-            let table = &firewall.config.table;
-            // A table already gone is what the operator asked for.
-            let failure = [rules, bans].into_iter().filter_map(Result::err).map(|e| e.to_string()).find(|e| !e.contains("No such file"));
-            let result = match failure {
-                None => {
-                    firewall.log.record(&format!("removed table={table} reason={reason}"));
-                    Ok(())
-                }
-                Some(error) => {
-                    firewall.log.record(&format!("failed table={table} reason={reason} error={error}"));
-                    Err(error)
-                }
-            };
-            *firewall.error.lock().unwrap_or_else(|p| p.into_inner()) = result.clone().err();
-            result
-        }
+        let Some(firewall) = &self.firewall else { return Err("the firewall is not enabled".to_string()) };
+        let _applied = firewall.applied.lock().await;
+        let bans = self.mirror.remove().await;
+        let rules = nft::run_nft(&format!("delete table inet {}\n", firewall.config.table)).await;
+        firewall.in_kernel.store(false, Ordering::SeqCst);
+        let table = &firewall.config.table;
+        // A table already gone is what the operator asked for.
+        let failure = [rules, bans].into_iter().filter_map(Result::err).map(|e| e.to_string()).find(|e| !e.contains("No such file"));
+        let result = match failure {
+            None => {
+                firewall.log.record(&format!("removed table={table} reason={reason}"));
+                Ok(())
+            }
+            Some(error) => {
+                firewall.log.record(&format!("failed table={table} reason={reason} error={error}"));
+                Err(error)
+            }
+        };
+        *firewall.error.lock().unwrap_or_else(|p| p.into_inner()) = result.clone().err();
+        result
     }
 }
 
@@ -477,11 +456,9 @@ impl KernelTable {
 /// counter): replacing it would wipe an operator's rules. A table of ours left by a crash is
 /// replaced as usual.
 async fn check_ownership(tables: &[String]) -> Result<(), String> {
-    let listed = tokio::process::Command::new("nft").args(["list", "tables"]).kill_on_drop(true).output();
-    let Ok(Ok(output)) = tokio::time::timeout(std::time::Duration::from_secs(10), listed).await else { return Ok(()) };
-    let existing = String::from_utf8_lossy(&output.stdout).into_owned();
+    let Some(existing) = nft::list(&["list", "tables"]).await else { return Ok(()) };
     for table in tables {
-        if !existing.lines().any(|line| line.trim() == format!("table inet {table}")) {
+        if !has_table(&existing, table) {
             continue;
         }
         if !read_counters(table).await.iter().any(|(name, _)| name == firewall::OWNER_MARK) {
@@ -493,9 +470,8 @@ async fn check_ownership(tables: &[String]) -> Result<(), String> {
 
 /// The named counters of `table` (packets), empty when `nft` cannot list them.
 async fn read_counters(table: &str) -> Vec<(String, u64)> {
-    let listed = tokio::process::Command::new("nft").args(["-j", "list", "counters", "table", "inet", table]).kill_on_drop(true).output();
-    let Ok(Ok(output)) = tokio::time::timeout(std::time::Duration::from_secs(10), listed).await else { return Vec::new() };
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&output.stdout) else { return Vec::new() };
+    let Some(listed) = nft::list(&["-j", "list", "counters", "table", "inet", table]).await else { return Vec::new() };
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(&listed) else { return Vec::new() };
     value["nftables"]
         .as_array()
         .into_iter()
@@ -503,4 +479,9 @@ async fn read_counters(table: &str) -> Vec<(String, u64)> {
         .filter_map(|o| o.get("counter"))
         .filter_map(|c| Some((c["name"].as_str()?.to_string(), c["packets"].as_u64()?)))
         .collect()
+}
+
+/// Whether `nft list tables` output names `inet <table>`.
+fn has_table(listed: &str, table: &str) -> bool {
+    listed.lines().any(|line| line.trim() == format!("table inet {table}"))
 }

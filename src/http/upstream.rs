@@ -114,11 +114,12 @@ impl Server {
     /// A connection opened on this thread comes first: with per-core workers each thread has
     /// its own event loop, and a socket another thread opened is woken through that thread.
     fn take_idle(&self) -> Option<(Conn, Duration)> {
+        let here = std::thread::current().id();
         loop {
             let (mut conn, since) = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
                 let newest = idle.len().checked_sub(1)?;
-                let at = idle.iter().rposition(|(conn, _)| conn.is_at_home()).unwrap_or(newest);
+                let at = idle.iter().rposition(|(conn, _)| conn.home() == here).unwrap_or(newest);
                 idle.remove(at)
             };
             if !conn.is_closed() {

@@ -164,9 +164,9 @@ impl Conn {
         Conn { stream, read: BytesMut::new(), head: Vec::new(), home: std::thread::current().id() }
     }
 
-    /// Whether the connection was opened on the calling thread.
-    pub fn is_at_home(&self) -> bool {
-        self.home == std::thread::current().id()
+    /// The thread that opened the connection.
+    pub fn home(&self) -> std::thread::ThreadId {
+        self.home
     }
 
     /// Whether this idle connection is unusable: the upstream closed it, or sent bytes no

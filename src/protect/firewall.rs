@@ -29,7 +29,7 @@ use super::nft::{MirroredBan, bans_script, ipv6_mask};
 pub fn bans_table(table: &str) -> String {
     format!("{table}_bans")
 }
-use crate::config::{FirewallConfig, PacketRate};
+use crate::config::FirewallConfig;
 
 /// IPv4 sources that never arrive from the internet (RFC 6890 and friends).
 pub const SPOOFED_V4: [&str; 9] = [
@@ -101,7 +101,7 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, endpoints: &[SocketAddr]
     };
     let _ = writeln!(s, "\tset open4 {{ type ipv4_addr . inet_service; flags interval; auto-merge; {}}}", elements(open(true)));
     let _ = writeln!(s, "\tset open6 {{ type ipv6_addr . inet_service; flags interval; auto-merge; {}}}", elements(open(false)));
-    let global = limit(config.global_new_connections);
+    let global = config.global_new_connections;
     let _ = writeln!(s, "\tlimit global_new {{ rate over {global} burst {} packets }}", config.global_new_connections.count);
     for (name, kind, networks) in
         [("exempt4", "ipv4_addr", &exempt4), ("exempt6", "ipv6_addr", &exempt6), ("lb4", "ipv4_addr", &lb4), ("lb6", "ipv6_addr", &lb6)]
@@ -175,7 +175,7 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, endpoints: &[SocketAddr]
     }
     let _ = writeln!(s, "\t\t{open4} ip saddr @exempt4 counter name accepted accept");
     let _ = writeln!(s, "\t\t{open6} ip6 saddr @exempt6 counter name accepted accept");
-    let (rate, burst) = (limit(config.new_connections), config.burst);
+    let (rate, burst) = (config.new_connections, config.burst);
     // A source the meter tracks is judged by its own bucket alone; only sources the meter
     // has no room for (a random-source flood filled it) share the global budget. So a small
     // spoofed flood costs real users nothing, and a full meter still never fails open.
@@ -222,11 +222,6 @@ pub fn render_bans(config: &FirewallConfig, ipv6_prefix: u8, bans: &[MirroredBan
     );
     s.push_str(&bans_script(&table, ipv6_prefix, bans));
     s
-}
-
-/// `count/unit` as nft writes a rate.
-fn limit(rate: PacketRate) -> String {
-    rate.to_string()
 }
 
 /// `elements = { a, b }; ` or nothing for an empty set.

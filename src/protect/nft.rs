@@ -326,6 +326,13 @@ pub enum NftError {
     Refused { status: std::process::ExitStatus, stderr: String },
 }
 
+/// What `nft ARGS` prints (a listing), `None` when it cannot run, fails or takes over 10 s.
+pub async fn list(args: &[&str]) -> Option<String> {
+    let listed = tokio::process::Command::new("nft").args(args).kill_on_drop(true).output();
+    let output = tokio::time::timeout(Duration::from_secs(10), listed).await.ok()?.ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// Runs `script` as one `nft -f -` transaction.
 pub async fn run_nft(script: &str) -> Result<(), NftError> {
     let mut child = tokio::process::Command::new("nft")

@@ -119,13 +119,10 @@ impl Lab {
 
     /// Starts the edge; waits until it serves, and (`with_firewall`) its table is in place.
     fn start_edge_until(&mut self, config: &Path, with_firewall: bool) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.edge_ns, env!("CARGO_BIN_EXE_portcullis"), "serve", "--config"])
-            .arg(config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = crate::support::spawn_in_netns(
+            &self.edge_ns,
+            &[env!("CARGO_BIN_EXE_portcullis"), "serve", "--config", config.to_str().unwrap()],
+        );
         self.edge = Some(child);
         for _ in 0..600 {
             if (!with_firewall || Lab::exec(&self.edge_ns, &["nft", "list", "set", "inet", TABLE, "open4"]).status.success())
@@ -140,17 +137,8 @@ impl Lab {
 
     /// SIGTERM and wait (a clean shutdown deletes the table).
     fn stop_edge(&mut self) {
-        if let Some(mut child) = self.edge.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            for _ in 0..200 {
-                if child.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("edge did not stop on SIGTERM");
+        if let Some(child) = self.edge.take() {
+            crate::support::stop_with_sigterm(child, Duration::from_secs(10));
         }
     }
 }
@@ -219,12 +207,7 @@ fn the_firewall_opens_only_running_listeners_limits_new_connections_and_drops_ho
     let config = write_config(dir.path(), "");
     let mut lab = Lab::create();
     // A port someone else listens on inside the edge's namespace: the firewall keeps it closed.
-    let other = Command::new("ip")
-        .args(["netns", "exec", &lab.edge_ns, PYTHON, "-m", "http.server", &OTHER_PORT.to_string(), "--bind", "0.0.0.0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let other = crate::support::spawn_in_netns(&lab.edge_ns, &[PYTHON, "-m", "http.server", &OTHER_PORT.to_string(), "--bind", "0.0.0.0"]);
     lab.other = Some(other);
     lab.start_edge(&config);
 
@@ -410,27 +393,10 @@ fn a_random_source_flood_that_fills_the_meter_does_not_make_it_fail_open() {
     // dropped before the meter): more than the meter holds. On a busy machine hping3 sends
     // fewer, so it floods again (up to three more times) until the meter is full.
     let flood = |seconds: &str| {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.client_ns,
-                "timeout",
-                seconds,
-                "hping3",
-                "-q",
-                "-S",
-                "-p",
-                &target,
-                "-i",
-                "u40",
-                "--rand-source",
-                EDGE4,
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
+        crate::support::spawn_in_netns(
+            &lab.client_ns,
+            &["timeout", seconds, "hping3", "-q", "-S", "-p", &target, "-i", "u40", "--rand-source", EDGE4],
+        )
     };
     let mut first = flood("5");
     std::thread::sleep(Duration::from_millis(1500));
@@ -450,30 +416,11 @@ fn a_random_source_flood_that_fills_the_meter_does_not_make_it_fail_open() {
     // One new source, 10,000 SYNs in about a second: it finds no room in the meter.
     let before = lab.counters();
     // (hping3's exit status says whether answers came; the edge's are not routed back.)
-    let _ = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.client_ns,
-            "timeout",
-            "3",
-            "hping3",
-            "-q",
-            "-S",
-            "-p",
-            &target,
-            "-i",
-            "u100",
-            "-c",
-            "10000",
-            "-a",
-            "198.51.100.3",
-            EDGE4,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
+    let _ = crate::support::spawn_in_netns(
+        &lab.client_ns,
+        &["timeout", "3", "hping3", "-q", "-S", "-p", &target, "-i", "u100", "-c", "10000", "-a", "198.51.100.3", EDGE4],
+    )
+    .wait();
     std::thread::sleep(Duration::from_millis(300));
     let after = lab.counters();
     let grew = |name: &str| after[name] - before[name];
@@ -537,17 +484,10 @@ fn a_reload_adds_and_removes_a_listener_and_its_port_follows() {
     assert!(lab.connects(CLIENT4, EDGE4, PORT), "the others stay open");
 
     // A port something else holds: the reload is refused as a whole.
-    let held = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.edge_ns,
-            PYTHON,
-            "-c",
-            "import socket,time\ns=socket.socket()\ns.bind(('0.0.0.0',8082))\ns.listen()\ntime.sleep(30)",
-        ])
-        .spawn()
-        .unwrap();
+    let held = crate::support::spawn_in_netns(
+        &lab.edge_ns,
+        &[PYTHON, "-c", "import socket,time\ns=socket.socket()\ns.bind(('0.0.0.0',8082))\ns.listen()\ntime.sleep(30)"],
+    );
     lab.other = Some(held);
     std::thread::sleep(Duration::from_millis(300));
     let clash = "[[listener]]\nname = \"clash\"\naddress = \"0.0.0.0:8082\"\n";

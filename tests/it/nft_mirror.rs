@@ -59,13 +59,8 @@ impl Namespace {
     }
 
     fn start_edge(&mut self, config: &Path) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_portcullis"), "serve", "--config"])
-            .arg(config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let child =
+            crate::support::spawn_in_netns(&self.name, &[env!("CARGO_BIN_EXE_portcullis"), "serve", "--config", config.to_str().unwrap()]);
         self.edge = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while tokio::time::Instant::now() < deadline {
@@ -79,17 +74,8 @@ impl Namespace {
 
     /// SIGTERM and wait (a clean shutdown deletes the table).
     fn stop_edge(&mut self) {
-        if let Some(mut child) = self.edge.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            for _ in 0..100 {
-                if child.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("edge did not stop on SIGTERM");
+        if let Some(child) = self.edge.take() {
+            crate::support::stop_with_sigterm(child, Duration::from_secs(5));
         }
     }
 

@@ -101,9 +101,9 @@ fn idle_connections_go_back_to_the_thread_that_opened_them_first() {
             opened_a.send(()).unwrap();
             b_opened.recv().unwrap();
             // The newest idle connection is B's; A still gets its own first.
-            let first = runtime.block_on(async { server.take_idle() }).map(|(conn, _)| conn.is_at_home());
-            let second = runtime.block_on(async { server.take_idle() }).map(|(conn, _)| conn.is_at_home());
-            let third = runtime.block_on(async { server.take_idle() }).map(|(conn, _)| conn.is_at_home());
+            let first = runtime.block_on(async { server.take_idle() }).map(|(conn, _)| conn.home() == std::thread::current().id());
+            let second = runtime.block_on(async { server.take_idle() }).map(|(conn, _)| conn.home() == std::thread::current().id());
+            let third = runtime.block_on(async { server.take_idle() }).map(|(conn, _)| conn.home() == std::thread::current().id());
             done.send(()).unwrap();
             (first, second, third)
         });

@@ -6,7 +6,7 @@ use std::time::Duration;
 use std::net::SocketAddr;
 
 use super::*;
-use crate::config::RateUnit;
+use crate::config::{PacketRate, RateUnit};
 
 /// `PORTCULLIS_REQUIRE_*`, shared with the integration tests.
 use crate::cluster::redis::tests::external;

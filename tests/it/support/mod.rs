@@ -524,3 +524,29 @@ pub async fn users_file_edge_on(builder: TestEdge, up: &Upstream, extra: &str) -
         .start()
         .await
 }
+
+/// Starts `args` inside the network namespace `ns` (`ip netns exec`), its output discarded.
+pub fn spawn_in_netns(ns: &str, args: &[&str]) -> std::process::Child {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends SIGTERM to `child` and waits up to `within` for it to end (a clean shutdown);
+/// kills it and fails the test when it does not.
+pub fn stop_with_sigterm(mut child: std::process::Child, within: Duration) {
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    for _ in 0..within.as_millis() / 50 {
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("process did not stop on SIGTERM within {within:?}");
+}
