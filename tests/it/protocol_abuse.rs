@@ -202,3 +202,34 @@ async fn connect_and_underscore_fields_never_reach_the_upstream() {
     assert_eq!(seen.headers.get("x-kept").map(String::as_str), Some("yes"));
     edge.stop().await;
 }
+
+/// `server.max_connections` is one cap for the listener, not one per worker: with per-core
+/// workers (two here, each with its own `SO_REUSEPORT` socket) the kernel spreads the
+/// connections over both, and still only four are held; the others are closed at once, and a
+/// freed slot serves the next one.
+#[tokio::test]
+async fn the_connection_cap_holds_across_per_core_workers() {
+    let up = Upstream::start("desk").await;
+    let edge = TestEdge::new().server("max_connections = 4\nworkers = 2").proxy("desk", "/", &[(up.addr, 1, 0)], "").start().await;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..16 {
+        let mut tcp = TcpStream::connect(edge.http).await.unwrap();
+        // A held connection stays open (idle); a refused one is closed by the edge.
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut byte)).await {
+            Ok(Ok(0) | Err(_)) => refused += 1,
+            Ok(Ok(_)) => panic!("the edge sent bytes unasked"),
+            Err(_) => held.push(tcp),
+        }
+    }
+    assert_eq!(held.len(), 4, "one cap across the workers ({refused} refused)");
+    held.pop();
+    let answered = crate::support::eventually_async(Duration::from_secs(5), || async {
+        let reply =
+            raw_exchange(edge.http, b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", Duration::from_secs(2)).await;
+        reply.starts_with("HTTP/1.1 200")
+    })
+    .await;
+    assert!(answered, "a freed slot serves the next connection");
+}
