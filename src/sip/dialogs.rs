@@ -33,14 +33,24 @@ impl Dialogs {
     /// INVITE of a call already in progress — a retransmission (the UAS repeats its 2xx until
     /// the ACK, over TCP too) or a re-INVITE's: not one more final of the partner's requests.
     pub fn note(&self, message: &SipMessage, now: Instant) -> bool {
+        // Only 2xx finals to INVITE and BYE change anything: the common answers (to MESSAGE,
+        // REGISTER, OPTIONS …) leave without a copy of their Call-ID.
+        if !matches!(message.status(), Some(200..=299)) {
+            return false;
+        }
+        let cseq = message.header_value("CSeq");
+        let cseq_method = match cseq.as_deref().and_then(|c| c.split_whitespace().nth(1)) {
+            Some(method) if method.eq_ignore_ascii_case("INVITE") => "INVITE",
+            Some(method) if method.eq_ignore_ascii_case("BYE") => "BYE",
+            _ => return false,
+        };
         let Some(call_id) = message.header("Call-ID").filter(|c| !c.is_empty() && c.len() <= MAX_CALL_ID) else { return false };
-        let cseq_method = message.header("CSeq").and_then(|c| c.split_whitespace().nth(1).map(str::to_ascii_uppercase));
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         // Only the inside's 2xx to a BYE ends a call: a BYE itself may be forged (another
         // dialog's Call-ID, wrong tags) or never reach the inside (483, 482, 503), and a
         // partner must not make the service look drained while calls go on.
-        match (message.status(), cseq_method.as_deref()) {
-            (Some(200..=299), Some("INVITE")) => {
+        match cseq_method {
+            "INVITE" => {
                 if open.len() >= MAX_DIALOGS {
                     open.retain(|_, (began, _)| now.saturating_duration_since(*began) < MAX_DIALOG_AGE);
                 }
@@ -58,7 +68,7 @@ impl Dialogs {
                 *peak = (*peak).max(open.len());
                 repeated
             }
-            (Some(200..=299), Some("BYE")) => {
+            "BYE" => {
                 open.remove(&call_id);
                 false
             }
@@ -69,9 +79,10 @@ impl Dialogs {
     /// Whether `request` goes to the remote target of a call in progress (its Call-ID's 2xx
     /// Contact): an in-dialog request to a device, not a user the partner addresses.
     pub fn to_call_target(&self, request: &SipMessage) -> bool {
-        let (Some(call_id), Some(uri)) = (request.header("Call-ID"), request.request_uri()) else { return false };
+        let Some(call_id) = request.header_value("Call-ID") else { return false };
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.get(&call_id).and_then(|(_, target)| target.as_deref()).is_some_and(|target| target == user_key(&uri))
+        let Some(target) = open.get(call_id.as_ref()).and_then(|(_, target)| target.as_deref()) else { return false };
+        request.request_uri().is_some_and(|uri| target == user_key(&uri))
     }
 
     /// Whether `call_id` is a call in progress.

@@ -24,9 +24,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
@@ -46,7 +45,10 @@ use crate::runtime::services::Drain;
 use crate::telemetry::access_log::AccessEntry;
 
 mod connect;
+mod link;
 mod outward;
+
+use link::{Inlet, Link, Outlet, TrySendError, Wire};
 
 /// Most SIP connections one source address holds open at once (a partner edge needs a few;
 /// a NAT of remote users more); further ones are closed at accept.
@@ -70,8 +72,8 @@ const UPSTREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The connection to the next hop.
 #[derive(Default)]
 struct Upstream {
-    /// Its queue, while it is open.
-    sender: Option<mpsc::Sender<Bytes>>,
+    /// Its link, while it is open.
+    link: Option<Link>,
     /// Until when it counts as down (a connect just failed).
     down_until: Option<Instant>,
 }
@@ -96,8 +98,11 @@ pub struct SipEdge {
     dialogs: Dialogs,
     counters: SipCounters,
     /// Partner connections by number: where their responses go, and who they are.
-    clients: Mutex<HashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>>,
+    clients: Mutex<HashMap<u64, (Link, SocketAddr)>>,
     next_connection: AtomicU64,
+    /// The open connection to the next hop, as requests are sent on it (no waiting).
+    next_hop_link: Mutex<Option<Link>>,
+    /// Opening the connection to the next hop (one at a time).
     upstream: tokio::sync::Mutex<Upstream>,
     /// Toward partners, and TLS toward the next hop.
     outward: outward::Outward,
@@ -132,6 +137,7 @@ impl SipEdge {
             // A random start: a late response to a connection from before a restart never
             // finds a new connection with the same number.
             next_connection: AtomicU64::new(rand::random::<u64>() >> 1),
+            next_hop_link: Mutex::new(None),
             upstream: tokio::sync::Mutex::new(Upstream::default()),
             outward: outward::Outward::default(),
         }
@@ -139,20 +145,30 @@ impl SipEdge {
 
     /// Sends `bytes` to the next hop over the shared connection, opening it when needed;
     /// `false` (503) when it is down or not keeping up. Never waits for the next hop to read:
-    /// a partner's request waiting on a full queue would hold the lock every other partner's
-    /// requests need, and the whole edge would stop without a single answer.
+    /// a partner's request waiting on a full connection would hold up every other partner's
+    /// requests, and the whole edge would stop without a single answer.
     async fn send_upstream(self: &Arc<Self>, bytes: Bytes) -> bool {
-        let mut upstream = self.upstream.lock().await;
-        if let Some(sender) = upstream.sender.as_ref() {
-            match sender.try_send(bytes) {
+        let open = self.next_hop_link.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let bytes = match open {
+            Some(link) => match link.try_send(bytes) {
                 Ok(()) => return true,
-                Err(mpsc::error::TrySendError::Full(_)) => return false,
-                Err(mpsc::error::TrySendError::Closed(returned)) => {
-                    upstream.sender = None;
-                    return self.reconnect_and_send(&mut upstream, returned).await;
-                }
-            }
-        }
+                Err(TrySendError::Full(_)) => return false,
+                Err(TrySendError::Closed(returned)) => returned,
+            },
+            None => bytes,
+        };
+        let mut upstream = self.upstream.lock().await;
+        // Another request may have opened it while this one waited for the lock.
+        let bytes = match upstream.link.as_ref() {
+            Some(link) => match link.try_send(bytes) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(_)) => return false,
+                Err(TrySendError::Closed(returned)) => returned,
+            },
+            None => bytes,
+        };
+        upstream.link = None;
+        *self.next_hop_link.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.reconnect_and_send(&mut upstream, bytes).await
     }
 
@@ -165,31 +181,25 @@ impl SipEdge {
             return false;
         };
         upstream.down_until = None;
-        let (sender, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(self.clone().upstream_connection(connected.stream, connected.peer, receiver));
-        let sent = sender.try_send(bytes).is_ok();
-        upstream.sender = Some(sender);
+        let (inlet, outlet, link) = link::wire_up(connected.stream, QUEUE);
+        tokio::spawn(self.clone().upstream_connection(inlet, outlet, connected.peer));
+        let sent = link.try_send(bytes).is_ok();
+        *self.next_hop_link.lock().unwrap_or_else(|p| p.into_inner()) = Some(link.clone());
+        upstream.link = Some(link);
         sent
     }
 
-    /// Writes queued requests to the next hop and routes its responses back; its requests go
-    /// toward partners.
-    async fn upstream_connection(
-        self: Arc<Self>,
-        stream: Box<dyn connect::SipStream>,
-        peer: SocketAddr,
-        mut outgoing: mpsc::Receiver<Bytes>,
-    ) {
-        let (mut reader, mut writer) = tokio::io::split(stream);
+    /// Writes what other tasks could not write to the next hop at once, and routes its
+    /// responses back; its requests go toward partners.
+    async fn upstream_connection(self: Arc<Self>, mut reader: Inlet, mut outlet: Outlet, peer: SocketAddr) {
         let mut framer = Framer::new(self.limits);
         let mut buffer = vec![0u8; 16 * 1024];
         loop {
             tokio::select! {
-                queued = outgoing.recv() => match queued {
+                pending = outlet.pending() => {
                     // A next hop that stops reading loses its connection (the next request
                     // opens another) rather than holding this task, and its responses, for ever.
-                    Some(bytes) => if !matches!(tokio::time::timeout(UPSTREAM_WRITE_TIMEOUT, writer.write_all(&bytes)).await, Ok(Ok(()))) { return },
-                    None => return,
+                    if !matches!(tokio::time::timeout(UPSTREAM_WRITE_TIMEOUT, outlet.write_pending(pending)).await, Ok(Ok(()))) { return }
                 },
                 read = reader.read(&mut buffer) => {
                     let Ok(n) = read else { return };
@@ -216,42 +226,43 @@ impl SipEdge {
         let now = Instant::now();
         self.registrations.note(&message, now);
         let repeated = self.dialogs.note(&message, now);
-        let Some((sender, partner)) =
+        let Some((link, partner)) =
             target.connection.and_then(|id| self.clients.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned())
         else {
             return;
         };
+        // Never wait for one partner: a connection that does not read its responses would stall
+        // every other partner's behind it. Its backlog full, the response is dropped (SIP
+        // retransmits; a stateless proxy keeps nothing to resend from).
+        let _ = link.try_send(message.to_bytes());
         let status = message.status().unwrap_or(0);
-        let method = message.header("CSeq").and_then(|cseq| cseq.split_whitespace().nth(1).map(str::to_string));
+        let cseq = message.header_value("CSeq");
+        let method = cseq.as_deref().and_then(|cseq| cseq.split_whitespace().nth(1));
         // Credentials refused to a REGISTER or INVITE count against the partner (DESIGN §3).
-        if matches!(status, 401 | 407) && matches!(method.as_deref(), Some("REGISTER" | "INVITE")) {
+        if matches!(status, 401 | 407) && matches!(method, Some("REGISTER" | "INVITE")) {
             let line = RequestLine { method: "-", path: "-", protocol: "SIP/2.0", host: "-" };
             self.runtime.shield.record_detached(partner.ip(), Category::SipAuthFailure, line);
         }
         if status >= 200 {
+            let domain = message.from_host();
             // A repeated 2xx to an INVITE is not one more answer to the partner's requests (a
             // partner that never ACKs would otherwise dilute its error share with them).
             if !repeated {
-                self.runtime.federation.note_final(message.from_host().as_deref(), status);
+                self.runtime.federation.note_final(domain.as_deref(), status);
             }
-            let target = message.header("To").map(|to| uri_of(&to).to_string());
+            let to = message.header_value("To");
             let final_ = Final { status, bytes: message.body().len() as u64, upstream: Some(&self.next_hop_address) };
-            self.log_final(partner, &message, method.as_deref(), target.as_deref(), final_);
+            self.log_final(partner, domain.as_deref(), method, to.as_deref().map(uri_of), final_);
         }
-        // Never wait for one partner: a connection that does not read its responses would stall
-        // every other partner's behind it. Its queue full, the response is dropped (SIP
-        // retransmits; a stateless proxy keeps nothing to resend from).
-        let _ = sender.try_send(message.to_bytes());
     }
 
-    /// One `access.log` line and the response metric for a final answer sent to `partner` in
-    /// the transaction of `message` (the request, or the response itself: the same From).
-    fn log_final(&self, partner: SocketAddr, message: &SipMessage, method: Option<&str>, target: Option<&str>, sent: Final<'_>) {
+    /// One `access.log` line and the response metric for a final answer sent to `partner`
+    /// (from `domain`).
+    fn log_final(&self, partner: SocketAddr, domain: Option<&str>, method: Option<&str>, target: Option<&str>, sent: Final<'_>) {
         self.counters.response(sent.status);
-        let domain = message.from_host().unwrap_or_default();
         self.runtime.access_log.write(&AccessEntry {
             client: partner.ip(),
-            host: &domain,
+            host: domain.unwrap_or_default(),
             method: method.unwrap_or("-"),
             path: target.unwrap_or("-"),
             protocol: "SIP/2.0",
@@ -263,39 +274,31 @@ impl SipEdge {
         });
     }
 
-    /// Reads one partner connection until it ends or the drain.
-    async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
-        self: Arc<Self>,
-        stream: S,
-        client: SocketAddr,
-        hop: Hop,
-        peer_names: Option<Vec<String>>,
-        drain: Drain,
-    ) {
-        let (sender, responses) = mpsc::channel::<Bytes>(QUEUE);
-        let id = self.register(sender, client);
-        self.serve_connection(stream, client, hop, peer_names, (id, responses), drain).await;
+    /// Reads one accepted partner connection until it ends or the drain.
+    async fn serve_stream(self: Arc<Self>, wire: Wire, client: SocketAddr, hop: Hop, peer_names: Option<Vec<String>>, drain: Drain) {
+        let (inlet, outlet, link) = link::wire_up(wire, QUEUE);
+        let id = self.register(link, client);
+        self.serve_connection((inlet, outlet), client, hop, peer_names, id, drain).await;
     }
 
-    /// Numbers a partner connection and records where its messages are queued.
-    fn register(&self, sender: mpsc::Sender<Bytes>, client: SocketAddr) -> u64 {
+    /// Numbers a partner connection and records the link its messages are sent on.
+    fn register(&self, link: Link, client: SocketAddr) -> u64 {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        self.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (sender, client));
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (link, client));
         id
     }
 
     /// Reads partner connection `id` (accepted, or opened toward the partner) until it ends
-    /// or the drain, writing what is queued for it.
-    async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    /// or the drain, writing what other tasks could not write at once.
+    async fn serve_connection(
         self: Arc<Self>,
-        stream: S,
+        (mut reader, mut writer): (Inlet, Outlet),
         client: SocketAddr,
         hop: Hop,
         peer_names: Option<Vec<String>>,
-        (id, mut responses): (u64, mpsc::Receiver<Bytes>),
+        id: u64,
         mut drain: Drain,
     ) {
-        let (mut reader, mut writer) = tokio::io::split(stream);
         let mut framer = Framer::new(self.limits);
         let mut buffer = vec![0u8; 16 * 1024];
         // When the unfinished message held by the framer began: it must be complete within
@@ -324,7 +327,7 @@ impl SipEdge {
                         Ok(frames) => frames,
                         Err(refusal) => {
                             self.violation(client);
-                            let _ = writer.write_all(&bare_answer(refusal.status())).await;
+                            let _ = writer.write(Bytes::from(bare_answer(refusal.status()))).await;
                             break;
                         }
                     };
@@ -334,12 +337,16 @@ impl SipEdge {
                         _ => Some(Instant::now()), // a new message began
                     };
                     if framer.take_keepalives() >= 2 {
-                        let _ = writer.write_all(b"\r\n").await; // RFC 5626 pong
+                        let _ = writer.write(Bytes::from_static(b"\r\n")).await; // RFC 5626 pong
                     }
                     let mut close = false;
                     for frame in frames {
+                        // One unit of the task's budget per message: a partner sending as fast as
+                        // the edge reads never keeps the others waiting (nothing else here has to
+                        // wait: messages are written at once).
+                        tokio::task::consume_budget().await;
                         if let Some((answer, closes)) = self.handle(frame, client, &hop, id, peer_names.as_deref()).await {
-                            let written = writer.write_all(&answer).await.is_ok();
+                            let written = writer.write(answer).await.is_ok();
                             close |= closes || !written;
                             if close {
                                 break;
@@ -350,10 +357,7 @@ impl SipEdge {
                         break;
                     }
                 }
-                response = responses.recv() => match response {
-                    Some(bytes) => if writer.write_all(&bytes).await.is_err() { break },
-                    None => break,
-                },
+                pending = writer.pending() => if writer.write_pending(pending).await.is_err() { break },
                 () = &mut timer => break,
                 () = &mut drained => break,
             }
@@ -434,9 +438,11 @@ impl SipEdge {
     /// sent to the partner.
     fn answer(&self, client: SocketAddr, request: &SipMessage, received: &str, answer: &Answer, retry_after: Option<u64>) -> Option<Bytes> {
         let bytes = answer_to(request, received, answer, retry_after)?;
-        let (method, target) = (request.method(), request.request_uri());
+        let target = request.request_uri();
         let target = target.as_deref().map(|t| t.split([';', '?']).next().unwrap_or(t));
-        self.log_final(client, request, method.as_deref(), target, Final { status: answer.status, bytes: 0, upstream: None });
+        let domain = request.from_host();
+        let sent = Final { status: answer.status, bytes: 0, upstream: None };
+        self.log_final(client, domain.as_deref(), request.method_name(), target, sent);
         Some(bytes)
     }
 
@@ -639,12 +645,12 @@ impl Connections for SipConnections {
         let acceptor = self.tls.as_ref().map(|t| t.load_full());
         async move {
             match acceptor {
-                None => edge.serve_stream(tcp, client, hop, None, drain).await,
+                None => edge.serve_stream(Wire::Tcp(tcp), client, hop, None, drain).await,
                 Some(acceptor) => {
                     if let Ok(Ok(stream)) = tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                         let names =
                             stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|leaf| certificate_names(leaf));
-                        edge.serve_stream(stream, client, hop, names, drain).await;
+                        edge.serve_stream(Wire::Tls(Box::new(stream)), client, hop, names, drain).await;
                     }
                 }
             }

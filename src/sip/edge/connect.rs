@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::link::Wire;
+
 /// Most resolved addresses tried for one connection.
 pub(super) const MAX_ADDRESSES: usize = 8;
 /// How long a TLS handshake with a server may take.
@@ -26,7 +28,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> SipStream for T {}
 
 /// An open connection.
 pub(super) struct Connected {
-    pub stream: Box<dyn SipStream>,
+    pub stream: Wire,
     pub peer: SocketAddr,
     /// The DNS names of the server's certificate (TLS only).
     pub peer_names: Option<Vec<String>>,
@@ -78,12 +80,12 @@ async fn attempt(host: &str, port: u16, tls: Option<(TlsConnector, &str)>) -> Re
         };
         let _ = tcp.set_nodelay(true);
         let (Some((connector, _)), Some(name)) = (&tls, &name) else {
-            return Ok(Connected { stream: Box::new(tcp), peer: address, peer_names: None });
+            return Ok(Connected { stream: Wire::Tcp(tcp), peer: address, peer_names: None });
         };
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name.clone(), tcp)).await {
             Ok(Ok(stream)) => {
                 let names = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(super::certificate_names);
-                return Ok(Connected { stream: Box::new(stream), peer: address, peer_names: names });
+                return Ok(Connected { stream: Wire::Tls(Box::new(stream)), peer: address, peer_names: names });
             }
             Ok(Err(error)) => failure = ConnectError::Handshake(address, error.to_string()),
             Err(_) => failure = ConnectError::Handshake(address, "timed out".to_string()),

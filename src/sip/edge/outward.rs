@@ -30,11 +30,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use aws_lc_rs::hmac;
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use super::connect::{self, Connected};
+use super::link::{self, Link, TrySendError};
 use super::{DOWN_HOLD, QUEUE, SipEdge, answer_to, transaction_headers};
 use crate::net::tls::TlsError;
 use crate::net::tls::client::ClientProfile;
@@ -54,7 +55,7 @@ const KEEP_OPEN_EVERY: Duration = Duration::from_secs(5);
 /// One destination's connection.
 #[derive(Default)]
 struct Slot {
-    sender: Option<mpsc::Sender<Bytes>>,
+    link: Option<Link>,
     down_until: Option<Instant>,
 }
 
@@ -120,7 +121,7 @@ impl Outward {
         if !pool.contains_key(destination) && pool.len() >= MAX_OUTWARD {
             // Forget the destinations whose connection has ended and that nobody is using.
             pool.retain(|_, slot| {
-                Arc::strong_count(slot) > 1 || slot.try_lock().map_or(true, |s| s.sender.as_ref().is_some_and(|tx| !tx.is_closed()))
+                Arc::strong_count(slot) > 1 || slot.try_lock().map_or(true, |s| s.link.as_ref().is_some_and(|link| !link.is_closed()))
             });
             if pool.len() >= MAX_OUTWARD {
                 return None;
@@ -154,7 +155,7 @@ impl SipEdge {
         tokio::spawn(async move {
             loop {
                 let Some(strong) = Weak::upgrade(&edge) else { return };
-                if strong.upstream.lock().await.sender.as_ref().is_none_or(|sender| sender.is_closed()) {
+                if strong.upstream.lock().await.link.as_ref().is_none_or(Link::is_closed) {
                     strong.send_upstream(Bytes::new()).await;
                 }
                 drop(strong);
@@ -197,10 +198,9 @@ impl SipEdge {
         let Ok(permit) = self.outward.in_flight.clone().try_acquire_owned() else {
             let received = transaction_headers(&message, false);
             if let Some(answer) = answer_to(&message, &received, &Answer { status: 503, reason: "Service Unavailable" }, None)
-                && let Ok(upstream) = self.upstream.try_lock()
-                && let Some(sender) = upstream.sender.as_ref()
+                && let Some(link) = self.next_hop_link.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
             {
-                let _ = sender.try_send(answer);
+                let _ = link.try_send(answer);
             }
             return;
         };
@@ -270,11 +270,11 @@ impl SipEdge {
         let Some(drain) = self.outward.drain.clone() else { return false };
         let Some(slot) = self.outward.slot(destination) else { return false };
         let mut slot = slot.lock().await;
-        if let Some(sender) = slot.sender.as_ref() {
-            match sender.try_send(bytes) {
+        if let Some(link) = slot.link.as_ref() {
+            match link.try_send(bytes) {
                 Ok(()) => return true,
-                Err(mpsc::error::TrySendError::Full(_)) => return false,
-                Err(mpsc::error::TrySendError::Closed(returned)) => {
+                Err(TrySendError::Full(_)) => return false,
+                Err(TrySendError::Closed(returned)) => {
                     return self.reopen(&mut slot, destination, hop, name, drain, returned).await;
                 }
             }
@@ -291,7 +291,7 @@ impl SipEdge {
         drain: Drain,
         bytes: Bytes,
     ) -> bool {
-        slot.sender = None;
+        slot.link = None;
         if slot.down_until.is_some_and(|until| Instant::now() < until) {
             return false;
         }
@@ -307,15 +307,15 @@ impl SipEdge {
             return false;
         };
         slot.down_until = None;
-        let (sender, receiver) = mpsc::channel(QUEUE);
-        let sent = sender.try_send(bytes).is_ok();
-        let id = self.register(sender.clone(), connected.peer);
+        let (inlet, outlet, link) = link::wire_up(connected.stream, QUEUE);
+        let sent = link.try_send(bytes).is_ok();
+        let id = self.register(link.clone(), connected.peer);
         let edge = self.clone();
         let hop = hop.clone();
         tokio::spawn(async move {
-            edge.serve_connection(connected.stream, connected.peer, hop, connected.peer_names, (id, receiver), drain).await;
+            edge.serve_connection((inlet, outlet), connected.peer, hop, connected.peer_names, id, drain).await;
         });
-        slot.sender = Some(sender);
+        slot.link = Some(link);
         sent
     }
 
@@ -348,8 +348,8 @@ mod tests {
         assert!(outward.slot(&destination(0)).is_some(), "a known destination is always found");
         assert!(outward.slot(&destination(MAX_OUTWARD)).is_none(), "full of connections in use: no new destination");
         // One open connection stays; the others' ended (never opened here) and nobody uses them.
-        let (sender, _receiver) = mpsc::channel(1);
-        held[7].try_lock().unwrap().sender = Some(sender);
+        let (sender, _receiver) = tokio::sync::mpsc::channel(1);
+        held[7].try_lock().unwrap().link = Some(Link::queued(sender));
         drop(held);
         assert!(outward.slot(&destination(MAX_OUTWARD)).is_some());
         let pool = outward.pool.lock().unwrap();
