@@ -248,11 +248,11 @@ impl SipEdge {
             // A repeated 2xx to an INVITE is not one more answer to the partner's requests (a
             // partner that never ACKs would otherwise dilute its error share with them).
             if !repeated {
-                self.runtime.federation.note_final(domain.as_deref(), status);
+                self.runtime.federation.note_final(domain, status);
             }
             let to = message.header_value("To");
             let final_ = Final { status, bytes: message.body().len() as u64, upstream: Some(&self.next_hop_address) };
-            self.log_final(partner, domain.as_deref(), method, to.as_deref().map(uri_of), final_);
+            self.log_final(partner, domain, method, to.as_deref().map(uri_of), final_);
         }
     }
 
@@ -391,7 +391,7 @@ impl SipEdge {
         let user = message.request_uri().filter(|_| !self.dialogs.to_call_target(&message));
         // Over TLS with a partner certificate, the certificate must speak for the From domain
         // (checked first: an impostor's requests count nothing against the domain it claims).
-        let decision = self.runtime.federation.decide_presented(domain.as_deref(), user.as_deref(), peer_names, Some(client.ip())).await;
+        let decision = self.runtime.federation.decide_presented(domain, user.as_deref(), peer_names, Some(client.ip())).await;
         self.counters.request(decision);
         let forbidden = Answer { status: 403, reason: "Forbidden" };
         let refusal = match decision {
@@ -440,9 +440,8 @@ impl SipEdge {
         let bytes = answer_to(request, received, answer, retry_after)?;
         let target = request.request_uri();
         let target = target.as_deref().map(|t| t.split([';', '?']).next().unwrap_or(t));
-        let domain = request.from_host();
         let sent = Final { status: answer.status, bytes: 0, upstream: None };
-        self.log_final(client, domain.as_deref(), request.method_name(), target, sent);
+        self.log_final(client, request.from_host(), request.method_name(), target, sent);
         Some(bytes)
     }
 

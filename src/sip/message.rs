@@ -19,10 +19,13 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use sipx_sip::error::HeaderError;
 use sipx_sip::error::{LimitKind, ParseError};
+use sipx_sip::headers::{CSeq, CallId, From, MaxForwards, To, Via};
+use sipx_sip::message::Message;
 use sipx_sip::name::HeaderName;
 use sipx_sip::parser::{Limits, StreamParser};
-use sipx_sip::validate::{Finding, validate};
+use sipx_sip::validate::Finding;
 
 /// Bounds on one SIP connection's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,11 +139,95 @@ fn checked(message: sipx_sip::message::Message) -> Frame {
     if message.headers().iter().any(|h| has_control_byte(h.raw_value())) {
         return Frame::Refused(Refusal::Invalid { status: 400, reason: "control character in a header value".to_string() });
     }
-    let findings: Vec<Finding> = validate(&message).into_iter().filter(|f| !f.is_repairable()).collect();
+    let (findings, partner) = validate(&message);
+    let findings: Vec<Finding> = findings.into_iter().filter(|f| !f.is_repairable()).collect();
     match findings.first() {
-        None => Frame::Message(Box::new(SipMessage(message))),
+        None => Frame::Message(Box::new(SipMessage(message, partner))),
         Some(first) => Frame::Refused(Refusal::Invalid { status: first.status(), reason: describe(&findings) }),
     }
+}
+
+/// RFC 3261 §8.1.1: the checks of `sipx_sip::validate`, in its order and with its findings,
+/// each field parsed once; and the partner domain read from the From it parsed (see
+/// [`SipMessage::from_host`]).
+fn validate(message: &Message) -> (Vec<Finding>, Option<String>) {
+    let mut out = Vec::new();
+    let (headers, request) = match message {
+        Message::Request(request) => (&request.headers, Some(request)),
+        Message::Response(response) => (&response.headers, None),
+    };
+    let supported = match message {
+        Message::Request(request) => request.version.is_supported(),
+        Message::Response(response) => response.version.is_supported(),
+    };
+    if !supported {
+        out.push(Finding::UnsupportedVersion);
+    }
+    if request.is_some_and(|request| request.uri.has_headers()) {
+        out.push(Finding::RequestUriHasHeaders);
+    }
+    required(headers.typed::<To>(), "To", &mut out);
+    let from = headers.typed::<From>();
+    let partner = match &from {
+        Some(Ok(from)) => partner_domain(from),
+        _ => None,
+    };
+    required(from, "From", &mut out);
+    required(headers.typed::<CallId>(), "Call-ID", &mut out);
+    let cseq = headers.typed::<CSeq>();
+    // The CSeq method must name the request line's (a forgery or a bug otherwise).
+    let mismatch = matches!((&cseq, request), (Some(Ok(cseq)), Some(request)) if cseq.method != request.method);
+    required(cseq, "CSeq", &mut out);
+    if request.is_some() {
+        required(headers.typed::<MaxForwards>(), "Max-Forwards", &mut out);
+    }
+    required(headers.typed::<Via>(), "Via", &mut out);
+    let mut counts = [0usize; 5];
+    for header in headers.iter() {
+        let slot = match header.name() {
+            HeaderName::To => 0,
+            HeaderName::From => 1,
+            HeaderName::CallId => 2,
+            HeaderName::CSeq => 3,
+            HeaderName::MaxForwards => 4,
+            _ => continue,
+        };
+        if let Some(count) = counts.get_mut(slot) {
+            *count += 1;
+        }
+    }
+    // Max-Forwards is single-valued in requests (a response has none to check).
+    let single = if request.is_some() { 5 } else { 4 };
+    for (count, label) in counts.iter().zip(["To", "From", "Call-ID", "CSeq", "Max-Forwards"]).take(single) {
+        if *count > 1 {
+            out.push(Finding::RepeatedSingleValueHeader(label));
+        }
+    }
+    if mismatch {
+        out.push(Finding::CSeqMethodMismatch);
+    }
+    (out, partner)
+}
+
+fn required<H>(parsed: Option<Result<H, HeaderError>>, label: &'static str, out: &mut Vec<Finding>) {
+    match parsed {
+        None => out.push(Finding::MissingRequiredHeader(label)),
+        Some(Err(_)) => out.push(Finding::MalformedRequiredHeader(label)),
+        Some(Ok(_)) => {}
+    }
+}
+
+/// The host of a From URI as the URI grammar reads it, lower case, without a trailing dot, an
+/// IPv6 address without brackets; `None` when it is not a `sip:`/`sips:` URI.
+fn partner_domain(from: &From) -> Option<String> {
+    if !from.uri.scheme().is_sip() {
+        return None;
+    }
+    let host = match from.uri.host()? {
+        sipx_sip::uri::Host::Name(name) => String::from_utf8_lossy(name.as_bytes()).trim_end_matches('.').to_ascii_lowercase(),
+        sipx_sip::uri::Host::Ip(ip) => ip.to_canonical().to_string(),
+    };
+    (!host.is_empty()).then_some(host)
 }
 
 /// Whether a header value as written holds a control byte other than HT, the CRLF of a fold
@@ -181,7 +268,7 @@ fn describe(findings: &[Finding]) -> String {
 /// fields read from the wire keep their exact bytes; an edit replaces one field where it stands
 /// and the rest goes out as it came in.
 #[derive(Debug)]
-pub struct SipMessage(sipx_sip::message::Message);
+pub struct SipMessage(Message, Option<String>);
 
 impl SipMessage {
     /// Whether it is a request (else a response).
@@ -273,16 +360,10 @@ impl SipMessage {
     /// display name or a parameter holding `sip:…@other` would fool), lower case, without a
     /// trailing dot (`example.com.` is `example.com`), an IPv6 address without brackets;
     /// `None` when From is not a `sip:`/`sips:` URI.
-    pub fn from_host(&self) -> Option<String> {
-        let from = self.0.headers().typed::<sipx_sip::headers::From>()?.ok()?;
-        if !from.uri.scheme().is_sip() {
-            return None;
-        }
-        let host = match from.uri.host()? {
-            sipx_sip::uri::Host::Name(name) => String::from_utf8_lossy(name.as_bytes()).trim_end_matches('.').to_ascii_lowercase(),
-            sipx_sip::uri::Host::Ip(ip) => ip.to_canonical().to_string(),
-        };
-        (!host.is_empty()).then_some(host)
+    ///
+    /// Read once, when the message was validated (the edge never changes From).
+    pub fn from_host(&self) -> Option<&str> {
+        self.1.as_deref()
     }
 
     /// The Request-URI as written (requests only).
