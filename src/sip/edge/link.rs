@@ -15,13 +15,15 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 pub(super) use tokio::sync::mpsc::error::TrySendError;
 
@@ -56,7 +58,30 @@ pub(super) struct Direct {
     most: usize,
     backlog: Mutex<Backlog>,
     /// Wakes the connection's task when a backlog begins, or the connection failed.
-    wake: Notify,
+    wake: Signal,
+}
+
+/// A flag the connection's task waits on: raised by any task, it stays raised until taken
+/// (no wake-up is lost, and waiting costs no lock: the task waits on it between messages).
+#[derive(Default)]
+struct Signal {
+    raised: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.raised.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.raised.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
+    }
 }
 
 #[derive(Default)]
@@ -124,7 +149,7 @@ impl Direct {
                     backlog.bytes = bytes.len();
                     backlog.queue.push_back(bytes);
                     drop(backlog);
-                    self.wake.notify_one();
+                    self.wake.raise();
                     return Ok(());
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -137,7 +162,7 @@ impl Direct {
     fn fail(&self, mut backlog: std::sync::MutexGuard<'_, Backlog>, bytes: Bytes) -> Result<(), TrySendError<Bytes>> {
         backlog.failed = true;
         drop(backlog);
-        self.wake.notify_one();
+        self.wake.raise();
         Err(TrySendError::Closed(bytes))
     }
 
@@ -219,7 +244,7 @@ impl Outlet {
     pub(super) async fn pending(&mut self) -> Pending {
         match self {
             Outlet::Direct(direct) => {
-                direct.wake.notified().await;
+                std::future::poll_fn(|cx| direct.wake.poll_take(cx)).await;
                 Pending::Backlog
             }
             Outlet::Tls { queue, .. } => queue.recv().await.map_or(Pending::Closed, Pending::Message),
@@ -261,7 +286,7 @@ impl Outlet {
 pub(super) fn wire_up(wire: Wire, queue: usize) -> (Inlet, Outlet, Link) {
     match wire {
         Wire::Tcp(stream) => {
-            let direct = Arc::new(Direct { stream, most: queue.max(1), backlog: Mutex::new(Backlog::default()), wake: Notify::new() });
+            let direct = Arc::new(Direct { stream, most: queue.max(1), backlog: Mutex::new(Backlog::default()), wake: Signal::default() });
             let link = Link(Kind::Direct(Arc::downgrade(&direct)));
             (Inlet::Direct(direct.clone()), Outlet::Direct(direct), link)
         }
