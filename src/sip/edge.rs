@@ -327,7 +327,7 @@ impl SipEdge {
                         Ok(frames) => frames,
                         Err(refusal) => {
                             self.violation(client);
-                            let _ = writer.write(Bytes::from(bare_answer(refusal.status()))).await;
+                            let _ = tokio::time::timeout(self.idle_timeout, writer.write(Bytes::from(bare_answer(refusal.status())))).await;
                             break;
                         }
                     };
@@ -337,7 +337,10 @@ impl SipEdge {
                         _ => Some(Instant::now()), // a new message began
                     };
                     if framer.take_keepalives() >= 2 {
-                        let _ = writer.write(Bytes::from_static(b"\r\n")).await; // RFC 5626 pong
+                        // RFC 5626 pong.
+                        if !matches!(tokio::time::timeout(self.idle_timeout, writer.write(Bytes::from_static(b"\r\n"))).await, Ok(Ok(()))) {
+                            break;
+                        }
                     }
                     let mut close = false;
                     for frame in frames {
@@ -346,7 +349,9 @@ impl SipEdge {
                         // wait: messages are written at once).
                         tokio::task::consume_budget().await;
                         if let Some((answer, closes)) = self.handle(frame, client, &hop, id, peer_names.as_deref()).await {
-                            let written = writer.write(answer).await.is_ok();
+                            // A partner that does not read its answers is not waited for beyond
+                            // the idle timeout (it would hold the connection for ever).
+                            let written = matches!(tokio::time::timeout(self.idle_timeout, writer.write(answer)).await, Ok(Ok(())));
                             close |= closes || !written;
                             if close {
                                 break;
@@ -357,7 +362,11 @@ impl SipEdge {
                         break;
                     }
                 }
-                pending = writer.pending() => if writer.write_pending(pending).await.is_err() { break },
+                pending = writer.pending() => {
+                    if !matches!(tokio::time::timeout(self.idle_timeout, writer.write_pending(pending)).await, Ok(Ok(()))) {
+                        break;
+                    }
+                }
                 () = &mut timer => break,
                 () = &mut drained => break,
             }

@@ -302,6 +302,32 @@ async fn registrations_confirmed_by_the_registrar_are_counted_with_their_peak() 
 }
 
 #[tokio::test]
+async fn a_partner_that_never_reads_its_answers_is_cut_off_after_the_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    // Every request is refused (403, the connection kept): the edge owes an answer to each.
+    let (_up, edge, sip) =
+        sip_edge_server(crate::support::closed_port().await.port(), "idle_timeout = \"2s\"", "[federation]\ndiscovery = false\n").await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(sip).await.unwrap();
+    let started = tokio::time::Instant::now();
+    // Keep sending, never read: the answers fill the socket, then the edge's backlog, then the
+    // edge waits to write; it must give up after the idle timeout, not hold the connection.
+    let sending = async {
+        for n in 0u64.. {
+            if tcp.write_all(message_from("stranger.example", &format!("n{n}")).as_bytes()).await.is_err() {
+                return n;
+            }
+        }
+        unreachable!()
+    };
+    let sent = tokio::time::timeout(Duration::from_secs(30), sending).await.expect("the edge never gave up on the connection");
+    assert!(sent > 300, "only {sent} requests went out before the connection ended");
+    assert!(started.elapsed() < Duration::from_secs(25), "closed only after {:?}", started.elapsed());
+    edge.stop().await;
+}
+
+#[tokio::test]
 async fn a_sender_trickling_a_message_that_never_ends_is_cut_off_after_the_header_read_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // idle_timeout is long; each trickled byte would restart it, so only the message timeout
