@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -20,11 +19,6 @@ pub(super) const MAX_ADDRESSES: usize = 8;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long opening one connection may take in all (resolving, every address, handshakes).
 pub(super) const CONNECT_BUDGET: Duration = Duration::from_secs(10);
-
-/// A byte stream the edge reads SIP from: TCP, or TLS over TCP.
-pub(super) trait SipStream: AsyncRead + AsyncWrite + Send + Unpin {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> SipStream for T {}
 
 /// An open connection.
 pub(super) struct Connected {

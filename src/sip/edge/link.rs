@@ -21,17 +21,20 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use futures_util::task::AtomicWaker;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 pub(super) use tokio::sync::mpsc::error::TrySendError;
 
-use super::connect::SipStream;
-
 /// Most bytes waiting for one plain TCP connection (besides the message count of
 /// [`wire_up`]); a message that would go beyond is refused as [`TrySendError::Full`].
 const BACKLOG_BYTES: usize = 4 * 1024 * 1024;
+
+/// A byte stream the edge reads SIP from: TCP, or TLS over TCP.
+pub(super) trait SipStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> SipStream for T {}
 
 /// A connection as opened or accepted.
 pub(super) enum Wire {
