@@ -20,6 +20,9 @@ use std::sync::{Arc, Mutex};
 
 use tracing_subscriber::EnvFilter;
 
+use crate::config::LogFormat;
+use crate::telemetry::ship::{Level, LogName, Outbox};
+
 /// Installs console logging (filtered by `RUST_LOG`, default `info`). Safe to call twice.
 pub fn init_console() {
     let _ = tracing_subscriber::fmt()
@@ -120,18 +123,32 @@ pub enum Severity {
 #[derive(Clone, Debug)]
 pub struct ErrorLog {
     file: Option<Arc<Mutex<File>>>,
+    json: bool,
+    outbox: Option<Outbox>,
 }
 
 impl ErrorLog {
     /// Opens (appends to) `dir/error.log`.
     pub fn open(dir: &Path) -> std::io::Result<ErrorLog> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("error.log"))?;
-        Ok(ErrorLog { file: Some(Arc::new(Mutex::new(file))) })
+        Ok(ErrorLog { file: Some(Arc::new(Mutex::new(file))), json: false, outbox: None })
     }
 
     /// A log that only prints to the console.
     pub fn console_only() -> ErrorLog {
-        ErrorLog { file: None }
+        ErrorLog { file: None, json: false, outbox: None }
+    }
+
+    /// Writes lines in `format` (`logging.format`).
+    pub fn with_format(mut self, format: LogFormat) -> ErrorLog {
+        self.json = format == LogFormat::Json;
+        self
+    }
+
+    /// Ships every line through `outbox` too (`[logging.ship]`).
+    pub fn shipping(mut self, outbox: Option<Outbox>) -> ErrorLog {
+        self.outbox = outbox;
+        self
     }
 
     /// Logs a warning. Network text in `message` must come through [`quoted`] or [`escaped`].
@@ -154,11 +171,57 @@ impl ErrorLog {
             Severity::Warn => "warn",
             Severity::Error => "error",
         };
-        let line = format!("{} [{level}] {}#0: {message}\n", nginx_time(std::time::SystemTime::now()), std::process::id());
+        let now = std::time::SystemTime::now();
+        let line = if self.json {
+            let mut line = format!(
+                "{{\"time\":\"{}\",\"level\":\"{level}\",\"pid\":{},\"message\":",
+                humantime::format_rfc3339_millis(now),
+                std::process::id()
+            );
+            push_json_string(&mut line, message, usize::MAX);
+            line.push_str("}\n");
+            line
+        } else {
+            format!("{} [{level}] {}#0: {message}\n", nginx_time(now), std::process::id())
+        };
         if let Ok(mut file) = file.lock() {
             let _ = file.write_all(line.as_bytes());
         }
+        if let Some(outbox) = &self.outbox {
+            let level = match severity {
+                Severity::Warn => Level::Warning,
+                Severity::Error => Level::Error,
+            };
+            outbox.send(LogName::Error, level, &line);
+        }
     }
+}
+
+/// Appends `text` (at most `max` bytes of it, cut at a character boundary) as a JSON string:
+/// `"`, `\` and control characters escaped, so a JSON log line stays one valid object.
+pub fn push_json_string(out: &mut String, text: &str, max: usize) {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.push('"');
+    for c in text[..end].chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = fmt::Write::write_fmt(out, format_args!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    if end < text.len() {
+        out.push_str(CUT_MARKER);
+    }
+    out.push('"');
 }
 
 /// A message on one line: our own multi-line messages (error lists) joined with ` | `, and,
