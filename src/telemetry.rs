@@ -9,4 +9,5 @@ pub mod event_log;
 pub mod logging;
 pub mod metrics;
 pub mod names;
+pub mod outbox;
 pub mod ship;

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use crate::event::{Event, Received, RequestSummary, Subscriber};
 use crate::telemetry::access_log::MAX_LOGGED_PATH;
 use crate::telemetry::logging::{ErrorLog, escaped, nginx_time};
-use crate::telemetry::ship::{Level, LogName, Outbox};
+use crate::telemetry::outbox::{Level, LogName, Outbox};
 
 /// The open `blocking.log` of one edge.
 pub struct BlockingLog {

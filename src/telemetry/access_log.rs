@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::logging;
-use super::ship::{Level, LogName, Outbox};
+use super::outbox::{Level, LogName, Outbox};
 use crate::config::LogFormat;
 
 /// Longest path written to the log; longer paths are cut (a flood of huge paths must not

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
-use crate::telemetry::ship::{Level, LogName, Outbox};
+use crate::telemetry::outbox::{Level, LogName, Outbox};
 
 /// Installs console logging (filtered by `RUST_LOG`, default `info`). Safe to call twice.
 pub fn init_console() {

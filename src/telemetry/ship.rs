@@ -10,7 +10,7 @@
 //!                                                           moves the cursor once delivered
 //! ```
 //!
-//! - [`Outbox`]: what the log writers hold. `send` never blocks a request: it hands the line
+//! - [`Outbox`] (in `telemetry::outbox`): what the log writers hold. `send` never blocks a request: it hands the line
 //!   to a bounded channel, and a full channel (the queue thread stalled on the disk) drops
 //!   the line and counts it.
 //! - The queue thread ([`Shipping::start_writer`]) numbers each line, formats its RFC 5424
@@ -27,63 +27,28 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::ShipConfig;
 use crate::telemetry::logging::ErrorLog;
 
+pub mod link;
 pub mod queue;
 pub mod relp;
 pub mod sender;
 pub mod syslog;
 
-pub use syslog::{Level, LogName};
+use crate::telemetry::outbox::Entry;
+pub use crate::telemetry::outbox::{Level, LogName, Outbox};
 
 /// Lines waiting between the writers and the queue thread; more are dropped (counted).
 pub const OUTBOX_CAPACITY: usize = 65_536;
-/// Longest line shipped (bytes); longer lines are cut (the file log keeps them whole).
-pub const MAX_SHIPPED_LINE: usize = 16 * 1024;
 /// Lines the queue thread appends in one write.
 const WRITE_BATCH: usize = 1024;
-
-/// One line on its way to the queue.
-#[derive(Debug)]
-struct Entry {
-    log: LogName,
-    level: Level,
-    at: SystemTime,
-    line: String,
-}
-
-/// The log writers' handle (cheap to clone).
-#[derive(Clone, Debug)]
-pub struct Outbox {
-    tx: SyncSender<Entry>,
-    shipping: Arc<Shipping>,
-}
-
-impl Outbox {
-    /// Ships `line` (its line end is dropped). Never blocks; a full channel drops the line
-    /// and counts it.
-    pub fn send(&self, log: LogName, level: Level, line: &str) {
-        let mut end = line.len().min(MAX_SHIPPED_LINE);
-        while !line.is_char_boundary(end) {
-            end -= 1;
-        }
-        let line = line[..end].trim_end_matches('\n').to_string();
-        match self.tx.try_send(Entry { log, level, at: SystemTime::now(), line }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.shipping.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Disconnected(_)) => {}
-        }
-    }
-}
 
 /// What the queue thread needs once the error log (which ships through the [`Outbox`]) exists.
 #[derive(Debug)]
@@ -100,7 +65,8 @@ struct Stats {
     sent: AtomicU64,
     acknowledged: AtomicU64,
     reconnects: AtomicU64,
-    dropped: AtomicU64,
+    /// Shared with the [`Outbox`], which counts the lines a full channel drops.
+    dropped: Arc<AtomicU64>,
     full: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
@@ -167,8 +133,7 @@ impl Shipping {
             stop: AtomicBool::new(false),
             writer_thread: Mutex::new(None),
         });
-        let (tx, rx) = std::sync::mpsc::sync_channel(OUTBOX_CAPACITY);
-        let outbox = Outbox { tx, shipping: shipping.clone() };
+        let (outbox, rx) = Outbox::new(OUTBOX_CAPACITY, shipping.stats.dropped.clone());
         Ok((shipping, outbox, PendingWriter { rx, writer, origin: syslog::Origin::new(server_name, std::process::id()) }))
     }
 

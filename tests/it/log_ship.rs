@@ -216,11 +216,11 @@ async fn a_wrong_ca_or_a_refused_client_certificate_is_a_clear_error_and_nothing
 
     assert!(eventually(Duration::from_secs(10), || status(&wrong_ca).last_error.is_some()).await);
     let error = status(&wrong_ca).last_error.unwrap();
-    assert!(error.contains("TLS handshake with") && error.contains("certificate"), "{error}");
+    assert!(error.contains("TLS handshake with") && error.contains("must chain to logging.ship.ca"), "{error}");
     assert!(wrong_ca.log_once("error.log", "log shipping: TLS handshake with").await.contains("UnknownIssuer"));
     assert!(eventually(Duration::from_secs(10), || status(&refused).last_error.is_some()).await);
     let error = status(&refused).last_error.unwrap();
-    assert!(error.contains("refused our client certificate") || error.contains("TLS handshake with"), "{error}");
+    assert!(error.contains("refused our client certificate (logging.ship.client_cert)"), "{error}");
     assert!(refused.log("error.log").contains("log shipping: "), "{}", refused.log("error.log"));
     for edge in [&wrong_ca, &refused] {
         let s = status(edge);

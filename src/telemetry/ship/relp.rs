@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 
 use super::Shipping;
+use super::link::{ShipError, connected, write};
 use super::queue::{Position, QueueReader, Record};
-use super::sender::{ShipError, connected, write};
 use crate::telemetry::logging::ErrorLog;
 
 /// Messages sent and not yet acknowledged, at most.

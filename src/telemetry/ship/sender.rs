@@ -1,4 +1,4 @@
-//! The sender: connects to the syslog server over TLS (server verified against
+//! The sender: connects to the syslog server over TLS ([`super::link`]: server verified against
 //! `logging.ship.ca`, `client_cert` presented when set), delivers queued messages in order,
 //! and reconnects forever with capped exponential backoff and jitter.
 //!
@@ -6,7 +6,7 @@
 //! to the connection is taken off the queue only once the connection stayed up for
 //! [`TLS_ACK_GRACE`] after it (a receiver that closes or dies within that time makes us send
 //! the batch again; the server sees a repeated sequenceId rather than a gap). Before the
-//! first message, a new connection must survive [`PROBE`]: with TLS 1.3 a server that refuses
+//! first message, a new connection must survive [`PROBE`](super::link::PROBE): with TLS 1.3 a server that refuses
 //! our client certificate says so only after the handshake has completed on our side.
 //!
 //! `relp` is in [`super::relp`]. Failures go to `error.log` once per distinct message (and
@@ -17,62 +17,25 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::link::{ShipError, connect, connected, probe, write};
 use super::queue::{Position, QueueReader, Record};
 use super::{Shipping, syslog};
 use crate::config::ShipProtocol;
-use crate::net::tls::client::{ClientProfile, ServerTrust};
 use crate::telemetry::logging::ErrorLog;
 
 /// First pause before reconnecting ...
 pub const MIN_BACKOFF: Duration = Duration::from_millis(200);
 /// ... doubled after each failure up to this (each pause is drawn from its upper half).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// Time allowed to connect and complete the TLS handshake.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A new connection must stay open this long before anything is sent on it.
-pub const PROBE: Duration = Duration::from_millis(300);
 /// `tls`: a written batch is delivered once the connection stayed up this long after it.
 pub const TLS_ACK_GRACE: Duration = Duration::from_secs(1);
-/// A write that takes longer than this means the connection is dead.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages per write (`tls`).
 const BATCH: usize = 256;
-
-/// Why a connection ended or could not be made.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum ShipError {
-    /// The TLS files could not be used (`ca`, `client_cert`, `client_key`).
-    #[error("TLS files: {0}")]
-    Files(#[from] crate::net::tls::TlsError),
-    /// The name resolves to nothing, or the port refuses.
-    #[error("cannot connect to {0}: {1}")]
-    Connect(String, std::io::Error),
-    /// The server's certificate was refused, or the server refused ours (TLS 1.2).
-    #[error("TLS handshake with {0} failed: {1}")]
-    Handshake(String, std::io::Error),
-    /// The server closed right after the handshake (TLS 1.3 way of refusing a client
-    /// certificate), or sent something where RFC 5425 has the server silent.
-    #[error(
-        "{0} closed the connection right after the TLS handshake: it refused our client certificate (logging.ship.client_cert) or this client"
-    )]
-    RefusedAfterHandshake(String),
-    /// The connection broke while delivering.
-    #[error("connection to {0} lost: {1}")]
-    Lost(String, String),
-    /// The RELP server answered something that is not RELP, or refused a message.
-    #[error("{0} (RELP): {1}")]
-    Relp(String, String),
-    /// The disk queue could not be read or its cursor written.
-    #[error("queue: {0}")]
-    Queue(#[from] std::io::Error),
-}
 
 /// Runs the sender until `stop` completes.
 pub(super) async fn run(shipping: &Shipping, error_log: &ErrorLog, stop: impl std::future::Future<Output = ()>) {
@@ -114,68 +77,6 @@ pub(super) async fn run(shipping: &Shipping, error_log: &ErrorLog, stop: impl st
             () = &mut stop => return,
         }
         pause = (pause * 2).min(MAX_BACKOFF);
-    }
-}
-
-/// Marks the connection healthy: status, counters, and a line in `error.log` when it follows
-/// a reported failure.
-pub(super) fn connected(shipping: &Shipping, opened: u64, error_log: &ErrorLog, logged: &mut Option<String>) {
-    shipping.stats.connected.store(true, Ordering::Relaxed);
-    if opened > 1 {
-        shipping.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-    }
-    *shipping.stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    if logged.take().is_some() {
-        error_log.warn(&format!(
-            "log shipping: connected to {} again; sending {} queued line(s)",
-            shipping.address(),
-            shipping.queue.queued()
-        ));
-    }
-}
-
-/// A TLS connection to the server, the server verified (files read anew on every attempt, so
-/// a fixed file takes effect without a restart).
-pub(super) async fn connect(shipping: &Shipping) -> Result<TlsStream<TcpStream>, ShipError> {
-    let config = &shipping.config;
-    let address = shipping.address();
-    let profile = ClientProfile { trust: ServerTrust::Ca(config.ca.clone()), crl: None, identity: config.client_identity.clone() };
-    let connector = TlsConnector::from(profile.client_config()?);
-    let name = ServerName::try_from(config.server_name.clone())
-        .map_err(|e| ShipError::Handshake(address.clone(), std::io::Error::other(e.to_string())))?;
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((config.host.as_str(), config.port)))
-        .await
-        .map_err(|_| ShipError::Connect(address.clone(), std::io::ErrorKind::TimedOut.into()))?
-        .map_err(|e| ShipError::Connect(address.clone(), e))?;
-    let _ = tcp.set_nodelay(true);
-    tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
-        .await
-        .map_err(|_| ShipError::Handshake(address.clone(), std::io::ErrorKind::TimedOut.into()))?
-        .map_err(|e| ShipError::Handshake(address, e))
-}
-
-/// Waits [`PROBE`] on a fresh connection: an answer or a close in that time means the server
-/// refused us (RFC 5425 servers never speak; RELP servers speak only when asked).
-pub(super) async fn probe<R: AsyncRead + Unpin>(read: &mut R, address: &str) -> Result<(), ShipError> {
-    let mut byte = [0u8; 1];
-    match tokio::time::timeout(PROBE, read.read(&mut byte)).await {
-        Err(_) => Ok(()),
-        Ok(Ok(0)) => Err(ShipError::RefusedAfterHandshake(address.to_string())),
-        Ok(Ok(_)) => Err(ShipError::Lost(address.to_string(), "the server sent data unasked".into())),
-        Ok(Err(e)) => Err(ShipError::Handshake(address.to_string(), e)),
-    }
-}
-
-/// Writes `bytes` within [`WRITE_TIMEOUT`].
-pub(super) async fn write<W: AsyncWrite + Unpin>(write: &mut W, bytes: &[u8], address: &str) -> Result<(), ShipError> {
-    let done = async {
-        write.write_all(bytes).await?;
-        write.flush().await
-    };
-    match tokio::time::timeout(WRITE_TIMEOUT, done).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ShipError::Lost(address.to_string(), e.to_string())),
-        Err(_) => Err(ShipError::Lost(address.to_string(), "write timed out".into())),
     }
 }
 

@@ -16,29 +16,12 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+pub use crate::telemetry::outbox::{Level, LogName};
+
 /// The APP-NAME of every message.
 pub const APP_NAME: &str = "portcullis";
 /// Largest sequenceId (RFC 5424 §7.3.1); the next one is 1 again.
 pub const MAX_SEQUENCE_ID: u64 = 2_147_483_647;
-
-/// Which log a line belongs to (the MSGID, and the facility).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogName {
-    Access,
-    Error,
-    Blocking,
-}
-
-/// The severity of a line (RFC 5424 numeric severities).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    /// 3: an `error.log` `[error]` line.
-    Error = 3,
-    /// 4: an `error.log` `[warn]` line, a `blocking.log` ban.
-    Warning = 4,
-    /// 6: an access-log line.
-    Info = 6,
-}
 
 /// Facility `local0`: the edge's own logs.
 const FACILITY_LOCAL0: u8 = 16;
