@@ -68,6 +68,8 @@ pub struct Running {
     services: Arc<Services>,
     /// The nftables table (firewall, or the kernel mirror of the bans alone), when it runs.
     mirror: Option<Arc<kernel::KernelTable>>,
+    /// `blocking.log`, to reopen it (its writer runs on its own).
+    blocking_file: crate::telemetry::logging::LogFile,
 }
 
 impl Running {
@@ -76,6 +78,22 @@ impl Running {
         let (reply, answer) = oneshot::channel();
         self.reload.send(reply).await.map_err(|_| vec!["reload task stopped".to_string()])?;
         answer.await.map_err(|_| vec!["reload task stopped".to_string()])?
+    }
+
+    /// Reopens `access.log`, `error.log` and `blocking.log` at their paths (SIGUSR1, after
+    /// `logrotate` moved them away); a failure is written to the log that stays in use.
+    pub fn reopen_logs(&self) {
+        let runtime = &self.runtime;
+        let outcomes = [
+            ("access.log", runtime.access_log.reopen()),
+            ("error.log", runtime.error_log.reopen()),
+            ("blocking.log", self.blocking_file.reopen()),
+        ];
+        for (name, outcome) in outcomes {
+            if let Err(error) = outcome {
+                runtime.error_log.error(&format!("cannot reopen {name}, still writing to the old file: {error}"));
+            }
+        }
     }
 
     /// A handle that can trigger reloads (signal handlers).
@@ -165,6 +183,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let blocking_log = BlockingLog::open(&server_cfg.log_dir, &server_cfg.name)
         .with_context(|| format!("cannot open blocking.log in {}", server_cfg.log_dir.display()))?
         .shipping(outbox.clone());
+    let blocking_file = blocking_log.file();
     tokio::spawn(blocking_log.follow(events.subscribe(), error_log.clone()));
     let metrics = Arc::new(Metrics::new());
     let auth_events: Arc<dyn AuthEvents> = Arc::new(AuthFailureLog::new(error_log.clone(), metrics.clone()));
@@ -317,7 +336,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.server.state_dir.display(),
         config.server.log_dir.display()
     );
-    Ok(Running { listeners, admin: admin_addr, certificate, runtime, edge, store, reload: reload_tx, services, mirror })
+    Ok(Running { listeners, admin: admin_addr, certificate, runtime, edge, store, reload: reload_tx, services, mirror, blocking_file })
 }
 
 /// Applies changes from the state store — another peer's bans, unbans, exemptions and
@@ -519,6 +538,9 @@ fn reload_once(
         edge.runtime.error_log.warn(
             "protection.ipv6_prefix changes reach the kernel ban sets at the next restart; they keep masking IPv6 sources as at start",
         );
+    }
+    if next.logging != current.logging {
+        edge.runtime.error_log.warn("[logging] changes (format, shipping) need a restart; the logs stay as they are");
     }
     if next.protection.nftables_table != current.protection.nftables_table {
         edge.runtime.error_log.warn("protection.nftables_set/nftables_table changes need a restart; the kernel mirror stays as it is");

@@ -49,6 +49,7 @@ pub struct AccessEntry<'a> {
 #[derive(Clone, Debug)]
 pub struct AccessLog {
     out: Option<Arc<Mutex<BufWriter<File>>>>,
+    path: std::path::PathBuf,
     json: bool,
     outbox: Option<Outbox>,
 }
@@ -56,13 +57,14 @@ pub struct AccessLog {
 impl AccessLog {
     /// Opens (appends to) `dir/access.log`.
     pub fn open(dir: &Path) -> std::io::Result<AccessLog> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("access.log"))?;
-        Ok(AccessLog { out: Some(Arc::new(Mutex::new(BufWriter::with_capacity(64 * 1024, file)))), json: false, outbox: None })
+        let path = dir.join("access.log");
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(AccessLog { out: Some(Arc::new(Mutex::new(BufWriter::with_capacity(64 * 1024, file)))), path, json: false, outbox: None })
     }
 
     /// A log that drops every line (tests of pure layers).
     pub fn disabled() -> AccessLog {
-        AccessLog { out: None, json: false, outbox: None }
+        AccessLog { out: None, path: Default::default(), json: false, outbox: None }
     }
 
     /// Writes lines in `format` (`logging.format`).
@@ -96,6 +98,18 @@ impl AccessLog {
                 outbox.send(LogName::Access, Level::Info, line);
             }
         });
+    }
+
+    /// Writes what is buffered to the file in use, then opens `access.log` at its path again
+    /// (log rotation: a new file if the old one was moved away). On an error the old file
+    /// stays in use.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let Some(out) = &self.out else { return Ok(()) };
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = out.flush();
+        *out = BufWriter::with_capacity(64 * 1024, file);
+        Ok(())
     }
 
     /// Writes buffered lines to the file.

@@ -278,4 +278,4 @@ async fn a_full_queue_keeps_the_oldest_lines_and_says_so_in_error_log_status_and
     edge.stop().await;
 }
 
-mod kill9;
+pub mod kill9;

@@ -22,15 +22,16 @@ fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
-/// The edge as a child process.
-struct Edge {
-    child: Child,
-    http: SocketAddr,
-    admin: SocketAddr,
+/// The edge as a child process (`portcullis serve`, configuration and logs in a directory).
+pub struct Edge {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 impl Edge {
-    async fn start(dir: &Path, config: &str) -> Edge {
+    /// Starts it in `dir` with `config` after the `[server]`, listener and `[admin]` sections.
+    pub async fn start(dir: &Path, config: &str) -> Edge {
         let (http, admin) = (free_port(), free_port());
         let text = format!(
             "[server]\nname = \"localhost\"\nstate_dir = \"state\"\nlog_dir = \"logs\"\n\
