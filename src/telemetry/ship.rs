@@ -242,6 +242,11 @@ impl Shipping {
         sender::run(&self, &error_log, stop).await;
     }
 
+    /// Lines written to the queue since it began (across restarts): benchmarks wait on it.
+    pub fn appended(&self) -> u64 {
+        self.queue.appended()
+    }
+
     /// The numbers status and metrics show.
     pub fn status(&self) -> ShippingStatus {
         let stats = &self.stats;

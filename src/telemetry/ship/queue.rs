@@ -180,6 +180,11 @@ impl Queue {
         state.next_index - state.cursor.index
     }
 
+    /// Records appended since the queue began (the next record's index).
+    pub fn appended(&self) -> u64 {
+        self.state().next_index
+    }
+
     /// Bytes waiting.
     pub fn queued_bytes(&self) -> u64 {
         self.state().queued_bytes()
@@ -410,7 +415,9 @@ impl QueueReader {
                 }
             }
             let offset = self.at.offset;
-            let want = (len - offset).min(READ_CHUNK as u64) as usize;
+            // Enough for `max` records of a usual size, not a whole chunk each time.
+            let wanted = (max - (out.len() - start)).saturating_mul(1024).clamp(64 * 1024, READ_CHUNK);
+            let want = (len - offset).min(wanted as u64) as usize;
             let mut chunk = vec![0u8; want];
             let got = read_full_at(self.file_for(self.at.segment)?, &mut chunk, offset)?;
             let mut used = 0;

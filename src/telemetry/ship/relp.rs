@@ -159,6 +159,8 @@ pub(super) async fn session(
     let mut records: Vec<Record> = Vec::with_capacity(WINDOW);
     let mut waiting_since = Instant::now();
     loop {
+        // New messages go out as soon as there is room: waiting to fill a batch stalls on
+        // rsyslog, whose answers (small writes, Nagle) then wait for our delayed ACK.
         let room = WINDOW - outstanding.len();
         tokio::select! {
             biased;
