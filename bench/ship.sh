@@ -72,7 +72,7 @@ cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # clock ticks (100 Hz)
 for proto in ${PROTOCOLS-tls relp}; do
   port=$P_TLS; [ $proto = relp ] && port=$P_RELP
   before=$(lines)
-  SHIP_PROTOCOL=$proto SHIP_PORT=$port SHIP_DIR="$W" SHIP_N=$N taskset -c 0 "$BIN" | tee run.out | grep -v start_unix_ms
+  SHIP_PROTOCOL=$proto SHIP_PORT=$port SHIP_DIR="$W" SHIP_N=$N taskset -c 0 ${WRAP:-} "$BIN" | tee run.out | grep -v start_unix_ms
   wait_for $((before + N))
   t1=$(date +%s%3N); t0=$(sed -n 's/^start_unix_ms=//p' run.out)
   python3 -c "n=$N; dt=($t1-$t0)/1000; print(f'portcullis $proto: all {n} in the receiver\'s file after {dt:.2f} s = {n/dt:.0f} msg/s end to end')"

@@ -252,7 +252,7 @@ impl Queue {
 
     /// A reader from the cursor (the sender's).
     pub fn reader(self: &Arc<Self>) -> QueueReader {
-        QueueReader { queue: self.clone(), at: self.cursor(), file: None }
+        QueueReader { queue: self.clone(), at: self.cursor(), file: None, buffer: Vec::new(), buffered: (0, 0) }
     }
 }
 
@@ -283,6 +283,7 @@ impl QueueWriter {
             (state.queued_bytes(), state.next_index)
         };
         let mut refused = 0;
+        let now_ms = crate::clock::unix_ms();
         let mut payload = Vec::with_capacity(512);
         self.buf.clear();
         for item in items {
@@ -298,7 +299,7 @@ impl QueueWriter {
                 self.write_out(index)?;
                 self.rotate(index)?;
             }
-            encode(&mut self.buf, index, crate::clock::unix_ms(), &payload);
+            encode(&mut self.buf, index, now_ms, &payload);
             queued += size;
             index += 1;
         }
@@ -368,6 +369,9 @@ pub struct QueueReader {
     queue: Arc<Queue>,
     at: Position,
     file: Option<(u64, File)>,
+    /// Bytes read ahead: from `buffered.0` (segment) at offset `buffered.1`.
+    buffer: Vec<u8>,
+    buffered: (u64, u64),
 }
 
 impl QueueReader {
@@ -414,22 +418,19 @@ impl QueueReader {
                     None => return Ok(()),
                 }
             }
-            let offset = self.at.offset;
-            // Enough for `max` records of a usual size, not a whole chunk each time.
-            let wanted = (max - (out.len() - start)).saturating_mul(1024).clamp(64 * 1024, READ_CHUNK);
-            let want = (len - offset).min(wanted as u64) as usize;
-            let mut chunk = vec![0u8; want];
-            let got = read_full_at(self.file_for(self.at.segment)?, &mut chunk, offset)?;
-            let mut used = 0;
-            while out.len() - start < max {
-                match decode(&chunk[used..got]) {
-                    Some((index, at_ms, payload, size)) if index == self.at.index => {
-                        used += size;
-                        self.at = Position { segment: self.at.segment, offset: self.at.offset + size as u64, index: index + 1 };
-                        out.push(Record { index, at_ms, payload: payload.to_vec(), end: self.at });
-                    }
-                    _ => break,
-                }
+            // From the read-ahead buffer; read (up to READ_CHUNK) only when it does not hold the
+            // next whole record.
+            let mut used = self.take_buffered(max - (out.len() - start), out);
+            if used == 0 {
+                let offset = self.at.offset;
+                let want = (len - offset).min(READ_CHUNK as u64) as usize;
+                let mut buffer = std::mem::take(&mut self.buffer);
+                buffer.resize(want, 0);
+                let got = read_full_at(self.file_for(self.at.segment)?, &mut buffer, offset)?;
+                buffer.truncate(got);
+                self.buffer = buffer;
+                self.buffered = (self.at.segment, offset);
+                used = self.take_buffered(max - (out.len() - start), out);
             }
             if used == 0 {
                 // A record bigger than the chunk (never written so) or damaged bytes in a
@@ -441,6 +442,29 @@ impl QueueReader {
             }
         }
         Ok(())
+    }
+
+    /// Decodes up to `max` records at the reading position from the read-ahead buffer;
+    /// returns how many.
+    fn take_buffered(&mut self, max: usize, out: &mut Vec<Record>) -> usize {
+        let (segment, from) = self.buffered;
+        if segment != self.at.segment || self.at.offset < from || self.at.offset >= from + self.buffer.len() as u64 {
+            return 0;
+        }
+        let mut at = (self.at.offset - from) as usize;
+        let mut taken = 0;
+        while taken < max {
+            match decode(&self.buffer[at..]) {
+                Some((index, at_ms, payload, size)) if index == self.at.index => {
+                    at += size;
+                    self.at = Position { segment, offset: self.at.offset + size as u64, index: index + 1 };
+                    out.push(Record { index, at_ms, payload: payload.to_vec(), end: self.at });
+                    taken += 1;
+                }
+                _ => break,
+            }
+        }
+        taken
     }
 
     fn file_for(&mut self, segment: u64) -> std::io::Result<&File> {
@@ -459,13 +483,14 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
 }
 
 fn encode(out: &mut Vec<u8>, index: u64, at_ms: u64, payload: &[u8]) {
-    let mut body = Vec::with_capacity(16 + payload.len());
-    body.extend_from_slice(&index.to_le_bytes());
-    body.extend_from_slice(&at_ms.to_le_bytes());
-    body.extend_from_slice(payload);
+    let start = out.len();
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&index.to_le_bytes());
+    out.extend_from_slice(&at_ms.to_le_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32(&out[start + 8..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// One whole, intact record at the start of `bytes`: (index, at_ms, payload, record size).
@@ -532,24 +557,54 @@ fn write_cursor(file: &File, at: Position) -> std::io::Result<()> {
     file.write_all_at(&bytes, 0)
 }
 
-/// CRC-32 (IEEE 802.3, the zlib one), table-driven.
-fn crc32(bytes: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
+/// CRC-32 tables for slicing by 8 (IEEE 802.3, the zlib polynomial).
+const CRC_TABLES: [[u32; 256]; 8] = {
+    let mut tables = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            k += 1;
+        }
+        tables[0][i] = c;
+        i += 1;
+    }
+    let mut t = 1;
+    while t < 8 {
         let mut i = 0;
         while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-                k += 1;
-            }
-            table[i] = c;
+            let previous = tables[t - 1][i];
+            tables[t][i] = (previous >> 8) ^ tables[0][(previous & 0xff) as usize];
             i += 1;
         }
-        table
-    };
-    !bytes.iter().fold(!0u32, |c, b| TABLE[((c ^ u32::from(*b)) & 0xff) as usize] ^ (c >> 8))
+        t += 1;
+    }
+    tables
+};
+
+/// CRC-32 (IEEE 802.3, the zlib one), eight bytes at a time.
+fn crc32(bytes: &[u8]) -> u32 {
+    let t = &CRC_TABLES;
+    let mut c = !0u32;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let lo = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) ^ c;
+        let hi = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
+        c = t[7][(lo & 0xff) as usize]
+            ^ t[6][((lo >> 8) & 0xff) as usize]
+            ^ t[5][((lo >> 16) & 0xff) as usize]
+            ^ t[4][(lo >> 24) as usize]
+            ^ t[3][(hi & 0xff) as usize]
+            ^ t[2][((hi >> 8) & 0xff) as usize]
+            ^ t[1][((hi >> 16) & 0xff) as usize]
+            ^ t[0][(hi >> 24) as usize];
+    }
+    for b in chunks.remainder() {
+        c = t[0][((c ^ u32::from(*b)) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
 }
 
 #[cfg(test)]

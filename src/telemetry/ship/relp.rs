@@ -34,24 +34,25 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest transaction number; the next is 1.
 const MAX_TXNR: u32 = 999_999_999;
 
-/// One frame from the server.
+/// One frame from the server, borrowed from the read buffer.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Frame {
+pub(super) struct Frame<'a> {
     pub(super) txnr: u32,
-    pub(super) command: String,
-    pub(super) data: Vec<u8>,
+    pub(super) command: &'a str,
+    pub(super) data: &'a [u8],
 }
 
 /// The frame at the start of `buf` and its length; `Ok(None)` when more bytes are needed.
-pub(super) fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> {
+pub(super) fn parse_frame(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, String> {
     let mut at = 0;
-    let mut field = |max: usize, what: &str, allowed: fn(u8) -> bool| -> Result<Option<(String, u8)>, String> {
+    // One space- or LF-terminated field of at most `max` bytes that pass `allowed`.
+    let mut field = |max: usize, what: &str, allowed: fn(u8) -> bool| -> Result<Option<(&[u8], u8)>, String> {
         let start = at;
         loop {
             let Some(&b) = buf.get(at) else { return Ok(None) };
             if b == b' ' || b == b'\n' {
                 at += 1;
-                return Ok(Some((String::from_utf8_lossy(&buf[start..at - 1]).into_owned(), b)));
+                return Ok(Some((&buf[start..at - 1], b)));
             }
             if !allowed(b) || at - start >= max {
                 return Err(format!("bad {what} in a frame from the server"));
@@ -60,6 +61,7 @@ pub(super) fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> 
         }
     };
     let malformed = || "malformed frame from the server".to_string();
+    let number = |digits: &[u8]| digits.iter().try_fold(0u32, |n, d| n.checked_mul(10)?.checked_add(u32::from(d - b'0')));
     let Some((txnr, sep)) = field(9, "transaction number", |b| b.is_ascii_digit())? else { return Ok(None) };
     if sep != b' ' || txnr.is_empty() {
         return Err(malformed());
@@ -72,8 +74,10 @@ pub(super) fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> 
     if len.is_empty() {
         return Err(malformed());
     }
-    let txnr: u32 = txnr.parse().map_err(|_| "bad transaction number".to_string())?;
-    let len: usize = len.parse().map_err(|_| "bad data length".to_string())?;
+    let txnr = number(txnr).ok_or_else(|| "bad transaction number".to_string())?;
+    let len = number(len).ok_or_else(|| "bad data length".to_string())? as usize;
+    // Letters only (checked above), so this never fails.
+    let command = std::str::from_utf8(command).map_err(|_| malformed())?;
     if len > MAX_FRAME_DATA {
         return Err(format!("frame of {len} bytes from the server (more than {MAX_FRAME_DATA})"));
     }
@@ -82,7 +86,7 @@ pub(super) fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> 
         if sep3 != b'\n' {
             return Err("frame without its trailer".into());
         }
-        return Ok(Some((Frame { txnr, command, data: Vec::new() }, at)));
+        return Ok(Some((Frame { txnr, command, data: &[] }, at)));
     }
     if sep3 != b' ' {
         return Err(malformed());
@@ -90,14 +94,14 @@ pub(super) fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> 
     let end = at + len;
     match buf.get(end) {
         None => Ok(None),
-        Some(b'\n') => Ok(Some((Frame { txnr, command, data: buf[at..end].to_vec() }, end + 1))),
+        Some(b'\n') => Ok(Some((Frame { txnr, command, data: &buf[at..end] }, end + 1))),
         Some(_) => Err("frame without its trailer".into()),
     }
 }
 
 /// Appends the frame of a command.
 pub(super) fn push_frame(out: &mut Vec<u8>, txnr: u32, command: &str, data: &[u8]) {
-    out.extend_from_slice(format!("{txnr} {command} {}", data.len()).as_bytes());
+    let _ = std::io::Write::write_fmt(out, format_args!("{txnr} {command} {}", data.len()));
     if !data.is_empty() {
         out.push(b' ');
         out.extend_from_slice(data);
@@ -109,12 +113,17 @@ fn next_txnr(txnr: u32) -> u32 {
     if txnr >= MAX_TXNR { 1 } else { txnr + 1 }
 }
 
-/// Reads until one whole frame is in `buf`, and takes it out.
-async fn read_frame<R: tokio::io::AsyncRead + Unpin>(read: &mut R, buf: &mut BytesMut, address: &str) -> Result<Frame, ShipError> {
+/// Reads until one whole frame is in `buf`, and takes it out: (txnr, command, data).
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    read: &mut R,
+    buf: &mut BytesMut,
+    address: &str,
+) -> Result<(u32, String, Vec<u8>), ShipError> {
     loop {
         if let Some((frame, used)) = parse_frame(buf).map_err(|e| ShipError::Relp(address.to_string(), e))? {
+            let owned = (frame.txnr, frame.command.to_string(), frame.data.to_vec());
             buf.advance(used);
-            return Ok(frame);
+            return Ok(owned);
         }
         if read.read_buf(buf).await.map_err(|e| ShipError::Lost(address.to_string(), e.to_string()))? == 0 {
             return Err(ShipError::Lost(address.to_string(), "closed by the server".into()));
@@ -148,9 +157,10 @@ pub(super) async fn session(
             ShipError::Lost(..) => ShipError::RefusedAfterHandshake(address.clone()),
             other => other,
         })?;
-    if answer.txnr != 1 || answer.command != "rsp" || !answer.data.starts_with(b"200") {
-        let text = String::from_utf8_lossy(&answer.data[..answer.data.len().min(200)]).into_owned();
-        return Err(ShipError::Relp(address, format!("open refused: {} {text}", answer.command)));
+    let (txnr, command, data) = answer;
+    if txnr != 1 || command != "rsp" || !data.starts_with(b"200") {
+        let text = String::from_utf8_lossy(&data[..data.len().min(200)]).into_owned();
+        return Err(ShipError::Relp(address, format!("open refused: {command} {text}")));
     }
     connected(shipping, opened, error_log, logged);
 
@@ -172,30 +182,40 @@ pub(super) async fn session(
                 }
                 let mut upto = None;
                 let mut answered = 0;
-                while let Some((frame, used)) = parse_frame(&buf).map_err(|e| ShipError::Relp(address.clone(), e))? {
-                    buf.advance(used);
+                let mut used = 0;
+                let mut failure = None;
+                while let Some((frame, size)) = parse_frame(&buf[used..]).map_err(|e| ShipError::Relp(address.clone(), e))? {
+                    used += size;
                     if frame.command == "serverclose" {
-                        return Ok((true, ShipError::Lost(address, "the server closed the session (serverclose)".into())));
+                        failure = Some(ShipError::Lost(address.clone(), "the server closed the session (serverclose)".into()));
+                        break;
                     }
                     match outstanding.front() {
-                        Some(&(expected, end)) if frame.command == "rsp" && frame.txnr == expected => {
-                            if !frame.data.starts_with(b"200") {
-                                let text = String::from_utf8_lossy(&frame.data[..frame.data.len().min(200)]).into_owned();
-                                return Ok((true, ShipError::Relp(address, format!("message refused: {text}"))));
-                            }
+                        Some(&(expected, end)) if frame.command == "rsp" && frame.txnr == expected && frame.data.starts_with(b"200") => {
                             outstanding.pop_front();
                             upto = Some(end);
                             answered += 1;
                         }
+                        Some(&(expected, _)) if frame.command == "rsp" && frame.txnr == expected => {
+                            let text = String::from_utf8_lossy(&frame.data[..frame.data.len().min(200)]).into_owned();
+                            failure = Some(ShipError::Relp(address.clone(), format!("message refused: {text}")));
+                            break;
+                        }
                         _ => {
-                            return Ok((true, ShipError::Relp(address, format!("unexpected {} for transaction {}", frame.command, frame.txnr))));
+                            let what = format!("unexpected {} for transaction {}", frame.command, frame.txnr);
+                            failure = Some(ShipError::Relp(address.clone(), what));
+                            break;
                         }
                     }
                 }
+                buf.advance(used);
                 if let Some(end) = upto {
                     shipping.queue.ack(end)?;
                     shipping.stats.acknowledged.fetch_add(answered, Ordering::Relaxed);
                     waiting_since = Instant::now();
+                }
+                if let Some(failure) = failure {
+                    return Ok((true, failure));
                 }
             }
             () = tokio::time::sleep_until(waiting_since + ACK_TIMEOUT), if !outstanding.is_empty() => {
@@ -229,10 +249,10 @@ mod tests {
     #[test]
     fn frames_parse_whole_wait_for_more_and_refuse_nonsense() {
         let (frame, used) = parse_frame(b"2 rsp 6 200 OK\n3 rsp").unwrap().unwrap();
-        assert_eq!(frame, Frame { txnr: 2, command: "rsp".into(), data: b"200 OK".to_vec() });
+        assert_eq!(frame, Frame { txnr: 2, command: "rsp", data: b"200 OK" });
         assert_eq!(used, 15);
         let (close, used) = parse_frame(b"0 serverclose 0\n").unwrap().unwrap();
-        assert_eq!((close.txnr, close.command.as_str(), close.data.len(), used), (0, "serverclose", 0, 16));
+        assert_eq!((close.txnr, close.command, close.data.len(), used), (0, "serverclose", 0, 16));
         for partial in [&b""[..], b"2", b"2 rs", b"2 rsp 6", b"2 rsp 6 200", b"2 rsp 6 200 OK"] {
             assert_eq!(parse_frame(partial), Ok(None), "{partial:?}");
         }
