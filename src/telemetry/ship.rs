@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ShipConfig;
 use crate::telemetry::logging::ErrorLog;
 
+mod crc32;
 pub mod link;
 pub mod queue;
 pub mod relp;

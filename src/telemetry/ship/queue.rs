@@ -28,6 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+use super::crc32::crc32;
+
 /// Size at which a new segment file is started.
 pub const SEGMENT_BYTES: u64 = 8 << 20;
 /// Record header bytes.
@@ -555,56 +557,6 @@ fn write_cursor(file: &File, at: Position) -> std::io::Result<()> {
     let crc = crc32(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     file.write_all_at(&bytes, 0)
-}
-
-/// CRC-32 tables for slicing by 8 (IEEE 802.3, the zlib polynomial).
-const CRC_TABLES: [[u32; 256]; 8] = {
-    let mut tables = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            k += 1;
-        }
-        tables[0][i] = c;
-        i += 1;
-    }
-    let mut t = 1;
-    while t < 8 {
-        let mut i = 0;
-        while i < 256 {
-            let previous = tables[t - 1][i];
-            tables[t][i] = (previous >> 8) ^ tables[0][(previous & 0xff) as usize];
-            i += 1;
-        }
-        t += 1;
-    }
-    tables
-};
-
-/// CRC-32 (IEEE 802.3, the zlib one), eight bytes at a time.
-fn crc32(bytes: &[u8]) -> u32 {
-    let t = &CRC_TABLES;
-    let mut c = !0u32;
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let lo = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) ^ c;
-        let hi = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
-        c = t[7][(lo & 0xff) as usize]
-            ^ t[6][((lo >> 8) & 0xff) as usize]
-            ^ t[5][((lo >> 16) & 0xff) as usize]
-            ^ t[4][(lo >> 24) as usize]
-            ^ t[3][(hi & 0xff) as usize]
-            ^ t[2][((hi >> 8) & 0xff) as usize]
-            ^ t[1][((hi >> 16) & 0xff) as usize]
-            ^ t[0][(hi >> 24) as usize];
-    }
-    for b in chunks.remainder() {
-        c = t[0][((c ^ u32::from(*b)) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
 }
 
 #[cfg(test)]

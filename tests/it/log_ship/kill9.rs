@@ -1,8 +1,9 @@
 //! The edge killed with `kill -9` (the real binary, `portcullis serve`) while lines wait in
 //! its shipping queue: after a restart every line arrives. With the server down at the kill,
 //! nothing had been sent, so each line arrives exactly once; with the server up and the edge
-//! killed mid-stream, lines sent within the last [`TLS_ACK_GRACE`] may arrive twice (same
-//! sequenceId), none is lost.
+//! killed right after a burst, lines sent within the last [`TLS_ACK_GRACE`] may arrive twice
+//! (same sequenceId), none is lost. (A line still on its way to the queue thread — the
+//! instant between a response and the queue write — is not covered: docs/logging.md.)
 //!
 //! [`TLS_ACK_GRACE`]: portcullis::telemetry::ship::sender::TLS_ACK_GRACE
 
@@ -111,9 +112,16 @@ async fn an_edge_killed_with_lines_queued_sends_every_one_after_its_restart() {
     for i in 300..600 {
         assert_eq!(get(edge.http, &format!("/r/{i}")).await.status, 200);
     }
+    // The last line reaches the queue a moment after its response (the writer hands it to the
+    // queue thread, which writes it within a millisecond): the kill comes once it is there,
+    // while the last second's batches are still unconfirmed (sent again after the restart).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     edge.kill9();
     let edge = Edge::start(&edge_dir, &config).await;
-    assert!(all_arrive(&server, 600, Duration::from_secs(30)).await, "{}", edge.shipping().await);
+    let arrived = all_arrive(&server, 600, Duration::from_secs(30)).await;
+    let have = counts(&request_numbers(&server));
+    let missing: Vec<u64> = (0..600).filter(|i| !have.contains_key(i)).collect();
+    assert!(arrived, "missing {missing:?}; {}", edge.shipping().await);
     assert_eq!(gaps(&server), Vec::<u64>::new(), "no sequenceId missing");
     let idle = eventually_async(Duration::from_secs(10), || async { edge.shipping().await["queued"].as_u64() == Some(0) }).await;
     assert!(idle, "{}", edge.shipping().await);

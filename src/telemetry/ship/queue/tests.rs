@@ -118,24 +118,3 @@ async fn a_waiting_reader_wakes_when_a_record_is_appended() {
     push(&mut writer, &["x"]);
     assert_eq!(tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap(), 1);
 }
-
-#[test]
-fn crc32_is_the_ieee_one_at_every_length() {
-    assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-    assert_eq!(crc32(b""), 0);
-    // Against the plain bit-by-bit definition, for lengths around the 8-byte steps.
-    let bitwise = |bytes: &[u8]| {
-        let mut c = !0u32;
-        for b in bytes {
-            c ^= u32::from(*b);
-            for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            }
-        }
-        !c
-    };
-    let data: Vec<u8> = (0..100u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    for len in 0..data.len() {
-        assert_eq!(crc32(&data[..len]), bitwise(&data[..len]), "length {len}");
-    }
-}
