@@ -1,7 +1,7 @@
 //! The connection to the syslog server both transports share: TCP, then TLS with the server
 //! verified against `logging.ship.ca` (files read anew on every attempt, so a fixed file
 //! takes effect without a restart) and `client_cert` presented when set; what each failure
-//! means ([`ShipError`]); bounded writes; and the bookkeeping of a healthy connection.
+//! means (`ShipError`); bounded writes; and the bookkeeping of a healthy connection.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
