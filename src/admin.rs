@@ -261,6 +261,9 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
             if let Some((current, peak)) = state.runtime.control.registrations() {
                 state.runtime.metrics.sip_registrations(current, peak);
             }
+            if let Some(shipping) = &state.runtime.shipping {
+                state.runtime.metrics.shipping(&shipping.status());
+            }
             text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.runtime.metrics.encode())
         }
         (Method::GET, "/api/v1/status") => json(StatusCode::OK, &status::status_with_firewall(state).await),

@@ -44,6 +44,7 @@ use crate::runtime::{Runtime, accept};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::logging::{ErrorLog, LineBudget, quoted};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::ship::Shipping;
 
 /// How often the web certificate's expiry is checked (metric; `error.log` notice once a day
 /// from 30 days ahead).
@@ -67,6 +68,8 @@ pub struct Running {
     services: Arc<Services>,
     /// The nftables table (firewall, or the kernel mirror of the bans alone), when it runs.
     mirror: Option<Arc<kernel::KernelTable>>,
+    /// `blocking.log`, to reopen it (its writer runs on its own).
+    blocking_file: crate::telemetry::logging::LogFile,
 }
 
 impl Running {
@@ -75,6 +78,22 @@ impl Running {
         let (reply, answer) = oneshot::channel();
         self.reload.send(reply).await.map_err(|_| vec!["reload task stopped".to_string()])?;
         answer.await.map_err(|_| vec!["reload task stopped".to_string()])?
+    }
+
+    /// Reopens `access.log`, `error.log` and `blocking.log` at their paths (SIGUSR1, after
+    /// `logrotate` moved them away); a failure is written to the log that stays in use.
+    pub fn reopen_logs(&self) {
+        let runtime = &self.runtime;
+        let outcomes = [
+            ("access.log", runtime.access_log.reopen()),
+            ("error.log", runtime.error_log.reopen()),
+            ("blocking.log", self.blocking_file.reopen()),
+        ];
+        for (name, outcome) in outcomes {
+            if let Err(error) = outcome {
+                runtime.error_log.error(&format!("cannot reopen {name}, still writing to the old file: {error}"));
+            }
+        }
     }
 
     /// A handle that can trigger reloads (signal handlers).
@@ -93,6 +112,10 @@ impl Running {
             runtime.error_log.warn(&format!("stopped before they finished (drain time over): {}", late.join(", ")));
         }
         runtime.access_log.flush();
+        if let Some(shipping) = runtime.shipping.clone() {
+            // What was handed over is written to the queue (and synced) before we go.
+            let _ = tokio::task::spawn_blocking(move || shipping.stop_writer()).await;
+        }
         let peer = runtime.config().cluster.peer.clone();
         runtime.operate.leave();
         let _ = crate::operate::peers::leave(&runtime.store, &peer).await;
@@ -109,11 +132,30 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for dir in [&server_cfg.state_dir, &server_cfg.log_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
-    let access_log =
-        AccessLog::open(&server_cfg.log_dir).with_context(|| format!("cannot open access.log in {}", server_cfg.log_dir.display()))?;
-    let error_log =
-        ErrorLog::open(&server_cfg.log_dir).with_context(|| format!("cannot open error.log in {}", server_cfg.log_dir.display()))?;
+    // The shipping queue opens first: every log line from here on is shipped too.
+    let (shipping, outbox, pending) = match &config.logging.ship {
+        Some(ship) => {
+            let (shipping, outbox, pending) = Shipping::open(ship, &server_cfg.state_dir, &server_cfg.name)
+                .with_context(|| format!("cannot open the log shipping queue in {}", server_cfg.state_dir.join("ship").display()))?;
+            (Some(shipping), Some(outbox), Some(pending))
+        }
+        None => (None, None, None),
+    };
+    let format = config.logging.format;
+    let access_log = AccessLog::open(&server_cfg.log_dir)
+        .with_context(|| format!("cannot open access.log in {}", server_cfg.log_dir.display()))?
+        .with_format(format)
+        .shipping(outbox.clone());
+    let error_log = ErrorLog::open(&server_cfg.log_dir)
+        .with_context(|| format!("cannot open error.log in {}", server_cfg.log_dir.display()))?
+        .with_format(format)
+        .shipping(outbox.clone());
     access_log.spawn_flusher();
+    if let (Some(shipping), Some(pending)) = (&shipping, pending) {
+        // Its own lines (the queue is full) are not shipped: the queue thread holds no outbox,
+        // so it ends once the edge's logs are gone.
+        shipping.start_writer(pending, error_log.clone().shipping(None)).context("cannot start the log shipping queue")?;
+    }
 
     let store: Arc<dyn StateStore> = match &config.cluster.store {
         StoreKind::Embedded => Arc::new(EmbeddedStore::open(&server_cfg.state_dir)?),
@@ -139,7 +181,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let events = EventBus::new();
     tokio::spawn(crate::telemetry::event_log::write(events.subscribe(), error_log.clone()));
     let blocking_log = BlockingLog::open(&server_cfg.log_dir, &server_cfg.name)
-        .with_context(|| format!("cannot open blocking.log in {}", server_cfg.log_dir.display()))?;
+        .with_context(|| format!("cannot open blocking.log in {}", server_cfg.log_dir.display()))?
+        .shipping(outbox.clone());
+    let blocking_file = blocking_log.file();
     tokio::spawn(blocking_log.follow(events.subscribe(), error_log.clone()));
     let metrics = Arc::new(Metrics::new());
     let auth_events: Arc<dyn AuthEvents> = Arc::new(AuthFailureLog::new(error_log.clone(), metrics.clone()));
@@ -185,6 +229,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         listeners: Default::default(),
         control: Default::default(),
         firewall: Default::default(),
+        shipping: shipping.clone(),
     });
     let edge = Arc::new(Edge::new(gateway, runtime.clone()));
     let front_end: Arc<dyn crate::runtime::control::FrontEnd> = edge.clone();
@@ -267,6 +312,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let runtime = runtime.clone();
         services.start("certificate watch", move |drain| watch_certificate_expiry(runtime, drain));
     }
+    if let Some(shipping) = &shipping {
+        let (shipping, error_log) = (shipping.clone(), runtime.error_log.clone());
+        tracing::info!("log shipping to {} ({})", shipping.address(), config.logging.ship.as_ref().map_or("", |s| s.protocol.as_str()));
+        services
+            .start("log shipping", move |mut drain| async move { shipping.run(error_log, async move { drain.signalled().await }).await });
+    }
     {
         let (edge, changes) = (edge.clone(), store.subscribe());
         services.start("store follower", move |drain| follow_store_changes(edge, changes, drain));
@@ -285,7 +336,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.server.state_dir.display(),
         config.server.log_dir.display()
     );
-    Ok(Running { listeners, admin: admin_addr, certificate, runtime, edge, store, reload: reload_tx, services, mirror })
+    Ok(Running { listeners, admin: admin_addr, certificate, runtime, edge, store, reload: reload_tx, services, mirror, blocking_file })
 }
 
 /// Applies changes from the state store — another peer's bans, unbans, exemptions and
@@ -487,6 +538,9 @@ fn reload_once(
         edge.runtime.error_log.warn(
             "protection.ipv6_prefix changes reach the kernel ban sets at the next restart; they keep masking IPv6 sources as at start",
         );
+    }
+    if next.logging != current.logging {
+        edge.runtime.error_log.warn("[logging] changes (format, shipping) need a restart; the logs stay as they are");
     }
     if next.protection.nftables_table != current.protection.nftables_table {
         edge.runtime.error_log.warn("protection.nftables_set/nftables_table changes need a restart; the kernel mirror stays as it is");

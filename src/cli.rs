@@ -478,8 +478,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut user1 = signal(SignalKind::user_defined1()).context("cannot install the SIGUSR1 handler")?;
     loop {
         tokio::select! {
+            _ = user1.recv() => {
+                tracing::info!("SIGUSR1: reopening the log files");
+                running.reopen_logs();
+            }
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
                 if let Err(errors) = running.reload().await {

@@ -80,6 +80,62 @@ pub struct Config {
     pub federation: sip::FederationConfig,
     /// `[firewall]` when `enabled = true` (used by `protect::firewall`).
     pub firewall: Option<FirewallConfig>,
+    /// `[logging]` and `[logging.ship]` (used by `telemetry`).
+    pub logging: LoggingConfig,
+}
+
+/// `[logging]`: the file logs' format and, with `[logging.ship]`, where they are shipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    pub ship: Option<ShipConfig>,
+}
+
+/// `logging.format`: how `access.log` and `error.log` lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// The space-separated / nginx error-log layouts.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `logging.ship.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShipProtocol {
+    /// RFC 5425: octet-counted RFC 5424 messages over TLS (no acknowledgements).
+    Tls,
+    /// RELP over TLS: each message acknowledged by the server.
+    Relp,
+}
+
+impl ShipProtocol {
+    /// The configuration word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShipProtocol::Tls => "tls",
+            ShipProtocol::Relp => "relp",
+        }
+    }
+}
+
+/// `[logging.ship]`: RFC 5424 messages to a central syslog server through a disk queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShipConfig {
+    /// The server's host (name or address) ...
+    pub host: String,
+    /// ... and port.
+    pub port: u16,
+    pub protocol: ShipProtocol,
+    /// The name the server certificate must carry.
+    pub server_name: String,
+    /// CAs the server certificate must chain to.
+    pub ca: PathBuf,
+    /// Client certificate and key for mutual TLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// Size cap of the disk queue (bytes).
+    pub queue_max: u64,
 }
 
 /// A packet rate for nftables `limit rate`: `count` per `unit`.

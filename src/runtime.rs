@@ -54,6 +54,8 @@ pub struct Runtime {
     pub control: control::Control,
     /// The dynamic firewall, once applied at start (`[firewall]`).
     pub firewall: std::sync::OnceLock<Arc<dyn control::FirewallControl>>,
+    /// Log shipping to the central syslog server (`[logging.ship]`).
+    pub shipping: Option<Arc<crate::telemetry::ship::Shipping>>,
 }
 
 impl Runtime {

@@ -1,5 +1,6 @@
-//! Telemetry: Prometheus metrics, the access log, and process logging (console + error.log,
-//! which also writes what the event bus carries: `event_log`).
+//! Telemetry: Prometheus metrics, the access log, process logging (console + error.log,
+//! which also writes what the event bus carries: `event_log`), and log shipping to a
+//! central syslog server (`ship`).
 //!
 //! Level 1 service: front ends record into it; the admin API reads from it.
 
@@ -8,3 +9,5 @@ pub mod event_log;
 pub mod logging;
 pub mod metrics;
 pub mod names;
+pub mod outbox;
+pub mod ship;

@@ -218,6 +218,28 @@ async fn overview(state: &AdminState, csrf: &str) -> String {
             let _ = write!(out, "<p class=\"error\">last apply/remove failed: {}</p>", escape(error));
         }
     }
+    if let Some(ship) = &s.shipping {
+        let _ = write!(
+            out,
+            "<h2>Log shipping: <span id=\"shipping\">{}</span></h2><p>{} to {}: {} line(s) queued ({} bytes of {}{}), oldest {} s; \
+             sent {}, acknowledged {}, reconnects {}, not shipped (queue full) {}</p>",
+            if ship.connected { "connected" } else { "NOT CONNECTED" },
+            escape(&ship.protocol),
+            escape(&ship.address),
+            ship.queued,
+            ship.queued_bytes,
+            ship.queue_max_bytes,
+            if ship.queue_full { ", FULL" } else { "" },
+            ship.oldest_queued_age_s,
+            ship.sent,
+            ship.acknowledged,
+            ship.reconnects,
+            ship.dropped,
+        );
+        if let Some(error) = &ship.last_error {
+            let _ = write!(out, "<p class=\"error\" id=\"shipping-error\">{}</p>", escape(error));
+        }
+    }
     let c = &s.counts;
     let _ = write!(
         out,

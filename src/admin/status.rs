@@ -36,6 +36,9 @@ pub struct Status {
     /// The dynamic firewall, when it runs (`GET /api/v1/firewall` has the same).
     #[serde(default)]
     pub firewall: Option<crate::runtime::control::FirewallView>,
+    /// Log shipping to the central syslog server, when configured (`[logging.ship]`).
+    #[serde(default)]
+    pub shipping: Option<crate::telemetry::ship::ShippingStatus>,
 }
 
 /// The state store this peer uses.
@@ -289,5 +292,6 @@ pub fn status(state: &AdminState) -> Status {
         services,
         certificate: certificate(state),
         firewall: None,
+        shipping: state.runtime.shipping.as_ref().map(|s| s.status()),
     }
 }

@@ -1,6 +1,6 @@
 //! The `portcullis status` screen: a compact display like the platform's — host, roles, load,
 //! date, uptime, listeners, maintenance, counts (current/peak), blocked sources, each
-//! service's state and upstream health, and the web certificate expiry notice.
+//! service's state and upstream health, log shipping, and the web certificate expiry notice.
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -33,6 +33,24 @@ pub(super) fn status(s: &Status) -> String {
             if ports.is_empty() { "none".to_string() } else { ports.join(", ") },
             if drops.is_empty() { "nothing".to_string() } else { drops.join(", ") },
             f.error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+        );
+    }
+    if let Some(ship) = &s.shipping {
+        let _ = writeln!(
+            out,
+            "LOG SHIPPING: {} ({} to {}), {} queued ({} bytes{}), oldest {}s; sent {}, acknowledged {}, reconnects {}, not shipped {}{}",
+            if ship.connected { "connected" } else { "NOT CONNECTED" },
+            ship.protocol,
+            ship.address,
+            ship.queued,
+            ship.queued_bytes,
+            if ship.queue_full { ", QUEUE FULL" } else { "" },
+            ship.oldest_queued_age_s,
+            ship.sent,
+            ship.acknowledged,
+            ship.reconnects,
+            ship.dropped,
+            ship.last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
         );
     }
     let k = &s.cluster;

@@ -306,3 +306,31 @@ pub struct PartnerFile {
     pub domain: Option<String>,
     pub edge: Option<String>,
 }
+
+/// `[logging]` without its `[logging.ship]` table (read on its own).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingFile {
+    /// File-log line format: "text" (default) or "json".
+    pub format: Option<String>,
+}
+
+/// `[logging.ship]`: RFC 5424 messages to a central syslog server.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipFile {
+    /// `host:port` of the syslog server.
+    pub address: Option<String>,
+    /// "tls" (RFC 5425 framing) or "relp" (acknowledged, over TLS).
+    pub protocol: Option<String>,
+    /// The name verified in the server certificate (default: the host of `address`).
+    pub server_name: Option<String>,
+    /// PEM bundle of the CAs the server certificate must chain to.
+    pub ca: Option<String>,
+    /// Client certificate chain (PEM) for mutual TLS.
+    pub client_cert: Option<String>,
+    /// Its private key (PEM).
+    pub client_key: Option<String>,
+    /// Size cap of the disk queue in `state_dir` ("1GiB", "500MB", or bytes).
+    pub queue_max: Option<toml::Value>,
+}

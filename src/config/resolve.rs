@@ -8,7 +8,8 @@
 //! This file owns the [`Checker`] every section's resolution reports through and the order
 //! sections are resolved in; each section lives in its own file: `server` (server,
 //! listeners, TLS, admin), `services` (services, pools, routes), `auth` (Basic, JWT, edge
-//! tokens, rate control), `protection` (the shield) and `cluster` (the state store).
+//! tokens, rate control), `protection` (the shield), `cluster` (the state store) and `logging` (file-log format,
+//! log shipping).
 
 pub(super) use super::valid_host_name;
 use std::path::{Path, PathBuf};
@@ -17,14 +18,15 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::file::{
-    AdminFile, AuthFile, ClusterFile, FederationFile, FirewallFile, ListenerFile, MaintenanceFile, PartnerFile, ProtectionFile,
-    RateControlFile, RouteFile, ServerFile, ServiceFile, SipFile, SipListenerFile, TlsFile,
+    AdminFile, AuthFile, ClusterFile, FederationFile, FirewallFile, ListenerFile, LoggingFile, MaintenanceFile, PartnerFile,
+    ProtectionFile, RateControlFile, RouteFile, ServerFile, ServiceFile, SipFile, SipListenerFile, TlsFile,
 };
 use super::{Config, ConfigError, ConfigErrors, DEFAULT_SESSION_IDLE, MaintenanceConfig};
 
 mod auth;
 mod cluster;
 mod firewall;
+mod logging;
 mod protection;
 mod server;
 mod services;
@@ -183,11 +185,16 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         (c.section("federation", Some(toml::Value::Table(federation))).unwrap_or_default(), allow, block)
     };
     let firewall_raw: Option<FirewallFile> = c.section("firewall", table.remove("firewall"));
+    let (logging_raw, ship_raw): (LoggingFile, Option<super::file::ShipFile>) = {
+        let mut logging = c.table("logging", table.remove("logging"));
+        let ship = c.section("logging.ship", logging.remove("ship"));
+        (c.section("logging", Some(toml::Value::Table(logging))).unwrap_or_default(), ship)
+    };
     for key in table.keys() {
         c.err(
             key.clone(),
             "unknown section",
-            "known sections: server, listener, tls, admin, service, route, auth, rate_control, protection, maintenance, cluster, sip, federation, firewall",
+            "known sections: server, listener, tls, admin, service, route, auth, rate_control, protection, maintenance, cluster, sip, federation, firewall, logging",
         );
     }
 
@@ -211,6 +218,7 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     };
     let cluster = cluster::resolve_cluster(&mut c, cluster_raw, &server.name);
     let firewall = firewall_raw.and_then(|raw| firewall::resolve_firewall(&mut c, raw, &protection));
+    let logging = logging::resolve_logging(&mut c, logging_raw, ship_raw);
 
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
@@ -230,6 +238,7 @@ pub(super) fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         sip,
         federation,
         firewall,
+        logging,
     })
 }
 

@@ -7,6 +7,12 @@
 //! status, response body bytes, upstream server, service, duration in seconds. Host, method
 //! and path come from the client: they are escaped like every network string in a log
 //! ([`logging::escaped`]: `"`, `\`, control and non-ASCII bytes as `\xHH`), spaces too.
+//!
+//! With `logging.format = "json"` each line is one JSON object instead:
+//! `{"time":"…","client":"203.0.113.7","host":"…","method":"GET","path":"/…","protocol":"HTTP/1.1",
+//! "status":200,"bytes":512,"upstream":"10.0.0.5:8082","service":"finesse","duration_ms":4.0}`
+//! (absent upstream/service are `null`; strings JSON-escaped and cut like the text fields).
+//! With `[logging.ship]` every line is shipped too ([`super::ship`]).
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -17,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::logging;
+use super::outbox::{Level, LogName, Outbox};
+use crate::config::LogFormat;
 
 /// Longest path written to the log; longer paths are cut (a flood of huge paths must not
 /// fill the disk faster than the request rate allows).
@@ -41,18 +49,34 @@ pub struct AccessEntry<'a> {
 #[derive(Clone, Debug)]
 pub struct AccessLog {
     out: Option<Arc<Mutex<BufWriter<File>>>>,
+    path: std::path::PathBuf,
+    json: bool,
+    outbox: Option<Outbox>,
 }
 
 impl AccessLog {
     /// Opens (appends to) `dir/access.log`.
     pub fn open(dir: &Path) -> std::io::Result<AccessLog> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("access.log"))?;
-        Ok(AccessLog { out: Some(Arc::new(Mutex::new(BufWriter::with_capacity(64 * 1024, file)))) })
+        let path = dir.join("access.log");
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(AccessLog { out: Some(Arc::new(Mutex::new(BufWriter::with_capacity(64 * 1024, file)))), path, json: false, outbox: None })
     }
 
     /// A log that drops every line (tests of pure layers).
     pub fn disabled() -> AccessLog {
-        AccessLog { out: None }
+        AccessLog { out: None, path: Default::default(), json: false, outbox: None }
+    }
+
+    /// Writes lines in `format` (`logging.format`).
+    pub fn with_format(mut self, format: LogFormat) -> AccessLog {
+        self.json = format == LogFormat::Json;
+        self
+    }
+
+    /// Ships every line through `outbox` too (`[logging.ship]`).
+    pub fn shipping(mut self, outbox: Option<Outbox>) -> AccessLog {
+        self.outbox = outbox;
+        self
     }
 
     /// Appends one line.
@@ -62,11 +86,30 @@ impl AccessLog {
         // it has grown), then copied into the shared buffer the flusher writes out each second.
         LINE.with_borrow_mut(|line| {
             line.clear();
-            format_into(line, entry, SystemTime::now());
+            if self.json {
+                format_json_into(line, entry, SystemTime::now());
+            } else {
+                format_into(line, entry, SystemTime::now());
+            }
             if let Ok(mut out) = out.lock() {
                 let _ = out.write_all(line.as_bytes());
             }
+            if let Some(outbox) = &self.outbox {
+                outbox.send(LogName::Access, Level::Info, line);
+            }
         });
+    }
+
+    /// Writes what is buffered to the file in use, then opens `access.log` at its path again
+    /// (log rotation: a new file if the old one was moved away). On an error the old file
+    /// stays in use.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let Some(out) = &self.out else { return Ok(()) };
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = out.flush();
+        *out = BufWriter::with_capacity(64 * 1024, file);
+        Ok(())
     }
 
     /// Writes buffered lines to the file.
@@ -136,6 +179,32 @@ fn format_into(line: &mut String, e: &AccessEntry<'_>, now: SystemTime) {
     // Seconds with three decimals, rounded to the millisecond (integer formatting).
     let millis = e.duration.as_micros().saturating_add(500) / 1000;
     let _ = writeln!(line, " {}.{:03}", millis / 1000, millis % 1000);
+}
+
+/// Appends the JSON line of `e` at `now` to `line`.
+fn format_json_into(line: &mut String, e: &AccessEntry<'_>, now: SystemTime) {
+    line.push_str("{\"time\":\"");
+    push_time(line, now);
+    let _ = write!(line, "\",\"client\":\"{}\",\"host\":", e.client);
+    logging::push_json_string(line, e.host, 256);
+    line.push_str(",\"method\":");
+    logging::push_json_string(line, e.method, 32);
+    line.push_str(",\"path\":");
+    logging::push_json_string(line, e.path, MAX_LOGGED_PATH);
+    line.push_str(",\"protocol\":");
+    logging::push_json_string(line, e.protocol, 32);
+    let _ = write!(line, ",\"status\":{},\"bytes\":{},\"upstream\":", e.status, e.bytes);
+    match e.upstream {
+        Some(upstream) => logging::push_json_string(line, upstream, 256),
+        None => line.push_str("null"),
+    }
+    line.push_str(",\"service\":");
+    match e.service {
+        Some(service) => logging::push_json_string(line, service, 64),
+        None => line.push_str("null"),
+    }
+    let micros = e.duration.as_micros();
+    let _ = writeln!(line, ",\"duration_ms\":{}.{:03}}}", micros / 1000, micros % 1000);
 }
 
 /// Appends `now` in RFC 3339 with milliseconds, formatted once per millisecond per thread
@@ -221,6 +290,40 @@ mod tests {
             ),
             "{line}"
         );
+    }
+
+    #[test]
+    fn json_lines_are_one_valid_object_with_every_field() {
+        let entry = AccessEntry {
+            client: "2001:db8::7".parse().unwrap(),
+            host: "h\"ost",
+            method: "GET",
+            path: "/a b\r\n{\"x\":1}\u{1b}é",
+            protocol: "HTTP/2.0",
+            status: 404,
+            bytes: 12,
+            upstream: None,
+            service: Some("finesse"),
+            duration: Duration::from_micros(4_321),
+        };
+        let mut line = String::new();
+        format_json_into(&mut line, &entry, SystemTime::UNIX_EPOCH);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(line.ends_with("}\n"));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["time"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(value["client"], "2001:db8::7");
+        assert_eq!(value["host"], "h\"ost");
+        assert_eq!(value["path"], "/a b\r\n{\"x\":1}\u{1b}é");
+        assert_eq!((value["status"].as_u64(), value["bytes"].as_u64()), (Some(404), Some(12)));
+        assert!(value["upstream"].is_null());
+        assert_eq!(value["service"], "finesse");
+        assert_eq!(value["duration_ms"].as_f64(), Some(4.321));
+        let long = "/".repeat(5000);
+        let mut line = String::new();
+        format_json_into(&mut line, &AccessEntry { path: &long, ..entry }, SystemTime::UNIX_EPOCH);
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(value["path"].as_str().unwrap().len() <= MAX_LOGGED_PATH + 3);
     }
 
     #[test]

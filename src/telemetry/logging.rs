@@ -20,6 +20,9 @@ use std::sync::{Arc, Mutex};
 
 use tracing_subscriber::EnvFilter;
 
+use crate::config::LogFormat;
+use crate::telemetry::outbox::{Level, LogName, Outbox};
+
 /// Installs console logging (filtered by `RUST_LOG`, default `info`). Safe to call twice.
 pub fn init_console() {
     let _ = tracing_subscriber::fmt()
@@ -116,22 +119,71 @@ pub enum Severity {
     Error,
 }
 
+/// An append-only log file that can be reopened at its path (after `logrotate` moved it:
+/// SIGUSR1). Cheap to clone; clones share the open file.
+#[derive(Clone, Debug)]
+pub struct LogFile {
+    path: std::path::PathBuf,
+    file: Arc<Mutex<File>>,
+}
+
+impl LogFile {
+    /// Opens (appends to, creating) `path`.
+    pub fn open(path: &Path) -> std::io::Result<LogFile> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(LogFile { path: path.to_path_buf(), file: Arc::new(Mutex::new(file)) })
+    }
+
+    /// Appends `bytes` (one write, so lines from several threads never interleave).
+    pub fn write(&self, bytes: &[u8]) {
+        if let Ok(mut file) = self.file.lock() {
+            let _ = file.write_all(bytes);
+        }
+    }
+
+    /// Opens the path again (a new file if the old one was moved away); on an error the old
+    /// file stays in use.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = file;
+        Ok(())
+    }
+}
+
 /// `error.log` of one edge (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct ErrorLog {
-    file: Option<Arc<Mutex<File>>>,
+    file: Option<LogFile>,
+    json: bool,
+    outbox: Option<Outbox>,
 }
 
 impl ErrorLog {
     /// Opens (appends to) `dir/error.log`.
     pub fn open(dir: &Path) -> std::io::Result<ErrorLog> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("error.log"))?;
-        Ok(ErrorLog { file: Some(Arc::new(Mutex::new(file))) })
+        Ok(ErrorLog { file: Some(LogFile::open(&dir.join("error.log"))?), json: false, outbox: None })
     }
 
     /// A log that only prints to the console.
     pub fn console_only() -> ErrorLog {
-        ErrorLog { file: None }
+        ErrorLog { file: None, json: false, outbox: None }
+    }
+
+    /// Writes lines in `format` (`logging.format`).
+    pub fn with_format(mut self, format: LogFormat) -> ErrorLog {
+        self.json = format == LogFormat::Json;
+        self
+    }
+
+    /// Ships every line through `outbox` too (`[logging.ship]`).
+    pub fn shipping(mut self, outbox: Option<Outbox>) -> ErrorLog {
+        self.outbox = outbox;
+        self
+    }
+
+    /// Reopens `error.log` at its path (log rotation).
+    pub fn reopen(&self) -> std::io::Result<()> {
+        self.file.as_ref().map_or(Ok(()), LogFile::reopen)
     }
 
     /// Logs a warning. Network text in `message` must come through [`quoted`] or [`escaped`].
@@ -154,11 +206,55 @@ impl ErrorLog {
             Severity::Warn => "warn",
             Severity::Error => "error",
         };
-        let line = format!("{} [{level}] {}#0: {message}\n", nginx_time(std::time::SystemTime::now()), std::process::id());
-        if let Ok(mut file) = file.lock() {
-            let _ = file.write_all(line.as_bytes());
+        let now = std::time::SystemTime::now();
+        let line = if self.json {
+            let mut line = format!(
+                "{{\"time\":\"{}\",\"level\":\"{level}\",\"pid\":{},\"message\":",
+                humantime::format_rfc3339_millis(now),
+                std::process::id()
+            );
+            push_json_string(&mut line, message, usize::MAX);
+            line.push_str("}\n");
+            line
+        } else {
+            format!("{} [{level}] {}#0: {message}\n", nginx_time(now), std::process::id())
+        };
+        file.write(line.as_bytes());
+        if let Some(outbox) = &self.outbox {
+            let level = match severity {
+                Severity::Warn => Level::Warning,
+                Severity::Error => Level::Error,
+            };
+            outbox.send(LogName::Error, level, &line);
         }
     }
+}
+
+/// Appends `text` (at most `max` bytes of it, cut at a character boundary) as a JSON string:
+/// `"`, `\` and control characters escaped, so a JSON log line stays one valid object.
+pub fn push_json_string(out: &mut String, text: &str, max: usize) {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.push('"');
+    for c in text[..end].chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = fmt::Write::write_fmt(out, format_args!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    if end < text.len() {
+        out.push_str(CUT_MARKER);
+    }
+    out.push('"');
 }
 
 /// A message on one line: our own multi-line messages (error lists) joined with ` | `, and,
@@ -243,6 +339,26 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("error.log")).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.ends_with("#0: a\\x0D | 2026/01/01 00:00:00 [emerg] 1#0: forged\\x1B[2J\\x85end\n"), "{text}");
+    }
+
+    #[test]
+    fn a_reopened_log_writes_to_the_new_file_at_its_path_and_json_lines_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ErrorLog::open(dir.path()).unwrap().with_format(LogFormat::Json);
+        log.warn("before \"rotation\"");
+        std::fs::rename(dir.path().join("error.log"), dir.path().join("error.log.1")).unwrap();
+        log.warn("still the old file");
+        log.reopen().unwrap();
+        log.error("after\x01");
+        let old = std::fs::read_to_string(dir.path().join("error.log.1")).unwrap();
+        let new = std::fs::read_to_string(dir.path().join("error.log")).unwrap();
+        assert_eq!((old.lines().count(), new.lines().count()), (2, 1), "{old}{new}");
+        let first: serde_json::Value = serde_json::from_str(old.lines().next().unwrap()).unwrap();
+        assert_eq!((first["level"].as_str(), first["message"].as_str()), (Some("warn"), Some("before \"rotation\"")));
+        assert_eq!(first["pid"].as_u64(), Some(u64::from(std::process::id())));
+        let after: serde_json::Value = serde_json::from_str(&new).unwrap();
+        assert_eq!((after["level"].as_str(), after["message"].as_str()), (Some("error"), Some("after\\x01")));
+        assert!(after["time"].as_str().unwrap().ends_with('Z'));
     }
 
     #[test]

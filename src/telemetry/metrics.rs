@@ -74,6 +74,35 @@ pub struct Metrics {
     sip_responses: Family<ClassLabels, Counter>,
     sip_registrations: Gauge,
     sip_registrations_peak: Gauge,
+    ship: ShipMetrics,
+}
+
+/// The log shipping's metrics (set from its status at each scrape).
+#[derive(Debug, Default)]
+struct ShipMetrics {
+    connected: Gauge,
+    queued: Gauge,
+    queued_bytes: Gauge,
+    oldest_age: Gauge,
+    dropped: Counter,
+    sent: Counter,
+    acknowledged: Counter,
+    reconnects: Counter,
+}
+
+impl ShipMetrics {
+    fn register(registry: &mut Registry) -> ShipMetrics {
+        let m = ShipMetrics::default();
+        registry.register(names::SHIP_CONNECTED, "Log shipping connected to the syslog server (1) or not (0)", m.connected.clone());
+        registry.register(names::SHIP_QUEUED, "Log lines queued for shipping, not yet delivered", m.queued.clone());
+        registry.register(names::SHIP_QUEUED_BYTES, "Bytes of the log shipping queue on disk", m.queued_bytes.clone());
+        registry.register(names::SHIP_OLDEST_AGE, "Age of the oldest queued log line", m.oldest_age.clone());
+        registry.register(names::SHIP_DROPPED, "Log lines not shipped because the queue was full", m.dropped.clone());
+        registry.register(names::SHIP_SENT, "Log lines written to the syslog server", m.sent.clone());
+        registry.register(names::SHIP_ACKNOWLEDGED, "Log lines acknowledged by the syslog server (RELP)", m.acknowledged.clone());
+        registry.register(names::SHIP_RECONNECTS, "Connections to the syslog server opened after the first", m.reconnects.clone());
+        m
+    }
 }
 
 impl fmt::Debug for Metrics {
@@ -130,7 +159,9 @@ impl Metrics {
         registry.register(names::SIP_RESPONSES, "SIP final responses sent to partners, by class", sip_responses.clone());
         registry.register(names::SIP_REGISTRATIONS, "Current SIP registrations (unexpired bindings)", sip_registrations.clone());
         registry.register(names::SIP_REGISTRATIONS_PEAK, "Peak SIP registrations since start", sip_registrations_peak.clone());
+        let ship = ShipMetrics::register(&mut registry);
         Metrics {
+            ship,
             registry,
             sip_requests,
             sip_responses,
@@ -236,6 +267,20 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// Sets the log shipping's metrics from its status.
+    pub fn shipping(&self, status: &crate::telemetry::ship::ShippingStatus) {
+        use std::sync::atomic::Ordering;
+        let ship = &self.ship;
+        ship.connected.set(i64::from(status.connected));
+        ship.queued.set(i64::try_from(status.queued).unwrap_or(i64::MAX));
+        ship.queued_bytes.set(i64::try_from(status.queued_bytes).unwrap_or(i64::MAX));
+        ship.oldest_age.set(i64::try_from(status.oldest_queued_age_s).unwrap_or(i64::MAX));
+        ship.dropped.inner().store(status.dropped, Ordering::Relaxed);
+        ship.sent.inner().store(status.sent, Ordering::Relaxed);
+        ship.acknowledged.inner().store(status.acknowledged, Ordering::Relaxed);
+        ship.reconnects.inner().store(status.reconnects, Ordering::Relaxed);
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

@@ -38,3 +38,19 @@ pub const SIP_RESPONSES: &str = "sip_responses";
 pub const SIP_REGISTRATIONS: &str = "sip_registrations";
 /// Peak of `sip_registrations` since start.
 pub const SIP_REGISTRATIONS_PEAK: &str = "sip_registrations_peak";
+/// Log shipping connected (1) or not (0).
+pub const SHIP_CONNECTED: &str = "log_ship_connected";
+/// Log lines queued for shipping.
+pub const SHIP_QUEUED: &str = "log_ship_queued";
+/// Bytes of the shipping queue.
+pub const SHIP_QUEUED_BYTES: &str = "log_ship_queued_bytes";
+/// Age of the oldest queued line, in seconds.
+pub const SHIP_OLDEST_AGE: &str = "log_ship_oldest_queued_age_seconds";
+/// Lines not shipped because the queue was full (`portcullis_log_ship_dropped_total`).
+pub const SHIP_DROPPED: &str = "log_ship_dropped";
+/// Lines written to the syslog server.
+pub const SHIP_SENT: &str = "log_ship_sent";
+/// Lines acknowledged by the server (RELP).
+pub const SHIP_ACKNOWLEDGED: &str = "log_ship_acknowledged";
+/// Reconnections to the syslog server.
+pub const SHIP_RECONNECTS: &str = "log_ship_reconnects";

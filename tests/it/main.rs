@@ -15,6 +15,8 @@ mod edge_cache;
 mod firewall;
 mod hostile;
 mod jwt;
+mod log_files;
+mod log_ship;
 mod nft_mirror;
 mod openapi;
 mod operate;

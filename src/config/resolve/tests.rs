@@ -126,7 +126,7 @@ fn unknown_keys_and_sections_are_errors_with_their_section() {
     assert_eq!(
         errors_of(&text),
         vec![
-            "serverz: unknown section; known sections: server, listener, tls, admin, service, route, auth, rate_control, protection, maintenance, cluster, sip, federation, firewall"
+            "serverz: unknown section; known sections: server, listener, tls, admin, service, route, auth, rate_control, protection, maintenance, cluster, sip, federation, firewall, logging"
         ]
     );
     let text = MINIMAL.replace("address = \"127.0.0.1:9000\"", "address = \"127.0.0.1:9000\"\nmax_con = 5");
