@@ -50,7 +50,8 @@ pub(super) fn status(s: &Status) -> String {
             ship.acknowledged,
             ship.reconnects,
             ship.dropped,
-            ship.last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+            // The server chose part of that text: no control characters reach the terminal.
+            ship.last_error.as_deref().map(|e| format!("; last error: {}", e.replace(char::is_control, " "))).unwrap_or_default()
         );
     }
     let k = &s.cluster;

@@ -141,7 +141,10 @@ impl Queue {
                 (cursor.segment, 0)
             }
         };
-        let (mut at, mut index) = if last_id == cursor.segment { (cursor.offset, cursor.index) } else { (0, last_id) };
+        // A cursor beyond the last segment's end (the cursor file outlived data a crash lost):
+        // the segment is read from its start and the cursor comes back to what is there.
+        let (mut at, mut index) =
+            if last_id == cursor.segment && cursor.offset <= last_len { (cursor.offset, cursor.index) } else { (0, last_id) };
         let last_file = OpenOptions::new().read(true).write(true).open(segment_path(dir, last_id))?;
         loop {
             match read_record_at(&last_file, at, last_len)? {
@@ -314,7 +317,12 @@ impl QueueWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.file.write_all(&self.buf)?;
+        if let Err(error) = self.file.write_all(&self.buf) {
+            // A write cut short (a full disk) leaves part of the batch in the file: cut it off,
+            // or the next batch would land behind bytes the reader cannot read past.
+            let _ = self.file.set_len(self.len);
+            return Err(error);
+        }
         self.len += self.buf.len() as u64;
         if self.unsynced == 0 {
             self.first_unsynced_ms = crate::clock::unix_ms();

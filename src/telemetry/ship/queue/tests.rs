@@ -118,3 +118,67 @@ async fn a_waiting_reader_wakes_when_a_record_is_appended() {
     push(&mut writer, &["x"]);
     assert_eq!(tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap(), 1);
 }
+
+#[test]
+fn a_cursor_beyond_the_data_a_crash_lost_comes_back_and_new_lines_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, mut writer, _) = Queue::open(dir.path(), 1 << 20).unwrap();
+    push(&mut writer, &["a", "b", "c"]);
+    let mut reader = queue.reader();
+    let mut records = Vec::new();
+    reader.read_available(3, &mut records).unwrap();
+    queue.ack(records[2].end).unwrap(); // all three delivered: the cursor is at the end
+    drop((queue, writer, reader));
+    // The cursor file survived, the segment's data did not (a power loss).
+    let segment = segment_path(dir.path(), 0);
+    OpenOptions::new().write(true).open(&segment).unwrap().set_len(HEADER_BYTES as u64 + 3).unwrap();
+    let (queue, mut writer, _) = Queue::open(dir.path(), 1 << 20).unwrap();
+    push(&mut writer, &["d", "e"]);
+    assert_eq!(read_all(&mut queue.reader()), ["1:d", "2:e"], "the lines written after the restart are read, not skipped");
+}
+
+/// Unmounts the small file system of a test, whatever the test's outcome.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_leaves_no_partial_record_behind_and_a_restart_finds_only_whole_records() {
+    // A real full disk: a 16 KiB tmpfs (root only: mount; skipped elsewhere).
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "portcullis-test"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs (not root)");
+        return;
+    }
+    let _unmount = Mounted(dir.path().to_path_buf());
+    let (queue, mut writer, _) = Queue::open(dir.path(), 1 << 20).unwrap();
+    let line = "x".repeat(1000);
+    let mut written = 0;
+    let failed = loop {
+        match writer.append(&[line.as_str(), line.as_str(), line.as_str()], |l, _, out| out.extend_from_slice(l.as_bytes())) {
+            Ok(_) => written += 3,
+            Err(error) => break error,
+        }
+        assert!(written < 1000, "the 16 KiB file system never filled");
+    };
+    assert!(written > 0, "{failed}");
+    let whole = written as u64 * (HEADER_BYTES as u64 + 1000);
+    assert_eq!(std::fs::metadata(segment_path(dir.path(), 0)).unwrap().len(), whole, "no partial batch left in the segment");
+    // Every whole record reads back.
+    let mut reader = queue.reader();
+    let mut records = Vec::new();
+    reader.read_available(usize::MAX, &mut records).unwrap();
+    assert_eq!(records.len(), written);
+    drop((queue, writer, reader));
+    let (_, _, recovered) = Queue::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovered.cut_bytes, 0, "a restart finds only whole records");
+}
