@@ -179,6 +179,11 @@ impl Queue {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The index of the first record not yet delivered (it only grows).
+    pub fn delivered(&self) -> u64 {
+        self.state().cursor.index
+    }
+
     /// Records waiting (written to the queue, not yet delivered).
     pub fn queued(&self) -> u64 {
         let state = self.state();

@@ -45,6 +45,7 @@ pub(super) async fn run(shipping: &Shipping, error_log: &ErrorLog, stop: impl st
     let mut opened: u64 = 0;
     let mut logged: Option<String> = None;
     loop {
+        let delivered_before = shipping.queue.delivered();
         let session = async {
             let stream = connect(shipping).await?;
             opened += 1;
@@ -68,7 +69,10 @@ pub(super) async fn run(shipping: &Shipping, error_log: &ErrorLog, stop: impl st
             error_log.error(&format!("log shipping: {text}; queued lines stay queued and are sent once it works again"));
             logged = Some(text);
         }
-        if healthy {
+        // Only a session that delivered something starts the back-off afresh: a server that
+        // accepts and then drops every connection (or refuses one message for ever) would
+        // otherwise be reconnected to five times a second, each time logged.
+        if healthy && shipping.queue.delivered() > delivered_before {
             pause = MIN_BACKOFF;
         }
         let jittered = pause.mul_f64(0.5 + rand::random::<f64>() * 0.5);
