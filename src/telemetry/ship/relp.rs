@@ -11,6 +11,7 @@
 //! again on the next one).
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -132,8 +133,7 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
 }
 
 /// One RELP session: `open`, then messages from the queue with up to [`WINDOW`] outstanding,
-/// each taken off the queue when answered `200`. Returns whether it was healthy and why it
-/// ended.
+/// each taken off the queue when answered `200`, until it breaks; the error says why it ended.
 pub(super) async fn session(
     shipping: &Shipping,
     stream: TlsStream<TcpStream>,
@@ -141,7 +141,7 @@ pub(super) async fn session(
     opened: u64,
     error_log: &ErrorLog,
     logged: &mut Option<String>,
-) -> Result<(bool, ShipError), ShipError> {
+) -> Result<Infallible, ShipError> {
     let address = shipping.address();
     let (mut read, mut write_half) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(8 * 1024);
@@ -176,8 +176,8 @@ pub(super) async fn session(
             biased;
             got = read.read_buf(&mut buf) => {
                 match got {
-                    Ok(0) => return Ok((true, ShipError::Lost(address, "closed by the server".into()))),
-                    Err(e) => return Ok((true, ShipError::Lost(address, e.to_string()))),
+                    Ok(0) => return Err(ShipError::Lost(address, "closed by the server".into())),
+                    Err(e) => return Err(ShipError::Lost(address, e.to_string())),
                     Ok(_) => {}
                 }
                 let mut upto = None;
@@ -215,11 +215,11 @@ pub(super) async fn session(
                     waiting_since = Instant::now();
                 }
                 if let Some(failure) = failure {
-                    return Ok((true, failure));
+                    return Err(failure);
                 }
             }
             () = tokio::time::sleep_until(waiting_since + ACK_TIMEOUT), if !outstanding.is_empty() => {
-                return Ok((true, ShipError::Lost(address, format!("no acknowledgement within {}s", ACK_TIMEOUT.as_secs()))));
+                return Err(ShipError::Lost(address, format!("no acknowledgement within {}s", ACK_TIMEOUT.as_secs())));
             }
             next = reader.next(room, &mut records), if room > 0 => {
                 next?;
@@ -232,9 +232,7 @@ pub(super) async fn session(
                     push_frame(&mut out, txnr, "syslog", &record.payload);
                     outstanding.push_back((txnr, record.end));
                 }
-                if let Err(error) = write(&mut write_half, &out, &address).await {
-                    return Ok((true, error));
-                }
+                write(&mut write_half, &out, &address).await?;
                 shipping.stats.sent.fetch_add(records.len() as u64, Ordering::Relaxed);
                 records.clear();
             }

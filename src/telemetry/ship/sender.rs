@@ -14,6 +14,7 @@
 //! sends.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -55,8 +56,11 @@ pub(super) async fn run(shipping: &Shipping, error_log: &ErrorLog, stop: impl st
                 ShipProtocol::Relp => super::relp::session(shipping, stream, &mut reader, opened, error_log, &mut logged).await,
             }
         };
-        let (healthy, error) = tokio::select! {
-            outcome = session => outcome.map_or_else(|e| (false, e), |(healthy, e)| (healthy, e)),
+        let error = tokio::select! {
+            outcome = session => match outcome {
+                Err(error) => error,
+                Ok(never) => match never {},
+            },
             () = &mut stop => {
                 shipping.stats.connected.store(false, Ordering::Relaxed);
                 return;
@@ -72,7 +76,7 @@ pub(super) async fn run(shipping: &Shipping, error_log: &ErrorLog, stop: impl st
         // Only a session that delivered something starts the back-off afresh: a server that
         // accepts and then drops every connection (or refuses one message for ever) would
         // otherwise be reconnected to five times a second, each time logged.
-        if healthy && shipping.queue.delivered() > delivered_before {
+        if shipping.queue.delivered() > delivered_before {
             pause = MIN_BACKOFF;
         }
         let jittered = pause.mul_f64(0.5 + rand::random::<f64>() * 0.5);
@@ -84,8 +88,8 @@ pub(super) async fn run(shipping: &Shipping, error_log: &ErrorLog, stop: impl st
     }
 }
 
-/// One RFC 5425 connection: frames from the queue, in batches, until it breaks. Returns
-/// whether it was healthy (delivered) and why it ended.
+/// One RFC 5425 connection: frames from the queue, in batches, until it breaks; the error
+/// says why it ended.
 async fn tls_session(
     shipping: &Shipping,
     stream: TlsStream<TcpStream>,
@@ -93,7 +97,7 @@ async fn tls_session(
     opened: u64,
     error_log: &ErrorLog,
     logged: &mut Option<String>,
-) -> Result<(bool, ShipError), ShipError> {
+) -> Result<Infallible, ShipError> {
     let address = shipping.address();
     let (mut read, mut write_half) = tokio::io::split(stream);
     probe(&mut read, &address).await?;
@@ -113,7 +117,7 @@ async fn tls_session(
                     Ok(_) => "the server sent data (RFC 5425 servers never do)".to_string(),
                     Err(e) => e.to_string(),
                 };
-                return Ok((true, ShipError::Lost(address, why)));
+                return Err(ShipError::Lost(address, why));
             }
             _ = tick.tick() => confirm(shipping, &mut unconfirmed)?,
             next = reader.next(BATCH, &mut records) => {
@@ -122,9 +126,7 @@ async fn tls_session(
                 for record in &records {
                     syslog::frame(&mut frames, &record.payload);
                 }
-                if let Err(error) = write(&mut write_half, &frames, &address).await {
-                    return Ok((true, error));
-                }
+                write(&mut write_half, &frames, &address).await?;
                 if let Some(last) = records.last() {
                     shipping.stats.sent.fetch_add(records.len() as u64, Ordering::Relaxed);
                     unconfirmed.push_back((Instant::now(), last.end, records.len() as u64));
