@@ -48,7 +48,7 @@ mod connect;
 mod link;
 mod outward;
 
-use link::{Inlet, Link, Outlet, TrySendError, Wire};
+use link::{Inlet, Link, Outlet, Wire};
 
 /// Most SIP connections one source address holds open at once (a partner edge needs a few;
 /// a NAT of remote users more); further ones are closed at accept.
@@ -72,8 +72,6 @@ const UPSTREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The connection to the next hop.
 #[derive(Default)]
 struct Upstream {
-    /// Its link, while it is open.
-    link: Option<Link>,
     /// Until when it counts as down (a connect just failed).
     down_until: Option<Instant>,
 }
@@ -102,7 +100,7 @@ pub struct SipEdge {
     next_connection: AtomicU64,
     /// The open connection to the next hop, as requests are sent on it (no waiting).
     next_hop_link: Mutex<Option<Link>>,
-    /// Opening the connection to the next hop (one at a time).
+    /// Opening the connection to the next hop (one at a time), and when it last failed.
     upstream: tokio::sync::Mutex<Upstream>,
     /// Toward partners, and TLS toward the next hop.
     outward: outward::Outward,
@@ -148,28 +146,22 @@ impl SipEdge {
     /// a partner's request waiting on a full connection would hold up every other partner's
     /// requests, and the whole edge would stop without a single answer.
     async fn send_upstream(self: &Arc<Self>, bytes: Bytes) -> bool {
-        let open = self.next_hop_link.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let bytes = match open {
-            Some(link) => match link.try_send(bytes) {
-                Ok(()) => return true,
-                Err(TrySendError::Full(_)) => return false,
-                Err(TrySendError::Closed(returned)) => returned,
-            },
-            None => bytes,
+        let bytes = match link::offer(self.next_hop_link().as_ref(), bytes) {
+            Ok(sent) => return sent,
+            Err(bytes) => bytes,
         };
         let mut upstream = self.upstream.lock().await;
         // Another request may have opened it while this one waited for the lock.
-        let bytes = match upstream.link.as_ref() {
-            Some(link) => match link.try_send(bytes) {
-                Ok(()) => return true,
-                Err(TrySendError::Full(_)) => return false,
-                Err(TrySendError::Closed(returned)) => returned,
-            },
-            None => bytes,
+        let bytes = match link::offer(self.next_hop_link().as_ref(), bytes) {
+            Ok(sent) => return sent,
+            Err(bytes) => bytes,
         };
-        upstream.link = None;
-        *self.next_hop_link.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.reconnect_and_send(&mut upstream, bytes).await
+    }
+
+    /// The connection to the next hop as last opened (it may have closed since).
+    fn next_hop_link(&self) -> Option<Link> {
+        self.next_hop_link.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     async fn reconnect_and_send(self: &Arc<Self>, upstream: &mut Upstream, bytes: Bytes) -> bool {
@@ -184,8 +176,7 @@ impl SipEdge {
         let (inlet, outlet, link) = link::wire_up(connected.stream, QUEUE);
         tokio::spawn(self.clone().upstream_connection(inlet, outlet, connected.peer));
         let sent = link.try_send(bytes).is_ok();
-        *self.next_hop_link.lock().unwrap_or_else(|p| p.into_inner()) = Some(link.clone());
-        upstream.link = Some(link);
+        *self.next_hop_link.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
         sent
     }
 

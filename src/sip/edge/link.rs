@@ -124,6 +124,17 @@ impl Link {
     }
 }
 
+/// Offers `bytes` to a connection that may not be open: `Ok(sent)` (`false`: it is not
+/// keeping up), or the bytes back when there is no open connection to take them.
+pub(super) fn offer(link: Option<&Link>, bytes: Bytes) -> Result<bool, Bytes> {
+    let Some(link) = link else { return Err(bytes) };
+    match link.try_send(bytes) {
+        Ok(()) => Ok(true),
+        Err(TrySendError::Full(_)) => Ok(false),
+        Err(TrySendError::Closed(bytes)) => Err(bytes),
+    }
+}
+
 impl Direct {
     fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
         self.backlog.lock().unwrap_or_else(|p| p.into_inner())

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use super::connect::{self, Connected};
-use super::link::{self, Link, TrySendError};
+use super::link::{self, Link};
 use super::{DOWN_HOLD, QUEUE, SipEdge, answer_to, transaction_headers};
 use crate::net::tls::TlsError;
 use crate::net::tls::client::ClientProfile;
@@ -155,7 +155,7 @@ impl SipEdge {
         tokio::spawn(async move {
             loop {
                 let Some(strong) = Weak::upgrade(&edge) else { return };
-                if strong.upstream.lock().await.link.as_ref().is_none_or(Link::is_closed) {
+                if strong.next_hop_link().as_ref().is_none_or(Link::is_closed) {
                     strong.send_upstream(Bytes::new()).await;
                 }
                 drop(strong);
@@ -198,7 +198,7 @@ impl SipEdge {
         let Ok(permit) = self.outward.in_flight.clone().try_acquire_owned() else {
             let received = transaction_headers(&message, false);
             if let Some(answer) = answer_to(&message, &received, &Answer { status: 503, reason: "Service Unavailable" }, None)
-                && let Some(link) = self.next_hop_link.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+                && let Some(link) = self.next_hop_link()
             {
                 let _ = link.try_send(answer);
             }
@@ -270,16 +270,10 @@ impl SipEdge {
         let Some(drain) = self.outward.drain.clone() else { return false };
         let Some(slot) = self.outward.slot(destination) else { return false };
         let mut slot = slot.lock().await;
-        if let Some(link) = slot.link.as_ref() {
-            match link.try_send(bytes) {
-                Ok(()) => return true,
-                Err(TrySendError::Full(_)) => return false,
-                Err(TrySendError::Closed(returned)) => {
-                    return self.reopen(&mut slot, destination, hop, name, drain, returned).await;
-                }
-            }
+        match link::offer(slot.link.as_ref(), bytes) {
+            Ok(sent) => sent,
+            Err(bytes) => self.reopen(&mut slot, destination, hop, name, drain, bytes).await,
         }
-        self.reopen(&mut slot, destination, hop, name, drain, bytes).await
     }
 
     async fn reopen(
