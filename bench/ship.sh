@@ -6,6 +6,7 @@
 #
 #   N=200000 bash bench/ship.sh
 #   PROTOCOLS=relp PEERS= bash bench/ship.sh        # just Portcullis over RELP
+#   RATE=2000 N=40000 bash bench/ship.sh            # every sender fed 2,000 lines/s (every 10 ms)
 #
 # The sender runs on core 0, the receiver and the line feeder on core 1. Portcullis's figure
 # includes formatting each message and writing it to its disk queue (fdatasync every 10 ms);
@@ -14,6 +15,7 @@
 # /tmp/portcullis-quiet.ship while it runs; stops everything it started.
 set -euo pipefail
 N=${N:-200000}
+RATE=${RATE:-0}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d /tmp/ship-bench.XXXXXX)
 PIDS=()
@@ -72,7 +74,7 @@ cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # clock ticks (100 Hz)
 for proto in ${PROTOCOLS-tls relp}; do
   port=$P_TLS; [ $proto = relp ] && port=$P_RELP
   before=$(lines)
-  SHIP_PROTOCOL=$proto SHIP_PORT=$port SHIP_DIR="$W" SHIP_N=$N taskset -c 0 ${WRAP:-} "$BIN" | tee run.out | grep -v start_unix_ms
+  SHIP_PROTOCOL=$proto SHIP_PORT=$port SHIP_DIR="$W" SHIP_N=$N SHIP_RATE=$RATE taskset -c 0 ${WRAP:-} "$BIN" | tee run.out | grep -v start_unix_ms
   wait_for $((before + N))
   t1=$(date +%s%3N); t0=$(sed -n 's/^start_unix_ms=//p' run.out)
   python3 -c "n=$N; dt=($t1-$t0)/1000; print(f'portcullis $proto: all {n} in the receiver\'s file after {dt:.2f} s = {n/dt:.0f} msg/s end to end')"
@@ -80,13 +82,18 @@ done
 
 # --- rsyslog's forwarder, fed the same lines over plain TCP.
 cat > feed.py <<'PY'
-import socket, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
+import socket, sys, time
+port, n, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+chunk = max(rate // 100, 1) if rate else 512
 s = socket.create_connection(("127.0.0.1", port))
 buf = []
+due = time.monotonic()
 for k in range(n):
     buf.append(b"<134>1 2026-12-06T00:00:00.123456Z edge1.example.com portcullis 1 access - 2026-12-06T00:00:00.123Z 203.0.113.7 desktop.example.com GET /finesse/api/User/agent%d HTTP/1.1 200 512 10.0.0.5:8082 finesse 0.004\n" % k)
-    if len(buf) == 512:
+    if len(buf) == chunk:
+        if rate:
+            due += 0.01
+            time.sleep(max(0, due - time.monotonic()))
         s.sendall(b"".join(buf)); buf = []
 if buf: s.sendall(b"".join(buf))
 s.close()
@@ -116,7 +123,7 @@ EOF
   PIDS+=($spid)
   sleep 1.5
   before=$(lines); c0=$(cpu_of $spid); t0=$(date +%s.%N)
-  taskset -c 1 python3 feed.py "$P_FEED" "$N"
+  taskset -c 1 python3 feed.py "$P_FEED" "$N" "$RATE"
   wait_for $((before + N))
   t1=$(date +%s.%N); c1=$(cpu_of $spid)
   python3 -c "n=$N; dt=$t1-$t0; cpu=($c1-$c0)/100; print(f'rsyslog $proto: all {n} in the receiver\'s file after {dt:.2f} s = {n/dt:.0f} msg/s end to end; sender CPU {cpu:.2f} s = {cpu*1e6/n:.2f} us/msg')"

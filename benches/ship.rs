@@ -6,6 +6,8 @@
 //!
 //! Run: `SHIP_PROTOCOL=tls SHIP_PORT=16514 SHIP_DIR=/tmp/x SHIP_N=200000 cargo bench --bench ship`
 //! (SHIP_DIR holds ca.pem, client.pem, client.key; the queue goes to SHIP_DIR/state).
+//! `SHIP_RATE=2000` hands the lines over at that many per second (every 10 ms), as an edge
+//! under steady load would, instead of as fast as the queue takes them.
 
 #![allow(clippy::disallowed_types, reason = "wall-clock timing is the point of a benchmark")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "benchmark harness")]
@@ -28,6 +30,7 @@ fn cpu() -> Duration {
 fn main() {
     let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
     let n: u64 = env("SHIP_N", "200000").parse().unwrap();
+    let rate: u64 = env("SHIP_RATE", "0").parse().unwrap();
     let dir = PathBuf::from(env("SHIP_DIR", "/tmp/ship-bench"));
     let protocol = if env("SHIP_PROTOCOL", "tls") == "relp" { ShipProtocol::Relp } else { ShipProtocol::Tls };
     let config = ShipConfig {
@@ -53,9 +56,17 @@ fn main() {
         // bench/ship.sh times delivery to the receiver's file from here.
         println!("start_unix_ms={}", portcullis::clock::unix_ms());
         let mut i = 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
         while i < n {
-            // Hand over in chunks the outbox can hold, as a busy edge would over time.
-            let end = (i + 20_000).min(n);
+            // Hand over in chunks the outbox can hold, as a busy edge would over time; at
+            // SHIP_RATE, a hundredth of it every 10 ms.
+            let chunk = if rate > 0 {
+                tick.tick().await;
+                (rate / 100).max(1)
+            } else {
+                20_000
+            };
+            let end = (i + chunk).min(n);
             for k in i..end {
                 let line = format!(
                     "2026-12-06T00:00:00.123Z 203.0.113.7 desktop.example.com GET /finesse/api/User/agent{k} HTTP/1.1 200 512 10.0.0.5:8082 finesse 0.004\n"
@@ -63,7 +74,7 @@ fn main() {
                 outbox.send(LogName::Access, Level::Info, &line);
             }
             i = end;
-            while shipping.appended() < i {
+            while rate == 0 && shipping.appended() < i {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }

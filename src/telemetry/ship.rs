@@ -27,7 +27,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,20 +43,28 @@ pub mod relp;
 pub mod sender;
 pub mod syslog;
 
-use crate::telemetry::outbox::Entry;
+use crate::telemetry::outbox::{Entry, Inbox};
 pub use crate::telemetry::outbox::{Level, LogName, Outbox};
 
-/// Lines waiting between the writers and the queue thread; more are dropped (counted).
+/// Lines waiting between the writers and the queue thread; more are dropped (counted) ...
 pub const OUTBOX_CAPACITY: usize = 65_536;
+/// ... and their bytes (so that long lines cannot make it hold a gigabyte).
+pub const OUTBOX_BYTES: usize = 32 << 20;
 /// Lines the queue thread appends in one write.
 const WRITE_BATCH: usize = 1024;
+/// Once asked to stop, the queue thread writes what keeps coming for at most this long.
+const STOP_WITHIN: Duration = Duration::from_secs(1);
+/// After a short batch, the queue thread waits this long for more lines before the next write.
+const WRITE_PACE: Duration = Duration::from_millis(1);
 
 /// What the queue thread needs once the error log (which ships through the [`Outbox`]) exists.
 #[derive(Debug)]
 pub struct PendingWriter {
-    rx: Receiver<Entry>,
+    rx: Inbox,
     writer: queue::QueueWriter,
     origin: syslog::Origin,
+    /// Said in `error.log` once it exists (a damaged queue moved aside).
+    notice: Option<String>,
 }
 
 /// Counters and the last failure, for status and metrics.
@@ -118,8 +126,28 @@ pub struct ShippingStatus {
 impl Shipping {
     /// Opens the queue in `state_dir/ship`; returns the shipping, the writers' outbox, and the
     /// queue thread to start once the error log exists ([`Shipping::start_writer`]).
+    ///
+    /// A queue directory that cannot be opened (damaged by hand or by the disk) does not keep
+    /// the edge from starting: it is moved aside to `ship.damaged-<unix ms>`, kept for a look,
+    /// and a new queue starts; the queue thread says so in `error.log`. Only a state directory
+    /// where not even that works is an error.
     pub fn open(config: &ShipConfig, state_dir: &Path, server_name: &str) -> std::io::Result<(Arc<Shipping>, Outbox, PendingWriter)> {
-        let (queue, writer, recovered) = queue::Queue::open(&state_dir.join("ship"), config.queue_max)?;
+        let dir = state_dir.join("ship");
+        let mut notice = None;
+        let (queue, writer, recovered) = match queue::Queue::open(&dir, config.queue_max) {
+            Ok(opened) => opened,
+            Err(error) if dir.exists() => {
+                let aside = state_dir.join(format!("ship.damaged-{}", crate::clock::unix_ms()));
+                std::fs::rename(&dir, &aside)?;
+                notice = Some(format!(
+                    "log shipping: the queue in {} could not be opened ({error}); it was moved to {} and a new queue started: lines queued there are not shipped",
+                    dir.display(),
+                    aside.display()
+                ));
+                queue::Queue::open(&dir, config.queue_max)?
+            }
+            Err(error) => return Err(error),
+        };
         if recovered.records > 0 || recovered.cut_bytes > 0 {
             tracing::info!(
                 "log shipping: {} line(s) queued from before the restart{}",
@@ -134,8 +162,8 @@ impl Shipping {
             stop: AtomicBool::new(false),
             writer_thread: Mutex::new(None),
         });
-        let (outbox, rx) = Outbox::new(OUTBOX_CAPACITY, shipping.stats.dropped.clone());
-        Ok((shipping, outbox, PendingWriter { rx, writer, origin: syslog::Origin::new(server_name, std::process::id()) }))
+        let (outbox, rx) = Outbox::new(OUTBOX_CAPACITY, OUTBOX_BYTES, shipping.stats.dropped.clone());
+        Ok((shipping, outbox, PendingWriter { rx, writer, origin: syslog::Origin::new(server_name, std::process::id()), notice }))
     }
 
     /// Starts the queue thread; it reports a full queue in `error_log`.
@@ -157,18 +185,25 @@ impl Shipping {
     }
 
     fn write_loop(&self, pending: PendingWriter, error_log: ErrorLog) {
-        let PendingWriter { rx, mut writer, origin } = pending;
+        let PendingWriter { rx, mut writer, origin, notice } = pending;
+        if let Some(notice) = notice {
+            error_log.error(&notice);
+        }
         let mut batch: Vec<Entry> = Vec::with_capacity(WRITE_BATCH);
         let mut failing = false;
+        let mut stop_asked_ms = None;
         loop {
             let stopping = self.stop.load(Ordering::Relaxed);
+            if stopping && stop_asked_ms.is_none() {
+                stop_asked_ms = Some(crate::clock::unix_ms());
+            }
             match rx.recv_timeout(Duration::from_millis(queue::SYNC_EVERY_MS)) {
                 Ok(entry) => batch.push(entry),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             while batch.len() < WRITE_BATCH
-                && let Ok(entry) = rx.try_recv()
+                && let Some(entry) = rx.try_recv()
             {
                 batch.push(entry);
             }
@@ -191,15 +226,30 @@ impl Shipping {
                         self.stats.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     }
                 }
+                // A short batch: let the next lines gather for a moment, so that a steady trickle
+                // costs one write (and one wake-up of the sender) per WRITE_PACE, not per line.
+                if batch.len() < WRITE_BATCH && !stopping {
+                    std::thread::sleep(WRITE_PACE);
+                }
                 batch.clear();
             }
             let _ = writer.sync_if_due();
-            // Stopping: once a round found the channel empty, everything handed over is written.
-            if stopping && !wrote {
+            if let Err(error) = writer.persist_delivery()
+                && !failing
+            {
+                failing = true;
+                error_log.error(&format!("log shipping: cannot write the delivery cursor in {}: {error}", self.queue_dir()));
+            }
+            // Stopping: once a round found the channel empty, everything handed over is written;
+            // connections still logging after STOP_WITHIN do not hold the stop (their lines
+            // stay in the file logs).
+            let overdue = stop_asked_ms.is_some_and(|at| crate::clock::unix_ms().saturating_sub(at) >= STOP_WITHIN.as_millis() as u64);
+            if stopping && (!wrote || overdue) {
                 break;
             }
         }
         let _ = writer.sync();
+        let _ = writer.persist_delivery();
     }
 
     /// Counts lines refused by a full queue; says so in `error.log` when it fills and when it
@@ -267,5 +317,82 @@ impl Shipping {
             queue_full: stats.full.load(Ordering::Relaxed),
             last_error: stats.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ShipProtocol;
+
+    fn config() -> ShipConfig {
+        ShipConfig {
+            host: "127.0.0.1".into(),
+            port: 9,
+            protocol: ShipProtocol::Tls,
+            server_name: "localhost".into(),
+            ca: "/nonexistent/ca.pem".into(),
+            client_identity: None,
+            queue_max: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn a_damaged_queue_directory_is_moved_aside_and_a_new_queue_starts() {
+        let state = tempfile::tempdir().unwrap();
+        let ship = state.path().join("ship");
+        std::fs::create_dir_all(ship.join("cursor")).unwrap(); // the cursor file is a directory
+        std::fs::write(ship.join("00000000000000000000.seg"), b"kept for a look").unwrap();
+        let (shipping, outbox, pending) = Shipping::open(&config(), state.path(), "edge").unwrap();
+        let notice = pending.notice.clone().unwrap();
+        assert!(notice.contains("moved to") && notice.contains("ship.damaged-"), "{notice}");
+        let aside: Vec<_> = std::fs::read_dir(state.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("ship.damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::read(state.path().join(&aside[0]).join("00000000000000000000.seg")).unwrap(), b"kept for a look");
+        shipping.start_writer(pending, ErrorLog::console_only()).unwrap();
+        outbox.send(LogName::Access, Level::Info, "a line");
+        let appended = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            shipping.appended() == 1
+        });
+        assert!(appended, "the new queue takes lines");
+        shipping.stop_writer();
+    }
+
+    #[test]
+    fn the_queue_thread_stops_even_while_lines_keep_coming() {
+        let state = tempfile::tempdir().unwrap();
+        let (shipping, outbox, pending) = Shipping::open(&config(), state.path(), "edge").unwrap();
+        shipping.start_writer(pending, ErrorLog::console_only()).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                let (outbox, done) = (outbox.clone(), done.clone());
+                std::thread::spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        outbox.send(LogName::Access, Level::Info, "still logging");
+                        std::thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+        let stopping = shipping.clone();
+        std::thread::spawn(move || {
+            stopping.stop_writer();
+            let _ = stopped_tx.send(());
+        });
+        let stopped = stopped_rx.recv_timeout(STOP_WITHIN * 3).is_ok();
+        done.store(true, Ordering::Relaxed);
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        assert!(stopped, "stop_writer returned while connections kept logging");
+        assert!(shipping.appended() > 0);
     }
 }

@@ -1,7 +1,10 @@
 //! The connection to the syslog server both transports share: TCP, then TLS with the server
 //! verified against `logging.ship.ca` (files read anew on every attempt, so a fixed file
 //! takes effect without a restart) and `client_cert` presented when set; what each failure
-//! means (`ShipError`); bounded writes; and the bookkeeping of a healthy connection.
+//! means (`ShipError`); bounded writes; and the bookkeeping of a healthy connection. The
+//! socket ends itself when sent data stays unacknowledged ([`UNACKNOWLEDGED_TIMEOUT`]) and
+//! holds little unsent data ([`UNSENT_BYTES`]): the `tls` sender's delivery grace rests on
+//! both.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -22,6 +25,20 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PROBE: Duration = Duration::from_millis(300);
 /// A write that takes longer than this means the connection is dead.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Sent bytes the server's TCP has not acknowledged after this long end the connection
+/// (`TCP_USER_TIMEOUT`): a server cut off by the network is noticed in seconds, not after
+/// the kernel's quarter of an hour of retransmissions.
+pub const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes written but not yet sent that the socket holds at most (`TCP_NOTSENT_LOWAT`): what
+/// we write goes onto the wire promptly, so [`UNACKNOWLEDGED_TIMEOUT`] covers it.
+pub const UNSENT_BYTES: u32 = 128 * 1024;
+
+/// On stop, how long a session may wait for the server to confirm what it has.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// A session that ended because the edge stops.
+#[derive(Debug)]
+pub(super) struct Stopped;
 
 /// Why a connection ended or could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +100,9 @@ pub(super) async fn connect(shipping: &Shipping) -> Result<TlsStream<TcpStream>,
         .map_err(|_| ShipError::Connect(address.clone(), std::io::ErrorKind::TimedOut.into()))?
         .map_err(|e| ShipError::Connect(address.clone(), e))?;
     let _ = tcp.set_nodelay(true);
+    let socket = socket2::SockRef::from(&tcp);
+    let _ = socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_TIMEOUT));
+    let _ = socket.set_tcp_notsent_lowat(UNSENT_BYTES);
     tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
         .await
         .map_err(|_| ShipError::Handshake(address.clone(), std::io::ErrorKind::TimedOut.into()))?

@@ -6,8 +6,11 @@
 //! - Segment files are named by the index of their first record (`00000000000000000042.seg`)
 //!   and hold up to [`SEGMENT_BYTES`]; only the last one is written.
 //! - `cursor` holds the position up to which records were delivered (written, for TLS;
-//!   acknowledged, for RELP), rewritten in place (one 32-byte `pwrite`, with a checksum) after
-//!   each delivery. Segments wholly before it are deleted.
+//!   acknowledged, for RELP), rewritten in place (one 28-byte `pwrite`, with a checksum).
+//!   [`Queue::ack`] only moves the cursor in memory, so the sender never waits on the disk;
+//!   the queue thread writes it ([`QueueWriter::persist_delivery`], at most every
+//!   [`SYNC_EVERY_MS`]) and then deletes the segments wholly before it. A `kill -9` therefore
+//!   sends again at most that much of what was delivered.
 //!
 //! Durability: a record is in the kernel's page cache once [`QueueWriter::append`] returns, so
 //! it survives a `kill -9` of the edge; [`QueueWriter::sync_if_due`] `fdatasync`s at most
@@ -70,6 +73,8 @@ pub struct Queue {
     max_bytes: u64,
     segment_bytes: u64,
     state: Mutex<State>,
+    /// Written by the queue thread alone ([`QueueWriter::persist_delivery`]).
+    cursor_file: File,
     /// Signalled after every append.
     appended: Notify,
 }
@@ -80,7 +85,13 @@ struct State {
     segments: VecDeque<(u64, u64)>,
     cursor: Position,
     next_index: u64,
-    cursor_file: File,
+    /// When the queued records were written: (first index, Unix ms), one entry per second of
+    /// writing at most, oldest first (status's oldest age, without reading the disk).
+    written_at: VecDeque<(u64, u64)>,
+    /// The cursor moved since it was last written to disk.
+    cursor_moved: bool,
+    /// Delivered segments whose files are still to be deleted.
+    delivered_segments: Vec<u64>,
 }
 
 impl State {
@@ -167,8 +178,25 @@ impl Queue {
             cursor = Position { segment: last_id, offset: at, index };
         }
         recovered.records = index.saturating_sub(cursor.index);
-        let state = State { segments, cursor, next_index: index, cursor_file };
-        let queue = Arc::new(Queue { dir: dir.to_path_buf(), max_bytes, segment_bytes, state: Mutex::new(state), appended: Notify::new() });
+        // The age of what was queued before: the first waiting record of each segment.
+        let mut written_at = VecDeque::new();
+        if index > cursor.index {
+            for &(id, len) in &segments {
+                let offset = if id == cursor.segment { cursor.offset } else { 0 };
+                if let Some((first, at_ms, _)) = read_record_at(&File::open(segment_path(dir, id))?, offset, len)? {
+                    written_at.push_back((first, at_ms));
+                }
+            }
+        }
+        let state = State { segments, cursor, next_index: index, written_at, cursor_moved: false, delivered_segments: Vec::new() };
+        let queue = Arc::new(Queue {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            segment_bytes,
+            state: Mutex::new(state),
+            cursor_file,
+            appended: Notify::new(),
+        });
         let file = OpenOptions::new().append(true).open(segment_path(dir, last_id))?;
         let writer =
             QueueWriter { queue: queue.clone(), file, segment: last_id, len: at, unsynced: 0, first_unsynced_ms: 0, buf: Vec::new() };
@@ -210,22 +238,15 @@ impl Queue {
         self.max_bytes
     }
 
-    /// When the oldest waiting record was written (Unix ms), if any waits.
+    /// When the oldest waiting record was written (Unix ms, to the second: a record may be up
+    /// to a second younger; after a restart, as old as the first waiting record of its
+    /// segment), if any waits.
     pub fn oldest_at_ms(&self) -> Option<u64> {
         let state = self.state();
         if state.next_index == state.cursor.index {
             return None;
         }
-        let at = state.cursor;
-        for (id, len) in &state.segments {
-            if *id < at.segment || (*id == at.segment && at.offset >= *len) {
-                continue;
-            }
-            let offset = if *id == at.segment { at.offset } else { 0 };
-            let file = File::open(segment_path(&self.dir, *id)).ok()?;
-            return read_record_at(&file, offset, *len).ok().flatten().map(|(_, at_ms, _)| at_ms);
-        }
-        None
+        state.written_at.front().map(|&(_, at_ms)| at_ms)
     }
 
     /// Where delivery stands: records before it were delivered.
@@ -233,14 +254,16 @@ impl Queue {
         self.state().cursor
     }
 
-    /// Records everything before `upto` as delivered: moves the cursor (on disk too) and
-    /// deletes segments wholly before it. A position behind the cursor changes nothing.
-    pub fn ack(&self, upto: Position) -> std::io::Result<()> {
+    /// Records everything before `upto` as delivered: moves the cursor in memory and forgets
+    /// the segments wholly before it (the queue thread writes the cursor and deletes their
+    /// files, [`QueueWriter::persist_delivery`]). A position behind the cursor changes nothing.
+    pub fn ack(&self, upto: Position) {
         let mut state = self.state();
         if upto.index <= state.cursor.index {
-            return Ok(());
+            return;
         }
         state.cursor = upto;
+        state.cursor_moved = true;
         // Segments wholly delivered: those before the cursor's, and the cursor's own when the
         // cursor is at its end and a newer one exists (the cursor moves to the newer one's start).
         while state.segments.len() > 1 {
@@ -250,14 +273,16 @@ impl Queue {
                 break;
             }
             state.segments.pop_front();
-            let _ = std::fs::remove_file(segment_path(&self.dir, id));
+            state.delivered_segments.push(id);
             if let Some(&(next, _)) = state.segments.front()
                 && id == state.cursor.segment
             {
                 state.cursor = Position { segment: next, offset: 0, index: state.cursor.index };
             }
         }
-        write_cursor(&state.cursor_file, state.cursor)
+        while state.written_at.get(1).is_some_and(|&(first, _)| first <= state.cursor.index) {
+            state.written_at.pop_front();
+        }
     }
 
     /// A reader from the cursor (the sender's).
@@ -306,19 +331,19 @@ impl QueueWriter {
                 continue;
             }
             if self.len + self.buf.len() as u64 + size > self.queue.segment_bytes && self.len + self.buf.len() as u64 > 0 {
-                self.write_out(index)?;
+                self.write_out(index, now_ms)?;
                 self.rotate(index)?;
             }
             encode(&mut self.buf, index, now_ms, &payload);
             queued += size;
             index += 1;
         }
-        self.write_out(index)?;
+        self.write_out(index, now_ms)?;
         Ok(refused)
     }
 
-    /// Writes the buffered records and publishes them (up to `next_index`).
-    fn write_out(&mut self, next_index: u64) -> std::io::Result<()> {
+    /// Writes the buffered records (written at `now_ms`) and publishes them (up to `next_index`).
+    fn write_out(&mut self, next_index: u64, now_ms: u64) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -336,6 +361,10 @@ impl QueueWriter {
         self.buf.clear();
         {
             let mut state = self.queue.state();
+            let first = state.next_index;
+            if state.written_at.back().is_none_or(|&(_, at_ms)| now_ms >= at_ms + 1000) {
+                state.written_at.push_back((first, now_ms));
+            }
             state.next_index = next_index;
             if let Some(last) = state.segments.back_mut() {
                 last.1 = self.len;
@@ -353,6 +382,30 @@ impl QueueWriter {
         self.segment = index;
         self.len = 0;
         self.queue.state().segments.push_back((index, 0));
+        Ok(())
+    }
+
+    /// Writes the cursor to disk if it moved, then deletes the segments delivered since the
+    /// last time (the queue thread calls this every round, so the sender's acknowledgements
+    /// never wait on the disk). A failed write leaves everything to the next round.
+    pub fn persist_delivery(&mut self) -> std::io::Result<()> {
+        let (cursor, delivered) = {
+            let mut state = self.queue.state();
+            if !state.cursor_moved {
+                return Ok(());
+            }
+            state.cursor_moved = false;
+            (state.cursor, std::mem::take(&mut state.delivered_segments))
+        };
+        if let Err(error) = write_cursor(&self.queue.cursor_file, cursor) {
+            let mut state = self.queue.state();
+            state.cursor_moved = true;
+            state.delivered_segments.extend(delivered);
+            return Err(error);
+        }
+        for id in delivered {
+            let _ = std::fs::remove_file(segment_path(&self.queue.dir, id));
+        }
         Ok(())
     }
 

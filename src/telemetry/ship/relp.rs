@@ -11,9 +11,12 @@
 //! again on the next one).
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use std::os::fd::AsFd;
+use std::pin::Pin;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
@@ -22,12 +25,16 @@ use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 
 use super::Shipping;
-use super::link::{ShipError, connected, write};
+use super::link::{CLOSE_GRACE, ShipError, Stopped, connected, write};
 use super::queue::{Position, QueueReader, Record};
 use crate::telemetry::logging::ErrorLog;
 
 /// Messages sent and not yet acknowledged, at most.
-pub const WINDOW: usize = 128;
+pub const WINDOW: usize = 1024;
+/// Free window slots that make a new write when some messages are still outstanding.
+const SEND_WHEN_FREE: usize = WINDOW / 2;
+/// The pause between two reads of the server's answers while messages are outstanding.
+const READ_PACE: Duration = Duration::from_millis(1);
 /// Largest DATA of a frame from the server (answers are short).
 pub const MAX_FRAME_DATA: usize = 64 * 1024;
 /// An outstanding message unanswered this long means the session is dead.
@@ -133,7 +140,8 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
 }
 
 /// One RELP session: `open`, then messages from the queue with up to [`WINDOW`] outstanding,
-/// each taken off the queue when answered `200`, until it breaks; the error says why it ended.
+/// each taken off the queue when answered `200`, until it breaks (the error says why) or
+/// `stop` completes.
 pub(super) async fn session(
     shipping: &Shipping,
     stream: TlsStream<TcpStream>,
@@ -141,8 +149,11 @@ pub(super) async fn session(
     opened: u64,
     error_log: &ErrorLog,
     logged: &mut Option<String>,
-) -> Result<Infallible, ShipError> {
+    mut stop: Pin<&mut impl Future<Output = ()>>,
+) -> Result<Stopped, ShipError> {
     let address = shipping.address();
+    // A second handle on the socket, for TCP_QUICKACK (the halves below hide it).
+    let socket = stream.get_ref().0.as_fd().try_clone_to_owned().map(socket2::Socket::from).ok();
     let (mut read, mut write_half) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out = Vec::with_capacity(64 * 1024);
@@ -168,60 +179,60 @@ pub(super) async fn session(
     let mut outstanding: VecDeque<(u32, Position)> = VecDeque::with_capacity(WINDOW);
     let mut records: Vec<Record> = Vec::with_capacity(WINDOW);
     let mut waiting_since = Instant::now();
+    // While messages are outstanding, answers are read at most once per READ_PACE, so that
+    // one wake-up takes many of them (each comes in its own TLS record and TCP segment).
+    let mut next_read = Instant::now();
     loop {
-        // New messages go out as soon as there is room: waiting to fill a batch stalls on
-        // rsyslog, whose answers (small writes, Nagle) then wait for our delayed ACK.
+        // New messages go out at once when none are outstanding, else once half the window
+        // is free: fewer, larger writes.
         let room = WINDOW - outstanding.len();
+        let may_send = outstanding.is_empty() || room >= SEND_WHEN_FREE;
+        let pacing = next_read > Instant::now();
         tokio::select! {
             biased;
-            got = read.read_buf(&mut buf) => {
+            () = stop.as_mut() => {
+                // Going away: answers due within CLOSE_GRACE still take their messages off
+                // the queue (fewer sent twice at the next start), then `close`.
+                let answers = async {
+                    while !outstanding.is_empty() {
+                        if read.read_buf(&mut buf).await.map_err(|e| ShipError::Lost(address.clone(), e.to_string()))? == 0 {
+                            break;
+                        }
+                        take_answers(shipping, &address, &mut buf, &mut outstanding)?;
+                    }
+                    Ok::<(), ShipError>(())
+                };
+                let _ = tokio::time::timeout(CLOSE_GRACE, answers).await;
+                out.clear();
+                push_frame(&mut out, next_txnr(txnr), "close", b"");
+                let _ = tokio::time::timeout(CLOSE_GRACE, write(&mut write_half, &out, &address)).await;
+                return Ok(Stopped);
+            }
+            () = tokio::time::sleep_until(next_read), if pacing => {}
+            got = read.read_buf(&mut buf), if !pacing => {
                 match got {
                     Ok(0) => return Err(ShipError::Lost(address, "closed by the server".into())),
                     Err(e) => return Err(ShipError::Lost(address, e.to_string())),
                     Ok(_) => {}
                 }
-                let mut upto = None;
-                let mut answered = 0;
-                let mut used = 0;
-                let mut failure = None;
-                while let Some((frame, size)) = parse_frame(&buf[used..]).map_err(|e| ShipError::Relp(address.clone(), e))? {
-                    used += size;
-                    if frame.command == "serverclose" {
-                        failure = Some(ShipError::Lost(address.clone(), "the server closed the session (serverclose)".into()));
-                        break;
-                    }
-                    match outstanding.front() {
-                        Some(&(expected, end)) if frame.command == "rsp" && frame.txnr == expected && frame.data.starts_with(b"200") => {
-                            outstanding.pop_front();
-                            upto = Some(end);
-                            answered += 1;
-                        }
-                        Some(&(expected, _)) if frame.command == "rsp" && frame.txnr == expected => {
-                            let text = String::from_utf8_lossy(&frame.data[..frame.data.len().min(200)]).into_owned();
-                            failure = Some(ShipError::Relp(address.clone(), format!("message refused: {text}")));
-                            break;
-                        }
-                        _ => {
-                            let what = format!("unexpected {} for transaction {}", frame.command, frame.txnr);
-                            failure = Some(ShipError::Relp(address.clone(), what));
-                            break;
-                        }
-                    }
-                }
-                buf.advance(used);
-                if let Some(end) = upto {
-                    shipping.queue.ack(end)?;
-                    shipping.stats.acknowledged.fetch_add(answered, Ordering::Relaxed);
+                if take_answers(shipping, &address, &mut buf, &mut outstanding)? > 0 {
                     waiting_since = Instant::now();
                 }
-                if let Some(failure) = failure {
-                    return Err(failure);
+                if !outstanding.is_empty() {
+                    next_read = Instant::now() + READ_PACE;
+                }
+                // Window-bound: our ACKs must not wait, or rsyslog's answers (small writes
+                // under Nagle) wait for them (the delayed ACK, 40 ms).
+                if WINDOW - outstanding.len() < SEND_WHEN_FREE
+                    && let Some(socket) = &socket
+                {
+                    let _ = socket.set_tcp_quickack(true);
                 }
             }
             () = tokio::time::sleep_until(waiting_since + ACK_TIMEOUT), if !outstanding.is_empty() => {
                 return Err(ShipError::Lost(address, format!("no acknowledgement within {}s", ACK_TIMEOUT.as_secs())));
             }
-            next = reader.next(room, &mut records), if room > 0 => {
+            next = reader.next(room, &mut records), if may_send => {
                 next?;
                 out.clear();
                 if outstanding.is_empty() {
@@ -238,6 +249,59 @@ pub(super) async fn session(
             }
         }
     }
+}
+
+/// Takes the server's answers in `buf` off `outstanding` (they come in order) and the
+/// messages answered `200` off the queue; anything else ends the session, after what was
+/// answered before it is taken off. Returns how many were answered.
+fn take_answers(
+    shipping: &Shipping,
+    address: &str,
+    buf: &mut BytesMut,
+    outstanding: &mut VecDeque<(u32, Position)>,
+) -> Result<u64, ShipError> {
+    let mut upto = None;
+    let mut answered = 0;
+    let mut used = 0;
+    let mut failure = None;
+    loop {
+        let (frame, size) = match parse_frame(&buf[used..]) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => break,
+            Err(e) => {
+                failure = Some(ShipError::Relp(address.to_string(), e));
+                break;
+            }
+        };
+        used += size;
+        if frame.command == "serverclose" {
+            failure = Some(ShipError::Lost(address.to_string(), "the server closed the session (serverclose)".into()));
+            break;
+        }
+        match outstanding.front() {
+            Some(&(expected, end)) if frame.command == "rsp" && frame.txnr == expected && frame.data.starts_with(b"200") => {
+                outstanding.pop_front();
+                upto = Some(end);
+                answered += 1;
+            }
+            Some(&(expected, _)) if frame.command == "rsp" && frame.txnr == expected => {
+                let text = String::from_utf8_lossy(&frame.data[..frame.data.len().min(200)]).into_owned();
+                failure = Some(ShipError::Relp(address.to_string(), format!("message refused: {text}")));
+                break;
+            }
+            _ => {
+                let what = format!("unexpected {} for transaction {}", frame.command, frame.txnr);
+                failure = Some(ShipError::Relp(address.to_string(), what));
+                break;
+            }
+        }
+    }
+    buf.advance(used);
+    if let Some(end) = upto {
+        shipping.queue.ack(end);
+        shipping.stats.acknowledged.fetch_add(answered, Ordering::Relaxed);
+    }
+    failure.map_or(Ok(answered), Err)
 }
 
 #[cfg(test)]

@@ -22,8 +22,9 @@ fn records_come_back_in_order_and_only_undelivered_ones_after_a_restart() {
     let mut records = Vec::new();
     reader.read_available(2, &mut records).unwrap();
     assert_eq!(records.iter().map(|r| r.index).collect::<Vec<_>>(), [0, 1]);
-    queue.ack(records[0].end).unwrap();
+    queue.ack(records[0].end);
     assert_eq!((queue.queued(), queue.queued_bytes()), (2, 2 * (HEADER_BYTES as u64 + 3)));
+    writer.persist_delivery().unwrap();
     // Read but not delivered: read again after a rewind.
     reader.rewind();
     assert_eq!(read_all(&mut reader), ["1:b", "2:c"]);
@@ -78,7 +79,11 @@ fn segments_roll_over_and_delivered_ones_are_deleted() {
     let mut records = Vec::new();
     reader.read_available(usize::MAX, &mut records).unwrap();
     assert_eq!(records.iter().map(|r| r.index).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
-    queue.ack(records[6].end).unwrap();
+    let before = segments();
+    queue.ack(records[6].end);
+    assert_eq!(segments(), before, "an acknowledgement does not touch the disk");
+    assert_eq!(queue.queued(), 3);
+    writer.persist_delivery().unwrap();
     assert!(segments() <= 3, "{} segments left", segments());
     assert_eq!(queue.queued(), 3);
     drop((queue, writer, reader));
@@ -99,9 +104,35 @@ fn a_full_queue_keeps_the_oldest_and_refuses_the_newest_until_some_are_delivered
     let mut reader = queue.reader();
     let mut records = Vec::new();
     reader.read_available(1, &mut records).unwrap();
-    queue.ack(records[0].end).unwrap();
+    queue.ack(records[0].end);
     assert_eq!(push(&mut writer, &["ffffffff", "gggggggg"]), 1);
     assert_eq!(read_all(&mut reader), ["1:bbbbbbbb", "2:cccccccc", "3:ffffffff"], "the refused lines took no index");
+}
+
+#[test]
+fn a_cursor_not_yet_persisted_sends_again_after_a_crash_and_the_oldest_age_follows_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, mut writer, _) = Queue::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(queue.oldest_at_ms(), None);
+    push(&mut writer, &["a", "b"]);
+    let first_at = queue.oldest_at_ms().unwrap();
+    assert!(first_at.abs_diff(crate::clock::unix_ms()) < 10_000);
+    let mut records = Vec::new();
+    queue.reader().read_available(2, &mut records).unwrap();
+    queue.ack(records[1].end);
+    assert_eq!(queue.oldest_at_ms(), None, "nothing waits");
+    // kill -9 before the queue thread wrote the cursor: both are sent again, none lost.
+    drop((queue, writer));
+    let (queue, mut writer, recovered) = Queue::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovered.records, 2);
+    assert_eq!(queue.oldest_at_ms(), Some(first_at), "the age survives the restart");
+    let mut records = Vec::new();
+    queue.reader().read_available(2, &mut records).unwrap();
+    queue.ack(records[1].end);
+    writer.persist_delivery().unwrap();
+    drop((queue, writer));
+    let (_, _, recovered) = Queue::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovered.records, 0, "persisted: nothing sent twice");
 }
 
 #[tokio::test]
@@ -127,7 +158,8 @@ fn a_cursor_beyond_the_data_a_crash_lost_comes_back_and_new_lines_are_read() {
     let mut reader = queue.reader();
     let mut records = Vec::new();
     reader.read_available(3, &mut records).unwrap();
-    queue.ack(records[2].end).unwrap(); // all three delivered: the cursor is at the end
+    queue.ack(records[2].end); // all three delivered: the cursor is at the end
+    writer.persist_delivery().unwrap();
     drop((queue, writer, reader));
     // The cursor file survived, the segment's data did not (a power loss).
     let segment = segment_path(dir.path(), 0);
