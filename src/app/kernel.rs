@@ -17,6 +17,7 @@ use crate::protect::nft::{self, NftMirror};
 use crate::runtime::Runtime;
 use crate::runtime::control::{FirewallControl, FirewallView, Pending};
 use crate::runtime::listeners::Bound;
+use crate::telemetry::outbox::{Level, LogName, Outbox};
 
 /// The addresses and ports the firewall opens for listeners bound to `addresses`: all but
 /// loopback ones (not reachable from outside; the admin API on 127.0.0.1 stays closed). An
@@ -61,19 +62,26 @@ pub fn show(config: &Config) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct FirewallLog {
     path: PathBuf,
+    /// Log shipping, when configured: every line is shipped too (MSGID `firewall`).
+    outbox: Option<Outbox>,
 }
 
 impl FirewallLog {
-    pub fn new(log_dir: &std::path::Path) -> FirewallLog {
-        FirewallLog { path: log_dir.join("firewall.log") }
+    pub fn new(log_dir: &std::path::Path, outbox: Option<Outbox>) -> FirewallLog {
+        FirewallLog { path: log_dir.join("firewall.log"), outbox }
     }
 
-    /// Appends `line` with the time (best effort: a full disk must not stop the edge).
+    /// Appends `line` with the time (best effort: a full disk must not stop the edge), and
+    /// ships it.
     pub fn record(&self, line: &str) {
         let now = time::OffsetDateTime::now_utc();
         let stamp = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let line = format!("{stamp} {line}");
         if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&self.path) {
-            let _ = writeln!(file, "{stamp} {line}");
+            let _ = writeln!(file, "{line}");
+        }
+        if let Some(outbox) = &self.outbox {
+            outbox.send(LogName::Firewall, Level::Notice, &line);
         }
     }
 }
@@ -122,7 +130,7 @@ struct Ports {
 /// `error.log`: the edge keeps serving, the shield still refuses banned sources itself).
 pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<KernelTable>> {
     let ipv6_prefix = config.protection.ipv6_prefix;
-    let log = FirewallLog::new(&config.server.log_dir);
+    let log = FirewallLog::new(&config.server.log_dir, runtime.shipping.as_ref().and_then(|s| s.outbox()));
     let refused = |what: &str, error: &nft::NftError| {
         runtime.error_log.error(&format!(
             "{what} ({error}); it needs root (CAP_NET_ADMIN) and the nft tool; the edge keeps serving and the shield still refuses banned sources"

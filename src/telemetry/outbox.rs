@@ -19,6 +19,7 @@ pub enum LogName {
     Access,
     Error,
     Blocking,
+    Firewall,
 }
 
 /// The severity of a line (RFC 5424 numeric severities).
@@ -28,6 +29,8 @@ pub enum Level {
     Error = 3,
     /// 4: an `error.log` `[warn]` line, a `blocking.log` ban.
     Warning = 4,
+    /// 5: a `firewall.log` line (a ruleset applied or removed).
+    Notice = 5,
     /// 6: an access-log line.
     Info = 6,
 }

@@ -89,6 +89,8 @@ pub struct Shipping {
     /// Asks the queue thread to write what it has and stop.
     stop: AtomicBool,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// For writers that come later than the logs opened at start (`firewall.log`).
+    outbox: std::sync::OnceLock<Outbox>,
 }
 
 /// `status --json`'s `shipping` object (and the metrics' source).
@@ -161,8 +163,10 @@ impl Shipping {
             stats: Stats::default(),
             stop: AtomicBool::new(false),
             writer_thread: Mutex::new(None),
+            outbox: std::sync::OnceLock::new(),
         });
         let (outbox, rx) = Outbox::new(OUTBOX_CAPACITY, OUTBOX_BYTES, shipping.stats.dropped.clone());
+        let _ = shipping.outbox.set(outbox.clone());
         Ok((shipping, outbox, PendingWriter { rx, writer, origin: syslog::Origin::new(server_name, std::process::id()), notice }))
     }
 
@@ -277,6 +281,11 @@ impl Shipping {
 
     fn queue_dir(&self) -> String {
         self.queue.dir().display().to_string()
+    }
+
+    /// The writers' handle, for a log opened after start.
+    pub fn outbox(&self) -> Option<Outbox> {
+        self.outbox.get().cloned()
     }
 
     /// `host:port` of the server.

@@ -294,3 +294,4 @@ async fn a_full_queue_keeps_the_oldest_lines_and_says_so_in_error_log_status_and
 }
 
 pub mod kill9;
+mod partition;

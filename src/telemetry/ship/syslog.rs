@@ -5,7 +5,7 @@
 //! - PRI = facility × 8 + severity, per log and line ([`LogName::pri`]);
 //! - TIMESTAMP: RFC 3339, UTC, microseconds (when the line was written, not when shipped);
 //! - HOSTNAME = `server.name`, APP-NAME `portcullis`, PROCID the process id, MSGID the log
-//!   (`access`, `error`, `blocking`); header fields keep only PRINTUSASCII (other bytes
+//!   (`access`, `error`, `blocking`, `firewall`); header fields keep only PRINTUSASCII (other bytes
 //!   become `_`) and are cut to RFC 5424's lengths (255/48/128/32), an empty one is `-`;
 //! - structured data `[meta sequenceId="n"]` (RFC 5424 §7.3.1): n counts the queue's records
 //!   from 1 and wraps after 2147483647, so the server sees a gap (a lost message) or a repeat
@@ -35,15 +35,16 @@ impl LogName {
             LogName::Access => "access",
             LogName::Error => "error",
             LogName::Blocking => "blocking",
+            LogName::Firewall => "firewall",
         }
     }
 
     /// The PRI of a line of this log at `level`: access and error lines are `local0`, bans
-    /// `authpriv`.
+    /// and firewall changes `authpriv`.
     pub fn pri(self, level: Level) -> u8 {
         let facility = match self {
             LogName::Access | LogName::Error => FACILITY_LOCAL0,
-            LogName::Blocking => FACILITY_AUTHPRIV,
+            LogName::Blocking | LogName::Firewall => FACILITY_AUTHPRIV,
         };
         facility * 8 + level as u8
     }

@@ -103,11 +103,18 @@ pub struct Rsyslog {
     child: Option<Child>,
     /// Holds the port while the daemon is stopped.
     reserved: Option<socket2::Socket>,
+    /// The network namespace it runs in (`ip netns exec`), if not ours.
+    netns: Option<String>,
 }
 
 impl Rsyslog {
     /// Starts a server with `listener`, its files in `dir` (which must exist).
     pub fn start(dir: &Path, pki: &Pki, listener: Listener) -> Rsyslog {
+        Rsyslog::start_in(dir, pki, listener, None)
+    }
+
+    /// [`Rsyslog::start`] inside network namespace `netns` (on its own 127.0.0.1).
+    pub fn start_in(dir: &Path, pki: &Pki, listener: Listener, netns: Option<&str>) -> Rsyslog {
         std::fs::create_dir_all(dir.join("work")).unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let d = dir.display();
@@ -138,7 +145,13 @@ impl Rsyslog {
             ),
         };
         std::fs::write(dir.join("rsyslog.conf"), config).unwrap();
-        let mut server = Rsyslog { dir: dir.to_path_buf(), address: SocketAddr::from(([127, 0, 0, 1], port)), child: None, reserved: None };
+        let mut server = Rsyslog {
+            dir: dir.to_path_buf(),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            child: None,
+            reserved: None,
+            netns: netns.map(str::to_string),
+        };
         server.spawn();
         server
     }
@@ -146,7 +159,15 @@ impl Rsyslog {
     fn spawn(&mut self) {
         self.reserved = None;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("rsyslogd.out")).unwrap();
-        let child = Command::new("rsyslogd")
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns, "rsyslogd"]);
+                command
+            }
+            None => Command::new("rsyslogd"),
+        };
+        let child = command
             .args(["-n", "-f"])
             .arg(self.dir.join("rsyslog.conf"))
             .arg("-i")
@@ -159,10 +180,20 @@ impl Rsyslog {
         self.child = Some(child);
         // At most 10 s (200 tries, 50 ms apart) until it listens.
         let mut tries = 0;
-        while std::net::TcpStream::connect_timeout(&self.address, Duration::from_millis(200)).is_err() {
+        while !self.listening() {
             tries += 1;
             assert!(tries < 200, "rsyslogd did not listen: {}", self.output());
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn listening(&self) -> bool {
+        match &self.netns {
+            None => std::net::TcpStream::connect_timeout(&self.address, Duration::from_millis(200)).is_ok(),
+            Some(ns) => {
+                let probe = format!("exec 3<>/dev/tcp/127.0.0.1/{}", self.address.port());
+                Command::new("ip").args(["netns", "exec", ns, "bash", "-c", &probe]).output().is_ok_and(|o| o.status.success())
+            }
         }
     }
 
