@@ -134,6 +134,8 @@ mod tests {
         assert!(message(LogName::Error, Level::Error, 9, "x").starts_with("<131>1 "));
         let ban = message(LogName::Blocking, Level::Warning, 41, "x");
         assert!(ban.starts_with("<84>1 ") && ban.contains(" blocking [meta sequenceId=\"42\"] x"), "{ban}");
+        let firewall = message(LogName::Firewall, Level::Notice, 6, "applied");
+        assert!(firewall.starts_with("<85>1 ") && firewall.contains(" firewall [meta sequenceId=\"7\"] applied"), "{firewall}");
     }
 
     #[test]
