@@ -295,3 +295,57 @@ async fn a_full_queue_keeps_the_oldest_lines_and_says_so_in_error_log_status_and
 
 pub mod kill9;
 mod partition;
+
+/// A TLS server (the test PKI's certificate) that completes every handshake, waits past the
+/// edge's 300-ms probe, and closes without reading: it counts the connections it got.
+async fn accept_and_drop_server(pki: &Pki) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use rustls_pki_types::pem::PemObject;
+    let chain = vec![rustls_pki_types::CertificateDer::from_pem_file(&pki.server_cert).unwrap()];
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&pki.server_key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    drop(tls);
+                }
+            });
+        }
+    });
+    (address, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_accepts_and_drops_every_connection_is_retried_with_a_growing_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let (address, accepted) = accept_and_drop_server(&pki).await;
+    let up = Upstream::start("web").await;
+    let ship = format!(
+        "[logging.ship]\naddress = \"{address}\"\nprotocol = \"tls\"\nserver_name = \"localhost\"\nca = \"{}\"\n",
+        pki.ca.display()
+    );
+    let edge = edge_shipping_to(&up, &ship).await;
+    requests(&edge, 0..5).await;
+    // Sessions of ~0.5 s; pauses of 0.1–0.2 s, then 0.2–0.4, 0.4–0.8, 0.8–1.6, 1.6–3.2: at
+    // most 6 connections in 7 s. A pause reset after each session (the connection did come
+    // up) would make 10 or more.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let connections = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((3..=6).contains(&connections), "{connections} connections in 7 s");
+    let status = status(&edge);
+    assert!(status.queued >= 5 && status.reconnects >= 2, "nothing delivered, the lines wait: {status:?}");
+}
