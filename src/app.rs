@@ -18,10 +18,11 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 
+mod background;
 pub mod kernel;
 mod listeners;
+mod reload;
 mod sip;
 
 use crate::admin::{AdminConnections, AdminState, MAX_ADMIN_CONNECTIONS, ReloadRequest};
@@ -29,7 +30,7 @@ use crate::auth::AuthEvents;
 use crate::cluster::StateStore;
 use crate::cluster::embedded::EmbeddedStore;
 use crate::config::{Config, StoreKind};
-use crate::event::{Event, EventBus};
+use crate::event::EventBus;
 use crate::federation::Federation;
 use crate::http::gateway::{Edge, Gateway, GatewayDeps};
 use crate::net::listener;
@@ -38,7 +39,7 @@ use crate::operate::cert;
 use crate::protect::Shield;
 use crate::protect::blocking_log::BlockingLog;
 use crate::runtime::listeners::{Bound, Protocol};
-use crate::runtime::services::{Drain, Services};
+use crate::runtime::services::Services;
 use crate::runtime::workers::Placement;
 use crate::runtime::{Runtime, accept};
 use crate::telemetry::access_log::AccessLog;
@@ -299,7 +300,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     {
         let (config, edge, acceptor, http_listeners) = (config.clone(), edge.clone(), acceptor.clone(), http_listeners.clone());
-        services.start("reload", move |drain| reload_loop(reload_rx, config, edge, acceptor, admin_state, http_listeners, drain));
+        services.start("reload", move |drain| reload::reload_loop(reload_rx, config, edge, acceptor, admin_state, http_listeners, drain));
     }
     if let Some(paths) = &certificate {
         if paths.origin == cert::CertOrigin::SelfSigned {
@@ -310,7 +311,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     if certificate.is_some() {
         let runtime = runtime.clone();
-        services.start("certificate watch", move |drain| watch_certificate_expiry(runtime, drain));
+        services.start("certificate watch", move |drain| background::watch_certificate_expiry(runtime, drain));
     }
     if let Some(shipping) = &shipping {
         let (shipping, error_log) = (shipping.clone(), runtime.error_log.clone());
@@ -320,7 +321,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     {
         let (edge, changes) = (edge.clone(), store.subscribe());
-        services.start("store follower", move |drain| follow_store_changes(edge, changes, drain));
+        services.start("store follower", move |drain| background::follow_store_changes(edge, changes, drain));
     }
     let mut address = listeners.iter().map(|(name, a)| format!("{name} {a}")).collect::<Vec<_>>().join(", ");
     if let Some(admin) = admin_addr {
@@ -328,7 +329,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     {
         let edge = edge.clone();
-        services.start("heartbeat", move |drain| heartbeat(edge, address, drain));
+        services.start("heartbeat", move |drain| background::heartbeat(edge, address, drain));
     }
     tracing::info!(
         "{} ready: state in {}, logs in {}",
@@ -337,244 +338,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.server.log_dir.display()
     );
     Ok(Running { listeners, admin: admin_addr, certificate, runtime, edge, store, reload: reload_tx, services, mirror, blocking_file })
-}
-
-/// Applies changes from the state store — another peer's bans, unbans, exemptions and
-/// weight overrides, when the store is shared — to this peer's memory while the edge lives.
-/// A lagging subscriber re-reads everything.
-async fn follow_store_changes(edge: Arc<Edge>, mut changes: tokio::sync::broadcast::Receiver<crate::cluster::Change>, mut drain: Drain) {
-    use tokio::sync::broadcast::error::RecvError;
-    let runtime = edge.runtime.clone();
-    loop {
-        let change = tokio::select! {
-            change = changes.recv() => change,
-            () = drain.signalled() => return,
-        };
-        match change {
-            Ok(crate::cluster::Change::KeyChanged(key)) if key == crate::operate::WEIGHTS_KEY => follow_weights(&edge).await,
-            Ok(crate::cluster::Change::KeyChanged(key)) if key.starts_with(crate::auth::tokens::ACCESS_KEY_PREFIX) => {
-                if let Some(tokens) = edge.gateway.load().auth.tokens() {
-                    tokens.forget_key(&key);
-                }
-            }
-            Ok(change) => {
-                let resync = change == crate::cluster::Change::Resync;
-                if resync && let Some(tokens) = edge.gateway.load().auth.tokens() {
-                    tokens.forget_all();
-                }
-                if resync {
-                    follow_weights(&edge).await;
-                }
-                if !runtime.shield.apply_change(&change).await {
-                    tokio::spawn(resync_shield(Arc::downgrade(&runtime)));
-                }
-            }
-            Err(RecvError::Lagged(_)) => {
-                tokio::spawn(resync_shield(Arc::downgrade(&runtime)));
-            }
-            Err(RecvError::Closed) => return,
-        }
-    }
-}
-
-/// Announces this peer every `cluster.heartbeat` (with its maintenance state and counts) and
-/// refreshes the list of alive peers, until the drain.
-async fn heartbeat(edge: Arc<Edge>, address: String, mut drain: Drain) {
-    let runtime = edge.runtime.clone();
-    let mut known_peers: Vec<String> = Vec::new();
-    loop {
-        let gateway = edge.gateway.load_full();
-        let info = crate::operate::peers::PeerInfo {
-            name: gateway.config.cluster.peer.clone(),
-            address: address.clone(),
-            last_seen_ms: crate::clock::unix_ms(),
-            maintenance: runtime.operate.in_maintenance(),
-            sessions: gateway.services.iter().map(|s| s.sessions.current() as u64).sum(),
-            websockets: runtime.operate.websockets_total().current(),
-        };
-        let beat = gateway.config.cluster.heartbeat;
-        drop(gateway);
-        if runtime.operate.is_leaving() || drain.is_signalled() {
-            return;
-        }
-        if crate::operate::peers::announce(&runtime.store, &info, beat).await.is_ok()
-            && let Ok(alive) = crate::operate::peers::alive(&runtime.store).await
-        {
-            let mut names: Vec<String> = alive.iter().map(|p| p.name.clone()).collect();
-            names.sort();
-            if names != known_peers && runtime.store.shared() {
-                runtime.events.publish(Event::PeersChanged { alive: names.clone() });
-            }
-            known_peers = names;
-            runtime.operate.note_peers(alive);
-        }
-        if runtime.operate.is_leaving() {
-            // Shutdown began while announcing: take the announcement back.
-            let _ = crate::operate::peers::leave(&runtime.store, &info.name).await;
-            return;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(beat) => {}
-            () = drain.signalled() => return,
-        }
-    }
-}
-
-/// Re-reads the weight overrides another peer may have changed and applies them.
-async fn follow_weights(edge: &Edge) {
-    let runtime = &edge.runtime;
-    if runtime.operate.reload_weights().await {
-        match edge.rebuild_gateway() {
-            Ok(()) => runtime.error_log.warn("weight overrides changed by another peer: applied"),
-            Err(error) => runtime.error_log.error(&format!("weight overrides from another peer not applied: {error}")),
-        }
-    }
-}
-
-/// Re-reads bans and exemptions from the store until it answers (at most [`RESYNC_ATTEMPTS`]
-/// times, [`RESYNC_PAUSE`] apart): after a missed or failed change.
-async fn resync_shield(runtime: std::sync::Weak<Runtime>) {
-    for _ in 0..RESYNC_ATTEMPTS {
-        let Some(runtime) = runtime.upgrade() else { return };
-        if runtime.shield.load().await {
-            return;
-        }
-        drop(runtime);
-        tokio::time::sleep(RESYNC_PAUSE).await;
-    }
-}
-
-/// Attempts to re-read the shield's state from the store after a missed change.
-pub const RESYNC_ATTEMPTS: u32 = 30;
-/// Pause between those attempts.
-pub const RESYNC_PAUSE: Duration = Duration::from_millis(500);
-
-/// Keeps `portcullis_certificate_expiry_seconds` current and publishes the expiry notice
-/// once a day from 30 days ahead (and after expiry), until the drain.
-async fn watch_certificate_expiry(runtime: Arc<Runtime>, mut drain: Drain) {
-    let mut checks: u64 = 0;
-    loop {
-        let config = runtime.config();
-        let configured = config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path()));
-        if let Ok(details) = cert::details_of_file(&cert::certificate_in_use(configured, &config.server.state_dir).cert) {
-            let now = time::OffsetDateTime::now_utc();
-            runtime.metrics.certificate_expiry(details.not_after_unix - now.unix_timestamp());
-            if checks.is_multiple_of(24)
-                && let Some(notice) = crate::operate::cert::expiry_notice(details.not_after_unix, now)
-            {
-                runtime.events.publish(Event::CertificateExpiry { notice, subject: details.subject, serial: details.serial });
-            }
-        }
-        checks += 1;
-        tokio::select! {
-            () = tokio::time::sleep(CERT_CHECK_INTERVAL) => {}
-            () = drain.signalled() => return,
-        }
-    }
-}
-
-async fn reload_loop(
-    mut requests: mpsc::Receiver<ReloadRequest>,
-    mut current: Arc<Config>,
-    edge: Arc<Edge>,
-    acceptor: Option<Arc<ArcSwap<TlsAcceptor>>>,
-    admin: Option<Arc<AdminState>>,
-    http_listeners: Arc<listeners::HttpListeners>,
-    mut drain: Drain,
-) {
-    let runtime = edge.runtime.clone();
-    loop {
-        let reply = tokio::select! {
-            request = requests.recv() => match request {
-                Some(reply) => reply,
-                None => return,
-            },
-            () = drain.signalled() => return,
-        };
-        let outcome = reload_once(&current, &edge, acceptor.as_deref(), admin.as_deref(), &http_listeners);
-        runtime.metrics.reload(outcome.is_ok());
-        let answer = match outcome {
-            Ok(next) => {
-                current = next.clone();
-                runtime.set_config(next);
-                runtime.error_log.warn("configuration reloaded");
-                // Files a reload does not rebuild (the SIP listeners' CA and CRL) are re-read.
-                if let Err(error) = runtime.control.reload_files() {
-                    runtime.error_log.error(&format!("TLS files not reloaded, the running ones stay: {error}"));
-                }
-                if let Some(admin) = &admin {
-                    *admin.last_reload_errors.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                }
-                Ok(())
-            }
-            Err(errors) => {
-                runtime.events.publish(Event::ReloadRefused { errors: errors.clone() });
-                if let Some(admin) = &admin {
-                    let at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-                    *admin.last_reload_errors.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, errors.clone()));
-                }
-                Err(errors)
-            }
-        };
-        let _ = reply.send(answer);
-    }
-}
-
-fn reload_once(
-    current: &Config,
-    edge: &Edge,
-    acceptor: Option<&ArcSwap<TlsAcceptor>>,
-    admin: Option<&AdminState>,
-    http_listeners: &listeners::HttpListeners,
-) -> Result<Arc<Config>, Vec<String>> {
-    let Some(path) = &current.source else { return Err(vec!["configuration was not read from a file".to_string()]) };
-    let next = Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    if next.firewall != current.firewall {
-        edge.runtime.error_log.warn("[firewall] changes need a restart; the firewall stays as it is");
-    }
-    if next.protection.ipv6_prefix != current.protection.ipv6_prefix
-        && (current.firewall.is_some() || current.protection.nftables_table.is_some())
-    {
-        edge.runtime.error_log.warn(
-            "protection.ipv6_prefix changes reach the kernel ban sets at the next restart; they keep masking IPv6 sources as at start",
-        );
-    }
-    if next.logging != current.logging {
-        edge.runtime.error_log.warn("[logging] changes (format, shipping) need a restart; the logs stay as they are");
-    }
-    if next.protection.nftables_table != current.protection.nftables_table {
-        edge.runtime.error_log.warn("protection.nftables_set/nftables_table changes need a restart; the kernel mirror stays as it is");
-    }
-    // Build everything first, then swap: a failure leaves the running state untouched.
-    // Certificates are re-read too, so a renewed certificate takes effect without a restart.
-    let tls_config = match acceptor {
-        Some(_) => {
-            let paths = cert::ensure_certificate(
-                next.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
-                &next.server.state_dir,
-                &next.server.name,
-            )
-            .map_err(|e| vec![format!("tls: {e}")])?;
-            Some(paths.http_profile().server_config().map_err(|e| vec![format!("tls: {e}")])?)
-        }
-        None => None,
-    };
-    let next = Arc::new(next);
-    let gateway = edge.build_gateway(next.clone()).map_err(|e| vec![e.to_string()])?;
-    // Last of the fallible steps: new listeners are bound (their ports registered), so nothing
-    // may fail after this.
-    let listener_change = http_listeners.prepare(&next)?;
-    if let (Some(acceptor), Some(tls_config)) = (acceptor, tls_config) {
-        acceptor.store(Arc::new(TlsAcceptor::from(tls_config)));
-    }
-    edge.gateway.store(Arc::new(gateway));
-    edge.runtime.shield.reconfigure(next.protection.clone());
-    edge.runtime.federation.reconfigure(next.federation.clone(), next.sip.local_domains.clone());
-    if let (Some(admin), Some(admin_cfg)) = (admin, &next.admin) {
-        admin.token.store(Arc::new(admin_cfg.token.clone()));
-    }
-    http_listeners.commit(listener_change, &next.server);
-    Ok(next)
 }
 
 /// Most authentication-failure lines written to `error.log` per second (a credential-stuffing

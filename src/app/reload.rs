@@ -1,0 +1,123 @@
+//! Reloads (SIGHUP or `POST /api/v1/reload`): re-read the file, build a complete new routing
+//! generation off to the side and swap it in atomically; an invalid file changes nothing and
+//! is reported in `error.log` (and to the admin API).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin::{AdminState, ReloadRequest};
+use crate::config::Config;
+use crate::event::Event;
+use crate::http::gateway::Edge;
+use crate::operate::cert;
+use crate::runtime::services::Drain;
+
+use super::listeners;
+
+pub(super) async fn reload_loop(
+    mut requests: mpsc::Receiver<ReloadRequest>,
+    mut current: Arc<Config>,
+    edge: Arc<Edge>,
+    acceptor: Option<Arc<ArcSwap<TlsAcceptor>>>,
+    admin: Option<Arc<AdminState>>,
+    http_listeners: Arc<listeners::HttpListeners>,
+    mut drain: Drain,
+) {
+    let runtime = edge.runtime.clone();
+    loop {
+        let reply = tokio::select! {
+            request = requests.recv() => match request {
+                Some(reply) => reply,
+                None => return,
+            },
+            () = drain.signalled() => return,
+        };
+        let outcome = reload_once(&current, &edge, acceptor.as_deref(), admin.as_deref(), &http_listeners);
+        runtime.metrics.reload(outcome.is_ok());
+        let answer = match outcome {
+            Ok(next) => {
+                current = next.clone();
+                runtime.set_config(next);
+                runtime.error_log.warn("configuration reloaded");
+                // Files a reload does not rebuild (the SIP listeners' CA and CRL) are re-read.
+                if let Err(error) = runtime.control.reload_files() {
+                    runtime.error_log.error(&format!("TLS files not reloaded, the running ones stay: {error}"));
+                }
+                if let Some(admin) = &admin {
+                    *admin.last_reload_errors.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                Ok(())
+            }
+            Err(errors) => {
+                runtime.events.publish(Event::ReloadRefused { errors: errors.clone() });
+                if let Some(admin) = &admin {
+                    let at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+                    *admin.last_reload_errors.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, errors.clone()));
+                }
+                Err(errors)
+            }
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+fn reload_once(
+    current: &Config,
+    edge: &Edge,
+    acceptor: Option<&ArcSwap<TlsAcceptor>>,
+    admin: Option<&AdminState>,
+    http_listeners: &listeners::HttpListeners,
+) -> Result<Arc<Config>, Vec<String>> {
+    let Some(path) = &current.source else { return Err(vec!["configuration was not read from a file".to_string()]) };
+    let next = Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    if next.firewall != current.firewall {
+        edge.runtime.error_log.warn("[firewall] changes need a restart; the firewall stays as it is");
+    }
+    if next.protection.ipv6_prefix != current.protection.ipv6_prefix
+        && (current.firewall.is_some() || current.protection.nftables_table.is_some())
+    {
+        edge.runtime.error_log.warn(
+            "protection.ipv6_prefix changes reach the kernel ban sets at the next restart; they keep masking IPv6 sources as at start",
+        );
+    }
+    if next.logging != current.logging {
+        edge.runtime.error_log.warn("[logging] changes (format, shipping) need a restart; the logs stay as they are");
+    }
+    if next.protection.nftables_table != current.protection.nftables_table {
+        edge.runtime.error_log.warn("protection.nftables_set/nftables_table changes need a restart; the kernel mirror stays as it is");
+    }
+    // Build everything first, then swap: a failure leaves the running state untouched.
+    // Certificates are re-read too, so a renewed certificate takes effect without a restart.
+    let tls_config = match acceptor {
+        Some(_) => {
+            let paths = cert::ensure_certificate(
+                next.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
+                &next.server.state_dir,
+                &next.server.name,
+            )
+            .map_err(|e| vec![format!("tls: {e}")])?;
+            Some(paths.http_profile().server_config().map_err(|e| vec![format!("tls: {e}")])?)
+        }
+        None => None,
+    };
+    let next = Arc::new(next);
+    let gateway = edge.build_gateway(next.clone()).map_err(|e| vec![e.to_string()])?;
+    // Last of the fallible steps: new listeners are bound (their ports registered), so nothing
+    // may fail after this.
+    let listener_change = http_listeners.prepare(&next)?;
+    if let (Some(acceptor), Some(tls_config)) = (acceptor, tls_config) {
+        acceptor.store(Arc::new(TlsAcceptor::from(tls_config)));
+    }
+    edge.gateway.store(Arc::new(gateway));
+    edge.runtime.shield.reconfigure(next.protection.clone());
+    edge.runtime.federation.reconfigure(next.federation.clone(), next.sip.local_domains.clone());
+    if let (Some(admin), Some(admin_cfg)) = (admin, &next.admin) {
+        admin.token.store(Arc::new(admin_cfg.token.clone()));
+    }
+    http_listeners.commit(listener_change, &next.server);
+    Ok(next)
+}
