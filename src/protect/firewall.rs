@@ -142,6 +142,9 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, endpoints: &[SocketAddr]
             ("tcp flags & (syn|rst) == (syn|rst)", "tcp_syn_rst"),
             ("tcp flags & (fin|psh|urg) == (fin|psh|urg)", "tcp_xmas"),
             ("tcp flags & (fin|ack) == fin", "tcp_fin_no_ack"),
+            // Every real TCP stack sends an MSS option on its SYN; flood tools often do not
+            // (the seed's `tcpmss ! --mss 536:65535` drops both).
+            ("tcp flags & (syn|ack) == syn tcp option maxseg missing", "mss"),
             ("tcp flags & (syn|ack) == syn tcp option maxseg size 1-535", "mss"),
             ("tcp flags & (syn|ack) == syn tcp option maxseg size 65496-65535", "mss"),
             // Per source: one budget for everyone would drop real connections' RSTs on a busy edge.
@@ -153,6 +156,40 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, endpoints: &[SocketAddr]
         }
         let _ = writeln!(s, "\t}}");
     }
+
+    // Connection attempts (a SYN) to an open port are judged before conntrack: what a limit
+    // drops never gets a conntrack entry, so a flood costs the kernel as little as it can and
+    // cannot fill the conntrack table. Only SYNs to this host's own addresses.
+    let (open4, open6) = ("ip daddr . tcp dport @open4", "ip6 daddr . tcp dport @open6");
+    let _ = writeln!(s, "\tchain new_connections {{\n\t\ttype filter hook prerouting priority raw + 10; policy accept;");
+    let _ = writeln!(s, "\t\tiifname != \"{interface}\" accept");
+    let _ = writeln!(s, "\t\tmeta l4proto != tcp accept");
+    let _ = writeln!(s, "\t\ttcp flags & (fin|syn|rst|ack) != syn accept");
+    let _ = writeln!(s, "\t\tfib daddr type != local accept");
+    if config.load_balancers_only {
+        let _ = writeln!(s, "\t\t{open4} ip saddr != @lb4 counter name not_load_balancer drop");
+        let _ = writeln!(s, "\t\t{open6} ip6 saddr != @lb6 counter name not_load_balancer drop");
+    }
+    let _ = writeln!(s, "\t\t{open4} ip saddr @exempt4 accept");
+    let _ = writeln!(s, "\t\t{open6} ip6 saddr @exempt6 accept");
+    let (rate, burst) = (config.new_connections, config.burst);
+    // A source the meter tracks is judged by its own bucket alone; only sources the meter
+    // has no room for (a random-source flood filled it) share the global budget. So a small
+    // spoofed flood costs real users nothing, and a full meter still never fails open.
+    let _ = writeln!(
+        s,
+        "\t\t{open4} add @meter4 {{ ip saddr . tcp dport limit rate over {rate} burst {burst} packets }} counter name rate_per_source drop"
+    );
+    let _ = writeln!(s, "\t\t{open4} ip saddr . tcp dport @meter4 accept");
+    let _ = writeln!(
+        s,
+        "\t\t{open6} add @meter6 {{ ip6 saddr & {mask} . tcp dport limit rate over {rate} burst {burst} packets }} counter name rate_per_source drop"
+    );
+    let _ = writeln!(s, "\t\t{open6} ip6 saddr & {mask} . tcp dport @meter6 accept");
+    for open in [open4, open6] {
+        let _ = writeln!(s, "\t\t{open} limit name global_new counter name rate_global drop");
+    }
+    let _ = writeln!(s, "\t}}");
 
     let _ = writeln!(s, "\tchain input {{\n\t\ttype filter hook input priority filter - 10; policy accept;");
     let _ = writeln!(s, "\t\tiifname != \"{interface}\" accept");
@@ -167,30 +204,12 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, endpoints: &[SocketAddr]
     if config.hardening {
         let _ = writeln!(s, "\t\ttcp flags & (fin|syn|rst|ack) != syn ct state new counter name new_without_syn drop");
     }
-    // Every rule below is for new connections to an open address and port, per family.
+    // Every rule below is for new connections to an open address and port, per family; the
+    // limits were applied before conntrack (chain `new_connections`).
     let (open4, open6) = ("ip daddr . tcp dport @open4", "ip6 daddr . tcp dport @open6");
     if config.load_balancers_only {
         let _ = writeln!(s, "\t\t{open4} ip saddr != @lb4 counter name not_load_balancer drop");
         let _ = writeln!(s, "\t\t{open6} ip6 saddr != @lb6 counter name not_load_balancer drop");
-    }
-    let _ = writeln!(s, "\t\t{open4} ip saddr @exempt4 counter name accepted accept");
-    let _ = writeln!(s, "\t\t{open6} ip6 saddr @exempt6 counter name accepted accept");
-    let (rate, burst) = (config.new_connections, config.burst);
-    // A source the meter tracks is judged by its own bucket alone; only sources the meter
-    // has no room for (a random-source flood filled it) share the global budget. So a small
-    // spoofed flood costs real users nothing, and a full meter still never fails open.
-    let _ = writeln!(
-        s,
-        "\t\t{open4} ct state new add @meter4 {{ ip saddr . tcp dport limit rate over {rate} burst {burst} packets }} counter name rate_per_source drop"
-    );
-    let _ = writeln!(s, "\t\t{open4} ct state new ip saddr . tcp dport @meter4 counter name accepted accept");
-    let _ = writeln!(
-        s,
-        "\t\t{open6} ct state new add @meter6 {{ ip6 saddr & {mask} . tcp dport limit rate over {rate} burst {burst} packets }} counter name rate_per_source drop"
-    );
-    let _ = writeln!(s, "\t\t{open6} ct state new ip6 saddr & {mask} . tcp dport @meter6 counter name accepted accept");
-    for open in [open4, open6] {
-        let _ = writeln!(s, "\t\t{open} ct state new limit name global_new counter name rate_global drop");
     }
     for open in [open4, open6] {
         let _ = writeln!(s, "\t\t{open} counter name accepted accept");

@@ -229,6 +229,7 @@ fn the_firewall_opens_only_running_listeners_limits_new_connections_and_drops_ho
         ("FPU", None, "tcp_xmas"),
         ("F", None, "tcp_fin_no_ack"),
         ("S", Some("500"), "mss"),
+        ("S", None, "mss"),
     ] {
         let port = PORT.to_string();
         let mut args = vec!["flags", CLIENT4, EDGE4, port.as_str(), flags];
@@ -238,7 +239,8 @@ fn the_firewall_opens_only_running_listeners_limits_new_connections_and_drops_ho
     }
     // IPv6 alike: the same shapes, a spoofed unique-local source, fragments; path MTU
     // discovery passes.
-    for (flags, mss, counter) in [("", None, "tcp_null"), ("SF", None, "tcp_syn_fin"), ("FPU", None, "tcp_xmas"), ("S", Some("500"), "mss")]
+    for (flags, mss, counter) in
+        [("", None, "tcp_null"), ("SF", None, "tcp_syn_fin"), ("FPU", None, "tcp_xmas"), ("S", Some("500"), "mss"), ("S", None, "mss")]
     {
         let port = PORT.to_string();
         let mut args = vec!["flags", CLIENT6, EDGE6, port.as_str(), flags];
@@ -395,7 +397,7 @@ fn a_random_source_flood_that_fills_the_meter_does_not_make_it_fail_open() {
     let flood = |seconds: &str| {
         crate::support::spawn_in_netns(
             &lab.client_ns,
-            &["timeout", seconds, "hping3", "-q", "-S", "-p", &target, "-i", "u40", "--rand-source", EDGE4],
+            &["timeout", seconds, "hping3", "-q", "-S", "--tcp-mss", "1460", "-p", &target, "-i", "u40", "--rand-source", EDGE4],
         )
     };
     let mut first = flood("5");
@@ -418,7 +420,24 @@ fn a_random_source_flood_that_fills_the_meter_does_not_make_it_fail_open() {
     // (hping3's exit status says whether answers came; the edge's are not routed back.)
     let _ = crate::support::spawn_in_netns(
         &lab.client_ns,
-        &["timeout", "3", "hping3", "-q", "-S", "-p", &target, "-i", "u100", "-c", "10000", "-a", "198.51.100.3", EDGE4],
+        &[
+            "timeout",
+            "3",
+            "hping3",
+            "-q",
+            "-S",
+            "--tcp-mss",
+            "1460",
+            "-p",
+            &target,
+            "-i",
+            "u100",
+            "-c",
+            "10000",
+            "-a",
+            "198.51.100.3",
+            EDGE4,
+        ],
     )
     .wait();
     std::thread::sleep(Duration::from_millis(300));

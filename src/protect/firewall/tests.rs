@@ -77,13 +77,20 @@ fn the_table_is_replaced_as_a_whole_and_no_other_table_is_named() {
 #[test]
 fn limits_run_in_order_exempt_then_per_source_then_the_global_budget() {
     let ruleset = render(&firewall(), 64, &everywhere(&[443]));
-    let exempt = line_of(&ruleset, "ip saddr @exempt4 counter name accepted accept");
+    let exempt = line_of(&ruleset, "ip daddr . tcp dport @open4 ip saddr @exempt4 accept");
     let per_source = line_of(&ruleset, "add @meter4 { ip saddr . tcp dport limit rate over 50/second burst 100 packets }");
     let per_prefix = line_of(&ruleset, "add @meter6 { ip6 saddr & ffff:ffff:ffff:ffff:: . tcp dport limit rate over 50/second");
     let global = line_of(&ruleset, "limit name global_new counter name rate_global drop");
     assert!(ruleset.contains("limit global_new { rate over 5000/second burst 5000 packets }"), "one budget for both families: {ruleset}");
-    let tracked = line_of(&ruleset, "ip saddr . tcp dport @meter4 counter name accepted accept");
+    let tracked = line_of(&ruleset, "ip saddr . tcp dport @meter4 accept");
     assert!(exempt < per_source && per_source < tracked && tracked < per_prefix && per_prefix < global, "{ruleset}");
+    // All before conntrack (what they drop gets no conntrack entry), and for connection
+    // attempts to this host only.
+    let chain = line_of(&ruleset, "type filter hook prerouting priority raw + 10;");
+    let syn_only = line_of(&ruleset, "tcp flags & (fin|syn|rst|ack) != syn accept");
+    let local_only = line_of(&ruleset, "fib daddr type != local accept");
+    let input = line_of(&ruleset, "type filter hook input priority filter - 10;");
+    assert!(chain < syn_only && syn_only < local_only && local_only < exempt && global < input, "{ruleset}");
     // RSTs are limited per source, not with one budget for everyone.
     assert!(ruleset.contains("tcp flags & rst == rst add @rst4 { ip saddr limit rate over 10/second burst 20 packets }"), "{ruleset}");
     // The load balancers are exempt too.
@@ -131,10 +138,11 @@ fn hardening_sits_where_it_can_see_the_packets() {
     assert!(ruleset.contains("10.0.0.0/8") && ruleset.contains("fc00::/7"));
 
     let soft = render(&FirewallConfig { hardening: false, ..firewall() }, 64, &everywhere(&[443]));
-    for gone in ["priority -450", "priority raw", "counter name invalid drop", "new_without_syn drop"] {
+    for gone in ["priority -450", "priority raw;", "counter name invalid drop", "new_without_syn drop"] {
         assert!(!soft.contains(gone), "hardening = false keeps no {gone}");
     }
     assert!(soft.contains("counter name closed drop"), "default deny stays without hardening");
+    assert!(soft.contains("counter name rate_global drop"), "the limits stay without hardening");
 }
 
 #[test]
