@@ -120,7 +120,7 @@ impl Rsyslog {
         let d = dir.display();
         let (ca, cert, key) = (pki.ca.display(), pki.server_cert.display(), pki.server_key.display());
         let template = "template(name=\"proto\" type=\"string\" string=\"%PRI% %TIMESTAMP:::date-rfc3339% %HOSTNAME% %APP-NAME% %PROCID% %MSGID% %STRUCTURED-DATA% %msg%\\n\")\n\
-             ruleset(name=\"in\") { action(type=\"omfile\" file=\"DIR/received.log\" template=\"proto\") }\n"
+             ruleset(name=\"in\" queue.type=\"Direct\") { action(type=\"omfile\" file=\"DIR/received.log\" template=\"proto\") }\n"
             .replace("DIR", &d.to_string());
         let config = match listener {
             Listener::Tls | Listener::MutualTls => {
