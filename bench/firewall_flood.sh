@@ -12,6 +12,7 @@
 #
 #   cargo build --release && bench/firewall_flood.sh
 #   FLOOD_SECONDS [8]  FLOOD_INTERVAL [u20]  REPS [3]
+#   FIREWALL_EXTRA: lines added to the edge's [firewall] (e.g. "hardening = false")
 #   FLOOD_MSS [none]: the flood's SYNs carry this MSS option (hping3 --tcp-mss); by default
 #   they carry none, as hping3's do, and both firewalls drop them as hardening (a real stack
 #   always sends one) — with FLOOD_MSS=1460 the flood passes that rule and meets the limits.
@@ -56,7 +57,8 @@ EOC
 config portcullis "[firewall]
 enabled = true
 interface = \"veth-e\"
-load_balancers = [\"$LB4\"]"
+load_balancers = [\"$LB4\"]
+${FIREWALL_EXTRA:-}"
 config iptables ""
 
 # Handshakes per second from one source address while the flood runs (connect, close).

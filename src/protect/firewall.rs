@@ -120,6 +120,8 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, endpoints: &[SocketAddr]
     );
     let _ = writeln!(s, "\tset meter4 {{ type ipv4_addr . inet_service; flags dynamic, timeout; timeout 60s; size {METER_SIZE}; }}");
     let _ = writeln!(s, "\tset meter6 {{ type ipv6_addr . inet_service; flags dynamic, timeout; timeout 60s; size {METER_SIZE}; }}");
+    let _ = writeln!(s, "\tset tracked4 {{ type ipv4_addr . inet_service; flags dynamic, timeout; timeout 60s; size {METER_SIZE}; }}");
+    let _ = writeln!(s, "\tset tracked6 {{ type ipv6_addr . inet_service; flags dynamic, timeout; timeout 60s; size {METER_SIZE}; }}");
     let _ = writeln!(s, "\tset rst4 {{ type ipv4_addr; flags dynamic, timeout; timeout 60s; size {METER_SIZE}; }}");
     let _ = writeln!(s, "\tset rst6 {{ type ipv6_addr; flags dynamic, timeout; timeout 60s; size {METER_SIZE}; }}");
 
@@ -176,16 +178,16 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, endpoints: &[SocketAddr]
     // A source the meter tracks is judged by its own bucket alone; only sources the meter
     // has no room for (a random-source flood filled it) share the global budget. So a small
     // spoofed flood costs real users nothing, and a full meter still never fails open.
-    let _ = writeln!(
-        s,
-        "\t\t{open4} add @meter4 {{ ip saddr . tcp dport limit rate over {rate} burst {burst} packets }} counter name rate_per_source drop"
-    );
-    let _ = writeln!(s, "\t\t{open4} ip saddr . tcp dport @meter4 accept");
-    let _ = writeln!(
-        s,
-        "\t\t{open6} add @meter6 {{ ip6 saddr & {mask} . tcp dport limit rate over {rate} burst {burst} packets }} counter name rate_per_source drop"
-    );
-    let _ = writeln!(s, "\t\t{open6} ip6 saddr & {mask} . tcp dport @meter6 accept");
+    // Within its bucket: admitted, and remembered in `tracked` (only when the meter holds
+    // its bucket: a full meter ends the rule before). Over it: `tracked` knows it, dropped.
+    // (A lookup in the meter itself would spend a token of the bucket again: the per-source
+    // rate would be half the one configured.)
+    let (key4, key6) = ("ip saddr . tcp dport".to_string(), format!("ip6 saddr & {mask} . tcp dport"));
+    for (open, meter, tracked, key) in [(open4, "meter4", "tracked4", &key4), (open6, "meter6", "tracked6", &key6)] {
+        let _ =
+            writeln!(s, "\t\t{open} add @{meter} {{ {key} limit rate {rate} burst {burst} packets }} add @{tracked} {{ {key} }} accept");
+        let _ = writeln!(s, "\t\t{open} {key} @{tracked} counter name rate_per_source drop");
+    }
     for open in [open4, open6] {
         let _ = writeln!(s, "\t\t{open} limit name global_new counter name rate_global drop");
     }

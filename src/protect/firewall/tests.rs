@@ -78,11 +78,16 @@ fn the_table_is_replaced_as_a_whole_and_no_other_table_is_named() {
 fn limits_run_in_order_exempt_then_per_source_then_the_global_budget() {
     let ruleset = render(&firewall(), 64, &everywhere(&[443]));
     let exempt = line_of(&ruleset, "ip daddr . tcp dport @open4 ip saddr @exempt4 accept");
-    let per_source = line_of(&ruleset, "add @meter4 { ip saddr . tcp dport limit rate over 50/second burst 100 packets }");
-    let per_prefix = line_of(&ruleset, "add @meter6 { ip6 saddr & ffff:ffff:ffff:ffff:: . tcp dport limit rate over 50/second");
+    let per_source = line_of(&ruleset, "add @meter4 { ip saddr . tcp dport limit rate 50/second burst 100 packets } add @tracked4");
+    let per_prefix = line_of(&ruleset, "add @meter6 { ip6 saddr & ffff:ffff:ffff:ffff:: . tcp dport limit rate 50/second");
     let global = line_of(&ruleset, "limit name global_new counter name rate_global drop");
     assert!(ruleset.contains("limit global_new { rate over 5000/second burst 5000 packets }"), "one budget for both families: {ruleset}");
-    let tracked = line_of(&ruleset, "ip saddr . tcp dport @meter4 accept");
+    let tracked = line_of(&ruleset, "ip saddr . tcp dport @tracked4 counter name rate_per_source drop");
+    // The meter is only ever updated, never looked up: a lookup in a set whose elements carry
+    // a limit runs the limit again (each SYN would cost two tokens: half the rate).
+    for line in ruleset.lines().filter(|l| l.contains("@meter")) {
+        assert!(line.contains("add @meter4 {") || line.contains("add @meter6 {"), "a lookup in the meter: {line}");
+    }
     assert!(exempt < per_source && per_source < tracked && tracked < per_prefix && per_prefix < global, "{ruleset}");
     // All before conntrack (what they drop gets no conntrack entry), and for connection
     // attempts to this host only.

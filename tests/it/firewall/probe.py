@@ -3,6 +3,7 @@ namespace. Each case prints one line: how many answers came back (SYN-ACKs, echo
 
   probe.py flags SRC DST PORT FLAGS [MSS]   one TCP packet with FLAGS ("S", "SF", "", ...)
   probe.py synburst SRC DST PORT N          N SYNs (MSS 1460) from N source ports
+  probe.py synpaced SRC DST PORT N MS       the same, one every MS milliseconds
   probe.py ping SRC DST                     one ICMP(v6) echo request
   probe.py fragments SRC DST PORT           a SYN split into fragments (IPv4 or IPv6)
   probe.py too-big SRC DST                  an ICMPv6 packet-too-big (path MTU discovery)
@@ -36,6 +37,11 @@ def main(argv):
         port, n = int(argv[4]), int(argv[5])
         packets = [layer3(src, dst) / TCP(sport=41000 + i, dport=port, flags="S", options=[("MSS", 1460)]) for i in range(n)]
         answers, _ = sr(packets, timeout=2)
+        print(synacks(answers))
+    elif case == "synpaced":
+        port, n, gap = int(argv[4]), int(argv[5]), int(argv[6]) / 1000
+        packets = [layer3(src, dst) / TCP(sport=43000 + i, dport=port, flags="S", options=[("MSS", 1460)]) for i in range(n)]
+        answers, _ = sr(packets, inter=gap, timeout=2)
         print(synacks(answers))
     elif case == "ping":
         echo = ICMPv6EchoRequest() if ":" in dst else ICMP()
