@@ -130,7 +130,7 @@ struct Ports {
 /// `error.log`: the edge keeps serving, the shield still refuses banned sources itself).
 pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<KernelTable>> {
     let ipv6_prefix = config.protection.ipv6_prefix;
-    let log = FirewallLog::new(&config.server.log_dir, runtime.shipping.as_ref().and_then(|s| s.outbox()));
+    let log = FirewallLog::new(&config.server.log_dir, runtime.shipping.as_ref().map(|s| s.outbox()));
     let refused = |what: &str, error: &nft::NftError| {
         runtime.error_log.error(&format!(
             "{what} ({error}); it needs root (CAP_NET_ADMIN) and the nft tool; the edge keeps serving and the shield still refuses banned sources"

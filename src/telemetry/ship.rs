@@ -90,7 +90,7 @@ pub struct Shipping {
     stop: AtomicBool,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// For writers that come later than the logs opened at start (`firewall.log`).
-    outbox: std::sync::OnceLock<Outbox>,
+    outbox: Outbox,
 }
 
 /// `status --json`'s `shipping` object (and the metrics' source).
@@ -157,16 +157,16 @@ impl Shipping {
                 if recovered.cut_bytes > 0 { format!(", {} torn byte(s) cut", recovered.cut_bytes) } else { String::new() }
             );
         }
+        let stats = Stats::default();
+        let (outbox, rx) = Outbox::new(OUTBOX_CAPACITY, OUTBOX_BYTES, stats.dropped.clone());
         let shipping = Arc::new(Shipping {
             config: config.clone(),
             queue,
-            stats: Stats::default(),
+            stats,
             stop: AtomicBool::new(false),
             writer_thread: Mutex::new(None),
-            outbox: std::sync::OnceLock::new(),
+            outbox: outbox.clone(),
         });
-        let (outbox, rx) = Outbox::new(OUTBOX_CAPACITY, OUTBOX_BYTES, shipping.stats.dropped.clone());
-        let _ = shipping.outbox.set(outbox.clone());
         Ok((shipping, outbox, PendingWriter { rx, writer, origin: syslog::Origin::new(server_name, std::process::id()), notice }))
     }
 
@@ -284,8 +284,8 @@ impl Shipping {
     }
 
     /// The writers' handle, for a log opened after start.
-    pub fn outbox(&self) -> Option<Outbox> {
-        self.outbox.get().cloned()
+    pub fn outbox(&self) -> Outbox {
+        self.outbox.clone()
     }
 
     /// `host:port` of the server.
