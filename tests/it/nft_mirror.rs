@@ -5,9 +5,10 @@
 //! failure, as `.ci/run` does).
 
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::Child;
 use std::time::Duration;
 
+use crate::support::netns::Netns;
 use crate::support::{ADMIN_TOKEN, argon2_hash};
 
 const EDGE_V4: &str = "127.0.0.1:18080";
@@ -16,31 +17,24 @@ const ADMIN: &str = "127.0.0.1:18081";
 
 /// A network namespace (and the edge inside it) removed on drop, even when an assertion fails.
 struct Namespace {
-    name: String,
+    netns: Netns,
     edge: Option<Child>,
+}
+
+impl std::ops::Deref for Namespace {
+    type Target = Netns;
+    fn deref(&self) -> &Netns {
+        &self.netns
+    }
 }
 
 impl Namespace {
     fn create() -> Namespace {
-        let name = format!("pc-nft-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success(), "ip netns add");
-        let ns = Namespace { name, edge: None };
-        ns.run(&["ip", "link", "set", "lo", "up"]);
+        let ns = Namespace { netns: Netns::create("pc-nft"), edge: None };
         for address in ["2001:db8::5/64", "2001:db8::6/64", "2001:db8:1::7/64"] {
             ns.run(&["ip", "-6", "addr", "add", address, "dev", "lo", "nodad"]);
         }
         ns
-    }
-
-    fn exec(&self, args: &[&str]) -> Output {
-        Command::new("ip").args(["netns", "exec", &self.name]).args(args).output().unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.exec(args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The HTTP status a `curl` from `source` gets ("000" when no answer within 10 s: an
@@ -103,20 +97,11 @@ impl Drop for Namespace {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
 fn can_run() -> bool {
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let nft = Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success());
-    let curl = Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success());
-    if root && nft && curl {
-        return true;
-    }
-    let why = format!("nftables mirror test needs root, nft and curl (root: {root}, nft: {nft}, curl: {curl})");
-    crate::support::external::missing("NFT", &why);
-    false
+    crate::support::netns::can_run("the nftables mirror test")
 }
 
 #[test]

@@ -12,11 +12,12 @@
 //! heals the link and starts a new server: every line must arrive.
 
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::Child;
 use std::time::Duration;
 
 use super::rsyslog::{self, Listener, Pki, Rsyslog};
 use super::{all_arrive, counts, parse, request_numbers, ship_section};
+use crate::support::netns::Netns;
 use crate::support::{ADMIN_TOKEN, eventually};
 
 const HTTP: &str = "127.0.0.1:18090";
@@ -25,33 +26,26 @@ const TABLE: &str = "pc_ship_fw";
 
 /// The namespace, with the edge and the partition table in it; removed on drop.
 struct Namespace {
-    name: String,
+    netns: Netns,
     edge: Option<Child>,
+}
+
+impl std::ops::Deref for Namespace {
+    type Target = Netns;
+    fn deref(&self) -> &Netns {
+        &self.netns
+    }
 }
 
 impl Namespace {
     fn create() -> Namespace {
-        let name = format!("pc-ship-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success(), "ip netns add");
-        let ns = Namespace { name, edge: None };
-        ns.run(&["ip", "link", "set", "lo", "up"]);
+        let ns = Namespace { netns: Netns::create("pc-ship"), edge: None };
         // The firewall's external interface (nothing comes in on it here).
         ns.run(&["ip", "link", "add", "ext0", "type", "veth", "peer", "name", "ext1"]);
         ns.run(&["ip", "addr", "add", "192.0.2.1/24", "dev", "ext0"]);
         ns.run(&["ip", "link", "set", "ext0", "up"]);
         ns.run(&["ip", "link", "set", "ext1", "up"]);
         ns
-    }
-
-    fn exec(&self, args: &[&str]) -> Output {
-        Command::new("ip").args(["netns", "exec", &self.name]).args(args).output().unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.exec(args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn start_edge(&mut self, config: &Path) {
@@ -94,20 +88,11 @@ impl Drop for Namespace {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
 fn can_run() -> bool {
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let nft = Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success());
-    let curl = Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success());
-    if root && nft && curl {
-        return true;
-    }
-    let why = format!("the log-shipping partition test needs root, nft and curl (root: {root}, nft: {nft}, curl: {curl})");
-    crate::support::external::missing("NFT", &why);
-    false
+    crate::support::netns::can_run("the log-shipping partition test")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

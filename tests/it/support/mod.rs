@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub mod client;
 #[allow(dead_code, reason = "shared with the Redis store's unit tests, which use other parts")]
 pub mod external;
+pub mod netns;
 
 /// Tests that measure the process's memory wait until no other test edge runs and keep new
 /// ones from starting while they measure ([`MemoryQuiet::quiet`]); every other running test
