@@ -166,7 +166,10 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, endpoints: &[SocketAddr]
     let _ = writeln!(s, "\tchain new_connections {{\n\t\ttype filter hook prerouting priority raw + 10; policy accept;");
     let _ = writeln!(s, "\t\tiifname != \"{interface}\" accept");
     let _ = writeln!(s, "\t\tmeta l4proto != tcp accept");
-    let _ = writeln!(s, "\t\ttcp flags & (fin|syn|rst|ack) != syn accept");
+    // Every SYN without ACK opens a connection, whatever else it carries: Linux takes a
+    // SYN+FIN or SYN+RST to a listener as a SYN (hardening drops those earlier; without it
+    // they must still meet the limits).
+    let _ = writeln!(s, "\t\ttcp flags & (syn|ack) != syn accept");
     let _ = writeln!(s, "\t\tfib daddr type != local accept");
     if config.load_balancers_only {
         let _ = writeln!(s, "\t\t{open4} ip saddr != @lb4 counter name not_load_balancer drop");

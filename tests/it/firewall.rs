@@ -382,6 +382,22 @@ fn load_balancers_only_admits_no_one_else() {
     assert!(log.contains(&format!("applied table={TABLE} reason=reassert")), "{log}");
 }
 
+/// Without hardening (nothing drops SYN+FIN early), a SYN that also carries FIN still opens a
+/// connection on Linux: it must meet the per-source limit like any SYN, not slip past it.
+#[test]
+fn without_hardening_a_syn_with_fin_still_meets_the_limits() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "hardening = false");
+    let mut lab = Lab::create();
+    lab.start_edge(&config);
+    let (_, limited) = lab.counted("rate_per_source", || lab.probe(&["synburst", CLIENT4, EDGE4, &PORT.to_string(), "30", "SF"]));
+    assert!((20..=25).contains(&limited), "SYN+FIN limited like SYN ({limited} of 30)");
+    lab.stop_edge();
+}
+
 /// The trap capabilities §B measured here: a random-source SYN flood fills the per-source
 /// meter (65,536 entries), and a full meter adds no bucket — so, without more, a new source
 /// then passes unlimited. The global budget behind the meter keeps it limited, and the load

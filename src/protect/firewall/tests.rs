@@ -92,7 +92,7 @@ fn limits_run_in_order_exempt_then_per_source_then_the_global_budget() {
     // All before conntrack (what they drop gets no conntrack entry), and for connection
     // attempts to this host only.
     let chain = line_of(&ruleset, "type filter hook prerouting priority raw + 10;");
-    let syn_only = line_of(&ruleset, "tcp flags & (fin|syn|rst|ack) != syn accept");
+    let syn_only = line_of(&ruleset, "tcp flags & (syn|ack) != syn accept");
     let local_only = line_of(&ruleset, "fib daddr type != local accept");
     let input = line_of(&ruleset, "type filter hook input priority filter - 10;");
     assert!(chain < syn_only && syn_only < local_only && local_only < exempt && global < input, "{ruleset}");

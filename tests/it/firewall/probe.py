@@ -2,7 +2,7 @@
 namespace. Each case prints one line: how many answers came back (SYN-ACKs, echo replies).
 
   probe.py flags SRC DST PORT FLAGS [MSS]   one TCP packet with FLAGS ("S", "SF", "", ...)
-  probe.py synburst SRC DST PORT N          N SYNs (MSS 1460) from N source ports
+  probe.py synburst SRC DST PORT N [FLAGS]  N SYNs (MSS 1460) from N source ports (FLAGS: "S")
   probe.py synpaced SRC DST PORT N MS       the same, one every MS milliseconds
   probe.py ping SRC DST                     one ICMP(v6) echo request
   probe.py fragments SRC DST PORT           a SYN split into fragments (IPv4 or IPv6)
@@ -35,7 +35,8 @@ def main(argv):
         print(len(answers))
     elif case == "synburst":
         port, n = int(argv[4]), int(argv[5])
-        packets = [layer3(src, dst) / TCP(sport=41000 + i, dport=port, flags="S", options=[("MSS", 1460)]) for i in range(n)]
+        flags = argv[6] if len(argv) > 6 else "S"
+        packets = [layer3(src, dst) / TCP(sport=41000 + i, dport=port, flags=flags, options=[("MSS", 1460)]) for i in range(n)]
         answers, _ = sr(packets, timeout=2)
         print(synacks(answers))
     elif case == "synpaced":
