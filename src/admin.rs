@@ -264,6 +264,9 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
             if let Some(shipping) = &state.runtime.shipping {
                 state.runtime.metrics.shipping(&shipping.status());
             }
+            if let Some(firewall) = state.runtime.firewall.get() {
+                state.runtime.metrics.firewall(&firewall.view().await);
+            }
             text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.runtime.metrics.encode())
         }
         (Method::GET, "/api/v1/status") => json(StatusCode::OK, &status::status_with_firewall(state).await),

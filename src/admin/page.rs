@@ -203,17 +203,22 @@ async fn overview(state: &AdminState, csrf: &str) -> String {
         let ports: Vec<String> = f.ports.iter().map(u16::to_string).collect();
         let _ = write!(
             out,
-            "<h2>Firewall: <span id=\"firewall\">{}</span></h2><p>table inet {} on {}, open ports <span id=\"firewall-ports\">{}</span></p>\
+            "<h2>Firewall: <span id=\"firewall\">{}</span></h2><p>table inet {} on {}, {} <span id=\"firewall-ports\">{}</span></p>\
              <table id=\"firewall-counters\"><tr><th>counter</th><th>packets</th></tr>",
             if f.applied { "applied" } else { "NOT APPLIED" },
             escape(&f.table),
             escape(&f.interface),
+            // Taken down, it filters nothing: every port is reachable.
+            if f.applied { "open ports" } else { "ports it opens once applied" },
             if ports.is_empty() { "none".to_string() } else { ports.join(", ") },
         );
         for (name, packets) in &f.counters {
             let _ = write!(out, "<tr><td>{}</td><td>{packets}</td></tr>", escape(name));
         }
         out.push_str("</table>");
+        if let Some(c) = f.conntrack {
+            let _ = write!(out, "<p>conntrack table: <span id=\"conntrack\">{} of {}</span> entries</p>", c.entries, c.max);
+        }
         if let Some(error) = &f.error {
             let _ = write!(out, "<p class=\"error\">last apply/remove failed: {}</p>", escape(error));
         }

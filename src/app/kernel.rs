@@ -15,7 +15,7 @@ use crate::config::{Config, FirewallConfig};
 use crate::protect::firewall;
 use crate::protect::nft::{self, NftMirror};
 use crate::runtime::Runtime;
-use crate::runtime::control::{FirewallControl, FirewallView, Pending};
+use crate::runtime::control::{ConntrackFill, FirewallControl, FirewallView, Pending};
 use crate::runtime::listeners::Bound;
 use crate::telemetry::outbox::{Level, LogName, Outbox};
 
@@ -183,6 +183,9 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<Kernel
     let (firewall, mirror_only) = match (&config.firewall, opened) {
         (Some(firewall), Some((ports, ports_ms))) => {
             tracing::info!("firewall applied: table inet {} on {} (open: {ports:?})", firewall.table, firewall.interface);
+            for warning in half_open_warnings(firewall, conntrack_fill(), read_sysctl("net/ipv4/tcp_syncookies")) {
+                runtime.error_log.warn(&warning);
+            }
             log.record(&format!("applied table={} reason=start ports={} took_ms={ports_ms}", firewall.table, ports_text(&ports)));
             log.record(&format!("applied table={table} reason=start bans={} took_ms={bans_ms}", bans.len()));
             let ports = Ports {
@@ -351,13 +354,15 @@ impl FirewallControl for KernelTable {
                     ports: Vec::new(),
                     counters: Default::default(),
                     error: None,
+                    conntrack: None,
                 };
             };
             let applied = firewall.in_kernel.load(Ordering::SeqCst);
             let mut counters = std::collections::BTreeMap::new();
             if applied {
                 for table in [firewall.config.table.clone(), firewall::bans_table(&firewall.config.table)] {
-                    counters.extend(read_counters(&table).await);
+                    // The ownership mark counts nothing.
+                    counters.extend(read_counters(&table).await.into_iter().filter(|(name, _)| name != firewall::OWNER_MARK));
                 }
             }
             FirewallView {
@@ -367,6 +372,7 @@ impl FirewallControl for KernelTable {
                 ports: ports_of(&firewall.applied.lock().await),
                 counters,
                 error: firewall.error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                conntrack: conntrack_fill(),
             }
         })
     }
@@ -492,4 +498,81 @@ async fn read_counters(table: &str) -> Vec<(String, u64)> {
 /// Whether `nft list tables` output names `inet <table>`.
 fn has_table(listed: &str, table: &str) -> bool {
     listed.lines().any(|line| line.trim() == format!("table inet {table}"))
+}
+
+/// A sysctl of the edge's network namespace (`path` under `/proc/sys`), when readable.
+fn read_sysctl(path: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/sys/{path}")).ok()?.trim().parse().ok()
+}
+
+/// The conntrack table's fill level in the edge's network namespace.
+fn conntrack_fill() -> Option<ConntrackFill> {
+    Some(ConntrackFill { entries: read_sysctl("net/netfilter/nf_conntrack_count")?, max: read_sysctl("net/netfilter/nf_conntrack_max")? })
+}
+
+/// What an operator should change so that a spoofed SYN flood cannot exhaust the host: the
+/// global budget's worth of half-open entries ([`firewall::HALF_OPEN_TIMEOUT_S`] of them)
+/// must fit in the conntrack table with room to spare (at most half of it), and the
+/// listeners must answer a full backlog with SYN cookies.
+fn half_open_warnings(config: &FirewallConfig, fill: Option<ConntrackFill>, syncookies: Option<u64>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let per_second = match config.global_new_connections.unit {
+        crate::config::RateUnit::Second => u64::from(config.global_new_connections.count),
+        crate::config::RateUnit::Minute => u64::from(config.global_new_connections.count).div_ceil(60),
+    };
+    let half_open = per_second * u64::from(firewall::HALF_OPEN_TIMEOUT_S);
+    if let Some(fill) = fill.filter(|f| half_open > f.max / 2) {
+        warnings.push(format!(
+            "firewall: a spoofed SYN flood at global_new_connections ({}) leaves up to {half_open} half-open conntrack entries \
+             ({} s each), more than half of net.netfilter.nf_conntrack_max ({}): raise it to at least {} or lower the budget",
+            config.global_new_connections,
+            firewall::HALF_OPEN_TIMEOUT_S,
+            fill.max,
+            half_open * 2
+        ));
+    }
+    if syncookies == Some(0) {
+        warnings.push(
+            "firewall: net.ipv4.tcp_syncookies is 0: a SYN flood within the limits can fill the listeners' backlogs; set it to 1"
+                .to_string(),
+        );
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PacketRate, RateUnit};
+
+    fn config(count: u32, unit: RateUnit) -> FirewallConfig {
+        FirewallConfig {
+            interface: "eth1".to_string(),
+            table: "portcullis".to_string(),
+            new_connections: PacketRate { count: 50, unit: RateUnit::Second },
+            burst: 100,
+            global_new_connections: PacketRate { count, unit },
+            exempt: Vec::new(),
+            load_balancers: Vec::new(),
+            load_balancers_only: false,
+            hardening: true,
+        }
+    }
+
+    #[test]
+    fn a_conntrack_table_too_small_for_the_global_budgets_half_open_entries_is_reported() {
+        let roomy = ConntrackFill { entries: 10, max: 262_144 };
+        let small = ConntrackFill { entries: 10, max: 65_536 };
+        // The default budget, 5,000/s: 50,000 half-open entries at most.
+        assert!(half_open_warnings(&config(5000, RateUnit::Second), Some(roomy), Some(1)).is_empty());
+        let warned = half_open_warnings(&config(5000, RateUnit::Second), Some(small), Some(1));
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].contains("up to 50000 half-open") && warned[0].contains("at least 100000"), "{warned:?}");
+        // Per minute counts per second (rounded up).
+        assert!(half_open_warnings(&config(60_000, RateUnit::Minute), Some(small), Some(1)).is_empty());
+        // Unknown fill: nothing to say about it.
+        assert!(half_open_warnings(&config(5000, RateUnit::Second), None, Some(1)).is_empty());
+        let cookies = half_open_warnings(&config(5000, RateUnit::Second), Some(roomy), Some(0));
+        assert!(cookies.len() == 1 && cookies[0].contains("tcp_syncookies"), "{cookies:?}");
+    }
 }

@@ -26,12 +26,13 @@ pub(super) fn status(s: &Status) -> String {
             f.counters.iter().filter(|(name, n)| **n > 0 && *name != "accepted").map(|(name, n)| format!("{name} {n}")).collect();
         let _ = writeln!(
             out,
-            "FIREWALL:     {} (table inet {} on {}), ports {}; dropped: {}{}",
+            "FIREWALL:     {} (table inet {} on {}), ports {}; dropped: {}{}{}",
             if f.applied { "applied" } else { "NOT APPLIED" },
             f.table,
             f.interface,
             if ports.is_empty() { "none".to_string() } else { ports.join(", ") },
             if drops.is_empty() { "nothing".to_string() } else { drops.join(", ") },
+            f.conntrack.map(|c| format!("; conntrack {} of {}", c.entries, c.max)).unwrap_or_default(),
             f.error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
         );
     }

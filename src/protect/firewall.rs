@@ -72,6 +72,14 @@ pub const MORE_COUNTERS: [&str; 4] = ["rate_global", "closed", "accepted", "icmp
 /// the same name (which it must never replace).
 pub const OWNER_MARK: &str = "portcullis_owned";
 
+/// Seconds a half-open connection (SYN seen, handshake not completed) that the firewall
+/// admitted may keep its conntrack entry, instead of the kernel's 120 s (SYN_SENT) and 60 s
+/// (SYN_RECV): a spoofed SYN is never completed, so this bounds what a flood that gets past
+/// the limits leaves in the conntrack table to about ten seconds' worth of it. A real client
+/// answers within a round trip; the listener's SYN-ACK retransmissions (after 1, 3 and 7 s)
+/// still fall within it.
+pub const HALF_OPEN_TIMEOUT_S: u32 = 10;
+
 /// Entries of each per-source meter (`meter4`, `meter6`); a full meter adds no entry, which
 /// is why the global budget stands behind it.
 pub const METER_SIZE: u32 = 65_536;
@@ -99,6 +107,10 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, endpoints: &[SocketAddr]
             ip => format!("{ip}/{} . {}", if v4 { 32 } else { 128 }, e.port()),
         })
     };
+    for (name, family) in [("half_open4", "ip"), ("half_open6", "ip6")] {
+        let t = HALF_OPEN_TIMEOUT_S;
+        let _ = writeln!(s, "\tct timeout {name} {{ protocol tcp; l3proto {family}; policy = {{ syn_sent: {t}, syn_recv: {t} }}; }}");
+    }
     let _ = writeln!(s, "\tset open4 {{ type ipv4_addr . inet_service; flags interval; auto-merge; {}}}", elements(open(true)));
     let _ = writeln!(s, "\tset open6 {{ type ipv6_addr . inet_service; flags interval; auto-merge; {}}}", elements(open(false)));
     let global = config.global_new_connections;
@@ -216,8 +228,11 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, endpoints: &[SocketAddr]
         let _ = writeln!(s, "\t\t{open4} ip saddr != @lb4 counter name not_load_balancer drop");
         let _ = writeln!(s, "\t\t{open6} ip6 saddr != @lb6 counter name not_load_balancer drop");
     }
-    for open in [open4, open6] {
-        let _ = writeln!(s, "\t\t{open} counter name accepted accept");
+    // The admitted connection's conntrack entry gets the short half-open timeouts (only an
+    // entry not yet confirmed takes them, which is why this is here, after conntrack, and
+    // not in `new_connections`).
+    for (open, timeout) in [(open4, "half_open4"), (open6, "half_open6")] {
+        let _ = writeln!(s, "\t\t{open} ct timeout set \"{timeout}\" counter name accepted accept");
     }
     if !config.hardening {
         let _ = writeln!(s, "\t\tmeta l4proto icmp accept");

@@ -166,6 +166,18 @@ pub struct FirewallView {
     pub counters: std::collections::BTreeMap<String, u64>,
     /// Why the last apply or remove failed, if it did.
     pub error: Option<String>,
+    /// How full the kernel's connection tracking table is (`None` when it cannot be read).
+    pub conntrack: Option<ConntrackFill>,
+}
+
+/// The conntrack table's fill level: a spoofed SYN flood that gets past the limits leaves
+/// half-open entries in it, and a full table drops every new connection of the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConntrackFill {
+    /// Entries now (`net.netfilter.nf_conntrack_count`).
+    pub entries: u64,
+    /// The table's size (`net.netfilter.nf_conntrack_max`).
+    pub max: u64,
 }
 
 /// What the admin API may do with the firewall: see it, apply it again, take it down.

@@ -49,6 +49,7 @@ label_set!(ReasonLabels { reason: Label });
 label_set!(CategoryLabels { category: Label });
 label_set!(DecisionLabels { decision: &'static str });
 label_set!(ClassLabels { class: &'static str });
+label_set!(RuleLabels { rule: Label });
 
 fn duration_histogram() -> Histogram {
     Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
@@ -75,6 +76,35 @@ pub struct Metrics {
     sip_registrations: Gauge,
     sip_registrations_peak: Gauge,
     ship: ShipMetrics,
+    firewall: FirewallMetrics,
+}
+
+/// The dynamic firewall's metrics (set from its view at each scrape).
+#[derive(Debug, Default)]
+struct FirewallMetrics {
+    applied: Gauge,
+    packets: Family<RuleLabels, Gauge>,
+    conntrack_entries: Gauge,
+    conntrack_max: Gauge,
+}
+
+impl FirewallMetrics {
+    fn register(registry: &mut Registry) -> FirewallMetrics {
+        let m = FirewallMetrics::default();
+        registry.register(names::FIREWALL_APPLIED, "The dynamic firewall's tables are in the kernel (1) or not (0)", m.applied.clone());
+        registry.register(
+            names::FIREWALL_PACKETS,
+            "Packets per firewall rule (dropped, or accepted), from its nftables counter",
+            m.packets.clone(),
+        );
+        registry.register(names::CONNTRACK_ENTRIES, "Entries in the kernel's connection tracking table", m.conntrack_entries.clone());
+        registry.register(
+            names::CONNTRACK_MAX,
+            "Size of the kernel's connection tracking table (nf_conntrack_max)",
+            m.conntrack_max.clone(),
+        );
+        m
+    }
 }
 
 /// The log shipping's metrics (set from its status at each scrape).
@@ -160,8 +190,10 @@ impl Metrics {
         registry.register(names::SIP_REGISTRATIONS, "Current SIP registrations (unexpired bindings)", sip_registrations.clone());
         registry.register(names::SIP_REGISTRATIONS_PEAK, "Peak SIP registrations since start", sip_registrations_peak.clone());
         let ship = ShipMetrics::register(&mut registry);
+        let firewall = FirewallMetrics::register(&mut registry);
         Metrics {
             ship,
+            firewall,
             registry,
             sip_requests,
             sip_responses,
@@ -266,7 +298,6 @@ impl Metrics {
         self.connections.get_or_create(&ListenerLabels { listener: Label(listener.clone()) }).get()
     }
 
-    /// The Prometheus text exposition.
     /// Sets the log shipping's metrics from its status.
     pub fn shipping(&self, status: &crate::telemetry::ship::ShippingStatus) {
         use std::sync::atomic::Ordering;
@@ -281,6 +312,22 @@ impl Metrics {
         ship.reconnects.inner().store(status.reconnects, Ordering::Relaxed);
     }
 
+    /// Sets the firewall's metrics from its view (the counters are the kernel's: packets
+    /// since the table was last replaced).
+    pub fn firewall(&self, view: &crate::runtime::control::FirewallView) {
+        let firewall = &self.firewall;
+        firewall.applied.set(i64::from(view.applied));
+        for (rule, packets) in &view.counters {
+            let labels = RuleLabels { rule: Label(Arc::from(rule.as_str())) };
+            firewall.packets.get_or_create(&labels).set(i64::try_from(*packets).unwrap_or(i64::MAX));
+        }
+        if let Some(fill) = view.conntrack {
+            firewall.conntrack_entries.set(i64::try_from(fill.entries).unwrap_or(i64::MAX));
+            firewall.conntrack_max.set(i64::try_from(fill.max).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -308,5 +355,28 @@ mod tests {
         assert!(text.contains(r#"portcullis_upstream_up{service="finesse",server="10.0.0.1:8082"} 0"#), "{text}");
         assert!(text.contains(r#"portcullis_open_connections{listener="https"} 1"#), "{text}");
         assert!(text.contains(r#"portcullis_request_duration_seconds_count{service="finesse"} 3"#), "{text}");
+    }
+
+    #[test]
+    fn the_firewalls_counters_and_the_conntrack_fill_are_exposed() {
+        let m = Metrics::new();
+        let view = crate::runtime::control::FirewallView {
+            applied: true,
+            table: "portcullis".to_string(),
+            interface: "eth1".to_string(),
+            ports: vec![443],
+            counters: [("rate_global".to_string(), 7), ("closed".to_string(), 0)].into_iter().collect(),
+            error: None,
+            conntrack: Some(crate::runtime::control::ConntrackFill { entries: 1234, max: 262_144 }),
+        };
+        m.firewall(&view);
+        let text = m.encode();
+        assert!(text.contains("portcullis_firewall_applied 1"), "{text}");
+        assert!(text.contains(r#"portcullis_firewall_packets{rule="rate_global"} 7"#), "{text}");
+        assert!(text.contains(r#"portcullis_firewall_packets{rule="closed"} 0"#), "{text}");
+        assert!(text.contains("portcullis_conntrack_entries 1234"), "{text}");
+        assert!(text.contains("portcullis_conntrack_max 262144"), "{text}");
+        m.firewall(&crate::runtime::control::FirewallView { applied: false, ..view });
+        assert!(m.encode().contains("portcullis_firewall_applied 0"));
     }
 }

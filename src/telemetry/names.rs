@@ -54,3 +54,11 @@ pub const SHIP_SENT: &str = "log_ship_sent";
 pub const SHIP_ACKNOWLEDGED: &str = "log_ship_acknowledged";
 /// Reconnections to the syslog server.
 pub const SHIP_RECONNECTS: &str = "log_ship_reconnects";
+/// The dynamic firewall's tables are in the kernel (1) or not (0).
+pub const FIREWALL_APPLIED: &str = "firewall_applied";
+/// Packets per firewall rule (its named nftables counter), read from the kernel at scrape.
+pub const FIREWALL_PACKETS: &str = "firewall_packets";
+/// Entries in the kernel's conntrack table (the edge's network namespace).
+pub const CONNTRACK_ENTRIES: &str = "conntrack_entries";
+/// The conntrack table's size (`net.netfilter.nf_conntrack_max`).
+pub const CONNTRACK_MAX: &str = "conntrack_max";

@@ -300,6 +300,13 @@ fn the_firewall_opens_only_running_listeners_limits_new_connections_and_drops_ho
     assert!(view["counters"]["tcp_null"].as_u64() >= Some(2), "counters come from the kernel: {view}");
     let status = lab.edge(&[env!("CARGO_BIN_EXE_portcullis"), "status", "--config", config.to_str().unwrap()]);
     assert!(status.contains(&format!("FIREWALL:     applied (table inet {TABLE} on veth-e), ports {PORT}; dropped: ")), "{status}");
+    assert!(status.contains("; conntrack "), "the conntrack fill level: {status}");
+    let metrics = lab.edge(&["curl", "-s", "-H", &format!("authorization: Bearer {ADMIN_TOKEN}"), "http://127.0.0.1:18181/metrics"]);
+    assert!(metrics.contains("portcullis_firewall_applied 1"), "{metrics}");
+    let null_drops =
+        metrics.lines().find_map(|l| l.strip_prefix("portcullis_firewall_packets{rule=\"tcp_null\"} ")).and_then(|n| n.parse::<u64>().ok());
+    assert!(null_drops >= Some(2), "the kernel's counters in the metrics: {metrics}");
+    assert!(metrics.contains("portcullis_conntrack_max "), "{metrics}");
     let removed = api("POST", "firewall/remove");
     assert_eq!(removed["applied"], false, "{removed}");
     assert!(lab.connects(CLIENT4, EDGE4, OTHER_PORT), "removed: nothing filters any more");
@@ -470,6 +477,69 @@ fn a_random_source_flood_that_fills_the_meter_does_not_make_it_fail_open() {
     let grew = |name: &str| after[name] - before[name];
     assert!(grew("accepted") < 1_500, "the global budget limits the new source ({} accepted)", grew("accepted"));
     assert!(grew("rate_global") > 5_000, "the rest was dropped by the global budget ({})", grew("rate_global"));
+    lab.stop_edge();
+}
+
+/// Conntrack exhaustion: every SYN a limit admits gets a conntrack entry, and a spoofed one
+/// is never completed — the kernel would keep it 120 s (SYN_SENT) or 60 s (SYN_RECV), so a
+/// long flood within the limits (a meter with room for each new source admits its first
+/// SYN) fills the host's table and then every new connection of the host is dropped. The
+/// firewall gives the connections it admits a half-open timeout of
+/// `HALF_OPEN_TIMEOUT_S` (10 s): tens of thousands of entries from a flood are gone seconds
+/// after it ends. The fill level shows in the admin API while it runs.
+#[test]
+fn a_floods_half_open_conntrack_entries_expire_within_seconds() {
+    if !can_run() {
+        return;
+    }
+    if !Command::new("hping3").arg("--version").output().is_ok_and(|o| o.status.success() || !o.stdout.is_empty()) {
+        crate::support::external::missing("FIREWALL", "hping3 is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "global_new_connections = \"200/second\"");
+    // A kept-alive connection may wait longer than the half-open timeout for its next request.
+    let text = std::fs::read_to_string(&config).unwrap().replacen("[server]\n", "[server]\nheader_read_timeout = \"30s\"\n", 1);
+    std::fs::write(&config, text).unwrap();
+    let mut lab = Lab::create();
+    lab.start_edge(&config);
+    // The live entries: the kernel lists no expired one (its count keeps them until its
+    // garbage collector passes, up to a minute later; a full table evicts them first).
+    let entries = || lab.edge(&["cat", "/proc/net/nf_conntrack"]).lines().count() as u64;
+    let before = entries();
+    let flood = crate::support::spawn_in_netns(
+        &lab.client_ns,
+        &["timeout", "4", "hping3", "-q", "-S", "--tcp-mss", "1460", "-p", &PORT.to_string(), "-i", "u100", "--rand-source", EDGE4],
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let view = lab.edge(&["curl", "-s", "-H", &format!("authorization: Bearer {ADMIN_TOKEN}"), "http://127.0.0.1:18181/api/v1/firewall"]);
+    let view: serde_json::Value = serde_json::from_str(&view).unwrap();
+    let shown = view["conntrack"]["entries"].as_u64().unwrap_or_else(|| panic!("no conntrack fill in {view}"));
+    assert!(view["conntrack"]["max"].as_u64().unwrap() > 0, "{view}");
+    let _ = { flood }.wait();
+    let flooded = entries();
+    // hping3 sends about 10,000 SYNs/s (fewer on a busy machine); each new source is
+    // admitted by its own bucket, so most of them reached conntrack.
+    assert!(flooded >= before + 5_000, "the flood reached conntrack ({before} entries before, {flooded} after)");
+    assert!(shown >= before + 1_000, "the admin API shows the fill while the flood runs ({shown})");
+    // SYN_SENT would keep them 120 s; with the firewall's timeout they are gone in about 10.
+    let mut left = flooded;
+    for _ in 0..60 {
+        std::thread::sleep(Duration::from_millis(250));
+        left = entries();
+        if left <= before + 50 {
+            break;
+        }
+    }
+    assert!(left <= before + 50, "half-open entries expire within seconds ({flooded} after the flood, {left} 15 s later)");
+    // Real connections are not cut short by it: a kept-alive one idle for longer than the
+    // half-open timeout still carries its next request (same local port: no reconnect).
+    let code = format!(
+        "import http.client,time\nc=http.client.HTTPConnection('{EDGE4}',{PORT},timeout=3)\n\
+         c.request('GET','/');c.getresponse().read();port=c.sock.getsockname()[1]\ntime.sleep(12)\n\
+         c.request('GET','/');r=c.getresponse();r.read()\nprint(r.status, c.sock is not None and c.sock.getsockname()[1]==port)\n"
+    );
+    assert_eq!(lab.client(&[PYTHON, "-c", &code]).trim(), "200 True", "a connection idle longer than the half-open timeout still works");
     lab.stop_edge();
 }
 
