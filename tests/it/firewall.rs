@@ -5,12 +5,15 @@
 //! python3-scapy (`firewall/probe.py`). Verdicts are read from the answers and from the
 //! table's named counters. Needs root, `nft`, `ip` and scapy; skipped with a message otherwise
 //! (`PORTCULLIS_REQUIRE_FIREWALL=1`, set by `.ci/run`, turns the skip into a failure).
+//! The status page's view of it, in a real browser, is in `firewall/page.rs`.
 
 use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use crate::support::ADMIN_TOKEN;
+
+mod page;
 
 const EDGE4: &str = "198.51.100.1";
 const EDGE6: &str = "2001:db8:f::1";

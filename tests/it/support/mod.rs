@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod browser;
 pub mod client;
 #[allow(dead_code, reason = "shared with the Redis store's unit tests, which use other parts")]
 pub mod external;
