@@ -34,7 +34,8 @@ async fn reload_counters(lab: &Lab, driver: &Driver) -> BTreeMap<String, u64> {
     driver.open(PAGE).await;
     let shown = shown_counters(driver).await;
     let after = lab.counters();
-    let mut kernel: Vec<&String> = after.keys().collect();
+    // The ownership mark counts nothing and is not shown.
+    let mut kernel: Vec<&String> = after.keys().filter(|name| *name != "portcullis_owned").collect();
     kernel.sort();
     assert_eq!(shown.keys().collect::<Vec<_>>(), kernel, "the page lists the kernel's counters");
     for (name, packets) in &shown {
@@ -84,6 +85,9 @@ async fn the_status_page_shows_the_firewall_its_kernel_counters_and_its_removal(
     assert_eq!(driver.text("p:has(> #firewall-ports)").await, about);
     assert_eq!(driver.text("#firewall-ports").await, PORT.to_string());
     assert!(!driver.page_source().await.contains("last apply/remove failed"));
+    let conntrack = driver.text("#conntrack").await;
+    let fill: Vec<u64> = conntrack.split(" of ").filter_map(|n| n.trim().parse().ok()).collect();
+    assert!(fill.len() == 2 && fill[1] > 0 && fill[0] <= fill[1], "the conntrack fill level: {conntrack:?}");
 
     // Three NULL packets (no flags), each dropped by the hardening rule: the page's count
     // moves by exactly three (nothing else sends such packets), and stays the kernel's.
@@ -102,6 +106,8 @@ async fn the_status_page_shows_the_firewall_its_kernel_counters_and_its_removal(
     assert_eq!(firewall(&lab, "remove")["applied"], false);
     driver.open(PAGE).await;
     assert_eq!(driver.text("#firewall").await, "NOT APPLIED");
+    // Down, it filters nothing: the ports are what it opens once applied, not "open ports".
+    assert_eq!(driver.text("p:has(> #firewall-ports)").await, format!("table inet {TABLE} on veth-e, ports it opens once applied {PORT}"));
     assert!(shown_counters(&driver).await.is_empty(), "not applied: no counters");
     assert!(!Lab::exec(&lab.edge_ns, &["nft", "list", "table", "inet", TABLE]).status.success(), "the table is gone");
 
