@@ -113,7 +113,9 @@ struct MirrorPorts {
 
 /// The firewall's view of the ports it opened, kept in step with the running listeners.
 struct Ports {
-    config: FirewallConfig,
+    /// The `[firewall]` section in force (a reload may change it, under `applied`'s lock;
+    /// never its table name).
+    config: arc_swap::ArcSwap<FirewallConfig>,
     ipv6_prefix: u8,
     log: FirewallLog,
     /// What the table in the kernel opens now (one update at a time).
@@ -189,7 +191,7 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<Kernel
             log.record(&format!("applied table={} reason=start ports={} took_ms={ports_ms}", firewall.table, ports_text(&ports)));
             log.record(&format!("applied table={table} reason=start bans={} took_ms={bans_ms}", bans.len()));
             let ports = Ports {
-                config: firewall.clone(),
+                config: arc_swap::ArcSwap::from_pointee(firewall.clone()),
                 ipv6_prefix,
                 log,
                 applied: tokio::sync::Mutex::new(ports),
@@ -241,9 +243,10 @@ impl KernelTable {
         let opened: Vec<SocketAddr> = ports.iter().copied().filter(|p| !applied.contains(p)).collect();
         let closed: Vec<SocketAddr> = applied.iter().copied().filter(|p| !ports.contains(p)).collect();
         let began = tokio::time::Instant::now();
-        let outcome = nft::run_nft(&firewall::render(&firewall.config, firewall.ipv6_prefix, &ports)).await;
+        let config = firewall.config.load();
+        let outcome = nft::run_nft(&firewall::render(&config, firewall.ipv6_prefix, &ports)).await;
         let took_ms = began.elapsed().as_millis();
-        let table = &firewall.config.table;
+        let table = &config.table;
         let reason = format!("reason={why} opened={} closed={}", ports_text(&opened), ports_text(&closed));
         match outcome {
             Ok(()) => {
@@ -302,7 +305,7 @@ impl KernelTable {
         if !firewall.in_kernel.swap(false, Ordering::SeqCst) {
             return; // the operator took it down already
         }
-        let table = &firewall.config.table;
+        let table = &firewall.config.load().table;
         let bans = self.mirror.remove().await;
         let rules = nft::run_nft(&format!("delete table inet {table}\n")).await;
         match rules.as_ref().and(bans.as_ref()) {
@@ -358,17 +361,18 @@ impl FirewallControl for KernelTable {
                 };
             };
             let applied = firewall.in_kernel.load(Ordering::SeqCst);
+            let config = firewall.config.load();
             let mut counters = std::collections::BTreeMap::new();
             if applied {
-                for table in [firewall.config.table.clone(), firewall::bans_table(&firewall.config.table)] {
+                for table in [config.table.clone(), firewall::bans_table(&config.table)] {
                     // The ownership mark counts nothing.
                     counters.extend(read_counters(&table).await.into_iter().filter(|(name, _)| name != firewall::OWNER_MARK));
                 }
             }
             FirewallView {
                 applied,
-                table: firewall.config.table.clone(),
-                interface: firewall.config.interface.clone(),
+                table: config.table.clone(),
+                interface: config.interface.clone(),
                 ports: ports_of(&firewall.applied.lock().await),
                 counters,
                 error: firewall.error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
@@ -384,6 +388,10 @@ impl FirewallControl for KernelTable {
     fn remove(&self) -> Pending<'_, Result<(), String>> {
         Box::pin(self.remove_because("admin-remove"))
     }
+
+    fn reconfigure(&self, next: Option<FirewallConfig>) -> Pending<'_, Result<bool, String>> {
+        Box::pin(self.reconfigure_to(next))
+    }
 }
 
 impl KernelTable {
@@ -394,7 +402,8 @@ impl KernelTable {
             return;
         }
         let Some(tables) = nft::list(&["list", "tables"]).await else { return };
-        if has_table(&tables, &firewall.config.table) && has_table(&tables, &firewall::bans_table(&firewall.config.table)) {
+        let table = &firewall.config.load().table;
+        if has_table(&tables, table) && has_table(&tables, &firewall::bans_table(table)) {
             return;
         }
         if let (Err(error), Some(runtime)) = (self.apply_because("reassert").await, firewall.runtime.upgrade()) {
@@ -406,16 +415,26 @@ impl KernelTable {
 
     async fn apply_because(&self, reason: &str) -> Result<(), String> {
         let Some(firewall) = &self.firewall else { return Err("the firewall is not enabled".to_string()) };
-        let Some(runtime) = firewall.runtime.upgrade() else { return Err("the edge is stopping".to_string()) };
         let mut applied = firewall.applied.lock().await;
+        self.apply_locked(firewall, &mut applied, reason).await
+    }
+
+    /// Replaces both tables (the caller holds `applied`'s lock). When the ban table fails
+    /// after the rules table went in while the firewall was down, the rules table is taken
+    /// out again: half a firewall (a default deny that no shutdown would remove) is never
+    /// left behind.
+    async fn apply_locked(&self, firewall: &Ports, applied: &mut Vec<SocketAddr>, reason: &str) -> Result<(), String> {
+        let Some(runtime) = firewall.runtime.upgrade() else { return Err("the edge is stopping".to_string()) };
         if self.stopping.load(Ordering::SeqCst) {
             return Err("the edge is stopping".to_string());
         }
+        let config = firewall.config.load_full();
         let ports = running_endpoints(&runtime.listeners.all());
         let began = tokio::time::Instant::now();
-        let mut outcome = nft::run_nft(&firewall::render(&firewall.config, firewall.ipv6_prefix, &ports)).await;
-        if outcome.is_ok() {
-            let (config, prefix, shield) = (firewall.config.clone(), firewall.ipv6_prefix, Arc::downgrade(&runtime.shield));
+        let mut outcome = nft::run_nft(&firewall::render(&config, firewall.ipv6_prefix, &ports)).await;
+        let rules_in = outcome.is_ok();
+        if rules_in {
+            let (config, prefix, shield) = (config.clone(), firewall.ipv6_prefix, Arc::downgrade(&runtime.shield));
             outcome = self
                 .mirror
                 .replace(move || {
@@ -425,7 +444,7 @@ impl KernelTable {
                 .await;
         }
         let took_ms = began.elapsed().as_millis();
-        let table = &firewall.config.table;
+        let table = &config.table;
         let result = match outcome {
             Ok(()) => {
                 firewall.in_kernel.store(true, Ordering::SeqCst);
@@ -434,6 +453,9 @@ impl KernelTable {
                 Ok(())
             }
             Err(error) => {
+                if rules_in && !firewall.in_kernel.load(Ordering::SeqCst) {
+                    let _ = nft::run_nft(&format!("delete table inet {table}\n")).await;
+                }
                 firewall.log.record(&format!("failed table={table} reason={reason} error={error}"));
                 Err(error.to_string())
             }
@@ -442,20 +464,48 @@ impl KernelTable {
         result
     }
 
+    /// A reload's `[firewall]` section: applied at once (both tables replaced) when it
+    /// changed; a renamed table, or the firewall switched off, needs a restart (the running
+    /// tables stay). While the operator has taken the firewall down, the new section is kept
+    /// for the next `apply`.
+    async fn reconfigure_to(&self, next: Option<FirewallConfig>) -> Result<bool, String> {
+        let Some(firewall) = &self.firewall else { return Err("the firewall was not applied at start".to_string()) };
+        let Some(next) = next else { return Err("switching [firewall] off needs a restart".to_string()) };
+        let mut applied = firewall.applied.lock().await;
+        let current = firewall.config.load_full();
+        if next.table != current.table {
+            return Err(format!("firewall.table changed ({} to {}): it needs a restart", current.table, next.table));
+        }
+        if *current == next {
+            return Ok(false);
+        }
+        firewall.config.store(Arc::new(next));
+        if !firewall.in_kernel.load(Ordering::SeqCst) {
+            return Ok(true); // taken down by the operator: the next apply uses it
+        }
+        if let Err(error) = self.apply_locked(firewall, &mut applied, "reload").await {
+            // The kernel kept the running tables (each replacement is one transaction).
+            firewall.config.store(current);
+            return Err(error);
+        }
+        Ok(true)
+    }
+
     async fn remove_because(&self, reason: &str) -> Result<(), String> {
         let Some(firewall) = &self.firewall else { return Err("the firewall is not enabled".to_string()) };
         let _applied = firewall.applied.lock().await;
+        let table = &firewall.config.load().table;
         let bans = self.mirror.remove().await;
-        let rules = nft::run_nft(&format!("delete table inet {}\n", firewall.config.table)).await;
-        firewall.in_kernel.store(false, Ordering::SeqCst);
-        let table = &firewall.config.table;
+        let rules = nft::run_nft(&format!("delete table inet {table}\n")).await;
         // A table already gone is what the operator asked for.
         let failure = [rules, bans].into_iter().filter_map(Result::err).map(|e| e.to_string()).find(|e| !e.contains("No such file"));
         let result = match failure {
             None => {
+                firewall.in_kernel.store(false, Ordering::SeqCst);
                 firewall.log.record(&format!("removed table={table} reason={reason}"));
                 Ok(())
             }
+            // Still counted as in the kernel: a retry, or the shutdown, deletes what is left.
             Some(error) => {
                 firewall.log.record(&format!("failed table={table} reason={reason} error={error}"));
                 Err(error)

@@ -40,12 +40,16 @@ pub(super) async fn reload_loop(
         runtime.metrics.reload(outcome.is_ok());
         let answer = match outcome {
             Ok(next) => {
+                let firewall_changed = next.firewall != current.firewall;
                 current = next.clone();
                 runtime.set_config(next);
                 runtime.error_log.warn("configuration reloaded");
                 // Files a reload does not rebuild (the SIP listeners' CA and CRL) are re-read.
                 if let Err(error) = runtime.control.reload_files() {
                     runtime.error_log.error(&format!("TLS files not reloaded, the running ones stay: {error}"));
+                }
+                if firewall_changed {
+                    reconfigure_firewall(&runtime, current.firewall.clone()).await;
                 }
                 if let Some(admin) = &admin {
                     *admin.last_reload_errors.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -74,9 +78,6 @@ fn reload_once(
 ) -> Result<Arc<Config>, Vec<String>> {
     let Some(path) = &current.source else { return Err(vec!["configuration was not read from a file".to_string()]) };
     let next = Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    if next.firewall != current.firewall {
-        edge.runtime.error_log.warn("[firewall] changes need a restart; the firewall stays as it is");
-    }
     if next.protection.ipv6_prefix != current.protection.ipv6_prefix
         && (current.firewall.is_some() || current.protection.nftables_table.is_some())
     {
@@ -120,4 +121,20 @@ fn reload_once(
     }
     http_listeners.commit(listener_change, &next.server);
     Ok(next)
+}
+
+/// Puts a reload's changed `[firewall]` section in force (rates, exemptions, load balancers,
+/// hardening, interface: both tables replaced, recorded in `firewall.log` as
+/// `reason=reload`); what it cannot change live (the table's name, switching it on or off, or
+/// a firewall that was not applied at start) is said in `error.log` and waits for a restart.
+async fn reconfigure_firewall(runtime: &crate::runtime::Runtime, next: Option<crate::config::FirewallConfig>) {
+    let Some(firewall) = runtime.firewall.get() else {
+        runtime.error_log.warn("[firewall] changed: it was not applied at start, so the change needs a restart");
+        return;
+    };
+    match firewall.reconfigure(next).await {
+        Ok(true) => runtime.error_log.warn("[firewall] changed: applied (both tables replaced)"),
+        Ok(false) => {}
+        Err(error) => runtime.error_log.warn(&format!("[firewall] change not applied: {error}; the firewall stays as it is")),
+    }
 }

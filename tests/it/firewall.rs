@@ -548,7 +548,8 @@ fn a_floods_half_open_conntrack_entries_expire_within_seconds() {
 
 /// A reload that adds a listener opens its port within a second (firewall.log says so), one
 /// that removes it closes it again; a listener that cannot bind fails the whole reload, and
-/// its port never opens.
+/// its port never opens. A changed `[firewall]` section is applied by a reload (here:
+/// load balancers only, and back); a renamed table waits for a restart.
 #[test]
 fn a_reload_adds_and_removes_a_listener_and_its_port_follows() {
     if !can_run() {
@@ -613,8 +614,28 @@ fn a_reload_adds_and_removes_a_listener_and_its_port_follows() {
     assert!(!lab.connects(CLIENT4, EDGE4, 8081), "nothing of the refused reload was applied");
     assert!(!lab.connects(CLIENT4, EDGE4, 8082), "the firewall did not open the port it could not bind");
 
+    // A changed [firewall] section is in force at once: load balancers only, then back.
+    let lb_only = base.replace("load_balancers = [", "load_balancers_only = true\nload_balancers = [");
+    std::fs::write(&config, &lb_only).unwrap();
+    assert_eq!(reload(&lab), "200");
+    assert!(!lab.connects(CLIENT4, EDGE4, PORT), "after the reload only the load balancer may connect");
+    assert!(lab.connects(LB4, EDGE4, PORT), "the load balancer still connects");
+    assert!(lab.edge(&["nft", "list", "chain", "inet", TABLE, "new_connections"]).contains("not_load_balancer"));
+    // A renamed table needs a restart: the running one stays as it is.
+    std::fs::write(&config, lb_only.replace(&format!("table = \"{TABLE}\""), "table = \"pc_fw_other\"")).unwrap();
+    assert_eq!(reload(&lab), "200");
+    assert!(!Lab::exec(&lab.edge_ns, &["nft", "list", "table", "inet", "pc_fw_other"]).status.success(), "no second table");
+    assert!(!lab.connects(CLIENT4, EDGE4, PORT), "the running table is unchanged");
+    std::fs::write(&config, &base).unwrap();
+    assert_eq!(reload(&lab), "200");
+    assert!(lab.connects(CLIENT4, EDGE4, PORT), "back to the first section: everyone may connect");
+    let errors = std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap();
+    assert!(errors.contains("[firewall] changed: applied"), "{errors}");
+    assert!(errors.contains("firewall.table changed (pc_fw_test to pc_fw_other): it needs a restart"), "{errors}");
+
     lab.stop_edge();
     let log = std::fs::read_to_string(dir.path().join("logs/firewall.log")).unwrap();
+    assert_eq!(log.matches("reason=reload ").count(), 2, "both changes recorded: {log}");
     assert!(log.contains("reason=listeners opened=8081 closed=none"), "{log}");
     assert!(log.contains("reason=listeners opened=none closed=8081"), "{log}");
     assert!(!log.contains("8082"), "{log}");
