@@ -267,7 +267,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             federation.follow(changes, async move { drain.signalled().await }).await
         });
     }
-    sip::start(&config, &runtime, sip_bound, &services)?;
+    let sip_listeners = Arc::new(sip::start(&config, &runtime, sip_bound, &services)?);
     let mut listeners = Vec::new();
     for bound in bound {
         listeners.push((bound.entry.name.to_string(), bound.entry.address));
@@ -299,8 +299,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_state = Some(state);
     }
     {
-        let (config, edge, acceptor, http_listeners) = (config.clone(), edge.clone(), acceptor.clone(), http_listeners.clone());
-        services.start("reload", move |drain| reload::reload_loop(reload_rx, config, edge, acceptor, admin_state, http_listeners, drain));
+        let (config, edge, acceptor) = (config.clone(), edge.clone(), acceptor.clone());
+        let listeners = reload::ReloadedListeners { http: http_listeners.clone(), sip: sip_listeners };
+        services.start("reload", move |drain| reload::reload_loop(reload_rx, config, edge, acceptor, admin_state, listeners, drain));
     }
     if let Some(paths) = &certificate {
         if paths.origin == cert::CertOrigin::SelfSigned {

@@ -16,7 +16,13 @@ use crate::http::gateway::Edge;
 use crate::operate::cert;
 use crate::runtime::services::Drain;
 
-use super::listeners;
+use super::{listeners, sip};
+
+/// The listeners a reload may add or remove.
+pub(super) struct ReloadedListeners {
+    pub(super) http: Arc<listeners::HttpListeners>,
+    pub(super) sip: Arc<sip::SipListeners>,
+}
 
 pub(super) async fn reload_loop(
     mut requests: mpsc::Receiver<ReloadRequest>,
@@ -24,7 +30,7 @@ pub(super) async fn reload_loop(
     edge: Arc<Edge>,
     acceptor: Option<Arc<ArcSwap<TlsAcceptor>>>,
     admin: Option<Arc<AdminState>>,
-    http_listeners: Arc<listeners::HttpListeners>,
+    listeners: ReloadedListeners,
     mut drain: Drain,
 ) {
     let runtime = edge.runtime.clone();
@@ -36,7 +42,7 @@ pub(super) async fn reload_loop(
             },
             () = drain.signalled() => return,
         };
-        let outcome = reload_once(&current, &edge, acceptor.as_deref(), admin.as_deref(), &http_listeners);
+        let outcome = reload_once(&current, &edge, acceptor.as_deref(), admin.as_deref(), &listeners);
         runtime.metrics.reload(outcome.is_ok());
         let answer = match outcome {
             Ok(next) => {
@@ -74,7 +80,7 @@ fn reload_once(
     edge: &Edge,
     acceptor: Option<&ArcSwap<TlsAcceptor>>,
     admin: Option<&AdminState>,
-    http_listeners: &listeners::HttpListeners,
+    listeners: &ReloadedListeners,
 ) -> Result<Arc<Config>, Vec<String>> {
     let Some(path) = &current.source else { return Err(vec!["configuration was not read from a file".to_string()]) };
     let next = Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
@@ -109,7 +115,8 @@ fn reload_once(
     let gateway = edge.build_gateway(next.clone()).map_err(|e| vec![e.to_string()])?;
     // Last of the fallible steps: new listeners are bound (their ports registered), so nothing
     // may fail after this.
-    let listener_change = http_listeners.prepare(&next)?;
+    let listener_change = listeners.http.prepare(&next)?;
+    let sip_change = listeners.sip.prepare(&next)?;
     if let (Some(acceptor), Some(tls_config)) = (acceptor, tls_config) {
         acceptor.store(Arc::new(TlsAcceptor::from(tls_config)));
     }
@@ -119,7 +126,8 @@ fn reload_once(
     if let (Some(admin), Some(admin_cfg)) = (admin, &next.admin) {
         admin.token.store(Arc::new(admin_cfg.token.clone()));
     }
-    http_listeners.commit(listener_change, &next.server);
+    listeners.http.commit(listener_change, &next.server);
+    listeners.sip.commit(sip_change, &next);
     Ok(next)
 }
 

@@ -1,12 +1,18 @@
 //! Wiring of the SIP front end: its listeners bound (with the other sockets, before anything
 //! is served), their TLS profiles (the partners' CA and CRL), the client TLS toward the next
-//! hop and toward partners, and their accept loops started as services.
+//! hop and toward partners, and their accept loops started as services; while it runs, a
+//! reload adds listeners (new names: bound all-or-nothing with the reload, then started) and
+//! removes them (they stop accepting, close their port — so the firewall closes it too —
+//! and let their connections finish). A listener whose settings changed under the same name
+//! keeps running as it is until a restart (said in `error.log`).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
@@ -34,19 +40,9 @@ pub(super) struct BoundSip {
 pub(super) fn bind(config: &Config, runtime: &Runtime) -> anyhow::Result<Vec<BoundSip>> {
     let mut bound = Vec::new();
     for l in &config.sip.listeners {
-        let socket = listener::bind(l.address).with_context(|| format!("sip.listener {:?}: cannot bind {}", l.name, l.address))?;
-        let protocol = if l.transport == SipTransport::Tls { Protocol::SipTls } else { Protocol::SipTcp };
-        let entry = Bound { name: Arc::from(l.name.as_str()), address: socket.local_addr()?, protocol };
-        let tls = match l.transport {
-            SipTransport::Tcp => None,
-            SipTransport::Tls => {
-                let profile = profile(config, l)?;
-                let acceptor = profile.acceptor().with_context(|| format!("sip.listener {:?}", l.name))?;
-                Some((profile, Arc::new(ArcSwap::from_pointee(acceptor))))
-            }
-        };
-        runtime.listeners.add(entry.clone());
-        bound.push(BoundSip { config: l.clone(), socket, entry, tls });
+        let one = bind_one(config, l)?;
+        runtime.listeners.add(one.entry.clone());
+        bound.push(one);
     }
     // The client TLS files are read now too, so an unusable one stops the start before
     // anything is served.
@@ -58,6 +54,22 @@ pub(super) fn bind(config: &Config, runtime: &Runtime) -> anyhow::Result<Vec<Bou
         profile.client_config().context("sip.listener: TLS toward partners")?;
     }
     Ok(bound)
+}
+
+/// Binds one SIP listener and builds its TLS acceptor (not registered yet).
+fn bind_one(config: &Config, l: &SipListenerConfig) -> anyhow::Result<BoundSip> {
+    let socket = listener::bind(l.address).with_context(|| format!("sip.listener {:?}: cannot bind {}", l.name, l.address))?;
+    let protocol = if l.transport == SipTransport::Tls { Protocol::SipTls } else { Protocol::SipTcp };
+    let entry = Bound { name: Arc::from(l.name.as_str()), address: socket.local_addr()?, protocol };
+    let tls = match l.transport {
+        SipTransport::Tcp => None,
+        SipTransport::Tls => {
+            let profile = profile(config, l)?;
+            let acceptor = profile.acceptor().with_context(|| format!("sip.listener {:?}", l.name))?;
+            Some((profile, Arc::new(ArcSwap::from_pointee(acceptor))))
+        }
+    };
+    Ok(BoundSip { config: l.clone(), socket, entry, tls })
 }
 
 /// The TLS profile of a SIP listener: its own certificate or the web one, no ALPN, and the
@@ -102,21 +114,52 @@ fn client_profiles(config: &Config, bound: &[BoundSip]) -> (Option<ClientProfile
     (next_hop, partners)
 }
 
+/// The running SIP listeners, by name, and the front end they feed (none when no SIP
+/// listener or no next hop was configured at start: adding one then needs a restart).
+pub(super) struct SipListeners {
+    runtime: Arc<Runtime>,
+    services: Arc<Services>,
+    edge: Option<Arc<SipEdge>>,
+    running: Mutex<BTreeMap<String, RunningSip>>,
+}
+
+struct RunningSip {
+    config: SipListenerConfig,
+    /// Set to stop this listener alone.
+    stop: watch::Sender<bool>,
+}
+
+/// What a reload changes: SIP listeners to start (bound already) and names to stop.
+pub(super) struct SipChange {
+    start: Vec<BoundSip>,
+    stop: Vec<String>,
+}
+
+/// The address the edge writes in its Via and Record-Route for listener `b`.
+fn hop_of(config: &Config, b: &BoundSip) -> Hop {
+    Hop {
+        host: if b.entry.address.ip().is_unspecified() { config.server.name.clone() } else { b.entry.address.ip().to_string() },
+        port: b.entry.address.port(),
+        transport: if b.config.transport == SipTransport::Tls { Transport::Tls } else { Transport::Tcp },
+    }
+}
+
 /// Serves the bound SIP listeners: one SIP front end (registered with the runtime's control,
 /// so the admin API's refresh and every applied reload re-read its TLS files; its accept
 /// loops keep it alive, and it keeps its connection to the next hop open), an accept loop per
 /// listener. An unusable client TLS file (`next_hop_ca`) stops the start.
-pub(super) fn start(config: &Config, runtime: &Arc<Runtime>, bound: Vec<BoundSip>, services: &Services) -> anyhow::Result<()> {
-    let Some(next_hop) = config.sip.next_hop.clone() else { return Ok(()) };
+pub(super) fn start(
+    config: &Config,
+    runtime: &Arc<Runtime>,
+    bound: Vec<BoundSip>,
+    services: &Arc<Services>,
+) -> anyhow::Result<SipListeners> {
+    let mut listeners = SipListeners { runtime: runtime.clone(), services: services.clone(), edge: None, running: Mutex::default() };
+    let Some(next_hop) = config.sip.next_hop.clone() else { return Ok(listeners) };
     if bound.is_empty() {
-        return Ok(());
+        return Ok(listeners);
     }
-    let hop_of = |b: &BoundSip| Hop {
-        host: if b.entry.address.ip().is_unspecified() { config.server.name.clone() } else { b.entry.address.ip().to_string() },
-        port: b.entry.address.port(),
-        transport: if b.config.transport == SipTransport::Tls { Transport::Tls } else { Transport::Tcp },
-    };
-    let hops: Vec<Hop> = bound.iter().map(hop_of).collect();
+    let hops: Vec<Hop> = bound.iter().map(|b| hop_of(config, b)).collect();
     let tls = bound.iter().filter_map(|b| b.tls.clone()).collect();
     let (next_hop_tls, partner_tls) = client_profiles(config, &bound);
     let edge = SipEdge::new(runtime.clone(), next_hop, config.sip.record_route, config.sip.max_message_bytes, hops, tls)
@@ -126,14 +169,75 @@ pub(super) fn start(config: &Config, runtime: &Arc<Runtime>, bound: Vec<BoundSip
     edge.keep_next_hop_open();
     let front_end: Arc<dyn crate::runtime::control::FrontEnd> = edge.clone();
     runtime.control.register(&front_end);
+    listeners.edge = Some(edge);
     for b in bound {
-        let hop = hop_of(&b);
+        listeners.serve(config, b);
+    }
+    Ok(listeners)
+}
+
+impl SipListeners {
+    /// Starts accepting on `b` (registered already).
+    fn serve(&self, config: &Config, b: BoundSip) {
+        let Some(edge) = &self.edge else { return };
+        let hop = hop_of(config, &b);
         tracing::info!("SIP listener {} on {} ({})", b.config.name, b.entry.address, b.entry.protocol.as_str());
         let connections = SipConnections::new(edge.clone(), hop, b.tls.map(|(_, acceptor)| acceptor), config.server.header_read_timeout);
-        let (runtime, cap) = (runtime.clone(), config.server.max_connections);
-        services.start(format!("sip listener {}", b.config.name), move |drain| {
-            accept::run(runtime, b.entry, b.socket, cap, connections, drain)
-        });
+        let (runtime, cap) = (self.runtime.clone(), config.server.max_connections);
+        let (stop, drain) = self.services.stoppable();
+        let (entry, socket) = (b.entry, b.socket);
+        self.services
+            .start(format!("sip listener {}", b.config.name), move |_| accept::run(runtime, entry, socket, cap, connections, drain));
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(b.config.name.clone(), RunningSip { config: b.config, stop });
     }
-    Ok(())
+
+    /// Binds the SIP listeners `next` adds; `Err` (nothing bound, nothing changed) when one
+    /// cannot be. Changed settings under a running name are reported, not applied.
+    pub(super) fn prepare(&self, next: &Config) -> Result<SipChange, Vec<String>> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut start, mut errors) = (Vec::new(), Vec::new());
+        for l in &next.sip.listeners {
+            match running.get(&l.name) {
+                Some(current) if current.config != *l => self.runtime.error_log.warn(&format!(
+                    "sip.listener {:?} changed: it keeps its running settings until a restart (add it under a new name to switch without one)",
+                    l.name
+                )),
+                Some(_) => {}
+                None if self.edge.is_none() => errors.push(format!(
+                    "sip.listener {:?}: adding a SIP listener needs a restart when no SIP front end ran at start (no listener or no next_hop then)",
+                    l.name
+                )),
+                None => match bind_one(next, l) {
+                    Ok(bound) => start.push(bound),
+                    Err(error) => errors.push(format!("{error:#}")),
+                },
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors); // the sockets bound so far close with `start`
+        }
+        let stop = running.keys().filter(|name| !next.sip.listeners.iter().any(|l| &l.name == *name)).cloned().collect();
+        Ok(SipChange { start, stop })
+    }
+
+    /// Starts and stops what `prepare` found (after the new configuration is in force).
+    pub(super) fn commit(&self, change: SipChange, next: &Config) {
+        for name in change.stop {
+            if let Some(listener) = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&name) {
+                self.runtime
+                    .error_log
+                    .warn(&format!("sip.listener {name:?} removed by the reload: it stops accepting, its connections finish"));
+                let _ = listener.stop.send(true);
+            }
+        }
+        for bound in change.start {
+            self.runtime.error_log.warn(&format!("sip.listener {:?} added by the reload on {}", bound.config.name, bound.entry.address));
+            if let Some(edge) = &self.edge {
+                edge.add_listener(hop_of(next, &bound), bound.tls.clone());
+            }
+            // Registered now: the firewall opens its port as the accept loop starts.
+            self.runtime.listeners.add(bound.entry.clone());
+            self.serve(next, bound);
+        }
+    }
 }

@@ -88,10 +88,12 @@ pub struct SipEdge {
     /// How long one message may take to arrive once its first byte has (a slow sender holding
     /// a connection with a message that never ends: `[server] header_read_timeout`).
     message_timeout: Duration,
-    /// The edge's own Via identities (one per listener), to recognise responses.
-    hops: Vec<Hop>,
+    /// The edge's own Via identities (one per listener, a reload may add one; a removed
+    /// listener's stays, so late responses through it still find their way), to recognise
+    /// responses.
+    hops: ArcSwap<Vec<Hop>>,
     /// The TLS listeners' profiles and acceptors (a changed CRL is swapped in on reload).
-    tls: Vec<(TlsProfile, Arc<ArcSwap<TlsAcceptor>>)>,
+    tls: Mutex<Vec<(TlsProfile, Arc<ArcSwap<TlsAcceptor>>)>>,
     registrations: Registrations,
     dialogs: Dialogs,
     counters: SipCounters,
@@ -127,8 +129,8 @@ impl SipEdge {
             limits: StreamLimits::new(max_message_bytes),
             idle_timeout,
             message_timeout,
-            hops,
-            tls,
+            hops: ArcSwap::from_pointee(hops),
+            tls: Mutex::new(tls),
             registrations: Registrations::default(),
             dialogs: Dialogs::default(),
             clients: Mutex::new(HashMap::new()),
@@ -213,7 +215,7 @@ impl SipEdge {
         if message.is_request() {
             return; // requests from the inside go to `from_inside`
         }
-        let Some(target) = self.hops.iter().find_map(|hop| proxy::return_response(&mut message, hop)) else { return };
+        let Some(target) = self.hops.load().iter().find_map(|hop| proxy::return_response(&mut message, hop)) else { return };
         let now = Instant::now();
         self.registrations.note(&message, now);
         let repeated = self.dialogs.note(&message, now);
@@ -445,12 +447,28 @@ impl SipEdge {
         Some(bytes)
     }
 
+    /// A listener a reload added: its Via identity, and its TLS profile (re-read with the
+    /// others on refresh and reload).
+    pub fn add_listener(&self, hop: Hop, tls: Option<(TlsProfile, Arc<ArcSwap<TlsAcceptor>>)>) {
+        self.hops.rcu(|hops| {
+            let mut hops = Vec::clone(hops);
+            if !hops.contains(&hop) {
+                hops.push(hop.clone());
+            }
+            hops
+        });
+        if let Some(tls) = tls {
+            self.tls.lock().unwrap_or_else(|p| p.into_inner()).push(tls);
+        }
+    }
+
     /// Re-reads every TLS listener's certificate, key, CA and CRL and swaps the acceptors:
     /// new handshakes see a new CRL, established connections keep running. On an error the
     /// listener keeps its running acceptor.
     pub fn reload_tls(&self) -> Result<(), TlsError> {
         let mut outcome = Ok(());
-        for (profile, acceptor) in &self.tls {
+        let tls = self.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (profile, acceptor) in &tls {
             if let Err(error) = profile.reload(acceptor)
                 && outcome.is_ok()
             {

@@ -548,7 +548,7 @@ fn a_floods_half_open_conntrack_entries_expire_within_seconds() {
 
 /// A reload that adds a listener opens its port within a second (firewall.log says so), one
 /// that removes it closes it again; a listener that cannot bind fails the whole reload, and
-/// its port never opens. A changed `[firewall]` section is applied by a reload (here:
+/// its port never opens. SIP listeners alike. A changed `[firewall]` section is applied by a reload (here:
 /// load balancers only, and back); a renamed table waits for a restart.
 #[test]
 fn a_reload_adds_and_removes_a_listener_and_its_port_follows() {
@@ -557,7 +557,10 @@ fn a_reload_adds_and_removes_a_listener_and_its_port_follows() {
     }
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
-    let base = std::fs::read_to_string(&config).unwrap();
+    // A SIP listener too (its next hop need not answer: only its port is watched here).
+    let sip = "[[sip.listener]]\nname = \"partners\"\naddress = \"0.0.0.0:5070\"\ntransport = \"tcp\"\n";
+    let base = format!("{}[sip]\nnext_hop = \"sip:127.0.0.1:5099;transport=tcp\"\n{sip}", std::fs::read_to_string(&config).unwrap());
+    std::fs::write(&config, &base).unwrap();
     let mut lab = Lab::create();
     lab.start_edge(&config);
     let reload = |lab: &Lab| -> String {
@@ -579,9 +582,9 @@ fn a_reload_adds_and_removes_a_listener_and_its_port_follows() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let within_a_second = |lab: &Lab, open: bool| {
+    let port_within_a_second = |lab: &Lab, port: u16, open: bool| {
         (0..10).any(|_| {
-            lab.connects(CLIENT4, EDGE4, 8081) == open || {
+            lab.connects(CLIENT4, EDGE4, port) == open || {
                 std::thread::sleep(Duration::from_millis(100));
                 false
             }
@@ -592,14 +595,28 @@ fn a_reload_adds_and_removes_a_listener_and_its_port_follows() {
     let extra = "[[listener]]\nname = \"extra\"\naddress = \"0.0.0.0:8081\"\n";
     std::fs::write(&config, base.replace("[admin]", &format!("{extra}[admin]"))).unwrap();
     assert_eq!(reload(&lab), "200");
-    assert!(within_a_second(&lab, true), "the added listener's port opens");
+    assert!(port_within_a_second(&lab, 8081, true), "the added listener's port opens");
     let page = lab.client(&["curl", "-s", "--interface", CLIENT4, &format!("http://{EDGE4}:8081/index.html")]);
     assert_eq!(page, "hello\n", "and it serves");
 
     std::fs::write(&config, &base).unwrap();
     assert_eq!(reload(&lab), "200");
-    assert!(within_a_second(&lab, false), "the removed listener's port closes");
+    assert!(port_within_a_second(&lab, 8081, false), "the removed listener's port closes");
     assert!(lab.connects(CLIENT4, EDGE4, PORT), "the others stay open");
+
+    // SIP listeners alike: one added (its port opens), the first removed (its port closes).
+    assert!(lab.connects(CLIENT4, EDGE4, 5070), "the SIP listener's port is open");
+    let sip_added = "[[sip.listener]]\nname = \"partners2\"\naddress = \"0.0.0.0:5071\"\ntransport = \"tcp\"\n";
+    std::fs::write(&config, format!("{base}{sip_added}")).unwrap();
+    assert_eq!(reload(&lab), "200");
+    assert!(port_within_a_second(&lab, 5071, true), "the added SIP listener's port opens");
+    std::fs::write(&config, format!("{}{sip_added}", base.replace(sip, ""))).unwrap();
+    assert_eq!(reload(&lab), "200");
+    assert!(port_within_a_second(&lab, 5070, false), "the removed SIP listener's port closes");
+    assert!(lab.connects(CLIENT4, EDGE4, 5071), "the other SIP listener stays open");
+    std::fs::write(&config, &base).unwrap();
+    assert_eq!(reload(&lab), "200");
+    assert!(port_within_a_second(&lab, 5070, true) && port_within_a_second(&lab, 5071, false), "and back");
 
     // A port something else holds: the reload is refused as a whole.
     let held = crate::support::spawn_in_netns(
@@ -638,6 +655,8 @@ fn a_reload_adds_and_removes_a_listener_and_its_port_follows() {
     assert_eq!(log.matches("reason=reload ").count(), 2, "both changes recorded: {log}");
     assert!(log.contains("reason=listeners opened=8081 closed=none"), "{log}");
     assert!(log.contains("reason=listeners opened=none closed=8081"), "{log}");
+    assert!(log.contains("reason=listeners opened=5071 closed=none"), "{log}");
+    assert!(log.contains("reason=listeners opened=none closed=5070"), "{log}");
     assert!(!log.contains("8082"), "{log}");
 }
 

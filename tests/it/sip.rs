@@ -437,3 +437,61 @@ async fn one_source_cannot_take_every_sip_connection() {
     assert!(freed, "the source's connections are counted down as they close");
     edge.stop().await;
 }
+
+/// A reload adds a SIP listener (a new name: bound, registered, served — a partner's
+/// MESSAGEs through it reach the next hop and every answer comes back) and removes one (it
+/// stops accepting; its port closes). A listener that cannot bind fails the whole reload.
+#[tokio::test]
+async fn a_reload_adds_and_removes_sip_listeners() {
+    if !sipp_available() {
+        return missing("SIPP", "sipp (Debian's sip-tester) is not installed");
+    }
+    let uas_port = free_port();
+    let _uas = start_uas(uas_port);
+    wait_listening(uas_port).await;
+    let (_up, edge, first) = sip_edge_with(uas_port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
+    let base = std::fs::read_to_string(&edge.config_path).unwrap();
+    let auth = format!("Bearer {}", crate::support::ADMIN_TOKEN);
+    let reload = || async {
+        crate::support::client::h1(edge.admin, "POST", "/api/v1/reload", &[("authorization", &auth)], bytes::Bytes::new()).await
+    };
+    let second_port = free_port();
+    let second_block = format!("[[sip.listener]]\nname = \"second\"\naddress = \"127.0.0.1:{second_port}\"\ntransport = \"tcp\"\n");
+    std::fs::write(&edge.config_path, format!("{base}{second_block}")).unwrap();
+    let reply = reload().await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let second: SocketAddr = format!("127.0.0.1:{second_port}").parse().unwrap();
+    let args = ["-s", "alice", "-key", "fromdom", "partner.example", "-m", "10", "-r", "50", "-recv_timeout", "5000", "-timeout", "20s"];
+    run_uac("uac-message-200.xml", second, 30, &args, "every MESSAGE through the added listener got its 200").await;
+    let registered = |port: u16| edge.running().runtime.listeners.all().iter().any(|b| b.address.port() == port);
+    assert!(registered(second_port), "the added listener is registered (the firewall opens its port)");
+
+    // The first one removed: it stops accepting and leaves the registry; the second serves on.
+    let first_block = "[[sip.listener]]\nname = \"partners\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n";
+    assert!(base.contains(first_block), "{base}");
+    std::fs::write(&edge.config_path, format!("{}{second_block}", base.replace(first_block, ""))).unwrap();
+    let reply = reload().await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let closed =
+        crate::support::eventually_async(Duration::from_secs(2), || async move { tokio::net::TcpStream::connect(first).await.is_err() })
+            .await;
+    assert!(closed, "the removed listener's port closes");
+    assert!(!registered(first.port()), "and leaves the registry");
+    run_uac("uac-message-200.xml", second, 30, &args, "the remaining listener still serves").await;
+
+    // A port in use: the whole reload is refused, nothing of it applied.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held_port = held.local_addr().unwrap().port();
+    let clash = format!("[[sip.listener]]\nname = \"clash\"\naddress = \"127.0.0.1:{held_port}\"\ntransport = \"tcp\"\n");
+    let third_port = free_port();
+    let third = format!("[[sip.listener]]\nname = \"third\"\naddress = \"127.0.0.1:{third_port}\"\ntransport = \"tcp\"\n");
+    std::fs::write(&edge.config_path, format!("{}{second_block}{third}{clash}", base.replace(first_block, ""))).unwrap();
+    let reply = reload().await;
+    assert_eq!(reply.status, 400, "a SIP listener that cannot bind fails the reload: {}", reply.body);
+    assert!(reply.body.contains("sip.listener \\\"clash\\\": cannot bind"), "{}", reply.body);
+    assert!(!registered(third_port) && tokio::net::TcpStream::connect(("127.0.0.1", third_port)).await.is_err(), "nothing of it applied");
+    let log = edge.log_once("error.log", "sip.listener \"partners\" removed by the reload").await;
+    assert!(log.contains("sip.listener \"second\" added by the reload on 127.0.0.1:"), "{log}");
+    drop(held);
+    edge.stop().await;
+}

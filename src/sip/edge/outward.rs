@@ -229,11 +229,11 @@ impl SipEdge {
     /// goes, the edge's listener it leaves as, and the name the partner's certificate must
     /// carry; or the answer for the inside.
     fn prepare_outward(&self, message: &mut SipMessage, source: SocketAddr) -> Result<(Destination, Hop, String), Answer> {
-        route::strip_own_routes(message, &self.hops).map_err(|_| Answer { status: 400, reason: "Bad Request" })?;
+        route::strip_own_routes(message, &self.hops.load()).map_err(|_| Answer { status: 400, reason: "Bad Request" })?;
         let destination = route::destination(message)?;
         // Addressed to the edge itself: an OPTIONS keep-alive (call control checking its trunk)
         // is answered; anything else would only come back in.
-        if self.hops.iter().any(|hop| hop.host.eq_ignore_ascii_case(&destination.host) && hop.port == destination.port) {
+        if self.hops.load().iter().any(|hop| hop.host.eq_ignore_ascii_case(&destination.host) && hop.port == destination.port) {
             let options = message.method().as_deref() == Some("OPTIONS");
             return Err(if options { Answer { status: 200, reason: "OK" } } else { Answer { status: 482, reason: "Loop Detected" } });
         }
@@ -247,7 +247,8 @@ impl SipEdge {
         if destination.transport == Transport::Tls && self.outward.partner_tls.is_none() {
             return Err(unavailable); // no TLS listener: no certificate to present
         }
-        let hop = self.hops.iter().find(|h| h.transport == destination.transport).or(self.hops.first()).ok_or(unavailable)?.clone();
+        let hops = self.hops.load();
+        let hop = hops.iter().find(|h| h.transport == destination.transport).or(hops.first()).ok_or(unavailable)?.clone();
         proxy::forward_request(message, &hop, source, 0, self.record_route)?;
         self.seal_top_via(message).map_err(|_| Answer { status: 400, reason: "Bad Request" })?;
         let edge_name = domain.and_then(|domain| self.runtime.federation.edge_of(&domain));
@@ -318,7 +319,7 @@ impl SipEdge {
     pub(super) async fn response_from_partner(self: &Arc<Self>, mut message: SipMessage) {
         let top = message.fields("Via").into_iter().next().and_then(|field| values(&field).next().map(str::to_string)).unwrap_or_default();
         let sealed = param(&top, "branch").is_some_and(|branch| param(&top, "pc") == Some(self.outward.seal_of(branch).as_str()));
-        if !sealed || !self.hops.iter().any(|hop| proxy::return_response(&mut message, hop).is_some()) {
+        if !sealed || !self.hops.load().iter().any(|hop| proxy::return_response(&mut message, hop).is_some()) {
             return;
         }
         // A call the inside placed (or ended) counts among the calls in progress.
