@@ -16,7 +16,9 @@
 //! combinations and uncommon MSS values, and limits RSTs (before conntrack: an RST without a
 //! connection is "invalid" and would never reach a limit after it), then drops invalid
 //! conntrack state and new connections that do not start with a SYN. IPv4 echo is dropped;
-//! ICMPv6 neighbour discovery and packet-too-big always pass (IPv6 breaks without them).
+//! ICMPv6 neighbour discovery and packet-too-big always pass (IPv6 breaks without them). New
+//! connections the host would forward from the external interface (DNAT, published container
+//! ports) are dropped as well.
 //!
 //! Every drop has a named counter (`nft list counters`), read by status.
 
@@ -64,9 +66,10 @@ pub const COUNTERS: [&str; 14] = [
     "not_load_balancer",
     "rate_per_source",
 ];
-/// Counters beside [`COUNTERS`]: the global budget, the closed ports, what was admitted, and
-/// the ICMPv6 that always passes (neighbour discovery, packet-too-big and other errors).
-pub const MORE_COUNTERS: [&str; 4] = ["rate_global", "closed", "accepted", "icmpv6_kept"];
+/// Counters beside [`COUNTERS`]: the global budget, the closed ports, new connections the
+/// host would forward (DNAT, published container ports), what was admitted, and the ICMPv6
+/// that always passes (neighbour discovery, packet-too-big and other errors).
+pub const MORE_COUNTERS: [&str; 5] = ["rate_global", "closed", "forwarded", "accepted", "icmpv6_kept"];
 
 /// A counter both tables carry so a start can tell its own tables from an operator's table of
 /// the same name (which it must never replace).
@@ -237,7 +240,14 @@ pub fn render(config: &FirewallConfig, ipv6_prefix: u8, endpoints: &[SocketAddr]
     if !config.hardening {
         let _ = writeln!(s, "\t\tmeta l4proto icmp accept");
     }
-    let _ = writeln!(s, "\t\tcounter name closed drop\n\t}}\n}}");
+    let _ = writeln!(s, "\t\tcounter name closed drop\n\t}}");
+    // Default deny holds for connections the host would forward too (a DNAT, a published
+    // container port never reaches `input`); the replies to connections opened from inside
+    // still come back.
+    let _ = writeln!(s, "\tchain forward {{\n\t\ttype filter hook forward priority filter - 10; policy accept;");
+    let _ = writeln!(s, "\t\tiifname != \"{interface}\" accept");
+    let _ = writeln!(s, "\t\tct state established,related accept");
+    let _ = writeln!(s, "\t\tcounter name forwarded drop\n\t}}\n}}");
     s
 }
 

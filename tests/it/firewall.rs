@@ -546,6 +546,73 @@ fn a_floods_half_open_conntrack_entries_expire_within_seconds() {
     lab.stop_edge();
 }
 
+/// Default deny covers what the host would forward: a DNAT to an inside namespace (as a
+/// published container port is) is reachable from the client without the firewall and
+/// dropped with it (`forwarded`); a connection opened from inside to the client still gets
+/// its replies (established traffic keeps flowing).
+#[test]
+fn new_connections_the_edge_would_forward_are_dropped_and_replies_from_outside_still_flow() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut lab = Lab::create();
+    // The inside: 10.77.0.2 behind the edge (10.77.0.1), which forwards and DNATs 9100 to it.
+    let inside = crate::support::netns::Netns::create("pc-fwi");
+    run(Command::new("ip").args([
+        "link",
+        "add",
+        "veth-i",
+        "netns",
+        &lab.edge_ns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "veth-in",
+        "netns",
+        &inside.name,
+    ]));
+    lab.edge(&["ip", "addr", "add", "10.77.0.1/24", "dev", "veth-i"]);
+    lab.edge(&["ip", "link", "set", "veth-i", "up"]);
+    lab.edge(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    lab.edge(&["nft", "add", "table", "ip", "operator_nat"]);
+    lab.edge(&["nft", "add", "chain", "ip", "operator_nat", "pre", "{ type nat hook prerouting priority dstnat; }"]);
+    lab.edge(&["nft", "add", "rule", "ip", "operator_nat", "pre", "tcp", "dport", "9100", "dnat", "to", "10.77.0.2"]);
+    inside.run(&["ip", "addr", "add", "10.77.0.2/24", "dev", "veth-in"]);
+    inside.run(&["ip", "link", "set", "veth-in", "up"]);
+    inside.run(&["ip", "route", "add", "default", "via", "10.77.0.1"]);
+    lab.client(&["ip", "route", "add", "10.77.0.0/24", "via", EDGE4]);
+    // A listener inside (the "container"), and one on the client for the outbound check.
+    let serve = |port: u16| format!("import socket,time\ns=socket.socket()\ns.bind(('0.0.0.0',{port}))\ns.listen()\ntime.sleep(60)");
+    let _inner = KillOnDrop(crate::support::spawn_in_netns(&inside.name, &[PYTHON, "-c", &serve(9100)]));
+    let _outer = KillOnDrop(crate::support::spawn_in_netns(&lab.client_ns, &[PYTHON, "-c", &serve(9200)]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(lab.connects(CLIENT4, EDGE4, 9100), "without the firewall the DNAT reaches the inside");
+
+    lab.start_edge(&config);
+    let (open, dropped) = lab.counted("forwarded", || lab.connects(CLIENT4, EDGE4, 9100));
+    assert!(!open, "with the firewall the forwarded port is closed");
+    assert!(dropped >= 1, "dropped by the forward rule ({dropped})");
+    let outbound = format!(
+        "import socket\ns=socket.socket()\ns.settimeout(2)\ntry:\n  s.connect(('{CLIENT4}',9200)); print('open')\nexcept OSError: print('closed')\n"
+    );
+    assert_eq!(inside.run(&[PYTHON, "-c", &outbound]).trim(), "open", "a connection from inside gets its replies");
+    lab.stop_edge();
+    assert!(lab.connects(CLIENT4, EDGE4, 9100), "the edge stopped: its table is gone, the DNAT works again");
+}
+
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A reload that adds a listener opens its port within a second (firewall.log says so), one
 /// that removes it closes it again; a listener that cannot bind fails the whole reload, and
 /// its port never opens. SIP listeners alike. A changed `[firewall]` section is applied by a reload (here:

@@ -66,6 +66,18 @@ fn only_the_running_listeners_ports_open_and_everything_else_new_is_dropped() {
 }
 
 #[test]
+fn new_connections_the_host_would_forward_from_the_external_interface_are_dropped() {
+    let ruleset = render(&firewall(), 64, &everywhere(&[443]));
+    let chain = line_of(&ruleset, "type filter hook forward priority filter - 10;");
+    let others = line_of(&ruleset, "iifname != \"veth-e\" accept");
+    let replies = chain + line_of(&ruleset.lines().skip(chain).collect::<Vec<_>>().join("\n"), "ct state established,related accept");
+    let dropped = line_of(&ruleset, "counter name forwarded drop");
+    assert!(chain < replies && replies < dropped && others < dropped, "{ruleset}");
+    let soft = render(&FirewallConfig { hardening: false, ..firewall() }, 64, &[]);
+    assert!(soft.contains("counter name forwarded drop"), "default deny, not hardening: {soft}");
+}
+
+#[test]
 fn the_table_is_replaced_as_a_whole_and_no_other_table_is_named() {
     let ruleset = render(&firewall(), 64, &everywhere(&[443]));
     assert!(ruleset.starts_with("table inet pc_test {}\ndelete table inet pc_test\ntable inet pc_test {"), "{ruleset}");
