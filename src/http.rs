@@ -6,6 +6,7 @@
 
 pub mod authenticate;
 pub mod body;
+pub mod cancels;
 pub mod edge_cache;
 pub mod facts;
 pub mod forward;

@@ -26,6 +26,8 @@ pub struct Connection {
     /// Where an HTTP/1 connection's framing guard learns whether an `Upgrade` request was
     /// upgraded (unused on HTTP/2).
     pub upgrade_gate: Arc<UpgradeGate>,
+    /// The HTTP/2 streams its client cancelled before their answer (unused on HTTP/1).
+    pub cancels: Arc<super::cancels::CancelBudget>,
 }
 
 /// What the pipeline knows about a request before deciding anything.

@@ -55,6 +55,8 @@ use crate::net::canonical::Authority;
 /// Handles one request (hyper service entry point).
 pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Incoming>) -> Result<Response<TrackedBody>, Infallible> {
     let start = Instant::now();
+    // An HTTP/2 stream this future ends without an answer for was cancelled by its client.
+    let stream = (request.version() == Version::HTTP_2).then(|| conn.cancels.open());
     let gateway = edge.gateway.load_full();
     let view = canonical_view(&request, conn.paths);
     // The framing guard holds the bytes after an `Upgrade` request until it learns whether
@@ -100,6 +102,10 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
         }
     };
     record.status = response.status().as_u16();
+    // A client that cancelled its upload (499) cancelled the stream as well.
+    if let Some(stream) = stream.filter(|_| record.status != 499) {
+        stream.answered();
+    }
     if awaits_upgrade_decision {
         conn.upgrade_gate.decide(response.status() == StatusCode::SWITCHING_PROTOCOLS);
     }

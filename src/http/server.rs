@@ -133,6 +133,7 @@ impl Connections for HttpConnections {
             redirect_port: self.config.redirect_to.as_ref().map(|r| r.port),
             paths: self.config.paths,
             upgrade_gate: Arc::default(),
+            cancels: Arc::default(),
         });
         let task = ConnectionTask { edge: self.edge.clone(), conn, builders: self.builders.clone(), server: self.server.clone(), drain };
         let acceptor = self.tls.as_ref().map(|t| t.load_full());
@@ -164,7 +165,8 @@ async fn refuse_banned(mut tcp: TcpStream, status: u16) {
 }
 
 /// Runs a served connection until it ends, or until the drain: then it finishes its current
-/// requests (each hyper connection type has its own `graceful_shutdown`).
+/// requests (each hyper connection type has its own `graceful_shutdown`). A client over its
+/// HTTP/2 cancel budget gets a GOAWAY, and the connection ends within a second.
 macro_rules! drive {
     ($task:expr, $connection:expr) => {{
         let connection = $connection;
@@ -176,9 +178,17 @@ macro_rules! drive {
                 connection.as_mut().graceful_shutdown();
                 let _ = connection.await;
             }
+            () = $task.conn.cancels.exceeded() => {
+                $task.over_cancel_budget();
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(CANCEL_CLOSE_WITHIN, connection).await;
+            }
         }
     }};
 }
+
+/// How long a connection over its cancel budget may take to finish after its GOAWAY.
+const CANCEL_CLOSE_WITHIN: Duration = Duration::from_secs(1);
 
 struct ConnectionTask {
     edge: Arc<Edge>,
@@ -189,6 +199,18 @@ struct ConnectionTask {
 }
 
 impl ConnectionTask {
+    /// Says why the connection closes, and counts it against its source.
+    fn over_cancel_budget(&self) {
+        let (cancelled, opened) = self.conn.cancels.counts();
+        let runtime = &self.edge.runtime;
+        runtime.error_log.warn(&format!(
+            "{} :: HTTP/2 connection closed: its client cancelled {cancelled} of {opened} streams before their answer (rapid reset)",
+            self.conn.client.ip()
+        ));
+        let line = crate::protect::RequestLine { method: "-", path: "-", protocol: "HTTP/2.0", host: "-" };
+        runtime.shield.record_detached(self.conn.client.ip(), crate::config::Category::HttpProtocolViolation, line);
+    }
+
     async fn run(self, tcp: TcpStream, acceptor: Option<Arc<TlsAcceptor>>) {
         match acceptor {
             None => self.serve_http(tcp, Protocols::Detect).await,

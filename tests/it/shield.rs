@@ -530,3 +530,71 @@ async fn a_cancelled_http2_upload_is_not_a_protocol_violation_but_a_broken_one_i
     assert_eq!(up.hits(), 1, "the broken upload did not reach the upstream");
     edge.stop().await;
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487): each stream the client cancels before its answer cost
+/// the edge a request to the upstream and the client one frame. A client that cancels a
+/// few streams (a browser leaving a page) keeps its connection; one that cancels more than
+/// the budget (64, and over half of its streams) gets a GOAWAY, its connection ends, and it
+/// counts as a protocol violation (trigger 1 here: banned). The upstream saw at most the
+/// budget's worth of the cancelled requests.
+#[tokio::test]
+async fn an_http2_client_that_cancels_stream_after_stream_loses_its_connection() {
+    let up = Upstream::start("desk").await;
+    let edge = crate::support::TestEdge::new()
+        .proxy("desk", "/", &[(up.addr, 1, 0)], "")
+        .raw("[protection.categories.http-protocol-violation]\ntrigger = 1\n")
+        .start()
+        .await;
+    let client: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let get = |path: &str| http::Request::get(format!("http://localhost:{}{path}", edge.http.port())).body(()).unwrap();
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+        let (h2, connection) = h2::client::handshake(tcp).await.unwrap();
+        (h2, tokio::spawn(connection))
+    };
+    // Sends a request to a slow upstream path and cancels it once the edge has it.
+    let cancel = |h2: h2::client::SendRequest<Bytes>| async move {
+        let Ok(mut ready) = h2.ready().await else { return false };
+        let Ok((answer, _)) = ready.send_request(get("/slow/3000"), true) else { return false };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(answer); // RST_STREAM(CANCEL)
+        true
+    };
+
+    // A browser-like client: 20 cancels among 80 answers, same connection, never cut.
+    let (h2, _task) = connect().await;
+    for i in 0..100 {
+        if i % 5 == 0 {
+            assert!(cancel(h2.clone()).await, "stream {i} could be sent");
+        } else {
+            let (answer, _) = h2.clone().ready().await.unwrap().send_request(get("/x"), true).unwrap();
+            assert_eq!(answer.await.unwrap().status(), 200, "stream {i}");
+        }
+    }
+    assert_eq!(edge.running().runtime.shield.check(client), None, "a few cancels are no violation");
+
+    // Rapid reset on a new connection: cut off after the budget.
+    let (h2, task) = connect().await;
+    let hits_before = up.hits();
+    let mut sent = 0;
+    for _ in 0..300 {
+        if !cancel(h2.clone()).await {
+            break;
+        }
+        sent += 1;
+    }
+    assert!((65..=80).contains(&sent), "the connection ended just past the budget ({sent} streams sent)");
+    let ended = tokio::time::timeout(Duration::from_secs(3), task).await;
+    assert!(ended.is_ok(), "the client's connection ended");
+    let reached = up.hits() - hits_before;
+    assert!(reached <= 80, "at most the budget's worth reached the upstream ({reached})");
+    let banned = async {
+        while edge.running().runtime.shield.check(client).is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), banned).await.expect("the rapid reset counts as a protocol violation");
+    let log = edge.log_once("error.log", "rapid reset").await;
+    assert!(log.contains("HTTP/2 connection closed: its client cancelled 65 of "), "{log}");
+    edge.stop().await;
+}
