@@ -32,6 +32,13 @@ impl BodyFailure {
         }
         let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
         while let Some(cause) = source {
+            // HTTP/1.1: the connection ended inside the body (a browser closed, a network
+            // dropped). A malformed chunk or length is another kind (invalid input or data).
+            if let Some(io) = cause.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::UnexpectedEof
+            {
+                return BodyFailure::Gone;
+            }
             if let Some(h2) = cause.downcast_ref::<h2::Error>() {
                 let cancelled = h2.is_remote() && matches!(h2.reason(), Some(h2::Reason::CANCEL | h2::Reason::NO_ERROR));
                 return if cancelled || h2.is_io() || (h2.is_go_away() && h2.is_remote()) {

@@ -448,6 +448,9 @@ pub struct GuardedIo<T> {
     framing: RequestFraming,
     /// A head was refused: every further read is end-of-stream.
     refused: bool,
+    /// A body's framing was refused: every further read fails (hyper fails the body with an
+    /// invalid-data error, which tells a malformed body from a client that left).
+    bad_body: bool,
     hook: Option<RefusalHook>,
     gate: std::sync::Arc<UpgradeGate>,
     /// Bytes read after a request with `Upgrade`, held until the handler decides.
@@ -462,6 +465,7 @@ impl<T> GuardedIo<T> {
             inner,
             framing: RequestFraming::new(max_head_bytes, max_headers),
             refused: false,
+            bad_body: false,
             hook: Some(hook),
             gate,
             held: Vec::new(),
@@ -493,9 +497,9 @@ impl<T> GuardedIo<T> {
                 }
             }
             Scan::BadBody { at } => {
-                // hyper sees the body end early (an error: 400 from the handler).
+                // hyper gets the body up to there, then a read error (400 from the handler).
                 buf.set_filled(before + at);
-                self.refused = true;
+                self.bad_body = true;
             }
             Scan::AwaitUpgrade { at } => {
                 self.held.extend_from_slice(&buf.filled()[before + at..]);
@@ -508,6 +512,9 @@ impl<T> GuardedIo<T> {
 impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.bad_body {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "invalid chunked framing")));
+        }
         if this.refused {
             return Poll::Ready(Ok(()));
         }

@@ -598,3 +598,48 @@ async fn an_http2_client_that_cancels_stream_after_stream_loses_its_connection()
     assert!(log.contains("HTTP/2 connection closed: its client cancelled 65 of "), "{log}");
     edge.stop().await;
 }
+
+/// An HTTP/1.1 client that leaves in the middle of its upload (a browser closed, a network
+/// dropped) is not a protocol violation: logged 499, never counted. A body whose chunked
+/// framing is broken still is (400, counted: trigger 1 here bans).
+#[tokio::test]
+async fn an_http1_upload_cut_off_by_the_client_is_not_a_violation_but_a_broken_chunk_is() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start("desk").await;
+    let edge = crate::support::TestEdge::new()
+        .proxy("desk", "/", &[(up.addr, 1, 0)], "")
+        .raw("[protection.categories.http-protocol-violation]\ntrigger = 1\n")
+        .start()
+        .await;
+    let client: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let heads = [
+        "POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100000\r\n\r\nfirst part of a form",
+        "POST /upload HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n400\r\nfirst part",
+    ];
+    for head in heads {
+        let mut tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(tcp); // the client leaves mid-body
+    }
+    let log = edge.log_once("access.log", " 499 ").await;
+    assert!(log.contains("POST /upload HTTP/1.1 499"), "{log}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(edge.running().runtime.shield.check(client), None, "a client leaving mid-upload is no violation");
+
+    // A broken chunk: 400, and counted.
+    let hits = up.hits();
+    let mut tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    tcp.write_all(b"POST /upload HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
+    let banned = async {
+        while edge.running().runtime.shield.check(client).is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), banned).await.expect("a broken chunk is a protocol violation");
+    assert_eq!(up.hits(), hits, "the broken request did not reach the upstream");
+    edge.stop().await;
+}
