@@ -6,12 +6,15 @@
 #   - softirq and system CPU of the machine (/proc/stat; the flood's packets are handled there),
 #   - TCP handshakes per second completed from the load balancer (exempt in both) and from an
 #     ordinary client (rate-limited in both) while the flood runs,
-#   - SYNs the flood got answered (SYN-ACKs seen: what reached the listener).
+#   - SYNs the flood got answered (SYN-ACKs seen: what reached the listener),
+#   - live conntrack entries in the edge's namespace when the flood ends and CONNTRACK_AFTER
+#     seconds later (half-open entries of the flood: Portcullis gives admitted connections a
+#     10-s half-open timeout, the kernel's defaults are 120 s and 60 s).
 # Everything runs in two network namespaces this script creates (veth pair); the flood is
 # hping3 --rand-source at FLOOD_INTERVAL (hping3 -i), pinned to core 1, the edge to core 0.
 #
 #   cargo build --release && bench/firewall_flood.sh
-#   FLOOD_SECONDS [8]  FLOOD_INTERVAL [u20]  REPS [3]
+#   FLOOD_SECONDS [8]  FLOOD_INTERVAL [u20]  REPS [3]  CONNTRACK_AFTER [12]
 #   FIREWALL_EXTRA: lines added to the edge's [firewall] (e.g. "hardening = false")
 #   FLOOD_MSS [none]: the flood's SYNs carry this MSS option (hping3 --tcp-mss); by default
 #   they carry none, as hping3's do, and both firewalls drop them as hardening (a real stack
@@ -19,7 +22,7 @@
 set -euo pipefail
 BENCH="$(cd "$(dirname "$0")" && pwd)"
 BIN="${PORTCULLIS_BIN:-$PWD/target/release/portcullis}"
-FLOOD_SECONDS="${FLOOD_SECONDS:-8}"; FLOOD_INTERVAL="${FLOOD_INTERVAL:-u20}"; REPS="${REPS:-3}"
+FLOOD_SECONDS="${FLOOD_SECONDS:-8}"; FLOOD_INTERVAL="${FLOOD_INTERVAL:-u20}"; REPS="${REPS:-3}"; CONNTRACK_AFTER="${CONNTRACK_AFTER:-12}"
 E="pc-ffe-$$"; C="pc-ffc-$$"
 EDGE4=198.51.100.1; CLIENT4=198.51.100.2; LB4=198.51.100.10; PORT=8080
 DIR=$(mktemp -d)
@@ -89,12 +92,14 @@ passive_opens() { ip netns exec "$E" nstat -az TcpPassiveOpens TcpExtSyncookiesS
 listen_drops() { ip netns exec "$E" nstat -az TcpExtListenDrops 2>/dev/null | awk 'NR>1{n+=$2} END{print n+0}'; }
 # Packets the kernel dropped before any rule saw them: the per-CPU input backlog was full
 # (the softirq could not keep up; /proc/net/softnet_stat, second column, all CPUs).
+# Live conntrack entries of the edge's namespace (the kernel lists no expired one).
+conntrack_live() { ip netns exec "$E" sh -c 'wc -l < /proc/net/nf_conntrack'; }
 backlog_drops() { local n=0 _a d _r; while read -r _a d _r; do n=$((n + 16#$d)); done < /proc/net/softnet_stat; echo "$n"; }
 
 echo "## Random-source SYN flood ($FLOOD_SECONDS s, hping3 -i $FLOOD_INTERVAL --rand-source${FLOOD_MSS:+ --tcp-mss $FLOOD_MSS}): Portcullis [firewall] vs the seed's iptables hardening"
 echo
-echo "| mode | rep | flood SYNs sent | SYNs that reached the listener | listener drops | backlog drops | softirq+irq % of 2 cores | system % | LB handshakes/s | client handshakes/s |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| mode | rep | flood SYNs sent | SYNs that reached the listener | listener drops | backlog drops | softirq+irq % of 2 cores | system % | LB handshakes/s | client handshakes/s | conntrack at flood end | ${CONNTRACK_AFTER} s later |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 # Fresh namespaces for every run: a flood leaves conntrack entries behind (half-open
 # connections to random sources) that would starve the next run's handshakes.
 lab() {
@@ -125,6 +130,7 @@ for rep in $(seq 1 "$REPS"); do
     wait "$FLOOD" 2>/dev/null || true
     read -r s1 q1 t1 < <(cpu_ticks)
     opens=$(( $(passive_opens) - opens0 )); ldrops=$(( $(listen_drops) - ldrops0 )); bdrops=$(( $(backlog_drops) - bdrops0 ))
+    ct_end=$(conntrack_live); sleep "$CONNTRACK_AFTER"; ct_later=$(conntrack_live)
     if [ -n "${COUNTERS_DIR:-}" ]; then
       ip netns exec "$E" nft list counters > "$COUNTERS_DIR/$mode.$rep.txt" 2>/dev/null || true
       [ "$mode" = iptables ] && ip netns exec "$E" iptables-nft -L INPUT -v -n -x > "$COUNTERS_DIR/$mode.$rep.iptables" 2>/dev/null || true
@@ -132,6 +138,6 @@ for rep in $(seq 1 "$REPS"); do
     fi
     sent=$(grep -o "[0-9]* packets tramitted\|[0-9]* packets transmitted" "$DIR/flood.txt" | head -1 | cut -d' ' -f1)
     kill -TERM "$EDGE_PID"; wait "$EDGE_PID" 2>/dev/null || true; EDGE_PID=""
-    echo "| $mode | $rep | ${sent:-?} | $opens | $ldrops | $bdrops | $(( 100 * (q1 - q0) / (t1 - t0) )) | $(( 100 * (s1 - s0) / (t1 - t0) )) | $(cat "$DIR/lb.txt") | $client |"
+    echo "| $mode | $rep | ${sent:-?} | $opens | $ldrops | $bdrops | $(( 100 * (q1 - q0) / (t1 - t0) )) | $(( 100 * (s1 - s0) / (t1 - t0) )) | $(cat "$DIR/lb.txt") | $client | $ct_end | $ct_later |"
   done
 done

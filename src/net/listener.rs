@@ -26,7 +26,10 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// `SO_REUSEPORT` would let a second process of the same user join the group unnoticed, so
 /// the port is first claimed by a socket without it: that bind fails when anything (another
 /// edge's group included) holds the port, and anyone binding later without the option fails
-/// against our group. It also turns port 0 into the concrete port the group shares.
+/// against our group. It also turns port 0 into the concrete port the group shares. Once the
+/// group listens, the kernel's list of listeners on the address must show ours alone: a
+/// process that joined in the moment between the claim's close and the group's binds fails
+/// the bind too.
 pub fn bind_group(address: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     let claim = socket(address)?;
     claim.bind(&address.into())?;
@@ -36,7 +39,7 @@ pub fn bind_group(address: SocketAddr, count: usize) -> std::io::Result<Vec<std:
     }
     let address = claim.local_addr()?.as_socket().unwrap_or(address);
     drop(claim);
-    (0..count)
+    let group: Vec<std::net::TcpListener> = (0..count)
         .map(|_| {
             let socket = socket(address)?;
             socket.set_reuse_port(true)?;
@@ -44,7 +47,58 @@ pub fn bind_group(address: SocketAddr, count: usize) -> std::io::Result<Vec<std:
             socket.listen(BACKLOG)?;
             Ok(socket.into())
         })
-        .collect()
+        .collect::<std::io::Result<_>>()?;
+    // Between the claim's close and the group's binds another process of this user could
+    // have joined with `SO_REUSEPORT`: the kernel's list of listeners on the address must
+    // show ours alone.
+    if let Some(foreign) = foreign_listeners(address, &group).filter(|n| *n > 0) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("{address}: {foreign} listening socket(s) of another process share the port (SO_REUSEPORT)"),
+        ));
+    }
+    Ok(group)
+}
+
+/// How many sockets listening on exactly `address` are not among `ours` (from the kernel's
+/// `/proc/net/tcp` or `tcp6` of this network namespace); `None` when that cannot be read.
+fn foreign_listeners(address: SocketAddr, ours: &[std::net::TcpListener]) -> Option<usize> {
+    use std::os::fd::AsRawFd as _;
+    let inodes: Vec<String> = ours
+        .iter()
+        .filter_map(|l| std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd())).ok())
+        .filter_map(|link| link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
+        .collect();
+    if inodes.len() != ours.len() {
+        return None;
+    }
+    let table = std::fs::read_to_string(if address.is_ipv4() { "/proc/net/tcp" } else { "/proc/net/tcp6" }).ok()?;
+    let wanted = kernel_address(address);
+    let foreign = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+            (fields.len() > 9 && fields[3] == "0A" && fields[1].eq_ignore_ascii_case(&wanted)).then(|| fields[9].to_string())
+        })
+        .filter(|inode| !inodes.contains(inode))
+        .count();
+    Some(foreign)
+}
+
+/// `address` as `/proc/net/tcp*` writes a local address: each 32-bit word of the address as
+/// the machine reads it, in hex, then the port.
+fn kernel_address(address: SocketAddr) -> String {
+    let words: Vec<String> = match address.ip() {
+        std::net::IpAddr::V4(ip) => vec![format!("{:08X}", u32::from_ne_bytes(ip.octets()))],
+        std::net::IpAddr::V6(ip) => ip
+            .octets()
+            .chunks_exact(4)
+            .map(|word| format!("{:08X}", u32::from_ne_bytes([word[0], word[1], word[2], word[3]])))
+            .collect(),
+    };
+    format!("{}:{:04X}", words.concat(), address.port())
 }
 
 /// A non-blocking TCP socket for `address`'s family, with address reuse and `IPV6_V6ONLY`.
@@ -97,5 +151,31 @@ mod tests {
             }
         }
         assert_eq!(accepted, [true; 3], "the kernel spreads connections over the group");
+    }
+
+    #[test]
+    fn a_socket_that_joined_the_group_from_elsewhere_is_seen() {
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let address = group[0].local_addr().unwrap();
+        assert_eq!(foreign_listeners(address, &group), Some(0), "ours alone");
+        // What another process of this user could do in the window after the claim closed.
+        let intruder = socket(address).unwrap();
+        intruder.set_reuse_port(true).unwrap();
+        intruder.bind(&address.into()).unwrap();
+        intruder.listen(BACKLOG).unwrap();
+        assert_eq!(foreign_listeners(address, &group), Some(1), "the intruder is counted");
+        // The same port on another address is not ours to judge.
+        let other = bind_group(format!("127.0.0.2:{}", address.port()).parse().unwrap(), 2).unwrap();
+        assert_eq!(foreign_listeners(other[0].local_addr().unwrap(), &other), Some(0));
+        let v6 = bind_group("[::1]:0".parse().unwrap(), 2);
+        if let Ok(v6) = v6 {
+            let address = v6[0].local_addr().unwrap();
+            assert_eq!(foreign_listeners(address, &v6), Some(0));
+            let intruder = socket(address).unwrap();
+            intruder.set_reuse_port(true).unwrap();
+            intruder.bind(&address.into()).unwrap();
+            intruder.listen(BACKLOG).unwrap();
+            assert_eq!(foreign_listeners(address, &v6), Some(1), "IPv6 addresses are read too");
+        }
     }
 }
