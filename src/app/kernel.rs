@@ -107,7 +107,6 @@ pub struct KernelTable {
 /// with the running listeners (a reload may add or remove one).
 struct MirrorPorts {
     table: String,
-    ipv6_prefix: u8,
     applied: tokio::sync::Mutex<Vec<u16>>,
 }
 
@@ -116,7 +115,6 @@ struct Ports {
     /// The `[firewall]` section in force (a reload may change it, under `applied`'s lock;
     /// never its table name).
     config: arc_swap::ArcSwap<FirewallConfig>,
-    ipv6_prefix: u8,
     log: FirewallLog,
     /// What the table in the kernel opens now (one update at a time).
     applied: tokio::sync::Mutex<Vec<SocketAddr>>,
@@ -192,7 +190,6 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<Kernel
             log.record(&format!("applied table={table} reason=start bans={} took_ms={bans_ms}", bans.len()));
             let ports = Ports {
                 config: arc_swap::ArcSwap::from_pointee(firewall.clone()),
-                ipv6_prefix,
                 log,
                 applied: tokio::sync::Mutex::new(ports),
                 in_kernel: std::sync::atomic::AtomicBool::new(true),
@@ -204,7 +201,7 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<Kernel
         _ => {
             tracing::info!("bans mirrored into nftables table inet {table}");
             let guarded = tokio::sync::Mutex::new(runtime.listeners.public_ports());
-            (None, Some(MirrorPorts { table, ipv6_prefix, applied: guarded }))
+            (None, Some(MirrorPorts { table, applied: guarded }))
         }
     };
     let kernel = Arc::new(KernelTable {
@@ -244,7 +241,7 @@ impl KernelTable {
         let closed: Vec<SocketAddr> = applied.iter().copied().filter(|p| !ports.contains(p)).collect();
         let began = tokio::time::Instant::now();
         let config = firewall.config.load();
-        let outcome = nft::run_nft(&firewall::render(&config, firewall.ipv6_prefix, &ports)).await;
+        let outcome = nft::run_nft(&firewall::render(&config, self.mirror.ipv6_prefix(), &ports)).await;
         let took_ms = began.elapsed().as_millis();
         let table = &config.table;
         let reason = format!("reason={why} opened={} closed={}", ports_text(&opened), ports_text(&closed));
@@ -268,7 +265,8 @@ impl KernelTable {
         if ports == *applied || self.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let (table, prefix, shield, guarded) = (mirror.table.clone(), mirror.ipv6_prefix, Arc::downgrade(&runtime.shield), ports.clone());
+        let (table, prefix, shield, guarded) =
+            (mirror.table.clone(), self.mirror.ipv6_prefix(), Arc::downgrade(&runtime.shield), ports.clone());
         let outcome = self
             .mirror
             .replace(move || {
@@ -389,8 +387,8 @@ impl FirewallControl for KernelTable {
         Box::pin(self.remove_because("admin-remove"))
     }
 
-    fn reconfigure(&self, next: Option<FirewallConfig>) -> Pending<'_, Result<bool, String>> {
-        Box::pin(self.reconfigure_to(next))
+    fn reconfigure(&self, next: Option<FirewallConfig>, ipv6_prefix: u8) -> Pending<'_, Result<bool, String>> {
+        Box::pin(self.reconfigure_to(next, ipv6_prefix))
     }
 }
 
@@ -431,10 +429,11 @@ impl KernelTable {
         let config = firewall.config.load_full();
         let ports = running_endpoints(&runtime.listeners.all());
         let began = tokio::time::Instant::now();
-        let mut outcome = nft::run_nft(&firewall::render(&config, firewall.ipv6_prefix, &ports)).await;
+        let prefix = self.mirror.ipv6_prefix();
+        let mut outcome = nft::run_nft(&firewall::render(&config, prefix, &ports)).await;
         let rules_in = outcome.is_ok();
         if rules_in {
-            let (config, prefix, shield) = (config.clone(), firewall.ipv6_prefix, Arc::downgrade(&runtime.shield));
+            let (config, shield) = (config.clone(), Arc::downgrade(&runtime.shield));
             outcome = self
                 .mirror
                 .replace(move || {
@@ -468,24 +467,26 @@ impl KernelTable {
     /// changed; a renamed table, or the firewall switched off, needs a restart (the running
     /// tables stay). While the operator has taken the firewall down, the new section is kept
     /// for the next `apply`.
-    async fn reconfigure_to(&self, next: Option<FirewallConfig>) -> Result<bool, String> {
+    async fn reconfigure_to(&self, next: Option<FirewallConfig>, ipv6_prefix: u8) -> Result<bool, String> {
         let Some(firewall) = &self.firewall else { return Err("the firewall was not applied at start".to_string()) };
         let Some(next) = next else { return Err("switching [firewall] off needs a restart".to_string()) };
         let mut applied = firewall.applied.lock().await;
-        let current = firewall.config.load_full();
+        let (current, current_prefix) = (firewall.config.load_full(), self.mirror.ipv6_prefix());
         if next.table != current.table {
             return Err(format!("firewall.table changed ({} to {}): it needs a restart", current.table, next.table));
         }
-        if *current == next {
+        if *current == next && current_prefix == ipv6_prefix {
             return Ok(false);
         }
         firewall.config.store(Arc::new(next));
+        self.mirror.set_ipv6_prefix(ipv6_prefix);
         if !firewall.in_kernel.load(Ordering::SeqCst) {
             return Ok(true); // taken down by the operator: the next apply uses it
         }
         if let Err(error) = self.apply_locked(firewall, &mut applied, "reload").await {
             // The kernel kept the running tables (each replacement is one transaction).
             firewall.config.store(current);
+            self.mirror.set_ipv6_prefix(current_prefix);
             return Err(error);
         }
         Ok(true)

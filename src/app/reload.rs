@@ -46,7 +46,7 @@ pub(super) async fn reload_loop(
         runtime.metrics.reload(outcome.is_ok());
         let answer = match outcome {
             Ok(next) => {
-                let firewall_changed = next.firewall != current.firewall;
+                let firewall_changed = next.firewall != current.firewall || next.protection.ipv6_prefix != current.protection.ipv6_prefix;
                 current = next.clone();
                 runtime.set_config(next);
                 runtime.error_log.warn("configuration reloaded");
@@ -55,7 +55,7 @@ pub(super) async fn reload_loop(
                     runtime.error_log.error(&format!("TLS files not reloaded, the running ones stay: {error}"));
                 }
                 if firewall_changed {
-                    reconfigure_firewall(&runtime, current.firewall.clone()).await;
+                    reconfigure_firewall(&runtime, &current).await;
                 }
                 if let Some(admin) = &admin {
                     *admin.last_reload_errors.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -85,10 +85,11 @@ fn reload_once(
     let Some(path) = &current.source else { return Err(vec!["configuration was not read from a file".to_string()]) };
     let next = Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     if next.protection.ipv6_prefix != current.protection.ipv6_prefix
-        && (current.firewall.is_some() || current.protection.nftables_table.is_some())
+        && current.firewall.is_none()
+        && current.protection.nftables_table.is_some()
     {
         edge.runtime.error_log.warn(
-            "protection.ipv6_prefix changes reach the kernel ban sets at the next restart; they keep masking IPv6 sources as at start",
+            "protection.ipv6_prefix changes reach the kernel ban mirror at the next restart; it keeps masking IPv6 sources as at start",
         );
     }
     if next.logging != current.logging {
@@ -131,16 +132,18 @@ fn reload_once(
     Ok(next)
 }
 
-/// Puts a reload's changed `[firewall]` section in force (rates, exemptions, load balancers,
-/// hardening, interface: both tables replaced, recorded in `firewall.log` as
-/// `reason=reload`); what it cannot change live (the table's name, switching it on or off, or
+/// Puts a reload's changed `[firewall]` section (rates, exemptions, load balancers, hardening,
+/// interface) or `protection.ipv6_prefix` in force (both tables replaced, recorded in
+/// `firewall.log` as `reason=reload`); what it cannot change live (the table's name, switching it on or off, or
 /// a firewall that was not applied at start) is said in `error.log` and waits for a restart.
-async fn reconfigure_firewall(runtime: &crate::runtime::Runtime, next: Option<crate::config::FirewallConfig>) {
+async fn reconfigure_firewall(runtime: &crate::runtime::Runtime, next: &Config) {
     let Some(firewall) = runtime.firewall.get() else {
-        runtime.error_log.warn("[firewall] changed: it was not applied at start, so the change needs a restart");
+        if next.firewall.is_some() {
+            runtime.error_log.warn("[firewall] changed: it was not applied at start, so the change needs a restart");
+        }
         return;
     };
-    match firewall.reconfigure(next).await {
+    match firewall.reconfigure(next.firewall.clone(), next.protection.ipv6_prefix).await {
         Ok(true) => runtime.error_log.warn("[firewall] changed: applied (both tables replaced)"),
         Ok(false) => {}
         Err(error) => runtime.error_log.warn(&format!("[firewall] change not applied: {error}; the firewall stays as it is")),

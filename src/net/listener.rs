@@ -92,11 +92,9 @@ fn foreign_listeners(address: SocketAddr, ours: &[std::net::TcpListener]) -> Opt
 fn kernel_address(address: SocketAddr) -> String {
     let words: Vec<String> = match address.ip() {
         std::net::IpAddr::V4(ip) => vec![format!("{:08X}", u32::from_ne_bytes(ip.octets()))],
-        std::net::IpAddr::V6(ip) => ip
-            .octets()
-            .chunks_exact(4)
-            .map(|word| format!("{:08X}", u32::from_ne_bytes([word[0], word[1], word[2], word[3]])))
-            .collect(),
+        std::net::IpAddr::V6(ip) => {
+            ip.octets().chunks_exact(4).map(|word| format!("{:08X}", u32::from_ne_bytes([word[0], word[1], word[2], word[3]]))).collect()
+        }
     };
     format!("{}:{:04X}", words.concat(), address.port())
 }

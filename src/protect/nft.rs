@@ -72,9 +72,10 @@ pub struct NftMirror {
     /// The table was taken down on purpose: changes are dropped until a replacement succeeds
     /// (it re-adds every ban in force).
     suspended: Arc<AtomicBool>,
-    /// The IPv6 prefix the table's rules mask sources with (fixed for the table's life): every
-    /// IPv6 element is masked the same way, whatever a later reload sets.
-    ipv6_prefix: u8,
+    /// The IPv6 prefix the table's rules mask sources with: every IPv6 element is masked the
+    /// same way. Changed only together with a replacement of the table
+    /// ([`NftMirror::set_ipv6_prefix`]).
+    ipv6_prefix: Arc<std::sync::atomic::AtomicU8>,
 }
 
 impl std::fmt::Debug for Job {
@@ -100,7 +101,7 @@ impl NftMirror {
         let dropped = Arc::new(AtomicU64::new(0));
         let suspended = Arc::new(AtomicBool::new(false));
         tokio::spawn(apply_jobs(table.to_string(), receiver, dropped.clone(), suspended.clone(), error_log));
-        Ok(NftMirror { jobs: sender, dropped, suspended, ipv6_prefix })
+        Ok(NftMirror { jobs: sender, dropped, suspended, ipv6_prefix: Arc::new(std::sync::atomic::AtomicU8::new(ipv6_prefix)) })
     }
 
     /// Replaces the whole table with what `render` makes once every change queued before
@@ -111,14 +112,25 @@ impl NftMirror {
         outcome.await.map_err(|_| NftError::Stopped)?
     }
 
+    /// The IPv6 prefix new elements are masked with.
+    pub fn ipv6_prefix(&self) -> u8 {
+        self.ipv6_prefix.load(Ordering::SeqCst)
+    }
+
+    /// Masks later IPv6 elements with `prefix`: the caller then replaces the table with rules
+    /// and elements of the same prefix (a reload that changed `protection.ipv6_prefix`).
+    pub fn set_ipv6_prefix(&self, prefix: u8) {
+        self.ipv6_prefix.store(prefix, Ordering::SeqCst);
+    }
+
     /// Queues a ban of `source` for `remaining` (IPv6: its prefix of the table's length).
     pub fn ban(&self, source: IpAddr, remaining: Duration) {
-        self.queue(Change::Ban { source, prefix: self.ipv6_prefix, remaining });
+        self.queue(Change::Ban { source, prefix: self.ipv6_prefix(), remaining });
     }
 
     /// Queues the removal of `source` (IPv6: its prefix of the table's length).
     pub fn unban(&self, source: IpAddr) {
-        self.queue(Change::Unban { source, prefix: self.ipv6_prefix });
+        self.queue(Change::Unban { source, prefix: self.ipv6_prefix() });
     }
 
     fn queue(&self, change: Change) {

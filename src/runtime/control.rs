@@ -187,8 +187,9 @@ pub trait FirewallControl: Send + Sync {
     fn apply(&self) -> Pending<'_, Result<(), String>>;
     /// Deletes both tables (the edge keeps serving; the shield still refuses banned sources).
     fn remove(&self) -> Pending<'_, Result<(), String>>;
-    /// A reload's `[firewall]` section: `Ok(true)` when it changed and is in force (both
-    /// tables replaced), `Ok(false)` when nothing changed, `Err` when it needs a restart or
-    /// `nft` refused it (the running tables stay).
-    fn reconfigure(&self, next: Option<crate::config::FirewallConfig>) -> Pending<'_, Result<bool, String>>;
+    /// A reload's `[firewall]` section and `protection.ipv6_prefix` (the meter's and the ban
+    /// sets' IPv6 mask): `Ok(true)` when either changed and is in force (both tables
+    /// replaced), `Ok(false)` when nothing changed, `Err` when it needs a restart or `nft`
+    /// refused it (the running tables stay).
+    fn reconfigure(&self, next: Option<crate::config::FirewallConfig>, ipv6_prefix: u8) -> Pending<'_, Result<bool, String>>;
 }

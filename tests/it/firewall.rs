@@ -713,13 +713,22 @@ fn a_reload_adds_and_removes_a_listener_and_its_port_follows() {
     std::fs::write(&config, &base).unwrap();
     assert_eq!(reload(&lab), "200");
     assert!(lab.connects(CLIENT4, EDGE4, PORT), "back to the first section: everyone may connect");
+    // A changed protection.ipv6_prefix reaches the kernel: the meter's key and the ban
+    // table's mask follow it.
+    let six = |lab: &Lab| lab.edge(&["nft", "list", "chain", "inet", TABLE, "new_connections"]);
+    let bans = |lab: &Lab| lab.edge(&["nft", "list", "chain", "inet", &format!("{TABLE}_bans"), "input"]);
+    assert!(six(&lab).contains("ip6 saddr & ffff:ffff:ffff:ffff::"), "{}", six(&lab));
+    std::fs::write(&config, format!("{base}[protection]\nipv6_prefix = 48\n")).unwrap();
+    assert_eq!(reload(&lab), "200");
+    assert!(six(&lab).contains("ip6 saddr & ffff:ffff:ffff:: ") && !six(&lab).contains("ffff:ffff:ffff:ffff::"), "{}", six(&lab));
+    assert!(bans(&lab).contains("ip6 saddr & ffff:ffff:ffff:: == @banned6"), "{}", bans(&lab));
     let errors = std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap();
     assert!(errors.contains("[firewall] changed: applied"), "{errors}");
     assert!(errors.contains("firewall.table changed (pc_fw_test to pc_fw_other): it needs a restart"), "{errors}");
 
     lab.stop_edge();
     let log = std::fs::read_to_string(dir.path().join("logs/firewall.log")).unwrap();
-    assert_eq!(log.matches("reason=reload ").count(), 2, "both changes recorded: {log}");
+    assert_eq!(log.matches("reason=reload ").count(), 3, "every change recorded: {log}");
     assert!(log.contains("reason=listeners opened=8081 closed=none"), "{log}");
     assert!(log.contains("reason=listeners opened=none closed=8081"), "{log}");
     assert!(log.contains("reason=listeners opened=5071 closed=none"), "{log}");
