@@ -265,7 +265,8 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
                 state.runtime.metrics.shipping(&shipping.status());
             }
             if let Some(firewall) = state.runtime.firewall.get() {
-                state.runtime.metrics.firewall(&firewall.view().await);
+                let view = firewall.view().await;
+                state.runtime.metrics.firewall(view.applied, &view.counters, view.conntrack.map(|c| (c.entries, c.max)));
             }
             text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.runtime.metrics.encode())
         }

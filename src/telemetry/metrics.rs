@@ -312,18 +312,20 @@ impl Metrics {
         ship.reconnects.inner().store(status.reconnects, Ordering::Relaxed);
     }
 
-    /// Sets the firewall's metrics from its view (the counters are the kernel's: packets
-    /// since the table was last replaced).
-    pub fn firewall(&self, view: &crate::runtime::control::FirewallView) {
+    /// Sets the firewall's metrics: whether its tables are in the kernel, packets per rule
+    /// (the kernel's counters: since the table was last replaced; none while it is down, so
+    /// the per-rule gauges are cleared) and the conntrack table's (entries, max).
+    pub fn firewall(&self, applied: bool, counters: &std::collections::BTreeMap<String, u64>, conntrack: Option<(u64, u64)>) {
         let firewall = &self.firewall;
-        firewall.applied.set(i64::from(view.applied));
-        for (rule, packets) in &view.counters {
+        firewall.applied.set(i64::from(applied));
+        firewall.packets.clear();
+        for (rule, packets) in counters {
             let labels = RuleLabels { rule: Label(Arc::from(rule.as_str())) };
             firewall.packets.get_or_create(&labels).set(i64::try_from(*packets).unwrap_or(i64::MAX));
         }
-        if let Some(fill) = view.conntrack {
-            firewall.conntrack_entries.set(i64::try_from(fill.entries).unwrap_or(i64::MAX));
-            firewall.conntrack_max.set(i64::try_from(fill.max).unwrap_or(i64::MAX));
+        if let Some((entries, max)) = conntrack {
+            firewall.conntrack_entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+            firewall.conntrack_max.set(i64::try_from(max).unwrap_or(i64::MAX));
         }
     }
 
@@ -360,23 +362,18 @@ mod tests {
     #[test]
     fn the_firewalls_counters_and_the_conntrack_fill_are_exposed() {
         let m = Metrics::new();
-        let view = crate::runtime::control::FirewallView {
-            applied: true,
-            table: "portcullis".to_string(),
-            interface: "eth1".to_string(),
-            ports: vec![443],
-            counters: [("rate_global".to_string(), 7), ("closed".to_string(), 0)].into_iter().collect(),
-            error: None,
-            conntrack: Some(crate::runtime::control::ConntrackFill { entries: 1234, max: 262_144 }),
-        };
-        m.firewall(&view);
+        let counters = [("rate_global".to_string(), 7), ("closed".to_string(), 0)].into_iter().collect();
+        m.firewall(true, &counters, Some((1234, 262_144)));
         let text = m.encode();
         assert!(text.contains("portcullis_firewall_applied 1"), "{text}");
         assert!(text.contains(r#"portcullis_firewall_packets{rule="rate_global"} 7"#), "{text}");
         assert!(text.contains(r#"portcullis_firewall_packets{rule="closed"} 0"#), "{text}");
         assert!(text.contains("portcullis_conntrack_entries 1234"), "{text}");
         assert!(text.contains("portcullis_conntrack_max 262144"), "{text}");
-        m.firewall(&crate::runtime::control::FirewallView { applied: false, ..view });
-        assert!(m.encode().contains("portcullis_firewall_applied 0"));
+        // Taken down: no counters are read, and none of the old values stay.
+        m.firewall(false, &Default::default(), Some((10, 262_144)));
+        let text = m.encode();
+        assert!(text.contains("portcullis_firewall_applied 0"), "{text}");
+        assert!(!text.contains("portcullis_firewall_packets{"), "{text}");
     }
 }
