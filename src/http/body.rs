@@ -33,9 +33,17 @@ impl BodyFailure {
         let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
         while let Some(cause) = source {
             // HTTP/1.1: the connection ended inside the body (a browser closed, a network
-            // dropped). A malformed chunk or length is another kind (invalid input or data).
+            // dropped, a reset). A malformed chunk or length is another kind (invalid input
+            // or data: the framing guard and hyper's decoder say so).
             if let Some(io) = cause.downcast_ref::<std::io::Error>()
-                && io.kind() == std::io::ErrorKind::UnexpectedEof
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::TimedOut
+                )
             {
                 return BodyFailure::Gone;
             }

@@ -1,27 +1,45 @@
 //! The HTTP/2 cancel budget of one client connection (the "rapid reset" attack, CVE-2023-44487):
 //! a stream the client resets before its answer is ready has cost the edge its routing,
 //! authentication and often an upstream request (whose connection cannot go back to the
-//! pool) and costs the client one frame. Browsers cancel a few streams when a page is left;
-//! a connection whose client cancelled more than [`CANCEL_BUDGET`] streams, and more than
-//! half of the streams it opened, is closed (GOAWAY, then the connection ends) and counts
-//! once as an `http-protocol-violation` of its source.
+//! pool) and costs the client one frame. Each connection has a bucket of cancels:
+//! [`CANCEL_BURST`] at once, refilled at [`CANCEL_RATE`] a second, whatever else the
+//! connection does (answered streams buy no cancels: padding the resets with cheap requests
+//! does not help). A browser cancels a few streams when a page is left; a connection over
+//! its bucket is closed (GOAWAY, then the connection ends) and counts once as an
+//! `http-protocol-violation` of its source.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
-/// Streams a client may cancel before its answer on one connection (beyond that, only while
-/// they are at most half of its streams).
-pub const CANCEL_BUDGET: u32 = 64;
+/// Streams a client may cancel before their answer at once, on one connection.
+pub const CANCEL_BURST: u32 = 64;
+/// Cancels a second the bucket refills with.
+pub const CANCEL_RATE: u32 = 10;
 
 /// The streams one connection opened and cancelled, and whether it is over its budget.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CancelBudget {
     opened: AtomicU32,
     cancelled: AtomicU32,
+    /// Cancels left in the bucket, and when it was last refilled.
+    bucket: Mutex<(f64, Instant)>,
     tripped: AtomicBool,
     over: Notify,
+}
+
+impl Default for CancelBudget {
+    fn default() -> Self {
+        CancelBudget {
+            opened: AtomicU32::new(0),
+            cancelled: AtomicU32::new(0),
+            bucket: Mutex::new((f64::from(CANCEL_BURST), Instant::now())),
+            tripped: AtomicBool::new(false),
+            over: Notify::new(),
+        }
+    }
 }
 
 impl CancelBudget {
@@ -50,11 +68,17 @@ impl CancelBudget {
         (self.cancelled.load(Ordering::Relaxed), self.opened.load(Ordering::Relaxed))
     }
 
-    /// Counts one cancelled stream, and trips the budget once it is spent.
-    fn cancel(&self) {
-        let cancelled = self.cancelled.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        let opened = self.opened.load(Ordering::Relaxed);
-        let over = cancelled > CANCEL_BUDGET && u64::from(cancelled) * 2 > u64::from(opened);
+    /// Counts one cancelled stream at `now`, and trips the budget once the bucket is empty.
+    fn cancel_at(&self, now: Instant) {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+        let over = {
+            let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+            let (tokens, since) = *bucket;
+            let refilled =
+                (tokens + now.saturating_duration_since(since).as_secs_f64() * f64::from(CANCEL_RATE)).min(f64::from(CANCEL_BURST));
+            *bucket = (refilled - 1.0, now);
+            refilled < 1.0
+        };
         if over && !self.tripped.swap(true, Ordering::SeqCst) {
             self.over.notify_waiters();
         }
@@ -76,43 +100,64 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         if let Some(budget) = self.budget.take() {
-            budget.cancel();
+            budget.cancel_at(Instant::now());
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
-    fn a_few_cancels_among_many_answers_never_trip_it_many_cancels_do() {
+    fn a_few_cancels_among_many_answers_never_trip_it() {
         let budget = Arc::new(CancelBudget::default());
-        // A browser: 1,000 streams, 200 of them cancelled.
-        for i in 0..1000 {
+        // A browser: 1,000 streams over 20 s, 200 of them cancelled (10 a second).
+        let start = Instant::now();
+        for i in 0..1000u32 {
             let stream = budget.open();
-            if i % 5 == 0 { drop(stream) } else { stream.answered() }
-        }
-        assert!(!budget.is_exceeded(), "200 cancels among 1,000 streams are within the budget");
-        // A rapid reset: every further stream cancelled, until cancels are over half.
-        let mut tripped_at = None;
-        for _ in 0..2000 {
-            drop(budget.open());
-            if budget.is_exceeded() {
-                tripped_at.get_or_insert(budget.counts());
+            if i % 5 == 0 {
+                stream.budget.clone().unwrap().cancel_at(start + Duration::from_millis(u64::from(i) * 20));
+                stream.answered();
+            } else {
+                stream.answered();
             }
         }
-        assert_eq!(tripped_at, Some((801, 1601)), "tripped as cancels passed half of the streams");
+        assert!(!budget.is_exceeded(), "ten cancels a second are within the budget");
+        assert_eq!(budget.counts(), (200, 1000));
     }
 
     #[test]
-    fn a_connection_that_only_cancels_trips_just_past_the_budget() {
+    fn cancels_padded_with_answered_streams_still_trip_it() {
+        // The attack the review found against a ratio: one answered stream before every
+        // cancelled one. The bucket does not care how many streams were answered.
         let budget = Arc::new(CancelBudget::default());
-        for _ in 0..CANCEL_BUDGET {
-            drop(budget.open());
+        let start = Instant::now();
+        let mut tripped_at = None;
+        for i in 0..400u32 {
+            budget.open().answered();
+            let stream = budget.open();
+            stream.budget.clone().unwrap().cancel_at(start + Duration::from_millis(u64::from(i)));
+            stream.answered();
+            if budget.is_exceeded() {
+                tripped_at.get_or_insert(budget.counts().0);
+            }
         }
-        assert!(!budget.is_exceeded(), "{} cancels are within it", CANCEL_BUDGET);
-        drop(budget.open());
+        let cancelled = tripped_at.expect("padded cancels trip the budget");
+        assert!((CANCEL_BURST + 1..=CANCEL_BURST + 5).contains(&cancelled), "{cancelled}");
+    }
+
+    #[test]
+    fn a_connection_that_only_cancels_trips_just_past_the_burst() {
+        let budget = Arc::new(CancelBudget::default());
+        let now = Instant::now();
+        for _ in 0..CANCEL_BURST {
+            budget.open().budget.take().unwrap().cancel_at(now);
+        }
+        assert!(!budget.is_exceeded(), "{CANCEL_BURST} cancels are within it");
+        budget.open().budget.take().unwrap().cancel_at(now);
         assert!(budget.is_exceeded());
     }
 
@@ -125,10 +170,10 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        for _ in 0..=CANCEL_BUDGET {
+        for _ in 0..=CANCEL_BURST {
             drop(budget.open());
         }
-        tokio::time::timeout(std::time::Duration::from_secs(1), waiter).await.unwrap().unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(1), budget.exceeded()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(1), budget.exceeded()).await.unwrap();
     }
 }

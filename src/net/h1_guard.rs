@@ -513,7 +513,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.bad_body {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "invalid chunked framing")));
+            return Poll::Ready(Err(bad_body()));
         }
         if this.refused {
             return Poll::Ready(Ok(()));
@@ -537,7 +537,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
                 this.scan(buf, before);
                 this.held.extend_from_slice(&pending);
             }
-            return Poll::Ready(Ok(()));
+            return this.handed_over(buf, before);
         }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
@@ -545,6 +545,23 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
             return Poll::Ready(Ok(()));
         }
         this.scan(buf, before);
+        this.handed_over(buf, before)
+    }
+}
+
+/// The read error hyper gets where a body's framing is broken.
+fn bad_body() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "invalid chunked framing")
+}
+
+impl<T> GuardedIo<T> {
+    /// The outcome of a read that placed bytes from `before` on: a broken body with nothing
+    /// left to hand over fails at once (an empty read would be end-of-stream to hyper: a
+    /// client that left, not a broken body).
+    fn handed_over(&self, buf: &ReadBuf<'_>, before: usize) -> Poll<io::Result<()>> {
+        if self.bad_body && buf.filled().len() == before {
+            return Poll::Ready(Err(bad_body()));
+        }
         Poll::Ready(Ok(()))
     }
 }

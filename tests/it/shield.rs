@@ -534,9 +534,10 @@ async fn a_cancelled_http2_upload_is_not_a_protocol_violation_but_a_broken_one_i
 /// HTTP/2 rapid reset (CVE-2023-44487): each stream the client cancels before its answer cost
 /// the edge a request to the upstream and the client one frame. A client that cancels a
 /// few streams (a browser leaving a page) keeps its connection; one that cancels more than
-/// the budget (64, and over half of its streams) gets a GOAWAY, its connection ends, and it
-/// counts as a protocol violation (trigger 1 here: banned). The upstream saw at most the
-/// budget's worth of the cancelled requests.
+/// the budget (64 at once, 10 a second after), even with an answered stream between every
+/// two resets, gets a GOAWAY, its connection ends, and it counts as a protocol violation
+/// (trigger 1 here: banned). The upstream saw at most the budget's worth of the cancelled
+/// requests.
 #[tokio::test]
 async fn an_http2_client_that_cancels_stream_after_stream_loses_its_connection() {
     let up = Upstream::start("desk").await;
@@ -573,21 +574,29 @@ async fn an_http2_client_that_cancels_stream_after_stream_loses_its_connection()
     }
     assert_eq!(edge.running().runtime.shield.check(client), None, "a few cancels are no violation");
 
-    // Rapid reset on a new connection: cut off after the budget.
+    // Rapid reset on a new connection, each reset padded with an answered stream (answered
+    // streams buy no cancels): cut off after the budget.
     let (h2, task) = connect().await;
     let hits_before = up.hits();
-    let mut sent = 0;
+    let mut sent = 0u32;
+    let began = tokio::time::Instant::now();
     for _ in 0..300 {
-        if !cancel(h2.clone()).await {
+        let answered = async {
+            let (answer, _) = h2.clone().ready().await.ok()?.send_request(get("/x"), true).ok()?;
+            answer.await.ok()
+        };
+        if answered.await.is_none() || !cancel(h2.clone()).await {
             break;
         }
         sent += 1;
     }
-    assert!((65..=80).contains(&sent), "the connection ended just past the budget ({sent} streams sent)");
+    // The bucket: 64 at once, then 10 a second.
+    let allowed = 64 + (10.0 * began.elapsed().as_secs_f64()) as u32;
+    assert!(sent > 64 && sent <= allowed + 3, "the connection ended just past the budget ({sent} resets sent, {allowed} allowed)");
     let ended = tokio::time::timeout(Duration::from_secs(3), task).await;
     assert!(ended.is_ok(), "the client's connection ended");
     let reached = up.hits() - hits_before;
-    assert!(reached <= 80, "at most the budget's worth reached the upstream ({reached})");
+    assert!(reached <= 2 * (sent as usize + 1), "only the padding and the cancels before the cut reached the upstream ({reached})");
     let banned = async {
         while edge.running().runtime.shield.check(client).is_none() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -595,7 +604,7 @@ async fn an_http2_client_that_cancels_stream_after_stream_loses_its_connection()
     };
     tokio::time::timeout(Duration::from_secs(5), banned).await.expect("the rapid reset counts as a protocol violation");
     let log = edge.log_once("error.log", "rapid reset").await;
-    assert!(log.contains("HTTP/2 connection closed: its client cancelled 65 of "), "{log}");
+    assert!(log.contains("HTTP/2 connection closed: its client cancelled ") && log.contains("(rapid reset)"), "{log}");
     edge.stop().await;
 }
 
@@ -616,21 +625,29 @@ async fn an_http1_upload_cut_off_by_the_client_is_not_a_violation_but_a_broken_c
         "POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100000\r\n\r\nfirst part of a form",
         "POST /upload HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n400\r\nfirst part",
     ];
-    for head in heads {
+    // Closed (FIN) after part of the body, twice; then reset (RST, as a socket closed with
+    // unread data or SO_LINGER 0 does).
+    for (head, reset) in [(heads[0], false), (heads[1], false), (heads[0], true)] {
         let mut tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
         tcp.write_all(head.as_bytes()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
+        if reset {
+            socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO)).unwrap();
+        }
         drop(tcp); // the client leaves mid-body
     }
-    let log = edge.log_once("access.log", " 499 ").await;
-    assert!(log.contains("POST /upload HTTP/1.1 499"), "{log}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    crate::support::eventually(Duration::from_secs(5), || edge.log("access.log").matches("POST /upload HTTP/1.1 499").count() >= 3).await;
+    let log = edge.log("access.log");
+    assert_eq!(log.matches("POST /upload HTTP/1.1 499").count(), 3, "{log}");
     assert_eq!(edge.running().runtime.shield.check(client), None, "a client leaving mid-upload is no violation");
 
-    // A broken chunk: 400, and counted.
+    // A broken chunk: 400, and counted — also when the broken part (an empty size line)
+    // arrives at the start of a read of its own (found by review: it read as end-of-stream).
     let hits = up.hits();
     let mut tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
-    tcp.write_all(b"POST /upload HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n").await.unwrap();
+    tcp.write_all(b"POST /upload HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tcp.write_all(b"\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
