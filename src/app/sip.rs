@@ -125,6 +125,9 @@ pub(super) struct SipListeners {
 
 struct RunningSip {
     config: SipListenerConfig,
+    /// Its identity in Via and Record-Route, and its TLS acceptor.
+    hop: Hop,
+    acceptor: Option<Arc<ArcSwap<TlsAcceptor>>>,
     /// Set to stop this listener alone.
     stop: watch::Sender<bool>,
 }
@@ -182,13 +185,15 @@ impl SipListeners {
         let Some(edge) = &self.edge else { return };
         let hop = hop_of(config, &b);
         tracing::info!("SIP listener {} on {} ({})", b.config.name, b.entry.address, b.entry.protocol.as_str());
-        let connections = SipConnections::new(edge.clone(), hop, b.tls.map(|(_, acceptor)| acceptor), config.server.header_read_timeout);
+        let acceptor = b.tls.map(|(_, acceptor)| acceptor);
+        let connections = SipConnections::new(edge.clone(), hop.clone(), acceptor.clone(), config.server.header_read_timeout);
         let (runtime, cap) = (self.runtime.clone(), config.server.max_connections);
         let (stop, drain) = self.services.stoppable();
         let (entry, socket) = (b.entry, b.socket);
         self.services
             .start(format!("sip listener {}", b.config.name), move |_| accept::run(runtime, entry, socket, cap, connections, drain));
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(b.config.name.clone(), RunningSip { config: b.config, stop });
+        let running = RunningSip { config: b.config, hop, acceptor, stop };
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(running.config.name.clone(), running);
     }
 
     /// Binds the SIP listeners `next` adds; `Err` (nothing bound, nothing changed) when one
@@ -228,6 +233,9 @@ impl SipListeners {
                     .error_log
                     .warn(&format!("sip.listener {name:?} removed by the reload: it stops accepting, its connections finish"));
                 let _ = listener.stop.send(true);
+                if let Some(edge) = &self.edge {
+                    edge.remove_listener(&listener.hop, listener.acceptor.as_ref());
+                }
             }
         }
         for bound in change.start {

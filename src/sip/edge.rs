@@ -90,8 +90,11 @@ pub struct SipEdge {
     message_timeout: Duration,
     /// The edge's own Via identities (one per listener, a reload may add one; a removed
     /// listener's stays, so late responses through it still find their way), to recognise
-    /// responses.
+    /// responses and its own routes.
     hops: ArcSwap<Vec<Hop>>,
+    /// The identities of the listeners running now: what requests toward partners carry in
+    /// their Via and Record-Route (a removed listener's port is closed).
+    serving: ArcSwap<Vec<Hop>>,
     /// The TLS listeners' profiles and acceptors (a changed CRL is swapped in on reload).
     tls: Mutex<Vec<(TlsProfile, Arc<ArcSwap<TlsAcceptor>>)>>,
     registrations: Registrations,
@@ -129,6 +132,7 @@ impl SipEdge {
             limits: StreamLimits::new(max_message_bytes),
             idle_timeout,
             message_timeout,
+            serving: ArcSwap::from_pointee(hops.clone()),
             hops: ArcSwap::from_pointee(hops),
             tls: Mutex::new(tls),
             registrations: Registrations::default(),
@@ -450,15 +454,27 @@ impl SipEdge {
     /// A listener a reload added: its Via identity, and its TLS profile (re-read with the
     /// others on refresh and reload).
     pub fn add_listener(&self, hop: Hop, tls: Option<(TlsProfile, Arc<ArcSwap<TlsAcceptor>>)>) {
-        self.hops.rcu(|hops| {
-            let mut hops = Vec::clone(hops);
-            if !hops.contains(&hop) {
-                hops.push(hop.clone());
-            }
-            hops
-        });
+        for list in [&self.hops, &self.serving] {
+            list.rcu(|hops| {
+                let mut hops = Vec::clone(hops);
+                if !hops.contains(&hop) {
+                    hops.push(hop.clone());
+                }
+                hops
+            });
+        }
         if let Some(tls) = tls {
             self.tls.lock().unwrap_or_else(|p| p.into_inner()).push(tls);
+        }
+    }
+
+    /// A listener a reload removed: requests toward partners no longer name it (its port is
+    /// closed), its TLS files are no longer re-read; responses through it are still
+    /// recognised.
+    pub fn remove_listener(&self, hop: &Hop, acceptor: Option<&Arc<ArcSwap<TlsAcceptor>>>) {
+        self.serving.rcu(|hops| hops.iter().filter(|h| *h != hop).cloned().collect::<Vec<_>>());
+        if let Some(acceptor) = acceptor {
+            self.tls.lock().unwrap_or_else(|p| p.into_inner()).retain(|(_, a)| !Arc::ptr_eq(a, acceptor));
         }
     }
 

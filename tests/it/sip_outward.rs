@@ -232,3 +232,46 @@ async fn a_partner_can_make_the_edge_send_only_to_the_next_hop_never_elsewhere()
     assert!(!reached.load(std::sync::atomic::Ordering::SeqCst), "the edge never connected to the victim");
     edge.stop().await;
 }
+
+/// After a reload moved the SIP listener (the old name removed, a new one added), requests
+/// toward partners carry the new listener in their Via: the old port is closed, and a
+/// partner answering or calling back there would never reach the edge (found by review: the
+/// first listener at start was still used).
+#[tokio::test]
+async fn after_a_reload_moved_the_listener_requests_to_partners_name_the_new_one() {
+    let partner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let partner_port = partner.local_addr().unwrap().port();
+    let (tx, received) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let Ok((mut tcp, _)) = partner.accept().await else { return };
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            }
+        }
+        let _ = tx.send(String::from_utf8_lossy(&seen).into_owned());
+    });
+    let (port, accepted) = inside().await;
+    let (_up, edge, old) = edge(port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
+    let mut tcp = tokio::time::timeout(Duration::from_secs(10), accepted).await.expect("the edge opens its next-hop connection").unwrap();
+    let base = std::fs::read_to_string(&edge.config_path).unwrap();
+    let old_block = "[[sip.listener]]\nname = \"partners\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n";
+    assert!(base.contains(old_block), "{base}");
+    let new_port = free_port();
+    let new_block = format!("[[sip.listener]]\nname = \"moved\"\naddress = \"127.0.0.1:{new_port}\"\ntransport = \"tcp\"\n");
+    std::fs::write(&edge.config_path, format!("{}{new_block}", base.replace(old_block, ""))).unwrap();
+    let auth = format!("Bearer {}", crate::support::ADMIN_TOKEN);
+    let reply = crate::support::client::h1(edge.admin, "POST", "/api/v1/reload", &[("authorization", &auth)], bytes::Bytes::new()).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    let route = format!("Route: <sip:127.0.0.1:{partner_port};transport=tcp;lr>\r\n");
+    tcp.write_all(outward("sip:bob@partner.example", "m1", &route).as_bytes()).await.unwrap();
+    let request = tokio::time::timeout(Duration::from_secs(10), received).await.expect("the partner got the request").unwrap();
+    let via = first_header(&request, "Via").unwrap_or_default();
+    assert!(via.starts_with(&format!("SIP/2.0/TCP 127.0.0.1:{new_port};")), "the running listener in the Via: {request}");
+    assert!(!request.contains(&format!("127.0.0.1:{};", old.port())), "the removed listener is named nowhere: {request}");
+    edge.stop().await;
+}

@@ -247,7 +247,7 @@ impl SipEdge {
         if destination.transport == Transport::Tls && self.outward.partner_tls.is_none() {
             return Err(unavailable); // no TLS listener: no certificate to present
         }
-        let hops = self.hops.load();
+        let hops = self.serving.load();
         let hop = hops.iter().find(|h| h.transport == destination.transport).or(hops.first()).ok_or(unavailable)?.clone();
         proxy::forward_request(message, &hop, source, 0, self.record_route)?;
         self.seal_top_via(message).map_err(|_| Answer { status: 400, reason: "Bad Request" })?;
