@@ -15,7 +15,7 @@ use crate::config::{Config, FirewallConfig};
 use crate::protect::firewall;
 use crate::protect::nft::{self, NftMirror};
 use crate::runtime::Runtime;
-use crate::runtime::control::{ConntrackFill, FirewallControl, FirewallView, Pending};
+use crate::runtime::control::{ConntrackFill, FirewallControl, FirewallView, Pending, Reconfigured};
 use crate::runtime::listeners::Bound;
 use crate::telemetry::outbox::{Level, LogName, Outbox};
 
@@ -387,7 +387,7 @@ impl FirewallControl for KernelTable {
         Box::pin(self.remove_because("admin-remove"))
     }
 
-    fn reconfigure(&self, next: Option<FirewallConfig>, ipv6_prefix: u8) -> Pending<'_, Result<bool, String>> {
+    fn reconfigure(&self, next: Option<FirewallConfig>, ipv6_prefix: u8) -> Pending<'_, Result<Reconfigured, String>> {
         Box::pin(self.reconfigure_to(next, ipv6_prefix))
     }
 }
@@ -467,7 +467,7 @@ impl KernelTable {
     /// changed; a renamed table, or the firewall switched off, needs a restart (the running
     /// tables stay). While the operator has taken the firewall down, the new section is kept
     /// for the next `apply`.
-    async fn reconfigure_to(&self, next: Option<FirewallConfig>, ipv6_prefix: u8) -> Result<bool, String> {
+    async fn reconfigure_to(&self, next: Option<FirewallConfig>, ipv6_prefix: u8) -> Result<Reconfigured, String> {
         let Some(firewall) = &self.firewall else { return Err("the firewall was not applied at start".to_string()) };
         let Some(next) = next else { return Err("switching [firewall] off needs a restart".to_string()) };
         let mut applied = firewall.applied.lock().await;
@@ -476,20 +476,25 @@ impl KernelTable {
             return Err(format!("firewall.table changed ({} to {}): it needs a restart", current.table, next.table));
         }
         if *current == next && current_prefix == ipv6_prefix {
-            return Ok(false);
+            return Ok(Reconfigured::Unchanged);
         }
         firewall.config.store(Arc::new(next));
         self.mirror.set_ipv6_prefix(ipv6_prefix);
         if !firewall.in_kernel.load(Ordering::SeqCst) {
-            return Ok(true); // taken down by the operator: the next apply uses it
+            return Ok(Reconfigured::Kept); // taken down by the operator: the next apply uses it
         }
         if let Err(error) = self.apply_locked(firewall, &mut applied, "reload").await {
-            // The kernel kept the running tables (each replacement is one transaction).
+            // The rules table may have gone in before the ban table failed: the running
+            // section goes back in whole, so the kernel and status agree.
             firewall.config.store(current);
             self.mirror.set_ipv6_prefix(current_prefix);
-            return Err(error);
+            let restored = self.apply_locked(firewall, &mut applied, "reload-undone").await;
+            return Err(match restored {
+                Ok(()) => error,
+                Err(again) => format!("{error}; putting the running section back failed too: {again}"),
+            });
         }
-        Ok(true)
+        Ok(Reconfigured::Applied)
     }
 
     async fn remove_because(&self, reason: &str) -> Result<(), String> {

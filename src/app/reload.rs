@@ -54,9 +54,7 @@ pub(super) async fn reload_loop(
                 if let Err(error) = runtime.control.reload_files() {
                     runtime.error_log.error(&format!("TLS files not reloaded, the running ones stay: {error}"));
                 }
-                if firewall_changed {
-                    reconfigure_firewall(&runtime, &current).await;
-                }
+                reconfigure_firewall(&runtime, &current, firewall_changed).await;
                 if let Some(admin) = &admin {
                     *admin.last_reload_errors.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 }
@@ -134,18 +132,22 @@ fn reload_once(
 
 /// Puts a reload's changed `[firewall]` section (rates, exemptions, load balancers, hardening,
 /// interface) or `protection.ipv6_prefix` in force (both tables replaced, recorded in
-/// `firewall.log` as `reason=reload`); what it cannot change live (the table's name, switching it on or off, or
-/// a firewall that was not applied at start) is said in `error.log` and waits for a restart.
-async fn reconfigure_firewall(runtime: &crate::runtime::Runtime, next: &Config) {
+/// `firewall.log` as `reason=reload`); the firewall compares with what it runs, so a change
+/// `nft` refused is tried again at the next reload. What it cannot change live (the table's
+/// name, switching it on or off, or a firewall that was not applied at start) is said in
+/// `error.log` and waits for a restart.
+async fn reconfigure_firewall(runtime: &crate::runtime::Runtime, next: &Config, changed: bool) {
+    use crate::runtime::control::Reconfigured;
     let Some(firewall) = runtime.firewall.get() else {
-        if next.firewall.is_some() {
+        if changed && next.firewall.is_some() {
             runtime.error_log.warn("[firewall] changed: it was not applied at start, so the change needs a restart");
         }
         return;
     };
     match firewall.reconfigure(next.firewall.clone(), next.protection.ipv6_prefix).await {
-        Ok(true) => runtime.error_log.warn("[firewall] changed: applied (both tables replaced)"),
-        Ok(false) => {}
+        Ok(Reconfigured::Applied) => runtime.error_log.warn("[firewall] changed: applied (both tables replaced)"),
+        Ok(Reconfigured::Kept) => runtime.error_log.warn("[firewall] changed: kept for the next apply (the firewall is taken down)"),
+        Ok(Reconfigured::Unchanged) => {}
         Err(error) => runtime.error_log.warn(&format!("[firewall] change not applied: {error}; the firewall stays as it is")),
     }
 }

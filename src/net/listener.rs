@@ -74,13 +74,19 @@ fn foreign_listeners(address: SocketAddr, ours: &[std::net::TcpListener]) -> Opt
     }
     let table = std::fs::read_to_string(if address.is_ipv4() { "/proc/net/tcp" } else { "/proc/net/tcp6" }).ok()?;
     let wanted = kernel_address(address);
+    let (wanted_ip, port) = wanted.split_once(':')?;
+    let any = "0".repeat(wanted_ip.len());
+    // A listener on the same port overlaps ours when either is on the unspecified address
+    // (a more specific socket takes the connections to its address from ours).
+    let overlaps = |ip: &str| ip.eq_ignore_ascii_case(wanted_ip) || wanted_ip == any || ip == any;
     let foreign = table
         .lines()
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
-            (fields.len() > 9 && fields[3] == "0A" && fields[1].eq_ignore_ascii_case(&wanted)).then(|| fields[9].to_string())
+            let (ip, row_port) = fields.get(1)?.split_once(':')?;
+            (fields.len() > 9 && fields[3] == "0A" && row_port.eq_ignore_ascii_case(port) && overlaps(ip)).then(|| fields[9].to_string())
         })
         .filter(|inode| !inodes.contains(inode))
         .count();
@@ -162,9 +168,19 @@ mod tests {
         intruder.bind(&address.into()).unwrap();
         intruder.listen(BACKLOG).unwrap();
         assert_eq!(foreign_listeners(address, &group), Some(1), "the intruder is counted");
-        // The same port on another address is not ours to judge.
+        // The same port on another specific address is not ours to judge.
         let other = bind_group(format!("127.0.0.2:{}", address.port()).parse().unwrap(), 2).unwrap();
         assert_eq!(foreign_listeners(other[0].local_addr().unwrap(), &other), Some(0));
+        // A more specific address beside our unspecified one takes its connections: counted.
+        let wide = bind_group("0.0.0.0:0".parse().unwrap(), 2).unwrap();
+        let wide_address = wide[0].local_addr().unwrap();
+        assert_eq!(foreign_listeners(wide_address, &wide), Some(0));
+        let narrow: SocketAddr = format!("127.0.0.1:{}", wide_address.port()).parse().unwrap();
+        let specific = socket(narrow).unwrap();
+        specific.set_reuse_port(true).unwrap();
+        specific.bind(&narrow.into()).unwrap();
+        specific.listen(BACKLOG).unwrap();
+        assert_eq!(foreign_listeners(wide_address, &wide), Some(1), "the more specific intruder is counted");
         let v6 = bind_group("[::1]:0".parse().unwrap(), 2);
         if let Ok(v6) = v6 {
             let address = v6[0].local_addr().unwrap();

@@ -180,6 +180,17 @@ pub struct ConntrackFill {
     pub max: u64,
 }
 
+/// What a reload did to the firewall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconfigured {
+    /// Nothing changed.
+    Unchanged,
+    /// The change is in force: both tables replaced.
+    Applied,
+    /// The firewall is taken down (`firewall remove`): the change is kept for the next apply.
+    Kept,
+}
+
 /// What the admin API may do with the firewall: see it, apply it again, take it down.
 pub trait FirewallControl: Send + Sync {
     fn view(&self) -> Pending<'_, FirewallView>;
@@ -188,8 +199,8 @@ pub trait FirewallControl: Send + Sync {
     /// Deletes both tables (the edge keeps serving; the shield still refuses banned sources).
     fn remove(&self) -> Pending<'_, Result<(), String>>;
     /// A reload's `[firewall]` section and `protection.ipv6_prefix` (the meter's and the ban
-    /// sets' IPv6 mask): `Ok(true)` when either changed and is in force (both tables
-    /// replaced), `Ok(false)` when nothing changed, `Err` when it needs a restart or `nft`
-    /// refused it (the running tables stay).
-    fn reconfigure(&self, next: Option<crate::config::FirewallConfig>, ipv6_prefix: u8) -> Pending<'_, Result<bool, String>>;
+    /// sets' IPv6 mask), compared with what the firewall runs (so a change `nft` refused is
+    /// tried again by the next reload); `Err` when it needs a restart or `nft` refused it
+    /// (the running section is put back in the kernel).
+    fn reconfigure(&self, next: Option<crate::config::FirewallConfig>, ipv6_prefix: u8) -> Pending<'_, Result<Reconfigured, String>>;
 }
