@@ -77,7 +77,11 @@ impl Services {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let task = tokio::spawn(service(self.drain_signal()));
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).push((name.into(), task));
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        // Services that ended (listeners a reload removed) are forgotten: reloads that add and
+        // remove listeners for months keep the list at what runs.
+        running.retain(|(_, task)| !task.is_finished());
+        running.push((name.into(), task));
     }
 
     /// Signals the drain and waits until every service returned, or until `deadline`:
@@ -139,5 +143,16 @@ mod tests {
         drop(services);
         tokio::time::timeout(Duration::from_secs(1), drain.signalled()).await.expect("a dropped owner is a drain");
         assert!(drain.is_signalled());
+    }
+
+    #[tokio::test]
+    async fn services_that_ended_are_forgotten_when_the_next_one_starts() {
+        let services = Services::new();
+        for n in 0..10 {
+            services.start(format!("short {n}"), |_drain| async {});
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        services.start("long", |mut drain| async move { drain.signalled().await });
+        assert_eq!(services.running.lock().unwrap().len(), 1, "only what runs is kept");
     }
 }
