@@ -9,7 +9,9 @@
 #   - SYNs the flood got answered (SYN-ACKs seen: what reached the listener),
 #   - live conntrack entries in the edge's namespace when the flood ends and CONNTRACK_AFTER
 #     seconds later (half-open entries of the flood: Portcullis gives admitted connections a
-#     10-s half-open timeout, the kernel's defaults are 120 s and 60 s).
+#     10-s half-open timeout, the kernel's defaults are 120 s and 60 s),
+#   - Portcullis only: both tables replaced (admin `firewall apply`, firewall.log's took_ms)
+#     before the flood and right after it, with the flood's entries in conntrack.
 # Everything runs in two network namespaces this script creates (veth pair); the flood is
 # hping3 --rand-source at FLOOD_INTERVAL (hping3 -i), pinned to core 1, the edge to core 0.
 #
@@ -57,7 +59,10 @@ service = "site"
 $2
 EOC
 }
-config portcullis "[firewall]
+config portcullis "[admin]
+address = \"127.0.0.1:18182\"
+token = \"bench-admin-token\"
+[firewall]
 enabled = true
 interface = \"veth-e\"
 load_balancers = [\"$LB4\"]
@@ -92,14 +97,22 @@ passive_opens() { ip netns exec "$E" nstat -az TcpPassiveOpens TcpExtSyncookiesS
 listen_drops() { ip netns exec "$E" nstat -az TcpExtListenDrops 2>/dev/null | awk 'NR>1{n+=$2} END{print n+0}'; }
 # Packets the kernel dropped before any rule saw them: the per-CPU input backlog was full
 # (the softirq could not keep up; /proc/net/softnet_stat, second column, all CPUs).
+# Portcullis only: replaces both tables through the admin API (`firewall apply`) and prints
+# the time firewall.log recorded for it (ms): the cost of a replacement with what conntrack
+# holds then (the rules table's `ct timeout` objects are detached from every entry).
+replace_ms() {
+  [ "$mode" = portcullis ] || { echo "-"; return; }
+  ip netns exec "$E" curl -sf -o /dev/null -X POST -H "authorization: Bearer bench-admin-token" http://127.0.0.1:18182/api/v1/firewall/apply || { echo "?"; return; }
+  grep "reason=admin-apply" "$DIR/portcullis/logs/firewall.log" | tail -1 | sed -n 's/.*took_ms=\([0-9]*\).*/\1/p'
+}
 # Live conntrack entries of the edge's namespace (the kernel lists no expired one).
 conntrack_live() { ip netns exec "$E" sh -c 'wc -l < /proc/net/nf_conntrack'; }
 backlog_drops() { local n=0 _a d _r; while read -r _a d _r; do n=$((n + 16#$d)); done < /proc/net/softnet_stat; echo "$n"; }
 
 echo "## Random-source SYN flood ($FLOOD_SECONDS s, hping3 -i $FLOOD_INTERVAL --rand-source${FLOOD_MSS:+ --tcp-mss $FLOOD_MSS}): Portcullis [firewall] vs the seed's iptables hardening"
 echo
-echo "| mode | rep | flood SYNs sent | SYNs that reached the listener | listener drops | backlog drops | softirq+irq % of 2 cores | system % | LB handshakes/s | client handshakes/s | conntrack at flood end | ${CONNTRACK_AFTER} s later |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| mode | rep | flood SYNs sent | SYNs that reached the listener | listener drops | backlog drops | softirq+irq % of 2 cores | system % | LB handshakes/s | client handshakes/s | conntrack at flood end | ${CONNTRACK_AFTER} s later | tables replaced before / after the flood (ms) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 # Fresh namespaces for every run: a flood leaves conntrack entries behind (half-open
 # connections to random sources) that would starve the next run's handshakes.
 lab() {
@@ -119,6 +132,7 @@ for rep in $(seq 1 "$REPS"); do
     EDGE_PID=$!
     for _ in $(seq 1 200); do ip netns exec "$E" bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null && break; sleep 0.05; done
     sleep 0.5
+    quiet_ms=$(replace_ms)
     opens0=$(passive_opens); ldrops0=$(listen_drops); bdrops0=$(backlog_drops)
     read -r s0 q0 t0 < <(cpu_ticks)
     ip netns exec "$C" taskset -c 1 timeout -s INT "$FLOOD_SECONDS" hping3 -S ${FLOOD_MSS:+--tcp-mss "$FLOOD_MSS"} -p "$PORT" -i "$FLOOD_INTERVAL" --rand-source "$EDGE4" >"$DIR/flood.txt" 2>&1 &
@@ -130,7 +144,7 @@ for rep in $(seq 1 "$REPS"); do
     wait "$FLOOD" 2>/dev/null || true
     read -r s1 q1 t1 < <(cpu_ticks)
     opens=$(( $(passive_opens) - opens0 )); ldrops=$(( $(listen_drops) - ldrops0 )); bdrops=$(( $(backlog_drops) - bdrops0 ))
-    ct_end=$(conntrack_live); sleep "$CONNTRACK_AFTER"; ct_later=$(conntrack_live)
+    ct_end=$(conntrack_live); flooded_ms=$(replace_ms); sleep "$CONNTRACK_AFTER"; ct_later=$(conntrack_live)
     if [ -n "${COUNTERS_DIR:-}" ]; then
       ip netns exec "$E" nft list counters > "$COUNTERS_DIR/$mode.$rep.txt" 2>/dev/null || true
       [ "$mode" = iptables ] && ip netns exec "$E" iptables-nft -L INPUT -v -n -x > "$COUNTERS_DIR/$mode.$rep.iptables" 2>/dev/null || true
@@ -138,6 +152,6 @@ for rep in $(seq 1 "$REPS"); do
     fi
     sent=$(grep -o "[0-9]* packets tramitted\|[0-9]* packets transmitted" "$DIR/flood.txt" | head -1 | cut -d' ' -f1)
     kill -TERM "$EDGE_PID"; wait "$EDGE_PID" 2>/dev/null || true; EDGE_PID=""
-    echo "| $mode | $rep | ${sent:-?} | $opens | $ldrops | $bdrops | $(( 100 * (q1 - q0) / (t1 - t0) )) | $(( 100 * (s1 - s0) / (t1 - t0) )) | $(cat "$DIR/lb.txt") | $client | $ct_end | $ct_later |"
+    echo "| $mode | $rep | ${sent:-?} | $opens | $ldrops | $bdrops | $(( 100 * (q1 - q0) / (t1 - t0) )) | $(( 100 * (s1 - s0) / (t1 - t0) )) | $(cat "$DIR/lb.txt") | $client | $ct_end | $ct_later | $quiet_ms / $flooded_ms |"
   done
 done

@@ -241,7 +241,12 @@ impl KernelTable {
         let closed: Vec<SocketAddr> = applied.iter().copied().filter(|p| !ports.contains(p)).collect();
         let began = tokio::time::Instant::now();
         let config = firewall.config.load();
-        let outcome = nft::run_nft(&firewall::render(&config, self.mirror.ipv6_prefix(), &ports)).await;
+        // Only the open sets change; a table that is not there (removed from outside) is put
+        // back whole.
+        let mut outcome = nft::run_nft(&firewall::render_open_ports(&config, &ports)).await;
+        if outcome.is_err() {
+            outcome = nft::run_nft(&firewall::render(&config, self.mirror.ipv6_prefix(), &ports)).await;
+        }
         let took_ms = began.elapsed().as_millis();
         let table = &config.table;
         let reason = format!("reason={why} opened={} closed={}", ports_text(&opened), ports_text(&closed));

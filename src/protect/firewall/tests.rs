@@ -78,6 +78,22 @@ fn new_connections_the_host_would_forward_from_the_external_interface_are_droppe
 }
 
 #[test]
+fn a_change_of_the_running_listeners_rewrites_the_open_sets_alone() {
+    let script =
+        render_open_ports(&firewall(), &["0.0.0.0:443".parse().unwrap(), "[::]:443".parse().unwrap(), "10.0.0.1:9443".parse().unwrap()]);
+    assert_eq!(
+        script,
+        "flush set inet pc_test open4\nadd element inet pc_test open4 { 0.0.0.0/0 . 443, 10.0.0.1/32 . 9443 }\n\
+         flush set inet pc_test open6\nadd element inet pc_test open6 { ::/0 . 443 }\n"
+    );
+    assert_eq!(
+        render_open_ports(&firewall(), &[]),
+        "flush set inet pc_test open4\nflush set inet pc_test open6\n",
+        "no listener: nothing open"
+    );
+}
+
+#[test]
 fn the_table_is_replaced_as_a_whole_and_no_other_table_is_named() {
     let ruleset = render(&firewall(), 64, &everywhere(&[443]));
     assert!(ruleset.starts_with("table inet pc_test {}\ndelete table inet pc_test\ntable inet pc_test {"), "{ruleset}");
@@ -214,6 +230,8 @@ fn nft_accepts_every_variant() {
             64,
             &everywhere(&[80]),
         ),
+        // The open sets rewritten in a table that exists (checked in one transaction with it).
+        format!("{}{}", render(&firewall(), 64, &everywhere(&[443])), render_open_ports(&firewall(), &everywhere(&[443, 5061]))),
         render_bans(&firewall(), 64, &bans()),
         render_bans(&firewall(), 48, &[]),
         crate::protect::nft::mirror_table("pc_test", &[443], 64, &bans()),
