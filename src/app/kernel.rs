@@ -164,7 +164,13 @@ pub async fn start(config: &Config, runtime: &Arc<Runtime>) -> Option<Arc<Kernel
         (None, None) => return None,
     };
     let began = tokio::time::Instant::now();
-    let mirror = match NftMirror::start(&table, ipv6_prefix, &script, runtime.error_log.clone()).await {
+    // With the firewall, every batch of ban changes is a ruleset change of its ban table.
+    let batches = config.firewall.as_ref().map(|_| {
+        let log = log.clone();
+        let record: nft::BatchLog = Arc::new(move |line: &str| log.record(line));
+        record
+    });
+    let mirror = match NftMirror::start(&table, ipv6_prefix, &script, runtime.error_log.clone(), batches).await {
         Ok(started) => Arc::new(started),
         Err(error) => {
             if let Some(firewall) = &config.firewall {

@@ -88,6 +88,11 @@ impl std::fmt::Debug for Job {
     }
 }
 
+/// Where each applied (or failed) batch of ban changes is recorded (the firewall's
+/// `firewall.log`): one line, e.g. `applied table=t_bans reason=bans banned=3 lifted=1
+/// took_ms=9`.
+pub type BatchLog = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// A ban to mirror: the banned source, its prefix length and the time it has left.
 pub type MirroredBan = (IpAddr, u8, Duration);
 
@@ -95,12 +100,19 @@ impl NftMirror {
     /// Applies `script` (which must create `table` with the `banned4`/`banned6` sets and
     /// hold the bans in force) and starts the writer; an error (no `nft`, not root…) says why
     /// and leaves no mirror.
-    pub async fn start(table: &str, ipv6_prefix: u8, script: &str, error_log: ErrorLog) -> Result<NftMirror, NftError> {
+    pub async fn start(
+        table: &str,
+        ipv6_prefix: u8,
+        script: &str,
+        error_log: ErrorLog,
+        batches: Option<BatchLog>,
+    ) -> Result<NftMirror, NftError> {
         run_nft(script).await?;
         let (sender, receiver) = mpsc::channel(MAX_QUEUED);
         let dropped = Arc::new(AtomicU64::new(0));
         let suspended = Arc::new(AtomicBool::new(false));
-        tokio::spawn(apply_jobs(table.to_string(), receiver, dropped.clone(), suspended.clone(), error_log));
+        let writer = Writer { table: table.to_string(), dropped: dropped.clone(), suspended: suspended.clone(), error_log, batches };
+        tokio::spawn(writer.apply_jobs(receiver));
         Ok(NftMirror { jobs: sender, dropped, suspended, ipv6_prefix: Arc::new(std::sync::atomic::AtomicU8::new(ipv6_prefix)) })
     }
 
@@ -174,61 +186,81 @@ impl NftMirror {
     }
 }
 
-async fn apply_jobs(
+/// The task that writes to the kernel, in order.
+struct Writer {
     table: String,
-    mut receiver: mpsc::Receiver<Job>,
     dropped: Arc<AtomicU64>,
     suspended: Arc<AtomicBool>,
     error_log: ErrorLog,
-) {
-    let mut next = None;
-    loop {
-        let job = match next.take() {
-            Some(job) => job,
-            None => match receiver.recv().await {
+    batches: Option<BatchLog>,
+}
+
+impl Writer {
+    async fn apply_jobs(self, mut receiver: mpsc::Receiver<Job>) {
+        let Writer { table, dropped, suspended, error_log, batches } = self;
+        let mut next = None;
+        loop {
+            let job = match next.take() {
                 Some(job) => job,
-                None => return,
-            },
-        };
-        let first = match job {
-            Job::Replace { render, done } => {
-                let outcome = run_nft(&render()).await;
-                if outcome.is_ok() {
-                    suspended.store(false, Ordering::SeqCst);
+                None => match receiver.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            let first = match job {
+                Job::Replace { render, done } => {
+                    let outcome = run_nft(&render()).await;
+                    if outcome.is_ok() {
+                        suspended.store(false, Ordering::SeqCst);
+                    }
+                    let _ = done.send(outcome);
+                    continue;
                 }
-                let _ = done.send(outcome);
-                continue;
-            }
-            // Everything queued before it has run: the table stays gone.
-            Job::Remove { done } => {
-                suspended.store(true, Ordering::SeqCst);
-                let _ = done.send(run_nft(&format!("delete table inet {table}\n")).await);
-                continue;
-            }
-            Job::Change(change) => change,
-        };
-        tokio::time::sleep(BATCH_DELAY).await;
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(Job::Change(change)) => batch.push(change),
-                // A replacement waits for the changes queued before it.
-                Ok(replace) => {
-                    next = Some(replace);
-                    break;
+                // Everything queued before it has run: the table stays gone.
+                Job::Remove { done } => {
+                    suspended.store(true, Ordering::SeqCst);
+                    let _ = done.send(run_nft(&format!("delete table inet {table}\n")).await);
+                    continue;
                 }
-                Err(_) => break,
+                Job::Change(change) => change,
+            };
+            tokio::time::sleep(BATCH_DELAY).await;
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(Job::Change(change)) => batch.push(change),
+                    // A replacement waits for the changes queued before it.
+                    Ok(replace) => {
+                        next = Some(replace);
+                        break;
+                    }
+                    Err(_) => break,
+                }
             }
-        }
-        if suspended.load(Ordering::SeqCst) {
-            continue; // the table is down on purpose; a replacement re-adds the bans in force
-        }
-        if let Err(error) = run_nft(&changes_script(&table, &batch)).await {
-            error_log.error(&format!("nftables mirror: {} change(s) not applied: {error}", batch.len()));
-        }
-        let lost = dropped.swap(0, Ordering::Relaxed);
-        if lost > 0 {
-            error_log.error(&format!("nftables mirror: {lost} change(s) dropped (queue of {MAX_QUEUED} full)"));
+            if suspended.load(Ordering::SeqCst) {
+                continue; // the table is down on purpose; a replacement re-adds the bans in force
+            }
+            let began = tokio::time::Instant::now();
+            let outcome = run_nft(&changes_script(&table, &batch)).await;
+            let banned = batch.iter().filter(|c| matches!(c, Change::Ban { .. })).count();
+            let what = format!("table={table} reason=bans banned={banned} lifted={}", batch.len() - banned);
+            match outcome {
+                Ok(()) => {
+                    if let Some(log) = &batches {
+                        log(&format!("applied {what} took_ms={}", began.elapsed().as_millis()));
+                    }
+                }
+                Err(error) => {
+                    if let Some(log) = &batches {
+                        log(&format!("failed {what} error={error}"));
+                    }
+                    error_log.error(&format!("nftables mirror: {} change(s) not applied: {error}", batch.len()));
+                }
+            }
+            let lost = dropped.swap(0, Ordering::Relaxed);
+            if lost > 0 {
+                error_log.error(&format!("nftables mirror: {lost} change(s) dropped (queue of {MAX_QUEUED} full)"));
+            }
         }
     }
 }

@@ -361,6 +361,9 @@ fn the_firewall_opens_only_running_listeners_limits_new_connections_and_drops_ho
     assert!(log.contains(&format!("removed table={TABLE} reason=admin-remove")), "{log}");
     assert!(log.contains(&format!("applied table={TABLE} reason=admin-apply ports={PORT}")), "{log}");
     assert!(log.contains(&format!("removed table={TABLE} reason=shutdown")), "{log}");
+    // Every batch of ban changes is a ruleset change of the ban table.
+    assert!(log.contains(&format!("applied table={TABLE}_bans reason=bans banned=1 lifted=0 took_ms=")), "{log}");
+    assert!(log.contains(&format!("applied table={TABLE}_bans reason=bans banned=0 lifted=")), "{log}");
 }
 
 #[test]
