@@ -127,6 +127,8 @@ struct RunningSip {
     config: SipListenerConfig,
     /// Its identity in Via and Record-Route, and its TLS acceptor.
     hop: Hop,
+    /// When it started, in order (the first at start comes first, as before any reload).
+    started: u64,
     acceptor: Option<Arc<ArcSwap<TlsAcceptor>>>,
     /// Set to stop this listener alone.
     stop: watch::Sender<bool>,
@@ -192,8 +194,10 @@ impl SipListeners {
         let (entry, socket) = (b.entry, b.socket);
         self.services
             .start(format!("sip listener {}", b.config.name), move |_| accept::run(runtime, entry, socket, cap, connections, drain));
-        let running = RunningSip { config: b.config, hop, acceptor, stop };
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(running.config.name.clone(), running);
+        let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let started = map.values().map(|r| r.started + 1).max().unwrap_or(0);
+        let running = RunningSip { config: b.config, hop, acceptor, started, stop };
+        map.insert(running.config.name.clone(), running);
     }
 
     /// Binds the SIP listeners `next` adds; `Err` (nothing bound, nothing changed) when one
@@ -234,7 +238,7 @@ impl SipListeners {
                     .warn(&format!("sip.listener {name:?} removed by the reload: it stops accepting, its connections finish"));
                 let _ = listener.stop.send(true);
                 if let Some(edge) = &self.edge {
-                    edge.remove_listener(&listener.hop, listener.acceptor.as_ref());
+                    edge.remove_listener(listener.acceptor.as_ref());
                 }
             }
         }
@@ -246,6 +250,12 @@ impl SipListeners {
             // Registered now: the firewall opens its port as the accept loop starts.
             self.runtime.listeners.add(bound.entry.clone());
             self.serve(next, bound);
+        }
+        if let Some(edge) = &self.edge {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let mut serving: Vec<&RunningSip> = running.values().collect();
+            serving.sort_by_key(|r| r.started);
+            edge.set_serving(serving.into_iter().map(|r| r.hop.clone()).collect());
         }
     }
 }

@@ -454,28 +454,31 @@ impl SipEdge {
     /// A listener a reload added: its Via identity, and its TLS profile (re-read with the
     /// others on refresh and reload).
     pub fn add_listener(&self, hop: Hop, tls: Option<(TlsProfile, Arc<ArcSwap<TlsAcceptor>>)>) {
-        for list in [&self.hops, &self.serving] {
-            list.rcu(|hops| {
-                let mut hops = Vec::clone(hops);
-                if !hops.contains(&hop) {
-                    hops.push(hop.clone());
-                }
-                hops
-            });
-        }
+        self.hops.rcu(|hops| {
+            let mut hops = Vec::clone(hops);
+            if !hops.contains(&hop) {
+                hops.push(hop.clone());
+            }
+            hops
+        });
         if let Some(tls) = tls {
             self.tls.lock().unwrap_or_else(|p| p.into_inner()).push(tls);
         }
     }
 
-    /// A listener a reload removed: requests toward partners no longer name it (its port is
-    /// closed), its TLS files are no longer re-read; responses through it are still
-    /// recognised.
-    pub fn remove_listener(&self, hop: &Hop, acceptor: Option<&Arc<ArcSwap<TlsAcceptor>>>) {
-        self.serving.rcu(|hops| hops.iter().filter(|h| *h != hop).cloned().collect::<Vec<_>>());
+    /// A listener a reload removed: its TLS files are no longer re-read; responses through
+    /// it are still recognised.
+    pub fn remove_listener(&self, acceptor: Option<&Arc<ArcSwap<TlsAcceptor>>>) {
         if let Some(acceptor) = acceptor {
             self.tls.lock().unwrap_or_else(|p| p.into_inner()).retain(|(_, a)| !Arc::ptr_eq(a, acceptor));
         }
+    }
+
+    /// The identities of the listeners running now, in start order (after a reload): what
+    /// requests toward partners name. Listeners on `0.0.0.0` and `[::]` of one port share one
+    /// identity, so this is set from every running listener, never by removing one.
+    pub fn set_serving(&self, hops: Vec<Hop>) {
+        self.serving.store(Arc::new(hops));
     }
 
     /// Re-reads every TLS listener's certificate, key, CA and CRL and swaps the acceptors:

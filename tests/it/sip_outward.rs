@@ -275,3 +275,51 @@ async fn after_a_reload_moved_the_listener_requests_to_partners_name_the_new_one
     assert!(!request.contains(&format!("127.0.0.1:{};", old.port())), "the removed listener is named nowhere: {request}");
     edge.stop().await;
 }
+
+/// Listeners on `0.0.0.0` and `[::]` of one port share one identity in Via (the server's
+/// name): a reload that removes one of the two leaves the other serving, and requests toward
+/// partners still go out naming it (found by review: removing the IPv6 twin made every
+/// outward request a 503).
+#[tokio::test]
+async fn removing_one_of_two_dual_stack_listeners_keeps_requests_to_partners_flowing() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        return; // no IPv6 loopback here
+    }
+    let partner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let partner_port = partner.local_addr().unwrap().port();
+    let (tx, received) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let Ok((mut tcp, _)) = partner.accept().await else { return };
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            }
+        }
+        let _ = tx.send(String::from_utf8_lossy(&seen).into_owned());
+    });
+    let (port, accepted) = inside().await;
+    let (_up, edge, _old) = edge(port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
+    let mut tcp = tokio::time::timeout(Duration::from_secs(10), accepted).await.expect("the edge opens its next-hop connection").unwrap();
+    let base = std::fs::read_to_string(&edge.config_path).unwrap();
+    let old_block = "[[sip.listener]]\nname = \"partners\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n";
+    let p = free_port();
+    let v4 = format!("[[sip.listener]]\nname = \"v4\"\naddress = \"0.0.0.0:{p}\"\ntransport = \"tcp\"\n");
+    let v6 = format!("[[sip.listener]]\nname = \"v6\"\naddress = \"[::]:{p}\"\ntransport = \"tcp\"\n");
+    let auth = format!("Bearer {}", crate::support::ADMIN_TOKEN);
+    let without_old = base.replace(old_block, "");
+    for text in [format!("{without_old}{v4}{v6}"), format!("{without_old}{v4}")] {
+        std::fs::write(&edge.config_path, text).unwrap();
+        let reply =
+            crate::support::client::h1(edge.admin, "POST", "/api/v1/reload", &[("authorization", &auth)], bytes::Bytes::new()).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let route = format!("Route: <sip:127.0.0.1:{partner_port};transport=tcp;lr>\r\n");
+    tcp.write_all(outward("sip:bob@partner.example", "d1", &route).as_bytes()).await.unwrap();
+    let request = tokio::time::timeout(Duration::from_secs(10), received).await.expect("the partner got the request").unwrap();
+    let via = first_header(&request, "Via").unwrap_or_default();
+    assert!(via.starts_with(&format!("SIP/2.0/TCP localhost:{p};")), "the remaining listener's identity: {request}");
+    edge.stop().await;
+}
