@@ -1,48 +1,122 @@
-//! The HTTP/2 cancel budget of one client connection (the "rapid reset" attack, CVE-2023-44487):
-//! a stream the client resets before its answer is ready has cost the edge its routing,
-//! authentication and often an upstream request (whose connection cannot go back to the
-//! pool) and costs the client one frame. Each connection has a bucket of cancels:
-//! [`CANCEL_BURST`] at once, refilled at [`CANCEL_RATE`] a second, whatever else the
-//! connection does (answered streams buy no cancels: padding the resets with cheap requests
-//! does not help). A browser cancels a few streams when a page is left; a connection over
-//! its bucket is closed (GOAWAY, then the connection ends) and counts once as an
-//! `http-protocol-violation` of its source.
+//! The HTTP/2 cancel budget (the "rapid reset" attack, CVE-2023-44487): a stream the client
+//! resets before its answer is ready has cost the edge its routing, authentication and often
+//! an upstream request (whose connection cannot go back to the pool), and costs the client
+//! one frame. Two buckets of cancels, whatever else the client does (answered streams buy no
+//! cancels: padding the resets with cheap requests does not help):
+//!
+//! - per connection: [`CANCEL_BURST`] at once — twice the streams a connection may have in
+//!   flight, so cancelling everything at once (a page left, gRPC deadlines while an upstream
+//!   stalls) never trips it — refilled at [`CANCEL_RATE`] a second;
+//! - per source address (IPv6: per prefix), across all its connections:
+//!   [`SOURCE_CANCEL_BURST`] at once, refilled at [`SOURCE_CANCEL_RATE`] a second, so opening
+//!   a new connection for every few dozen resets does not escape the budget. Wide enough for
+//!   an office NAT of browsers.
+//!
+//! A connection that empties either bucket is closed (GOAWAY, then the connection ends) and
+//! counts once as an `http-protocol-violation` of its source.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// Streams a client may cancel before their answer at once, on one connection.
-pub const CANCEL_BURST: u32 = 64;
-/// Cancels a second the bucket refills with.
+/// Streams a client may cancel before their answer at once, on one connection: twice the
+/// concurrent streams it may have (`MAX_CONCURRENT_STREAMS`).
+pub const CANCEL_BURST: u32 = 2 * super::server::MAX_CONCURRENT_STREAMS;
+/// Cancels a second a connection's bucket refills with.
 pub const CANCEL_RATE: u32 = 10;
+/// Cancels at once for one source address across its connections.
+pub const SOURCE_CANCEL_BURST: u32 = 1024;
+/// Cancels a second a source's bucket refills with.
+pub const SOURCE_CANCEL_RATE: u32 = 100;
+/// Sources whose buckets are kept (beyond it, new sources meet the per-connection bucket
+/// alone until full buckets are dropped).
+const MAX_SOURCES: usize = 65_536;
+
+/// A token bucket of cancels.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    since: Instant,
+}
+
+impl Bucket {
+    fn full(burst: u32, now: Instant) -> Bucket {
+        Bucket { tokens: f64::from(burst), since: now }
+    }
+
+    /// Refills to `now`, takes one cancel; false when there was none to take.
+    fn take(&mut self, burst: u32, rate: u32, now: Instant) -> bool {
+        let refilled = (self.tokens + now.saturating_duration_since(self.since).as_secs_f64() * f64::from(rate)).min(f64::from(burst));
+        *self = Bucket { tokens: refilled - 1.0, since: now };
+        refilled >= 1.0
+    }
+
+    /// Whether it is full again at `now` (nothing to remember).
+    fn is_full(&self, burst: u32, rate: u32, now: Instant) -> bool {
+        self.tokens + now.saturating_duration_since(self.since).as_secs_f64() * f64::from(rate) >= f64::from(burst)
+    }
+}
+
+/// The cancel buckets of every source, shared by all connections of the edge.
+#[derive(Debug, Default)]
+pub struct SourceCancels {
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl SourceCancels {
+    /// Takes one cancel from `source`'s bucket at `now`; false when it was empty.
+    fn take(&self, source: IpAddr, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if !buckets.contains_key(&source) && buckets.len() >= MAX_SOURCES {
+            buckets.retain(|_, b| !b.is_full(SOURCE_CANCEL_BURST, SOURCE_CANCEL_RATE, now));
+            if buckets.len() >= MAX_SOURCES {
+                return true; // every bucket in use: the connection's own bucket still applies
+            }
+        }
+        buckets.entry(source).or_insert_with(|| Bucket::full(SOURCE_CANCEL_BURST, now)).take(SOURCE_CANCEL_BURST, SOURCE_CANCEL_RATE, now)
+    }
+}
 
 /// The streams one connection opened and cancelled, and whether it is over its budget.
 #[derive(Debug)]
 pub struct CancelBudget {
     opened: AtomicU32,
     cancelled: AtomicU32,
-    /// Cancels left in the bucket, and when it was last refilled.
-    bucket: Mutex<(f64, Instant)>,
+    bucket: Mutex<Bucket>,
+    /// Its source's bucket, shared with the source's other connections.
+    source: Option<(Arc<SourceCancels>, IpAddr)>,
     tripped: AtomicBool,
     over: Notify,
 }
 
 impl Default for CancelBudget {
     fn default() -> Self {
-        CancelBudget {
-            opened: AtomicU32::new(0),
-            cancelled: AtomicU32::new(0),
-            bucket: Mutex::new((f64::from(CANCEL_BURST), Instant::now())),
-            tripped: AtomicBool::new(false),
-            over: Notify::new(),
-        }
+        CancelBudget::new(None)
     }
 }
 
 impl CancelBudget {
+    /// The budget of a new connection from `source` (its address already masked to the
+    /// shield's IPv6 prefix), counted in `sources` too.
+    pub fn for_source(sources: Arc<SourceCancels>, source: IpAddr) -> CancelBudget {
+        CancelBudget::new(Some((sources, source)))
+    }
+
+    fn new(source: Option<(Arc<SourceCancels>, IpAddr)>) -> CancelBudget {
+        CancelBudget {
+            opened: AtomicU32::new(0),
+            cancelled: AtomicU32::new(0),
+            bucket: Mutex::new(Bucket::full(CANCEL_BURST, Instant::now())),
+            source,
+            tripped: AtomicBool::new(false),
+            over: Notify::new(),
+        }
+    }
+
     /// A stream begins; its [`Stream`] counts a cancel unless it is [`Stream::answered`].
     pub fn open(self: &Arc<Self>) -> Stream {
         self.opened.fetch_add(1, Ordering::Relaxed);
@@ -68,18 +142,13 @@ impl CancelBudget {
         (self.cancelled.load(Ordering::Relaxed), self.opened.load(Ordering::Relaxed))
     }
 
-    /// Counts one cancelled stream at `now`, and trips the budget once the bucket is empty.
+    /// Counts one cancelled stream at `now`, and trips the budget once the connection's or
+    /// its source's bucket is empty.
     fn cancel_at(&self, now: Instant) {
         self.cancelled.fetch_add(1, Ordering::Relaxed);
-        let over = {
-            let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-            let (tokens, since) = *bucket;
-            let refilled =
-                (tokens + now.saturating_duration_since(since).as_secs_f64() * f64::from(CANCEL_RATE)).min(f64::from(CANCEL_BURST));
-            *bucket = (refilled - 1.0, now);
-            refilled < 1.0
-        };
-        if over && !self.tripped.swap(true, Ordering::SeqCst) {
+        let connection = self.bucket.lock().unwrap_or_else(|p| p.into_inner()).take(CANCEL_BURST, CANCEL_RATE, now);
+        let source = self.source.as_ref().is_none_or(|(sources, source)| sources.take(*source, now));
+        if !(connection && source) && !self.tripped.swap(true, Ordering::SeqCst) {
             self.over.notify_waiters();
         }
     }
@@ -136,7 +205,7 @@ mod tests {
         let budget = Arc::new(CancelBudget::default());
         let start = Instant::now();
         let mut tripped_at = None;
-        for i in 0..400u32 {
+        for i in 0..800u32 {
             budget.open().answered();
             let stream = budget.open();
             stream.budget.clone().unwrap().cancel_at(start + Duration::from_millis(u64::from(i)));
@@ -175,5 +244,38 @@ mod tests {
         }
         tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
         tokio::time::timeout(Duration::from_secs(1), budget.exceeded()).await.unwrap();
+    }
+
+    #[test]
+    fn cancelling_every_stream_in_flight_at_once_never_trips_it() {
+        let budget = Arc::new(CancelBudget::default());
+        let now = Instant::now();
+        for _ in 0..super::super::server::MAX_CONCURRENT_STREAMS {
+            budget.open().budget.take().unwrap().cancel_at(now);
+        }
+        assert!(!budget.is_exceeded());
+    }
+
+    #[test]
+    fn a_new_connection_for_every_few_dozen_resets_meets_the_sources_bucket() {
+        let sources = Arc::new(SourceCancels::default());
+        let source: IpAddr = "203.0.113.7".parse().unwrap();
+        let now = Instant::now();
+        let mut tripped_after = None;
+        'connections: for connection in 0..100u32 {
+            let budget = Arc::new(CancelBudget::for_source(sources.clone(), source));
+            for reset in 0..60u32 {
+                budget.open().budget.take().unwrap().cancel_at(now);
+                if budget.is_exceeded() {
+                    tripped_after = Some(connection * 60 + reset + 1);
+                    break 'connections;
+                }
+            }
+        }
+        assert_eq!(tripped_after, Some(SOURCE_CANCEL_BURST + 1), "the source's bucket is shared by its connections");
+        // Another source is not touched by it.
+        let other = Arc::new(CancelBudget::for_source(sources, "198.51.100.9".parse().unwrap()));
+        other.open().budget.take().unwrap().cancel_at(now);
+        assert!(!other.is_exceeded());
     }
 }

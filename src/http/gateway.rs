@@ -130,6 +130,8 @@ impl Gateway {
 pub struct Edge {
     pub gateway: ArcSwap<Gateway>,
     pub runtime: Arc<Runtime>,
+    /// The HTTP/2 cancel buckets of every source, across its connections.
+    pub cancels: Arc<super::cancels::SourceCancels>,
     no_service: Arc<str>,
     token_service: Arc<str>,
 }
@@ -140,6 +142,7 @@ impl Edge {
         Edge {
             gateway: ArcSwap::from_pointee(gateway),
             runtime,
+            cancels: Arc::default(),
             no_service: Arc::from(NO_SERVICE),
             token_service: Arc::from(TOKEN_SERVICE),
         }

@@ -133,7 +133,10 @@ impl Connections for HttpConnections {
             redirect_port: self.config.redirect_to.as_ref().map(|r| r.port),
             paths: self.config.paths,
             upgrade_gate: Arc::default(),
-            cancels: Arc::default(),
+            cancels: Arc::new(super::cancels::CancelBudget::for_source(
+                self.edge.cancels.clone(),
+                crate::protect::source_of(client.ip(), self.edge.gateway.load().config.protection.ipv6_prefix),
+            )),
         });
         let task = ConnectionTask { edge: self.edge.clone(), conn, builders: self.builders.clone(), server: self.server.clone(), drain };
         let acceptor = self.tls.as_ref().map(|t| t.load_full());
