@@ -148,7 +148,10 @@ impl CancelBudget {
         self.cancelled.fetch_add(1, Ordering::Relaxed);
         let connection = self.bucket.lock().unwrap_or_else(|p| p.into_inner()).take(CANCEL_BURST, CANCEL_RATE, now);
         let source = self.source.as_ref().is_none_or(|(sources, source)| sources.take(*source, now));
-        if !(connection && source) && !self.tripped.swap(true, Ordering::SeqCst) {
+        if connection && source {
+            return;
+        }
+        if !self.tripped.swap(true, Ordering::SeqCst) {
             self.over.notify_waiters();
         }
     }
