@@ -30,6 +30,8 @@ use crate::telemetry::access_log::AccessEntry;
 
 /// Most concurrent HTTP/2 streams per client connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 128;
+// A client cancelling every stream it has in flight at once must stay within its budget.
+const _: () = assert!(super::cancels::CANCEL_BURST >= 2 * MAX_CONCURRENT_STREAMS);
 
 /// Which HTTP versions a connection may speak.
 #[derive(Clone, Copy)]
