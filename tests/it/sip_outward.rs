@@ -233,14 +233,11 @@ async fn a_partner_can_make_the_edge_send_only_to_the_next_hop_never_elsewhere()
     edge.stop().await;
 }
 
-/// After a reload moved the SIP listener (the old name removed, a new one added), requests
-/// toward partners carry the new listener in their Via: the old port is closed, and a
-/// partner answering or calling back there would never reach the edge (found by review: the
-/// first listener at start was still used).
-#[tokio::test]
-async fn after_a_reload_moved_the_listener_requests_to_partners_name_the_new_one() {
+/// A partner on loopback that keeps the head of the first request it receives: its port,
+/// and the head once it arrived.
+async fn partner_capturing_one_request() -> (u16, tokio::sync::oneshot::Receiver<String>) {
     let partner = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let partner_port = partner.local_addr().unwrap().port();
+    let port = partner.local_addr().unwrap().port();
     let (tx, received) = tokio::sync::oneshot::channel::<String>();
     tokio::spawn(async move {
         let Ok((mut tcp, _)) = partner.accept().await else { return };
@@ -254,6 +251,16 @@ async fn after_a_reload_moved_the_listener_requests_to_partners_name_the_new_one
         }
         let _ = tx.send(String::from_utf8_lossy(&seen).into_owned());
     });
+    (port, received)
+}
+
+/// After a reload moved the SIP listener (the old name removed, a new one added), requests
+/// toward partners carry the new listener in their Via: the old port is closed, and a
+/// partner answering or calling back there would never reach the edge (found by review: the
+/// first listener at start was still used).
+#[tokio::test]
+async fn after_a_reload_moved_the_listener_requests_to_partners_name_the_new_one() {
+    let (partner_port, received) = partner_capturing_one_request().await;
     let (port, accepted) = inside().await;
     let (_up, edge, old) = edge(port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
     let mut tcp = tokio::time::timeout(Duration::from_secs(10), accepted).await.expect("the edge opens its next-hop connection").unwrap();
@@ -285,21 +292,7 @@ async fn removing_one_of_two_dual_stack_listeners_keeps_requests_to_partners_flo
     if std::net::TcpListener::bind("[::1]:0").is_err() {
         return; // no IPv6 loopback here
     }
-    let partner = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let partner_port = partner.local_addr().unwrap().port();
-    let (tx, received) = tokio::sync::oneshot::channel::<String>();
-    tokio::spawn(async move {
-        let Ok((mut tcp, _)) = partner.accept().await else { return };
-        let mut seen = Vec::new();
-        let mut buffer = [0u8; 4096];
-        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-            match tcp.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&buffer[..n]),
-            }
-        }
-        let _ = tx.send(String::from_utf8_lossy(&seen).into_owned());
-    });
+    let (partner_port, received) = partner_capturing_one_request().await;
     let (port, accepted) = inside().await;
     let (_up, edge, _old) = edge(port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
     let mut tcp = tokio::time::timeout(Duration::from_secs(10), accepted).await.expect("the edge opens its next-hop connection").unwrap();
