@@ -475,18 +475,34 @@ fn fail2ban_regex(edge: &crate::support::RunningEdge) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// An HTTP/2 client that cancels a request while its body is on the way (a browser leaving
-/// a page: RST_STREAM CANCEL) has done nothing wrong: it is not a protocol violation, even
-/// with a trigger of 1, and nothing reaches the upstream. A body that breaks its own
-/// `content-length` still is one (the control that proves the counting works).
-#[tokio::test]
-async fn a_cancelled_http2_upload_is_not_a_protocol_violation_but_a_broken_one_is() {
+/// An upstream and an edge in front of it on which one `http-protocol-violation` bans.
+async fn one_violation_bans() -> (Upstream, crate::support::RunningEdge) {
     let up = Upstream::start("desk").await;
     let edge = crate::support::TestEdge::new()
         .proxy("desk", "/", &[(up.addr, 1, 0)], "")
         .raw("[protection.categories.http-protocol-violation]\ntrigger = 1\n")
         .start()
         .await;
+    (up, edge)
+}
+
+/// Waits (up to 5 s) until `client` is banned; fails with `why` otherwise.
+async fn banned_within_5s(edge: &crate::support::RunningEdge, client: std::net::IpAddr, why: &str) {
+    let banned = async {
+        while edge.running().runtime.shield.check(client).is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), banned).await.expect(why);
+}
+
+/// An HTTP/2 client that cancels a request while its body is on the way (a browser leaving
+/// a page: RST_STREAM CANCEL) has done nothing wrong: it is not a protocol violation, even
+/// with a trigger of 1, and nothing reaches the upstream. A body that breaks its own
+/// `content-length` still is one (the control that proves the counting works).
+#[tokio::test]
+async fn a_cancelled_http2_upload_is_not_a_protocol_violation_but_a_broken_one_is() {
+    let (up, edge) = one_violation_bans().await;
     let client: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
     let (h2, connection) = h2::client::handshake(tcp).await.unwrap();
@@ -521,12 +537,7 @@ async fn a_cancelled_http2_upload_is_not_a_protocol_violation_but_a_broken_one_i
     let (answer, mut body) = h2.clone().ready().await.unwrap().send_request(upload(Some("10")), false).unwrap();
     body.send_data(Bytes::from_static(b"12345"), true).unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(5), answer).await;
-    let banned = async {
-        while edge.running().runtime.shield.check(client).is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), banned).await.expect("a body shorter than its content-length is a protocol violation");
+    banned_within_5s(&edge, client, "a body shorter than its content-length is a protocol violation").await;
     assert_eq!(up.hits(), 1, "the broken upload did not reach the upstream");
     edge.stop().await;
 }
@@ -561,12 +572,7 @@ async fn reset_streams(addr: std::net::SocketAddr, count: u32, pause: Duration) 
 /// requests.
 #[tokio::test]
 async fn an_http2_client_that_cancels_stream_after_stream_loses_its_connection() {
-    let up = Upstream::start("desk").await;
-    let edge = crate::support::TestEdge::new()
-        .proxy("desk", "/", &[(up.addr, 1, 0)], "")
-        .raw("[protection.categories.http-protocol-violation]\ntrigger = 1\n")
-        .start()
-        .await;
+    let (up, edge) = one_violation_bans().await;
     let client: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let get = |path: &str| http::Request::get(format!("http://localhost:{}{path}", edge.http.port())).body(()).unwrap();
     let tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
@@ -608,12 +614,7 @@ async fn an_http2_client_that_cancels_stream_after_stream_loses_its_connection()
     assert!(ended.is_ok(), "the client's connection ended");
     let reached = up.hits() - hits_before;
     assert!(reached <= sent as usize + 1, "only the resets before the cut reached the upstream ({reached})");
-    let banned = async {
-        while edge.running().runtime.shield.check(client).is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), banned).await.expect("the rapid reset counts as a protocol violation");
+    banned_within_5s(&edge, client, "the rapid reset counts as a protocol violation").await;
     let log = edge.log_once("error.log", "rapid reset").await;
     assert!(log.contains("HTTP/2 connection closed: its client cancelled ") && log.contains("(rapid reset)"), "{log}");
     edge.stop().await;
@@ -625,12 +626,7 @@ async fn an_http2_client_that_cancels_stream_after_stream_loses_its_connection()
 /// review: a new connection per few dozen resets escaped a per-connection budget).
 #[tokio::test]
 async fn http2_resets_spread_over_many_connections_meet_the_sources_budget() {
-    let up = Upstream::start("desk").await;
-    let edge = crate::support::TestEdge::new()
-        .proxy("desk", "/", &[(up.addr, 1, 0)], "")
-        .raw("[protection.categories.http-protocol-violation]\ntrigger = 1\n")
-        .start()
-        .await;
+    let (_up, edge) = one_violation_bans().await;
     let client: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let runs: Vec<_> = (0..24).map(|_| tokio::spawn(reset_streams(edge.http, 60, Duration::from_millis(1)))).collect();
     let mut total = 0;
@@ -643,12 +639,7 @@ async fn http2_resets_spread_over_many_connections_meet_the_sources_budget() {
     // Each connection far below its own budget: without the source's bucket all 24 × 60 go
     // through. (A cut connection may still send a few resets before its GOAWAY arrives.)
     assert!(cut >= 1 && total < 24 * 60, "connections were cut once the source's bucket was empty ({total} resets sent, {cut} cut)");
-    let banned = async {
-        while edge.running().runtime.shield.check(client).is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), banned).await.expect("counted as a protocol violation");
+    banned_within_5s(&edge, client, "counted as a protocol violation").await;
     edge.stop().await;
 }
 
@@ -658,12 +649,7 @@ async fn http2_resets_spread_over_many_connections_meet_the_sources_budget() {
 #[tokio::test]
 async fn an_http1_upload_cut_off_by_the_client_is_not_a_violation_but_a_broken_chunk_is() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let up = Upstream::start("desk").await;
-    let edge = crate::support::TestEdge::new()
-        .proxy("desk", "/", &[(up.addr, 1, 0)], "")
-        .raw("[protection.categories.http-protocol-violation]\ntrigger = 1\n")
-        .start()
-        .await;
+    let (up, edge) = one_violation_bans().await;
     let client: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let heads = [
         "POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100000\r\n\r\nfirst part of a form",
@@ -695,12 +681,7 @@ async fn an_http1_upload_cut_off_by_the_client_is_not_a_violation_but_a_broken_c
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
-    let banned = async {
-        while edge.running().runtime.shield.check(client).is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), banned).await.expect("a broken chunk is a protocol violation");
+    banned_within_5s(&edge, client, "a broken chunk is a protocol violation").await;
     assert_eq!(up.hits(), hits, "the broken request did not reach the upstream");
     edge.stop().await;
 }
