@@ -138,6 +138,14 @@ impl Lab {
         panic!("edge did not start with its firewall within 30 s");
     }
 
+    /// hping3 from the client's namespace: SYNs with an MSS option (so they meet the limits)
+    /// from random sources to the edge's port, one every `interval` for `seconds`.
+    fn random_source_flood(&self, seconds: &str, interval: &str) -> Child {
+        let port = PORT.to_string();
+        let args = ["timeout", seconds, "hping3", "-q", "-S", "--tcp-mss", "1460", "-p", &port, "-i", interval, "--rand-source", EDGE4];
+        crate::support::spawn_in_netns(&self.client_ns, &args)
+    }
+
     /// SIGTERM and wait (a clean shutdown deletes the table).
     fn stop_edge(&mut self) {
         if let Some(child) = self.edge.take() {
@@ -180,6 +188,18 @@ fn can_run() -> bool {
     let why = format!("firewall test needs root, nft, ip, curl and {PYTHON} with scapy (root: {root}, tools: {tools}, scapy: {scapy})");
     crate::support::external::missing("FIREWALL", &why);
     false
+}
+
+/// [`can_run`], and hping3 for the floods.
+fn can_flood() -> bool {
+    if !can_run() {
+        return false;
+    }
+    let hping3 = Command::new("hping3").arg("--version").output().is_ok_and(|o| o.status.success() || !o.stdout.is_empty());
+    if !hping3 {
+        crate::support::external::missing("FIREWALL", "hping3 is not installed");
+    }
+    hping3
 }
 
 fn write_config(dir: &Path, firewall_extra: &str) -> std::path::PathBuf {
@@ -417,11 +437,7 @@ fn without_hardening_a_syn_with_fin_still_meets_the_limits() {
 /// balancer still connects while the flood runs. Packets from `hping3` (Debian's hping3).
 #[test]
 fn a_random_source_flood_that_fills_the_meter_does_not_make_it_fail_open() {
-    if !can_run() {
-        return;
-    }
-    if !Command::new("hping3").arg("--version").output().is_ok_and(|o| o.status.success() || !o.stdout.is_empty()) {
-        crate::support::external::missing("FIREWALL", "hping3 is not installed");
+    if !can_flood() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -432,12 +448,7 @@ fn a_random_source_flood_that_fills_the_meter_does_not_make_it_fail_open() {
     // About 125,000 SYNs from random sources in 5 s (a seventh of them from spoofed ranges,
     // dropped before the meter): more than the meter holds. On a busy machine hping3 sends
     // fewer, so it floods again (up to three more times) until the meter is full.
-    let flood = |seconds: &str| {
-        crate::support::spawn_in_netns(
-            &lab.client_ns,
-            &["timeout", seconds, "hping3", "-q", "-S", "--tcp-mss", "1460", "-p", &target, "-i", "u40", "--rand-source", EDGE4],
-        )
-    };
+    let flood = |seconds: &str| lab.random_source_flood(seconds, "u40");
     let mut first = flood("5");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(lab.connects(LB4, EDGE4, PORT), "the load balancer connects during the flood");
@@ -495,11 +506,7 @@ fn a_random_source_flood_that_fills_the_meter_does_not_make_it_fail_open() {
 /// after it ends. The fill level shows in the admin API while it runs.
 #[test]
 fn a_floods_half_open_conntrack_entries_expire_within_seconds() {
-    if !can_run() {
-        return;
-    }
-    if !Command::new("hping3").arg("--version").output().is_ok_and(|o| o.status.success() || !o.stdout.is_empty()) {
-        crate::support::external::missing("FIREWALL", "hping3 is not installed");
+    if !can_flood() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -513,10 +520,7 @@ fn a_floods_half_open_conntrack_entries_expire_within_seconds() {
     // garbage collector passes, up to a minute later; a full table evicts them first).
     let entries = || lab.edge(&["cat", "/proc/net/nf_conntrack"]).lines().count() as u64;
     let before = entries();
-    let flood = crate::support::spawn_in_netns(
-        &lab.client_ns,
-        &["timeout", "4", "hping3", "-q", "-S", "--tcp-mss", "1460", "-p", &PORT.to_string(), "-i", "u100", "--rand-source", EDGE4],
-    );
+    let flood = lab.random_source_flood("4", "u100");
     std::thread::sleep(Duration::from_millis(2500));
     let view = lab.edge(&["curl", "-s", "-H", &format!("authorization: Bearer {ADMIN_TOKEN}"), "http://127.0.0.1:18181/api/v1/firewall"]);
     let view: serde_json::Value = serde_json::from_str(&view).unwrap();
