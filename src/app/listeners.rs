@@ -110,29 +110,23 @@ impl HttpListeners {
     /// cannot be. Changed settings under a running name are reported, not applied.
     pub(super) fn prepare(&self, next: &Config) -> Result<ListenerChange, Vec<String>> {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let mut start = Vec::new();
-        let mut errors = Vec::new();
-        for config in &next.listeners {
-            match running.get(&config.name) {
-                Some(current) if current.config != *config => self.edge.runtime.error_log.warn(&format!(
-                    "listener {:?} changed: it keeps its running settings until a restart (add it under a new name to switch without one)",
-                    config.name
-                )),
-                Some(_) => {}
-                None if config.tls && self.acceptor.is_none() => errors.push(format!(
-                    "listener {:?}: a TLS listener needs a restart when none ran at start (no certificate is loaded)",
-                    config.name
-                )),
-                None => match self.bind_sockets(config) {
-                    Ok(bound) => start.push(bound),
-                    Err(error) => errors.push(format!("{error:#}")),
-                },
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors); // the sockets bound so far close with `start`
-        }
-        let stop = running.keys().filter(|name| !next.listeners.iter().any(|l| &l.name == *name)).cloned().collect();
+        let names = running.iter().map(|(name, r)| (name, &r.config));
+        let (start, stop) = by_name(
+            "listener",
+            names,
+            &next.listeners,
+            |l| &l.name,
+            &self.edge.runtime.error_log,
+            |config| {
+                if config.tls && self.acceptor.is_none() {
+                    return Err(format!(
+                        "listener {:?}: a TLS listener needs a restart when none ran at start (no certificate is loaded)",
+                        config.name
+                    ));
+                }
+                self.bind_sockets(config).map_err(|error| format!("{error:#}"))
+            },
+        )?;
         Ok(ListenerChange { start, stop })
     }
 
@@ -154,4 +148,39 @@ impl HttpListeners {
             self.start(bound, server);
         }
     }
+}
+
+/// A reload's listeners of one kind (`kind` as the configuration names them) against the
+/// running ones, by name: every new name is bound with `bind` — all of them, or `Err` with
+/// every reason and nothing kept (what was bound closes as it drops) — a running name whose
+/// settings changed is reported (it keeps running as it is until a restart), and the running
+/// names `next` no longer has are the ones to stop.
+pub(super) fn by_name<'a, C: PartialEq + 'a, B>(
+    kind: &str,
+    running: impl Iterator<Item = (&'a String, &'a C)>,
+    next: &[C],
+    name_of: impl Fn(&C) -> &str,
+    error_log: &crate::telemetry::logging::ErrorLog,
+    mut bind: impl FnMut(&C) -> Result<B, String>,
+) -> Result<(Vec<B>, Vec<String>), Vec<String>> {
+    let running: BTreeMap<&str, &C> = running.map(|(name, config)| (name.as_str(), config)).collect();
+    let (mut start, mut errors) = (Vec::new(), Vec::new());
+    for config in next {
+        let name = name_of(config);
+        match running.get(name) {
+            Some(current) if *current != config => error_log.warn(&format!(
+                "{kind} {name:?} changed: it keeps its running settings until a restart (add it under a new name to switch without one)"
+            )),
+            Some(_) => {}
+            None => match bind(config) {
+                Ok(bound) => start.push(bound),
+                Err(error) => errors.push(error),
+            },
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let stop = running.keys().filter(|name| !next.iter().any(|c| name_of(c) == **name)).map(|name| name.to_string()).collect();
+    Ok((start, stop))
 }

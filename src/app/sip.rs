@@ -204,28 +204,23 @@ impl SipListeners {
     /// cannot be. Changed settings under a running name are reported, not applied.
     pub(super) fn prepare(&self, next: &Config) -> Result<SipChange, Vec<String>> {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut start, mut errors) = (Vec::new(), Vec::new());
-        for l in &next.sip.listeners {
-            match running.get(&l.name) {
-                Some(current) if current.config != *l => self.runtime.error_log.warn(&format!(
-                    "sip.listener {:?} changed: it keeps its running settings until a restart (add it under a new name to switch without one)",
-                    l.name
-                )),
-                Some(_) => {}
-                None if self.edge.is_none() => errors.push(format!(
-                    "sip.listener {:?}: adding a SIP listener needs a restart when no SIP front end ran at start (no listener or no next_hop then)",
-                    l.name
-                )),
-                None => match bind_one(next, l) {
-                    Ok(bound) => start.push(bound),
-                    Err(error) => errors.push(format!("{error:#}")),
-                },
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors); // the sockets bound so far close with `start`
-        }
-        let stop = running.keys().filter(|name| !next.sip.listeners.iter().any(|l| &l.name == *name)).cloned().collect();
+        let names = running.iter().map(|(name, r)| (name, &r.config));
+        let (start, stop) = super::listeners::by_name(
+            "sip.listener",
+            names,
+            &next.sip.listeners,
+            |l| &l.name,
+            &self.runtime.error_log,
+            |l| {
+                if self.edge.is_none() {
+                    return Err(format!(
+                        "sip.listener {:?}: adding a SIP listener needs a restart when no SIP front end ran at start (no listener or no next_hop then)",
+                        l.name
+                    ));
+                }
+                bind_one(next, l).map_err(|error| format!("{error:#}"))
+            },
+        )?;
         Ok(SipChange { start, stop })
     }
 
