@@ -71,6 +71,11 @@ pub async fn wait_listening(port: u16) {
     assert!(ready, "sipp UAS did not listen on {port}");
 }
 
+/// A `[[sip.listener]]` block over TCP.
+pub fn sip_listener(name: &str, address: &str) -> String {
+    format!("[[sip.listener]]\nname = \"{name}\"\naddress = \"{address}\"\ntransport = \"tcp\"\n")
+}
+
 async fn sip_edge(next_hop_port: u16) -> (Upstream, RunningEdge, SocketAddr) {
     sip_edge_with(next_hop_port, "").await
 }
@@ -86,8 +91,8 @@ async fn sip_edge_server(next_hop_port: u16, server: &str, extra: &str) -> (Upst
         .server(server)
         .proxy("web", "/", &[(up.addr, 1, 0)], "")
         .raw(&format!(
-            "[[sip.listener]]\nname = \"partners\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n\
-             [sip]\nnext_hop = \"sip:127.0.0.1:{next_hop_port};transport=tcp\"\nmax_message_bytes = 4096\n{extra}"
+            "{}[sip]\nnext_hop = \"sip:127.0.0.1:{next_hop_port};transport=tcp\"\nmax_message_bytes = 4096\n{extra}",
+            sip_listener("partners", "127.0.0.1:0")
         ))
         .start()
         .await;
@@ -451,14 +456,9 @@ async fn a_reload_adds_and_removes_sip_listeners() {
     wait_listening(uas_port).await;
     let (_up, edge, first) = sip_edge_with(uas_port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
     let base = std::fs::read_to_string(&edge.config_path).unwrap();
-    let auth = format!("Bearer {}", crate::support::ADMIN_TOKEN);
-    let reload = || async {
-        crate::support::client::h1(edge.admin, "POST", "/api/v1/reload", &[("authorization", &auth)], bytes::Bytes::new()).await
-    };
     let second_port = free_port();
-    let second_block = format!("[[sip.listener]]\nname = \"second\"\naddress = \"127.0.0.1:{second_port}\"\ntransport = \"tcp\"\n");
-    std::fs::write(&edge.config_path, format!("{base}{second_block}")).unwrap();
-    let reply = reload().await;
+    let second_block = sip_listener("second", &format!("127.0.0.1:{second_port}"));
+    let reply = edge.reload_with(&format!("{base}{second_block}")).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let second: SocketAddr = format!("127.0.0.1:{second_port}").parse().unwrap();
     let args = ["-s", "alice", "-key", "fromdom", "partner.example", "-m", "10", "-r", "50", "-recv_timeout", "5000", "-timeout", "20s"];
@@ -467,10 +467,9 @@ async fn a_reload_adds_and_removes_sip_listeners() {
     assert!(registered(second_port), "the added listener is registered (the firewall opens its port)");
 
     // The first one removed: it stops accepting and leaves the registry; the second serves on.
-    let first_block = "[[sip.listener]]\nname = \"partners\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n";
-    assert!(base.contains(first_block), "{base}");
-    std::fs::write(&edge.config_path, format!("{}{second_block}", base.replace(first_block, ""))).unwrap();
-    let reply = reload().await;
+    let first_block = sip_listener("partners", "127.0.0.1:0");
+    assert!(base.contains(&first_block), "{base}");
+    let reply = edge.reload_with(&format!("{}{second_block}", base.replace(&first_block, ""))).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let closed =
         crate::support::eventually_async(Duration::from_secs(2), || async move { tokio::net::TcpStream::connect(first).await.is_err() })
@@ -482,11 +481,10 @@ async fn a_reload_adds_and_removes_sip_listeners() {
     // A port in use: the whole reload is refused, nothing of it applied.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let held_port = held.local_addr().unwrap().port();
-    let clash = format!("[[sip.listener]]\nname = \"clash\"\naddress = \"127.0.0.1:{held_port}\"\ntransport = \"tcp\"\n");
+    let clash = sip_listener("clash", &format!("127.0.0.1:{held_port}"));
     let third_port = free_port();
-    let third = format!("[[sip.listener]]\nname = \"third\"\naddress = \"127.0.0.1:{third_port}\"\ntransport = \"tcp\"\n");
-    std::fs::write(&edge.config_path, format!("{}{second_block}{third}{clash}", base.replace(first_block, ""))).unwrap();
-    let reply = reload().await;
+    let third = sip_listener("third", &format!("127.0.0.1:{third_port}"));
+    let reply = edge.reload_with(&format!("{}{second_block}{third}{clash}", base.replace(&first_block, ""))).await;
     assert_eq!(reply.status, 400, "a SIP listener that cannot bind fails the reload: {}", reply.body);
     assert!(reply.body.contains("sip.listener \\\"clash\\\": cannot bind"), "{}", reply.body);
     assert!(!registered(third_port) && tokio::net::TcpStream::connect(("127.0.0.1", third_port)).await.is_err(), "nothing of it applied");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::sip::{SCENARIOS, free_port, sipp_available, wait_listening};
+use crate::sip::{SCENARIOS, free_port, sip_listener, sipp_available, wait_listening};
 use crate::support::external::missing;
 use crate::support::{RunningEdge, TestEdge, Upstream, raw_exchange};
 
@@ -29,10 +29,7 @@ async fn edge(next_hop: u16, extra: &str) -> (Upstream, RunningEdge, std::net::S
     let up = Upstream::start("web").await;
     let edge = TestEdge::new()
         .proxy("web", "/", &[(up.addr, 1, 0)], "")
-        .raw(&format!(
-            "[[sip.listener]]\nname = \"partners\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n\
-             [sip]\nnext_hop = \"sip:127.0.0.1:{next_hop};transport=tcp\"\n{extra}"
-        ))
+        .raw(&format!("{}[sip]\nnext_hop = \"sip:127.0.0.1:{next_hop};transport=tcp\"\n{extra}", sip_listener("partners", "127.0.0.1:0")))
         .start()
         .await;
     let sip = edge
@@ -265,13 +262,11 @@ async fn after_a_reload_moved_the_listener_requests_to_partners_name_the_new_one
     let (_up, edge, old) = edge(port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
     let mut tcp = tokio::time::timeout(Duration::from_secs(10), accepted).await.expect("the edge opens its next-hop connection").unwrap();
     let base = std::fs::read_to_string(&edge.config_path).unwrap();
-    let old_block = "[[sip.listener]]\nname = \"partners\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n";
-    assert!(base.contains(old_block), "{base}");
+    let old_block = sip_listener("partners", "127.0.0.1:0");
+    assert!(base.contains(&old_block), "{base}");
     let new_port = free_port();
-    let new_block = format!("[[sip.listener]]\nname = \"moved\"\naddress = \"127.0.0.1:{new_port}\"\ntransport = \"tcp\"\n");
-    std::fs::write(&edge.config_path, format!("{}{new_block}", base.replace(old_block, ""))).unwrap();
-    let auth = format!("Bearer {}", crate::support::ADMIN_TOKEN);
-    let reply = crate::support::client::h1(edge.admin, "POST", "/api/v1/reload", &[("authorization", &auth)], bytes::Bytes::new()).await;
+    let new_block = sip_listener("moved", &format!("127.0.0.1:{new_port}"));
+    let reply = edge.reload_with(&format!("{}{new_block}", base.replace(&old_block, ""))).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
 
     let route = format!("Route: <sip:127.0.0.1:{partner_port};transport=tcp;lr>\r\n");
@@ -297,28 +292,19 @@ async fn removing_one_of_two_dual_stack_listeners_keeps_requests_to_partners_flo
     let (_up, edge, _old) = edge(port, "[[federation.allow]]\ndomain = \"partner.example\"\n").await;
     let mut tcp = tokio::time::timeout(Duration::from_secs(10), accepted).await.expect("the edge opens its next-hop connection").unwrap();
     let base = std::fs::read_to_string(&edge.config_path).unwrap();
-    let old_block = "[[sip.listener]]\nname = \"partners\"\naddress = \"127.0.0.1:0\"\ntransport = \"tcp\"\n";
-    let auth = format!("Bearer {}", crate::support::ADMIN_TOKEN);
-    let without_old = base.replace(old_block, "");
-    let headers = [("authorization", auth.as_str())];
-    let reload = |text: String| {
-        std::fs::write(&edge.config_path, text).unwrap();
-        crate::support::client::h1(edge.admin, "POST", "/api/v1/reload", &headers, bytes::Bytes::new())
-    };
-    let listener =
-        |name: &str, address: String| format!("[[sip.listener]]\nname = \"{name}\"\naddress = \"{address}\"\ntransport = \"tcp\"\n");
+    let without_old = base.replace(&sip_listener("partners", "127.0.0.1:0"), "");
     // A free port on both families (another test may take a probed port first: try again).
     let mut p = 0;
     for _ in 0..5 {
         p = free_port();
-        let both = format!("{without_old}{}{}", listener("v4", format!("0.0.0.0:{p}")), listener("v6", format!("[::]:{p}")));
-        if reload(both).await.status == 200 {
+        let both = format!("{without_old}{}{}", sip_listener("v4", &format!("0.0.0.0:{p}")), sip_listener("v6", &format!("[::]:{p}")));
+        if edge.reload_with(&both).await.status == 200 {
             break;
         }
         p = 0;
     }
     assert_ne!(p, 0, "no port free on both families");
-    let reply = reload(format!("{without_old}{}", listener("v4", format!("0.0.0.0:{p}")))).await;
+    let reply = edge.reload_with(&format!("{without_old}{}", sip_listener("v4", &format!("0.0.0.0:{p}")))).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let route = format!("Route: <sip:127.0.0.1:{partner_port};transport=tcp;lr>\r\n");
     tcp.write_all(outward("sip:bob@partner.example", "d1", &route).as_bytes()).await.unwrap();

@@ -429,6 +429,14 @@ impl TestEdge {
 }
 
 impl RunningEdge {
+    /// Writes `text` as the edge's configuration file and asks the admin API for a reload;
+    /// its answer (200, or 400 with every error).
+    pub async fn reload_with(&self, text: &str) -> client::Reply {
+        std::fs::write(&self.config_path, text).unwrap();
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        client::h1(self.admin, "POST", "/api/v1/reload", &[("authorization", &auth)], Bytes::new()).await
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join("logs").join(name)).unwrap_or_default()
     }
