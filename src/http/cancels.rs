@@ -93,12 +93,6 @@ pub struct CancelBudget {
     over: Notify,
 }
 
-impl Default for CancelBudget {
-    fn default() -> Self {
-        CancelBudget::new(None)
-    }
-}
-
 impl CancelBudget {
     /// The budget of a new connection from `source` (its address already masked to the
     /// shield's IPv6 prefix), counted in `sources` too.
@@ -130,11 +124,6 @@ impl CancelBudget {
             return;
         }
         notified.await;
-    }
-
-    /// Whether the connection went over its budget.
-    pub fn is_exceeded(&self) -> bool {
-        self.tripped.load(Ordering::SeqCst)
     }
 
     /// Streams cancelled before their answer, and streams opened.
@@ -185,7 +174,7 @@ mod tests {
 
     #[test]
     fn a_few_cancels_among_many_answers_never_trip_it() {
-        let budget = Arc::new(CancelBudget::default());
+        let budget = Arc::new(CancelBudget::new(None));
         // A browser: 1,000 streams over 20 s, 200 of them cancelled (10 a second).
         let start = Instant::now();
         for i in 0..1000u32 {
@@ -197,7 +186,7 @@ mod tests {
                 stream.answered();
             }
         }
-        assert!(!budget.is_exceeded(), "ten cancels a second are within the budget");
+        assert!(!budget.tripped.load(Ordering::SeqCst), "ten cancels a second are within the budget");
         assert_eq!(budget.counts(), (200, 1000));
     }
 
@@ -205,7 +194,7 @@ mod tests {
     fn cancels_padded_with_answered_streams_still_trip_it() {
         // The attack the review found against a ratio: one answered stream before every
         // cancelled one. The bucket does not care how many streams were answered.
-        let budget = Arc::new(CancelBudget::default());
+        let budget = Arc::new(CancelBudget::new(None));
         let start = Instant::now();
         let mut tripped_at = None;
         for i in 0..800u32 {
@@ -213,7 +202,7 @@ mod tests {
             let stream = budget.open();
             stream.budget.clone().unwrap().cancel_at(start + Duration::from_millis(u64::from(i)));
             stream.answered();
-            if budget.is_exceeded() {
+            if budget.tripped.load(Ordering::SeqCst) {
                 tripped_at.get_or_insert(budget.counts().0);
             }
         }
@@ -223,19 +212,19 @@ mod tests {
 
     #[test]
     fn a_connection_that_only_cancels_trips_just_past_the_burst() {
-        let budget = Arc::new(CancelBudget::default());
+        let budget = Arc::new(CancelBudget::new(None));
         let now = Instant::now();
         for _ in 0..CANCEL_BURST {
             budget.open().budget.take().unwrap().cancel_at(now);
         }
-        assert!(!budget.is_exceeded(), "{CANCEL_BURST} cancels are within it");
+        assert!(!budget.tripped.load(Ordering::SeqCst), "{CANCEL_BURST} cancels are within it");
         budget.open().budget.take().unwrap().cancel_at(now);
-        assert!(budget.is_exceeded());
+        assert!(budget.tripped.load(Ordering::SeqCst));
     }
 
     #[tokio::test]
     async fn waiting_for_it_ends_when_it_trips_or_at_once_after() {
-        let budget = Arc::new(CancelBudget::default());
+        let budget = Arc::new(CancelBudget::new(None));
         let waiter = tokio::spawn({
             let budget = budget.clone();
             async move { budget.exceeded().await }
@@ -251,12 +240,12 @@ mod tests {
 
     #[test]
     fn cancelling_every_stream_in_flight_at_once_never_trips_it() {
-        let budget = Arc::new(CancelBudget::default());
+        let budget = Arc::new(CancelBudget::new(None));
         let now = Instant::now();
         for _ in 0..CANCEL_BURST / 2 {
             budget.open().budget.take().unwrap().cancel_at(now);
         }
-        assert!(!budget.is_exceeded());
+        assert!(!budget.tripped.load(Ordering::SeqCst));
     }
 
     #[test]
@@ -269,7 +258,7 @@ mod tests {
             let budget = Arc::new(CancelBudget::for_source(sources.clone(), source));
             for reset in 0..60u32 {
                 budget.open().budget.take().unwrap().cancel_at(now);
-                if budget.is_exceeded() {
+                if budget.tripped.load(Ordering::SeqCst) {
                     tripped_after = Some(connection * 60 + reset + 1);
                     break 'connections;
                 }
@@ -279,6 +268,6 @@ mod tests {
         // Another source is not touched by it.
         let other = Arc::new(CancelBudget::for_source(sources, "198.51.100.9".parse().unwrap()));
         other.open().budget.take().unwrap().cancel_at(now);
-        assert!(!other.is_exceeded());
+        assert!(!other.tripped.load(Ordering::SeqCst));
     }
 }
