@@ -37,13 +37,22 @@ struct Lab {
     client_ns: String,
     edge: Option<Child>,
     other: Option<Child>,
+    /// A directory put first on the edge's `PATH` (an `nft` in front of the real one).
+    nft_in_front: Option<std::path::PathBuf>,
 }
 
 impl Lab {
     fn create() -> Lab {
         let one = ONE_LAB.lock().unwrap_or_else(|p| p.into_inner());
         let id = std::process::id();
-        let lab = Lab { _one: one, edge_ns: format!("pc-fwe-{id}"), client_ns: format!("pc-fwc-{id}"), edge: None, other: None };
+        let lab = Lab {
+            _one: one,
+            edge_ns: format!("pc-fwe-{id}"),
+            client_ns: format!("pc-fwc-{id}"),
+            edge: None,
+            other: None,
+            nft_in_front: None,
+        };
         for ns in [&lab.edge_ns, &lab.client_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
             run(Command::new("ip").args(["netns", "add", ns]));
@@ -122,11 +131,12 @@ impl Lab {
 
     /// Starts the edge; waits until it serves, and (`with_firewall`) its table is in place.
     fn start_edge_until(&mut self, config: &Path, with_firewall: bool) {
-        let child = crate::support::spawn_in_netns(
-            &self.edge_ns,
-            &[env!("CARGO_BIN_EXE_portcullis"), "serve", "--config", config.to_str().unwrap()],
-        );
-        self.edge = Some(child);
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.edge_ns, env!("CARGO_BIN_EXE_portcullis"), "serve", "--config", config.to_str().unwrap()]);
+        if let Some(dir) = &self.nft_in_front {
+            command.env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()));
+        }
+        self.edge = Some(command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap());
         for _ in 0..600 {
             if (!with_firewall || Lab::exec(&self.edge_ns, &["nft", "list", "set", "inet", TABLE, "open4"]).status.success())
                 && Lab::exec(&self.edge_ns, &["curl", "-s", "-o", "/dev/null", &format!("http://127.0.0.1:{PORT}/")]).status.success()
@@ -769,4 +779,111 @@ fn an_operators_table_of_the_same_name_is_never_replaced() {
     );
     let errors = std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap();
     assert!(errors.contains("firewall: not applied"), "{errors}");
+}
+
+/// Every firewall change is two `nft` transactions: the rules table, then the ban table. When
+/// the second one fails, no half firewall is left behind and the status does not lie. An `nft`
+/// first on the edge's `PATH` passes everything to the real one, except that it refuses any
+/// transaction naming the ban table while a marker file exists.
+/// - `firewall remove` failing half-way: 500, still shown applied (a retry or the shutdown
+///   deletes the rest), and the retry removes both tables.
+/// - `firewall apply` failing half-way while down: 500, the rules table it put in is taken
+///   out again (a default deny that no shutdown would remove), shown not applied.
+/// - A reload whose `[firewall]` change fails half-way: the running section stays in force
+///   in the kernel and `error.log` says so; the next reload applies it.
+#[test]
+fn a_change_whose_ban_table_fails_never_leaves_half_a_firewall() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let real = Command::new("sh").args(["-c", "command -v nft"]).output().unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    let fail = dir.path().join("fail-ban-table");
+    let front = dir.path().join("bin");
+    std::fs::create_dir(&front).unwrap();
+    std::fs::write(
+        front.join("nft"),
+        format!(
+            "#!/bin/bash\nif [ \"$1\" = -f ] && [ \"$2\" = - ]; then\n  script=$(cat)\n  \
+             if [ -e '{fail}' ] && grep -q '{TABLE}_bans' <<<\"$script\"; then echo 'Error: refused by the test' >&2; exit 1; fi\n  \
+             exec '{real}' -f - <<<\"$script\"\nfi\nexec '{real}' \"$@\"\n",
+            fail = fail.display()
+        ),
+    )
+    .unwrap();
+    run(Command::new("chmod").args(["755", front.join("nft").to_str().unwrap()]));
+    let mut lab = Lab::create();
+    lab.nft_in_front = Some(front);
+    lab.start_edge(&config);
+    let tables = |lab: &Lab| {
+        let listed = lab.edge(&["nft", "list", "tables"]);
+        let has = |name: String| listed.lines().any(|line| line.trim() == format!("table inet {name}"));
+        (has(TABLE.to_string()), has(format!("{TABLE}_bans")))
+    };
+    let admin = |lab: &Lab, method: &str, path: &str| -> (String, serde_json::Value) {
+        let out = lab.edge(&[
+            "curl",
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+            "-H",
+            &format!("authorization: Bearer {ADMIN_TOKEN}"),
+            &format!("http://127.0.0.1:18181{path}"),
+        ]);
+        let (body, code) = out.rsplit_once('\n').unwrap();
+        (code.to_string(), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    };
+    let applied = |lab: &Lab| admin(lab, "GET", "/api/v1/firewall").1["applied"].as_bool().unwrap();
+    assert_eq!(tables(&lab), (true, true));
+
+    // remove, failing on the ban table.
+    std::fs::write(&fail, "").unwrap();
+    let (code, body) = admin(&lab, "POST", "/api/v1/firewall/remove");
+    assert_eq!(code, "500", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("refused by the test"), "{body}");
+    assert!(applied(&lab), "a remove that failed half-way is still shown applied");
+    assert!(tables(&lab).1, "the ban table is still there");
+    std::fs::remove_file(&fail).unwrap();
+    let (code, body) = admin(&lab, "POST", "/api/v1/firewall/remove");
+    assert_eq!(code, "200", "the retry removes the rest: {body}");
+    assert_eq!(body["applied"], false, "{body}");
+    assert_eq!(tables(&lab), (false, false), "nothing of the firewall is left");
+
+    // apply while down, failing on the ban table.
+    std::fs::write(&fail, "").unwrap();
+    let (code, body) = admin(&lab, "POST", "/api/v1/firewall/apply");
+    assert_eq!(code, "500", "{body}");
+    assert_eq!(tables(&lab), (false, false), "the rules table that went in was taken out again");
+    assert!(!applied(&lab), "shown not applied");
+    std::fs::remove_file(&fail).unwrap();
+    let (code, body) = admin(&lab, "POST", "/api/v1/firewall/apply");
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(tables(&lab), (true, true));
+
+    // A reload's change, failing on the ban table: the running section stays in force.
+    let rate = |lab: &Lab| lab.edge(&["nft", "list", "chain", "inet", TABLE, "new_connections"]);
+    assert!(rate(&lab).contains("5/second"), "{}", rate(&lab));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("new_connections = \"5/second\"", "new_connections = \"7/second\"")).unwrap();
+    std::fs::write(&fail, "").unwrap();
+    assert_eq!(admin(&lab, "POST", "/api/v1/reload").0, "200");
+    assert!(rate(&lab).contains("5/second") && !rate(&lab).contains("7/second"), "the running rules stay: {}", rate(&lab));
+    assert_eq!(tables(&lab), (true, true));
+    assert!(applied(&lab));
+    let errors = std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap();
+    assert!(errors.contains("[firewall] change not applied: "), "{errors}");
+    std::fs::remove_file(&fail).unwrap();
+    assert_eq!(admin(&lab, "POST", "/api/v1/reload").0, "200");
+    assert!(rate(&lab).contains("7/second"), "the next reload applies it: {}", rate(&lab));
+
+    lab.stop_edge();
+    assert_eq!(tables(&lab), (false, false), "a clean stop removes both");
+    let log = std::fs::read_to_string(dir.path().join("logs/firewall.log")).unwrap();
+    for reason in ["admin-remove", "admin-apply", "reload"] {
+        assert!(log.contains(&format!("failed table={TABLE} reason={reason} ")), "{reason}: {log}");
+    }
 }
