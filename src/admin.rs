@@ -78,8 +78,8 @@ pub struct AdminState {
     pub started: Instant,
     /// The HTTPS listeners' acceptor (a new certificate is swapped in here).
     pub tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
-    /// The admin listener speaks TLS (page cookies get `Secure`).
-    pub tls_admin: bool,
+    /// The admin listener speaks TLS (page cookies get `Secure`); a reload may switch it.
+    pub tls_admin: AtomicBool,
     /// Signed-in status-page sessions.
     pub page_sessions: page::PageSessions,
     /// When the last reload was refused and why (cleared by a good reload).
@@ -103,7 +103,8 @@ pub struct AdminConnections {
 }
 
 impl AdminConnections {
-    /// The connections of the admin listener; `tls` when it speaks HTTPS.
+    /// The connections of the admin listener; `tls` (the edge's acceptor) is used while
+    /// [`AdminState::tls_admin`] is set.
     pub fn new(
         state: Arc<AdminState>,
         tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
@@ -129,7 +130,7 @@ impl Connections for AdminConnections {
 
     fn serve(&self, tcp: TcpStream, client: SocketAddr, mut drain: Drain) -> impl Future<Output = ()> + Send + 'static {
         let state = self.state.clone();
-        let acceptor = self.tls.as_ref().map(|t| t.load_full());
+        let acceptor = self.tls.as_ref().filter(|_| state.tls_admin.load(Ordering::SeqCst)).map(|t| t.load_full());
         let timeout = self.header_read_timeout;
         let idle_timeout = self.idle_timeout;
         async move {

@@ -19,13 +19,14 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+mod admin_listener;
 mod background;
 pub mod kernel;
 mod listeners;
 mod reload;
 mod sip;
 
-use crate::admin::{AdminConnections, AdminState, MAX_ADMIN_CONNECTIONS, ReloadRequest};
+use crate::admin::{AdminState, ReloadRequest};
 use crate::auth::AuthEvents;
 use crate::cluster::StateStore;
 use crate::cluster::embedded::EmbeddedStore;
@@ -33,15 +34,13 @@ use crate::config::{Config, StoreKind};
 use crate::event::EventBus;
 use crate::federation::Federation;
 use crate::http::gateway::{Edge, Gateway, GatewayDeps};
-use crate::net::listener;
 use crate::operate::Operate;
 use crate::operate::cert;
 use crate::protect::Shield;
 use crate::protect::blocking_log::BlockingLog;
-use crate::runtime::listeners::{Bound, Protocol};
 use crate::runtime::services::Services;
 use crate::runtime::workers::Placement;
-use crate::runtime::{Runtime, accept};
+use crate::runtime::Runtime;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::logging::{ErrorLog, LineBudget, quoted};
 use crate::telemetry::metrics::Metrics;
@@ -251,10 +250,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let sip_bound = sip::bind(&config, &runtime)?;
     let admin_socket = match &config.admin {
         Some(a) => {
-            let socket = listener::bind(a.address).with_context(|| format!("admin: cannot bind {}", a.address))?;
-            let entry = Bound { name: Arc::from("admin"), address: socket.local_addr()?, protocol: Protocol::Admin };
-            runtime.listeners.add(entry.clone());
-            Some((socket, entry))
+            let bound = admin_listener::BoundAdmin::bind(a.address)?;
+            runtime.listeners.add(bound.entry().clone());
+            Some(bound)
         }
         None => None,
     };
@@ -276,9 +274,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(8);
     let mut admin_addr = None;
-    let mut admin_state = None;
-    if let (Some(admin_cfg), Some((socket, entry))) = (&config.admin, admin_socket) {
-        admin_addr = Some(entry.address);
+    let mut admin = None;
+    if let (Some(admin_cfg), Some(bound)) = (&config.admin, admin_socket) {
+        admin_addr = Some(bound.address());
         let state = Arc::new(AdminState {
             runtime: runtime.clone(),
             token: ArcSwap::from_pointee(admin_cfg.token.clone()),
@@ -287,21 +285,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             started_at: SystemTime::now(),
             started: Instant::now(),
             tls: acceptor.clone(),
-            tls_admin: admin_cfg.tls,
+            tls_admin: admin_cfg.tls.into(),
             page_sessions: crate::admin::page::PageSessions::default(),
             last_reload_errors: std::sync::Mutex::new(None),
         });
-        tracing::info!("admin API on {}{}", entry.address, if admin_cfg.tls { " (HTTPS)" } else { "" });
-        let admin_tls = if admin_cfg.tls { acceptor.clone() } else { None };
-        let connections = AdminConnections::new(state.clone(), admin_tls, config.server.header_read_timeout, config.server.idle_timeout);
-        let runtime = runtime.clone();
-        services.start("admin API", move |drain| accept::run(runtime, entry, socket, MAX_ADMIN_CONNECTIONS, connections, drain));
-        admin_state = Some(state);
+        admin = Some(Arc::new(admin_listener::AdminListener::start(state, acceptor.clone(), services.clone(), bound, &config.server)));
     }
     {
         let (config, edge, acceptor) = (config.clone(), edge.clone(), acceptor.clone());
-        let listeners = reload::ReloadedListeners { http: http_listeners.clone(), sip: sip_listeners };
-        services.start("reload", move |drain| reload::reload_loop(reload_rx, config, edge, acceptor, admin_state, listeners, drain));
+        let listeners = reload::ReloadedListeners { http: http_listeners.clone(), sip: sip_listeners, admin };
+        services.start("reload", move |drain| reload::reload_loop(reload_rx, config, edge, acceptor, listeners, drain));
     }
     if let Some(paths) = &certificate {
         if paths.origin == cert::CertOrigin::SelfSigned {

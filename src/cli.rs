@@ -474,11 +474,15 @@ async fn admin_send(url: &str, token: &str, method: http::Method, path: &str, bo
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let running = crate::app::start(config).await?;
+    // Installed before the start binds anything: a signal that arrives while it starts (the
+    // admin port already accepts) is acted on once it has started, instead of killing the
+    // process by the signal's default action (a SIGHUP or SIGUSR1 from log rotation, or a
+    // SIGTERM that would leave the firewall's tables behind like a crash).
     let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     let mut user1 = signal(SignalKind::user_defined1()).context("cannot install the SIGUSR1 handler")?;
+    let running = crate::app::start(config).await?;
     loop {
         tokio::select! {
             _ = user1.recv() => {

@@ -463,7 +463,7 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
             }
             let (id, _) = state.page_sessions.create();
             let mut response = see_other("/");
-            let secure = if state.tls_admin { "; Secure" } else { "" };
+            let secure = if state.tls_admin.load(std::sync::atomic::Ordering::SeqCst) { "; Secure" } else { "" };
             if let Ok(cookie) = HeaderValue::from_str(&format!(
                 "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
                 SESSION_TTL.as_secs()

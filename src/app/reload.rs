@@ -16,12 +16,13 @@ use crate::http::gateway::Edge;
 use crate::operate::cert;
 use crate::runtime::services::Drain;
 
-use super::{listeners, sip};
+use super::{admin_listener, listeners, sip};
 
-/// The listeners a reload may add or remove.
+/// The listeners a reload may add, remove or move.
 pub(super) struct ReloadedListeners {
     pub(super) http: Arc<listeners::HttpListeners>,
     pub(super) sip: Arc<sip::SipListeners>,
+    pub(super) admin: Option<Arc<admin_listener::AdminListener>>,
 }
 
 pub(super) async fn reload_loop(
@@ -29,11 +30,11 @@ pub(super) async fn reload_loop(
     mut current: Arc<Config>,
     edge: Arc<Edge>,
     acceptor: Option<Arc<ArcSwap<TlsAcceptor>>>,
-    admin: Option<Arc<AdminState>>,
     listeners: ReloadedListeners,
     mut drain: Drain,
 ) {
     let runtime = edge.runtime.clone();
+    let admin = listeners.admin.as_ref().map(|a| a.state().clone());
     loop {
         let reply = tokio::select! {
             request = requests.recv() => match request {
@@ -116,6 +117,15 @@ fn reload_once(
     // may fail after this.
     let listener_change = listeners.http.prepare(&next)?;
     let sip_change = listeners.sip.prepare(&next)?;
+    let admin_change = match &listeners.admin {
+        Some(admin) => admin.prepare(&next)?,
+        None => {
+            if next.admin.is_some() {
+                edge.runtime.error_log.warn("[admin] added: the admin API starts at the next restart");
+            }
+            None
+        }
+    };
     if let (Some(acceptor), Some(tls_config)) = (acceptor, tls_config) {
         acceptor.store(Arc::new(TlsAcceptor::from(tls_config)));
     }
@@ -127,6 +137,9 @@ fn reload_once(
     }
     listeners.http.commit(listener_change, &next.server);
     listeners.sip.commit(sip_change, &next);
+    if let Some(admin) = &listeners.admin {
+        admin.commit(admin_change, &next.server);
+    }
     Ok(next)
 }
 

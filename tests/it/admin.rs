@@ -135,3 +135,63 @@ async fn silent_admin_connections_do_not_lock_the_operator_out() {
     drop(held);
     edge.stop().await;
 }
+
+/// A reload moves the admin API: the reload's own answer comes back on the old address, the
+/// new address serves from then on and the old one stops accepting. An address that cannot
+/// be bound refuses the reload (the running admin API stays), and so does HTTPS asked for
+/// when no certificate was loaded at start. With one loaded, HTTPS is switched on in place.
+#[tokio::test]
+async fn a_reload_moves_the_admin_api_and_switches_it_to_https() {
+    use std::time::Duration;
+    let up = Upstream::start("a").await;
+    let builder = TestEdge::new().proxy("app", "/", &[(up.addr, 1, 0)], "");
+    let text = builder.config_text();
+    let mut edge = builder.start().await;
+    let auth = bearer();
+    let health = |admin: std::net::SocketAddr| {
+        let auth = auth.clone();
+        async move { h1(admin, "GET", "/api/v1/status", &[("authorization", &auth)], Bytes::new()).await.status }
+    };
+    let refused = |admin: std::net::SocketAddr| async move {
+        crate::support::eventually(Duration::from_secs(5), || std::net::TcpStream::connect(admin).is_err()).await
+    };
+    let admin_at = |address: &str| text.replace("[admin]\naddress = \"127.0.0.1:0\"", &format!("[admin]\naddress = \"{address}\""));
+    let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+
+    let moved = free_port();
+    assert_eq!(edge.reload_with(&admin_at(&moved.to_string())).await.status, 200, "answered on the old address");
+    assert_eq!(health(moved).await, 200, "the new address serves");
+    assert!(refused(edge.admin).await, "the old address stops accepting");
+    let log = edge.log_once("error.log", "admin API moved").await;
+    assert!(log.contains(&format!("admin API moved by the reload to {moved}")), "{log}");
+    edge.admin = moved;
+
+    // An address something else holds: refused as a whole, the running admin API stays.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap();
+    let reply = edge.reload_with(&admin_at(&taken.to_string())).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.contains(&format!("admin: cannot bind {taken}")), "{}", reply.body);
+    assert_eq!(health(moved).await, 200, "the running admin API stays");
+
+    // HTTPS with no certificate loaded at start: refused.
+    let https = admin_at(&moved.to_string()).replace(&format!("address = \"{moved}\"\n"), &format!("address = \"{moved}\"\ntls = true\n"));
+    let reply = edge.reload_with(&https).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.contains("admin.tls: HTTPS on the admin API needs a restart"), "{}", reply.body);
+    assert_eq!(health(moved).await, 200, "still plain HTTP");
+    edge.stop().await;
+
+    // With a certificate loaded (an HTTPS listener), HTTPS is switched on at the same address.
+    let builder = TestEdge::new().https().proxy("app", "/", &[(up.addr, 1, 0)], "");
+    let text = builder.config_text();
+    let edge = builder.start().await;
+    let cert = edge.running().certificate.clone().unwrap().cert;
+    let https = text.replace("[admin]\naddress = \"127.0.0.1:0\"\n", "[admin]\naddress = \"127.0.0.1:0\"\ntls = true\n");
+    assert_eq!(edge.reload_with(&https).await.status, 200);
+    let reply = crate::support::client::tls_get(edge.admin, &cert, &[b"http/1.1"], "/health").await;
+    assert_eq!(reply.status, 200, "the admin API speaks HTTPS on the same address");
+    let log = edge.log_once("error.log", "admin API switched").await;
+    assert!(log.contains("admin API switched to HTTPS by the reload"), "{log}");
+    edge.stop().await;
+}

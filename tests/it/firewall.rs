@@ -887,3 +887,56 @@ fn a_change_whose_ban_table_fails_never_leaves_half_a_firewall() {
         assert!(log.contains(&format!("failed table={TABLE} reason={reason} ")), "{reason}: {log}");
     }
 }
+
+/// The admin API on the external interface (HTTPS, as a non-loopback address must be) has its
+/// port opened like any listener's, and a reload that moves it moves the open port: off the
+/// interface (loopback) its port closes, back on a new port that one opens.
+#[test]
+fn the_admin_apis_port_follows_it_when_a_reload_moves_it() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let base = std::fs::read_to_string(&config).unwrap();
+    let admin_at = |address: &str| {
+        base.replace("[admin]\naddress = \"127.0.0.1:18181\"\n", &format!("[admin]\naddress = \"{address}\"\ntls = true\n"))
+    };
+    std::fs::write(&config, admin_at("0.0.0.0:18443")).unwrap();
+    let mut lab = Lab::create();
+    lab.start_edge(&config);
+    let open_set = |lab: &Lab| lab.edge(&["nft", "list", "set", "inet", TABLE, "open4"]);
+    let reload_through = |lab: &Lab, port: u16| -> String {
+        let url = format!("https://127.0.0.1:{port}/api/v1/reload");
+        let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
+        lab.edge(&["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", &auth, &url])
+    };
+    let within_a_second = |check: &dyn Fn() -> bool| {
+        (0..10).any(|_| {
+            check() || {
+                std::thread::sleep(Duration::from_millis(100));
+                false
+            }
+        })
+    };
+    assert!(lab.connects(CLIENT4, EDGE4, 18443), "the admin API's port is open on the interface: {}", open_set(&lab));
+    assert!(!lab.connects(CLIENT4, EDGE4, OTHER_PORT), "nothing else is");
+
+    // Moved to loopback: its port is no longer opened (and nothing listens there).
+    std::fs::write(&config, admin_at("127.0.0.1:18444")).unwrap();
+    assert_eq!(reload_through(&lab, 18443), "200");
+    assert!(within_a_second(&|| !open_set(&lab).contains("18443")), "the old admin port closes: {}", open_set(&lab));
+    assert!(!open_set(&lab).contains("18444"), "a loopback admin API opens nothing: {}", open_set(&lab));
+    assert!(!lab.connects(CLIENT4, EDGE4, 18443));
+
+    // Back on the interface, on a new port: that one opens.
+    std::fs::write(&config, admin_at("0.0.0.0:18445")).unwrap();
+    assert_eq!(reload_through(&lab, 18444), "200");
+    assert!(within_a_second(&|| lab.connects(CLIENT4, EDGE4, 18445)), "the new admin port opens: {}", open_set(&lab));
+    let code = lab.client(&["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", &format!("https://{EDGE4}:18445/health")]);
+    assert_eq!(code, "200", "and serves the admin API");
+    lab.stop_edge();
+    let log = std::fs::read_to_string(dir.path().join("logs/firewall.log")).unwrap();
+    assert!(log.contains("reason=listeners opened=none closed=18443"), "{log}");
+    assert!(log.contains("reason=listeners opened=18445 closed=none"), "{log}");
+}
