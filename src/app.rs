@@ -38,9 +38,9 @@ use crate::operate::Operate;
 use crate::operate::cert;
 use crate::protect::Shield;
 use crate::protect::blocking_log::BlockingLog;
+use crate::runtime::Runtime;
 use crate::runtime::services::Services;
 use crate::runtime::workers::Placement;
-use crate::runtime::Runtime;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::logging::{ErrorLog, LineBudget, quoted};
 use crate::telemetry::metrics::Metrics;
@@ -294,7 +294,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     {
         let (config, edge, acceptor) = (config.clone(), edge.clone(), acceptor.clone());
         let listeners = reload::ReloadedListeners { http: http_listeners.clone(), sip: sip_listeners, admin };
-        services.start("reload", move |drain| reload::reload_loop(reload_rx, config, edge, acceptor, listeners, drain));
+        let kernel = mirror.clone();
+        services.start("reload", move |drain| reload::reload_loop(reload_rx, config, edge, acceptor, listeners, kernel, drain));
     }
     if let Some(paths) = &certificate {
         if paths.origin == cert::CertOrigin::SelfSigned {

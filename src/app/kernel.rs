@@ -291,6 +291,32 @@ impl KernelTable {
         }
     }
 
+    /// A reload's `protection.ipv6_prefix` for the ban mirror alone (no `[firewall]`, which
+    /// takes it with its section): the table is replaced with its rule's mask and the bans in
+    /// force masked alike. `Ok(false)` when there is no such mirror or the prefix is the same;
+    /// on failure the running prefix stays.
+    pub async fn set_mirror_prefix(&self, runtime: &Runtime, prefix: u8) -> Result<bool, String> {
+        let Some(mirror) = &self.mirror_only else { return Ok(false) };
+        let applied = mirror.applied.lock().await;
+        let previous = self.mirror.ipv6_prefix();
+        if previous == prefix || self.stopping.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        self.mirror.set_ipv6_prefix(prefix);
+        let (table, shield, guarded) = (mirror.table.clone(), Arc::downgrade(&runtime.shield), applied.clone());
+        let outcome = self
+            .mirror
+            .replace(move || {
+                let bans = shield.upgrade().map(|s| s.mirrored_bans()).unwrap_or_default();
+                nft::mirror_table(&table, &guarded, prefix, &bans)
+            })
+            .await;
+        outcome.map(|()| true).map_err(|error| {
+            self.mirror.set_ipv6_prefix(previous);
+            error.to_string()
+        })
+    }
+
     /// At shutdown, once every listener stopped: closes their ports (recorded), then deletes
     /// the table.
     pub async fn shut_down(&self, runtime: &Runtime) {

@@ -16,6 +16,7 @@ use crate::http::gateway::Edge;
 use crate::operate::cert;
 use crate::runtime::services::Drain;
 
+use super::kernel::KernelTable;
 use super::{admin_listener, listeners, sip};
 
 /// The listeners a reload may add, remove or move.
@@ -31,6 +32,7 @@ pub(super) async fn reload_loop(
     edge: Arc<Edge>,
     acceptor: Option<Arc<ArcSwap<TlsAcceptor>>>,
     listeners: ReloadedListeners,
+    kernel: Option<Arc<KernelTable>>,
     mut drain: Drain,
 ) {
     let runtime = edge.runtime.clone();
@@ -56,6 +58,9 @@ pub(super) async fn reload_loop(
                     runtime.error_log.error(&format!("TLS files not reloaded, the running ones stay: {error}"));
                 }
                 reconfigure_firewall(&runtime, &current, firewall_changed).await;
+                if let Some(kernel) = &kernel {
+                    reprefix_mirror(&runtime, kernel, current.protection.ipv6_prefix).await;
+                }
                 if let Some(admin) = &admin {
                     *admin.last_reload_errors.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 }
@@ -83,14 +88,6 @@ fn reload_once(
 ) -> Result<Arc<Config>, Vec<String>> {
     let Some(path) = &current.source else { return Err(vec!["configuration was not read from a file".to_string()]) };
     let next = Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    if next.protection.ipv6_prefix != current.protection.ipv6_prefix
-        && current.firewall.is_none()
-        && current.protection.nftables_table.is_some()
-    {
-        edge.runtime.error_log.warn(
-            "protection.ipv6_prefix changes reach the kernel ban mirror at the next restart; it keeps masking IPv6 sources as at start",
-        );
-    }
     if next.logging != current.logging {
         edge.runtime.error_log.warn("[logging] changes (format, shipping) need a restart; the logs stay as they are");
     }
@@ -162,5 +159,20 @@ async fn reconfigure_firewall(runtime: &crate::runtime::Runtime, next: &Config, 
         Ok(Reconfigured::Kept) => runtime.error_log.warn("[firewall] changed: kept for the next apply (the firewall is taken down)"),
         Ok(Reconfigured::Unchanged) => {}
         Err(error) => runtime.error_log.warn(&format!("[firewall] change not applied: {error}; the firewall stays as it is")),
+    }
+}
+
+/// A changed `protection.ipv6_prefix` for the kernel ban mirror without `[firewall]` (with it,
+/// [`reconfigure_firewall`] applies it): its table is replaced, masking IPv6 sources with the
+/// new prefix.
+async fn reprefix_mirror(runtime: &crate::runtime::Runtime, kernel: &KernelTable, prefix: u8) {
+    match kernel.set_mirror_prefix(runtime, prefix).await {
+        Ok(true) => {
+            runtime.error_log.warn(&format!("protection.ipv6_prefix changed: the kernel ban mirror now bans IPv6 sources per /{prefix}"))
+        }
+        Ok(false) => {}
+        Err(error) => {
+            runtime.error_log.error(&format!("protection.ipv6_prefix changed, but the kernel ban mirror keeps its running prefix: {error}"))
+        }
     }
 }

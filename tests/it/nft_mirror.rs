@@ -31,7 +31,7 @@ impl std::ops::Deref for Namespace {
 impl Namespace {
     fn create() -> Namespace {
         let ns = Namespace { netns: Netns::create("pc-nft"), edge: None };
-        for address in ["2001:db8::5/64", "2001:db8::6/64", "2001:db8:1::7/64"] {
+        for address in ["2001:db8::5/64", "2001:db8::6/64", "2001:db8:1::7/64", "2001:db8:0:5::8/64"] {
             ns.run(&["ip", "-6", "addr", "add", address, "dev", "lo", "nodad"]);
         }
         ns
@@ -181,6 +181,27 @@ fn bans_reach_the_kernel_set_and_unbans_and_restarts_keep_it_in_step() {
         assert_eq!(ns.status_from("2001:db8::5", &v6, "mallory:guess"), "401");
     }
     ns.wait_for_set("banned6", |s| s.contains("{ 2001:db8:: "));
+
+    // A reload that changes protection.ipv6_prefix reaches the kernel at once: the rule masks
+    // sources per /48, so the ban in force covers its whole /48 (another /64 of it is dropped
+    // too), and another /48 still gets in.
+    assert_eq!(ns.status_from("2001:db8:0:5::8", &v6, "alice:pw"), "502", "per /64, another /64 is not banned");
+    std::fs::write(&config, original.replace("[protection]\n", "[protection]\nipv6_prefix = 48\n")).unwrap();
+    let reload = ns.exec(&[env!("CARGO_BIN_EXE_portcullis"), "reload", "--config", config.to_str().unwrap()]);
+    assert!(reload.status.success(), "{}", String::from_utf8_lossy(&reload.stderr));
+    let chain = || ns.run(&["nft", "list", "chain", "inet", "portcullis", "input"]);
+    let per_48 = (0..100).any(|_| {
+        chain().contains("ip6 saddr & ffff:ffff:ffff:: == @banned6") || {
+            std::thread::sleep(Duration::from_millis(50));
+            false
+        }
+    });
+    assert!(per_48, "the mirror's rule masks per /48: {}", chain());
+    assert!(ns.set("banned6").contains("{ 2001:db8:: "), "the ban in force is kept: {}", ns.set("banned6"));
+    assert_eq!(ns.status_within("2001:db8:0:5::8", &v6, "alice:pw", 2), "000", "the banned /48 is dropped whole");
+    assert_eq!(ns.status_from("2001:db8:1::7", &v6, "alice:pw"), "502", "another /48 still gets in");
+    let errors = std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap();
+    assert!(errors.contains("the kernel ban mirror now bans IPv6 sources per /48"), "{errors}");
 
     // A clean stop deletes the table; a restart rebuilds it from the persisted bans.
     ns.stop_edge();
