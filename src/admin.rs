@@ -65,6 +65,11 @@ pub mod page;
 pub mod status;
 pub use status::Status;
 
+/// Whether the request's connection speaks TLS (a request extension: page cookies get
+/// `Secure` on it).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls(pub bool);
+
 /// A reload request: the reply carries every configuration error, if any.
 pub type ReloadRequest = oneshot::Sender<Result<(), Vec<String>>>;
 
@@ -78,8 +83,6 @@ pub struct AdminState {
     pub started: Instant,
     /// The HTTPS listeners' acceptor (a new certificate is swapped in here).
     pub tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
-    /// The admin listener speaks TLS (page cookies get `Secure`); a reload may switch it.
-    pub tls_admin: AtomicBool,
     /// Signed-in status-page sessions.
     pub page_sessions: page::PageSessions,
     /// When the last reload was refused and why (cleared by a good reload).
@@ -96,6 +99,9 @@ pub const MAX_ADMIN_CONNECTIONS: usize = 64;
 pub struct AdminConnections {
     state: Arc<AdminState>,
     tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
+    /// This listener speaks TLS (read as each connection is accepted: a reload may switch it
+    /// in place).
+    speaks_tls: Arc<AtomicBool>,
     /// Bound on the TLS handshake and on reading each request head.
     header_read_timeout: Duration,
     /// A connection with no byte either way for this long is closed (`server.idle_timeout`).
@@ -103,15 +109,16 @@ pub struct AdminConnections {
 }
 
 impl AdminConnections {
-    /// The connections of the admin listener; `tls` (the edge's acceptor) is used while
-    /// [`AdminState::tls_admin`] is set.
+    /// The connections of an admin listener; `tls` (the edge's acceptor) is used while
+    /// `speaks_tls` is set.
     pub fn new(
         state: Arc<AdminState>,
         tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
+        speaks_tls: Arc<AtomicBool>,
         header_read_timeout: Duration,
         idle_timeout: Duration,
     ) -> AdminConnections {
-        AdminConnections { state, tls, header_read_timeout, idle_timeout }
+        AdminConnections { state, tls, speaks_tls, header_read_timeout, idle_timeout }
     }
 }
 
@@ -130,7 +137,8 @@ impl Connections for AdminConnections {
 
     fn serve(&self, tcp: TcpStream, client: SocketAddr, mut drain: Drain) -> impl Future<Output = ()> + Send + 'static {
         let state = self.state.clone();
-        let acceptor = self.tls.as_ref().filter(|_| state.tls_admin.load(Ordering::SeqCst)).map(|t| t.load_full());
+        let acceptor = self.tls.as_ref().filter(|_| self.speaks_tls.load(Ordering::SeqCst)).map(|t| t.load_full());
+        let over_tls = OverTls(acceptor.is_some());
         let timeout = self.header_read_timeout;
         let idle_timeout = self.idle_timeout;
         async move {
@@ -141,8 +149,9 @@ impl Connections for AdminConnections {
             let requested = Arc::new(AtomicBool::new(false));
             let service = {
                 let requested = requested.clone();
-                service_fn(move |request| {
+                service_fn(move |mut request: Request<Incoming>| {
                     requested.store(true, Ordering::Relaxed);
+                    request.extensions_mut().insert(over_tls);
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(respond(&state, client, request).await) }
                 })

@@ -250,7 +250,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let sip_bound = sip::bind(&config, &runtime)?;
     let admin_socket = match &config.admin {
         Some(a) => {
-            let bound = admin_listener::BoundAdmin::bind(a.address)?;
+            let bound = admin_listener::BoundAdmin::bind(a.address, a.tls)?;
             runtime.listeners.add(bound.entry().clone());
             Some(bound)
         }
@@ -285,7 +285,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             started_at: SystemTime::now(),
             started: Instant::now(),
             tls: acceptor.clone(),
-            tls_admin: admin_cfg.tls.into(),
             page_sessions: crate::admin::page::PageSessions::default(),
             last_reload_errors: std::sync::Mutex::new(None),
         });

@@ -482,8 +482,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     let mut user1 = signal(SignalKind::user_defined1()).context("cannot install the SIGUSR1 handler")?;
-    let running = crate::app::start(config).await?;
-    loop {
+    // A SIGTERM or SIGINT while it starts: it stops as soon as it has started (its tables
+    // removed, as on any clean stop); a second one ends a start that hangs, at once.
+    let start = crate::app::start(config);
+    tokio::pin!(start);
+    let mut stop_asked = false;
+    let running = loop {
+        let signal = tokio::select! {
+            started = &mut start => break started?,
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        if stop_asked {
+            anyhow::bail!("{signal} again while starting: stopped before the start finished");
+        }
+        tracing::warn!("{signal} while starting: stopping as soon as the start finishes");
+        stop_asked = true;
+    };
+    while !stop_asked {
         tokio::select! {
             _ = user1.recv() => {
                 tracing::info!("SIGUSR1: reopening the log files");
@@ -495,8 +511,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                     tracing::error!("reload refused: {}", errors.join("; "));
                 }
             }
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            _ = terminate.recv() => stop_asked = true,
+            _ = interrupt.recv() => stop_asked = true,
         }
     }
     tracing::info!("shutting down: no new connections, finishing open requests");

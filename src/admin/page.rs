@@ -453,6 +453,7 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
         (Method::GET, "/", Some((_, csrf))) => html(StatusCode::OK, overview(state, &csrf).await),
         (Method::GET, "/", None) => html(StatusCode::OK, login_page(None)),
         (Method::POST, "/login", _) => {
+            let over_tls = request.extensions().get::<super::OverTls>().is_some_and(|t| t.0);
             let body = read_body(request, MAX_FORM_BYTES).await.unwrap_or_default();
             let presented = form_value(&body, "token").unwrap_or_default();
             if !state.token.load().matches(presented.as_bytes()) {
@@ -463,7 +464,7 @@ pub async fn respond(state: &AdminState, client: SocketAddr, request: Request<In
             }
             let (id, _) = state.page_sessions.create();
             let mut response = see_other("/");
-            let secure = if state.tls_admin.load(std::sync::atomic::Ordering::SeqCst) { "; Secure" } else { "" };
+            let secure = if over_tls { "; Secure" } else { "" };
             if let Ok(cookie) = HeaderValue::from_str(&format!(
                 "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
                 SESSION_TTL.as_secs()

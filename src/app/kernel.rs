@@ -280,7 +280,7 @@ impl KernelTable {
             (mirror.table.clone(), self.mirror.ipv6_prefix(), Arc::downgrade(&runtime.shield), ports.clone());
         let outcome = self
             .mirror
-            .replace(move || {
+            .replace(prefix, move || {
                 let bans = shield.upgrade().map(|s| s.mirrored_bans()).unwrap_or_default();
                 nft::mirror_table(&table, &guarded, prefix, &bans)
             })
@@ -297,24 +297,31 @@ impl KernelTable {
     /// on failure the running prefix stays.
     pub async fn set_mirror_prefix(&self, runtime: &Runtime, prefix: u8) -> Result<bool, String> {
         let Some(mirror) = &self.mirror_only else { return Ok(false) };
-        let applied = mirror.applied.lock().await;
+        let mut applied = mirror.applied.lock().await;
         let previous = self.mirror.ipv6_prefix();
         if previous == prefix || self.stopping.load(Ordering::SeqCst) {
             return Ok(false);
         }
         self.mirror.set_ipv6_prefix(prefix);
-        let (table, shield, guarded) = (mirror.table.clone(), Arc::downgrade(&runtime.shield), applied.clone());
+        let ports = runtime.listeners.public_ports();
+        let (table, shield, guarded) = (mirror.table.clone(), Arc::downgrade(&runtime.shield), ports.clone());
         let outcome = self
             .mirror
-            .replace(move || {
+            .replace(prefix, move || {
                 let bans = shield.upgrade().map(|s| s.mirrored_bans()).unwrap_or_default();
                 nft::mirror_table(&table, &guarded, prefix, &bans)
             })
             .await;
-        outcome.map(|()| true).map_err(|error| {
-            self.mirror.set_ipv6_prefix(previous);
-            error.to_string()
-        })
+        match outcome {
+            Ok(()) => {
+                *applied = ports;
+                Ok(true)
+            }
+            Err(error) => {
+                self.mirror.set_ipv6_prefix(previous);
+                Err(error.to_string())
+            }
+        }
     }
 
     /// At shutdown, once every listener stopped: closes their ports (recorded), then deletes
@@ -473,7 +480,7 @@ impl KernelTable {
             let (config, shield) = (config.clone(), Arc::downgrade(&runtime.shield));
             outcome = self
                 .mirror
-                .replace(move || {
+                .replace(prefix, move || {
                     let bans = shield.upgrade().map(|s| s.mirrored_bans()).unwrap_or_default();
                     firewall::render_bans(&config, prefix, &bans)
                 })

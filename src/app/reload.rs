@@ -39,11 +39,13 @@ pub(super) async fn reload_loop(
     let admin = listeners.admin.as_ref().map(|a| a.state().clone());
     loop {
         let reply = tokio::select! {
+            // The drain first: a shutdown is never followed by a reload that starts listeners.
+            biased;
+            () = drain.signalled() => return,
             request = requests.recv() => match request {
                 Some(reply) => reply,
                 None => return,
             },
-            () = drain.signalled() => return,
         };
         let outcome = reload_once(&current, &edge, acceptor.as_deref(), admin.as_deref(), &listeners);
         runtime.metrics.reload(outcome.is_ok());

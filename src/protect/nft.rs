@@ -41,19 +41,22 @@ pub const MAX_QUEUED: usize = 200_000;
 /// Longest kernel timeout set on an element; a longer ban is re-added at the next start.
 pub const MAX_ELEMENT_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// One change to the kernel sets.
+/// One change to the kernel sets. An IPv6 source is masked when it is written, with the
+/// prefix of the table then in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Change {
-    Ban { source: IpAddr, prefix: u8, remaining: Duration },
-    Unban { source: IpAddr, prefix: u8 },
+    Ban { source: IpAddr, remaining: Duration },
+    Unban { source: IpAddr },
 }
 
 /// Work for the task that writes to the kernel.
 enum Job {
     Change(Change),
     /// Replace the whole table with the script `render` makes when the job's turn comes (so
-    /// it sees every ban applied before it), and say how it went.
+    /// it sees every ban applied before it), and say how it went. `ipv6_prefix` is the one
+    /// its rules mask with: later changes are masked alike once it is in.
     Replace {
+        ipv6_prefix: u8,
         render: Box<dyn FnOnce() -> String + Send>,
         done: oneshot::Sender<Result<(), NftError>>,
     },
@@ -72,9 +75,9 @@ pub struct NftMirror {
     /// The table was taken down on purpose: changes are dropped until a replacement succeeds
     /// (it re-adds every ban in force).
     suspended: Arc<AtomicBool>,
-    /// The IPv6 prefix the table's rules mask sources with: every IPv6 element is masked the
-    /// same way. Changed only together with a replacement of the table
-    /// ([`NftMirror::set_ipv6_prefix`]).
+    /// The IPv6 prefix the owner renders the table's rules with (the elements follow the
+    /// table actually in the kernel: see [`Job::Replace`]). Changed only together with a
+    /// replacement of the table ([`NftMirror::set_ipv6_prefix`]).
     ipv6_prefix: Arc<std::sync::atomic::AtomicU8>,
 }
 
@@ -111,16 +114,18 @@ impl NftMirror {
         let (sender, receiver) = mpsc::channel(MAX_QUEUED);
         let dropped = Arc::new(AtomicU64::new(0));
         let suspended = Arc::new(AtomicBool::new(false));
-        let writer = Writer { table: table.to_string(), dropped: dropped.clone(), suspended: suspended.clone(), error_log, batches };
+        let writer =
+            Writer { table: table.to_string(), ipv6_prefix, dropped: dropped.clone(), suspended: suspended.clone(), error_log, batches };
         tokio::spawn(writer.apply_jobs(receiver));
         Ok(NftMirror { jobs: sender, dropped, suspended, ipv6_prefix: Arc::new(std::sync::atomic::AtomicU8::new(ipv6_prefix)) })
     }
 
-    /// Replaces the whole table with what `render` makes once every change queued before
-    /// this call has been applied; waits for the outcome.
-    pub async fn replace(&self, render: impl FnOnce() -> String + Send + 'static) -> Result<(), NftError> {
+    /// Replaces the whole table with what `render` makes (its IPv6 rules masking with
+    /// `ipv6_prefix`) once every change queued before this call has been applied; waits for
+    /// the outcome.
+    pub async fn replace(&self, ipv6_prefix: u8, render: impl FnOnce() -> String + Send + 'static) -> Result<(), NftError> {
         let (done, outcome) = oneshot::channel();
-        self.jobs.send(Job::Replace { render: Box::new(render), done }).await.map_err(|_| NftError::Stopped)?;
+        self.jobs.send(Job::Replace { ipv6_prefix, render: Box::new(render), done }).await.map_err(|_| NftError::Stopped)?;
         outcome.await.map_err(|_| NftError::Stopped)?
     }
 
@@ -137,12 +142,12 @@ impl NftMirror {
 
     /// Queues a ban of `source` for `remaining` (IPv6: its prefix of the table's length).
     pub fn ban(&self, source: IpAddr, remaining: Duration) {
-        self.queue(Change::Ban { source, prefix: self.ipv6_prefix(), remaining });
+        self.queue(Change::Ban { source, remaining });
     }
 
     /// Queues the removal of `source` (IPv6: its prefix of the table's length).
     pub fn unban(&self, source: IpAddr) {
-        self.queue(Change::Unban { source, prefix: self.ipv6_prefix() });
+        self.queue(Change::Unban { source });
     }
 
     fn queue(&self, change: Change) {
@@ -189,6 +194,8 @@ impl NftMirror {
 /// The task that writes to the kernel, in order.
 struct Writer {
     table: String,
+    /// The IPv6 prefix of the table in the kernel (its rules' mask).
+    ipv6_prefix: u8,
     dropped: Arc<AtomicU64>,
     suspended: Arc<AtomicBool>,
     error_log: ErrorLog,
@@ -197,7 +204,7 @@ struct Writer {
 
 impl Writer {
     async fn apply_jobs(self, mut receiver: mpsc::Receiver<Job>) {
-        let Writer { table, dropped, suspended, error_log, batches } = self;
+        let Writer { table, mut ipv6_prefix, dropped, suspended, error_log, batches } = self;
         let mut next = None;
         loop {
             let job = match next.take() {
@@ -208,10 +215,11 @@ impl Writer {
                 },
             };
             let first = match job {
-                Job::Replace { render, done } => {
+                Job::Replace { ipv6_prefix: rendered_with, render, done } => {
                     let outcome = run_nft(&render()).await;
                     if outcome.is_ok() {
                         suspended.store(false, Ordering::SeqCst);
+                        ipv6_prefix = rendered_with;
                     }
                     let _ = done.send(outcome);
                     continue;
@@ -241,7 +249,7 @@ impl Writer {
                 continue; // the table is down on purpose; a replacement re-adds the bans in force
             }
             let began = tokio::time::Instant::now();
-            let outcome = run_nft(&changes_script(&table, &batch)).await;
+            let outcome = run_nft(&changes_script(&table, ipv6_prefix, &batch)).await;
             let banned = batch.iter().filter(|c| matches!(c, Change::Ban { .. })).count();
             let what = format!("table={table} reason=bans banned={banned} lifted={}", batch.len() - banned);
             match outcome {
@@ -337,13 +345,11 @@ fn element(source: IpAddr, prefix: u8) -> (&'static str, String) {
 /// Statements for `changes`. Each element is first added without a timeout and deleted (so
 /// neither an unknown element nor an existing one fails the transaction), then a ban adds it
 /// back with its timeout (nft's `add` does not refresh an existing element's timeout).
-fn changes_script(table: &str, changes: &[Change]) -> String {
+fn changes_script(table: &str, ipv6_prefix: u8, changes: &[Change]) -> String {
     let mut script = String::new();
     for change in changes {
-        let (source, prefix) = match change {
-            Change::Ban { source, prefix, .. } | Change::Unban { source, prefix } => (*source, *prefix),
-        };
-        let (set, element) = element(source, prefix);
+        let (Change::Ban { source, .. } | Change::Unban { source }) = change;
+        let (set, element) = element(*source, ipv6_prefix);
         let _ = writeln!(script, "add element inet {table} {set} {{ {element} }}");
         let _ = writeln!(script, "delete element inet {table} {set} {{ {element} }}");
         if let Change::Ban { remaining, .. } = change {
@@ -410,10 +416,8 @@ mod tests {
     fn a_ban_replaces_any_existing_element_and_an_unban_never_fails_on_a_missing_one() {
         let v4: IpAddr = "192.0.2.7".parse().unwrap();
         let v6: IpAddr = "2001:db8::".parse().unwrap();
-        let script = changes_script(
-            "pc",
-            &[Change::Ban { source: v4, prefix: 32, remaining: Duration::from_millis(1500) }, Change::Unban { source: v6, prefix: 64 }],
-        );
+        let script =
+            changes_script("pc", 64, &[Change::Ban { source: v4, remaining: Duration::from_millis(1500) }, Change::Unban { source: v6 }]);
         assert_eq!(
             script,
             "add element inet pc banned4 { 192.0.2.7 }\ndelete element inet pc banned4 { 192.0.2.7 }\n\
@@ -423,11 +427,20 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_elements_are_masked_with_the_prefix_of_the_table_in_the_kernel() {
+        let v6: IpAddr = "2001:db8:5:6::1".parse().unwrap();
+        let per_48 = changes_script("t", 48, &[Change::Unban { source: v6 }]);
+        assert!(per_48.contains("banned6 { 2001:db8:5:: }"), "{per_48}");
+        let per_64 = changes_script("t", 64, &[Change::Unban { source: v6 }]);
+        assert!(per_64.contains("banned6 { 2001:db8:5:6:: }"), "{per_64}");
+    }
+
+    #[test]
     fn element_timeouts_are_capped_and_never_zero() {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let long = changes_script("t", &[Change::Ban { source: ip, prefix: 32, remaining: Duration::from_secs(400 * 24 * 3600) }]);
+        let long = changes_script("t", 64, &[Change::Ban { source: ip, remaining: Duration::from_secs(400 * 24 * 3600) }]);
         assert!(long.contains(&format!("timeout {}s", MAX_ELEMENT_TIMEOUT.as_secs())), "{long}");
-        let short = changes_script("t", &[Change::Ban { source: ip, prefix: 32, remaining: Duration::ZERO }]);
+        let short = changes_script("t", 64, &[Change::Ban { source: ip, remaining: Duration::ZERO }]);
         assert!(short.contains("timeout 1s"), "{short}");
     }
 }

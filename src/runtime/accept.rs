@@ -186,6 +186,9 @@ async fn accept_until_drained<C: Connections>(gate: &Arc<Gate<C>>, listener: Tcp
     let connections = &gate.connections;
     loop {
         let (tcp, client) = tokio::select! {
+            // The drain first: once stopped, no queued connection is taken any more.
+            biased;
+            () = drain.signalled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
@@ -194,7 +197,6 @@ async fn accept_until_drained<C: Connections>(gate: &Arc<Gate<C>>, listener: Tcp
                     continue;
                 }
             },
-            () = drain.signalled() => break,
         };
         // Over the cap: close at once rather than queue unbounded work. Refusals hold a slot
         // too, so a banned flood cannot spawn without bound.

@@ -139,7 +139,9 @@ async fn silent_admin_connections_do_not_lock_the_operator_out() {
 /// A reload moves the admin API: the reload's own answer comes back on the old address, the
 /// new address serves from then on and the old one stops accepting. An address that cannot
 /// be bound refuses the reload (the running admin API stays), and so does HTTPS asked for
-/// when no certificate was loaded at start. With one loaded, HTTPS is switched on in place.
+/// when no certificate was loaded at start. Removing `[admin]` stops it; a later reload
+/// brings it back. With a certificate loaded, HTTPS is switched on in place, and off again
+/// together with a move.
 #[tokio::test]
 async fn a_reload_moves_the_admin_api_and_switches_it_to_https() {
     use std::time::Duration;
@@ -148,44 +150,52 @@ async fn a_reload_moves_the_admin_api_and_switches_it_to_https() {
     let text = builder.config_text();
     let mut edge = builder.start().await;
     let auth = bearer();
-    let health = |admin: std::net::SocketAddr| {
+    let status = |admin: std::net::SocketAddr| {
         let auth = auth.clone();
         async move { h1(admin, "GET", "/api/v1/status", &[("authorization", &auth)], Bytes::new()).await.status }
     };
     let refused = |admin: std::net::SocketAddr| async move {
         crate::support::eventually(Duration::from_secs(5), || std::net::TcpStream::connect(admin).is_err()).await
     };
-    let admin_at = |address: &str| text.replace("[admin]\naddress = \"127.0.0.1:0\"", &format!("[admin]\naddress = \"{address}\""));
-    let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-
-    let moved = free_port();
-    assert_eq!(edge.reload_with(&admin_at(&moved.to_string())).await.status, 200, "answered on the old address");
-    assert_eq!(health(moved).await, 200, "the new address serves");
+    let admin_at =
+        |text: &str, address: &str| text.replace("[admin]\naddress = \"127.0.0.1:0\"", &format!("[admin]\naddress = \"{address}\""));
+    assert_eq!(edge.reload_with(&admin_at(&text, "127.0.0.2:0")).await.status, 200, "answered on the old address");
+    let moved = moved_to(&edge, 1).await;
+    assert_eq!(moved.ip().to_string(), "127.0.0.2");
+    assert_eq!(status(moved).await, 200, "the new address serves");
     assert!(refused(edge.admin).await, "the old address stops accepting");
-    let log = edge.log_once("error.log", "admin API moved").await;
-    assert!(log.contains(&format!("admin API moved by the reload to {moved}")), "{log}");
     edge.admin = moved;
 
     // An address something else holds: refused as a whole, the running admin API stays.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = held.local_addr().unwrap();
-    let reply = edge.reload_with(&admin_at(&taken.to_string())).await;
+    let reply = edge.reload_with(&admin_at(&text, &taken.to_string())).await;
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert!(reply.body.contains(&format!("admin: cannot bind {taken}")), "{}", reply.body);
-    assert_eq!(health(moved).await, 200, "the running admin API stays");
+    assert_eq!(status(moved).await, 200, "the running admin API stays");
 
     // HTTPS with no certificate loaded at start: refused.
-    let https = admin_at(&moved.to_string()).replace(&format!("address = \"{moved}\"\n"), &format!("address = \"{moved}\"\ntls = true\n"));
+    let https = admin_at(&text, "127.0.0.2:0").replace("address = \"127.0.0.2:0\"\n", "address = \"127.0.0.2:0\"\ntls = true\n");
     let reply = edge.reload_with(&https).await;
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert!(reply.body.contains("admin.tls: HTTPS on the admin API needs a restart"), "{}", reply.body);
-    assert_eq!(health(moved).await, 200, "still plain HTTP");
+    assert_eq!(status(moved).await, 200, "still plain HTTP");
+
+    // [admin] removed: the API stops (the old token with it); a later reload brings it back.
+    let without = text.replace(&format!("[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n"), "");
+    assert_ne!(without, text);
+    assert_eq!(edge.reload_with(&without).await.status, 200);
+    assert!(refused(moved).await, "no admin API any more");
+    std::fs::write(&edge.config_path, &text).unwrap();
+    edge.running().reload().await.expect("the reload (as SIGHUP does it) brings [admin] back");
+    let back = moved_to(&edge, 2).await;
+    assert_eq!(status(back).await, 200, "the admin API is back");
     edge.stop().await;
 
-    // With a certificate loaded (an HTTPS listener), HTTPS is switched on at the same address.
+    // With a certificate loaded (an HTTPS listener), HTTPS is switched on at the same address…
     let builder = TestEdge::new().https().proxy("app", "/", &[(up.addr, 1, 0)], "");
     let text = builder.config_text();
-    let edge = builder.start().await;
+    let mut edge = builder.start().await;
     let cert = edge.running().certificate.clone().unwrap().cert;
     let https = text.replace("[admin]\naddress = \"127.0.0.1:0\"\n", "[admin]\naddress = \"127.0.0.1:0\"\ntls = true\n");
     assert_eq!(edge.reload_with(&https).await.status, 200);
@@ -193,5 +203,23 @@ async fn a_reload_moves_the_admin_api_and_switches_it_to_https() {
     assert_eq!(reply.status, 200, "the admin API speaks HTTPS on the same address");
     let log = edge.log_once("error.log", "admin API switched").await;
     assert!(log.contains("admin API switched to HTTPS by the reload"), "{log}");
+    // …and off together with a move: the new address speaks plain HTTP, the old one is gone.
+    std::fs::write(&edge.config_path, admin_at(&text, "127.0.0.2:0")).unwrap();
+    let reload = crate::support::client::tls_h1(edge.admin, &cert, "POST", "/api/v1/reload", &[("authorization", &auth)]).await;
+    assert_eq!(reload.status, 200, "answered over HTTPS on the old address");
+    let plain = moved_to(&edge, 1).await;
+    assert_eq!(status(plain).await, 200, "plain HTTP on the new address");
+    assert!(refused(edge.admin).await, "the HTTPS address stops accepting");
+    edge.admin = plain;
     edge.stop().await;
+}
+
+/// Where the `n`th move of the admin API put it (a port 0 binds a free port: `error.log`
+/// names it).
+async fn moved_to(edge: &crate::support::RunningEdge, n: usize) -> std::net::SocketAddr {
+    const MOVED: &str = "admin API moved by the reload to ";
+    let moves = || edge.log("error.log").lines().filter(|l| l.contains(MOVED)).map(str::to_string).collect::<Vec<_>>();
+    crate::support::eventually(std::time::Duration::from_secs(10), || moves().len() >= n).await;
+    let line = moves().get(n - 1).cloned().unwrap_or_else(|| panic!("no move {n} in {}", edge.log("error.log")));
+    line.split(MOVED).nth(1).and_then(|rest| rest.split(": ").next()).and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("{line}"))
 }

@@ -129,14 +129,26 @@ impl Lab {
         self.start_edge_until(config, true);
     }
 
-    /// Starts the edge; waits until it serves, and (`with_firewall`) its table is in place.
-    fn start_edge_until(&mut self, config: &Path, with_firewall: bool) {
+    /// Starts the edge (`ip netns exec` replaces itself with it: the child is the edge).
+    fn spawn_edge(&mut self, config: &Path) {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.edge_ns, env!("CARGO_BIN_EXE_portcullis"), "serve", "--config", config.to_str().unwrap()]);
         if let Some(dir) = &self.nft_in_front {
             command.env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()));
         }
         self.edge = Some(command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap());
+    }
+
+    /// Whether the firewall's rules table and its ban table are in the edge's namespace.
+    fn tables(&self) -> (bool, bool) {
+        let listed = self.edge(&["nft", "list", "tables"]);
+        let has = |name: String| listed.lines().any(|line| line.trim() == format!("table inet {name}"));
+        (has(TABLE.to_string()), has(format!("{TABLE}_bans")))
+    }
+
+    /// Starts the edge; waits until it serves, and (`with_firewall`) its table is in place.
+    fn start_edge_until(&mut self, config: &Path, with_firewall: bool) {
+        self.spawn_edge(config);
         for _ in 0..600 {
             if (!with_firewall || Lab::exec(&self.edge_ns, &["nft", "list", "set", "inet", TABLE, "open4"]).status.success())
                 && Lab::exec(&self.edge_ns, &["curl", "-s", "-o", "/dev/null", &format!("http://127.0.0.1:{PORT}/")]).status.success()
@@ -210,6 +222,26 @@ fn can_flood() -> bool {
         crate::support::external::missing("FIREWALL", "hping3 is not installed");
     }
     hping3
+}
+
+/// A directory under `dir` holding an `nft` that runs `before` (bash, with the transaction in
+/// `$script`) ahead of each `nft -f -` transaction and otherwise passes everything to the
+/// real `nft`: put first on the edge's `PATH` ([`Lab::nft_in_front`]).
+fn nft_in_front(dir: &Path, before: &str) -> std::path::PathBuf {
+    let real = Command::new("sh").args(["-c", "command -v nft"]).output().unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    let front = dir.join("bin");
+    std::fs::create_dir(&front).unwrap();
+    std::fs::write(
+        front.join("nft"),
+        format!(
+            "#!/bin/bash\nif [ \"$1\" = -f ] && [ \"$2\" = - ]; then\n  script=$(cat)\n  {before}\n  \
+             exec '{real}' -f - <<<\"$script\"\nfi\nexec '{real}' \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    run(Command::new("chmod").args(["755", front.join("nft").to_str().unwrap()]));
+    front
 }
 
 fn write_config(dir: &Path, firewall_extra: &str) -> std::path::PathBuf {
@@ -798,30 +830,14 @@ fn a_change_whose_ban_table_fails_never_leaves_half_a_firewall() {
     }
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
-    let real = Command::new("sh").args(["-c", "command -v nft"]).output().unwrap();
-    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
     let fail = dir.path().join("fail-ban-table");
-    let front = dir.path().join("bin");
-    std::fs::create_dir(&front).unwrap();
-    std::fs::write(
-        front.join("nft"),
-        format!(
-            "#!/bin/bash\nif [ \"$1\" = -f ] && [ \"$2\" = - ]; then\n  script=$(cat)\n  \
-             if [ -e '{fail}' ] && grep -q '{TABLE}_bans' <<<\"$script\"; then echo 'Error: refused by the test' >&2; exit 1; fi\n  \
-             exec '{real}' -f - <<<\"$script\"\nfi\nexec '{real}' \"$@\"\n",
-            fail = fail.display()
-        ),
-    )
-    .unwrap();
-    run(Command::new("chmod").args(["755", front.join("nft").to_str().unwrap()]));
+    let refuse = format!(
+        "if [ -e '{}' ] && grep -q '{TABLE}_bans' <<<\"$script\"; then echo 'Error: refused by the test' >&2; exit 1; fi",
+        fail.display()
+    );
     let mut lab = Lab::create();
-    lab.nft_in_front = Some(front);
+    lab.nft_in_front = Some(nft_in_front(dir.path(), &refuse));
     lab.start_edge(&config);
-    let tables = |lab: &Lab| {
-        let listed = lab.edge(&["nft", "list", "tables"]);
-        let has = |name: String| listed.lines().any(|line| line.trim() == format!("table inet {name}"));
-        (has(TABLE.to_string()), has(format!("{TABLE}_bans")))
-    };
     let admin = |lab: &Lab, method: &str, path: &str| -> (String, serde_json::Value) {
         let out = lab.edge(&[
             "curl",
@@ -838,7 +854,7 @@ fn a_change_whose_ban_table_fails_never_leaves_half_a_firewall() {
         (code.to_string(), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
     };
     let applied = |lab: &Lab| admin(lab, "GET", "/api/v1/firewall").1["applied"].as_bool().unwrap();
-    assert_eq!(tables(&lab), (true, true));
+    assert_eq!(lab.tables(), (true, true));
 
     // remove, failing on the ban table.
     std::fs::write(&fail, "").unwrap();
@@ -846,23 +862,23 @@ fn a_change_whose_ban_table_fails_never_leaves_half_a_firewall() {
     assert_eq!(code, "500", "{body}");
     assert!(body["error"].as_str().unwrap().contains("refused by the test"), "{body}");
     assert!(applied(&lab), "a remove that failed half-way is still shown applied");
-    assert!(tables(&lab).1, "the ban table is still there");
+    assert!(lab.tables().1, "the ban table is still there");
     std::fs::remove_file(&fail).unwrap();
     let (code, body) = admin(&lab, "POST", "/api/v1/firewall/remove");
     assert_eq!(code, "200", "the retry removes the rest: {body}");
     assert_eq!(body["applied"], false, "{body}");
-    assert_eq!(tables(&lab), (false, false), "nothing of the firewall is left");
+    assert_eq!(lab.tables(), (false, false), "nothing of the firewall is left");
 
     // apply while down, failing on the ban table.
     std::fs::write(&fail, "").unwrap();
     let (code, body) = admin(&lab, "POST", "/api/v1/firewall/apply");
     assert_eq!(code, "500", "{body}");
-    assert_eq!(tables(&lab), (false, false), "the rules table that went in was taken out again");
+    assert_eq!(lab.tables(), (false, false), "the rules table that went in was taken out again");
     assert!(!applied(&lab), "shown not applied");
     std::fs::remove_file(&fail).unwrap();
     let (code, body) = admin(&lab, "POST", "/api/v1/firewall/apply");
     assert_eq!(code, "200", "{body}");
-    assert_eq!(tables(&lab), (true, true));
+    assert_eq!(lab.tables(), (true, true));
 
     // A reload's change, failing on the ban table: the running section stays in force.
     let rate = |lab: &Lab| lab.edge(&["nft", "list", "chain", "inet", TABLE, "new_connections"]);
@@ -872,7 +888,7 @@ fn a_change_whose_ban_table_fails_never_leaves_half_a_firewall() {
     std::fs::write(&fail, "").unwrap();
     assert_eq!(admin(&lab, "POST", "/api/v1/reload").0, "200");
     assert!(rate(&lab).contains("5/second") && !rate(&lab).contains("7/second"), "the running rules stay: {}", rate(&lab));
-    assert_eq!(tables(&lab), (true, true));
+    assert_eq!(lab.tables(), (true, true));
     assert!(applied(&lab));
     let errors = std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap();
     assert!(errors.contains("[firewall] change not applied: "), "{errors}");
@@ -881,7 +897,7 @@ fn a_change_whose_ban_table_fails_never_leaves_half_a_firewall() {
     assert!(rate(&lab).contains("7/second"), "the next reload applies it: {}", rate(&lab));
 
     lab.stop_edge();
-    assert_eq!(tables(&lab), (false, false), "a clean stop removes both");
+    assert_eq!(lab.tables(), (false, false), "a clean stop removes both");
     let log = std::fs::read_to_string(dir.path().join("logs/firewall.log")).unwrap();
     for reason in ["admin-remove", "admin-apply", "reload"] {
         assert!(log.contains(&format!("failed table={TABLE} reason={reason} ")), "{reason}: {log}");
@@ -911,8 +927,8 @@ fn the_admin_apis_port_follows_it_when_a_reload_moves_it() {
         let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
         lab.edge(&["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", &auth, &url])
     };
-    let within_a_second = |check: &dyn Fn() -> bool| {
-        (0..10).any(|_| {
+    let within_5s = |check: &dyn Fn() -> bool| {
+        (0..50).any(|_| {
             check() || {
                 std::thread::sleep(Duration::from_millis(100));
                 false
@@ -925,18 +941,78 @@ fn the_admin_apis_port_follows_it_when_a_reload_moves_it() {
     // Moved to loopback: its port is no longer opened (and nothing listens there).
     std::fs::write(&config, admin_at("127.0.0.1:18444")).unwrap();
     assert_eq!(reload_through(&lab, 18443), "200");
-    assert!(within_a_second(&|| !open_set(&lab).contains("18443")), "the old admin port closes: {}", open_set(&lab));
+    assert!(within_5s(&|| !open_set(&lab).contains("18443")), "the old admin port closes: {}", open_set(&lab));
     assert!(!open_set(&lab).contains("18444"), "a loopback admin API opens nothing: {}", open_set(&lab));
-    assert!(!lab.connects(CLIENT4, EDGE4, 18443));
 
     // Back on the interface, on a new port: that one opens.
     std::fs::write(&config, admin_at("0.0.0.0:18445")).unwrap();
     assert_eq!(reload_through(&lab, 18444), "200");
-    assert!(within_a_second(&|| lab.connects(CLIENT4, EDGE4, 18445)), "the new admin port opens: {}", open_set(&lab));
+    assert!(within_5s(&|| lab.connects(CLIENT4, EDGE4, 18445)), "the new admin port opens: {}", open_set(&lab));
     let code = lab.client(&["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", &format!("https://{EDGE4}:18445/health")]);
     assert_eq!(code, "200", "and serves the admin API");
     lab.stop_edge();
     let log = std::fs::read_to_string(dir.path().join("logs/firewall.log")).unwrap();
     assert!(log.contains("reason=listeners opened=none closed=18443"), "{log}");
     assert!(log.contains("reason=listeners opened=18445 closed=none"), "{log}");
+}
+
+/// A SIGTERM while the edge starts (here its firewall's `nft` is slow) stops it cleanly as
+/// soon as the start finishes: exit 0, both tables removed. (The signal's default action
+/// killed it and left the tables behind, like a crash: found under load, when a SIGTERM came
+/// right after the admin port answered.) A second SIGTERM ends a start that hangs, at once.
+#[test]
+fn a_sigterm_while_the_edge_starts_stops_it_cleanly() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let (slow, started) = (dir.path().join("slow"), dir.path().join("nft-started"));
+    let pause = format!("if [ -e '{s}' ]; then touch '{t}'; sleep \"$(cat '{s}')\"; fi", s = slow.display(), t = started.display());
+    let mut lab = Lab::create();
+    lab.nft_in_front = Some(nft_in_front(dir.path(), &pause));
+    let sigterm = |lab: &Lab| {
+        let pid = lab.edge.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    };
+    let exit_within = |lab: &mut Lab, within: Duration| {
+        let began = tokio::time::Instant::now();
+        while began.elapsed() < within {
+            if let Some(status) = lab.edge.as_mut().unwrap().try_wait().unwrap() {
+                lab.edge = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    };
+    let wait_for_nft = || {
+        let began = tokio::time::Instant::now();
+        while !started.exists() {
+            assert!(began.elapsed() < Duration::from_secs(20), "the edge never ran nft");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    std::fs::write(&slow, "2").unwrap();
+    lab.spawn_edge(&config);
+    wait_for_nft();
+    sigterm(&lab);
+    let status = exit_within(&mut lab, Duration::from_secs(30)).expect("the edge stopped once started");
+    assert_eq!(status.code(), Some(0), "a clean stop: {status:?}");
+    std::fs::remove_file(&slow).unwrap();
+    assert_eq!(lab.tables(), (false, false), "the tables were removed, not left behind");
+
+    // A start that hangs in nft: the second SIGTERM ends it.
+    std::fs::write(&slow, "25").unwrap();
+    let _ = std::fs::remove_file(&started); // marked by the last run's shutdown too
+    lab.spawn_edge(&config);
+    wait_for_nft();
+    sigterm(&lab);
+    std::thread::sleep(Duration::from_millis(300));
+    let early = lab.edge.as_mut().unwrap().try_wait().unwrap();
+    assert!(early.is_none(), "one SIGTERM waits for the start to finish: {early:?}");
+    sigterm(&lab);
+    let status = exit_within(&mut lab, Duration::from_secs(5)).expect("a second SIGTERM ends the start at once");
+    assert_ne!(status.code(), Some(0), "{status:?}");
 }

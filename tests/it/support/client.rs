@@ -78,6 +78,14 @@ pub async fn tls_connect(addr: SocketAddr, cert_pem: &std::path::Path, alpn: &[&
     connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
 }
 
+/// One HTTP/1.1 request without a body over TLS.
+pub async fn tls_h1(addr: SocketAddr, cert_pem: &std::path::Path, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let tls = tls_connect(addr, cert_pem, &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    collect(send.send_request(request(method, path, "localhost", Bytes::new(), headers)).await.unwrap()).await
+}
+
 /// GET over TLS; HTTP/2 when the server picks it via ALPN, else HTTP/1.1.
 pub async fn tls_get(addr: SocketAddr, cert_pem: &std::path::Path, alpn: &[&[u8]], path: &str) -> Reply {
     let tls = tls_connect(addr, cert_pem, alpn).await;
