@@ -317,13 +317,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let (edge, changes) = (edge.clone(), store.subscribe());
         services.start("store follower", move |drain| background::follow_store_changes(edge, changes, drain));
     }
-    let mut address = listeners.iter().map(|(name, a)| format!("{name} {a}")).collect::<Vec<_>>().join(", ");
-    if let Some(admin) = admin_addr {
-        address.push_str(&format!(", admin {admin}"));
-    }
     {
         let edge = edge.clone();
-        services.start("heartbeat", move |drain| background::heartbeat(edge, address, drain));
+        services.start("heartbeat", move |drain| background::heartbeat(edge, drain));
     }
     tracing::info!(
         "{} ready: state in {}, logs in {}",

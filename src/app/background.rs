@@ -57,14 +57,16 @@ pub(super) async fn follow_store_changes(
 
 /// Announces this peer every `cluster.heartbeat` (with its maintenance state and counts) and
 /// refreshes the list of alive peers, until the drain.
-pub(super) async fn heartbeat(edge: Arc<Edge>, address: String, mut drain: Drain) {
+pub(super) async fn heartbeat(edge: Arc<Edge>, mut drain: Drain) {
     let runtime = edge.runtime.clone();
     let mut known_peers: Vec<String> = Vec::new();
     loop {
         let gateway = edge.gateway.load_full();
         let info = crate::operate::peers::PeerInfo {
             name: gateway.config.cluster.peer.clone(),
-            address: address.clone(),
+            // What listens now (a reload may add, remove or move listeners, the admin API's
+            // included): `name address, …`.
+            address: runtime.listeners.all().iter().map(|b| format!("{} {}", b.name, b.address)).collect::<Vec<_>>().join(", "),
             last_seen_ms: crate::clock::unix_ms(),
             maintenance: runtime.operate.in_maintenance(),
             sessions: gateway.services.iter().map(|s| s.sessions.current() as u64).sum(),
