@@ -19,6 +19,9 @@ pub enum BodyFailure {
     /// The client broke the framing (bad chunk, length mismatch, a protocol error): a
     /// protocol violation, answered 400.
     Malformed,
+    /// The HTTP/1 framing guard cut a broken chunk and reported it itself: answered 400, not
+    /// counted a second time.
+    Refused,
     /// The client left: it cancelled the HTTP/2 stream or closed the connection. Normal (a
     /// browser navigating away), never counted against the source.
     Gone,
@@ -32,6 +35,11 @@ impl BodyFailure {
         }
         let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
         while let Some(cause) = source {
+            if let Some(io) = cause.downcast_ref::<std::io::Error>()
+                && io.get_ref().is_some_and(|inner| inner.is::<crate::net::h1_guard::BrokenChunk>())
+            {
+                return BodyFailure::Refused;
+            }
             // HTTP/1.1: the connection ended inside the body (a browser closed, a network
             // dropped, a reset). A malformed chunk or length is another kind (invalid input
             // or data: the framing guard and hyper's decoder say so).

@@ -53,7 +53,13 @@ async fn refresh_token_of(request: Request<Incoming>) -> Result<String, ProxyErr
     let body = http_body_util::Limited::new(request.into_body(), MAX_TOKEN_REQUEST_BODY)
         .collect()
         .await
-        .map_err(|_| ProxyError::BadRequest("token request body too large or unreadable"))?
+        .map_err(|error| match error.downcast_ref::<hyper::Error>().map(super::body::BodyFailure::of) {
+            // Cut by the framing guard (counted there), or the client left (not counted).
+            Some(failure @ (super::body::BodyFailure::Refused | super::body::BodyFailure::Gone)) => {
+                super::proxying::client_body_failed(failure)
+            }
+            _ => ProxyError::BadRequest("token request body too large or unreadable"),
+        })?
         .to_bytes();
     serde_json::from_slice::<RefreshRequest>(&body)
         .map(|r| r.refresh_token)

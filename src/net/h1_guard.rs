@@ -58,6 +58,9 @@ pub enum Violation {
     MalformedHead,
     /// A head over the size or field-count limit (hyper answers 431 itself).
     OversizedHead,
+    /// A body whose chunked framing is broken: cut there (the handler answers 400 if it
+    /// reads the body; if it answered without reading it, the connection just closes).
+    BrokenChunk,
 }
 
 impl Violation {
@@ -70,13 +73,14 @@ impl Violation {
             Violation::InvalidTransferEncoding => "invalid Transfer-Encoding",
             Violation::MalformedHead => "malformed request head",
             Violation::OversizedHead => "oversized request head",
+            Violation::BrokenChunk => "invalid chunked framing",
         }
     }
 
-    /// Whether the guard itself refused the request (ambiguous framing), as opposed to
-    /// reporting a head hyper refuses.
+    /// Whether the guard itself refused the request head (ambiguous framing), as opposed to
+    /// reporting a head hyper refuses, or a broken body.
     pub fn is_framing(self) -> bool {
-        !matches!(self, Violation::MalformedHead | Violation::OversizedHead)
+        !matches!(self, Violation::MalformedHead | Violation::OversizedHead | Violation::BrokenChunk)
     }
 }
 
@@ -498,8 +502,13 @@ impl<T> GuardedIo<T> {
             }
             Scan::BadBody { at } => {
                 // hyper gets the body up to there, then a read error (400 from the handler).
+                // Reported here, so it counts whether or not the handler reads the body (a
+                // 401 or a redirect answers without it; hyper's drain read still meets it).
                 buf.set_filled(before + at);
                 self.bad_body = true;
+                if let Some(hook) = self.hook.take() {
+                    hook(Violation::BrokenChunk, RefusedRequest::default());
+                }
             }
             Scan::AwaitUpgrade { at } => {
                 self.held.extend_from_slice(&buf.filled()[before + at..]);
@@ -549,10 +558,25 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
     }
 }
 
-/// The read error hyper gets where a body's framing is broken.
+/// The read error hyper gets where a body's framing is broken (its inner error is
+/// [`BrokenChunk`]).
 fn bad_body() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, "invalid chunked framing")
+    io::Error::new(io::ErrorKind::InvalidData, BrokenChunk)
 }
+
+/// Inside the read error of a body whose chunked framing the guard cut: the guard reported it
+/// ([`Violation::BrokenChunk`]), so whoever reads the body answers 400 without counting it
+/// again.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokenChunk;
+
+impl std::fmt::Display for BrokenChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid chunked framing")
+    }
+}
+
+impl std::error::Error for BrokenChunk {}
 
 impl<T> GuardedIo<T> {
     /// The outcome of a read that placed bytes from `before` on: a broken body with nothing

@@ -659,6 +659,45 @@ async fn http2_resets_spread_over_many_connections_meet_the_sources_budget() {
     edge.stop().await;
 }
 
+/// A broken chunk counts once, whether the edge reads the body or answers without it: here
+/// (trigger 2) a signed-in upload with a broken chunk is read and answered 400 — one count,
+/// not banned — and an unsigned one answered 401 without its body being read is the second
+/// count, which bans. A well-formed chunked body on a 401 is no violation at all. Nothing
+/// reached the upstream.
+#[tokio::test]
+async fn a_broken_chunk_counts_once_whether_or_not_the_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start("desk").await;
+    let edge = edge(&up, "[protection.categories.http-protocol-violation]\ntrigger = 2\n").await;
+    let client: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let exchange = |request: String| async move {
+        let mut tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let upload = |credential: &str, body: &str| {
+        format!("POST /upload HTTP/1.1\r\nhost: localhost\r\n{credential}transfer-encoding: chunked\r\n\r\n{body}")
+    };
+    let signed_in = format!("authorization: {}\r\n", basic("alice", "pw"));
+    let broken = "5\r\nhello\r\nZZ\r\nmore\r\n0\r\n\r\n";
+
+    let answer = exchange(upload("", "5\r\nhello\r\n0\r\n\r\n")).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let answer = exchange(upload(&signed_in, broken)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "the body is read and refused: {answer}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(edge.running().runtime.shield.check(client), None, "one broken chunk counts once (trigger 2)");
+    // Counted as the guard meets it (here in the read that carried the head): answered 401
+    // without reading the body, or 418 when the ban is in force before the answer.
+    let answer = exchange(upload("", broken)).await;
+    assert!(answer.starts_with("HTTP/1.1 401") || answer.starts_with("HTTP/1.1 418"), "{answer}");
+    banned_within_5s(&edge, client, "the unread broken chunk is the second count").await;
+    assert_eq!(up.hits(), 0, "nothing reached the upstream");
+    edge.stop().await;
+}
+
 /// An HTTP/1.1 client that leaves in the middle of its upload (a browser closed, a network
 /// dropped) is not a protocol violation: logged 499, never counted. A body whose chunked
 /// framing is broken still is (400, counted: trigger 1 here bans).
