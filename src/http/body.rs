@@ -19,7 +19,7 @@ pub enum BodyFailure {
     /// The client broke the framing (bad chunk, length mismatch, a protocol error): a
     /// protocol violation, answered 400.
     Malformed,
-    /// The HTTP/1 framing guard cut a broken chunk and reported it itself: answered 400, not
+    /// The HTTP/1 framing guard cut a broken chunk and counted it itself: answered 400, not
     /// counted a second time.
     Refused,
     /// The client left: it cancelled the HTTP/2 stream or closed the connection. Normal (a
@@ -36,7 +36,10 @@ impl BodyFailure {
         let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
         while let Some(cause) = source {
             if let Some(io) = cause.downcast_ref::<std::io::Error>()
-                && io.get_ref().is_some_and(|inner| inner.is::<crate::net::h1_guard::BrokenChunk>())
+                && io
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<crate::net::h1_guard::BrokenChunk>())
+                    .is_some_and(|broken| broken.counted)
             {
                 return BodyFailure::Refused;
             }

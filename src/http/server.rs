@@ -195,6 +195,24 @@ macro_rules! drive {
 /// How long a connection over its cancel budget may take to finish after its GOAWAY.
 const CANCEL_CLOSE_WITHIN: Duration = Duration::from_secs(1);
 
+/// A broken chunk the framing guard met: counted against the peer at once (also when the
+/// handler answers without reading the body: a 401, a redirect), unless the peer is a trusted
+/// proxy — then whoever reads the body counts it against the client it forwards for (whose
+/// address is in the request's `X-Forwarded-For`). Whether it was counted.
+fn count_broken_chunk(edge: &Edge, conn: &Connection) -> bool {
+    let peer = conn.client.ip().to_canonical();
+    let from_proxy =
+        edge.gateway.load().config.protection.trusted_proxies.iter().any(|(net, prefix)| crate::protect::in_network(peer, *net, *prefix));
+    if from_proxy {
+        return false;
+    }
+    let runtime = &edge.runtime;
+    runtime.error_log.warn(&format!("{peer} :: request body refused: invalid chunked framing"));
+    let line = crate::protect::RequestLine { method: "-", path: "-", protocol: "HTTP/1.1", host: "-" };
+    runtime.shield.record_detached(peer, crate::config::Category::HttpProtocolViolation, line);
+    true
+}
+
 struct ConnectionTask {
     edge: Arc<Edge>,
     conn: Arc<Connection>,
@@ -242,9 +260,12 @@ impl ConnectionTask {
                 drive!(self, connection)
             }
             Protocols::Http1 | Protocols::Detect => {
-                let runtime = self.edge.runtime.clone();
+                let (edge, runtime) = (self.edge.clone(), self.edge.runtime.clone());
                 let conn = self.conn.clone();
                 let hook = Box::new(move |violation: crate::net::h1_guard::Violation, request: crate::net::h1_guard::RefusedRequest| {
+                    if violation == crate::net::h1_guard::Violation::BrokenChunk {
+                        return count_broken_chunk(&edge, &conn);
+                    }
                     let line = crate::protect::RequestLine {
                         method: &request.method,
                         path: &request.path,
@@ -254,7 +275,7 @@ impl ConnectionTask {
                     // Every head the guard refuses or hyper will refuse is a protocol violation.
                     runtime.shield.record_detached(conn.client.ip(), crate::config::Category::HttpProtocolViolation, line);
                     if !violation.is_framing() {
-                        return;
+                        return true;
                     }
                     runtime.metrics.framing_refused(&conn.listener);
                     runtime.error_log.warn(&format!(
@@ -277,6 +298,7 @@ impl ConnectionTask {
                         service: None,
                         duration: Duration::ZERO,
                     });
+                    true
                 });
                 let guarded =
                     GuardedIo::new(io, self.server.max_header_bytes, self.server.max_headers, hook, self.conn.upgrade_gate.clone());

@@ -397,8 +397,10 @@ enum HeadCheck {
     Complete { len: usize, next: State, body_len: u64, upgrade: bool },
 }
 
-/// Reports refused requests to the owner of the connection (access log, metrics, shield).
-pub type RefusalHook = Box<dyn FnOnce(Violation, RefusedRequest) + Send>;
+/// Reports refused requests to the owner of the connection (access log, metrics, shield);
+/// returns whether it counted the violation against the client (for a
+/// [`Violation::BrokenChunk`]: if not, whoever reads the body counts it).
+pub type RefusalHook = Box<dyn FnOnce(Violation, RefusedRequest) -> bool + Send>;
 
 /// Bytes put where a refused head was: an invalid request line (or header line, if hyper
 /// already holds the start of the head), so hyper answers 400 itself — in pipeline order,
@@ -455,6 +457,8 @@ pub struct GuardedIo<T> {
     /// A body's framing was refused: every further read fails (hyper fails the body with an
     /// invalid-data error, which tells a malformed body from a client that left).
     bad_body: bool,
+    /// The hook counted the broken body (carried in the read error: [`BrokenChunk`]).
+    bad_body_counted: bool,
     hook: Option<RefusalHook>,
     gate: std::sync::Arc<UpgradeGate>,
     /// Bytes read after a request with `Upgrade`, held until the handler decides.
@@ -470,6 +474,7 @@ impl<T> GuardedIo<T> {
             framing: RequestFraming::new(max_head_bytes, max_headers),
             refused: false,
             bad_body: false,
+            bad_body_counted: false,
             hook: Some(hook),
             gate,
             held: Vec::new(),
@@ -507,7 +512,7 @@ impl<T> GuardedIo<T> {
                 buf.set_filled(before + at);
                 self.bad_body = true;
                 if let Some(hook) = self.hook.take() {
-                    hook(Violation::BrokenChunk, RefusedRequest::default());
+                    self.bad_body_counted = hook(Violation::BrokenChunk, RefusedRequest::default());
                 }
             }
             Scan::AwaitUpgrade { at } => {
@@ -522,7 +527,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.bad_body {
-            return Poll::Ready(Err(bad_body()));
+            return Poll::Ready(Err(bad_body(this.bad_body_counted)));
         }
         if this.refused {
             return Poll::Ready(Ok(()));
@@ -560,15 +565,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
 
 /// The read error hyper gets where a body's framing is broken (its inner error is
 /// [`BrokenChunk`]).
-fn bad_body() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, BrokenChunk)
+fn bad_body(counted: bool) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, BrokenChunk { counted })
 }
 
-/// Inside the read error of a body whose chunked framing the guard cut: the guard reported it
-/// ([`Violation::BrokenChunk`]), so whoever reads the body answers 400 without counting it
-/// again.
+/// Inside the read error of a body whose chunked framing the guard cut. `counted`: the
+/// guard's hook counted it against the client ([`Violation::BrokenChunk`]), so whoever reads
+/// the body answers 400 without counting it again.
 #[derive(Debug, Clone, Copy)]
-pub struct BrokenChunk;
+pub struct BrokenChunk {
+    pub counted: bool,
+}
 
 impl std::fmt::Display for BrokenChunk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -584,7 +591,7 @@ impl<T> GuardedIo<T> {
     /// client that left, not a broken body).
     fn handed_over(&self, buf: &ReadBuf<'_>, before: usize) -> Poll<io::Result<()>> {
         if self.bad_body && buf.filled().len() == before {
-            return Poll::Ready(Err(bad_body()));
+            return Poll::Ready(Err(bad_body(self.bad_body_counted)));
         }
         Poll::Ready(Ok(()))
     }

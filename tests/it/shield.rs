@@ -659,6 +659,16 @@ async fn http2_resets_spread_over_many_connections_meet_the_sources_budget() {
     edge.stop().await;
 }
 
+/// What `request`, written whole to a new connection to `addr`, gets back (up to 5 s).
+async fn exchange_with(addr: std::net::SocketAddr, request: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// A broken chunk counts once, whether the edge reads the body or answers without it: here
 /// (trigger 2) a signed-in upload with a broken chunk is read and answered 400 — one count,
 /// not banned — and an unsigned one answered 401 without its body being read is the second
@@ -666,19 +676,12 @@ async fn http2_resets_spread_over_many_connections_meet_the_sources_budget() {
 /// reached the upstream.
 #[tokio::test]
 async fn a_broken_chunk_counts_once_whether_or_not_the_body_is_read() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = Upstream::start("desk").await;
     let edge = edge(&up, "[protection.categories.http-protocol-violation]\ntrigger = 2\n").await;
     let client: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-    let exchange = |request: String| async move {
-        let mut tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
-        tcp.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
-        String::from_utf8_lossy(&answer).into_owned()
-    };
+    let exchange = |request: String| exchange_with(edge.http, request);
     let upload = |credential: &str, body: &str| {
-        format!("POST /upload HTTP/1.1\r\nhost: localhost\r\n{credential}transfer-encoding: chunked\r\n\r\n{body}")
+        format!("POST /upload HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{credential}transfer-encoding: chunked\r\n\r\n{body}")
     };
     let signed_in = format!("authorization: {}\r\n", basic("alice", "pw"));
     let broken = "5\r\nhello\r\nZZ\r\nmore\r\n0\r\n\r\n";
@@ -695,6 +698,19 @@ async fn a_broken_chunk_counts_once_whether_or_not_the_body_is_read() {
     assert!(answer.starts_with("HTTP/1.1 401") || answer.starts_with("HTTP/1.1 418"), "{answer}");
     banned_within_5s(&edge, client, "the unread broken chunk is the second count").await;
     assert_eq!(up.hits(), 0, "nothing reached the upstream");
+    let log = edge.log_once("blocking.log", "will be blocked").await;
+    assert!(log.contains("request: \"- - HTTP/1.1\", host: \"-\""), "{log}");
+    edge.stop().await;
+
+    // Behind a trusted proxy the broken chunk counts against the client it forwards for (once
+    // the body is read), never against the proxy.
+    let extra = "[protection]\ntrusted_proxies = [\"127.0.0.1\"]\n[protection.categories.http-protocol-violation]\ntrigger = 1\n";
+    let edge = crate::support::users_file_edge(&up, extra).await;
+    let forwarded = format!("{signed_in}x-forwarded-for: 198.51.100.20\r\n");
+    let answer = exchange_with(edge.http, upload(&forwarded, broken)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    banned_within_5s(&edge, "198.51.100.20".parse().unwrap(), "the forwarded-for client is counted").await;
+    assert_eq!(edge.running().runtime.shield.check(client), None, "the proxy is never counted");
     edge.stop().await;
 }
 
