@@ -122,6 +122,11 @@ pub fn source_of(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     }
 }
 
+/// Whether `ip` is inside one of `networks` (`network/prefix` pairs).
+pub fn in_any_network(ip: IpAddr, networks: &[(IpAddr, u8)]) -> bool {
+    networks.iter().any(|(network, prefix)| in_network(ip, *network, *prefix))
+}
+
 /// Whether `ip` is inside `network/prefix`.
 pub fn in_network(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
     match (ip.to_canonical(), network.to_canonical()) {

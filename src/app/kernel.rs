@@ -268,6 +268,18 @@ impl KernelTable {
         }
     }
 
+    /// Replaces the ban mirror's own table: `ports` guarded, IPv6 sources masked with
+    /// `prefix`, every ban in force when its turn comes.
+    async fn replace_mirror_table(&self, mirror: &MirrorPorts, runtime: &Runtime, prefix: u8, ports: &[u16]) -> Result<(), nft::NftError> {
+        let (table, shield, guarded) = (mirror.table.clone(), Arc::downgrade(&runtime.shield), ports.to_vec());
+        self.mirror
+            .replace(prefix, move || {
+                let bans = shield.upgrade().map(|s| s.mirrored_bans()).unwrap_or_default();
+                nft::mirror_table(&table, &guarded, prefix, &bans)
+            })
+            .await
+    }
+
     /// The ban mirror's table guards the ports of the listeners running now (its bans are
     /// rendered in with it, in order with the ban changes).
     async fn update_mirror_ports(&self, mirror: &MirrorPorts, runtime: &Runtime) {
@@ -276,16 +288,7 @@ impl KernelTable {
         if ports == *applied || self.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let (table, prefix, shield, guarded) =
-            (mirror.table.clone(), self.mirror.ipv6_prefix(), Arc::downgrade(&runtime.shield), ports.clone());
-        let outcome = self
-            .mirror
-            .replace(prefix, move || {
-                let bans = shield.upgrade().map(|s| s.mirrored_bans()).unwrap_or_default();
-                nft::mirror_table(&table, &guarded, prefix, &bans)
-            })
-            .await;
-        match outcome {
+        match self.replace_mirror_table(mirror, runtime, self.mirror.ipv6_prefix(), &ports).await {
             Ok(()) => *applied = ports,
             Err(error) => runtime.error_log.error(&format!("nftables mirror: listener ports not updated: {error}")),
         }
@@ -304,15 +307,7 @@ impl KernelTable {
         }
         self.mirror.set_ipv6_prefix(prefix);
         let ports = runtime.listeners.public_ports();
-        let (table, shield, guarded) = (mirror.table.clone(), Arc::downgrade(&runtime.shield), ports.clone());
-        let outcome = self
-            .mirror
-            .replace(prefix, move || {
-                let bans = shield.upgrade().map(|s| s.mirrored_bans()).unwrap_or_default();
-                nft::mirror_table(&table, &guarded, prefix, &bans)
-            })
-            .await;
-        match outcome {
+        match self.replace_mirror_table(mirror, runtime, prefix, &ports).await {
             Ok(()) => {
                 *applied = ports;
                 Ok(true)

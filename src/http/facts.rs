@@ -71,7 +71,7 @@ impl Facts {
 /// right-most `X-Forwarded-For` address that is not itself a trusted proxy.
 fn effective_client(peer: IpAddr, headers: &http::HeaderMap, trusted: &[(IpAddr, u8)]) -> IpAddr {
     let peer = peer.to_canonical();
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|(net, prefix)| crate::protect::in_network(ip, *net, *prefix));
+    let is_trusted = |ip: IpAddr| crate::protect::in_any_network(ip, trusted);
     if trusted.is_empty() || !is_trusted(peer) {
         return peer;
     }

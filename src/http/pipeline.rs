@@ -91,9 +91,9 @@ pub async fn handle(edge: Arc<Edge>, conn: Arc<Connection>, request: Request<Inc
                     })
                 }
                 // A request the edge cannot read one way only (bad path, host, credential
-                // count, body framing) is a protocol violation; a broken chunk was counted by
-                // the framing guard already.
-                ProxyError::BadRequest(why) if *why != super::proxying::REFUSED_BODY => Some(Category::HttpProtocolViolation),
+                // count, body framing) is a protocol violation (`BodyRefused`: counted by the
+                // framing guard already).
+                ProxyError::BadRequest(_) => Some(Category::HttpProtocolViolation),
                 _ => None,
             };
             if let Some(category) = category {

@@ -231,15 +231,11 @@ fn spawn_tunnel(runtime: Arc<Runtime>, service: Arc<str>, client: hyper::upgrade
     });
 }
 
-/// Why a request whose body the framing guard cut (and reported) is refused: the one
-/// `BadRequest` the request pipeline does not count again.
-pub const REFUSED_BODY: &str = "malformed request body (chunked framing)";
-
 /// The answer to a request whose body the client broke or abandoned.
 pub(super) fn client_body_failed(failure: BodyFailure) -> ProxyError {
     match failure {
         BodyFailure::Malformed => ProxyError::BadRequest("malformed request body"),
-        BodyFailure::Refused => ProxyError::BadRequest(REFUSED_BODY),
+        BodyFailure::Refused => ProxyError::BodyRefused,
         BodyFailure::Gone => ProxyError::ClientGone,
     }
 }

@@ -21,6 +21,9 @@ pub enum Blame {
 pub enum ProxyError {
     /// Malformed or ambiguous request (400).
     BadRequest(&'static str),
+    /// A body whose chunked framing the HTTP/1 guard cut and counted already (400, not
+    /// counted again).
+    BodyRefused,
     /// The client cancelled the request or closed its connection before its body was read
     /// (logged as 499, as nginx does; the answer reaches no one; not a protocol violation).
     ClientGone,
@@ -60,6 +63,7 @@ impl ProxyError {
     pub fn blame(&self) -> Blame {
         match self {
             ProxyError::BadRequest(_)
+            | ProxyError::BodyRefused
             | ProxyError::ClientGone
             | ProxyError::NoRoute
             | ProxyError::NotFound
@@ -77,7 +81,7 @@ impl ProxyError {
     /// The status code.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::BodyRefused => StatusCode::BAD_REQUEST,
             ProxyError::ClientGone => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ProxyError::NoRoute | ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -96,6 +100,7 @@ impl ProxyError {
     pub fn into_response(self) -> Response<ProxyBody> {
         let text: &str = match &self {
             ProxyError::BadRequest(why) => why,
+            ProxyError::BodyRefused => "malformed request body (chunked framing)",
             ProxyError::ClientGone => "client closed request",
             ProxyError::NoRoute | ProxyError::NotFound => "not found",
             ProxyError::MethodNotAllowed => "method not allowed",
@@ -130,7 +135,7 @@ impl ProxyError {
             ProxyError::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ProxyError::BadRequest(_) => {
+            ProxyError::BadRequest(_) | ProxyError::BodyRefused => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}

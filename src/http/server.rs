@@ -201,9 +201,7 @@ const CANCEL_CLOSE_WITHIN: Duration = Duration::from_secs(1);
 /// address is in the request's `X-Forwarded-For`). Whether it was counted.
 fn count_broken_chunk(edge: &Edge, conn: &Connection) -> bool {
     let peer = conn.client.ip().to_canonical();
-    let from_proxy =
-        edge.gateway.load().config.protection.trusted_proxies.iter().any(|(net, prefix)| crate::protect::in_network(peer, *net, *prefix));
-    if from_proxy {
+    if crate::protect::in_any_network(peer, &edge.gateway.load().config.protection.trusted_proxies) {
         return false;
     }
     let runtime = &edge.runtime;

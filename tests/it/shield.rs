@@ -659,16 +659,6 @@ async fn http2_resets_spread_over_many_connections_meet_the_sources_budget() {
     edge.stop().await;
 }
 
-/// What `request`, written whole to a new connection to `addr`, gets back (up to 5 s).
-async fn exchange_with(addr: std::net::SocketAddr, request: String) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 /// A broken chunk counts once, whether the edge reads the body or answers without it: here
 /// (trigger 2) a signed-in upload with a broken chunk is read and answered 400 — one count,
 /// not banned — and an unsigned one answered 401 without its body being read is the second
@@ -679,7 +669,7 @@ async fn a_broken_chunk_counts_once_whether_or_not_the_body_is_read() {
     let up = Upstream::start("desk").await;
     let edge = edge(&up, "[protection.categories.http-protocol-violation]\ntrigger = 2\n").await;
     let client: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-    let exchange = |request: String| exchange_with(edge.http, request);
+    let exchange = |request: String| async move { raw_exchange(edge.http, request.as_bytes(), Duration::from_secs(5)).await };
     let upload = |credential: &str, body: &str| {
         format!("POST /upload HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{credential}transfer-encoding: chunked\r\n\r\n{body}")
     };
@@ -707,7 +697,7 @@ async fn a_broken_chunk_counts_once_whether_or_not_the_body_is_read() {
     let extra = "[protection]\ntrusted_proxies = [\"127.0.0.1\"]\n[protection.categories.http-protocol-violation]\ntrigger = 1\n";
     let edge = crate::support::users_file_edge(&up, extra).await;
     let forwarded = format!("{signed_in}x-forwarded-for: 198.51.100.20\r\n");
-    let answer = exchange_with(edge.http, upload(&forwarded, broken)).await;
+    let answer = raw_exchange(edge.http, upload(&forwarded, broken).as_bytes(), Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     banned_within_5s(&edge, "198.51.100.20".parse().unwrap(), "the forwarded-for client is counted").await;
     assert_eq!(edge.running().runtime.shield.check(client), None, "the proxy is never counted");

@@ -80,7 +80,11 @@ pub async fn tls_connect(addr: SocketAddr, cert_pem: &std::path::Path, alpn: &[&
 
 /// One HTTP/1.1 request without a body over TLS.
 pub async fn tls_h1(addr: SocketAddr, cert_pem: &std::path::Path, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let tls = tls_connect(addr, cert_pem, &[b"http/1.1"]).await;
+    h1_over(tls_connect(addr, cert_pem, &[b"http/1.1"]).await, method, path, headers).await
+}
+
+/// One HTTP/1.1 request without a body over `tls`.
+async fn h1_over(tls: tokio_rustls::client::TlsStream<TcpStream>, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
     collect(send.send_request(request(method, path, "localhost", Bytes::new(), headers)).await.unwrap()).await
@@ -96,8 +100,6 @@ pub async fn tls_get(addr: SocketAddr, cert_pem: &std::path::Path, alpn: &[&[u8]
         let uri = format!("https://localhost:{}{path}", addr.port());
         collect(send.send_request(request("GET", &uri, "", Bytes::new(), &[])).await.unwrap()).await
     } else {
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-        tokio::spawn(conn);
-        collect(send.send_request(request("GET", path, "localhost", Bytes::new(), &[])).await.unwrap()).await
+        h1_over(tls, "GET", path, &[]).await
     }
 }
