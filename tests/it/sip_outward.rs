@@ -269,13 +269,36 @@ async fn after_a_reload_moved_the_listener_requests_to_partners_name_the_new_one
     let reply = edge.reload_with(&format!("{}{new_block}", base.replace(&old_block, ""))).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
 
-    let route = format!("Route: <sip:127.0.0.1:{partner_port};transport=tcp;lr>\r\n");
-    tcp.write_all(outward("sip:bob@partner.example", "m1", &route).as_bytes()).await.unwrap();
-    let request = tokio::time::timeout(Duration::from_secs(10), received).await.expect("the partner got the request").unwrap();
-    let via = first_header(&request, "Via").unwrap_or_default();
+    let (request, via) = through_to_partner(&mut tcp, partner_port, received, "m1").await;
     assert!(via.starts_with(&format!("SIP/2.0/TCP 127.0.0.1:{new_port};")), "the running listener in the Via: {request}");
     assert!(!request.contains(&format!("127.0.0.1:{};", old.port())), "the removed listener is named nowhere: {request}");
     edge.stop().await;
+}
+
+/// A port in 20000–32767 (under Linux's default ephemeral range, 32768–60999) that binds on
+/// `0.0.0.0` and on `[::]` right now.
+fn dual_stack_port() -> u16 {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() ^ std::process::id();
+    (0..1000u32)
+        .map(|i| 20000 + ((seed.wrapping_add(i.wrapping_mul(7919))) % 12768) as u16)
+        .find(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok() && std::net::TcpListener::bind(("::", *p)).is_ok())
+        .expect("a port free on both families")
+}
+
+/// Sends a request for `sip:bob@partner.example` (Call-ID `call_id`) from the inside over
+/// `tcp`, routed to the capturing partner on `partner_port`; what the partner received, and
+/// its first Via.
+async fn through_to_partner(
+    tcp: &mut tokio::net::TcpStream,
+    partner_port: u16,
+    received: tokio::sync::oneshot::Receiver<String>,
+    call_id: &str,
+) -> (String, String) {
+    let route = format!("Route: <sip:127.0.0.1:{partner_port};transport=tcp;lr>\r\n");
+    tcp.write_all(outward("sip:bob@partner.example", call_id, &route).as_bytes()).await.unwrap();
+    let request = tokio::time::timeout(Duration::from_secs(10), received).await.expect("the partner got the request").unwrap();
+    let via = first_header(&request, "Via").unwrap_or_default().to_string();
+    (request, via)
 }
 
 /// Listeners on `0.0.0.0` and `[::]` of one port share one identity in Via (the server's
@@ -293,10 +316,12 @@ async fn removing_one_of_two_dual_stack_listeners_keeps_requests_to_partners_flo
     let mut tcp = tokio::time::timeout(Duration::from_secs(10), accepted).await.expect("the edge opens its next-hop connection").unwrap();
     let base = std::fs::read_to_string(&edge.config_path).unwrap();
     let without_old = base.replace(&sip_listener("partners", "127.0.0.1:0"), "");
-    // A free port on both families (another test may take a probed port first: try again).
+    // A port free on both families, below the kernel's ephemeral range: a wildcard listener
+    // cannot share its port with any socket, and the client sockets of tests running beside
+    // this one take ephemeral ports (another test may still take it first: try again).
     let mut p = 0;
     for _ in 0..5 {
-        p = free_port();
+        p = dual_stack_port();
         let both = format!("{without_old}{}{}", sip_listener("v4", &format!("0.0.0.0:{p}")), sip_listener("v6", &format!("[::]:{p}")));
         if edge.reload_with(&both).await.status == 200 {
             break;
@@ -306,10 +331,7 @@ async fn removing_one_of_two_dual_stack_listeners_keeps_requests_to_partners_flo
     assert_ne!(p, 0, "no port free on both families");
     let reply = edge.reload_with(&format!("{without_old}{}", sip_listener("v4", &format!("0.0.0.0:{p}")))).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let route = format!("Route: <sip:127.0.0.1:{partner_port};transport=tcp;lr>\r\n");
-    tcp.write_all(outward("sip:bob@partner.example", "d1", &route).as_bytes()).await.unwrap();
-    let request = tokio::time::timeout(Duration::from_secs(10), received).await.expect("the partner got the request").unwrap();
-    let via = first_header(&request, "Via").unwrap_or_default();
+    let (request, via) = through_to_partner(&mut tcp, partner_port, received, "d1").await;
     assert!(via.starts_with(&format!("SIP/2.0/TCP localhost:{p};")), "the remaining listener's identity: {request}");
     edge.stop().await;
 }
