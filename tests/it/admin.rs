@@ -174,6 +174,13 @@ async fn a_reload_moves_the_admin_api_and_switches_it_to_https() {
     assert!(reply.body.contains(&format!("admin: cannot bind {taken}")), "{}", reply.body);
     assert_eq!(status(moved).await, 200, "the running admin API stays");
 
+    // Plain HTTP on a non-loopback address: refused as at start (the token would cross the
+    // network in the clear).
+    let reply = edge.reload_with(&admin_at(&text, "0.0.0.0:0")).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.contains("0.0.0.0:0 is not loopback and admin.tls is off"), "{}", reply.body);
+    assert_eq!(status(moved).await, 200, "the running admin API stays");
+
     // HTTPS with no certificate loaded at start: refused.
     let https = admin_at(&text, "127.0.0.2:0").replace("address = \"127.0.0.2:0\"\n", "address = \"127.0.0.2:0\"\ntls = true\n");
     let reply = edge.reload_with(&https).await;
